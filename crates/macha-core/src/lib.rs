@@ -1,0 +1,24 @@
+//! The sans-IO core of Macha.
+//!
+//! Everything that decides anything lives here: the domain types, the deterministic checks that turn a
+//! [`snapshot::Snapshot`] into [`checks::Finding`]s, the issue lifecycle, the typed action schema, the
+//! one policy gate ([`policy::decide`]) and the flap guard.
+//!
+//! Architecture invariant: this crate performs no IO, spawns nothing, and never reads the clock. Time
+//! is always a parameter ([`time::Timestamp`]). That is what lets every safety rule be tested
+//! exhaustively without sockets, processes or a runtime.
+
+pub mod action;
+pub mod approval;
+pub mod checks;
+pub mod command;
+pub mod flap;
+pub mod issue;
+pub mod names;
+pub mod policy;
+pub mod snapshot;
+pub mod time;
+
+
+pub use names::{HostName, UnitName};
+pub use time::Timestamp;
