@@ -1,1 +1,197 @@
-//! (in progress)
+//! The one command builder: a program given by absolute path plus an argv vector.
+//!
+//! Architecture invariant: there is no shell anywhere in Macha. Every command the executor runs
+//! (locally, and later over SSH, where the SSH module quotes this argv for the remote side) is built
+//! here from typed actions. Text from logs, files, the model or config never becomes a command line;
+//! typed values (validated unit names, bounded integers) become single argv elements, after a `--`
+//! where the tool supports it.
+
+use crate::action::{Action, DiagnosticArgs, DiagnosticName};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A program path plus arguments. Never interpreted by a shell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Command {
+    program: String,
+    args: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("{tool} is not available on this host (not found when Macha started)")]
+    ToolMissing { tool: &'static str },
+    #[error("program path {0:?} is not absolute")]
+    NotAbsolute(String),
+    #[error("{0} is not executed as a command")]
+    NotACommand(&'static str),
+}
+
+impl Command {
+    /// A command for an absolute program path.
+    pub fn new(program: &str) -> Result<Command, CommandError> {
+        if !program.starts_with('/') || program.contains('\0') {
+            return Err(CommandError::NotAbsolute(program.to_owned()));
+        }
+        Ok(Command { program: program.to_owned(), args: Vec::new() })
+    }
+    pub fn arg(mut self, a: impl Into<String>) -> Command {
+        self.args.push(a.into());
+        self
+    }
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, it: I) -> Command {
+        self.args.extend(it.into_iter().map(Into::into));
+        self
+    }
+    pub fn program(&self) -> &str {
+        &self.program
+    }
+    pub fn argv(&self) -> &[String] {
+        &self.args
+    }
+    /// For display and audit only; never executed.
+    pub fn display(&self) -> String {
+        std::iter::once(self.program.as_str()).chain(self.args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// External tools by name → absolute path, resolved once by the daemon at start (on NixOS, store
+/// paths from the module). The core only looks them up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tools {
+    paths: BTreeMap<&'static str, String>,
+}
+
+/// Every external program Macha may run.
+pub const TOOL_NAMES: [&str; 8] =
+    ["systemctl", "journalctl", "nix-collect-garbage", "nix-store", "nix-env", "df", "ip", "ss"];
+
+impl Tools {
+    pub fn new() -> Tools {
+        Tools::default()
+    }
+    /// Registers `name` at `path`; ignored unless `name` is one of [`TOOL_NAMES`] and `path` is absolute.
+    pub fn with(mut self, name: &str, path: &str) -> Tools {
+        if let Some(n) = TOOL_NAMES.iter().find(|n| **n == name)
+            && path.starts_with('/')
+        {
+            self.paths.insert(n, path.to_owned());
+        }
+        self
+    }
+    pub fn get(&self, name: &'static str) -> Result<Command, CommandError> {
+        match self.paths.get(name) {
+            Some(p) => Command::new(p),
+            None => Err(CommandError::ToolMissing { tool: name }),
+        }
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.paths.iter().map(|(k, v)| (*k, v.as_str()))
+    }
+}
+
+/// The command for an action that runs as a process. Unit actions go over D-Bus, config changes and
+/// deployments are not commands: those return [`CommandError::NotACommand`].
+pub fn command_for(action: &Action, tools: &Tools) -> Result<Command, CommandError> {
+    match action {
+        Action::JournalVacuum { max_age_days, .. } => {
+            Ok(tools.get("journalctl")?.arg(format!("--vacuum-time={max_age_days}d")))
+        }
+        Action::CollectGarbage { older_than_days, .. } => {
+            Ok(tools.get("nix-collect-garbage")?.arg("--delete-older-than").arg(format!("{older_than_days}d")))
+        }
+        Action::StoreVerify { .. } => Ok(tools.get("nix-store")?.args(["--verify", "--check-contents"])),
+        Action::StoreRepair { .. } => Ok(tools.get("nix-store")?.args(["--verify", "--check-contents", "--repair"])),
+        Action::Diagnostic { name, args, .. } => diagnostic_command(*name, args, tools),
+        Action::RestartUnit { .. }
+        | Action::StartUnit { .. }
+        | Action::StopUnit { .. }
+        | Action::ResetFailed { .. } => Err(CommandError::NotACommand("a unit action (it goes over D-Bus)")),
+        Action::Reboot { .. } => Err(CommandError::NotACommand("a reboot (it goes over D-Bus)")),
+        Action::ConfigChange { .. } => Err(CommandError::NotACommand("a config change")),
+        Action::NixosSwitch { .. } => Err(CommandError::NotACommand("a deployment")),
+    }
+}
+
+fn diagnostic_command(name: DiagnosticName, args: &DiagnosticArgs, tools: &Tools) -> Result<Command, CommandError> {
+    let lines = args.lines.unwrap_or(200).clamp(1, 1000).to_string();
+    let since = format!("-{}min", args.since_minutes.unwrap_or(60).clamp(1, 10080));
+    let unit = args.unit.as_ref().map(|u| u.as_str().to_owned()).unwrap_or_default();
+    Ok(match name {
+        DiagnosticName::UnitStatus => {
+            tools.get("systemctl")?.args(["status", "--no-pager", "--full", "--lines=20", "--"]).arg(unit)
+        }
+        DiagnosticName::UnitLogs => tools
+            .get("journalctl")?
+            .args(["--no-pager", "--output=short-iso", "--lines", &lines, "--since", &since, "--unit"])
+            .arg(unit),
+        DiagnosticName::FailedUnits => {
+            tools.get("systemctl")?.args(["list-units", "--failed", "--no-pager", "--plain"])
+        }
+        DiagnosticName::JournalErrors => tools.get("journalctl")?.args([
+            "--no-pager",
+            "--output=short-iso",
+            "--priority=err",
+            "--lines",
+            &lines,
+            "--since",
+            &since,
+        ]),
+        DiagnosticName::DiskUsage => tools.get("df")?.args(["-P", "-h", "-x", "tmpfs", "-x", "devtmpfs"]),
+        DiagnosticName::NetworkAddresses => tools.get("ip")?.args(["-brief", "address"]),
+        DiagnosticName::ListeningSockets => tools.get("ss")?.args(["-H", "-tulpn"]),
+        DiagnosticName::ListTimers => tools.get("systemctl")?.args(["list-timers", "--all", "--no-pager"]),
+        DiagnosticName::NixGenerations => {
+            tools.get("nix-env")?.args(["--list-generations", "--profile", "/nix/var/nix/profiles/system"])
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::action::Hosts;
+
+    fn tools() -> Tools {
+        TOOL_NAMES.iter().fold(Tools::new(), |t, n| t.with(n, &format!("/usr/bin/{n}")))
+    }
+
+    #[test]
+    fn unit_arguments_are_single_argv_elements_after_double_dash() {
+        let a = Action::from_json(r#"{"kind":"diagnostic","name":"unit_status","args":{"unit":"nginx"},"reason":""}"#);
+        let c =
+            a.and_then(|a| command_for(&a, &tools()).map_err(|e| crate::action::ActionError::Invalid(e.to_string())));
+        let c = c.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.program(), "/usr/bin/systemctl");
+        assert_eq!(c.argv().last().map(String::as_str), Some("nginx.service"));
+        assert_eq!(c.argv()[c.argv().len() - 2], "--");
+    }
+
+    #[test]
+    fn every_diagnostic_builds_with_absolute_program() {
+        for name in DiagnosticName::ALL {
+            let args = DiagnosticArgs {
+                unit: matches!(name, DiagnosticName::UnitStatus | DiagnosticName::UnitLogs)
+                    .then(|| crate::UnitName::parse("x").unwrap_or_else(|e| panic!("{e}"))),
+                ..Default::default()
+            };
+            let a = Action::Diagnostic { host: Hosts::default(), name, args, reason: String::new() };
+            let c = command_for(&a, &tools()).unwrap_or_else(|e| panic!("{e}"));
+            assert!(c.program().starts_with('/'));
+            assert!(c.argv().iter().all(|a| !a.contains(['|', ';', '&', '`', '$', '>', '<', '\n'])));
+        }
+    }
+
+    #[test]
+    fn missing_tools_and_relative_paths() {
+        let a = Action::JournalVacuum { host: Hosts::default(), max_age_days: 7, reason: String::new() };
+        assert_eq!(command_for(&a, &Tools::new()), Err(CommandError::ToolMissing { tool: "journalctl" }));
+        assert_eq!(
+            Tools::new().with("journalctl", "journalctl").get("journalctl").err(),
+            Some(CommandError::ToolMissing { tool: "journalctl" })
+        );
+        assert!(Tools::new().with("sh", "/bin/sh").iter().next().is_none(), "unknown tool names are ignored");
+        let c = command_for(&a, &tools()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.argv(), ["--vacuum-time=7d"]);
+    }
+}

@@ -72,13 +72,18 @@ pub enum IssueEvent {
     /// An action for this issue was permitted (executing now or queued for approval).
     ActionStarted,
     /// The action finished; `verified` says whether the condition was observed gone afterwards.
-    ActionFinished { verified: bool },
+    ActionFinished {
+        verified: bool,
+    },
     /// A person resolved it by hand.
     ManualResolve,
     /// A person closed it by hand.
     ManualClose,
     /// Time passed; resolved issues close after `close_after`, closed ones archive after `archive_after`.
-    Tick { close_after: Duration, archive_after: Duration },
+    Tick {
+        close_after: Duration,
+        archive_after: Duration,
+    },
 }
 
 /// The lifecycle fields of one issue.

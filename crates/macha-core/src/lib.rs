@@ -19,6 +19,6 @@ pub mod policy;
 pub mod snapshot;
 pub mod time;
 
-
+pub use action::{Action, ActionKind, ProposedAction};
 pub use names::{HostName, UnitName};
 pub use time::Timestamp;

@@ -12,19 +12,8 @@ pub const UNIT_NAME_MAX: usize = 255;
 pub const HOST_NAME_MAX: usize = 253;
 
 /// Unit types systemd knows. A name without one of these suffixes is a `.service`.
-pub const UNIT_TYPES: &[&str] = &[
-    "service",
-    "socket",
-    "target",
-    "device",
-    "mount",
-    "automount",
-    "swap",
-    "timer",
-    "path",
-    "slice",
-    "scope",
-];
+pub const UNIT_TYPES: &[&str] =
+    &["service", "socket", "target", "device", "mount", "automount", "swap", "timer", "path", "slice", "scope"];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -53,25 +42,19 @@ impl UnitName {
     /// Parses and normalises a unit name. Rejects anything systemd itself would reject, plus path
     /// separators and leading dashes (which could be read as options by a command-line tool).
     pub fn parse(raw: &str) -> Result<UnitName, NameError> {
-        
         if raw.is_empty() {
             return Err(NameError::EmptyUnit);
         }
         if raw.len() > UNIT_NAME_MAX {
             return Err(NameError::UnitTooLong);
         }
-        if !raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.' | b'\\' | b'@' | b'-'))
-        {
+        if !raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.' | b'\\' | b'@' | b'-')) {
             return Err(NameError::UnitBadChar(truncate(raw)));
         }
         if raw.starts_with('-') && raw != "-.mount" || raw.starts_with('.') || raw.contains("..") {
             return Err(NameError::UnitMalformed(truncate(raw)));
         }
-        let has_type = raw
-            .rsplit_once('.')
-            .is_some_and(|(stem, ty)| !stem.is_empty() && UNIT_TYPES.contains(&ty));
+        let has_type = raw.rsplit_once('.').is_some_and(|(stem, ty)| !stem.is_empty() && UNIT_TYPES.contains(&ty));
         let name = if has_type { raw.to_owned() } else { format!("{raw}.service") };
         if name.len() > UNIT_NAME_MAX {
             return Err(NameError::UnitTooLong);
