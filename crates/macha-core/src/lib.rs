@@ -14,6 +14,7 @@ pub mod checks;
 pub mod command;
 pub mod flap;
 pub mod issue;
+pub mod journal;
 pub mod names;
 pub mod policy;
 pub mod snapshot;

@@ -1,1 +1,38 @@
-//! placeholder
+//! The one SQLite database of Macha: audit trail, approvals, issues, the action log, small
+//! key/value state and the host registry.
+//!
+//! Architecture invariant: every state change is one transaction that carries a guard on the
+//! previous state (`UPDATE … WHERE id = ? AND state = ?`) and appends its audit record. Nothing is
+//! ever half-done: after a crash at any instant, a change is either fully there, audit record
+//! included, or not there at all. Commits are durable when they return (`synchronous=FULL` in WAL
+//! mode).
+//!
+//! One writer: the daemon owns the database through a [`Store`] opened with [`Store::open`]. CLIs
+//! that only look use [`Store::open_read_only`].
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod actions;
+mod approvals;
+mod audit;
+mod db;
+mod error;
+mod hosts;
+mod issues;
+mod kv;
+mod row;
+mod schema;
+
+pub use actions::{ActionRecord, ActionState, INTERRUPTED, NewAction};
+pub use approvals::{ApprovalRecord, EXPIRY_ACTOR, NewApproval};
+pub use audit::{AuditKind, AuditQuery, AuditRecord, NewAudit, Order, Severity};
+pub use db::{BUSY_TIMEOUT, Store};
+pub use error::{Result, StoreError};
+pub use hosts::{HostRecord, HostState};
+pub use issues::{ACTIVE_STATES, IssueChanges, IssueQuery, IssueRecord, NewIssue, issue_transition_allowed};
+pub use macha_core::approval::ApprovalState;
+pub use macha_core::issue::{IssueState, Lifecycle};
+pub use schema::{MIGRATIONS, SCHEMA_VERSION};
+
+#[cfg(test)]
+mod test_support;

@@ -1,0 +1,2 @@
+//! systemd adapter benchmark (filled in below).
+fn main() {}

@@ -1,0 +1,158 @@
+//! The schema, as an ordered list of migrations.
+//!
+//! `PRAGMA user_version` holds the number of migrations applied. Each migration runs in its own
+//! transaction together with the bump of `user_version`, so a crash leaves the schema at a whole
+//! version. Migrations are append-only: a shipped entry is never edited, a change is a new entry.
+//!
+//! Invariants kept by the schema itself (so that a person with `sqlite3` cannot break them by
+//! accident either):
+//! - `audit` is append-only: triggers abort every `UPDATE` and `DELETE`.
+//! - `approvals`, `issues` and `actions` are never deleted, their identifying columns never change,
+//!   and their `state` only moves along the legal transitions.
+//! - At most one issue per fingerprint is open, acting or resolved (a partial unique index).
+//! - Ids come from `AUTOINCREMENT`, so they are never reused, even after the highest row is gone.
+
+/// Migration `n` (0-based) takes the schema from version `n` to `n + 1`.
+pub const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const V1: &str = r#"
+CREATE TABLE issues (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    fingerprint TEXT    NOT NULL,
+    host        TEXT    NOT NULL,
+    check_name  TEXT    NOT NULL,
+    subject     TEXT    NOT NULL,
+    severity    TEXT    NOT NULL CHECK (severity IN ('info', 'notice', 'warning', 'error', 'critical')),
+    summary     TEXT    NOT NULL,
+    state       TEXT    NOT NULL CHECK (state IN ('open', 'acting', 'resolved', 'closed', 'archived')),
+    since       INTEGER NOT NULL,
+    first_seen  INTEGER NOT NULL,
+    last_seen   INTEGER NOT NULL,
+    recurrences INTEGER NOT NULL DEFAULT 0 CHECK (recurrences >= 0),
+    resolution  TEXT,
+    details     TEXT    NOT NULL DEFAULT '{}' CHECK (json_valid(details))
+) STRICT;
+CREATE UNIQUE INDEX issues_one_active ON issues (fingerprint) WHERE state IN ('open', 'acting', 'resolved');
+CREATE INDEX issues_fingerprint ON issues (fingerprint, id);
+CREATE INDEX issues_state ON issues (state, last_seen);
+CREATE INDEX issues_host ON issues (host, state);
+CREATE TRIGGER issues_no_delete BEFORE DELETE ON issues
+BEGIN SELECT RAISE(ABORT, 'issues are never deleted; archive them'); END;
+CREATE TRIGGER issues_identity BEFORE UPDATE OF id, fingerprint, host, check_name, subject, first_seen ON issues
+BEGIN SELECT RAISE(ABORT, 'the identity of an issue never changes'); END;
+CREATE TRIGGER issues_no_reopen BEFORE UPDATE OF state ON issues
+WHEN (OLD.state = 'closed' AND NEW.state NOT IN ('closed', 'archived'))
+  OR (OLD.state = 'archived' AND NEW.state <> 'archived')
+BEGIN SELECT RAISE(ABORT, 'a closed issue is never reopened; open a new one'); END;
+
+CREATE TABLE approvals (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    host           TEXT    NOT NULL,
+    action         TEXT    NOT NULL CHECK (json_valid(action)),
+    decision       TEXT    NOT NULL CHECK (json_valid(decision)),
+    reason         TEXT    NOT NULL,
+    state          TEXT    NOT NULL DEFAULT 'pending'
+                   CHECK (state IN ('pending', 'approved', 'rejected', 'expired', 'executed', 'failed')),
+    requested_by   TEXT    NOT NULL,
+    requested_at   INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL CHECK (expires_at > requested_at),
+    decided_by     TEXT,
+    decided_at     INTEGER,
+    decision_note  TEXT,
+    finished_by    TEXT,
+    finished_at    INTEGER,
+    result         TEXT,
+    correlation_id TEXT    NOT NULL,
+    issue_id       INTEGER REFERENCES issues (id),
+    CHECK ((state = 'pending') = (decided_at IS NULL)),
+    CHECK ((state IN ('executed', 'failed')) = (finished_at IS NOT NULL))
+) STRICT;
+CREATE INDEX approvals_state ON approvals (state, expires_at);
+CREATE INDEX approvals_issue ON approvals (issue_id) WHERE issue_id IS NOT NULL;
+CREATE TRIGGER approvals_no_delete BEFORE DELETE ON approvals
+BEGIN SELECT RAISE(ABORT, 'approvals are never deleted'); END;
+CREATE TRIGGER approvals_identity BEFORE UPDATE OF id, host, action, decision, reason, requested_by, requested_at,
+    expires_at, correlation_id, issue_id ON approvals
+BEGIN SELECT RAISE(ABORT, 'a requested approval never changes what it asks for'); END;
+CREATE TRIGGER approvals_transition BEFORE UPDATE OF state ON approvals
+WHEN NOT ((OLD.state = 'pending' AND NEW.state IN ('approved', 'rejected', 'expired'))
+       OR (OLD.state = 'approved' AND NEW.state IN ('executed', 'failed')))
+BEGIN SELECT RAISE(ABORT, 'illegal approval state transition'); END;
+
+CREATE TABLE actions (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    correlation_id TEXT    NOT NULL,
+    ts_started     INTEGER NOT NULL,
+    ts_finished    INTEGER,
+    host           TEXT    NOT NULL,
+    kind           TEXT    NOT NULL,
+    target         TEXT    NOT NULL,
+    approval_id    INTEGER REFERENCES approvals (id),
+    issue_id       INTEGER REFERENCES issues (id),
+    state          TEXT    NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'succeeded', 'failed')),
+    detail         TEXT,
+    CHECK ((state = 'running') = (ts_finished IS NULL))
+) STRICT;
+CREATE INDEX actions_target ON actions (target, ts_started);
+CREATE INDEX actions_started ON actions (ts_started);
+CREATE INDEX actions_running ON actions (id) WHERE state = 'running';
+CREATE TRIGGER actions_no_delete BEFORE DELETE ON actions
+BEGIN SELECT RAISE(ABORT, 'the action log is never deleted'); END;
+CREATE TRIGGER actions_identity BEFORE UPDATE OF id, correlation_id, ts_started, host, kind, target, approval_id,
+    issue_id ON actions
+BEGIN SELECT RAISE(ABORT, 'a logged action never changes what it did'); END;
+CREATE TRIGGER actions_transition BEFORE UPDATE OF state ON actions
+WHEN NOT (OLD.state = 'running' AND NEW.state IN ('succeeded', 'failed'))
+BEGIN SELECT RAISE(ABORT, 'illegal action state transition'); END;
+
+CREATE TABLE audit (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts             INTEGER NOT NULL,
+    correlation_id TEXT,
+    kind           TEXT    NOT NULL CHECK (kind IN ('snapshot', 'finding', 'decision', 'action', 'outcome',
+                       'approval', 'issue', 'auth_denied', 'alert', 'config', 'daemon')),
+    severity       TEXT    NOT NULL CHECK (severity IN ('info', 'notice', 'warning', 'error', 'critical')),
+    host           TEXT    NOT NULL,
+    subject        TEXT,
+    summary        TEXT    NOT NULL,
+    payload        TEXT    NOT NULL DEFAULT 'null' CHECK (json_valid(payload)),
+    approval_id    INTEGER REFERENCES approvals (id),
+    issue_id       INTEGER REFERENCES issues (id),
+    action_id      INTEGER REFERENCES actions (id),
+    new_state      TEXT
+) STRICT;
+CREATE INDEX audit_ts ON audit (ts);
+CREATE INDEX audit_host_ts ON audit (host, ts);
+CREATE INDEX audit_kind_ts ON audit (kind, ts);
+CREATE INDEX audit_correlation ON audit (correlation_id) WHERE correlation_id IS NOT NULL;
+CREATE INDEX audit_subject ON audit (subject) WHERE subject IS NOT NULL;
+CREATE INDEX audit_approval ON audit (approval_id) WHERE approval_id IS NOT NULL;
+CREATE INDEX audit_issue ON audit (issue_id) WHERE issue_id IS NOT NULL;
+CREATE INDEX audit_action ON audit (action_id) WHERE action_id IS NOT NULL;
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+
+CREATE TABLE kv (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE hosts (
+    name       TEXT    PRIMARY KEY NOT NULL,
+    address    TEXT,
+    port       INTEGER CHECK (port BETWEEN 1 AND 65535),
+    user       TEXT,
+    state      TEXT    NOT NULL
+               CHECK (state IN ('configured', 'discovered', 'admitted', 'trusted', 'forgotten')),
+    host_key   TEXT,
+    os         TEXT,
+    profile    TEXT    NOT NULL DEFAULT '{}' CHECK (json_valid(profile)),
+    first_seen INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+"#;

@@ -1,0 +1,357 @@
+//! The client commands: policy, schema, approvals, logs, issues, config, and starting the daemon.
+
+use super::render;
+use super::{
+    ApproveCmd, CheckConfigArgs, ClientOpts, CmdResult, DaemonArgs, EXIT_DATAERR, EXIT_USAGE, IssuesCmd, LogFilter,
+    LogsCmd, PolicyCmd, fail,
+};
+use crate::api::{Client, ClientError, Request};
+use crate::config::{Config, DEFAULT_CONFIG_PATH, Scope};
+use anyhow::Context;
+use macha_core::action::{Action, ActionKind, DOCUMENT_MAX};
+use macha_core::flap::FlapGuard;
+use macha_core::policy::{self, Autonomy, PolicyContext};
+use macha_store::{AuditKind, AuditQuery, Order, Severity, Store};
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The configuration a client command uses: `--config`, else the default file if it exists, else
+/// the embedded defaults.
+pub fn load_config(path: Option<&Path>, scope: Scope) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Config::load(p, scope),
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => Config::load(Path::new(DEFAULT_CONFIG_PATH), scope),
+        None => Config::defaults(scope),
+    }
+}
+
+pub fn daemon(args: &DaemonArgs) -> CmdResult {
+    let config = load_config(args.config.as_deref(), Scope::System)?;
+    crate::daemon::run_blocking(config)?;
+    Ok(0)
+}
+
+pub fn check_config(args: &CheckConfigArgs) -> CmdResult {
+    let path = args.file.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    let config = Config::load(&path, Scope::System).map_err(|e| fail(EXIT_DATAERR, e))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&config)?);
+    } else {
+        println!("{}: ok", path.display());
+        println!("{}", toml::to_string(&config).unwrap_or_default());
+    }
+    Ok(0)
+}
+
+pub fn schema_action() -> CmdResult {
+    println!("{}", serde_json::to_string_pretty(&macha_core::action::action_schema())?);
+    Ok(0)
+}
+
+pub fn policy(cmd: PolicyCmd) -> CmdResult {
+    match cmd {
+        PolicyCmd::Show { json, config } => {
+            let config = load_config(config.as_deref(), Scope::User)?;
+            let protected = config.protected();
+            let rows: Vec<_> = policy::POLICY_TABLE
+                .iter()
+                .map(|r| {
+                    let verdicts: Vec<_> = Autonomy::ALL
+                        .iter()
+                        .map(|a| (a.as_str(), verdict_for_table(r.kind, *a).as_str()))
+                        .collect();
+                    serde_json::json!({
+                        "kind": r.kind, "risk": r.risk, "class": r.class, "unit_action": r.unit_action,
+                        "note": r.note, "verdicts": verdicts.iter().map(|(a, v)| (a.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>()
+                    })
+                })
+                .collect();
+            let patterns: Vec<&str> = protected.patterns().collect();
+            if json {
+                let doc = serde_json::json!({
+                    "table": rows,
+                    "protected_units": patterns,
+                    "managed_unit_types": policy::MANAGED_UNIT_TYPES,
+                    "flap": {"limit": config.flap_limit, "window_secs": config.flap_window.as_secs()},
+                    "rules": render::POLICY_RULES,
+                });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                render::policy_table(&patterns, &config);
+            }
+            Ok(0)
+        }
+        PolicyCmd::Check { autonomy, json, config } => {
+            let config = load_config(config.as_deref(), Scope::User)?;
+            let mut doc = String::new();
+            std::io::stdin()
+                .take(DOCUMENT_MAX as u64 + 1)
+                .read_to_string(&mut doc)
+                .map_err(|e| fail(EXIT_DATAERR, anyhow::format_err!("reading the action from stdin: {e}")))?;
+            let action = Action::from_json(doc.trim()).map_err(|e| fail(EXIT_DATAERR, e.into()))?;
+            let protected = config.protected();
+            let flap = FlapGuard::new(config.flap_limit, config.flap_window);
+            let hosts = BTreeSet::new();
+            let ctx = PolicyContext {
+                autonomy: autonomy.into(),
+                protected: &protected,
+                flap: &flap,
+                known_hosts: &hosts,
+                approved: None,
+            };
+            let ruling = policy::decide(&action, &ctx, crate::now());
+            let d = ruling.decision();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "verdict": d.verdict, "risk": d.risk, "reason": d.reason, "rule": d.rule,
+                        "autonomy": d.autonomy, "action": action,
+                    }))?
+                );
+            } else {
+                println!("verdict: {}", d.verdict.as_str());
+                println!("risk:    {}", d.risk.as_str());
+                println!("reason:  {}", d.reason);
+                println!("rule:    {}", d.rule);
+            }
+            // The permit (if any) is dropped: `policy check` never executes.
+            drop(ruling);
+            Ok(0)
+        }
+    }
+}
+
+/// The verdict the table shows: for an unprotected unit on the local host, nothing approved.
+pub fn verdict_for_table(kind: ActionKind, autonomy: Autonomy) -> policy::Verdict {
+    let sample = render::sample_action(kind);
+    let protected = policy::ProtectedUnits::new::<&str>(&[]);
+    let flap = FlapGuard::new(u32::MAX, Duration::from_secs(1));
+    let hosts = BTreeSet::new();
+    let ctx = PolicyContext { autonomy, protected: &protected, flap: &flap, known_hosts: &hosts, approved: None };
+    policy::decide(&sample, &ctx, macha_core::Timestamp(0)).verdict()
+}
+
+/// Where a read comes from: the daemon, or a database file opened read-only.
+enum Source {
+    Daemon(Client),
+    Local(Store),
+}
+
+fn socket_path(opts: &ClientOpts, config: &Config) -> PathBuf {
+    opts.socket.clone().unwrap_or_else(|| config.socket.clone())
+}
+
+/// Opens a read source: `--db` if given; else the daemon; else, if the daemon is not reachable, the
+/// standalone store of `macha check` (with a note on stderr).
+fn read_source(opts: &ClientOpts) -> Result<Source, super::Failure> {
+    if let Some(db) = &opts.db {
+        return Ok(Source::Local(Store::open_read_only(db).with_context(|| format!("opening {}", db.display()))?));
+    }
+    let config = load_config(opts.config.as_deref(), Scope::User)?;
+    match Client::connect(&socket_path(opts, &config), Duration::from_secs(30)) {
+        Ok(c) => Ok(Source::Daemon(c)),
+        Err(e @ ClientError::Connect { .. }) => {
+            let local = config.database.clone();
+            if local.exists() {
+                eprintln!("macha: {e}; reading the standalone store {} instead", local.display());
+                Ok(Source::Local(Store::open_read_only(&local)?))
+            } else {
+                Err(e.into())
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn write_client(opts: &ClientOpts) -> Result<Client, super::Failure> {
+    if opts.db.is_some() {
+        return Err(fail(EXIT_USAGE, anyhow::format_err!("--db is read-only; changes go through the daemon")));
+    }
+    let config = load_config(opts.config.as_deref(), Scope::User)?;
+    Ok(Client::connect(&socket_path(opts, &config), Duration::from_secs(120))?)
+}
+
+fn parse_states<T>(states: &[String], parse: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, super::Failure> {
+    states
+        .iter()
+        .map(|s| parse(s).ok_or_else(|| fail(EXIT_USAGE, anyhow::format_err!("unknown state {s:?}"))))
+        .collect()
+}
+
+pub fn approve(cmd: ApproveCmd) -> CmdResult {
+    use macha_core::approval::ApprovalState;
+    match cmd {
+        ApproveCmd::List { client, all } => {
+            let states: Vec<String> = if all { vec![] } else { vec!["pending".into()] };
+            let records = match read_source(&client)? {
+                Source::Daemon(mut c) => {
+                    let v = c.call(&Request::ListApprovals { states, limit: Some(500) })?;
+                    serde_json::from_value(v)?
+                }
+                Source::Local(store) => store.list_approvals(&parse_states(&states, ApprovalState::parse)?, Some(500))?,
+            };
+            render::approvals(&records, client.json)?;
+            Ok(0)
+        }
+        ApproveCmd::Show { id, client } => {
+            let (record, trail) = match read_source(&client)? {
+                Source::Daemon(mut c) => {
+                    let v = c.call(&Request::ShowApproval { id })?;
+                    (serde_json::from_value(v["approval"].clone())?, serde_json::from_value(v["audit"].clone())?)
+                }
+                Source::Local(store) => {
+                    let r = store.get_approval(id)?.ok_or_else(|| anyhow::format_err!("approval {id} does not exist"))?;
+                    let q = AuditQuery { approval_id: Some(id), ..AuditQuery::default() };
+                    (r, store.query_audit(&q)?)
+                }
+            };
+            render::approval(&record, &trail, client.json)?;
+            Ok(0)
+        }
+        ApproveCmd::Approve { id, note, client } => {
+            let v = write_client(&client)?.call(&Request::Approve { id, note })?;
+            render::value_or(&v, client.json, |v| {
+                format!("approval {id}: approved; {}", v["decision"]["reason"].as_str().unwrap_or("decided"))
+            });
+            Ok(0)
+        }
+        ApproveCmd::Reject { id, note, client } => {
+            let v = write_client(&client)?.call(&Request::Reject { id, note })?;
+            render::value_or(&v, client.json, |_| format!("approval {id}: rejected"));
+            Ok(0)
+        }
+    }
+}
+
+pub fn issues(cmd: IssuesCmd) -> CmdResult {
+    use macha_core::issue::IssueState;
+    match cmd {
+        IssuesCmd::List { client, all, state, host } => {
+            let states: Vec<String> = if !state.is_empty() {
+                state
+            } else if all {
+                vec![]
+            } else {
+                vec!["open".into(), "acting".into(), "resolved".into()]
+            };
+            let records = match read_source(&client)? {
+                Source::Daemon(mut c) => {
+                    serde_json::from_value(c.call(&Request::ListIssues { states, host, limit: Some(500) })?)?
+                }
+                Source::Local(store) => store.list_issues(&macha_store::IssueQuery {
+                    states: parse_states(&states, IssueState::parse)?,
+                    host,
+                    limit: Some(500),
+                })?,
+            };
+            render::issues(&records, client.json)?;
+            Ok(0)
+        }
+        IssuesCmd::Show { id, client } => {
+            let (record, trail) = match read_source(&client)? {
+                Source::Daemon(mut c) => {
+                    let v = c.call(&Request::ShowIssue { id })?;
+                    (serde_json::from_value(v["issue"].clone())?, serde_json::from_value(v["audit"].clone())?)
+                }
+                Source::Local(store) => {
+                    let r = store.get_issue(id)?.ok_or_else(|| anyhow::format_err!("issue {id} does not exist"))?;
+                    let q = AuditQuery { issue_id: Some(id), ..AuditQuery::default() };
+                    (r, store.query_audit(&q)?)
+                }
+            };
+            render::issue(&record, &trail, client.json)?;
+            Ok(0)
+        }
+        IssuesCmd::Resolve { id, note, client } => {
+            let v = write_client(&client)?.call(&Request::ResolveIssue { id, note })?;
+            render::value_or(&v, client.json, |_| format!("issue {id}: resolved"));
+            Ok(0)
+        }
+        IssuesCmd::Close { id, note, client } => {
+            let v = write_client(&client)?.call(&Request::CloseIssue { id, note })?;
+            render::value_or(&v, client.json, |_| format!("issue {id}: closed"));
+            Ok(0)
+        }
+    }
+}
+
+pub fn logs(cmd: LogsCmd) -> CmdResult {
+    let (filter, kinds) = match cmd {
+        LogsCmd::Decisions(f) => (f, vec![AuditKind::Decision]),
+        LogsCmd::Actions(f) => (f, vec![AuditKind::Action, AuditKind::Outcome]),
+        LogsCmd::Audit(f) => (f, vec![]),
+        LogsCmd::Service { since, follow, limit } => return service_log(since.as_deref(), follow, limit),
+    };
+    audit_log(&filter, kinds)
+}
+
+fn audit_log(f: &LogFilter, kinds: Vec<AuditKind>) -> CmdResult {
+    let since = match &f.since {
+        Some(s) => {
+            let d = humantime::parse_duration(s)
+                .map_err(|e| fail(EXIT_USAGE, anyhow::format_err!("--since {s:?}: {e} (examples: 30m, 2h, 7d)")))?;
+            Some(crate::now().minus(d))
+        }
+        None => None,
+    };
+    let min_severity = match &f.severity {
+        Some(s) => Some(Severity::parse(s).ok_or_else(|| {
+            fail(EXIT_USAGE, anyhow::format_err!("--severity {s:?}: use info, notice, warning, error or critical"))
+        })?),
+        None => None,
+    };
+    let mut source = read_source(&f.client)?;
+    let mut query = AuditQuery {
+        since,
+        host: f.host.clone(),
+        kinds,
+        min_severity,
+        limit: Some(f.limit.unwrap_or(100)),
+        order: Order::NewestFirst,
+        ..AuditQuery::default()
+    };
+    let mut fetch = |q: &AuditQuery| -> Result<Vec<macha_store::AuditRecord>, super::Failure> {
+        match &mut source {
+            Source::Daemon(c) => Ok(serde_json::from_value(c.call(&Request::QueryAudit { query: q.clone() })?)?),
+            Source::Local(store) => Ok(store.query_audit(q)?),
+        }
+    };
+    let mut records = fetch(&query)?;
+    records.reverse();
+    let mut last = records.last().map(|r| r.id);
+    render::audit(&records, f.client.json)?;
+    if f.follow {
+        query.order = Order::OldestFirst;
+        query.limit = Some(1000);
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            query.after_id = Some(last.unwrap_or(0));
+            let new = fetch(&query)?;
+            if let Some(r) = new.last() {
+                last = Some(r.id);
+            }
+            render::audit(&new, f.client.json)?;
+        }
+    }
+    Ok(0)
+}
+
+fn service_log(since: Option<&str>, follow: bool, limit: Option<u32>) -> CmdResult {
+    let journalctl = which::which("journalctl")
+        .map_err(|e| anyhow::format_err!("journalctl is not available: {e}"))?;
+    let mut cmd = std::process::Command::new(journalctl);
+    cmd.args(["--unit", "macha.service", "--no-pager", "--output", "short-iso"]);
+    if let Some(s) = since {
+        let d = humantime::parse_duration(s).map_err(|e| fail(EXIT_USAGE, anyhow::format_err!("--since {s:?}: {e}")))?;
+        cmd.arg(format!("--since=-{}s", d.as_secs()));
+    }
+    cmd.arg(format!("--lines={}", limit.unwrap_or(100)));
+    if follow {
+        cmd.arg("--follow");
+    }
+    let status = cmd.status()?;
+    Ok(if status.success() { 0 } else { super::EXIT_SOFTWARE })
+}

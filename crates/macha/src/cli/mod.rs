@@ -1,0 +1,432 @@
+//! The multicall command line: `macha <command>`, or the same commands under their own names
+//! (`macha-check`, `macha-approve`, `macha-logs`, `macha-issues`) through links to the binary.
+//!
+//! Exit codes (also in `docs/cli.md`): 0 success; for `check` 1 warning, 2 critical, 3 unknown
+//! (some sources could not be observed, nothing found); 64 usage error; 65 invalid input;
+//! 69 daemon unreachable; 77 permission denied; 70 any other failure.
+
+mod check;
+mod commands;
+mod render;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub const EXIT_USAGE: u8 = 64;
+pub const EXIT_DATAERR: u8 = 65;
+pub const EXIT_UNAVAILABLE: u8 = 69;
+pub const EXIT_SOFTWARE: u8 = 70;
+pub const EXIT_NOPERM: u8 = 77;
+
+#[derive(Debug, Parser)]
+#[command(multicall = true)]
+pub enum Applet {
+    /// Macha, an AI system administrator for NixOS fleets.
+    #[command(name = "macha", version, about = "Macha: an AI system administrator for NixOS fleets")]
+    Macha {
+        #[command(subcommand)]
+        cmd: Cmd,
+    },
+    /// Run one check cycle now.
+    #[command(name = "macha-check", version)]
+    Check(CheckArgs),
+    /// List, inspect, approve and reject actions waiting for a person.
+    #[command(name = "macha-approve", version)]
+    Approve {
+        #[command(subcommand)]
+        cmd: ApproveCmd,
+    },
+    /// Read Macha's records: decisions, actions, the audit trail, the service log.
+    #[command(name = "macha-logs", version)]
+    Logs {
+        #[command(subcommand)]
+        cmd: LogsCmd,
+    },
+    /// List, inspect, resolve and close issues.
+    #[command(name = "macha-issues", version)]
+    Issues {
+        #[command(subcommand)]
+        cmd: IssuesCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run one check cycle now (through the daemon if it runs, else standalone).
+    Check(CheckArgs),
+    /// Run the daemon (what macha.service starts).
+    Daemon(DaemonArgs),
+    /// Validate a configuration file and print it resolved.
+    CheckConfig(CheckConfigArgs),
+    /// The policy table and the policy gate.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+    /// JSON Schemas of Macha's formats.
+    Schema {
+        #[command(subcommand)]
+        cmd: SchemaCmd,
+    },
+    /// Actions waiting for a person (same as `macha-approve`).
+    Approve {
+        #[command(subcommand)]
+        cmd: ApproveCmd,
+    },
+    /// Macha's records (same as `macha-logs`).
+    Logs {
+        #[command(subcommand)]
+        cmd: LogsCmd,
+    },
+    /// Issues (same as `macha-issues`).
+    Issues {
+        #[command(subcommand)]
+        cmd: IssuesCmd,
+    },
+    /// Print shell completions for every command name.
+    Completions {
+        shell: clap_complete::Shell,
+        /// Write one file per command name into this directory instead of printing.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Write man pages for every command into a directory.
+    Man { dir: PathBuf },
+}
+
+/// Options every client command shares.
+#[derive(Debug, Clone, Args)]
+pub struct ClientOpts {
+    /// Configuration file (default /etc/macha/macha.toml if present).
+    #[arg(long, env = "MACHA_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// The daemon's socket (default from the configuration, /run/macha/macha.sock).
+    #[arg(long, env = "MACHA_SOCKET", global = true)]
+    pub socket: Option<PathBuf>,
+    /// Read this database directly instead of asking the daemon (read-only).
+    #[arg(long, global = true)]
+    pub db: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub client: ClientOpts,
+    /// Never ask the daemon; observe and record in the standalone store.
+    #[arg(long)]
+    pub standalone: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DaemonArgs {
+    /// Configuration file (default /etc/macha/macha.toml; embedded defaults if it does not exist).
+    #[arg(long, env = "MACHA_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckConfigArgs {
+    /// The file to check (default /etc/macha/macha.toml).
+    pub file: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AutonomyArg {
+    Observe,
+    Suggest,
+    AutoSafe,
+    AutoFull,
+}
+
+impl From<AutonomyArg> for macha_core::policy::Autonomy {
+    fn from(a: AutonomyArg) -> Self {
+        use macha_core::policy::Autonomy;
+        match a {
+            AutonomyArg::Observe => Autonomy::Observe,
+            AutonomyArg::Suggest => Autonomy::Suggest,
+            AutonomyArg::AutoSafe => Autonomy::AutoSafe,
+            AutonomyArg::AutoFull => Autonomy::AutoFull,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Print the policy table: every action kind, its risk, and the verdict at each autonomy level.
+    Show {
+        #[arg(long)]
+        json: bool,
+        /// Configuration whose protected units to list.
+        #[arg(long, env = "MACHA_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Read a proposed action (JSON) on stdin and print the verdict, without executing anything.
+    Check {
+        #[arg(long, value_enum)]
+        autonomy: AutonomyArg,
+        #[arg(long)]
+        json: bool,
+        /// Configuration whose protected units apply.
+        #[arg(long, env = "MACHA_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemaCmd {
+    /// The JSON Schema of a proposed action.
+    Action,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApproveCmd {
+    /// Pending requests (all states with --all).
+    List {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[arg(long)]
+        all: bool,
+    },
+    /// One request in full.
+    Show {
+        id: i64,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Approve a request: the policy re-decides it and the daemon executes it.
+    Approve {
+        id: i64,
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Reject a request.
+    Reject {
+        id: i64,
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogFilter {
+    #[command(flatten)]
+    pub client: ClientOpts,
+    /// Only records newer than this (e.g. `1h`, `2d`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only records about this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only records of this severity or higher (info, notice, warning, error, critical).
+    #[arg(long)]
+    pub severity: Option<String>,
+    /// At most this many records (default 100).
+    #[arg(long, short = 'n')]
+    pub limit: Option<u32>,
+    /// Keep printing new records as they are written.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogsCmd {
+    /// Policy decisions.
+    Decisions(LogFilter),
+    /// Executed actions and their outcomes.
+    Actions(LogFilter),
+    /// The whole audit trail.
+    Audit(LogFilter),
+    /// The daemon's own log (from the journal).
+    Service {
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[arg(long, short = 'n')]
+        limit: Option<u32>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IssuesCmd {
+    /// Open, acting and resolved issues (all with --all).
+    List {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[arg(long)]
+        all: bool,
+        /// Only these states (comma-separated: open,acting,resolved,closed,archived).
+        #[arg(long, value_delimiter = ',')]
+        state: Vec<String>,
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// One issue with its history.
+    Show {
+        id: i64,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Mark an issue resolved by hand.
+    Resolve {
+        id: i64,
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Close an issue by hand.
+    Close {
+        id: i64,
+        #[arg(long)]
+        note: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+/// A command failure with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        let error = e.into();
+        let code = match error.downcast_ref::<crate::api::ClientError>() {
+            Some(crate::api::ClientError::Connect { .. }) => EXIT_UNAVAILABLE,
+            Some(crate::api::ClientError::Remote { code: crate::api::ErrorCode::Denied, .. }) => EXIT_NOPERM,
+            Some(crate::api::ClientError::Remote { code: crate::api::ErrorCode::BadRequest, .. }) => EXIT_DATAERR,
+            _ => EXIT_SOFTWARE,
+        };
+        Failure { code, error }
+    }
+}
+
+pub fn fail(code: u8, error: anyhow::Error) -> Failure {
+    Failure { code, error }
+}
+
+pub type CmdResult = Result<u8, Failure>;
+
+pub fn main() -> ExitCode {
+    let applet = match Applet::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let daemon = matches!(applet, Applet::Macha { cmd: Cmd::Daemon(_) });
+    crate::logging::init(if daemon { crate::logging::Mode::Daemon } else { crate::logging::Mode::Cli });
+    match dispatch(applet) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("macha: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn dispatch(applet: Applet) -> CmdResult {
+    match applet {
+        Applet::Macha { cmd } => match cmd {
+            Cmd::Check(a) => check::run(&a),
+            Cmd::Daemon(a) => commands::daemon(&a),
+            Cmd::CheckConfig(a) => commands::check_config(&a),
+            Cmd::Policy { cmd } => commands::policy(cmd),
+            Cmd::Schema { cmd: SchemaCmd::Action } => commands::schema_action(),
+            Cmd::Approve { cmd } => commands::approve(cmd),
+            Cmd::Logs { cmd } => commands::logs(cmd),
+            Cmd::Issues { cmd } => commands::issues(cmd),
+            Cmd::Completions { shell, dir } => completions(shell, dir),
+            Cmd::Man { dir } => man(&dir),
+        },
+        Applet::Check(a) => check::run(&a),
+        Applet::Approve { cmd } => commands::approve(cmd),
+        Applet::Logs { cmd } => commands::logs(cmd),
+        Applet::Issues { cmd } => commands::issues(cmd),
+    }
+}
+
+/// The names the binary answers to.
+pub fn applet_names() -> Vec<String> {
+    Applet::command().get_subcommands().map(|s| s.get_name().to_owned()).collect()
+}
+
+fn completions(shell: clap_complete::Shell, dir: Option<PathBuf>) -> CmdResult {
+    let root = Applet::command();
+    for sub in root.get_subcommands() {
+        let mut cmd = sub.clone();
+        let name = sub.get_name().to_owned();
+        match &dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)?;
+                clap_complete::generate_to(shell, &mut cmd, name, d)?;
+            }
+            None => clap_complete::generate(shell, &mut cmd, name, &mut std::io::stdout()),
+        }
+    }
+    Ok(0)
+}
+
+fn man(dir: &std::path::Path) -> CmdResult {
+    std::fs::create_dir_all(dir)?;
+    let root = Applet::command();
+    for sub in root.get_subcommands() {
+        write_man(dir, sub, sub.get_name())?;
+        if sub.get_name() == "macha" {
+            for inner in sub.get_subcommands() {
+                write_man(dir, inner, &format!("macha-{}", inner.get_name()))?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn write_man(dir: &std::path::Path, cmd: &clap::Command, name: &str) -> anyhow::Result<()> {
+    let mut buf = Vec::new();
+    let cmd = cmd.clone().name(name.to_owned().leak() as &'static str);
+    clap_mangen::Man::new(cmd).render(&mut buf)?;
+    std::fs::write(dir.join(format!("{name}.1")), buf)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Applet::command().debug_assert();
+        assert_eq!(applet_names(), ["macha", "macha-check", "macha-approve", "macha-logs", "macha-issues"]);
+    }
+
+    #[test]
+    fn multicall_names_parse() {
+        for argv in [
+            vec!["macha", "check", "--json"],
+            vec!["macha-check", "--standalone"],
+            vec!["/usr/bin/macha-approve", "approve", "4", "--note", "ok"],
+            vec!["macha-logs", "decisions", "--since", "1h", "--follow"],
+            vec!["macha-issues", "list", "--state", "open,acting"],
+            vec!["macha", "policy", "check", "--autonomy", "auto-safe", "--json"],
+        ] {
+            assert!(Applet::try_parse_from(&argv).is_ok(), "{argv:?}");
+        }
+        assert!(Applet::try_parse_from(["macha", "policy", "check", "--autonomy", "yolo"]).is_err());
+    }
+}

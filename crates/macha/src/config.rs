@@ -1,0 +1,388 @@
+//! Configuration: a TOML file, validated in two stages.
+//!
+//! Stage one ([`FileConfig`]) is the file as written: every table denies unknown keys, so a typo is
+//! an error naming the key, not a silently ignored option. Stage two ([`Config`]) resolves it into
+//! what the daemon uses (absolute paths, parsed durations, the protected set) without touching the
+//! system, so `macha check-config` can validate a file anywhere, including at NixOS build time.
+
+use anyhow::{Context, bail};
+use macha_core::checks::Thresholds;
+use macha_core::policy::{Autonomy, ProtectedUnits};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the daemon looks when no `--config` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/macha/macha.toml";
+/// The system daemon's state directory.
+pub const SYSTEM_STATE_DIR: &str = "/var/lib/macha";
+/// The system daemon's socket.
+pub const SYSTEM_SOCKET: &str = "/run/macha/macha.sock";
+
+/// Every key the configuration file accepts, as dotted paths. The NixOS module's options map onto
+/// these; a test keeps the two lists equal.
+pub const CONFIG_KEYS: &[&str] = &[
+    "autonomy",
+    "check_interval",
+    "protected_units",
+    "admin_group",
+    "paths.state_dir",
+    "paths.database",
+    "paths.socket",
+    "systemd.enable",
+    "systemd.bus",
+    "journal.enable",
+    "journal.journalctl",
+    "journal.directory",
+    "journal.window",
+    "flap.limit",
+    "flap.window",
+    "approvals.expiry",
+    "executor.timeout",
+    "executor.verify_delay",
+    "issues.close_after",
+    "issues.archive_after",
+    "thresholds",
+    "tools",
+];
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    /// `observe`, `suggest`, `auto-safe` or `auto-full`.
+    pub autonomy: Option<String>,
+    /// How often the periodic cycle runs (e.g. `60s`, `5m`).
+    pub check_interval: Option<String>,
+    /// Units added to the built-in protected list (which cannot be shortened).
+    pub protected_units: Vec<String>,
+    /// Members of this group (and root) may approve, reject, resolve and close.
+    pub admin_group: Option<String>,
+    pub paths: PathsSection,
+    pub systemd: SystemdSection,
+    pub journal: JournalSection,
+    pub flap: FlapSection,
+    pub approvals: ApprovalsSection,
+    pub executor: ExecutorSection,
+    pub issues: IssuesSection,
+    pub thresholds: Option<Thresholds>,
+    /// Absolute paths of external programs (`journalctl = "/run/current-system/sw/bin/journalctl"`).
+    pub tools: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PathsSection {
+    pub state_dir: Option<PathBuf>,
+    pub database: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SystemdSection {
+    pub enable: Option<bool>,
+    /// `system` (default), `session`, or a D-Bus address such as `unix:path=/run/dbus/system_bus_socket`.
+    pub bus: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalSection {
+    pub enable: Option<bool>,
+    pub journalctl: Option<PathBuf>,
+    /// Read journal files from this directory instead of the system journal.
+    pub directory: Option<PathBuf>,
+    /// The error-burst window (default `10m`).
+    pub window: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlapSection {
+    pub limit: Option<u32>,
+    pub window: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApprovalsSection {
+    pub expiry: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutorSection {
+    pub timeout: Option<String>,
+    pub verify_delay: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IssuesSection {
+    pub close_after: Option<String>,
+    pub archive_after: Option<String>,
+}
+
+/// Which bus the systemd manager is on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BusChoice {
+    System,
+    Session,
+    Address(String),
+}
+
+/// The resolved configuration the daemon and CLI use. No `Default`: it always comes from
+/// [`Config::resolve`], with the defaults written there once.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub autonomy: Autonomy,
+    #[serde(with = "humantime_serde_compat")]
+    pub check_interval: Duration,
+    pub protected_extra: Vec<String>,
+    pub admin_group: Option<String>,
+    pub state_dir: PathBuf,
+    pub database: PathBuf,
+    pub socket: PathBuf,
+    pub systemd_enable: bool,
+    pub bus: BusChoice,
+    pub journal_enable: bool,
+    pub journalctl: Option<PathBuf>,
+    pub journal_directory: Option<PathBuf>,
+    #[serde(with = "humantime_serde_compat")]
+    pub journal_window: Duration,
+    pub flap_limit: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub flap_window: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub approval_expiry: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub executor_timeout: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub verify_delay: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub close_after: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub archive_after: Duration,
+    pub thresholds: Thresholds,
+    pub tools: std::collections::BTreeMap<String, String>,
+}
+
+mod humantime_serde_compat {
+    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+fn duration(key: &str, v: &Option<String>, default: Duration, min: Duration) -> anyhow::Result<Duration> {
+    let Some(s) = v else { return Ok(default) };
+    let d = humantime::parse_duration(s)
+        .with_context(|| format!("{key} = {s:?} is not a duration (examples: \"30s\", \"5m\", \"24h\")"))?;
+    if d < min {
+        bail!("{key} = {s:?} is shorter than the minimum {}", humantime::format_duration(min));
+    }
+    Ok(d)
+}
+
+/// Where things live: the system daemon's paths, or a user's own for a standalone `macha check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    System,
+    User,
+}
+
+/// The state directory of a standalone (non-daemon) run: `$XDG_STATE_HOME/macha` or
+/// `~/.local/state/macha`; as root with no home, the system state directory.
+pub fn user_state_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("macha");
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(h) => PathBuf::from(h).join(".local/state/macha"),
+        None => PathBuf::from(SYSTEM_STATE_DIR),
+    }
+}
+
+impl Config {
+    /// Parses a TOML document (stage one) and resolves it (stage two).
+    pub fn from_toml(text: &str, scope: Scope) -> anyhow::Result<Config> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| anyhow::format_err!("{e}"))?;
+        Config::resolve(file, scope)
+    }
+
+    /// Reads `path`; a missing file is an error naming it.
+    pub fn load(path: &Path, scope: Scope) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Config::from_toml(&text, scope).with_context(|| format!("invalid configuration in {}", path.display()))
+    }
+
+    /// The embedded defaults (no file).
+    pub fn defaults(scope: Scope) -> anyhow::Result<Config> {
+        Config::resolve(FileConfig::default(), scope)
+    }
+
+    pub fn resolve(f: FileConfig, scope: Scope) -> anyhow::Result<Config> {
+        let autonomy = match &f.autonomy {
+            None => Autonomy::Suggest,
+            Some(s) => Autonomy::parse(s).with_context(|| {
+                format!("autonomy = {s:?} is not one of observe, suggest, auto-safe, auto-full")
+            })?,
+        };
+        let state_dir = f.paths.state_dir.clone().unwrap_or_else(|| match scope {
+            Scope::System => PathBuf::from(SYSTEM_STATE_DIR),
+            Scope::User => user_state_dir(),
+        });
+        let database = f.paths.database.clone().unwrap_or_else(|| state_dir.join("macha.db"));
+        let socket = f.paths.socket.clone().unwrap_or_else(|| PathBuf::from(SYSTEM_SOCKET));
+        for (k, p) in [("paths.state_dir", &state_dir), ("paths.database", &database), ("paths.socket", &socket)] {
+            if !p.is_absolute() {
+                bail!("{k} = {:?} must be an absolute path", p.display());
+            }
+        }
+        let bus = match f.systemd.bus.as_deref() {
+            None | Some("system") => BusChoice::System,
+            Some("session") => BusChoice::Session,
+            Some(a) if a.starts_with("unix:") => BusChoice::Address(a.to_owned()),
+            Some(other) => bail!("systemd.bus = {other:?}: use \"system\", \"session\" or a \"unix:path=…\" address"),
+        };
+        for (k, p) in [("journal.journalctl", &f.journal.journalctl), ("journal.directory", &f.journal.directory)] {
+            if let Some(p) = p
+                && !p.is_absolute()
+            {
+                bail!("{k} = {:?} must be an absolute path", p.display());
+            }
+        }
+        for (name, path) in &f.tools {
+            if !macha_core::command::TOOL_NAMES.contains(&name.as_str()) {
+                bail!("tools.{name}: unknown tool (known: {})", macha_core::command::TOOL_NAMES.join(", "));
+            }
+            if !path.starts_with('/') {
+                bail!("tools.{name} = {path:?} must be an absolute path");
+            }
+        }
+        for u in &f.protected_units {
+            let stem = u.strip_suffix('*').unwrap_or(u);
+            if stem.is_empty() || macha_core::UnitName::parse(stem).is_err() {
+                bail!("protected_units: {u:?} is not a unit name or a prefix pattern such as \"postgresql*\"");
+            }
+        }
+        if let Some(g) = &f.admin_group
+            && (g.is_empty() || g.contains(['/', ':', '\n']))
+        {
+            bail!("admin_group = {g:?} is not a group name");
+        }
+        let thresholds = f.thresholds.clone().unwrap_or_default();
+        thresholds.validate().map_err(|e| anyhow::format_err!("thresholds: {e}"))?;
+        let flap_limit = f.flap.limit.unwrap_or(macha_core::flap::DEFAULT_LIMIT);
+        if flap_limit == 0 {
+            bail!("flap.limit must be at least 1");
+        }
+        let s = Duration::from_secs;
+        Ok(Config {
+            autonomy,
+            check_interval: duration("check_interval", &f.check_interval, s(60), s(5))?,
+            protected_extra: f.protected_units.clone(),
+            admin_group: f.admin_group.clone(),
+            state_dir,
+            database,
+            socket,
+            systemd_enable: f.systemd.enable.unwrap_or(true),
+            bus,
+            journal_enable: f.journal.enable.unwrap_or(true),
+            journalctl: f.journal.journalctl.clone(),
+            journal_directory: f.journal.directory.clone(),
+            journal_window: duration("journal.window", &f.journal.window, s(600), s(60))?,
+            flap_limit,
+            flap_window: duration("flap.window", &f.flap.window, macha_core::flap::DEFAULT_WINDOW, s(60))?,
+            approval_expiry: duration("approvals.expiry", &f.approvals.expiry, s(24 * 3600), s(60))?,
+            executor_timeout: duration("executor.timeout", &f.executor.timeout, s(90), s(1))?,
+            verify_delay: duration("executor.verify_delay", &f.executor.verify_delay, s(3), Duration::ZERO)?,
+            close_after: duration("issues.close_after", &f.issues.close_after, s(24 * 3600), s(60))?,
+            archive_after: duration("issues.archive_after", &f.issues.archive_after, s(30 * 86_400), s(3600))?,
+            thresholds,
+            tools: f.tools.clone(),
+        })
+    }
+
+    pub fn protected(&self) -> ProtectedUnits {
+        ProtectedUnits::new(&self.protected_extra)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_resolve() {
+        let c = Config::defaults(Scope::System).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(c.autonomy, Autonomy::Suggest);
+        assert_eq!(c.check_interval, Duration::from_secs(60));
+        assert_eq!(c.database, PathBuf::from("/var/lib/macha/macha.db"));
+        assert_eq!(c.bus, BusChoice::System);
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let text = r#"
+autonomy = "auto-safe"
+check_interval = "30s"
+protected_units = ["postgresql", "custom-*"]
+admin_group = "wheel"
+[paths]
+state_dir = "/tmp/m"
+socket = "/tmp/m/s.sock"
+[systemd]
+bus = "session"
+[journal]
+window = "5m"
+directory = "/var/log/journal/remote"
+[flap]
+limit = 2
+window = "10m"
+[approvals]
+expiry = "1h"
+[executor]
+timeout = "30s"
+verify_delay = "1s"
+[issues]
+close_after = "1h"
+archive_after = "7d"
+[thresholds]
+disk_warn_percent = 80.0
+[tools]
+journalctl = "/run/current-system/sw/bin/journalctl"
+"#;
+        let c = Config::from_toml(text, Scope::System).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(c.autonomy, Autonomy::AutoSafe);
+        assert_eq!(c.database, PathBuf::from("/tmp/m/macha.db"));
+        assert_eq!(c.thresholds.disk_warn_percent, 80.0);
+        assert_eq!(c.thresholds.disk_critical_percent, 95.0);
+        assert!(c.protected().protecting(&macha_core::UnitName::parse("custom-x").unwrap_or_else(|e| panic!("{e}"))).is_some());
+    }
+
+    #[test]
+    fn wrong_configs_are_clear_errors() {
+        for (text, needle) in [
+            ("autonomy = \"yolo\"", "not one of"),
+            ("autonmy = \"suggest\"", "unknown field"),
+            ("check_interval = \"soon\"", "not a duration"),
+            ("check_interval = \"1s\"", "shorter than the minimum"),
+            ("[paths]\nstate_dir = \"relative\"", "absolute"),
+            ("[systemd]\nbus = \"tcp:host=x\"", "systemd.bus"),
+            ("[thresholds]\ndisk_warn_percent = 99.0", "disk_warn_percent"),
+            ("[thresholds]\ndisk_warning = 1.0", "unknown field"),
+            ("[tools]\nsh = \"/bin/sh\"", "unknown tool"),
+            ("[tools]\njournalctl = \"journalctl\"", "absolute"),
+            ("protected_units = [\"a;b\"]", "protected_units"),
+            ("[flap]\nlimit = 0", "flap.limit"),
+            ("autonomy = ", "invalid"),
+        ] {
+            let err = match Config::from_toml(text, Scope::System) {
+                Ok(_) => panic!("accepted: {text}"),
+                Err(e) => format!("{e:#}"),
+            };
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+}

@@ -1,0 +1,707 @@
+//! The engine: the daemon's decisions, carried out against the store.
+//!
+//! Synchronous and free of sockets and processes: it takes findings, observations, approvals and
+//! action outcomes, consults the core (lifecycle, policy, flap guard) and records every step in the
+//! store. What must run comes back as [`Work`] — a [`Permit`] plus the ids to report back with —
+//! for the async executor. Every record of one trigger carries the same correlation id.
+
+use crate::config::Config;
+use anyhow::Context;
+use macha_core::action::{Action, Origin};
+use macha_core::approval::ApprovalState;
+use macha_core::checks::{self, CheckHistory, CheckName, Evaluation, Finding};
+use macha_core::flap::{FlapGuard, flap_key};
+use macha_core::issue::{IssueEvent, IssueState, Lifecycle, Observation, fingerprint};
+use macha_core::policy::{self, Autonomy, Decision, Permit, PolicyContext, ProtectedUnits, Ruling, Verdict};
+use macha_core::snapshot::Snapshot;
+use macha_core::{HostName, Timestamp};
+use macha_store::{
+    AuditKind, IssueChanges, IssueRecord, NewAction, NewApproval, NewAudit, NewIssue, Severity as AuditSeverity,
+    Store, StoreError,
+};
+use serde::Serialize;
+use std::collections::BTreeSet;
+
+/// Something the executor must carry out, then report with [`Engine::finish_action`].
+#[derive(Debug)]
+pub struct Work {
+    pub permit: Permit,
+    pub action_id: i64,
+    pub issue_id: Option<i64>,
+    pub correlation_id: String,
+}
+
+/// What the executor reports back.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionOutcome {
+    pub succeeded: bool,
+    /// The condition the action was for was observed gone afterwards.
+    pub verified: bool,
+    pub detail: String,
+    /// Command output or job result, truncated.
+    pub output: Option<String>,
+}
+
+/// What the engine did with one proposal.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProposalResult {
+    pub action: Action,
+    pub decision: Decision,
+    pub approval_id: Option<i64>,
+    pub action_id: Option<i64>,
+}
+
+/// A summary of one cycle, returned to `macha check` through the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct CycleReport {
+    pub correlation_id: String,
+    pub findings: Vec<Finding>,
+    pub unknown_checks: Vec<(CheckName, String)>,
+    pub resolved_issues: Vec<i64>,
+    pub proposals: Vec<ProposalResult>,
+}
+
+pub struct Engine {
+    store: Store,
+    autonomy: Autonomy,
+    protected: ProtectedUnits,
+    flap: FlapGuard,
+    known_hosts: BTreeSet<HostName>,
+    config: Config,
+    history: CheckHistory,
+    /// Whether the engine may create approvals and executions (false for a standalone check, which
+    /// only reports what the policy would decide).
+    acting: bool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("autonomy", &self.autonomy).field("acting", &self.acting).finish()
+    }
+}
+
+fn audit_severity(s: checks::Severity) -> AuditSeverity {
+    match s {
+        checks::Severity::Info => AuditSeverity::Info,
+        checks::Severity::Warning => AuditSeverity::Warning,
+        checks::Severity::Critical => AuditSeverity::Critical,
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+impl Engine {
+    /// `acting = false` makes a report-only engine: issues are tracked, nothing is queued or run.
+    pub fn new(store: Store, config: Config, acting: bool, now: Timestamp) -> anyhow::Result<Engine> {
+        let mut flap = FlapGuard::new(config.flap_limit, config.flap_window);
+        let mut store = store;
+        if acting {
+            // Actions a crash interrupted are closed as failed before anything new runs.
+            let interrupted = store.mark_interrupted_actions(now).context("closing interrupted actions")?;
+            for a in &interrupted {
+                tracing::warn!(action_id = a.id, kind = %a.kind, target = %a.target, "action interrupted by a restart");
+            }
+            // The flap guard survives restarts: reload what ran within its window.
+            for a in store.actions_since(now.minus(config.flap_window)).context("loading flap history")? {
+                flap.record(&a.target, a.ts_started);
+            }
+        }
+        let history = store
+            .get_kv("checks.history")
+            .ok()
+            .flatten()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        Ok(Engine {
+            store,
+            autonomy: config.autonomy,
+            protected: config.protected(),
+            flap,
+            known_hosts: BTreeSet::new(),
+            config,
+            history,
+            acting,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn autonomy(&self) -> Autonomy {
+        self.autonomy
+    }
+
+    fn ctx(&self, approved: Option<i64>) -> PolicyContext<'_> {
+        PolicyContext {
+            autonomy: self.autonomy,
+            protected: &self.protected,
+            flap: &self.flap,
+            known_hosts: &self.known_hosts,
+            approved,
+        }
+    }
+
+    /// One periodic cycle over a snapshot: evaluate, track issues, propose remediations, expire
+    /// approvals and age issues. Returns the report and the work to execute.
+    pub fn cycle(&mut self, snapshot: &Snapshot, correlation_id: &str) -> anyhow::Result<(CycleReport, Vec<Work>)> {
+        let now = snapshot.taken_at;
+        let evaluation = checks::evaluate(snapshot, &self.config.thresholds, &self.history);
+        self.record_snapshot(snapshot, &evaluation, correlation_id)?;
+        let mut report = CycleReport {
+            correlation_id: correlation_id.to_owned(),
+            findings: evaluation.findings().cloned().collect(),
+            unknown_checks: evaluation.unknown().map(|(c, r)| (c, r.to_owned())).collect(),
+            resolved_issues: Vec::new(),
+            proposals: Vec::new(),
+        };
+        let mut work = Vec::new();
+        for finding in evaluation.findings() {
+            let (proposals, w) = self.handle_finding(finding, correlation_id)?;
+            report.proposals.extend(proposals);
+            work.extend(w);
+        }
+        // Issues of this host whose check now observed the condition gone.
+        report.resolved_issues = self.resolve_cleared(&evaluation, now, correlation_id)?;
+        self.update_history(snapshot);
+        if self.acting {
+            self.expire_approvals(now)?;
+        }
+        self.age_issues(now)?;
+        self.flap.prune(now);
+        Ok((report, work))
+    }
+
+    fn record_snapshot(&mut self, snap: &Snapshot, ev: &Evaluation, correlation_id: &str) -> anyhow::Result<()> {
+        let unavailable: Vec<_> = snap.unavailable_sections();
+        let summary = format!(
+            "snapshot: {} findings, {} sections unavailable, collected in {} µs",
+            ev.findings().count(),
+            unavailable.len(),
+            snap.collect_micros
+        );
+        let payload = serde_json::json!({
+            "unavailable": unavailable.iter().map(|(s, r)| serde_json::json!({"section": s, "reason": r})).collect::<Vec<_>>(),
+            "unknown_checks": ev.unknown().map(|(c, r)| serde_json::json!({"check": c, "reason": r})).collect::<Vec<_>>(),
+        });
+        let severity = if unavailable.is_empty() { AuditSeverity::Info } else { AuditSeverity::Notice };
+        self.store.append_audit(
+            &NewAudit::new(snap.taken_at, AuditKind::Snapshot, severity, snap.host.as_str(), summary)
+                .with_correlation_id(correlation_id)
+                .with_payload(payload),
+        )?;
+        Ok(())
+    }
+
+    fn update_history(&mut self, snap: &Snapshot) {
+        if let Some(nix) = snap.nix.data() {
+            let stale = self
+                .history
+                .store_baseline
+                .is_none_or(|(t, _)| snap.taken_at.since(t) > std::time::Duration::from_secs(2 * 86_400));
+            if stale {
+                self.history.store_baseline = Some((snap.taken_at, nix.store_used_bytes()));
+                if let Ok(s) = serde_json::to_string(&self.history) {
+                    let _ = self.store.set_kv("checks.history", &s);
+                }
+            }
+        }
+    }
+
+    /// A finding from a cycle or an event: open or refresh its issue and, if the issue is open,
+    /// propose the deterministic remediations.
+    pub fn handle_finding(
+        &mut self,
+        finding: &Finding,
+        correlation_id: &str,
+    ) -> anyhow::Result<(Vec<ProposalResult>, Vec<Work>)> {
+        let now = finding.observed_at;
+        let issue = self.upsert_issue(finding, correlation_id)?;
+        if issue.state != IssueState::Open {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let mut results = Vec::new();
+        let mut work = Vec::new();
+        for action in checks::remediations(finding) {
+            let origin = Origin::Rule { check: finding.check.as_str().to_owned() };
+            let (r, w) = self.propose(action, origin, Some(issue.id), now, correlation_id)?;
+            results.push(r);
+            work.extend(w);
+        }
+        Ok((results, work))
+    }
+
+    fn upsert_issue(&mut self, finding: &Finding, correlation_id: &str) -> anyhow::Result<IssueRecord> {
+        let now = finding.observed_at;
+        let fp = finding.fingerprint();
+        let host = finding.host.as_str();
+        match self.store.active_issue_by_fingerprint(&fp)? {
+            None => {
+                let audit = NewAudit::new(
+                    now,
+                    AuditKind::Finding,
+                    audit_severity(finding.severity),
+                    host,
+                    format!("new issue: {}", finding.summary),
+                )
+                .with_correlation_id(correlation_id)
+                .with_subject(&finding.subject)
+                .with_payload(json(finding));
+                let new = NewIssue {
+                    host: host.to_owned(),
+                    check_name: finding.check.as_str().to_owned(),
+                    subject: finding.subject.clone(),
+                    severity: audit_severity(finding.severity),
+                    summary: finding.summary.clone(),
+                    details: json(finding),
+                    seen_at: now,
+                };
+                let issue = self.store.insert_issue(&new, &audit)?;
+                tracing::info!(issue_id = issue.id, fingerprint = %fp, correlation_id, "issue opened: {}", finding.summary);
+                Ok(issue)
+            }
+            Some(issue) => {
+                let event = IssueEvent::Observed(Observation::Present);
+                match issue.lifecycle().apply(now, &event) {
+                    Some(next) if next.state != issue.state => {
+                        let audit = NewAudit::new(
+                            now,
+                            AuditKind::Issue,
+                            audit_severity(finding.severity),
+                            host,
+                            format!("issue {} came back: {}", issue.id, finding.summary),
+                        )
+                        .with_correlation_id(correlation_id)
+                        .with_subject(&finding.subject);
+                        let changes =
+                            IssueChanges { summary: Some(finding.summary.clone()), ..IssueChanges::default() };
+                        Ok(self.store.update_issue(issue.id, issue.state, &next, &changes, &audit)?)
+                    }
+                    Some(_) => Ok(self.store.touch_issue(issue.id, issue.state, now)?),
+                    None => Ok(issue),
+                }
+            }
+        }
+    }
+
+    /// Resolves the active issues of the evaluated host whose check now says `Clear`.
+    fn resolve_cleared(&mut self, ev: &Evaluation, now: Timestamp, correlation_id: &str) -> anyhow::Result<Vec<i64>> {
+        let mut resolved = Vec::new();
+        for issue in self.store.issues_in_states(&[IssueState::Open, IssueState::Acting])? {
+            if issue.host != ev.host.as_str() {
+                continue;
+            }
+            let Some(check) = CheckName::parse(&issue.check_name) else { continue };
+            let obs = ev.observe(check, &issue.subject);
+            if self.observe_issue(&issue, obs, now, correlation_id, "the check observed the condition gone")? {
+                resolved.push(issue.id);
+            }
+        }
+        Ok(resolved)
+    }
+
+    /// Applies an observation to an issue. Returns whether it was resolved by it.
+    fn observe_issue(
+        &mut self,
+        issue: &IssueRecord,
+        obs: Observation,
+        now: Timestamp,
+        correlation_id: &str,
+        why: &str,
+    ) -> anyhow::Result<bool> {
+        if obs != Observation::Clear {
+            return Ok(false);
+        }
+        let Some(next) = issue.lifecycle().apply(now, &IssueEvent::Observed(obs)) else { return Ok(false) };
+        let audit = NewAudit::new(now, AuditKind::Issue, AuditSeverity::Notice, &issue.host, format!("issue {} resolved: {why}", issue.id))
+            .with_correlation_id(correlation_id)
+            .with_subject(&issue.subject);
+        let changes = IssueChanges { resolution: Some(why.to_owned()), ..IssueChanges::default() };
+        match self.store.update_issue(issue.id, issue.state, &next, &changes, &audit) {
+            Ok(_) => Ok(next.state == IssueState::Resolved),
+            // Someone else moved it meanwhile (a person, an action outcome): theirs stands.
+            Err(StoreError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A unit changed state (from the systemd signal stream): `failed` raises a finding at once,
+    /// `active` is an observation that clears a failed-unit issue.
+    pub fn unit_event(
+        &mut self,
+        host: &HostName,
+        unit: &str,
+        active_state: &str,
+        result: Option<&str>,
+        now: Timestamp,
+        correlation_id: &str,
+    ) -> anyhow::Result<(Vec<ProposalResult>, Vec<Work>)> {
+        match checks::unit_state_observation(active_state) {
+            Observation::Present => {
+                let finding = checks::unit_failed_finding(host, unit, result, now);
+                self.handle_finding(&finding, correlation_id)
+            }
+            Observation::Clear => {
+                let fp = fingerprint(host.as_str(), CheckName::FailedUnit.as_str(), unit);
+                if let Some(issue) = self.store.active_issue_by_fingerprint(&fp)?
+                    && issue.state == IssueState::Open
+                {
+                    self.observe_issue(&issue, Observation::Clear, now, correlation_id, "systemd reports the unit active")?;
+                }
+                Ok((Vec::new(), Vec::new()))
+            }
+            Observation::Unknown => Ok((Vec::new(), Vec::new())),
+        }
+    }
+
+    /// Runs one proposal through the policy and records the decision; queues or permits it.
+    pub fn propose(
+        &mut self,
+        action: Action,
+        origin: Origin,
+        issue_id: Option<i64>,
+        now: Timestamp,
+        correlation_id: &str,
+    ) -> anyhow::Result<(ProposalResult, Option<Work>)> {
+        let ruling = policy::decide(&action, &self.ctx(None), now);
+        let decision = ruling.decision().clone();
+        let host = action.hosts().as_slice().first().map_or("local", HostName::as_str).to_owned();
+        let audit_sev = match decision.verdict {
+            Verdict::Execute => AuditSeverity::Info,
+            Verdict::Approval => AuditSeverity::Notice,
+            Verdict::Deny => AuditSeverity::Warning,
+        };
+        self.store.append_audit(
+            &NewAudit::new(
+                now,
+                AuditKind::Decision,
+                audit_sev,
+                &host,
+                format!("{}: {} ({})", decision.verdict.as_str(), action.describe(), decision.reason),
+            )
+            .with_correlation_id(correlation_id)
+            .with_subject(action.subject())
+            .with_payload(serde_json::json!({"action": action, "decision": decision, "origin": origin, "issue_id": issue_id})),
+        )?;
+        tracing::info!(
+            correlation_id,
+            verdict = decision.verdict.as_str(),
+            risk = decision.risk.as_str(),
+            rule = %decision.rule,
+            "decision on {}: {}",
+            action.describe(),
+            decision.reason
+        );
+        let mut result = ProposalResult { action: action.clone(), decision, approval_id: None, action_id: None };
+        if !self.acting {
+            // Report-only: the decision is recorded, nothing is queued or run. The permit is dropped
+            // here on purpose.
+            drop(ruling);
+            return Ok((result, None));
+        }
+        match ruling {
+            Ruling::Deny(_) => Ok((result, None)),
+            Ruling::Approval(decision) => {
+                // One pending request per action and issue is enough.
+                let action_json = json(&action);
+                let duplicate = self
+                    .store
+                    .list_approvals(&[ApprovalState::Pending, ApprovalState::Approved], None)?
+                    .into_iter()
+                    .find(|a| a.action == action_json && a.issue_id == issue_id);
+                if let Some(existing) = duplicate {
+                    result.approval_id = Some(existing.id);
+                    return Ok((result, None));
+                }
+                let new = NewApproval {
+                    host: host.clone(),
+                    action: action_json,
+                    decision: json(&decision),
+                    reason: action.reason().to_owned(),
+                    requested_by: origin_name(&origin),
+                    requested_at: now,
+                    expires_at: now.plus(self.config.approval_expiry),
+                    correlation_id: correlation_id.to_owned(),
+                    issue_id,
+                };
+                let audit = NewAudit::new(
+                    now,
+                    AuditKind::Approval,
+                    AuditSeverity::Notice,
+                    &host,
+                    format!("approval requested: {} ({})", action.describe(), decision.reason),
+                )
+                .with_correlation_id(correlation_id)
+                .with_subject(action.subject());
+                let record = self.store.create_approval(&new, &audit)?;
+                tracing::info!(approval_id = record.id, correlation_id, "queued for approval: {}", action.describe());
+                result.approval_id = Some(record.id);
+                if let Some(id) = issue_id {
+                    self.issue_event(id, IssueEvent::ActionStarted, now, correlation_id, "an action awaits approval")?;
+                }
+                Ok((result, None))
+            }
+            Ruling::Execute(permit) => {
+                let work = self.start(permit, issue_id, now, correlation_id)?;
+                result.action_id = Some(work.action_id);
+                Ok((result, Some(work)))
+            }
+        }
+    }
+
+    /// Logs a permitted action as running and counts it for the flap guard.
+    fn start(&mut self, permit: Permit, issue_id: Option<i64>, now: Timestamp, correlation_id: &str) -> anyhow::Result<Work> {
+        let action = permit.action();
+        let host = action.hosts().as_slice().first().cloned().unwrap_or_else(HostName::local);
+        let target = flap_key(&host, action);
+        let new = NewAction {
+            correlation_id: correlation_id.to_owned(),
+            ts_started: now,
+            host: host.as_str().to_owned(),
+            kind: action.kind().as_str().to_owned(),
+            target: target.clone(),
+            approval_id: permit.approval_id(),
+            issue_id,
+        };
+        let audit = NewAudit::new(now, AuditKind::Action, AuditSeverity::Notice, host.as_str(), format!("executing {}", action.describe()))
+            .with_correlation_id(correlation_id)
+            .with_subject(action.subject())
+            .with_payload(serde_json::json!({"action": action, "decision": permit.decision()}));
+        let action_id = self.store.record_action_started(&new, &audit)?;
+        for h in action.hosts().as_slice() {
+            self.flap.record(&flap_key(h, action), now);
+        }
+        if let Some(id) = issue_id {
+            self.issue_event(id, IssueEvent::ActionStarted, now, correlation_id, "an action started")?;
+        }
+        Ok(Work { permit, action_id, issue_id, correlation_id: correlation_id.to_owned() })
+    }
+
+    fn issue_event(&mut self, id: i64, event: IssueEvent, now: Timestamp, correlation_id: &str, why: &str) -> anyhow::Result<()> {
+        let Some(issue) = self.store.get_issue(id)? else { return Ok(()) };
+        let Some(next) = issue.lifecycle().apply(now, &event) else { return Ok(()) };
+        if next.state == issue.state {
+            return Ok(());
+        }
+        let audit = NewAudit::new(
+            now,
+            AuditKind::Issue,
+            AuditSeverity::Info,
+            &issue.host,
+            format!("issue {id}: {} → {} ({why})", issue.state, next.state),
+        )
+        .with_correlation_id(correlation_id)
+        .with_subject(&issue.subject);
+        let changes = IssueChanges {
+            resolution: (next.state == IssueState::Resolved).then(|| why.to_owned()),
+            ..IssueChanges::default()
+        };
+        match self.store.update_issue(id, issue.state, &next, &changes, &audit) {
+            Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records what the executor reports, moves the issue and the approval on.
+    /// The permit inside `work` is consumed here: it was used once.
+    pub fn finish_action(&mut self, work: Work, outcome: &ActionOutcome, now: Timestamp) -> anyhow::Result<()> {
+        let Work { permit, action_id, issue_id, correlation_id } = work;
+        let approval_id = permit.approval_id();
+        let action = permit.action();
+        let host = action.hosts().as_slice().first().map_or("local", HostName::as_str).to_owned();
+        let sev = if outcome.succeeded { AuditSeverity::Notice } else { AuditSeverity::Error };
+        let verdict = match (outcome.succeeded, outcome.verified) {
+            (true, true) => "succeeded and verified",
+            (true, false) => "succeeded but not verified",
+            (false, _) => "failed",
+        };
+        let audit = NewAudit::new(now, AuditKind::Outcome, sev, &host, format!("{} {verdict}: {}", action.describe(), outcome.detail))
+            .with_correlation_id(&correlation_id)
+            .with_subject(action.subject())
+            .with_payload(json(outcome));
+        self.store.record_action_finished(action_id, outcome.succeeded && outcome.verified, Some(&outcome.detail), now, &audit)?;
+        tracing::info!(action_id, correlation_id = %correlation_id, succeeded = outcome.succeeded, verified = outcome.verified, "{} {verdict}", action.describe());
+        if let Some(id) = issue_id {
+            let verified = outcome.succeeded && outcome.verified;
+            let why = if verified { "the action was verified" } else { "the action did not fix it" };
+            self.issue_event(id, IssueEvent::ActionFinished { verified }, now, &correlation_id, why)?;
+        }
+        if let Some(id) = approval_id {
+            let to = if outcome.succeeded && outcome.verified { ApprovalState::Executed } else { ApprovalState::Failed };
+            let audit = NewAudit::new(now, AuditKind::Approval, sev, &host, format!("approval {id} {to}: {}", outcome.detail))
+                .with_correlation_id(&correlation_id);
+            match self.store.transition_approval(id, ApprovalState::Approved, to, "executor", Some(&outcome.detail), now, &audit) {
+                Ok(_) | Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// A person approved approval `id`: mark it approved, then re-decide the action now (the world
+    /// may have changed; a deny stands even after approval) and permit it.
+    pub fn approve(&mut self, id: i64, by: &str, note: Option<&str>, now: Timestamp) -> anyhow::Result<(Decision, Option<Work>)> {
+        let record = self.store.get_approval(id)?.ok_or_else(|| anyhow::format_err!("approval {id} does not exist"))?;
+        let action: Action = serde_json::from_value(record.action.clone())
+            .map_err(|e| anyhow::format_err!("approval {id} holds an action this version cannot read: {e}"))?;
+        let correlation_id = record.correlation_id.clone();
+        let audit = NewAudit::new(now, AuditKind::Approval, AuditSeverity::Notice, &record.host, format!("approval {id} approved by {by}: {}", action.describe()))
+            .with_correlation_id(&correlation_id)
+            .with_subject(action.subject());
+        self.store.transition_approval(id, ApprovalState::Pending, ApprovalState::Approved, by, note, now, &audit)?;
+        let ruling = policy::decide(&action, &self.ctx(Some(id)), now);
+        let decision = ruling.decision().clone();
+        self.store.append_audit(
+            &NewAudit::new(now, AuditKind::Decision, AuditSeverity::Notice, &record.host, format!("re-decided at execution: {}: {}", decision.verdict.as_str(), decision.reason))
+                .with_correlation_id(&correlation_id)
+                .with_subject(action.subject())
+                .with_payload(json(&decision)),
+        )?;
+        match ruling {
+            Ruling::Execute(permit) => {
+                let work = self.start(permit, record.issue_id, now, &correlation_id)?;
+                Ok((decision, Some(work)))
+            }
+            Ruling::Approval(d) | Ruling::Deny(d) => {
+                let note = format!("refused at execution time: {}", d.reason);
+                let audit = NewAudit::new(now, AuditKind::Approval, AuditSeverity::Warning, &record.host, format!("approval {id} failed: {note}"))
+                    .with_correlation_id(&correlation_id);
+                self.store.transition_approval(id, ApprovalState::Approved, ApprovalState::Failed, "policy", Some(&note), now, &audit)?;
+                if let Some(issue) = record.issue_id {
+                    self.issue_event(issue, IssueEvent::ActionFinished { verified: false }, now, &correlation_id, "the approved action was refused")?;
+                }
+                Ok((d, None))
+            }
+        }
+    }
+
+    pub fn reject(&mut self, id: i64, by: &str, note: Option<&str>, now: Timestamp) -> anyhow::Result<()> {
+        let record = self.store.get_approval(id)?.ok_or_else(|| anyhow::format_err!("approval {id} does not exist"))?;
+        let audit = NewAudit::new(now, AuditKind::Approval, AuditSeverity::Notice, &record.host, format!("approval {id} rejected by {by}"))
+            .with_correlation_id(&record.correlation_id);
+        self.store.transition_approval(id, ApprovalState::Pending, ApprovalState::Rejected, by, note, now, &audit)?;
+        if let Some(issue) = record.issue_id {
+            self.issue_event(issue, IssueEvent::ActionFinished { verified: false }, now, &record.correlation_id, "the proposed action was rejected")?;
+        }
+        Ok(())
+    }
+
+    fn expire_approvals(&mut self, now: Timestamp) -> anyhow::Result<()> {
+        for a in self.store.expire_approvals(now)? {
+            tracing::info!(approval_id = a.id, "approval expired unanswered");
+            if let Some(issue) = a.issue_id {
+                self.issue_event(issue, IssueEvent::ActionFinished { verified: false }, now, &a.correlation_id, "the approval expired")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn age_issues(&mut self, now: Timestamp) -> anyhow::Result<()> {
+        let tick = IssueEvent::Tick { close_after: self.config.close_after, archive_after: self.config.archive_after };
+        for issue in self.store.issues_in_states(&[IssueState::Resolved, IssueState::Closed])? {
+            if let Some(next) = issue.lifecycle().apply(now, &tick) {
+                let audit = NewAudit::new(now, AuditKind::Issue, AuditSeverity::Info, &issue.host, format!("issue {}: {} → {}", issue.id, issue.state, next.state))
+                    .with_subject(&issue.subject);
+                match self.store.update_issue(issue.id, issue.state, &next, &IssueChanges::default(), &audit) {
+                    Ok(_) | Err(StoreError::Conflict { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A person resolves or closes an issue by hand.
+    pub fn manual_issue(&mut self, id: i64, close: bool, by: &str, note: Option<&str>, now: Timestamp) -> anyhow::Result<IssueRecord> {
+        let issue = self.store.get_issue(id)?.ok_or_else(|| anyhow::format_err!("issue {id} does not exist"))?;
+        let event = if close { IssueEvent::ManualClose } else { IssueEvent::ManualResolve };
+        let next: Lifecycle = issue
+            .lifecycle()
+            .apply(now, &event)
+            .ok_or_else(|| anyhow::format_err!("issue {id} is {}; it cannot be {}", issue.state, if close { "closed" } else { "resolved" }))?;
+        let verb = if close { "closed" } else { "resolved" };
+        let why = match note {
+            Some(n) => format!("{verb} by {by}: {n}"),
+            None => format!("{verb} by {by}"),
+        };
+        let audit = NewAudit::new(now, AuditKind::Issue, AuditSeverity::Notice, &issue.host, format!("issue {id} {why}"))
+            .with_subject(&issue.subject);
+        let changes = IssueChanges { resolution: Some(why), ..IssueChanges::default() };
+        Ok(self.store.update_issue(id, issue.state, &next, &changes, &audit)?)
+    }
+
+    /// Records an alert (a source went away, the journal follower died, …).
+    pub fn alert(&mut self, now: Timestamp, summary: &str, payload: serde_json::Value) -> anyhow::Result<()> {
+        tracing::warn!("{summary}");
+        self.store.append_audit(&NewAudit::new(now, AuditKind::Alert, AuditSeverity::Warning, "local", summary).with_payload(payload))?;
+        Ok(())
+    }
+}
+
+fn origin_name(origin: &Origin) -> String {
+    match origin {
+        Origin::Rule { check } => format!("rule:{check}"),
+        Origin::Model => "model".into(),
+        Origin::Person { uid } => format!("uid:{uid}"),
+    }
+}
+
+/// The result of `macha check` as JSON (the same from the daemon and standalone): overall status,
+/// every section's status, findings, unknown checks, and what the policy decided or would decide.
+///
+/// The status is `critical`/`warning` by the worst finding; otherwise `unknown` when any section
+/// could not be observed (never `healthy`), and `healthy` only when everything was observed.
+pub fn check_output(
+    snapshot: &Snapshot,
+    report: &CycleReport,
+    autonomy: Autonomy,
+    mode: &str,
+    database: &std::path::Path,
+) -> serde_json::Value {
+    let worst = report.findings.iter().map(|f| f.severity).max();
+    let unavailable = snapshot.unavailable_sections();
+    let status = match worst {
+        Some(checks::Severity::Critical) => "critical",
+        Some(_) => "warning",
+        None if !unavailable.is_empty() => "unknown",
+        None => "healthy",
+    };
+    let snap = json(snapshot);
+    let sections: serde_json::Map<String, serde_json::Value> = [
+        "cpu", "memory", "load", "pressure", "filesystems", "network", "processes", "units", "journal", "nix", "hardware",
+    ]
+    .iter()
+    .map(|name| {
+        let s = &snap[*name];
+        let v = match s["status"].as_str() {
+            Some("ok") => serde_json::json!({"status": "ok"}),
+            _ => serde_json::json!({"status": "unavailable", "reason": s["reason"]}),
+        };
+        ((*name).to_owned(), v)
+    })
+    .collect();
+    serde_json::json!({
+        "status": status,
+        "mode": mode,
+        "autonomy": autonomy,
+        "database": database,
+        "host": snapshot.host,
+        "taken_at": snapshot.taken_at,
+        "taken_at_text": snapshot.taken_at.to_string(),
+        "collect_micros": snapshot.collect_micros,
+        "sections": sections,
+        "findings": report.findings,
+        "unknown_checks": report.unknown_checks.iter().map(|(c, r)| serde_json::json!({"check": c, "reason": r})).collect::<Vec<_>>(),
+        "proposals": report.proposals,
+        "resolved_issues": report.resolved_issues,
+        "correlation_id": report.correlation_id,
+        "snapshot": snap,
+    })
+}

@@ -1,0 +1,178 @@
+//! The command line, run as a person would: the real binary, real files, real stdin/stdout.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn macha() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_macha"));
+    c.env_remove("MACHA_CONFIG").env_remove("MACHA_SOCKET").env("MACHA_LOG", "error");
+    c
+}
+
+fn run_with_stdin(args: &[&str], stdin: &str) -> Output {
+    let mut child = macha()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    if let Some(mut s) = child.stdin.take() {
+        let _ = s.write_all(stdin.as_bytes());
+    }
+    child.wait_with_output().unwrap_or_else(|e| panic!("wait: {e}"))
+}
+
+fn verdict(autonomy: &str, doc: &str) -> (i32, serde_json::Value, String) {
+    let out = run_with_stdin(&["policy", "check", "--autonomy", autonomy, "--json"], doc);
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code().unwrap_or(-1), json, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn policy_check_verdicts() {
+    let restart = r#"{"kind":"restart_unit","host":"local","unit":"nginx","reason":"failed"}"#;
+    for (autonomy, want) in [("observe", "deny"), ("suggest", "approval"), ("auto-safe", "execute"), ("auto-full", "execute")] {
+        let (code, v, err) = verdict(autonomy, restart);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(v["verdict"], want, "{autonomy}: {v}");
+        assert_eq!(v["risk"], "medium");
+    }
+    let (_, v, _) = verdict("auto-full", r#"{"kind":"reboot","reason":"kernel update"}"#);
+    assert_eq!((v["verdict"].as_str(), v["risk"].as_str()), (Some("approval"), Some("critical")));
+}
+
+#[test]
+fn policy_check_never_executes_hostile_input() {
+    // Protected units under aliases and other names: deny at every level.
+    for unit in ["sshd", "ssh.service", "openssh", "dbus-broker", "systemd-journald", "NetworkManager", "nix-daemon.socket", "macha"] {
+        for autonomy in ["suggest", "auto-safe", "auto-full"] {
+            let doc = format!(r#"{{"kind":"restart_unit","unit":"{unit}","reason":"x"}}"#);
+            let (code, v, _) = verdict(autonomy, &doc);
+            assert_eq!(code, 0);
+            assert_eq!(v["verdict"], "deny", "{unit} at {autonomy}: {v}");
+        }
+    }
+    // Malformed or hostile documents are errors with exit code 65, never a verdict.
+    for doc in [
+        r#"{"kind":"restart_unit","unit":"nginx; rm -rf /","reason":"x"}"#,
+        r#"{"kind":"restart_unit","unit":"nginx","reason":"x","command":"rm -rf /"}"#,
+        r#"{"kind":"shell","cmd":"rm -rf /","reason":"x"}"#,
+        r#"{"kind":"restart_unit","unit":"$(reboot)","reason":"x"}"#,
+        r#"{"kind":"config_change","path":"/etc/../etc/shadow","patch":"x","reason":"x"}"#,
+        r#"{"kind":"diagnostic","name":"unit_logs","args":{"unit":"x","extra":"|sh"},"reason":"x"}"#,
+        r#"{"kind":"restart_unit","host":"--oProxyCommand=sh","unit":"x","reason":"x"}"#,
+        "not json",
+        "",
+    ] {
+        let (code, v, err) = verdict("auto-full", doc);
+        assert_eq!(code, 65, "{doc}: {v} {err}");
+        assert!(v.is_null());
+        assert!(err.contains("invalid action") || err.contains("bytes"), "{doc}: {err}");
+    }
+    let huge = format!(r#"{{"kind":"restart_unit","unit":"x","reason":"{}"}}"#, "a".repeat(200_000));
+    let (code, _, err) = verdict("auto-full", &huge);
+    assert_eq!(code, 65, "{err}");
+}
+
+#[test]
+fn schema_and_policy_table() {
+    let out = macha().args(["schema", "action"]).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert!(schema.to_string().contains("restart_unit"));
+    let out = macha().args(["policy", "show", "--json"]).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success());
+    let table: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(table["table"].as_array().map(Vec::len), Some(12));
+    let reboot = table["table"].as_array().and_then(|t| t.iter().find(|r| r["kind"] == "reboot")).cloned().unwrap_or_default();
+    assert_eq!(reboot["verdicts"]["auto-full"], "approval");
+    assert!(table["protected_units"].to_string().contains("sshd"));
+    let text = macha().args(["policy", "show"]).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(String::from_utf8_lossy(&text.stdout).contains("restart_unit"));
+}
+
+#[test]
+fn standalone_check_reports_every_section() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("m.db");
+    // Point the system bus at a socket that does not exist: systemd must be reported unavailable
+    // with a reason, never as healthy.
+    let out = macha()
+        .args(["check", "--standalone", "--json", "--db"])
+        .arg(&db)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", format!("unix:path={}/nobus", dir.path().display()))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    for section in ["cpu", "memory", "load", "pressure", "filesystems", "network", "processes", "units", "journal", "nix", "hardware"] {
+        let s = &v["sections"][section];
+        assert!(s["status"] == "ok" || (s["status"] == "unavailable" && s["reason"].as_str().is_some_and(|r| !r.is_empty())), "{section}: {s}");
+    }
+    assert_eq!(v["sections"]["units"]["status"], "unavailable");
+    assert_ne!(v["status"], "healthy", "an unobserved source can never be healthy");
+    assert_eq!(out.status.code(), Some(match v["status"].as_str() { Some("warning") => 1, Some("critical") => 2, _ => 3 }));
+    assert!(db.exists());
+    // A second run computes CPU usage from the stored ticks.
+    let out = macha().args(["check", "--standalone", "--json", "--db"]).arg(&db).output().unwrap_or_else(|e| panic!("{e}"));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert!(v["snapshot"]["cpu"]["data"]["usage_percent"].is_number(), "{}", v["snapshot"]["cpu"]);
+    // Text mode names the unavailable sources.
+    let out = macha().args(["check", "--standalone", "--db"]).arg(&db)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+        .output().unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("units") && text.contains("unavailable:"), "{text}");
+}
+
+#[test]
+fn check_config_accepts_good_and_explains_bad() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "autonomy = \"auto-safe\"\ncheck_interval = \"30s\"\n[flap]\nlimit = 2\n").unwrap_or_else(|e| panic!("{e}"));
+    let out = macha().args(["check-config", "--json"]).arg(&good).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(v["autonomy"], "auto-safe");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "autonomy = \"auto-safe\"\nchek_interval = \"30s\"\n").unwrap_or_else(|e| panic!("{e}"));
+    let out = macha().args(["check-config"]).arg(&bad).output().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chek_interval") && err.contains("bad.toml"), "{err}");
+    let out = macha().args(["check-config"]).arg(dir.path().join("missing.toml")).output().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(65));
+}
+
+#[test]
+fn usage_errors_completions_and_man_pages() {
+    let out = macha().args(["frobnicate"]).output().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(64));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = macha().args(["completions", "bash", "--dir"]).arg(dir.path()).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success());
+    for name in ["macha.bash", "macha-approve.bash", "macha-check.bash", "macha-logs.bash", "macha-issues.bash"] {
+        assert!(dir.path().join(name).exists(), "{name}");
+    }
+    let man = dir.path().join("man");
+    let out = macha().args(["man"]).arg(&man).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success());
+    let page = std::fs::read_to_string(man.join("macha-approve.1")).unwrap_or_default();
+    assert!(page.contains(".TH"), "{page}");
+    assert!(man.join("macha-policy.1").exists());
+}
+
+#[test]
+fn clients_without_daemon_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let sock = dir.path().join("none.sock");
+    let out = macha()
+        .args(["approve", "approve", "1", "--socket"])
+        .arg(&sock)
+        .env("HOME", dir.path())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(69));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the Macha daemon"));
+}
