@@ -42,7 +42,8 @@ pub struct WindowLimits {
 }
 
 impl WindowLimits {
-    pub const DEFAULT: WindowLimits = WindowLimits { max_units: 256, max_samples: 5, sample_chars: 200, max_by_unit: 20 };
+    pub const DEFAULT: WindowLimits =
+        WindowLimits { max_units: 256, max_samples: 5, sample_chars: 200, max_by_unit: 20 };
 }
 
 impl Default for WindowLimits {
@@ -147,11 +148,8 @@ impl ErrorWindow {
             .units
             .iter()
             .filter_map(|(unit, buckets)| {
-                let n: u64 = buckets
-                    .iter()
-                    .filter(|(start, _)| start + self.bucket_ms > edge)
-                    .map(|(_, c)| u64::from(*c))
-                    .sum();
+                let n: u64 =
+                    buckets.iter().filter(|(start, _)| start + self.bucket_ms > edge).map(|(_, c)| u64::from(*c)).sum();
                 (n > 0).then(|| UnitErrorCount { unit: unit.clone(), errors: u32::try_from(n).unwrap_or(u32::MAX) })
             })
             .collect();
@@ -298,10 +296,7 @@ mod tests {
         let s = w.summary(at(20));
         assert_eq!(s.window_secs, 600);
         assert_eq!(s.errors_total, 10);
-        assert_eq!(
-            counts(&s),
-            [("backup.service", 5), ("nginx.service", 3), (NO_UNIT, 1), ("postgresql.service", 1)]
-        );
+        assert_eq!(counts(&s), [("backup.service", 5), ("nginx.service", 3), (NO_UNIT, 1), ("postgresql.service", 1)]);
         // Most recent first; the repeated nginx line is one sample.
         assert_eq!(s.samples.first().map(String::as_str), Some("backup.service: disk full 4"));
         assert_eq!(s.samples.len(), WindowLimits::DEFAULT.max_samples);
@@ -354,7 +349,10 @@ mod tests {
         // Everything within the last hour is still counted, lumped or not.
         let in_window = (0..200_000i64).filter(|i| T0.millis() + i * 37 > now.millis() - 3_600_000).count();
         let total = u64::from(s.errors_total);
-        assert!(total >= in_window as u64 && total <= in_window as u64 + 3_600_000 / 60 / 37 + 1, "{total} vs {in_window}");
+        assert!(
+            total >= in_window as u64 && total <= in_window as u64 + 3_600_000 / 60 / 37 + 1,
+            "{total} vs {in_window}"
+        );
     }
 
     #[test]

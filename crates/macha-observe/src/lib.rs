@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod fs;
+pub mod journal;
 pub mod local;
 pub mod nixinfo;
 pub mod nvidia;

@@ -23,11 +23,11 @@
 //! restarting. The cost is one round trip per such service, pipelined; see the `systemd` bench.
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
+use macha_core::UnitName;
 use macha_core::action::Action;
 use macha_core::policy::Permit;
 use macha_core::snapshot::{UnitState, Units};
-use macha_core::UnitName;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::time::Duration;
@@ -316,7 +316,8 @@ impl Systemd {
                 async { self.manager.system_state().await.map_err(call_err("Get SystemState")) },
             )?;
             let failed: Vec<String> = rows.iter().filter(|r| r.3 == "failed").map(|r| r.0.clone()).collect();
-            let candidates = rows.iter().filter(|r| r.3 == "failed" || (r.0.ends_with(".service") && r.3 != "inactive"));
+            let candidates =
+                rows.iter().filter(|r| r.3 == "failed" || (r.0.ends_with(".service") && r.3 != "inactive"));
             let notable: Vec<UnitState> = stream::iter(candidates.map(|row| self.notable_state(row)))
                 .buffered(PROPERTY_READS_IN_FLIGHT)
                 .try_filter_map(|s| async move { Ok(s) })
@@ -515,10 +516,11 @@ impl Systemd {
 
 async fn open(bus: &Bus) -> Result<Connection, SystemdError> {
     let address = bus.address();
-    zbus::connection::Builder::address(address.as_str())
-        .build()
-        .await
-        .map_err(|source| SystemdError::NoBus { kind: bus.kind(), address, source })
+    zbus::connection::Builder::address(address.as_str()).build().await.map_err(|source| SystemdError::NoBus {
+        kind: bus.kind(),
+        address,
+        source,
+    })
 }
 
 async fn manager_proxy(conn: &Connection, bus: &Bus) -> Result<ManagerProxy<'static>, SystemdError> {
@@ -531,9 +533,7 @@ async fn manager_proxy(conn: &Connection, bus: &Bus) -> Result<ManagerProxy<'sta
 
 /// The unique name that owns `org.freedesktop.systemd1` now, if any.
 async fn name_owner(conn: &Connection) -> Result<Option<String>, SystemdError> {
-    match conn
-        .call_method(Some(DBUS_NAME), "/org/freedesktop/DBus", Some(DBUS_NAME), "GetNameOwner", &(SYSTEMD,))
-        .await
+    match conn.call_method(Some(DBUS_NAME), "/org/freedesktop/DBus", Some(DBUS_NAME), "GetNameOwner", &(SYSTEMD,)).await
     {
         Ok(reply) => reply
             .body()
@@ -674,8 +674,11 @@ struct Seen {
 pub struct UnitEvents {
     bus: String,
     // Kept so the subscription lives as long as the stream.
-    _conn: Connection,
-    stream: stream::SelectAll<MessageStream>,
+    conn: Connection,
+    /// Every message of the connection, in the order they arrived.
+    stream: MessageStream,
+    /// Signals that arrived while the subscription was being set up.
+    pending: VecDeque<Message>,
     owner: Option<String>,
     seen: HashMap<String, Seen>,
     spoofed: u64,
@@ -693,44 +696,81 @@ impl fmt::Debug for UnitEvents {
 }
 
 impl UnitEvents {
-    async fn start(conn: Connection, bus: String) -> Result<UnitEvents, SystemdError> {
-        let mut streams = Vec::with_capacity(3);
-        for (what, rule) in [
-            ("AddMatch PropertiesChanged", properties_changed_rule()),
-            ("AddMatch JobRemoved", job_removed_rule()),
-            ("AddMatch NameOwnerChanged", owner_changed_rule()),
-        ] {
-            let rule = rule.map_err(call_err(what))?;
-            streams.push(MessageStream::for_match_rule(rule, &conn, Some(SIGNAL_QUEUE)).await.map_err(call_err(what))?);
-        }
-        let manager = ManagerProxy::builder(&conn)
-            .cache_properties(zbus::proxy::CacheProperties::No)
-            .build()
-            .await
-            .map_err(call_err("Manager proxy"))?;
-        match manager.subscribe().await {
-            Ok(()) => {}
-            // Harmless: this connection is already subscribed.
-            Err(zbus::Error::MethodError(name, _, _)) if name.as_str().ends_with(".AlreadySubscribed") => {}
-            Err(e) => return Err(SystemdError::Call { call: "Subscribe".into(), source: e }),
-        }
-        let owner = name_owner(&conn).await?;
+    async fn start(mut conn: Connection, bus: String) -> Result<UnitEvents, SystemdError> {
+        conn.set_max_queued(SIGNAL_QUEUE);
+        // One stream for everything the connection receives: the match rules are registered with
+        // the bus directly, so systemd's signals come out in the order systemd sent them (a job's
+        // end after the unit's state change), which separate streams per rule would not keep.
+        let mut stream = MessageStream::from(&conn);
+        let setup_conn = conn.clone();
+        let setup = async move {
+            let conn = setup_conn;
+            for (what, rule) in [
+                ("AddMatch PropertiesChanged", properties_changed_rule()),
+                ("AddMatch JobRemoved", job_removed_rule()),
+                ("AddMatch NameOwnerChanged", owner_changed_rule()),
+            ] {
+                let rule = rule.map_err(call_err(what))?;
+                conn.call_method(Some(DBUS_NAME), "/org/freedesktop/DBus", Some(DBUS_NAME), "AddMatch", &(rule.to_string(),))
+                    .await
+                    .map_err(call_err(what))?;
+            }
+            let manager = ManagerProxy::builder(&conn)
+                .cache_properties(zbus::proxy::CacheProperties::No)
+                .build()
+                .await
+                .map_err(call_err("Manager proxy"))?;
+            match manager.subscribe().await {
+                Ok(()) => {}
+                // Harmless: this connection is already subscribed.
+                Err(zbus::Error::MethodError(name, _, _)) if name.as_str().ends_with(".AlreadySubscribed") => {}
+                Err(e) => return Err(SystemdError::Call { call: "Subscribe".into(), source: e }),
+            }
+            name_owner(&conn).await
+        };
+        tokio::pin!(setup);
+        // Drain while setting up: a full queue would hold back the replies setup waits for.
+        let mut pending = VecDeque::new();
+        let owner = loop {
+            tokio::select! {
+                r = &mut setup => break r?,
+                m = stream.next() => match m {
+                    Some(Ok(m)) if m.message_type() == MessageType::Signal => pending.push_back(m),
+                    Some(_) => {}
+                    None => return Err(SystemdError::Disconnected { bus, detail: "the bus closed the connection during Subscribe".into() }),
+                },
+            }
+        };
         debug!(%bus, owner = ?owner, "subscribed to unit events");
-        Ok(UnitEvents { bus, _conn: conn, stream: stream::select_all(streams), owner, seen: HashMap::new(), spoofed: 0 })
+        Ok(UnitEvents { bus, conn, stream, pending, owner, seen: HashMap::new(), spoofed: 0 })
+    }
+
+    /// The unique bus name of this stream's own connection.
+    pub fn bus_name(&self) -> Option<String> {
+        self.conn.unique_name().map(|n| n.to_string())
     }
 
     /// The next event. An error when the connection to the bus is gone (the stream cannot recover:
     /// subscribe again). Cancel-safe: dropping the future loses no event.
     pub async fn next(&mut self) -> Result<UnitEvent, SystemdError> {
+        while let Some(msg) = self.pending.pop_front() {
+            if let Some(event) = self.handle(&msg) {
+                return Ok(event);
+            }
+        }
         loop {
             let msg = match self.stream.next().await {
-                Some(Ok(msg)) => msg,
+                Some(Ok(msg)) if msg.message_type() == MessageType::Signal => msg,
+                Some(Ok(_)) => continue,
                 Some(Err(e)) => {
                     debug!(error = %e, "undecodable message on the event connection");
                     continue;
                 }
                 None => {
-                    return Err(SystemdError::Disconnected { bus: self.bus.clone(), detail: "the bus closed the connection".into() });
+                    return Err(SystemdError::Disconnected {
+                        bus: self.bus.clone(),
+                        detail: "the bus closed the connection".into(),
+                    });
                 }
             };
             if let Some(event) = self.handle(&msg) {
@@ -747,6 +787,12 @@ impl UnitEvents {
     fn handle(&mut self, msg: &Message) -> Option<UnitEvent> {
         let header = msg.header();
         let member = header.member()?.as_str().to_owned();
+        let interface = header.interface()?.as_str().to_owned();
+        match (interface.as_str(), member.as_str()) {
+            (PROPERTIES_IFACE, "PropertiesChanged") | (MANAGER_IFACE, "JobRemoved") | (DBUS_NAME, "NameOwnerChanged") => {}
+            // The bus's own NameAcquired and whatever else reaches the connection.
+            _ => return None,
+        }
         if member == "NameOwnerChanged" {
             // Only the bus itself may say who owns a name.
             if header.sender().map(|s| s.as_str()) != Some(DBUS_NAME) {
@@ -800,7 +846,8 @@ impl UnitEvents {
                 }
             }
             "JobRemoved" => {
-                let (_id, _job, unit, result) = msg.body().deserialize::<(u32, OwnedObjectPath, String, String)>().ok()?;
+                let (_id, _job, unit, result) =
+                    msg.body().deserialize::<(u32, OwnedObjectPath, String, String)>().ok()?;
                 let seen = self.seen.get(&unit).cloned().unwrap_or_default();
                 Some(UnitEvent {
                     unit,
@@ -818,8 +865,8 @@ impl UnitEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use macha_core::action::{DiagnosticArgs, DiagnosticName, Hosts};
     use macha_core::HostName;
+    use macha_core::action::{DiagnosticArgs, DiagnosticName, Hosts};
 
     #[test]
     fn decodes_unit_paths() {
@@ -829,8 +876,14 @@ mod tests {
         assert_eq!(p("getty_40tty1_2eservice").as_deref(), Some("getty@tty1.service"));
         assert_eq!(p("_2d_2emount").as_deref(), Some("-.mount"));
         assert_eq!(p("dev_2dsda1_2edevice").as_deref(), Some("dev-sda1.device"));
-        assert_eq!(p("sys_2ddevices_2dvirtual_2dnet_2dlo_2edevice").as_deref(), Some("sys-devices-virtual-net-lo.device"));
-        assert_eq!(p("systemd_2dfsck_40dev_2ddisk_2dby_5cx2duuid_2eservice").as_deref(), Some("systemd-fsck@dev-disk-by\\x2duuid.service"));
+        assert_eq!(
+            p("sys_2ddevices_2dvirtual_2dnet_2dlo_2edevice").as_deref(),
+            Some("sys-devices-virtual-net-lo.device")
+        );
+        assert_eq!(
+            p("systemd_2dfsck_40dev_2ddisk_2dby_5cx2duuid_2eservice").as_deref(),
+            Some("systemd-fsck@dev-disk-by\\x2duuid.service")
+        );
         assert_eq!(p("a_5fb_2eservice").as_deref(), Some("a_b.service"));
         assert_eq!(p("UPPER9_2eservice").as_deref(), Some("UPPER9.service"));
         assert_eq!(p("_").as_deref(), Some(""));
@@ -867,7 +920,11 @@ mod tests {
         let remote = Hosts::One(HostName::parse("web1.lan").unwrap_or_else(|e| panic!("{e}")));
         let refused = [
             Action::RestartUnit { host: remote, unit: unit("a"), reason: r() },
-            Action::RestartUnit { host: Hosts::Many(vec![HostName::local(), HostName::local()]), unit: unit("a"), reason: r() },
+            Action::RestartUnit {
+                host: Hosts::Many(vec![HostName::local(), HostName::local()]),
+                unit: unit("a"),
+                reason: r(),
+            },
             Action::Diagnostic {
                 host: local.clone(),
                 name: DiagnosticName::UnitStatus,

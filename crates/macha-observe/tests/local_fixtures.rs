@@ -26,6 +26,14 @@ fn tree(files: &[(&str, &str)]) -> TempDir {
     dir
 }
 
+/// A writable copy of a fixture tree, plus `extra` files. Sysfs names with ':' (USB interfaces,
+/// PCI slots) are added this way because a published crate may not contain such file names.
+fn fixture_copy(name: &str, extra: &[(&str, &str)]) -> TempDir {
+    let dir = tree(extra);
+    copy_tree(&fixture(name), dir.path());
+    dir
+}
+
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -54,7 +62,8 @@ fn config(proc_root: &Path, sys_root: &Path) -> ObserveConfig {
 #[test]
 fn amdgpu_sysfs_tree() {
     let proc_root = tree(&[("cpuinfo", CPUINFO)]);
-    let mut observer = LocalObserver::new(config(proc_root.path(), &fixture("sysfs-amdgpu")));
+    let sys = fixture_copy("sysfs-amdgpu", &[("bus/usb/devices/1-1:1.0/bInterfaceClass", "03\n")]);
+    let mut observer = LocalObserver::new(config(proc_root.path(), sys.path()));
     let hardware = observer.hardware();
     let hw = hardware.data().expect("hardware");
 
@@ -98,8 +107,7 @@ fn amdgpu_sysfs_tree() {
 #[test]
 fn hardware_inventory_is_cached_until_refreshed() {
     let proc_root = tree(&[("cpuinfo", CPUINFO)]);
-    let sys = tempfile::tempdir().unwrap();
-    copy_tree(&fixture("sysfs-amdgpu"), sys.path());
+    let sys = fixture_copy("sysfs-amdgpu", &[]);
     let config = ObserveConfig { hardware_refresh_every: 3, ..config(proc_root.path(), sys.path()) };
     let mut observer = LocalObserver::new(config);
     let usb_count = |o: &mut LocalObserver| o.hardware().data().expect("hardware").usb.len();
@@ -158,9 +166,13 @@ fn nvidia_smi_figures_are_matched_by_bus_id() {
             argv_file.display()
         ),
     );
+    let sys = fixture_copy(
+        "sysfs-nvidia",
+        &[("bus/pci/devices/0000:02:00.0/vendor", "0x10de\n"), ("bus/pci/devices/0000:02:00.0/device", "0x1eb8\n")],
+    );
     let config = ObserveConfig {
         nvidia_smi_dirs: vec![PathBuf::from("relative/ignored"), bin.path().to_owned()],
-        ..config(proc_root.path(), &fixture("sysfs-nvidia"))
+        ..config(proc_root.path(), sys.path())
     };
     let mut observer = LocalObserver::new(config);
     let hardware = observer.hardware();

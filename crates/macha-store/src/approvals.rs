@@ -266,7 +266,7 @@ mod tests {
     use ApprovalState::*;
 
     fn history(store: &Store, id: i64) -> Vec<String> {
-        let q = AuditQuery { approval_id: Some(id), ..Default::default() };
+        let q = AuditQuery { approval_id: Some(id), after_id: Some(0), ..Default::default() };
         store.query_audit(&q).unwrap().into_iter().filter_map(|r| r.new_state).collect()
     }
 
@@ -412,6 +412,44 @@ mod tests {
         // An unknown issue id violates the foreign key.
         let orphan = NewApproval { issue_id: Some(42), ..new_approval(1_000, 5) };
         assert!(store.create_approval(&orphan, &note(1)).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Any sequence of transition attempts leaves the row and its audit trail exactly where the
+        /// lifecycle says, and every refusal names the right reason.
+        #[test]
+        fn random_transition_attempts_follow_the_lifecycle(
+            attempts in proptest::collection::vec((0usize..6, 0usize..6, 0i64..2_000), 1..24)
+        ) {
+            let (_dir, mut store) = temp_store();
+            let a = store.create_approval(&new_approval(1_000, 1_000), &note(1_000)).unwrap();
+            let mut state = Pending;
+            let mut path = vec!["pending".to_owned()];
+            for (f, t, dt) in attempts {
+                let (from, to, now) = (ApprovalState::ALL[f], ApprovalState::ALL[t], Timestamp(1_000 + dt));
+                let res = store.transition_approval(a.id, from, to, "person", None, now, &note(now.millis()));
+                let too_late = to == Approved && now >= a.expires_at;
+                match res {
+                    Ok(rec) => {
+                        proptest::prop_assert!(from == state && from.can_become(to) && !too_late);
+                        proptest::prop_assert_eq!(rec.state, to);
+                        state = to;
+                        path.push(to.to_string());
+                    }
+                    Err(StoreError::IllegalTransition { .. }) => proptest::prop_assert!(!from.can_become(to)),
+                    Err(StoreError::Conflict { actual, .. }) => {
+                        proptest::prop_assert!(from.can_become(to) && from != state);
+                        proptest::prop_assert_eq!(actual, state.to_string());
+                    }
+                    Err(StoreError::ApprovalExpired { .. }) => proptest::prop_assert!(from == state && too_late),
+                    Err(e) => proptest::prop_assert!(false, "unexpected error {e}"),
+                }
+            }
+            proptest::prop_assert_eq!(store.get_approval(a.id).unwrap().map(|r| r.state), Some(state));
+            proptest::prop_assert_eq!(history(&store, a.id), path);
+        }
     }
 
     #[test]

@@ -181,7 +181,8 @@ pub struct AuditRecord {
     pub new_state: Option<String>,
 }
 
-/// The order of query results, by id (which is commit order).
+/// The order of query results: by `ts`, records with equal `ts` by id; by id alone (commit order)
+/// when [`AuditQuery::after_id`] is set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Order {
@@ -207,7 +208,9 @@ pub struct AuditQuery {
     pub approval_id: Option<i64>,
     pub issue_id: Option<i64>,
     pub action_id: Option<i64>,
-    /// Records with `id > after_id`: poll with the last id seen to follow the trail.
+    /// Records with `id > after_id`, returned in id (commit) order: to follow the trail, poll
+    /// with the last id of the previous answer. Ids grow in commit order, while `ts` comes from
+    /// the caller's clock and may step back.
     pub after_id: Option<i64>,
     pub limit: Option<u32>,
     pub order: Order,
@@ -333,9 +336,14 @@ impl Store {
             sql.push_str(&format!(" AND severity IN ({})", placeholders(wanted.len())));
             args.extend(wanted.iter().map(|s| Value::from(s.as_str().to_owned())));
         }
-        sql.push_str(match query.order {
-            Order::OldestFirst => " ORDER BY id ASC",
-            Order::NewestFirst => " ORDER BY id DESC",
+        // By time, ties by id: the `ts`, `(host, ts)` and `(kind, ts)` indexes then deliver rows in
+        // order and a `LIMIT` stops early. Polling with `after_id` goes by id instead: it walks the
+        // primary key, and the last id of a page is a safe `after_id` for the next one.
+        sql.push_str(match (query.order, query.after_id.is_some()) {
+            (Order::OldestFirst, false) => " ORDER BY ts ASC, id ASC",
+            (Order::NewestFirst, false) => " ORDER BY ts DESC, id DESC",
+            (Order::OldestFirst, true) => " ORDER BY id ASC",
+            (Order::NewestFirst, true) => " ORDER BY id DESC",
         });
         if let Some(limit) = query.limit {
             sql.push_str(" LIMIT ?");
@@ -399,6 +407,28 @@ mod tests {
             vec![id_a + 2, id_a + 1]
         );
         assert_eq!(store.last_audit_id().unwrap(), id_a + 2);
+    }
+
+    #[test]
+    fn order_is_by_time_but_following_is_by_commit() {
+        let (_dir, mut store) = temp_store();
+        // The clock stepped back between the second and the third record.
+        let ids = store
+            .append_audit_batch(&[
+                audit(1_000, AuditKind::Daemon, Severity::Info),
+                audit(3_000, AuditKind::Daemon, Severity::Info),
+                audit(2_000, AuditKind::Daemon, Severity::Info),
+            ])
+            .unwrap();
+        let q = |query: AuditQuery| store.query_audit(&query).unwrap().iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(q(AuditQuery::default()), vec![ids[0], ids[2], ids[1]]);
+        assert_eq!(q(AuditQuery { order: Order::NewestFirst, ..Default::default() }), vec![ids[1], ids[2], ids[0]]);
+        assert_eq!(q(AuditQuery { after_id: Some(0), ..Default::default() }), ids);
+        assert_eq!(q(AuditQuery { after_id: Some(ids[0]), limit: Some(1), ..Default::default() }), vec![ids[1]]);
+        assert_eq!(
+            q(AuditQuery { after_id: Some(0), order: Order::NewestFirst, ..Default::default() }),
+            vec![ids[2], ids[1], ids[0]]
+        );
     }
 
     #[test]

@@ -122,8 +122,8 @@ fn active_by_fingerprint(conn: &Connection, fp: &str) -> Result<Option<IssueReco
     Ok(stmt.query_row([fp], issue_from_row).optional()?)
 }
 
-/// The guarded update shared by [`Store::update_issue`] and [`Store::touch_issue`]: 0 rows changed
-/// becomes `NotFound` or `Conflict`.
+/// Why a guarded update of issue `id` changed no row: it does not exist, or it is no longer in
+/// `expected`.
 fn conflict(conn: &Connection, id: i64, expected: IssueState) -> StoreError {
     match load(conn, id) {
         Ok(Some(current)) => StoreError::Conflict {

@@ -34,5 +34,10 @@ pub use macha_core::approval::ApprovalState;
 pub use macha_core::issue::{IssueState, Lifecycle};
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};
 
+/// The version of the SQLite library the store runs on (bundled with the binary).
+pub fn sqlite_version() -> &'static str {
+    rusqlite::version()
+}
+
 #[cfg(test)]
 mod test_support;

@@ -349,11 +349,11 @@ fn run_child(db: &Path, seed: u64, rng: &mut Rng) -> RoundOutput {
         let _ = stderr.read_to_string(&mut s);
         s
     });
-    // One round in eight kills at a random instant after the start, which may hit the open, the
+    // One round in six kills within a few milliseconds of the start, which may hit the open, the
     // migration check or the start-up clean-up; the others let the writer get going first.
-    let early = rng.below(8) == 0;
+    let early = rng.below(6) == 0;
     if early {
-        std::thread::sleep(Duration::from_micros(rng.below(30_000)));
+        std::thread::sleep(Duration::from_micros(rng.below(8_000)));
     } else {
         let started = ready_rx.recv_timeout(Duration::from_secs(20)).is_ok();
         assert!(started || child.try_wait().unwrap().is_none(), "the child exited before it was ready");

@@ -29,20 +29,42 @@ pub enum Request {
         #[serde(default)]
         limit: Option<u32>,
     },
-    ShowIssue { id: i64 },
-    ResolveIssue { id: i64, #[serde(default)] note: Option<String> },
-    CloseIssue { id: i64, #[serde(default)] note: Option<String> },
+    ShowIssue {
+        id: i64,
+    },
+    ResolveIssue {
+        id: i64,
+        #[serde(default)]
+        note: Option<String>,
+    },
+    CloseIssue {
+        id: i64,
+        #[serde(default)]
+        note: Option<String>,
+    },
     ListApprovals {
         #[serde(default)]
         states: Vec<String>,
         #[serde(default)]
         limit: Option<u32>,
     },
-    ShowApproval { id: i64 },
-    Approve { id: i64, #[serde(default)] note: Option<String> },
-    Reject { id: i64, #[serde(default)] note: Option<String> },
+    ShowApproval {
+        id: i64,
+    },
+    Approve {
+        id: i64,
+        #[serde(default)]
+        note: Option<String>,
+    },
+    Reject {
+        id: i64,
+        #[serde(default)]
+        note: Option<String>,
+    },
     /// Audit records; `after_id` lets `--follow` poll.
-    QueryAudit { query: macha_store::AuditQuery },
+    QueryAudit {
+        query: macha_store::AuditQuery,
+    },
 }
 
 impl Request {
@@ -50,7 +72,10 @@ impl Request {
     pub fn is_write(&self) -> bool {
         matches!(
             self,
-            Request::ResolveIssue { .. } | Request::CloseIssue { .. } | Request::Approve { .. } | Request::Reject { .. }
+            Request::ResolveIssue { .. }
+                | Request::CloseIssue { .. }
+                | Request::Approve { .. }
+                | Request::Reject { .. }
         )
     }
     pub fn op(&self) -> &'static str {

@@ -16,8 +16,8 @@ use macha_core::policy::{self, Autonomy, Decision, Permit, PolicyContext, Protec
 use macha_core::snapshot::Snapshot;
 use macha_core::{HostName, Timestamp};
 use macha_store::{
-    AuditKind, IssueChanges, IssueRecord, NewAction, NewApproval, NewAudit, NewIssue, Severity as AuditSeverity,
-    Store, StoreError,
+    AuditKind, IssueChanges, IssueRecord, NewAction, NewApproval, NewAudit, NewIssue, Severity as AuditSeverity, Store,
+    StoreError,
 };
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -320,9 +320,15 @@ impl Engine {
             return Ok(false);
         }
         let Some(next) = issue.lifecycle().apply(now, &IssueEvent::Observed(obs)) else { return Ok(false) };
-        let audit = NewAudit::new(now, AuditKind::Issue, AuditSeverity::Notice, &issue.host, format!("issue {} resolved: {why}", issue.id))
-            .with_correlation_id(correlation_id)
-            .with_subject(&issue.subject);
+        let audit = NewAudit::new(
+            now,
+            AuditKind::Issue,
+            AuditSeverity::Notice,
+            &issue.host,
+            format!("issue {} resolved: {why}", issue.id),
+        )
+        .with_correlation_id(correlation_id)
+        .with_subject(&issue.subject);
         let changes = IssueChanges { resolution: Some(why.to_owned()), ..IssueChanges::default() };
         match self.store.update_issue(issue.id, issue.state, &next, &changes, &audit) {
             Ok(_) => Ok(next.state == IssueState::Resolved),
@@ -353,7 +359,13 @@ impl Engine {
                 if let Some(issue) = self.store.active_issue_by_fingerprint(&fp)?
                     && issue.state == IssueState::Open
                 {
-                    self.observe_issue(&issue, Observation::Clear, now, correlation_id, "systemd reports the unit active")?;
+                    self.observe_issue(
+                        &issue,
+                        Observation::Clear,
+                        now,
+                        correlation_id,
+                        "systemd reports the unit active",
+                    )?;
                 }
                 Ok((Vec::new(), Vec::new()))
             }
@@ -388,7 +400,9 @@ impl Engine {
             )
             .with_correlation_id(correlation_id)
             .with_subject(action.subject())
-            .with_payload(serde_json::json!({"action": action, "decision": decision, "origin": origin, "issue_id": issue_id})),
+            .with_payload(
+                serde_json::json!({"action": action, "decision": decision, "origin": origin, "issue_id": issue_id}),
+            ),
         )?;
         tracing::info!(
             correlation_id,
@@ -457,7 +471,13 @@ impl Engine {
     }
 
     /// Logs a permitted action as running and counts it for the flap guard.
-    fn start(&mut self, permit: Permit, issue_id: Option<i64>, now: Timestamp, correlation_id: &str) -> anyhow::Result<Work> {
+    fn start(
+        &mut self,
+        permit: Permit,
+        issue_id: Option<i64>,
+        now: Timestamp,
+        correlation_id: &str,
+    ) -> anyhow::Result<Work> {
         let action = permit.action();
         let host = action.hosts().as_slice().first().cloned().unwrap_or_else(HostName::local);
         let target = flap_key(&host, action);
@@ -470,10 +490,16 @@ impl Engine {
             approval_id: permit.approval_id(),
             issue_id,
         };
-        let audit = NewAudit::new(now, AuditKind::Action, AuditSeverity::Notice, host.as_str(), format!("executing {}", action.describe()))
-            .with_correlation_id(correlation_id)
-            .with_subject(action.subject())
-            .with_payload(serde_json::json!({"action": action, "decision": permit.decision()}));
+        let audit = NewAudit::new(
+            now,
+            AuditKind::Action,
+            AuditSeverity::Notice,
+            host.as_str(),
+            format!("executing {}", action.describe()),
+        )
+        .with_correlation_id(correlation_id)
+        .with_subject(action.subject())
+        .with_payload(serde_json::json!({"action": action, "decision": permit.decision()}));
         let action_id = self.store.record_action_started(&new, &audit)?;
         for h in action.hosts().as_slice() {
             self.flap.record(&flap_key(h, action), now);
@@ -484,7 +510,14 @@ impl Engine {
         Ok(Work { permit, action_id, issue_id, correlation_id: correlation_id.to_owned() })
     }
 
-    fn issue_event(&mut self, id: i64, event: IssueEvent, now: Timestamp, correlation_id: &str, why: &str) -> anyhow::Result<()> {
+    fn issue_event(
+        &mut self,
+        id: i64,
+        event: IssueEvent,
+        now: Timestamp,
+        correlation_id: &str,
+        why: &str,
+    ) -> anyhow::Result<()> {
         let Some(issue) = self.store.get_issue(id)? else { return Ok(()) };
         let Some(next) = issue.lifecycle().apply(now, &event) else { return Ok(()) };
         if next.state == issue.state {
@@ -522,11 +555,23 @@ impl Engine {
             (true, false) => "succeeded but not verified",
             (false, _) => "failed",
         };
-        let audit = NewAudit::new(now, AuditKind::Outcome, sev, &host, format!("{} {verdict}: {}", action.describe(), outcome.detail))
-            .with_correlation_id(&correlation_id)
-            .with_subject(action.subject())
-            .with_payload(json(outcome));
-        self.store.record_action_finished(action_id, outcome.succeeded && outcome.verified, Some(&outcome.detail), now, &audit)?;
+        let audit = NewAudit::new(
+            now,
+            AuditKind::Outcome,
+            sev,
+            &host,
+            format!("{} {verdict}: {}", action.describe(), outcome.detail),
+        )
+        .with_correlation_id(&correlation_id)
+        .with_subject(action.subject())
+        .with_payload(json(outcome));
+        self.store.record_action_finished(
+            action_id,
+            outcome.succeeded && outcome.verified,
+            Some(&outcome.detail),
+            now,
+            &audit,
+        )?;
         tracing::info!(action_id, correlation_id = %correlation_id, succeeded = outcome.succeeded, verified = outcome.verified, "{} {verdict}", action.describe());
         if let Some(id) = issue_id {
             let verified = outcome.succeeded && outcome.verified;
@@ -534,10 +579,20 @@ impl Engine {
             self.issue_event(id, IssueEvent::ActionFinished { verified }, now, &correlation_id, why)?;
         }
         if let Some(id) = approval_id {
-            let to = if outcome.succeeded && outcome.verified { ApprovalState::Executed } else { ApprovalState::Failed };
-            let audit = NewAudit::new(now, AuditKind::Approval, sev, &host, format!("approval {id} {to}: {}", outcome.detail))
-                .with_correlation_id(&correlation_id);
-            match self.store.transition_approval(id, ApprovalState::Approved, to, "executor", Some(&outcome.detail), now, &audit) {
+            let to =
+                if outcome.succeeded && outcome.verified { ApprovalState::Executed } else { ApprovalState::Failed };
+            let audit =
+                NewAudit::new(now, AuditKind::Approval, sev, &host, format!("approval {id} {to}: {}", outcome.detail))
+                    .with_correlation_id(&correlation_id);
+            match self.store.transition_approval(
+                id,
+                ApprovalState::Approved,
+                to,
+                "executor",
+                Some(&outcome.detail),
+                now,
+                &audit,
+            ) {
                 Ok(_) | Err(StoreError::Conflict { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -547,22 +602,40 @@ impl Engine {
 
     /// A person approved approval `id`: mark it approved, then re-decide the action now (the world
     /// may have changed; a deny stands even after approval) and permit it.
-    pub fn approve(&mut self, id: i64, by: &str, note: Option<&str>, now: Timestamp) -> anyhow::Result<(Decision, Option<Work>)> {
+    pub fn approve(
+        &mut self,
+        id: i64,
+        by: &str,
+        note: Option<&str>,
+        now: Timestamp,
+    ) -> anyhow::Result<(Decision, Option<Work>)> {
         let record = self.store.get_approval(id)?.ok_or_else(|| anyhow::format_err!("approval {id} does not exist"))?;
         let action: Action = serde_json::from_value(record.action.clone())
             .map_err(|e| anyhow::format_err!("approval {id} holds an action this version cannot read: {e}"))?;
         let correlation_id = record.correlation_id.clone();
-        let audit = NewAudit::new(now, AuditKind::Approval, AuditSeverity::Notice, &record.host, format!("approval {id} approved by {by}: {}", action.describe()))
-            .with_correlation_id(&correlation_id)
-            .with_subject(action.subject());
+        let audit = NewAudit::new(
+            now,
+            AuditKind::Approval,
+            AuditSeverity::Notice,
+            &record.host,
+            format!("approval {id} approved by {by}: {}", action.describe()),
+        )
+        .with_correlation_id(&correlation_id)
+        .with_subject(action.subject());
         self.store.transition_approval(id, ApprovalState::Pending, ApprovalState::Approved, by, note, now, &audit)?;
         let ruling = policy::decide(&action, &self.ctx(Some(id)), now);
         let decision = ruling.decision().clone();
         self.store.append_audit(
-            &NewAudit::new(now, AuditKind::Decision, AuditSeverity::Notice, &record.host, format!("re-decided at execution: {}: {}", decision.verdict.as_str(), decision.reason))
-                .with_correlation_id(&correlation_id)
-                .with_subject(action.subject())
-                .with_payload(json(&decision)),
+            &NewAudit::new(
+                now,
+                AuditKind::Decision,
+                AuditSeverity::Notice,
+                &record.host,
+                format!("re-decided at execution: {}: {}", decision.verdict.as_str(), decision.reason),
+            )
+            .with_correlation_id(&correlation_id)
+            .with_subject(action.subject())
+            .with_payload(json(&decision)),
         )?;
         match ruling {
             Ruling::Execute(permit) => {
@@ -571,11 +644,31 @@ impl Engine {
             }
             Ruling::Approval(d) | Ruling::Deny(d) => {
                 let note = format!("refused at execution time: {}", d.reason);
-                let audit = NewAudit::new(now, AuditKind::Approval, AuditSeverity::Warning, &record.host, format!("approval {id} failed: {note}"))
-                    .with_correlation_id(&correlation_id);
-                self.store.transition_approval(id, ApprovalState::Approved, ApprovalState::Failed, "policy", Some(&note), now, &audit)?;
+                let audit = NewAudit::new(
+                    now,
+                    AuditKind::Approval,
+                    AuditSeverity::Warning,
+                    &record.host,
+                    format!("approval {id} failed: {note}"),
+                )
+                .with_correlation_id(&correlation_id);
+                self.store.transition_approval(
+                    id,
+                    ApprovalState::Approved,
+                    ApprovalState::Failed,
+                    "policy",
+                    Some(&note),
+                    now,
+                    &audit,
+                )?;
                 if let Some(issue) = record.issue_id {
-                    self.issue_event(issue, IssueEvent::ActionFinished { verified: false }, now, &correlation_id, "the approved action was refused")?;
+                    self.issue_event(
+                        issue,
+                        IssueEvent::ActionFinished { verified: false },
+                        now,
+                        &correlation_id,
+                        "the approved action was refused",
+                    )?;
                 }
                 Ok((d, None))
             }
@@ -584,11 +677,23 @@ impl Engine {
 
     pub fn reject(&mut self, id: i64, by: &str, note: Option<&str>, now: Timestamp) -> anyhow::Result<()> {
         let record = self.store.get_approval(id)?.ok_or_else(|| anyhow::format_err!("approval {id} does not exist"))?;
-        let audit = NewAudit::new(now, AuditKind::Approval, AuditSeverity::Notice, &record.host, format!("approval {id} rejected by {by}"))
-            .with_correlation_id(&record.correlation_id);
+        let audit = NewAudit::new(
+            now,
+            AuditKind::Approval,
+            AuditSeverity::Notice,
+            &record.host,
+            format!("approval {id} rejected by {by}"),
+        )
+        .with_correlation_id(&record.correlation_id);
         self.store.transition_approval(id, ApprovalState::Pending, ApprovalState::Rejected, by, note, now, &audit)?;
         if let Some(issue) = record.issue_id {
-            self.issue_event(issue, IssueEvent::ActionFinished { verified: false }, now, &record.correlation_id, "the proposed action was rejected")?;
+            self.issue_event(
+                issue,
+                IssueEvent::ActionFinished { verified: false },
+                now,
+                &record.correlation_id,
+                "the proposed action was rejected",
+            )?;
         }
         Ok(())
     }
@@ -597,7 +702,13 @@ impl Engine {
         for a in self.store.expire_approvals(now)? {
             tracing::info!(approval_id = a.id, "approval expired unanswered");
             if let Some(issue) = a.issue_id {
-                self.issue_event(issue, IssueEvent::ActionFinished { verified: false }, now, &a.correlation_id, "the approval expired")?;
+                self.issue_event(
+                    issue,
+                    IssueEvent::ActionFinished { verified: false },
+                    now,
+                    &a.correlation_id,
+                    "the approval expired",
+                )?;
             }
         }
         Ok(())
@@ -607,8 +718,14 @@ impl Engine {
         let tick = IssueEvent::Tick { close_after: self.config.close_after, archive_after: self.config.archive_after };
         for issue in self.store.issues_in_states(&[IssueState::Resolved, IssueState::Closed])? {
             if let Some(next) = issue.lifecycle().apply(now, &tick) {
-                let audit = NewAudit::new(now, AuditKind::Issue, AuditSeverity::Info, &issue.host, format!("issue {}: {} → {}", issue.id, issue.state, next.state))
-                    .with_subject(&issue.subject);
+                let audit = NewAudit::new(
+                    now,
+                    AuditKind::Issue,
+                    AuditSeverity::Info,
+                    &issue.host,
+                    format!("issue {}: {} → {}", issue.id, issue.state, next.state),
+                )
+                .with_subject(&issue.subject);
                 match self.store.update_issue(issue.id, issue.state, &next, &IssueChanges::default(), &audit) {
                     Ok(_) | Err(StoreError::Conflict { .. }) => {}
                     Err(e) => return Err(e.into()),
@@ -619,20 +736,31 @@ impl Engine {
     }
 
     /// A person resolves or closes an issue by hand.
-    pub fn manual_issue(&mut self, id: i64, close: bool, by: &str, note: Option<&str>, now: Timestamp) -> anyhow::Result<IssueRecord> {
+    pub fn manual_issue(
+        &mut self,
+        id: i64,
+        close: bool,
+        by: &str,
+        note: Option<&str>,
+        now: Timestamp,
+    ) -> anyhow::Result<IssueRecord> {
         let issue = self.store.get_issue(id)?.ok_or_else(|| anyhow::format_err!("issue {id} does not exist"))?;
         let event = if close { IssueEvent::ManualClose } else { IssueEvent::ManualResolve };
-        let next: Lifecycle = issue
-            .lifecycle()
-            .apply(now, &event)
-            .ok_or_else(|| anyhow::format_err!("issue {id} is {}; it cannot be {}", issue.state, if close { "closed" } else { "resolved" }))?;
+        let next: Lifecycle = issue.lifecycle().apply(now, &event).ok_or_else(|| {
+            anyhow::format_err!(
+                "issue {id} is {}; it cannot be {}",
+                issue.state,
+                if close { "closed" } else { "resolved" }
+            )
+        })?;
         let verb = if close { "closed" } else { "resolved" };
         let why = match note {
             Some(n) => format!("{verb} by {by}: {n}"),
             None => format!("{verb} by {by}"),
         };
-        let audit = NewAudit::new(now, AuditKind::Issue, AuditSeverity::Notice, &issue.host, format!("issue {id} {why}"))
-            .with_subject(&issue.subject);
+        let audit =
+            NewAudit::new(now, AuditKind::Issue, AuditSeverity::Notice, &issue.host, format!("issue {id} {why}"))
+                .with_subject(&issue.subject);
         let changes = IssueChanges { resolution: Some(why), ..IssueChanges::default() };
         Ok(self.store.update_issue(id, issue.state, &next, &changes, &audit)?)
     }
@@ -640,7 +768,9 @@ impl Engine {
     /// Records an alert (a source went away, the journal follower died, …).
     pub fn alert(&mut self, now: Timestamp, summary: &str, payload: serde_json::Value) -> anyhow::Result<()> {
         tracing::warn!("{summary}");
-        self.store.append_audit(&NewAudit::new(now, AuditKind::Alert, AuditSeverity::Warning, "local", summary).with_payload(payload))?;
+        self.store.append_audit(
+            &NewAudit::new(now, AuditKind::Alert, AuditSeverity::Warning, "local", summary).with_payload(payload),
+        )?;
         Ok(())
     }
 }
@@ -675,7 +805,17 @@ pub fn check_output(
     };
     let snap = json(snapshot);
     let sections: serde_json::Map<String, serde_json::Value> = [
-        "cpu", "memory", "load", "pressure", "filesystems", "network", "processes", "units", "journal", "nix", "hardware",
+        "cpu",
+        "memory",
+        "load",
+        "pressure",
+        "filesystems",
+        "network",
+        "processes",
+        "units",
+        "journal",
+        "nix",
+        "hardware",
     ]
     .iter()
     .map(|name| {

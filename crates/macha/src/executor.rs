@@ -82,7 +82,9 @@ impl Executor {
                     if let Ok(u) = macha_core::UnitName::parse(n)
                         && let Some(p) = self.protected.protecting(&u)
                     {
-                        return fail(format!("{unit} is also known as {n}, which is protected ({p}); nothing was sent"));
+                        return fail(format!(
+                            "{unit} is also known as {n}, which is protected ({p}); nothing was sent"
+                        ));
                     }
                 }
             }
@@ -160,7 +162,9 @@ impl Executor {
         })
         .await;
         match waited {
-            Err(_) => fail(format!("{} did not finish within {} s and was killed", cmd.display(), self.timeout.as_secs())),
+            Err(_) => {
+                fail(format!("{} did not finish within {} s and was killed", cmd.display(), self.timeout.as_secs()))
+            }
             Ok((Err(e), _, _)) => fail(format!("waiting for {}: {e}", cmd.program())),
             Ok((Ok(status), out, err)) => {
                 let mut text = String::from_utf8_lossy(&out).into_owned();

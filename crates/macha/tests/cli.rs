@@ -32,7 +32,9 @@ fn verdict(autonomy: &str, doc: &str) -> (i32, serde_json::Value, String) {
 #[test]
 fn policy_check_verdicts() {
     let restart = r#"{"kind":"restart_unit","host":"local","unit":"nginx","reason":"failed"}"#;
-    for (autonomy, want) in [("observe", "deny"), ("suggest", "approval"), ("auto-safe", "execute"), ("auto-full", "execute")] {
+    for (autonomy, want) in
+        [("observe", "deny"), ("suggest", "approval"), ("auto-safe", "execute"), ("auto-full", "execute")]
+    {
         let (code, v, err) = verdict(autonomy, restart);
         assert_eq!(code, 0, "{err}");
         assert_eq!(v["verdict"], want, "{autonomy}: {v}");
@@ -45,7 +47,16 @@ fn policy_check_verdicts() {
 #[test]
 fn policy_check_never_executes_hostile_input() {
     // Protected units under aliases and other names: deny at every level.
-    for unit in ["sshd", "ssh.service", "openssh", "dbus-broker", "systemd-journald", "NetworkManager", "nix-daemon.socket", "macha"] {
+    for unit in [
+        "sshd",
+        "ssh.service",
+        "openssh",
+        "dbus-broker",
+        "systemd-journald",
+        "NetworkManager",
+        "nix-daemon.socket",
+        "macha",
+    ] {
         for autonomy in ["suggest", "auto-safe", "auto-full"] {
             let doc = format!(r#"{{"kind":"restart_unit","unit":"{unit}","reason":"x"}}"#);
             let (code, v, _) = verdict(autonomy, &doc);
@@ -85,7 +96,8 @@ fn schema_and_policy_table() {
     assert!(out.status.success());
     let table: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(table["table"].as_array().map(Vec::len), Some(12));
-    let reboot = table["table"].as_array().and_then(|t| t.iter().find(|r| r["kind"] == "reboot")).cloned().unwrap_or_default();
+    let reboot =
+        table["table"].as_array().and_then(|t| t.iter().find(|r| r["kind"] == "reboot")).cloned().unwrap_or_default();
     assert_eq!(reboot["verdicts"]["auto-full"], "approval");
     assert!(table["protected_units"].to_string().contains("sshd"));
     let text = macha().args(["policy", "show"]).output().unwrap_or_else(|e| panic!("{e}"));
@@ -104,24 +116,51 @@ fn standalone_check_reports_every_section() {
         .env("DBUS_SYSTEM_BUS_ADDRESS", format!("unix:path={}/nobus", dir.path().display()))
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    for section in ["cpu", "memory", "load", "pressure", "filesystems", "network", "processes", "units", "journal", "nix", "hardware"] {
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    for section in [
+        "cpu",
+        "memory",
+        "load",
+        "pressure",
+        "filesystems",
+        "network",
+        "processes",
+        "units",
+        "journal",
+        "nix",
+        "hardware",
+    ] {
         let s = &v["sections"][section];
-        assert!(s["status"] == "ok" || (s["status"] == "unavailable" && s["reason"].as_str().is_some_and(|r| !r.is_empty())), "{section}: {s}");
+        assert!(
+            s["status"] == "ok"
+                || (s["status"] == "unavailable" && s["reason"].as_str().is_some_and(|r| !r.is_empty())),
+            "{section}: {s}"
+        );
     }
     assert_eq!(v["sections"]["units"]["status"], "unavailable");
     assert_ne!(v["status"], "healthy", "an unobserved source can never be healthy");
-    assert_eq!(out.status.code(), Some(match v["status"].as_str() { Some("warning") => 1, Some("critical") => 2, _ => 3 }));
+    assert_eq!(
+        out.status.code(),
+        Some(match v["status"].as_str() {
+            Some("warning") => 1,
+            Some("critical") => 2,
+            _ => 3,
+        })
+    );
     assert!(db.exists());
     // A second run computes CPU usage from the stored ticks.
-    let out = macha().args(["check", "--standalone", "--json", "--db"]).arg(&db).output().unwrap_or_else(|e| panic!("{e}"));
+    let out =
+        macha().args(["check", "--standalone", "--json", "--db"]).arg(&db).output().unwrap_or_else(|e| panic!("{e}"));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     assert!(v["snapshot"]["cpu"]["data"]["usage_percent"].is_number(), "{}", v["snapshot"]["cpu"]);
     // Text mode names the unavailable sources.
-    let out = macha().args(["check", "--standalone", "--db"]).arg(&db)
+    let out = macha()
+        .args(["check", "--standalone", "--db"])
+        .arg(&db)
         .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
-        .output().unwrap_or_else(|e| panic!("{e}"));
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("units") && text.contains("unavailable:"), "{text}");
 }
@@ -130,7 +169,8 @@ fn standalone_check_reports_every_section() {
 fn check_config_accepts_good_and_explains_bad() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, "autonomy = \"auto-safe\"\ncheck_interval = \"30s\"\n[flap]\nlimit = 2\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&good, "autonomy = \"auto-safe\"\ncheck_interval = \"30s\"\n[flap]\nlimit = 2\n")
+        .unwrap_or_else(|e| panic!("{e}"));
     let out = macha().args(["check-config", "--json"]).arg(&good).output().unwrap_or_else(|e| panic!("{e}"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
@@ -141,7 +181,8 @@ fn check_config_accepts_good_and_explains_bad() {
     assert_eq!(out.status.code(), Some(65));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("chek_interval") && err.contains("bad.toml"), "{err}");
-    let out = macha().args(["check-config"]).arg(dir.path().join("missing.toml")).output().unwrap_or_else(|e| panic!("{e}"));
+    let out =
+        macha().args(["check-config"]).arg(dir.path().join("missing.toml")).output().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out.status.code(), Some(65));
 }
 

@@ -43,7 +43,14 @@ impl Lab {
     }
 
     fn manager(&self, method: &str, sig: &str, args: &[&str]) -> Output {
-        let mut a = vec!["call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager", method, sig];
+        let mut a = vec![
+            "call",
+            "org.freedesktop.systemd1",
+            "/org/freedesktop/systemd1",
+            "org.freedesktop.systemd1.Manager",
+            method,
+            sig,
+        ];
         a.extend_from_slice(args);
         self.busctl(&a)
     }
@@ -91,7 +98,13 @@ impl TestUnit {
     fn active_state(&self) -> String {
         let path = self.lab().manager("LoadUnit", "s", &[&self.name]);
         let path = String::from_utf8_lossy(&path.stdout).trim().trim_start_matches("o ").trim_matches('"').to_owned();
-        let out = self.lab().busctl(&["get-property", "org.freedesktop.systemd1", &path, "org.freedesktop.systemd1.Unit", "ActiveState"]);
+        let out = self.lab().busctl(&[
+            "get-property",
+            "org.freedesktop.systemd1",
+            &path,
+            "org.freedesktop.systemd1.Unit",
+            "ActiveState",
+        ]);
         String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("s ").trim_matches('"').to_owned()
     }
     fn break_start(&self) {
@@ -145,7 +158,7 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("{e}"));
         let d = Daemon { child, dir };
         // Ready once the first cycle is recorded.
-        wait_for("the daemon's first cycle", || d.audit(AuditKind::Snapshot).len() >= 1);
+        wait_for("the daemon's first cycle", || !d.audit(AuditKind::Snapshot).is_empty());
         d
     }
 
@@ -164,7 +177,10 @@ impl Daemon {
     }
 
     fn about(&self, kind: AuditKind, unit: &str) -> Vec<macha_store::AuditRecord> {
-        self.audit(kind).into_iter().filter(|r| r.subject.as_deref().is_some_and(|s| s.contains(unit)) || r.summary.contains(unit)).collect()
+        self.audit(kind)
+            .into_iter()
+            .filter(|r| r.subject.as_deref().is_some_and(|s| s.contains(unit)) || r.summary.contains(unit))
+            .collect()
     }
 
     fn cli(&self, args: &[&str]) -> Output {
@@ -186,7 +202,10 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let _ = self.child.wait();
     }
 }
@@ -210,12 +229,18 @@ fn lab_auto_safe_restarts_a_failed_unit_detected_by_signal() {
     unit.kill();
     // The cycle interval is one hour: only the signal path can see this failure now.
     wait_for("a finding for the failed unit", || !daemon.about(AuditKind::Finding, &unit.name).is_empty());
-    wait_for("a verified outcome", || daemon.about(AuditKind::Outcome, &unit.name).iter().any(|r| r.summary.contains("succeeded and verified")));
+    wait_for("a verified outcome", || {
+        daemon.about(AuditKind::Outcome, &unit.name).iter().any(|r| r.summary.contains("succeeded and verified"))
+    });
     assert_eq!(unit.active_state(), "active");
     let decisions = daemon.about(AuditKind::Decision, &unit.name);
     assert!(decisions.iter().any(|d| d.summary.starts_with("execute:")), "{decisions:?}");
     let issues = daemon.json(&["issues", "list", "--all", "--json"]);
-    let issue = issues.as_array().and_then(|a| a.iter().find(|i| i["subject"] == unit.name.as_str())).cloned().unwrap_or_default();
+    let issue = issues
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["subject"] == unit.name.as_str()))
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(issue["state"], "resolved", "{issues}");
     // Everything about this failure carries one correlation id.
     let finding = &daemon.about(AuditKind::Finding, &unit.name)[0];
@@ -249,7 +274,9 @@ fn lab_suggest_queues_and_approve_executes() {
     let out = daemon.json(&["approve", "approve", &id.to_string(), "--json"]);
     assert_eq!(out["decision"]["verdict"], "execute", "{out}");
     wait_for("the unit active again", || unit.active_state() == "active");
-    wait_for("the approval executed", || daemon.json(&["approve", "show", &id.to_string(), "--json"])["approval"]["state"] == "executed");
+    wait_for("the approval executed", || {
+        daemon.json(&["approve", "show", &id.to_string(), "--json"])["approval"]["state"] == "executed"
+    });
 }
 
 #[test]
@@ -262,7 +289,9 @@ fn lab_protected_unit_is_never_touched() {
     unit.start();
     let daemon = Daemon::start(&lab, "auto-full", "1h", &format!("protected_units = [\"{name}\"]"), "");
     unit.kill();
-    wait_for("a deny decision", || daemon.about(AuditKind::Decision, &unit.name).iter().any(|d| d.summary.starts_with("deny:")));
+    wait_for("a deny decision", || {
+        daemon.about(AuditKind::Decision, &unit.name).iter().any(|d| d.summary.starts_with("deny:"))
+    });
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(unit.active_state(), "failed");
     assert!(daemon.about(AuditKind::Action, &unit.name).is_empty());
@@ -280,15 +309,23 @@ fn lab_a_restart_that_fails_is_recorded_failed_and_the_flap_guard_escalates() {
     let daemon = Daemon::start(&lab, "auto-safe", "5s", "", "[flap]\nlimit = 2\nwindow = \"10m\"");
     unit.break_start();
     unit.kill();
-    wait_for("a failed outcome", || daemon.about(AuditKind::Outcome, &unit.name).iter().any(|r| r.summary.contains("failed")));
+    wait_for("a failed outcome", || {
+        daemon.about(AuditKind::Outcome, &unit.name).iter().any(|r| r.summary.contains("failed"))
+    });
     assert_eq!(unit.active_state(), "failed");
     wait_for("an escalation to a person", || {
-        daemon.about(AuditKind::Decision, &unit.name).iter().any(|d| d.summary.starts_with("approval:") && d.summary.contains("flap limit"))
+        daemon
+            .about(AuditKind::Decision, &unit.name)
+            .iter()
+            .any(|d| d.summary.starts_with("approval:") && d.summary.contains("flap limit"))
     });
     let executed = daemon.about(AuditKind::Action, &unit.name).len();
     assert_eq!(executed, 2, "exactly the flap limit of restarts ran");
     let issues = daemon.json(&["issues", "list", "--json"]);
-    let issue = issues.as_array().and_then(|a| a.iter().find(|i| i["subject"] == unit.name.as_str())).cloned().unwrap_or_default();
+    let issue = issues
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["subject"] == unit.name.as_str()))
+        .cloned()
+        .unwrap_or_default();
     assert_ne!(issue["state"], "resolved", "a failed restart never resolves the issue: {issue}");
 }
-

@@ -20,7 +20,10 @@ struct Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let _ = self.child.wait();
     }
 }
@@ -31,7 +34,9 @@ fn start_daemon(dir: &Path) -> Daemon {
     std::fs::create_dir_all(dir.join("state")).unwrap_or_else(|e| panic!("{e}"));
     // A pending approval for a read-only diagnostic, as the daemon would have queued it.
     let mut store = Store::open(&db).unwrap_or_else(|e| panic!("{e}"));
-    let now = Timestamp::from_millis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0));
+    let now = Timestamp::from_millis(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
+    );
     let action = serde_json::json!({"kind": "diagnostic", "host": "local", "name": "disk_usage", "reason": "test"});
     let new = NewApproval {
         host: "local".into(),

@@ -191,7 +191,9 @@ pub fn approve(cmd: ApproveCmd) -> CmdResult {
                     let v = c.call(&Request::ListApprovals { states, limit: Some(500) })?;
                     serde_json::from_value(v)?
                 }
-                Source::Local(store) => store.list_approvals(&parse_states(&states, ApprovalState::parse)?, Some(500))?,
+                Source::Local(store) => {
+                    store.list_approvals(&parse_states(&states, ApprovalState::parse)?, Some(500))?
+                }
             };
             render::approvals(&records, client.json)?;
             Ok(0)
@@ -203,7 +205,8 @@ pub fn approve(cmd: ApproveCmd) -> CmdResult {
                     (serde_json::from_value(v["approval"].clone())?, serde_json::from_value(v["audit"].clone())?)
                 }
                 Source::Local(store) => {
-                    let r = store.get_approval(id)?.ok_or_else(|| anyhow::format_err!("approval {id} does not exist"))?;
+                    let r =
+                        store.get_approval(id)?.ok_or_else(|| anyhow::format_err!("approval {id} does not exist"))?;
                     let q = AuditQuery { approval_id: Some(id), ..AuditQuery::default() };
                     (r, store.query_audit(&q)?)
                 }
@@ -321,7 +324,7 @@ fn audit_log(f: &LogFilter, kinds: Vec<AuditKind>) -> CmdResult {
     };
     let mut records = fetch(&query)?;
     records.reverse();
-    let mut last = records.last().map(|r| r.id);
+    let mut last = records.iter().map(|r| r.id).max();
     render::audit(&records, f.client.json)?;
     if f.follow {
         query.order = Order::OldestFirst;
@@ -340,12 +343,12 @@ fn audit_log(f: &LogFilter, kinds: Vec<AuditKind>) -> CmdResult {
 }
 
 fn service_log(since: Option<&str>, follow: bool, limit: Option<u32>) -> CmdResult {
-    let journalctl = which::which("journalctl")
-        .map_err(|e| anyhow::format_err!("journalctl is not available: {e}"))?;
+    let journalctl = which::which("journalctl").map_err(|e| anyhow::format_err!("journalctl is not available: {e}"))?;
     let mut cmd = std::process::Command::new(journalctl);
     cmd.args(["--unit", "macha.service", "--no-pager", "--output", "short-iso"]);
     if let Some(s) = since {
-        let d = humantime::parse_duration(s).map_err(|e| fail(EXIT_USAGE, anyhow::format_err!("--since {s:?}: {e}")))?;
+        let d =
+            humantime::parse_duration(s).map_err(|e| fail(EXIT_USAGE, anyhow::format_err!("--since {s:?}: {e}")))?;
         cmd.arg(format!("--since=-{}s", d.as_secs()));
     }
     cmd.arg(format!("--lines={}", limit.unwrap_or(100)));

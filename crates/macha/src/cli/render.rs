@@ -56,7 +56,8 @@ pub fn policy_table(protected: &[&str], config: &Config) {
         "kind", "risk", "class", "observe", "suggest", "auto-safe", "auto-full"
     );
     for row in policy::POLICY_TABLE {
-        let class = serde_json::to_value(row.class).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let class =
+            serde_json::to_value(row.class).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
         let v: Vec<&str> =
             Autonomy::ALL.iter().map(|a| super::commands::verdict_for_table(row.kind, *a).as_str()).collect();
         println!(
@@ -77,7 +78,11 @@ pub fn policy_table(protected: &[&str], config: &Config) {
         println!("  - {r}");
     }
     println!();
-    println!("Flap limit: {} runs of the same action on the same target within {}.", config.flap_limit, humantime::format_duration(config.flap_window));
+    println!(
+        "Flap limit: {} runs of the same action on the same target within {}.",
+        config.flap_limit,
+        humantime::format_duration(config.flap_window)
+    );
     println!("Unit actions only on: {}.", policy::MANAGED_UNIT_TYPES.join(", "));
     println!("Protected units (never acted on; a trailing * is a prefix): {}", protected.join(" "));
 }
@@ -137,7 +142,12 @@ pub fn approval(r: &ApprovalRecord, trail: &[AuditRecord], json: bool) -> anyhow
     println!("  requested:  {} by {}", ts(r.requested_at), r.requested_by);
     println!("  expires:    {}", ts(r.expires_at));
     if let (Some(by), Some(at)) = (&r.decided_by, r.decided_at) {
-        println!("  decided:    {} by {}{}", ts(at), by, r.decision_note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default());
+        println!(
+            "  decided:    {} by {}{}",
+            ts(at),
+            by,
+            r.decision_note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+        );
     }
     if let Some(res) = &r.result {
         println!("  result:     {res}");
@@ -285,10 +295,22 @@ fn section_detail(name: &str, d: &serde_json::Value) -> String {
         "filesystems" => format!("  {} filesystems", d.as_array().map_or(0, Vec::len)),
         "network" => format!("  {} interfaces", d.as_array().map_or(0, Vec::len)),
         "processes" => format!("  {} processes", d["total"]),
-        "units" => format!("  {} units, {} failed, system {}", d["total"], d["failed"].as_array().map_or(0, Vec::len), d["system_state"].as_str().unwrap_or("?")),
-        "journal" => format!("  {} errors in the last {} min", d["errors_total"], d["window_secs"].as_u64().unwrap_or(0) / 60),
+        "units" => format!(
+            "  {} units, {} failed, system {}",
+            d["total"],
+            d["failed"].as_array().map_or(0, Vec::len),
+            d["system_state"].as_str().unwrap_or("?")
+        ),
+        "journal" => {
+            format!("  {} errors in the last {} min", d["errors_total"], d["window_secs"].as_u64().unwrap_or(0) / 60)
+        }
         "nix" => format!("  {} generations", d["generations"].as_array().map_or(0, Vec::len)),
-        "hardware" => format!("  {} ({} cores), {} GPUs", d["cpu_model"].as_str().unwrap_or("?"), d["physical_cores"], d["gpus"].as_array().map_or(0, Vec::len)),
+        "hardware" => format!(
+            "  {} ({} cores), {} GPUs",
+            d["cpu_model"].as_str().unwrap_or("?"),
+            d["physical_cores"],
+            d["gpus"].as_array().map_or(0, Vec::len)
+        ),
         _ => String::new(),
     }
 }

@@ -31,12 +31,23 @@ use tokio_util::task::TaskTracker;
 /// Everything the loop reacts to.
 #[derive(Debug)]
 pub enum Event {
-    Unit { unit: String, active_state: String, result: Option<String> },
+    Unit {
+        unit: String,
+        active_state: String,
+        result: Option<String>,
+    },
     /// The unit signal stream ended or failed.
     UnitStreamLost(String),
     Journal(JournalEvent),
-    Api { request: Request, peer: Peer, reply: oneshot::Sender<Response> },
-    Done { work: Work, outcome: ActionOutcome },
+    Api {
+        request: Request,
+        peer: Peer,
+        reply: oneshot::Sender<Response>,
+    },
+    Done {
+        work: Work,
+        outcome: ActionOutcome,
+    },
 }
 
 const JOURNAL_CURSOR_KEY: &str = "journal.cursor";
@@ -54,11 +65,7 @@ pub fn run_blocking(config: Config) -> anyhow::Result<()> {
 fn resolve_tools(config: &Config) -> Tools {
     let mut tools = Tools::new();
     for name in macha_core::command::TOOL_NAMES {
-        let path = config
-            .tools
-            .get(name)
-            .cloned()
-            .or_else(|| which::which(name).ok().map(|p| p.display().to_string()));
+        let path = config.tools.get(name).cloned().or_else(|| which::which(name).ok().map(|p| p.display().to_string()));
         if let Some(p) = path {
             tools = tools.with(name, &p);
         }
@@ -107,7 +114,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     }
                 });
             }
-            Err(e) => engine.alert(now, &format!("cannot subscribe to systemd signals, failures are seen only by the periodic cycle: {e}"), serde_json::Value::Null)?,
+            Err(e) => engine.alert(
+                now,
+                &format!("cannot subscribe to systemd signals, failures are seen only by the periodic cycle: {e}"),
+                serde_json::Value::Null,
+            )?,
         },
         Err(reason) => engine.alert(now, &format!("systemd unavailable: {reason}"), serde_json::Value::Null)?,
     }
@@ -125,14 +136,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     since: config.journal_window,
                     ..JournalConfig::default()
                 };
-                let mut follower = JournalFollower::spawn(jc);
+                let (follower, mut events) = JournalFollower::spawn(jc);
+                *lock(&journal) = JournalState::Following(ErrorWindow::new(config.journal_window));
                 let tx = tx.clone();
                 let stop = stop.clone();
                 tracker.spawn(async move {
+                    // Dropping the follower stops journalctl: it lives as long as this task.
+                    let _follower = follower;
                     loop {
                         tokio::select! {
                             () = stop.cancelled() => return,
-                            ev = follower.recv() => match ev {
+                            ev = events.recv() => match ev {
                                 Some(e) => { if tx.send(Event::Journal(e)).await.is_err() { return; } }
                                 None => return,
                             }
@@ -174,7 +188,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         AuditKind::Daemon,
         Severity::Info,
         "local",
-        format!("daemon started (autonomy {}, interval {})", config.autonomy, humantime::format_duration(config.check_interval)),
+        format!(
+            "daemon started (autonomy {}, interval {})",
+            config.autonomy,
+            humantime::format_duration(config.check_interval)
+        ),
     ))?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("watching")]);
     tracing::info!(autonomy = %config.autonomy, socket = %config.socket.display(), "macha daemon ready");
@@ -232,7 +250,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             engine.finish_action(work, &outcome, crate::now())?;
         }
     }
-    engine.store_mut().append_audit(&NewAudit::new(crate::now(), AuditKind::Daemon, Severity::Info, "local", "daemon stopped"))?;
+    engine.store_mut().append_audit(&NewAudit::new(
+        crate::now(),
+        AuditKind::Daemon,
+        Severity::Info,
+        "local",
+        "daemon stopped",
+    ))?;
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
 }
@@ -292,11 +316,16 @@ async fn handle(
             let now = crate::now();
             let correlation_id = crate::correlation_id();
             tracing::debug!(unit = %unit, active_state = %active_state, "unit state changed");
-            let (_, work) = engine.unit_event(&ctx.host, &unit, &active_state, result.as_deref(), now, &correlation_id)?;
+            let (_, work) =
+                engine.unit_event(&ctx.host, &unit, &active_state, result.as_deref(), now, &correlation_id)?;
             ctx.spawn_work(work);
         }
         Event::UnitStreamLost(reason) => {
-            engine.alert(crate::now(), &format!("systemd signal stream lost: {reason}; failures are seen only by the periodic cycle"), serde_json::Value::Null)?;
+            engine.alert(
+                crate::now(),
+                &format!("systemd signal stream lost: {reason}; failures are seen only by the periodic cycle"),
+                serde_json::Value::Null,
+            )?;
         }
         Event::Journal(ev) => match ev {
             JournalEvent::Entry(entry) => {
@@ -311,16 +340,8 @@ async fn handle(
                     }
                 }
                 drop(state);
-                if let Some(c) = entry.cursor.as_deref() {
-                    // Cheap (one small row); keeps resumption exact across restarts.
-                    let _ = engine.store_mut().set_kv(JOURNAL_CURSOR_KEY, c);
-                }
-            }
-            JournalEvent::Started => {
-                let mut state = lock(journal);
-                if !matches!(&*state, JournalState::Following(_)) {
-                    *state = JournalState::Following(ErrorWindow::new(engine.config().journal_window));
-                }
+                // Cheap (one small row); keeps resumption exact across restarts.
+                let _ = engine.store_mut().set_kv(JOURNAL_CURSOR_KEY, &entry.cursor);
             }
             JournalEvent::Unavailable(reason) => {
                 *lock(journal) = JournalState::Unavailable(reason.clone());
@@ -349,7 +370,10 @@ async fn api(engine: &mut Engine, sources: &Sources, ctx: &LoopCtx, request: Req
             tracing::error!("cannot audit a denial: {e}");
         }
         tracing::warn!(uid = peer.uid, "{summary}");
-        return Response::err(ErrorCode::Denied, format!("permission denied: {} needs root or the admin group", request.op()));
+        return Response::err(
+            ErrorCode::Denied,
+            format!("permission denied: {} needs root or the admin group", request.op()),
+        );
     }
     let result: anyhow::Result<serde_json::Value> = async {
         match request {

@@ -74,23 +74,26 @@ async fn connection(stream: UnixStream, events: mpsc::Sender<Event>, stop: Cance
         let response = match n {
             Ok(0) | Err(_) => return,
             Ok(_) if line.len() > api::REQUEST_MAX => {
-                let r = Response::err(api::ErrorCode::BadRequest, format!("request exceeds {} bytes", api::REQUEST_MAX));
+                let r =
+                    Response::err(api::ErrorCode::BadRequest, format!("request exceeds {} bytes", api::REQUEST_MAX));
                 let _ = write_response(&mut write, &r).await;
                 return;
             }
-            Ok(_) => match std::str::from_utf8(&line).map_err(|e| e.to_string()).and_then(|s| api::parse_request(s.trim())) {
-                Err(e) => Response::err(api::ErrorCode::BadRequest, e),
-                Ok(request) => {
-                    let (tx, rx) = oneshot::channel();
-                    if events.send(Event::Api { request, peer, reply: tx }).await.is_err() {
-                        return;
-                    }
-                    match rx.await {
-                        Ok(r) => r,
-                        Err(_) => Response::err(api::ErrorCode::Internal, "the daemon is shutting down"),
+            Ok(_) => {
+                match std::str::from_utf8(&line).map_err(|e| e.to_string()).and_then(|s| api::parse_request(s.trim())) {
+                    Err(e) => Response::err(api::ErrorCode::BadRequest, e),
+                    Ok(request) => {
+                        let (tx, rx) = oneshot::channel();
+                        if events.send(Event::Api { request, peer, reply: tx }).await.is_err() {
+                            return;
+                        }
+                        match rx.await {
+                            Ok(r) => r,
+                            Err(_) => Response::err(api::ErrorCode::Internal, "the daemon is shutting down"),
+                        }
                     }
                 }
-            },
+            }
         };
         if write_response(&mut write, &response).await.is_err() {
             return;
@@ -99,7 +102,8 @@ async fn connection(stream: UnixStream, events: mpsc::Sender<Event>, stop: Cance
 }
 
 async fn write_response(write: &mut tokio::net::unix::OwnedWriteHalf, r: &Response) -> std::io::Result<()> {
-    let mut s = serde_json::to_string(r).unwrap_or_else(|_| r#"{"ok":false,"code":"internal","error":"encoding"}"#.into());
+    let mut s =
+        serde_json::to_string(r).unwrap_or_else(|_| r#"{"ok":false,"code":"internal","error":"encoding"}"#.into());
     s.push('\n');
     write.write_all(s.as_bytes()).await
 }
@@ -115,9 +119,7 @@ pub fn is_admin(peer: Peer, admin_gid: Option<u32>) -> bool {
     }
     let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(peer.uid)) else { return false };
     let Ok(name) = std::ffi::CString::new(user.name) else { return false };
-    nix::unistd::getgrouplist(&name, user.gid)
-        .map(|groups| groups.iter().any(|g| g.as_raw() == gid))
-        .unwrap_or(false)
+    nix::unistd::getgrouplist(&name, user.gid).map(|groups| groups.iter().any(|g| g.as_raw() == gid)).unwrap_or(false)
 }
 
 /// The gid of the admin group, if configured and it exists.

@@ -1,0 +1,650 @@
+//! The journal follower: a supervised `journalctl --output=json --follow` child whose lines become
+//! [`JournalEvent`]s on a tokio channel.
+//!
+//! Why a child process: D-Bus has no journal API, and `journalctl` always matches the installed
+//! systemd (compression, journal namespaces, file rotation). It is spawned with argv only, never
+//! through a shell, and killed when the follower goes away.
+//!
+//! Supervision: when the child exits (or cannot be started), the follower reports
+//! [`JournalEvent::Unavailable`] with the reason, waits (exponential backoff, capped) and starts it
+//! again, resuming after the last cursor it delivered (`--after-cursor`), so nothing is reported
+//! twice. Without a cursor it starts from `--since=-<window>`. [`JournalFollower::last_cursor`] is
+//! what the daemon persists to resume across restarts.
+//!
+//! Data is not instructions: journal text comes from anything running on the host. Every line is
+//! read with a size cap (longer lines are skipped without being buffered), parsed defensively
+//! (`MESSAGE` may be a string, a JSON byte array when it is not UTF-8, `null` when it is larger than
+//! journalctl's 4096-byte JSON limit, or an array when the field repeats), and sanitised for
+//! display with [`macha_core::journal::sanitize`]. A line that cannot be used is skipped and
+//! counted by reason ([`JournalStats`]); it never stops the follower.
+
+use macha_core::journal::sanitize;
+use serde::Deserialize;
+use serde_json::Value;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// Longest line read from journalctl; the rest of a longer line is skipped.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
+/// Longest message kept, in characters after sanitising.
+pub const MESSAGE_CHARS: usize = 2048;
+/// Longest unit or host name kept, in characters after sanitising.
+const NAME_CHARS: usize = 256;
+/// Longest cursor accepted (journalctl's are about 130 bytes).
+const CURSOR_MAX: usize = 512;
+/// How much of the child's stderr is kept for the `Unavailable` reason.
+const STDERR_LINES: usize = 8;
+/// A child that ran this long or delivered an entry resets the backoff.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+/// The fields requested from journalctl (`__CURSOR` and `__REALTIME_TIMESTAMP` always come).
+const OUTPUT_FIELDS: &str = "MESSAGE,PRIORITY,_SYSTEMD_UNIT,UNIT,SYSLOG_IDENTIFIER,_HOSTNAME";
+
+/// What to follow and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalConfig {
+    /// The journalctl to run: an absolute path from the configuration, or a bare name looked up
+    /// in `PATH`.
+    pub journalctl: PathBuf,
+    /// Read the journal files in this directory (`--directory`), e.g. those journal-remote
+    /// writes, instead of the system journal.
+    pub directory: Option<PathBuf>,
+    /// Highest priority followed: 3 (`err`) follows 0-3 (emerg, alert, crit, err).
+    pub max_priority: u8,
+    /// Without a cursor, start this far back (`--since=-<secs>s`).
+    pub since: Duration,
+    /// Resume after this cursor (`--after-cursor`), as persisted from [`JournalFollower::last_cursor`].
+    pub cursor: Option<String>,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub max_line_bytes: usize,
+    pub channel_capacity: usize,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        JournalConfig {
+            journalctl: PathBuf::from("journalctl"),
+            directory: None,
+            max_priority: 3,
+            since: Duration::from_secs(3600),
+            cursor: None,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            channel_capacity: 1024,
+        }
+    }
+}
+
+impl JournalConfig {
+    /// The arguments journalctl is started with, resuming after `cursor` if there is one.
+    pub fn args(&self, cursor: Option<&str>) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            "--output=json".into(),
+            "--follow".into(),
+            "--no-pager".into(),
+            // --follow alone starts with the last 10 lines; the cursor or --since decides instead.
+            "--no-tail".into(),
+            format!("--priority={}", self.max_priority.min(7)).into(),
+            format!("--output-fields={OUTPUT_FIELDS}").into(),
+        ];
+        if let Some(dir) = &self.directory {
+            let mut a = OsString::from("--directory=");
+            a.push(dir.as_os_str());
+            args.push(a);
+        }
+        match cursor {
+            Some(c) => args.push(format!("--after-cursor={c}").into()),
+            None => args.push(format!("--since=-{}s", self.since.as_secs().max(1)).into()),
+        }
+        args
+    }
+}
+
+/// One journal entry, ready to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub cursor: String,
+    /// `__REALTIME_TIMESTAMP`: microseconds since the epoch.
+    pub realtime_usec: u64,
+    /// `_SYSTEMD_UNIT` (set by journald, trustworthy); for messages systemd itself logs about a
+    /// unit (`_SYSTEMD_UNIT=init.scope`), the `UNIT` they are about; for entries without a unit
+    /// (kernel, processes outside units), `UNIT`, else `SYSLOG_IDENTIFIER`. Sanitised.
+    pub unit: Option<String>,
+    /// 0 (emerg) to 7 (debug).
+    pub priority: u8,
+    /// Sanitised, at most [`MESSAGE_CHARS`] characters.
+    pub message: String,
+    pub hostname: Option<String>,
+}
+
+impl JournalEntry {
+    /// `realtime_usec` in milliseconds, for [`macha_core::Timestamp`].
+    pub fn realtime_millis(&self) -> i64 {
+        i64::try_from(self.realtime_usec / 1000).unwrap_or(i64::MAX)
+    }
+}
+
+/// What the follower sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JournalEvent {
+    Entry(JournalEntry),
+    /// journalctl could not be started or exited; it will be started again after a backoff.
+    Unavailable(String),
+}
+
+/// Why a line was not turned into an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// Longer than `max_line_bytes`.
+    Oversized,
+    /// Not a JSON object.
+    InvalidJson,
+    /// No usable `__CURSOR` (missing, too long, or with characters a cursor never has).
+    BadCursor,
+    /// No usable `__REALTIME_TIMESTAMP`.
+    BadTimestamp,
+    /// No usable `PRIORITY`.
+    BadPriority,
+    /// A priority above `max_priority` (journalctl filters these; a stand-in may not).
+    AbovePriority,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Oversized => "line too long",
+            SkipReason::InvalidJson => "not a JSON object",
+            SkipReason::BadCursor => "no usable __CURSOR",
+            SkipReason::BadTimestamp => "no usable __REALTIME_TIMESTAMP",
+            SkipReason::BadPriority => "no usable PRIORITY",
+            SkipReason::AbovePriority => "priority above the configured maximum",
+        }
+    }
+}
+
+/// Counters of what the follower did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    pub entries: u64,
+    /// Times journalctl was started.
+    pub starts: u64,
+    pub oversized: u64,
+    pub invalid_json: u64,
+    pub bad_cursor: u64,
+    pub bad_timestamp: u64,
+    pub bad_priority: u64,
+    pub above_priority: u64,
+}
+
+impl JournalStats {
+    fn count(&mut self, reason: SkipReason) {
+        let c = match reason {
+            SkipReason::Oversized => &mut self.oversized,
+            SkipReason::InvalidJson => &mut self.invalid_json,
+            SkipReason::BadCursor => &mut self.bad_cursor,
+            SkipReason::BadTimestamp => &mut self.bad_timestamp,
+            SkipReason::BadPriority => &mut self.bad_priority,
+            SkipReason::AbovePriority => &mut self.above_priority,
+        };
+        *c += 1;
+    }
+
+    /// Lines skipped for any reason.
+    pub fn skipped(&self) -> u64 {
+        self.oversized + self.invalid_json + self.bad_cursor + self.bad_timestamp + self.bad_priority + self.above_priority
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    cursor: Option<String>,
+    stats: JournalStats,
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A running follower. Dropping it stops the task and kills journalctl.
+#[derive(Debug)]
+pub struct JournalFollower {
+    shared: Arc<Mutex<Shared>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JournalFollower {
+    /// Starts following on the current tokio runtime. The task ends (and journalctl is killed)
+    /// when the receiver is dropped or the follower is.
+    pub fn spawn(config: JournalConfig) -> (JournalFollower, mpsc::Receiver<JournalEvent>) {
+        let (tx, rx) = mpsc::channel(config.channel_capacity.max(1));
+        let shared = Arc::new(Mutex::new(Shared { cursor: config.cursor.clone(), stats: JournalStats::default() }));
+        let task = tokio::spawn(supervise(config, tx, Arc::clone(&shared)));
+        (JournalFollower { shared, task }, rx)
+    }
+
+    /// The cursor of the last entry delivered (or the configured one before any): persist it and
+    /// pass it back as [`JournalConfig::cursor`] to resume without gaps or duplicates.
+    pub fn last_cursor(&self) -> Option<String> {
+        lock(&self.shared).cursor.clone()
+    }
+
+    pub fn stats(&self) -> JournalStats {
+        lock(&self.shared).stats.clone()
+    }
+}
+
+impl Drop for JournalFollower {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The supervision loop: run journalctl, read it, report its end, back off, run it again.
+async fn supervise(config: JournalConfig, tx: mpsc::Sender<JournalEvent>, shared: Arc<Mutex<Shared>>) {
+    let mut backoff = config.backoff_initial;
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        let started = tokio::time::Instant::now();
+        let (delivered, reason) = match run_once(&config, &tx, &shared).await {
+            Ok(Some(run)) => run,
+            // The receiver is gone: nobody is listening any more.
+            Ok(None) => return,
+            Err(reason) => (0, reason),
+        };
+        if delivered > 0 || started.elapsed() >= HEALTHY_RUN {
+            backoff = config.backoff_initial;
+        }
+        warn!(%reason, retry_in_ms = backoff.as_millis() as u64, "journal unavailable");
+        if tx.send(JournalEvent::Unavailable(reason)).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(config.backoff_max).max(config.backoff_initial);
+    }
+}
+
+/// One run of journalctl. `Ok(Some((entries delivered, why it ended)))`, `Ok(None)` when the
+/// receiver went away, `Err(reason)` when it could not be started.
+async fn run_once(
+    config: &JournalConfig,
+    tx: &mpsc::Sender<JournalEvent>,
+    shared: &Mutex<Shared>,
+) -> Result<Option<(u64, String)>, String> {
+    let cursor = lock(shared).cursor.clone();
+    let args = config.args(cursor.as_deref());
+    let program = config.journalctl.display().to_string();
+    let mut child = Command::new(&config.journalctl)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!("{program} not found: {e}"),
+            _ => format!("cannot start {program}: {e}"),
+        })?;
+    lock(shared).stats.starts += 1;
+    info!(pid = child.id(), resume = cursor.is_some(), "journalctl started");
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(format!("{program}: no pipes to the child"));
+    };
+    let stderr_task = tokio::spawn(stderr_tail(BufReader::new(stderr)));
+    let mut reader = BufReader::new(stdout);
+    let mut buf = Vec::new();
+    let mut delivered = 0u64;
+    let end = loop {
+        match read_capped_line(&mut reader, &mut buf, config.max_line_bytes).await {
+            Ok(None) => break None,
+            Ok(Some(LineRead::Oversized(n))) => {
+                debug!(bytes = n, "skipped an oversized journal line");
+                lock(shared).stats.count(SkipReason::Oversized);
+            }
+            Ok(Some(LineRead::Line)) => match parse_entry(&buf, config.max_priority) {
+                Ok(entry) => {
+                    let cursor = entry.cursor.clone();
+                    if tx.send(JournalEvent::Entry(entry)).await.is_err() {
+                        return Ok(None);
+                    }
+                    delivered += 1;
+                    let mut s = lock(shared);
+                    s.cursor = Some(cursor);
+                    s.stats.entries += 1;
+                }
+                Err(reason) => {
+                    debug!(reason = reason.as_str(), "skipped a journal line");
+                    lock(shared).stats.count(reason);
+                }
+            },
+            Err(e) => break Some(format!("reading {program}: {e}")),
+        }
+    };
+    let status = child.wait().await;
+    let tail = stderr_task.await.unwrap_or_default();
+    let mut reason = match (end, status) {
+        (Some(read_error), _) => read_error,
+        (None, Ok(status)) => format!("{program} exited ({status})"),
+        (None, Err(e)) => format!("{program}: {e}"),
+    };
+    if !tail.is_empty() {
+        reason.push_str(": ");
+        reason.push_str(&tail);
+    }
+    // A cursor journalctl cannot seek to (a vacuumed or foreign journal) would fail every restart:
+    // fall back to --since.
+    if cursor.is_some() && delivered == 0 && tail.contains("cursor") {
+        lock(shared).cursor = None;
+        reason.push_str(" (resuming from --since instead of the stored cursor)");
+    }
+    Ok(Some((delivered, reason)))
+}
+
+/// The last few lines of the child's stderr, sanitised, joined with `; `.
+async fn stderr_tail<R: AsyncBufRead + Unpin>(mut reader: R) -> String {
+    let mut lines: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let mut buf = Vec::new();
+    while let Ok(Some(read)) = read_capped_line(&mut reader, &mut buf, 1024).await {
+        if let LineRead::Line = read {
+            let line = sanitize(&String::from_utf8_lossy(&buf), 300);
+            if !line.is_empty() {
+                lines.push_back(line);
+            }
+            if lines.len() > STDERR_LINES {
+                lines.pop_front();
+            }
+        }
+    }
+    lines.into_iter().collect::<Vec<_>>().join("; ")
+}
+
+/// What [`read_capped_line`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineRead {
+    /// A line (without its newline) is in the buffer. The last line may lack a newline.
+    Line,
+    /// A line longer than the cap, of this many bytes, was skipped; the buffer is empty.
+    Oversized(usize),
+}
+
+/// Reads one line into `buf` (cleared first), keeping at most `max` bytes of it in memory: a
+/// longer line is consumed to its end and reported as [`LineRead::Oversized`]. `Ok(None)` at the
+/// end of input.
+pub async fn read_capped_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<LineRead>> {
+    buf.clear();
+    let mut total = 0usize;
+    let mut oversized = false;
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(match (total, oversized) {
+                (0, _) => None,
+                (n, true) => Some(LineRead::Oversized(n)),
+                (_, false) => Some(LineRead::Line),
+            });
+        }
+        let (part, done) = match memchr_newline(chunk) {
+            Some(i) => (&chunk[..i], i + 1),
+            None => (chunk, chunk.len()),
+        };
+        total = total.saturating_add(part.len());
+        if !oversized {
+            if buf.len() + part.len() > max {
+                oversized = true;
+                buf.clear();
+                buf.shrink_to(max.min(64 * 1024));
+            } else {
+                buf.extend_from_slice(part);
+            }
+        }
+        let found_newline = done > part.len();
+        reader.consume(done);
+        if found_newline {
+            return Ok(Some(if oversized { LineRead::Oversized(total) } else { LineRead::Line }));
+        }
+    }
+}
+
+fn memchr_newline(s: &[u8]) -> Option<usize> {
+    s.iter().position(|b| *b == b'\n')
+}
+
+/// The fields Macha reads from one journalctl JSON line.
+#[derive(Debug, Deserialize)]
+struct RawEntry {
+    #[serde(rename = "__CURSOR")]
+    cursor: Option<Value>,
+    #[serde(rename = "__REALTIME_TIMESTAMP")]
+    realtime: Option<Value>,
+    #[serde(rename = "PRIORITY")]
+    priority: Option<Value>,
+    /// `Some(Value::Null)` when journalctl printed `null`, `None` when the field is absent.
+    #[serde(rename = "MESSAGE", default, deserialize_with = "present")]
+    message: Option<Value>,
+    #[serde(rename = "_SYSTEMD_UNIT")]
+    systemd_unit: Option<Value>,
+    #[serde(rename = "UNIT")]
+    unit: Option<Value>,
+    #[serde(rename = "SYSLOG_IDENTIFIER")]
+    identifier: Option<Value>,
+    #[serde(rename = "_HOSTNAME")]
+    hostname: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// The text of a journalctl JSON field: a string; a byte array (a value that is not UTF-8 or has
+/// control characters), decoded lossily; for a repeated field (an array of values), the first.
+/// `None` for `null` (larger than journalctl's JSON limit) and anything else.
+fn field_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(items) if items.iter().all(Value::is_u64) => {
+            let bytes: Option<Vec<u8>> = items.iter().map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok())).collect();
+            bytes.map(|b| String::from_utf8_lossy(&b).into_owned())
+        }
+        Value::Array(items) => items.first().and_then(field_text),
+        _ => None,
+    }
+}
+
+/// Parses one journalctl `--output=json` line into an entry, or says why it cannot be used.
+pub fn parse_entry(line: &[u8], max_priority: u8) -> Result<JournalEntry, SkipReason> {
+    let raw: RawEntry = serde_json::from_slice(line).map_err(|_| SkipReason::InvalidJson)?;
+    let cursor = raw
+        .cursor
+        .as_ref()
+        .and_then(field_text)
+        .filter(|c| !c.is_empty() && c.len() <= CURSOR_MAX && c.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or(SkipReason::BadCursor)?;
+    let realtime_usec = raw
+        .realtime
+        .as_ref()
+        .and_then(field_text)
+        .and_then(|t| t.parse::<u64>().ok())
+        .ok_or(SkipReason::BadTimestamp)?;
+    let priority = raw
+        .priority
+        .as_ref()
+        .and_then(field_text)
+        .and_then(|p| p.trim().parse::<u8>().ok())
+        .filter(|p| *p <= 7)
+        .ok_or(SkipReason::BadPriority)?;
+    if priority > max_priority {
+        return Err(SkipReason::AbovePriority);
+    }
+    let message = match &raw.message {
+        None => String::new(),
+        Some(Value::Null) => "[message longer than 4096 bytes not shown]".to_owned(),
+        Some(v) => field_text(v).map(|m| sanitize(&m, MESSAGE_CHARS)).unwrap_or_default(),
+    };
+    let name = |v: &Option<Value>| {
+        v.as_ref().and_then(field_text).map(|s| sanitize(&s, NAME_CHARS)).filter(|s| !s.is_empty())
+    };
+    let systemd_unit = name(&raw.systemd_unit);
+    let unit = match systemd_unit {
+        Some(u) if u == "init.scope" => name(&raw.unit).or(Some(u)),
+        Some(u) => Some(u),
+        None => name(&raw.unit).or_else(|| name(&raw.identifier)),
+    };
+    Ok(JournalEntry { cursor, realtime_usec, unit, priority, message, hostname: name(&raw.hostname) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C: &str = "s=2d87a39ef1b24ab3b6ef31bd1e9928c7;i=1;b=0123;m=3e8;t=660cee9d5f54c;x=890b3c91d46f6221";
+
+    fn line(fields: &str) -> Vec<u8> {
+        format!(r#"{{"__CURSOR":"{C}","__REALTIME_TIMESTAMP":"1795291662906700","PRIORITY":"3"{fields}}}"#).into_bytes()
+    }
+
+    #[test]
+    fn string_message() {
+        let e = parse_entry(&line(r#","MESSAGE":"disk full","_SYSTEMD_UNIT":"backup.service","_HOSTNAME":"web1""#), 3);
+        let e = e.unwrap_or_else(|r| panic!("{}", r.as_str()));
+        assert_eq!(e.cursor, C);
+        assert_eq!(e.realtime_usec, 1_795_291_662_906_700);
+        assert_eq!(e.realtime_millis(), 1_795_291_662_906);
+        assert_eq!((e.priority, e.message.as_str()), (3, "disk full"));
+        assert_eq!(e.unit.as_deref(), Some("backup.service"));
+        assert_eq!(e.hostname.as_deref(), Some("web1"));
+    }
+
+    #[test]
+    fn byte_array_message_is_decoded_lossily_and_sanitised() {
+        // "bad \xff\xfe utf8"
+        let e = parse_entry(&line(r#","MESSAGE":[98,97,100,32,255,254,32,117,116,102,56]"#), 3);
+        assert_eq!(e.map(|e| e.message), Ok("bad \u{fffd}\u{fffd} utf8".to_owned()));
+        // ANSI colours and a bell, as journalctl emits them (a byte array: control characters).
+        let ansi: Vec<String> = "ansi \x1b[31mred\x1b[0m bell\x07".bytes().map(|b| b.to_string()).collect();
+        let e = parse_entry(&line(&format!(r#","MESSAGE":[{}]"#, ansi.join(","))), 3);
+        assert_eq!(e.map(|e| e.message), Ok("ansi red bell".to_owned()));
+    }
+
+    #[test]
+    fn odd_messages() {
+        let msg = |fields: &str| parse_entry(&line(fields), 3).map(|e| e.message);
+        assert_eq!(msg(""), Ok(String::new()));
+        assert_eq!(msg(r#","MESSAGE":null"#), Ok("[message longer than 4096 bytes not shown]".into()));
+        assert_eq!(msg(r#","MESSAGE":["first","second"]"#), Ok("first".into()));
+        assert_eq!(msg(r#","MESSAGE":[[104,105],"x"]"#), Ok("hi".into()));
+        assert_eq!(msg(r#","MESSAGE":[1,300]"#), Ok(String::new()));
+        assert_eq!(msg(r#","MESSAGE":{"a":1}"#), Ok(String::new()));
+        assert_eq!(msg(r#","MESSAGE":"line1\nline2\u001b]0;title\u0007""#), Ok("line1 line2".into()));
+        let long = "x".repeat(10_000);
+        let m = msg(&format!(r#","MESSAGE":"{long}""#)).unwrap_or_default();
+        assert_eq!(m.chars().count(), MESSAGE_CHARS + 1);
+    }
+
+    #[test]
+    fn unit_attribution() {
+        let unit = |fields: &str| parse_entry(&line(fields), 3).ok().and_then(|e| e.unit);
+        assert_eq!(unit(r#","_SYSTEMD_UNIT":"a.service","UNIT":"b.service""#).as_deref(), Some("a.service"));
+        // systemd's own messages about a unit.
+        assert_eq!(unit(r#","_SYSTEMD_UNIT":"init.scope","UNIT":"b.service""#).as_deref(), Some("b.service"));
+        assert_eq!(unit(r#","_SYSTEMD_UNIT":"init.scope""#).as_deref(), Some("init.scope"));
+        assert_eq!(unit(r#","UNIT":"b.service","SYSLOG_IDENTIFIER":"x""#).as_deref(), Some("b.service"));
+        assert_eq!(unit(r#","SYSLOG_IDENTIFIER":"kernel""#).as_deref(), Some("kernel"));
+        assert_eq!(unit(r#","SYSLOG_IDENTIFIER":"\u001b[2Jevil""#).as_deref(), Some("evil"));
+        assert_eq!(unit(r#","SYSLOG_IDENTIFIER":"""#), None);
+        assert_eq!(unit(""), None);
+    }
+
+    #[test]
+    fn unusable_lines_say_why() {
+        let p = |s: &str| parse_entry(s.as_bytes(), 3).map(|_| ());
+        assert_eq!(p("not json"), Err(SkipReason::InvalidJson));
+        assert_eq!(p(""), Err(SkipReason::InvalidJson));
+        assert_eq!(p("[1,2]"), Err(SkipReason::InvalidJson));
+        assert_eq!(p(r#"{"__CURSOR":"c","#), Err(SkipReason::InvalidJson));
+        assert_eq!(p(r#"{"__REALTIME_TIMESTAMP":"1","PRIORITY":"3"}"#), Err(SkipReason::BadCursor));
+        assert_eq!(p(r#"{"__CURSOR":"a b","__REALTIME_TIMESTAMP":"1","PRIORITY":"3"}"#), Err(SkipReason::BadCursor));
+        let long = format!(r#"{{"__CURSOR":"{}","__REALTIME_TIMESTAMP":"1","PRIORITY":"3"}}"#, "c".repeat(600));
+        assert_eq!(p(&long), Err(SkipReason::BadCursor));
+        assert_eq!(p(r#"{"__CURSOR":"c","PRIORITY":"3"}"#), Err(SkipReason::BadTimestamp));
+        assert_eq!(p(r#"{"__CURSOR":"c","__REALTIME_TIMESTAMP":"-5","PRIORITY":"3"}"#), Err(SkipReason::BadTimestamp));
+        assert_eq!(p(r#"{"__CURSOR":"c","__REALTIME_TIMESTAMP":"1"}"#), Err(SkipReason::BadPriority));
+        assert_eq!(p(r#"{"__CURSOR":"c","__REALTIME_TIMESTAMP":"1","PRIORITY":"9"}"#), Err(SkipReason::BadPriority));
+        assert_eq!(p(r#"{"__CURSOR":"c","__REALTIME_TIMESTAMP":"1","PRIORITY":"6"}"#), Err(SkipReason::AbovePriority));
+        assert_eq!(p(r#"{"__CURSOR":"c","__REALTIME_TIMESTAMP":"1","PRIORITY":"0"}"#), Ok(()));
+    }
+
+    async fn lines(input: &[u8], max: usize) -> Vec<Result<String, usize>> {
+        let mut reader = BufReader::with_capacity(7, input);
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        while let Ok(Some(r)) = read_capped_line(&mut reader, &mut buf, max).await {
+            out.push(match r {
+                LineRead::Line => Ok(String::from_utf8_lossy(&buf).into_owned()),
+                LineRead::Oversized(n) => Err(n),
+            });
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn lines_are_capped() {
+        let out = lines(b"short\nexactly10!\n0123456789A\n\nlast", 10).await;
+        assert_eq!(out, [Ok("short".into()), Ok("exactly10!".into()), Err(11), Ok(String::new()), Ok("last".into())]);
+        assert!(lines(b"", 10).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_ten_megabyte_line_is_skipped_in_bounded_memory() {
+        let mut input = Vec::with_capacity(11 << 20);
+        input.extend_from_slice(b"{\"a\":1}\n");
+        input.extend(std::iter::repeat_n(b'x', 10 << 20));
+        input.extend_from_slice(b"\nafter\n");
+        let mut reader = BufReader::new(input.as_slice());
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        while let Ok(Some(r)) = read_capped_line(&mut reader, &mut buf, DEFAULT_MAX_LINE_BYTES).await {
+            assert!(buf.capacity() <= 2 * DEFAULT_MAX_LINE_BYTES, "buffer grew to {}", buf.capacity());
+            got.push((r, buf.len()));
+        }
+        assert_eq!(got, [(LineRead::Line, 7), (LineRead::Oversized(10 << 20), 0), (LineRead::Line, 5)]);
+    }
+
+    #[test]
+    fn arguments() {
+        let mut c = JournalConfig { directory: Some("/var/log/journal/remote".into()), ..JournalConfig::default() };
+        let s = |v: Vec<OsString>| v.into_iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>();
+        let fresh = s(c.args(None));
+        assert_eq!(
+            fresh,
+            [
+                "--output=json",
+                "--follow",
+                "--no-pager",
+                "--no-tail",
+                "--priority=3",
+                "--output-fields=MESSAGE,PRIORITY,_SYSTEMD_UNIT,UNIT,SYSLOG_IDENTIFIER,_HOSTNAME",
+                "--directory=/var/log/journal/remote",
+                "--since=-3600s",
+            ]
+        );
+        c.directory = None;
+        c.max_priority = 200;
+        let resumed = s(c.args(Some(C)));
+        assert_eq!(resumed.last().map(String::as_str), Some(format!("--after-cursor={C}").as_str()));
+        assert!(resumed.contains(&"--priority=7".to_owned()));
+        assert!(!resumed.iter().any(|a| a.starts_with("--since") || a.starts_with("--directory")));
+    }
+}

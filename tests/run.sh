@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every test of Macha: unit and integration tests, and the lab tier against a real systemd
+# (a systemd user manager in a private namespace, tests/lab/systemd-user.sh).
+#
+# On a fresh Debian 12 machine as root it installs what the lab needs (apt-get) and cargo-nextest
+# (cargo) if missing. Not as root, the lab cannot start: the lab tests are then reported as skipped
+# (never as passed) and the rest runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "tests/run.sh: cargo is required (Rust 1.90 or newer, e.g. from rustup)" >&2
+  exit 1
+fi
+
+lab=0
+if [ "$(id -u)" = 0 ]; then
+  lab=1
+  need=()
+  for p in dbus systemd util-linux procps; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+  fi
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+
+if [ $lab = 1 ]; then
+  trap 'tests/lab/systemd-user.sh down >/dev/null 2>&1 || true' EXIT
+  tests/lab/systemd-user.sh up
+  export MACHA_LAB_SDUSER=${MACHA_LAB_SDUSER:-/run/macha-lab/sduser}
+  cargo nextest run --workspace --no-fail-fast --run-ignored all
+else
+  echo "tests/run.sh: not root: the lab tier (real systemd) is skipped; run as root for the full suite" >&2
+  cargo nextest run --workspace --no-fail-fast
+fi
