@@ -27,6 +27,9 @@ fn manager(address: &str, method: &str, sig: &str, args: &[&str]) -> bool {
 }
 
 fn binary() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_macha") {
+        return PathBuf::from(p);
+    }
     // benches live in target/<profile>/deps; the binary one level up.
     let exe = std::env::current_exe().unwrap_or_default();
     let dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();

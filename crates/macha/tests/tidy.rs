@@ -1,5 +1,5 @@
 //! Tidy checks over the source tree, run as ordinary tests: module docs, no shell anywhere, no
-//! `#[should_panic]`, and the docs naming what the code has.
+//! panic-expecting tests, and the docs naming what the code has.
 
 use std::path::{Path, PathBuf};
 
