@@ -16,14 +16,8 @@ fi
 lab=0
 if [ "$(id -u)" = 0 ]; then
   lab=1
-  need=()
-  for p in dbus systemd util-linux procps; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
-  done
-  if [ ${#need[@]} -gt 0 ]; then
-    apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
-  fi
+  # The lab's packages (systemd, the user bus, systemd-journal-remote), idempotently.
+  tests/lab/ci-setup.sh --local
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -12,8 +12,9 @@
 # booted with systemd" (the marker /run/systemd/system). This machine's PID 1
 # is not systemd, so we mount a private tmpfs on /run/systemd inside our own
 # mount namespace and create the marker there; the host is untouched.
-# Cgroups: it runs inside our own /sys/fs/cgroup/{systemd,unified}/macha-lab/sduser,
-# removed on `down`.
+# Cgroups: it runs inside our own /sys/fs/cgroup/{systemd,unified}/macha-lab/sduser*
+# (named after the lab directory, `sduser` by default), removed on `down`; labs
+# in different directories can run side by side.
 #
 # Usage:  systemd-user.sh up | down | status | selftest | env | run CMD...
 #   eval "$(systemd-user.sh env)"   # then: systemctl --user ..., busctl --user ...
@@ -28,6 +29,9 @@
 set -euo pipefail
 RUN=${MACHA_LAB_SDUSER:-${MACHA_LAB_RUN_SDUSER:-/run/macha-lab/sduser}}
 CG_HIER="systemd unified"
+# Always sduser*, so it can never be the cgroup of another lab script (nspawn.sh uses c1..).
+CG=macha-lab/$(basename "$RUN")
+case $CG in macha-lab/sduser*) ;; *) CG=macha-lab/sduser-${CG#macha-lab/} ;; esac
 
 envvars() {
   echo "export XDG_RUNTIME_DIR=$RUN/xdg HOME=$RUN/home DBUS_SESSION_BUS_ADDRESS=unix:path=$RUN/xdg/bus MACHA_LAB_SDUSER=$RUN"
@@ -49,12 +53,12 @@ Description=Lab demo service (breakable)
 [Service]
 ExecStart=$RUN/home/lab-demo
 EOF
-  for h in $CG_HIER; do mkdir -p "/sys/fs/cgroup/$h/macha-lab/sduser"; done
+  for h in $CG_HIER; do mkdir -p "/sys/fs/cgroup/$h/$CG"; done
   eval "$(envvars)"
   # PID 1 of the new PID namespace is a shell that starts systemd --user and
   # waits; killing the unshare process tears the whole namespace down.
   setsid sh -c '
-    for h in '"$CG_HIER"'; do echo $$ > /sys/fs/cgroup/$h/macha-lab/sduser/cgroup.procs; done
+    for h in '"$CG_HIER"'; do echo $$ > /sys/fs/cgroup/$h/'"$CG"'/cgroup.procs; done
     exec unshare --mount --propagation private --pid --fork --kill-child --mount-proc sh -c "
       mount -t tmpfs tmpfs /run/systemd && mkdir -p /run/systemd/system &&
       /lib/systemd/systemd --user --log-target=console & wait"' \
@@ -94,12 +98,12 @@ down() {
     kill -9 "$pid" 2>/dev/null || true         # --kill-child takes the namespace with it
   fi
   for h in $CG_HIER; do   # anything left in our cgroup is ours; then remove it
-    for pid in $(find "/sys/fs/cgroup/$h/macha-lab/sduser" -name cgroup.procs -exec cat {} + 2>/dev/null); do
+    for pid in $(find "/sys/fs/cgroup/$h/$CG" -name cgroup.procs -exec cat {} + 2>/dev/null); do
       kill -9 "$pid" 2>/dev/null || true
     done
     for _ in $(seq 10); do
-      [ -d "/sys/fs/cgroup/$h/macha-lab/sduser" ] || break
-      find "/sys/fs/cgroup/$h/macha-lab/sduser" -depth -type d -exec rmdir {} \; 2>/dev/null || sleep 0.3
+      [ -d "/sys/fs/cgroup/$h/$CG" ] || break
+      find "/sys/fs/cgroup/$h/$CG" -depth -type d -exec rmdir {} \; 2>/dev/null || sleep 0.3
     done
     rmdir "/sys/fs/cgroup/$h/macha-lab" 2>/dev/null || true
   done
@@ -140,5 +144,5 @@ case ${1:-} in
   up) up ;; down) down ;; env) envvars ;; selftest) selftest ;; run) shift; run "$@" ;;
   status) if [ -f "$RUN/unshare.pid" ]; then eval "$(envvars)"; busctl --user get-property org.freedesktop.systemd1 \
             /org/freedesktop/systemd1 org.freedesktop.systemd1.Manager SystemState; else echo "not running"; fi ;;
-  *) sed -n '2,29p' "$0"; exit 2 ;;
+  *) sed -n '2,28p' "$0"; exit 2 ;;
 esac

@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use zbus::{Connection, OwnedObjectPath, OwnedVariant};
 
+/// A row of `Manager.ListUnits`.
+type UnitRow = (String, String, String, String, String, String, OwnedObjectPath, u32, String, OwnedObjectPath);
+
 const LIST_CALLS: usize = 200;
 const FAILURES: usize = 50;
 const EXTRA_SERVICES: usize = 50;
@@ -112,6 +115,23 @@ async fn measure(sd: &Systemd, raw: &Connection, failing: &str) -> Result<(), Er
         units = Some(u);
     }
     let (total, notable) = units.map_or((0, 0), |u| (u.total, u.notable.len()));
+    // The floor: the ListUnits call alone, for comparison with what list_units adds.
+    let mut bare = Vec::with_capacity(LIST_CALLS);
+    for _ in 0..LIST_CALLS {
+        let t0 = Instant::now();
+        let reply = raw
+            .call_method(
+                Some("org.freedesktop.systemd1"),
+                "/org/freedesktop/systemd1",
+                Some("org.freedesktop.systemd1.Manager"),
+                "ListUnits",
+                &(),
+            )
+            .await?;
+        let rows: Vec<UnitRow> = reply.body().deserialize()?;
+        std::hint::black_box(rows);
+        bare.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
 
     let unit = UnitName::parse(failing)?;
     let mut events = sd.subscribe().await?;
@@ -120,7 +140,8 @@ async fn measure(sd: &Systemd, raw: &Connection, failing: &str) -> Result<(), Er
     for _ in 0..FAILURES {
         let permit = restart(&unit)?;
         let t0 = Instant::now();
-        let (job, received) = tokio::join!(sd.execute_unit_action(&permit, Duration::from_secs(10)), wait_failed(&mut events, failing));
+        let (job, received) =
+            tokio::join!(sd.execute_unit_action(&permit, Duration::from_secs(10)), wait_failed(&mut events, failing));
         let job = job?;
         job_returned.push(t0.elapsed().as_secs_f64() * 1e6);
         let received = received?;
@@ -132,11 +153,15 @@ async fn measure(sd: &Systemd, raw: &Connection, failing: &str) -> Result<(), Er
     }
 
     println!();
-    println!("systemd adapter on the lab user manager (systemd {}), {total} units loaded, {notable} notable", sd.version());
+    println!(
+        "systemd adapter on the lab user manager (systemd {}), {total} units loaded, {notable} notable",
+        sd.version()
+    );
     println!();
     println!("| measurement | n | median | p99 | max |");
     println!("|---|---|---|---|---|");
-    row(&format!("list_units ({total} units; NRestarts+Result of every non-inactive service)"), &mut list);
+    row(&format!("list_units ({total} units; NRestarts of every non-inactive service)"), &mut list);
+    row("bare ListUnits call, for comparison", &mut bare);
     row("unit enters failed → UnitEvent in hand (from InactiveEnterTimestamp)", &mut failed);
     row("execute_unit_action(restart) → JobRemoved `failed` (whole call)", &mut job_returned);
     println!();
@@ -161,8 +186,13 @@ fn restart(unit: &UnitName) -> Result<Permit, Error> {
     let protected = ProtectedUnits::new::<&str>(&[]);
     let flap = FlapGuard::new(3, Duration::from_secs(1800));
     let hosts = BTreeSet::new();
-    let ctx =
-        PolicyContext { autonomy: Autonomy::AutoSafe, protected: &protected, flap: &flap, known_hosts: &hosts, approved: None };
+    let ctx = PolicyContext {
+        autonomy: Autonomy::AutoSafe,
+        protected: &protected,
+        flap: &flap,
+        known_hosts: &hosts,
+        approved: None,
+    };
     let action = Action::RestartUnit { host: Hosts::default(), unit: unit.clone(), reason: "benchmark".into() };
     match decide(&action, &ctx, Timestamp::from_secs(1_800_000_000)) {
         Ruling::Execute(p) => Ok(p),

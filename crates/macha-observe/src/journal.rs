@@ -43,6 +43,8 @@ const CURSOR_MAX: usize = 512;
 const STDERR_LINES: usize = 8;
 /// A child that ran this long or delivered an entry resets the backoff.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
+/// How long journalctl must run without exiting before the follower reports [`JournalEvent::Following`].
+pub const FOLLOWING_AFTER: Duration = Duration::from_secs(2);
 /// The fields requested from journalctl (`__CURSOR` and `__REALTIME_TIMESTAMP` always come).
 const OUTPUT_FIELDS: &str = "MESSAGE,PRIORITY,_SYSTEMD_UNIT,UNIT,SYSLOG_IDENTIFIER,_HOSTNAME";
 
@@ -135,6 +137,9 @@ impl JournalEntry {
 /// What the follower sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JournalEvent {
+    /// journalctl has been running for [`FOLLOWING_AFTER`] without exiting: the journal is being
+    /// followed (even if no entry matched yet). Sent once per run of journalctl.
+    Following,
     Entry(JournalEntry),
     /// journalctl could not be started or exited; it will be started again after a backoff.
     Unavailable(String),
@@ -199,7 +204,12 @@ impl JournalStats {
 
     /// Lines skipped for any reason.
     pub fn skipped(&self) -> u64 {
-        self.oversized + self.invalid_json + self.bad_cursor + self.bad_timestamp + self.bad_priority + self.above_priority
+        self.oversized
+            + self.invalid_json
+            + self.bad_cursor
+            + self.bad_timestamp
+            + self.bad_priority
+            + self.above_priority
     }
 }
 
@@ -209,7 +219,7 @@ struct Shared {
     stats: JournalStats,
 }
 
-fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+fn lock<T>(shared: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -300,6 +310,19 @@ async fn run_once(
         return Err(format!("{program}: no pipes to the child"));
     };
     let stderr_task = tokio::spawn(stderr_tail(BufReader::new(stderr)));
+    // Reports `Following` once journalctl has stayed up for a while; `ended` (set under the same
+    // lock before this run's end is reported) keeps it from arriving after `Unavailable`.
+    let ended = Arc::new(Mutex::new(false));
+    let following = {
+        let (ended, tx) = (Arc::clone(&ended), tx.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(FOLLOWING_AFTER).await;
+            let ended = lock(&ended);
+            if !*ended {
+                let _ = tx.try_send(JournalEvent::Following);
+            }
+        })
+    };
     let mut reader = BufReader::new(stdout);
     let mut buf = Vec::new();
     let mut delivered = 0u64;
@@ -330,6 +353,8 @@ async fn run_once(
         }
     };
     let status = child.wait().await;
+    *lock(&ended) = true;
+    following.abort();
     let tail = stderr_task.await.unwrap_or_default();
     let mut reason = match (end, status) {
         (Some(read_error), _) => read_error,
@@ -493,9 +518,8 @@ pub fn parse_entry(line: &[u8], max_priority: u8) -> Result<JournalEntry, SkipRe
         Some(Value::Null) => "[message longer than 4096 bytes not shown]".to_owned(),
         Some(v) => field_text(v).map(|m| sanitize(&m, MESSAGE_CHARS)).unwrap_or_default(),
     };
-    let name = |v: &Option<Value>| {
-        v.as_ref().and_then(field_text).map(|s| sanitize(&s, NAME_CHARS)).filter(|s| !s.is_empty())
-    };
+    let name =
+        |v: &Option<Value>| v.as_ref().and_then(field_text).map(|s| sanitize(&s, NAME_CHARS)).filter(|s| !s.is_empty());
     let systemd_unit = name(&raw.systemd_unit);
     let unit = match systemd_unit {
         Some(u) if u == "init.scope" => name(&raw.unit).or(Some(u)),

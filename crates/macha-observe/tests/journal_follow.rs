@@ -41,7 +41,9 @@ fn now_usec() -> u64 {
 fn export_entry(fields: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
     let t = now_usec();
-    out.extend_from_slice(format!("__REALTIME_TIMESTAMP={t}\n__MONOTONIC_TIMESTAMP={}\n", t % 1_000_000_000).as_bytes());
+    out.extend_from_slice(
+        format!("__REALTIME_TIMESTAMP={t}\n__MONOTONIC_TIMESTAMP={}\n", t % 1_000_000_000).as_bytes(),
+    );
     out.extend_from_slice(b"_BOOT_ID=0123456789abcdef0123456789abcdef\n");
     for (key, value) in fields {
         let plain = value.iter().all(|b| (0x20..0x7f).contains(b));
@@ -76,7 +78,11 @@ fn write_journal(dir: &Path, entries: &[Vec<(&str, &[u8])>]) {
 }
 
 fn err(unit: &str, message: &str) -> Vec<(&'static str, Vec<u8>)> {
-    vec![("PRIORITY", b"3".to_vec()), ("_SYSTEMD_UNIT", unit.as_bytes().to_vec()), ("MESSAGE", message.as_bytes().to_vec())]
+    vec![
+        ("PRIORITY", b"3".to_vec()),
+        ("_SYSTEMD_UNIT", unit.as_bytes().to_vec()),
+        ("MESSAGE", message.as_bytes().to_vec()),
+    ]
 }
 
 fn borrow<'a>(e: &'a [(&'static str, Vec<u8>)]) -> Vec<(&'static str, &'a [u8])> {
@@ -102,15 +108,19 @@ async fn next(rx: &mut Receiver<JournalEvent>) -> JournalEvent {
 }
 
 async fn next_entry(rx: &mut Receiver<JournalEvent>) -> JournalEntry {
-    match next(rx).await {
-        JournalEvent::Entry(e) => e,
-        JournalEvent::Unavailable(r) => panic!("unexpected Unavailable: {r}"),
+    loop {
+        match next(rx).await {
+            JournalEvent::Entry(e) => return e,
+            JournalEvent::Following => {}
+            JournalEvent::Unavailable(r) => panic!("unexpected Unavailable: {r}"),
+        }
     }
 }
 
 async fn next_unavailable(rx: &mut Receiver<JournalEvent>) -> String {
     match next(rx).await {
         JournalEvent::Unavailable(r) => r,
+        JournalEvent::Following => panic!("unexpected Following before Unavailable"),
         JournalEvent::Entry(e) => panic!("unexpected entry: {e:?}"),
     }
 }
@@ -136,7 +146,9 @@ fn children(name: &str) -> Vec<i32> {
 
 fn cmdline(pid: i32) -> Vec<String> {
     std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| b.split(|c| *c == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect())
+        .map(|b| {
+            b.split(|c| *c == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+        })
         .unwrap_or_default()
 }
 
@@ -188,7 +200,10 @@ async fn follows_real_journal_files() {
     let c = next_entry(&mut rx).await;
     assert_eq!((c.unit.as_deref(), c.message.as_str()), (Some("db.service"), "db.service: Failed! next line"));
     let d = next_entry(&mut rx).await;
-    assert_eq!((d.unit.as_deref(), d.message.as_str()), (Some("big.service"), "[message longer than 4096 bytes not shown]"));
+    assert_eq!(
+        (d.unit.as_deref(), d.message.as_str()),
+        (Some("big.service"), "[message longer than 4096 bytes not shown]")
+    );
     assert_eq!(follower.last_cursor().as_deref(), Some(d.cursor.as_str()));
 
     // Written while journalctl follows: it arrives without a restart.
@@ -259,11 +274,34 @@ async fn an_empty_directory_is_unavailable_until_files_appear() {
     let got = loop {
         match next(&mut rx).await {
             JournalEvent::Entry(e) => break e,
-            JournalEvent::Unavailable(_) => {}
+            JournalEvent::Unavailable(_) | JournalEvent::Following => {}
         }
     };
     assert_eq!(got.message, "finally");
     assert!(follower.stats().starts >= 2);
+    // journalctl keeps running now: the follower says it is following.
+    loop {
+        match next(&mut rx).await {
+            JournalEvent::Following => break,
+            JournalEvent::Entry(_) => {}
+            JournalEvent::Unavailable(r) => panic!("unexpected Unavailable: {r}"),
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "lab: needs systemd-journal-remote (tests/lab/ci-setup.sh --local)"]
+async fn a_stored_cursor_journalctl_rejects_falls_back_to_since() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let e = err("d.service", "after a bad cursor");
+    write_journal(dir.path(), &[borrow(&e)]);
+    let cfg = JournalConfig { cursor: Some("s=not-a-real-cursor".into()), ..config(dir.path()) };
+    let (follower, mut rx) = JournalFollower::spawn(cfg);
+    let reason = next_unavailable(&mut rx).await;
+    assert!(reason.contains("Failed to seek to cursor") && reason.contains("resuming from --since"), "{reason}");
+    let got = next_entry(&mut rx).await;
+    assert_eq!(got.message, "after a bad cursor");
+    assert_eq!(follower.last_cursor().as_deref(), Some(got.cursor.as_str()));
 }
 
 #[tokio::test]
@@ -288,7 +326,10 @@ async fn a_missing_journalctl_is_unavailable_and_retried() {
 /// one more entry and keeps running.
 fn stand_in(dir: &Path) -> PathBuf {
     let entry = |i: u32, msg: &str| {
-        format!(r#"{{"__CURSOR":"s=standin;i={i}","__REALTIME_TIMESTAMP":"{}","PRIORITY":"3","_SYSTEMD_UNIT":"x.service","MESSAGE":"{msg}"}}"#, now_usec())
+        format!(
+            r#"{{"__CURSOR":"s=standin;i={i}","__REALTIME_TIMESTAMP":"{}","PRIORITY":"3","_SYSTEMD_UNIT":"x.service","MESSAGE":"{msg}"}}"#,
+            now_usec()
+        )
     };
     let first = dir.join("first.jsonl");
     let mut lines = vec![

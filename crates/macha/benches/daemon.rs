@@ -17,11 +17,23 @@ fn lab_bus() -> Option<(PathBuf, String)> {
 }
 
 fn busctl(address: &str, args: &[&str]) -> bool {
-    Command::new("busctl").arg(format!("--address={address}")).args(args).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("busctl")
+        .arg(format!("--address={address}"))
+        .args(args)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 fn manager(address: &str, method: &str, sig: &str, args: &[&str]) -> bool {
-    let mut a = vec!["call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager", method, sig];
+    let mut a = vec![
+        "call",
+        "org.freedesktop.systemd1",
+        "/org/freedesktop/systemd1",
+        "org.freedesktop.systemd1.Manager",
+        method,
+        sig,
+    ];
     a.extend_from_slice(args);
     busctl(address, &a)
 }
@@ -61,7 +73,8 @@ struct Running(Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), nix::sys::signal::Signal::SIGTERM);
         let _ = self.0.wait();
     }
 }
@@ -104,9 +117,16 @@ fn failed_to_finding(lab_dir: &Path, address: &str) -> Option<(usize, f64, f64, 
         while Instant::now() < until {
             let store = Store::open_read_only(&db).ok()?;
             let recs = store
-                .query_audit(&AuditQuery { kinds: vec![AuditKind::Finding, AuditKind::Issue], after_id: Some(last_id), ..AuditQuery::default() })
+                .query_audit(&AuditQuery {
+                    kinds: vec![AuditKind::Finding, AuditKind::Issue],
+                    after_id: Some(last_id),
+                    ..AuditQuery::default()
+                })
                 .ok()?;
-            if let Some(r) = recs.iter().find(|r| r.subject.as_deref() == Some(unit.as_str()) && (r.kind == AuditKind::Finding || r.summary.contains("came back"))) {
+            if let Some(r) = recs.iter().find(|r| {
+                r.subject.as_deref() == Some(unit.as_str())
+                    && (r.kind == AuditKind::Finding || r.summary.contains("came back"))
+            }) {
                 samples.push((r.ts.millis() - t0) as f64);
                 last_id = recs.last().map_or(last_id, |x| x.id);
                 break;
@@ -135,11 +155,17 @@ fn idle(bus: Option<&str>, secs: u64) -> (f64, f64, f64) {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
         let f: Vec<&str> = after.split_whitespace().collect();
-        f.get(11).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+        f.get(11).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
     };
     let rss_kib = || -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
     };
     let t0 = Instant::now();
     let c0 = ticks();
@@ -178,6 +204,12 @@ fn main() {
     let bus = lab_bus().map(|(_, a)| a);
     let (rss, max_rss, cpu) = idle(bus.as_deref(), secs);
     let with = if bus.is_some() { "with lab systemd" } else { "without systemd" };
-    println!("{:<44} {:>8.1} MiB {:>8.1} MiB {:>12}", format!("daemon idle RSS, 30 s interval ({with})"), rss, max_rss, "≤ 15 MiB");
+    println!(
+        "{:<44} {:>8.1} MiB {:>8.1} MiB {:>12}",
+        format!("daemon idle RSS, 30 s interval ({with})"),
+        rss,
+        max_rss,
+        "≤ 15 MiB"
+    );
     println!("{:<44} {:>10.3} % {:>12} {:>12}", format!("daemon idle CPU over {secs} s"), cpu, "", "≤ 0.2 %");
 }

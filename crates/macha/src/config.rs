@@ -44,6 +44,33 @@ pub const CONFIG_KEYS: &[&str] = &[
     "issues.archive_after",
     "thresholds",
     "tools",
+    "ssh.user",
+    "ssh.key",
+    "ssh.known_hosts",
+    "ssh.connect_timeout",
+    "ssh.command_timeout",
+    "ssh.max_sessions",
+    "ssh.parallelism",
+    "hosts.<name>.address",
+    "hosts.<name>.user",
+    "hosts.<name>.port",
+    "hosts.<name>.host_key",
+    "hosts.<name>.tags",
+    "discovery.enable",
+    "discovery.allowed_domains",
+    "discovery.domain",
+    "discovery.window",
+    "llm.enable",
+    "llm.backend",
+    "llm.url",
+    "llm.api_key_file",
+    "llm.timeout",
+    "llm.context_tokens",
+    "llm.models.triage",
+    "llm.models.analysis",
+    "llm.models.embedding",
+    "notifications.gotify.url",
+    "notifications.gotify.token_file",
 ];
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -67,6 +94,140 @@ pub struct FileConfig {
     pub thresholds: Option<Thresholds>,
     /// Absolute paths of external programs (`journalctl = "/run/current-system/sw/bin/journalctl"`).
     pub tools: std::collections::BTreeMap<String, String>,
+    pub ssh: SshSection,
+    /// Managed hosts by name.
+    pub hosts: std::collections::BTreeMap<String, HostSection>,
+    pub discovery: DiscoverySection,
+    pub llm: LlmSection,
+    pub notifications: NotificationsSection,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SshSection {
+    pub user: Option<String>,
+    pub key: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+    pub connect_timeout: Option<String>,
+    pub command_timeout: Option<String>,
+    pub max_sessions: Option<u32>,
+    pub parallelism: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostSection {
+    pub address: Option<String>,
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    /// The pinned host key (`ssh-ed25519 AAAA…`).
+    pub host_key: Option<String>,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscoverySection {
+    pub enable: Option<bool>,
+    pub allowed_domains: Vec<String>,
+    pub domain: Option<String>,
+    pub window: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmSection {
+    pub enable: Option<bool>,
+    /// `ollama` or `openai` (an OpenAI-compatible server: llama.cpp, vLLM).
+    pub backend: Option<String>,
+    pub url: Option<String>,
+    pub api_key_file: Option<PathBuf>,
+    pub timeout: Option<String>,
+    pub context_tokens: Option<u32>,
+    pub models: ModelsSection,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsSection {
+    pub triage: Option<String>,
+    pub analysis: Option<String>,
+    pub embedding: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationsSection {
+    pub gotify: GotifySection,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GotifySection {
+    pub url: Option<String>,
+    /// A file holding the application token (never the token itself in the configuration).
+    pub token_file: Option<PathBuf>,
+}
+
+/// SSH settings, resolved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SshConfig {
+    pub user: String,
+    pub key: PathBuf,
+    pub known_hosts: PathBuf,
+    #[serde(with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub command_timeout: Duration,
+    pub max_sessions: u32,
+    pub parallelism: u32,
+}
+
+/// One configured host, resolved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostConfig {
+    pub name: macha_core::HostName,
+    pub address: String,
+    pub user: Option<String>,
+    pub port: u16,
+    pub host_key: Option<String>,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DiscoveryConfig {
+    pub enable: bool,
+    pub allowed_domains: Vec<String>,
+    pub domain: Option<String>,
+    #[serde(with = "humantime_serde_compat")]
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LlmBackend {
+    Ollama,
+    Openai,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LlmConfig {
+    pub enable: bool,
+    pub backend: LlmBackend,
+    pub url: String,
+    pub api_key_file: Option<PathBuf>,
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    pub context_tokens: u32,
+    pub triage_model: String,
+    pub analysis_model: String,
+    pub embedding_model: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GotifyConfig {
+    pub url: String,
+    pub token_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -166,6 +327,11 @@ pub struct Config {
     pub archive_after: Duration,
     pub thresholds: Thresholds,
     pub tools: std::collections::BTreeMap<String, String>,
+    pub ssh: SshConfig,
+    pub hosts: Vec<HostConfig>,
+    pub discovery: DiscoveryConfig,
+    pub llm: LlmConfig,
+    pub gotify: Option<GotifyConfig>,
 }
 
 mod humantime_serde_compat {
@@ -277,7 +443,124 @@ impl Config {
             bail!("flap.limit must be at least 1");
         }
         let s = Duration::from_secs;
+        let ssh = SshConfig {
+            user: f.ssh.user.clone().unwrap_or_else(|| "macha".into()),
+            key: f.ssh.key.clone().unwrap_or_else(|| state_dir.join(".ssh/id_ed25519")),
+            known_hosts: f.ssh.known_hosts.clone().unwrap_or_else(|| state_dir.join("known_hosts")),
+            connect_timeout: duration("ssh.connect_timeout", &f.ssh.connect_timeout, s(10), s(1))?,
+            command_timeout: duration("ssh.command_timeout", &f.ssh.command_timeout, s(60), s(1))?,
+            max_sessions: f.ssh.max_sessions.unwrap_or(8),
+            parallelism: f.ssh.parallelism.unwrap_or(16),
+        };
+        if ssh.user.is_empty() || ssh.user.starts_with('-') || !ssh.user.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+            bail!("ssh.user = {:?} is not a user name", ssh.user);
+        }
+        for (k, p) in [("ssh.key", &ssh.key), ("ssh.known_hosts", &ssh.known_hosts)] {
+            if !p.is_absolute() {
+                bail!("{k} = {:?} must be an absolute path", p.display());
+            }
+        }
+        if !(1..=64).contains(&ssh.max_sessions) || !(1..=1024).contains(&ssh.parallelism) {
+            bail!("ssh.max_sessions must be 1-64 and ssh.parallelism 1-1024");
+        }
+        let mut hosts = Vec::new();
+        for (name, h) in &f.hosts {
+            let host = macha_core::HostName::parse(name).map_err(|e| anyhow::format_err!("hosts.{name}: {e}"))?;
+            if host.is_local() {
+                bail!("hosts.local: \"local\" is this host and cannot be configured as a managed host");
+            }
+            let address = h.address.clone().unwrap_or_else(|| name.clone());
+            if address.is_empty() || address.starts_with('-') || address.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                bail!("hosts.{name}.address = {address:?} is not a host name or address");
+            }
+            if let Some(u) = &h.user
+                && (u.is_empty() || u.starts_with('-') || !u.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
+            {
+                bail!("hosts.{name}.user = {u:?} is not a user name");
+            }
+            if let Some(k) = &h.host_key
+                && (k.split_whitespace().count() < 2 || k.contains('\n'))
+            {
+                bail!("hosts.{name}.host_key must look like \"ssh-ed25519 AAAA…\"");
+            }
+            hosts.push(HostConfig {
+                name: host,
+                address,
+                user: h.user.clone(),
+                port: h.port.unwrap_or(22),
+                host_key: h.host_key.clone(),
+                tags: h.tags.clone(),
+            });
+        }
+        for d in &f.discovery.allowed_domains {
+            let pattern = d.strip_prefix("*.").unwrap_or(d);
+            if macha_core::HostName::parse(pattern).is_err() {
+                bail!("discovery.allowed_domains: {d:?} is not a domain or a \"*.domain\" pattern");
+            }
+        }
+        if let Some(d) = &f.discovery.domain
+            && macha_core::HostName::parse(d).is_err()
+        {
+            bail!("discovery.domain = {d:?} is not a domain");
+        }
+        let discovery = DiscoveryConfig {
+            enable: f.discovery.enable.unwrap_or(false),
+            allowed_domains: f.discovery.allowed_domains.clone(),
+            domain: f.discovery.domain.clone(),
+            window: duration("discovery.window", &f.discovery.window, s(600), s(60))?,
+        };
+        let backend = match f.llm.backend.as_deref() {
+            None | Some("ollama") => LlmBackend::Ollama,
+            Some("openai") => LlmBackend::Openai,
+            Some(other) => bail!("llm.backend = {other:?}: use \"ollama\" or \"openai\""),
+        };
+        let url = f.llm.url.clone().unwrap_or_else(|| match backend {
+            LlmBackend::Ollama => "http://127.0.0.1:11434".into(),
+            LlmBackend::Openai => "http://127.0.0.1:8080/v1".into(),
+        });
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("llm.url = {url:?} must start with http:// or https://");
+        }
+        if let Some(p) = &f.llm.api_key_file
+            && !p.is_absolute()
+        {
+            bail!("llm.api_key_file must be an absolute path");
+        }
+        let context_tokens = f.llm.context_tokens.unwrap_or(8192);
+        if !(512..=1_048_576).contains(&context_tokens) {
+            bail!("llm.context_tokens = {context_tokens} is outside 512-1048576");
+        }
+        let model = |m: &Option<String>, default: &str| m.clone().unwrap_or_else(|| default.to_owned());
+        let llm = LlmConfig {
+            enable: f.llm.enable.unwrap_or(false),
+            backend,
+            url,
+            api_key_file: f.llm.api_key_file.clone(),
+            timeout: duration("llm.timeout", &f.llm.timeout, s(120), s(1))?,
+            context_tokens,
+            triage_model: model(&f.llm.models.triage, "qwen2.5:3b"),
+            analysis_model: model(&f.llm.models.analysis, "qwen2.5:14b"),
+            embedding_model: model(&f.llm.models.embedding, "nomic-embed-text"),
+        };
+        let gotify = match (&f.notifications.gotify.url, &f.notifications.gotify.token_file) {
+            (None, None) => None,
+            (Some(url), Some(token_file)) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    bail!("notifications.gotify.url = {url:?} must start with http:// or https://");
+                }
+                if !token_file.is_absolute() {
+                    bail!("notifications.gotify.token_file must be an absolute path");
+                }
+                Some(GotifyConfig { url: url.clone(), token_file: token_file.clone() })
+            }
+            _ => bail!("notifications.gotify needs both url and token_file (the token itself never goes in the configuration)"),
+        };
         Ok(Config {
+            ssh,
+            hosts,
+            discovery,
+            llm,
+            gotify,
             autonomy,
             check_interval: duration("check_interval", &f.check_interval, s(60), s(5))?,
             protected_extra: f.protected_units.clone(),

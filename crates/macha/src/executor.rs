@@ -6,10 +6,10 @@
 //! and an argv vector, spawned directly, never through a shell, with a cleared environment.
 
 use crate::engine::ActionOutcome;
+use crate::observe::SystemdLink;
 use macha_core::Action;
 use macha_core::command::{self, Tools};
 use macha_core::policy::{Permit, ProtectedUnits};
-use macha_observe::systemd::Systemd;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,7 @@ pub const OUTPUT_MAX: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Executor {
-    systemd: Option<Arc<Systemd>>,
+    systemd: Arc<SystemdLink>,
     tools: Tools,
     protected: ProtectedUnits,
     timeout: Duration,
@@ -33,7 +33,7 @@ fn fail(detail: impl Into<String>) -> ActionOutcome {
 
 impl Executor {
     pub fn new(
-        systemd: Option<Arc<Systemd>>,
+        systemd: Arc<SystemdLink>,
         tools: Tools,
         protected: ProtectedUnits,
         timeout: Duration,
@@ -71,8 +71,9 @@ impl Executor {
     }
 
     async fn unit_action(&self, permit: &Permit, unit: &macha_core::UnitName) -> ActionOutcome {
-        let Some(systemd) = &self.systemd else {
-            return fail("systemd is not reachable on this host; nothing was sent");
+        let systemd = match self.systemd.get() {
+            Ok(s) => s,
+            Err(reason) => return fail(format!("systemd is not reachable ({reason}); nothing was sent")),
         };
         // Defence in depth: the policy matched the name as given; systemd may know the unit under
         // another name (an alias). Refuse if any of its names is protected.

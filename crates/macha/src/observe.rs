@@ -28,8 +28,32 @@ pub enum JournalState {
 #[derive(Debug, Clone)]
 pub struct Sources {
     pub observer: Arc<Mutex<LocalObserver>>,
-    pub systemd: Result<Arc<Systemd>, String>,
+    pub systemd: Arc<SystemdLink>,
     pub journal: Arc<Mutex<JournalState>>,
+}
+
+/// The current connection to systemd, or why there is none. The daemon's signal task replaces it
+/// when the connection is lost and when it comes back; everyone else only reads it.
+#[derive(Debug)]
+pub struct SystemdLink {
+    current: std::sync::RwLock<Result<Arc<Systemd>, String>>,
+}
+
+impl SystemdLink {
+    pub fn new(current: Result<Arc<Systemd>, String>) -> Arc<SystemdLink> {
+        Arc::new(SystemdLink { current: std::sync::RwLock::new(current) })
+    }
+    pub fn get(&self) -> Result<Arc<Systemd>, String> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(_) => Err("systemd link poisoned".into()),
+        }
+    }
+    pub fn set(&self, value: Result<Arc<Systemd>, String>) {
+        if let Ok(mut c) = self.current.write() {
+            *c = value;
+        }
+    }
 }
 
 pub fn bus(choice: &BusChoice) -> Bus {
@@ -79,7 +103,7 @@ impl Sources {
             Ok(s) => s,
             Err(e) => Snapshot::all_unavailable(host.clone(), now, &format!("local observation failed: {e}")),
         };
-        snap.units = match &self.systemd {
+        snap.units = match &self.systemd.get() {
             Err(reason) => Section::unavailable(format!("systemd unavailable: {reason}")),
             Ok(sd) => match tokio::time::timeout(Duration::from_secs(10), sd.list_units()).await {
                 Ok(Ok(units)) => Section::ok(units),

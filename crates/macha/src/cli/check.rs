@@ -63,7 +63,7 @@ fn standalone(config: crate::config::Config, db: &std::path::Path) -> anyhow::Re
         };
         let sources = Sources {
             observer: Arc::new(Mutex::new(observer)),
-            systemd: observe::connect_systemd(&config).await,
+            systemd: observe::SystemdLink::new(observe::connect_systemd(&config).await),
             journal: Arc::new(Mutex::new(journal)),
         };
         sources.collect(&HostName::local(), now).await

@@ -38,6 +38,8 @@ pub enum Event {
     },
     /// The unit signal stream ended or failed.
     UnitStreamLost(String),
+    /// The unit signal stream is back after a loss: run a cycle to catch up.
+    UnitStreamRestored,
     Journal(JournalEvent),
     Api {
         request: Request,
@@ -87,40 +89,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
 
-    // systemd: the connection for snapshots and execution, and the signal stream.
-    let systemd = observe::connect_systemd(&config).await;
-    match &systemd {
-        Ok(sd) => match sd.subscribe().await {
-            Ok(mut events) => {
-                let tx = tx.clone();
-                let stop = stop.clone();
-                tracker.spawn(async move {
-                    loop {
-                        tokio::select! {
-                            () = stop.cancelled() => return,
-                            ev = events.next() => match ev {
-                                Ok(e) => {
-                                    // Only state changes matter here; job ends are the executor's.
-                                    if let Some(active_state) = e.active_state.filter(|_| e.job_result.is_none()) {
-                                        let _ = tx.send(Event::Unit { unit: e.unit, active_state, result: e.result }).await;
-                                    }
-                                }
-                                Err(e) => {
-                                    let _ = tx.send(Event::UnitStreamLost(e.to_string())).await;
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                });
-            }
-            Err(e) => engine.alert(
-                now,
-                &format!("cannot subscribe to systemd signals, failures are seen only by the periodic cycle: {e}"),
-                serde_json::Value::Null,
-            )?,
-        },
-        Err(reason) => engine.alert(now, &format!("systemd unavailable: {reason}"), serde_json::Value::Null)?,
+    // systemd: the connection for snapshots and execution, and the signal stream. The signal task
+    // reconnects with backoff when the bus goes away, and asks for a cycle when it is back (to
+    // catch what happened meanwhile).
+    let link = observe::SystemdLink::new(observe::connect_systemd(&config).await);
+    if let Err(reason) = link.get() {
+        engine.alert(now, &format!("systemd unavailable: {reason}"), serde_json::Value::Null)?;
+    }
+    if config.systemd_enable {
+        tracker.spawn(watch_units(Arc::clone(&link), config.clone(), tx.clone(), stop.clone()));
     }
 
     // The journal follower, resumed from the stored cursor.
@@ -137,7 +114,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     ..JournalConfig::default()
                 };
                 let (follower, mut events) = JournalFollower::spawn(jc);
-                *lock(&journal) = JournalState::Following(ErrorWindow::new(config.journal_window));
+                *lock(&journal) = JournalState::Unavailable("the journal follower is starting".into());
                 let tx = tx.clone();
                 let stop = stop.clone();
                 tracker.spawn(async move {
@@ -160,9 +137,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         *lock(&journal) = JournalState::Unavailable("disabled in the configuration (journal.enable = false)".into());
     }
 
-    let systemd_arc = systemd.as_ref().ok().cloned();
     let executor = Executor::new(
-        systemd_arc,
+        Arc::clone(&link),
         resolve_tools(&config),
         config.protected(),
         config.executor_timeout,
@@ -170,7 +146,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let sources = Sources {
         observer: Arc::new(Mutex::new(LocalObserver::new(ObserveConfig::system()))),
-        systemd,
+        systemd: Arc::clone(&link),
         journal: Arc::clone(&journal),
     };
 
@@ -320,6 +296,10 @@ async fn handle(
                 engine.unit_event(&ctx.host, &unit, &active_state, result.as_deref(), now, &correlation_id)?;
             ctx.spawn_work(work);
         }
+        Event::UnitStreamRestored => {
+            tracing::info!("systemd signal stream restored; running a cycle to catch up");
+            cycle(engine, sources, ctx).await?;
+        }
         Event::UnitStreamLost(reason) => {
             engine.alert(
                 crate::now(),
@@ -342,6 +322,12 @@ async fn handle(
                 drop(state);
                 // Cheap (one small row); keeps resumption exact across restarts.
                 let _ = engine.store_mut().set_kv(JOURNAL_CURSOR_KEY, &entry.cursor);
+            }
+            JournalEvent::Following => {
+                let mut state = lock(journal);
+                if !matches!(&*state, JournalState::Following(_)) {
+                    *state = JournalState::Following(ErrorWindow::new(engine.config().journal_window));
+                }
             }
             JournalEvent::Unavailable(reason) => {
                 *lock(journal) = JournalState::Unavailable(reason.clone());
@@ -381,7 +367,7 @@ async fn api(engine: &mut Engine, sources: &Sources, ctx: &LoopCtx, request: Req
                 "autonomy": engine.autonomy(),
                 "uptime_secs": ctx.started.elapsed().as_secs(),
                 "database": engine.config().database,
-                "systemd": match &sources.systemd { Ok(_) => "connected".to_owned(), Err(e) => format!("unavailable: {e}") },
+                "systemd": match sources.systemd.get() { Ok(_) => "connected".to_owned(), Err(e) => format!("unavailable: {e}") },
                 "version": env!("CARGO_PKG_VERSION"),
             })),
             Request::RunCheck => cycle(engine, sources, ctx).await,
@@ -456,4 +442,66 @@ fn parse_list<T>(items: &[String], parse: impl Fn(&str) -> Option<T>) -> anyhow:
 
 fn v<T: serde::Serialize>(x: &T) -> serde_json::Value {
     serde_json::to_value(x).unwrap_or(serde_json::Value::Null)
+}
+
+/// Follows systemd's unit signals, forever: on loss, marks the link down, reconnects with backoff
+/// (1 s doubling to 60 s), and reports both transitions to the loop.
+async fn watch_units(
+    link: Arc<observe::SystemdLink>,
+    config: Config,
+    tx: mpsc::Sender<Event>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_secs(1);
+    let mut lost = false;
+    loop {
+        let systemd = match link.get() {
+            Ok(s) => Ok(s),
+            Err(_) => observe::connect_systemd(&config).await,
+        };
+        let subscribed = match systemd {
+            Ok(s) => s.subscribe().await.map(|events| (s, events)).map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match subscribed {
+            Ok((s, mut events)) => {
+                link.set(Ok(s));
+                backoff = Duration::from_secs(1);
+                if std::mem::take(&mut lost) {
+                    let _ = tx.send(Event::UnitStreamRestored).await;
+                }
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        ev = events.next() => match ev {
+                            Ok(e) => {
+                                // Only state changes matter here; job ends are the executor's.
+                                if let Some(active_state) = e.active_state.filter(|_| e.job_result.is_none()) {
+                                    let _ = tx.send(Event::Unit { unit: e.unit, active_state, result: e.result }).await;
+                                }
+                            }
+                            Err(e) => {
+                                link.set(Err(format!("connection lost: {e}")));
+                                let _ = tx.send(Event::UnitStreamLost(e.to_string())).await;
+                                lost = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(reason) => {
+                if !lost {
+                    let _ = tx.send(Event::UnitStreamLost(reason.clone())).await;
+                    lost = true;
+                }
+                link.set(Err(reason));
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
 }
