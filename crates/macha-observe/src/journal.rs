@@ -283,6 +283,43 @@ async fn supervise(config: JournalConfig, tx: mpsc::Sender<JournalEvent>, shared
     }
 }
 
+/// Checks that the journal has at least one entry (of any priority): a journal with none means no
+/// journal files are there (journald is not running, or the directory is empty), and reading it
+/// would silently report nothing. `Err` says why.
+pub async fn probe(config: &JournalConfig) -> Result<(), String> {
+    let program = config.journalctl.display().to_string();
+    let mut cmd = Command::new(&config.journalctl);
+    cmd.args(["--lines=1", "--output=json", "--no-pager", "--output-fields=MESSAGE"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(dir) = &config.directory {
+        let mut a = OsString::from("--directory=");
+        a.push(dir.as_os_str());
+        cmd.arg(a);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(20), cmd.output())
+        .await
+        .map_err(|_| format!("{program} did not answer within 20 s"))?
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!("{program} not found: {e}"),
+            _ => format!("cannot start {program}: {e}"),
+        })?;
+    let stderr = sanitize(&String::from_utf8_lossy(&out.stderr), 300);
+    if !out.status.success() {
+        return Err(format!("{program} failed ({}): {stderr}", out.status));
+    }
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        let place = match &config.directory {
+            Some(d) => format!("in {}", d.display()),
+            None => "on this host (is journald running?)".to_owned(),
+        };
+        return Err(format!("no journal entries {place}"));
+    }
+    Ok(())
+}
+
 /// One run of journalctl. `Ok(Some((entries delivered, why it ended)))`, `Ok(None)` when the
 /// receiver went away, `Err(reason)` when it could not be started.
 async fn run_once(
@@ -290,6 +327,9 @@ async fn run_once(
     tx: &mpsc::Sender<JournalEvent>,
     shared: &Mutex<Shared>,
 ) -> Result<Option<(u64, String)>, String> {
+    // `journalctl --follow` on a machine without journal files runs forever and prints nothing,
+    // which would look exactly like "no errors". Make sure there is a journal first.
+    probe(config).await?;
     let cursor = lock(shared).cursor.clone();
     let args = config.args(cursor.as_deref());
     let program = config.journalctl.display().to_string();

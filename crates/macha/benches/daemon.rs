@@ -96,7 +96,8 @@ fn failed_to_finding(lab_dir: &Path, address: &str) -> Option<(usize, f64, f64, 
     let name = format!("mbench-{}", std::process::id());
     let unit = format!("{name}.service");
     let file = lab_dir.join(format!("home/.config/systemd/user/{unit}"));
-    std::fs::write(&file, "[Service]\nExecStart=/bin/sleep infinity\n").ok()?;
+    // No start rate limit: the bench starts the unit 50 times in a few seconds.
+    std::fs::write(&file, "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/sleep infinity\n").ok()?;
     manager(address, "Reload", "", &[]);
     let daemon = start_daemon(dir.path(), "observe", "1h", Some(address));
     let db = dir.path().join("state/macha.db");

@@ -69,6 +69,10 @@ pub const CONFIG_KEYS: &[&str] = &[
     "llm.models.triage",
     "llm.models.analysis",
     "llm.models.embedding",
+    "llm.tool_mode",
+    "llm.concurrency",
+    "llm.redact_patterns",
+    "llm.readable_paths",
     "notifications.gotify.url",
     "notifications.gotify.token_file",
 ];
@@ -145,6 +149,14 @@ pub struct LlmSection {
     pub timeout: Option<String>,
     pub context_tokens: Option<u32>,
     pub models: ModelsSection,
+    /// `native` (the server's tool calling) or `json` (schema-constrained JSON turns).
+    pub tool_mode: Option<String>,
+    /// Requests to the model server at once.
+    pub concurrency: Option<u32>,
+    /// Extra regular expressions whose matches are redacted before anything reaches the model.
+    pub redact_patterns: Vec<String>,
+    /// Files (or directories, ending in `/`) the model's `read_file` tool may read.
+    pub readable_paths: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -222,6 +234,10 @@ pub struct LlmConfig {
     pub triage_model: String,
     pub analysis_model: String,
     pub embedding_model: String,
+    pub tool_mode: String,
+    pub concurrency: u32,
+    pub redact_patterns: Vec<String>,
+    pub readable_paths: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -452,7 +468,10 @@ impl Config {
             max_sessions: f.ssh.max_sessions.unwrap_or(8),
             parallelism: f.ssh.parallelism.unwrap_or(16),
         };
-        if ssh.user.is_empty() || ssh.user.starts_with('-') || !ssh.user.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        if ssh.user.is_empty()
+            || ssh.user.starts_with('-')
+            || !ssh.user.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
             bail!("ssh.user = {:?} is not a user name", ssh.user);
         }
         for (k, p) in [("ssh.key", &ssh.key), ("ssh.known_hosts", &ssh.known_hosts)] {
@@ -470,11 +489,16 @@ impl Config {
                 bail!("hosts.local: \"local\" is this host and cannot be configured as a managed host");
             }
             let address = h.address.clone().unwrap_or_else(|| name.clone());
-            if address.is_empty() || address.starts_with('-') || address.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            if address.is_empty()
+                || address.starts_with('-')
+                || address.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
                 bail!("hosts.{name}.address = {address:?} is not a host name or address");
             }
             if let Some(u) = &h.user
-                && (u.is_empty() || u.starts_with('-') || !u.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
+                && (u.is_empty()
+                    || u.starts_with('-')
+                    || !u.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
             {
                 bail!("hosts.{name}.user = {u:?} is not a user name");
             }
@@ -531,6 +555,24 @@ impl Config {
             bail!("llm.context_tokens = {context_tokens} is outside 512-1048576");
         }
         let model = |m: &Option<String>, default: &str| m.clone().unwrap_or_else(|| default.to_owned());
+        let tool_mode = f.llm.tool_mode.clone().unwrap_or_else(|| "native".into());
+        if macha_agent::runner::ToolMode::parse(&tool_mode).is_none() {
+            bail!("llm.tool_mode = {tool_mode:?}: use \"native\" or \"json\"");
+        }
+        let concurrency = f.llm.concurrency.unwrap_or(1);
+        if !(1..=16).contains(&concurrency) {
+            bail!("llm.concurrency = {concurrency} is outside 1-16");
+        }
+        macha_agent::Redactor::new(&f.llm.redact_patterns)
+            .map_err(|e| anyhow::format_err!("llm.redact_patterns: {e}"))?;
+        let readable_paths = f
+            .llm
+            .readable_paths
+            .clone()
+            .unwrap_or_else(|| macha_agent::tools::DEFAULT_READABLE.iter().map(|s| (*s).to_owned()).collect());
+        if let Some(p) = readable_paths.iter().find(|p| !p.starts_with('/') || p.contains("..")) {
+            bail!("llm.readable_paths: {p:?} must be an absolute path without '..'");
+        }
         let llm = LlmConfig {
             enable: f.llm.enable.unwrap_or(false),
             backend,
@@ -541,6 +583,10 @@ impl Config {
             triage_model: model(&f.llm.models.triage, "qwen2.5:3b"),
             analysis_model: model(&f.llm.models.analysis, "qwen2.5:14b"),
             embedding_model: model(&f.llm.models.embedding, "nomic-embed-text"),
+            tool_mode,
+            concurrency,
+            redact_patterns: f.llm.redact_patterns.clone(),
+            readable_paths,
         };
         let gotify = match (&f.notifications.gotify.url, &f.notifications.gotify.token_file) {
             (None, None) => None,
@@ -553,7 +599,9 @@ impl Config {
                 }
                 Some(GotifyConfig { url: url.clone(), token_file: token_file.clone() })
             }
-            _ => bail!("notifications.gotify needs both url and token_file (the token itself never goes in the configuration)"),
+            _ => bail!(
+                "notifications.gotify needs both url and token_file (the token itself never goes in the configuration)"
+            ),
         };
         Ok(Config {
             ssh,

@@ -131,8 +131,14 @@ impl Sources {
 /// `journalctl --output=json --priority=err --since=-<window>` without following.
 pub async fn journal_once(config: &Config, now: Timestamp) -> Result<JournalSummary, String> {
     let journalctl = journalctl_path(config)?;
+    let probe_config = macha_observe::journal::JournalConfig {
+        journalctl: journalctl.clone(),
+        directory: config.journal_directory.clone(),
+        ..macha_observe::journal::JournalConfig::default()
+    };
+    macha_observe::journal::probe(&probe_config).await?;
     let mut cmd = tokio::process::Command::new(&journalctl);
-    cmd.args(["--output=json", "--priority=err", "--no-pager", "--quiet"])
+    cmd.args(["--output=json", "--priority=err", "--no-pager"])
         .arg(format!("--since=-{}s", config.journal_window.as_secs()))
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
@@ -146,9 +152,6 @@ pub async fn journal_once(config: &Config, now: Timestamp) -> Result<JournalSumm
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         return Err(format!("journalctl failed ({}): {}", out.status, stderr.trim()));
-    }
-    if stderr.contains("No journal files were found") {
-        return Err("no journal files were found".into());
     }
     let mut window = ErrorWindow::new(config.journal_window);
     for line in out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {

@@ -217,3 +217,30 @@ fn clients_without_daemon_fail_clearly() {
     assert_eq!(out.status.code(), Some(69));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the Macha daemon"));
 }
+
+#[test]
+fn an_empty_journal_is_unavailable_never_zero_errors() {
+    // journalctl on a place without journal files prints nothing and exits 0, exactly like a
+    // journal without errors; Macha must tell the two apart.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let empty = dir.path().join("journal");
+    std::fs::create_dir(&empty).unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("macha.toml");
+    std::fs::write(&config, format!("[journal]\ndirectory = \"{}\"\n[systemd]\nenable = false\n", empty.display()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = macha()
+        .args(["check", "--standalone", "--json", "--config"])
+        .arg(&config)
+        .arg("--db")
+        .arg(dir.path().join("m.db"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let journal = &v["sections"]["journal"];
+    assert_eq!(journal["status"], "unavailable", "{journal}");
+    assert!(
+        journal["reason"].as_str().is_some_and(|r| r.contains("no journal entries") || r.contains("journalctl")),
+        "{journal}"
+    );
+    assert_eq!(out.status.code(), Some(3));
+}

@@ -28,7 +28,7 @@ pub fn load_config(path: Option<&Path>, scope: Scope) -> anyhow::Result<Config> 
 }
 
 pub fn daemon(args: &DaemonArgs) -> CmdResult {
-    let config = load_config(args.config.as_deref(), Scope::System)?;
+    let config = load_config(args.config.as_deref(), Scope::System).map_err(|e| fail(EXIT_DATAERR, e))?;
     crate::daemon::run_blocking(config)?;
     Ok(0)
 }

@@ -93,6 +93,20 @@ pub enum Cmd {
     },
     /// Write man pages for every command into a directory.
     Man { dir: PathBuf },
+    /// Print the names the binary answers to, one a line (the package links each to `macha`).
+    #[command(hide = true)]
+    Applets,
+    /// Exit 0 if Macha's policy could ever act on this unit (a managed unit type that no
+    /// protected pattern of the configuration covers), 1 if not. The NixOS module's polkit rule
+    /// runs it to decide which units the macha user may start, stop, restart and reset.
+    #[command(hide = true)]
+    UnitAllowed {
+        /// Configuration whose protected units apply (default: the built-in list only).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The unit's full name, as systemd reports it (`nginx.service`).
+        unit: String,
+    },
 }
 
 /// Options every client command shares.
@@ -354,6 +368,11 @@ fn dispatch(applet: Applet) -> CmdResult {
             Cmd::Issues { cmd } => commands::issues(cmd),
             Cmd::Completions { shell, dir } => completions(shell, dir),
             Cmd::Man { dir } => man(&dir),
+            Cmd::Applets => {
+                applet_names().iter().for_each(|n| println!("{n}"));
+                Ok(0)
+            }
+            Cmd::UnitAllowed { config, unit } => unit_allowed(config.as_deref(), &unit),
         },
         Applet::Check(a) => check::run(&a),
         Applet::Approve { cmd } => commands::approve(cmd),
@@ -365,6 +384,38 @@ fn dispatch(applet: Applet) -> CmdResult {
 /// The names the binary answers to.
 pub fn applet_names() -> Vec<String> {
     Applet::command().get_subcommands().map(|s| s.get_name().to_owned()).collect()
+}
+
+/// The polkit helper: the same unit rules as `policy::decide` (parse, managed type, protected).
+fn unit_allowed(config: Option<&std::path::Path>, unit: &str) -> CmdResult {
+    let protected = match config {
+        Some(p) => {
+            crate::config::Config::load(p, crate::config::Scope::System).map_err(|e| fail(EXIT_DATAERR, e))?.protected()
+        }
+        None => macha_core::policy::ProtectedUnits::new::<&str>(&[]),
+    };
+    let verdict = match macha_core::UnitName::parse(unit) {
+        Err(e) => Err(format!("not a unit name: {e}")),
+        // Only systemd's own full name: no normalisation (`ssh` → `ssh.service`) at this gate.
+        Ok(name) if name.as_str() != unit => Err(format!("not a full unit name (did you mean {name}?)")),
+        Ok(name) if !macha_core::policy::MANAGED_UNIT_TYPES.contains(&name.unit_type()) => {
+            Err(format!("{} units are never managed", name.unit_type()))
+        }
+        Ok(name) => match protected.protecting(&name) {
+            Some(pattern) => Err(format!("protected ({pattern})")),
+            None => Ok(()),
+        },
+    };
+    match verdict {
+        Ok(()) => {
+            println!("{unit}: allowed");
+            Ok(0)
+        }
+        Err(reason) => {
+            println!("{unit}: denied: {reason}");
+            Ok(1)
+        }
+    }
 }
 
 fn completions(shell: clap_complete::Shell, dir: Option<PathBuf>) -> CmdResult {

@@ -225,6 +225,10 @@ pub fn audit(records: &[AuditRecord], json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sections in the order people read them.
+const SECTION_ORDER: [&str; 11] =
+    ["cpu", "memory", "load", "pressure", "filesystems", "network", "processes", "units", "journal", "nix", "hardware"];
+
 /// The human form of a check result.
 pub fn check(out: &serde_json::Value) {
     let s = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
@@ -239,8 +243,9 @@ pub fn check(out: &serde_json::Value) {
     );
     println!();
     println!("sources:");
-    if let Some(sections) = out["sections"].as_object() {
-        for (name, v) in sections {
+    for name in SECTION_ORDER {
+        let v = &out["sections"][name];
+        {
             match v["status"].as_str() {
                 Some("ok") => println!("  {name:<12} ok{}", section_detail(name, &out["snapshot"][name]["data"])),
                 _ => println!("  {name:<12} unavailable: {}", s(&v["reason"])),
@@ -261,7 +266,11 @@ pub fn check(out: &serde_json::Value) {
     if !unknown.is_empty() {
         println!("not checked:");
         for u in &unknown {
-            println!("  {:<18} {}", s(&u["check"]), s(&u["reason"]));
+            // "units unavailable: <long reason>" was already shown under sources.
+            let reason = s(&u["reason"]);
+            let short =
+                reason.split_once(" unavailable: ").map_or(reason.clone(), |(src, _)| format!("{src} unavailable"));
+            println!("  {:<18} {short}", s(&u["check"]));
         }
     }
     let proposals = out["proposals"].as_array().cloned().unwrap_or_default();
@@ -292,6 +301,10 @@ fn section_detail(name: &str, d: &serde_json::Value) -> String {
         },
         "memory" => format!("  {:.1} of {:.1} GiB available", gib(&d["available_bytes"]), gib(&d["total_bytes"])),
         "load" => format!("  {} {} {}", d["one"], d["five"], d["fifteen"]),
+        "pressure" => format!(
+            "  stalled over 60 s: memory {}%, io {}%, cpu {}%",
+            d["memory_some"]["avg60"], d["io_some"]["avg60"], d["cpu_some"]["avg60"]
+        ),
         "filesystems" => format!("  {} filesystems", d.as_array().map_or(0, Vec::len)),
         "network" => format!("  {} interfaces", d.as_array().map_or(0, Vec::len)),
         "processes" => format!("  {} processes", d["total"]),
