@@ -6,26 +6,51 @@
     crane.url = "github:ipetkov/crane";
   };
 
-  outputs = { self, nixpkgs, crane }:
+  outputs =
+    {
+      self,
+      nixpkgs,
+      crane,
+    }:
     let
-      systems = [ "x86_64-linux" "aarch64-linux" ];
-      forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+      inherit (nixpkgs) lib;
+      systems = [
+        "x86_64-linux"
+        "aarch64-linux"
+      ];
+      eachSystem = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+      machaFor = pkgs: pkgs.callPackage ./nix/package.nix { craneLib = crane.mkLib pkgs; };
     in
     {
-      packages = forAllSystems (pkgs: rec {
-        macha = pkgs.callPackage ./nix/package.nix { craneLib = crane.mkLib pkgs; };
-        default = macha;
+      packages = eachSystem (
+        pkgs:
+        let
+          macha = machaFor pkgs;
+        in
+        {
+          inherit macha;
+          default = macha;
+        }
+      );
+
+      overlays.default = final: _prev: { macha = machaFor final; };
+
+      # `services.macha` (the daemon) and `services.macha.managed` (a host it manages), with the
+      # package defaulting to this flake's build.
+      nixosModules.default =
+        { lib, pkgs, ... }:
+        {
+          imports = [ ./modules/macha.nix ];
+          services.macha.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.macha;
+        };
+      nixosModules.macha = self.nixosModules.default;
+
+      checks = eachSystem (pkgs: import ./nix/checks.nix { inherit pkgs self nixpkgs; });
+
+      devShells = eachSystem (pkgs: {
+        default = import ./nix/devshell.nix { inherit pkgs self; };
       });
 
-      overlays.default = final: _prev: {
-        macha = self.packages.${final.stdenv.hostPlatform.system}.macha;
-      };
-
-      nixosModules.default = { pkgs, lib, ... }: {
-        imports = [ ./modules/macha.nix ];
-        services.macha.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.macha;
-      };
-
-      formatter = forAllSystems (pkgs: pkgs.nixfmt-rfc-style);
+      formatter = eachSystem (pkgs: pkgs.nixfmt);
     };
 }

@@ -1,40 +1,573 @@
-# The NixOS module: services.macha. (Options beyond the core ones arrive with the Nix issue.)
-{ config, lib, pkgs, ... }:
+# The NixOS module of Macha: `services.macha` runs the daemon on this host; `services.macha.managed`
+# (./managed.nix) prepares a host that a Macha elsewhere manages over SSH.
+#
+# Every option ends up in the daemon's configuration (/etc/macha/macha.toml) through one map,
+# ./config-keys.nix; the rendered file is checked with `macha check-config` while the system is
+# built, so a bad value fails `nixos-rebuild`, not the service. docs/nixos.md has examples and the
+# security model of the unit.
+{
+  config,
+  lib,
+  options,
+  pkgs,
+  ...
+}:
 let
+  inherit (lib)
+    literalExpression
+    mkDefault
+    mkEnableOption
+    mkIf
+    mkMerge
+    mkOption
+    types
+    ;
+
   cfg = config.services.macha;
+  keys = import ./config-keys.nix;
   settingsFormat = pkgs.formats.toml { };
-  configFile = settingsFormat.generate "macha.toml" cfg.settings;
+
+  user = "macha";
+  stateDir = keys.fixed."paths.state_dir";
+
+  canRunBuildTimeChecks = pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform;
+
+  # Runs `macha check-config` on a rendered file at build time; the result is the file itself.
+  checkedConfig =
+    name: file:
+    pkgs.runCommand name { preferLocalBuild = true; } ''
+      ${lib.optionalString canRunBuildTimeChecks ''
+        if ! MACHA_LOG=error ${lib.getExe cfg.package} check-config ${file} >/dev/null; then
+          echo "services.macha: \`macha check-config\` rejected the generated ${name} (reason above)." >&2
+          echo "Change the services.macha option or services.macha.settings key it names." >&2
+          exit 1
+        fi
+      ''}
+      cp ${file} $out
+    '';
+
+  # The URL of the model server: the option, else the local Ollama when this module runs it.
+  ollamaUrl =
+    if cfg.ollama.url != null then
+      cfg.ollama.url
+    else if cfg.ollama.enable then
+      "http://127.0.0.1:${toString config.services.ollama.port}"
+    else
+      null;
+
+  # What the typed options (and the fixed keys) stand for in the daemon's configuration.
+  moduleSettings = keys.moduleSettings (cfg // { ollama = cfg.ollama // { url = ollamaUrl; }; });
+
+  configFile = checkedConfig "macha.toml" (settingsFormat.generate "macha-unchecked.toml" cfg.settings);
+
+  # The protected units the polkit rule enforces: the built-in list (always) plus these additions.
+  policyProtected = lib.unique (
+    lib.optionals cfg.enable cfg.protectedServices
+    ++ lib.optionals cfg.managed.enable cfg.managed.protectedServices
+  );
+  policyConfig = checkedConfig "macha-polkit.toml" (
+    settingsFormat.generate "macha-polkit-unchecked.toml" { protected_units = policyProtected; }
+  );
+
+  toolPaths = {
+    systemctl = "${config.systemd.package}/bin/systemctl";
+    journalctl = "${config.systemd.package}/bin/journalctl";
+    nix-collect-garbage = "${config.nix.package}/bin/nix-collect-garbage";
+    nix-store = "${config.nix.package}/bin/nix-store";
+    nix-env = "${config.nix.package}/bin/nix-env";
+    df = "${pkgs.coreutils}/bin/df";
+    ip = "${pkgs.iproute2}/bin/ip";
+    ss = "${pkgs.iproute2}/bin/ss";
+  };
+
+  usesFleet = cfg.hosts != { } || cfg.discovery.enable;
+  sshKey = cfg.settings.ssh.key or "${stateDir}/.ssh/id_ed25519";
+
+  # Creates Macha's SSH key on first start (as the macha user, inside the unit's sandbox) and
+  # prints the public half for services.macha.managed.authorizedKeys on the managed hosts.
+  sshKeygen = pkgs.writeShellScript "macha-ssh-keygen" ''
+    set -eu
+    key=${lib.escapeShellArg sshKey}
+    if [ ! -e "$key" ]; then
+      ${pkgs.coreutils}/bin/mkdir -p -m 0700 "$(${pkgs.coreutils}/bin/dirname "$key")"
+      ${pkgs.openssh}/bin/ssh-keygen -q -t ed25519 -N "" -C "macha@${config.networking.hostName}" -f "$key"
+    fi
+    if [ -r "$key.pub" ]; then
+      echo "Macha's SSH public key (for services.macha.managed.authorizedKeys): $(${pkgs.coreutils}/bin/cat "$key.pub")"
+    fi
+  '';
+
+  # --- checks of the module against itself -------------------------------------------------
+
+  # Every declared option below services.macha, as a dotted path (`hosts.<name>.port`).
+  declaredOptions =
+    let
+      walk =
+        opts:
+        lib.concatLists (
+          lib.mapAttrsToList (
+            name: o:
+            if lib.hasPrefix "_" name then
+              [ ]
+            else if lib.isOption o then
+              let
+                sub = lib.filterAttrs (n: _: !lib.hasPrefix "_" n) (o.type.getSubOptions o.loc);
+              in
+              if name != "settings" && sub != { } then walk sub else [ o.loc ]
+            else
+              walk o
+          ) opts
+        );
+    in
+    map (loc: lib.concatStringsSep "." (lib.drop 2 loc)) (walk options.services.macha);
+  mappedOptions = builtins.attrNames keys.typed ++ keys.moduleOnly;
+  unmapped = lib.subtractLists mappedOptions declaredOptions;
+  undeclared = lib.subtractLists declaredOptions mappedOptions;
+
+  # Settings keys that typed options own (or the module fixes) but that hold something else.
+  ownerOf =
+    path:
+    let
+      owners = lib.filter (o: keys.ownedPath keys.typed.${o} == path) (builtins.attrNames keys.typed);
+    in
+    if owners == [ ] then null else "services.macha.${lib.concatStringsSep "." (keys.ownedPath (builtins.head owners))}";
+  ownedConflicts = lib.filter (
+    p: lib.attrByPath p null cfg.settings != lib.attrByPath p null moduleSettings
+  ) keys.ownedPaths;
+  conflictMessage =
+    p:
+    let
+      key = lib.concatStringsSep "." p;
+      owner = ownerOf p;
+      want = builtins.toJSON (lib.attrByPath p null moduleSettings);
+    in
+    if owner != null && lib.attrByPath p null cfg.settings == null then
+      "services.macha.settings.${key} is missing, but ${owner} gives ${want}: define single keys in services.macha.settings instead of overriding it as a whole (lib.mkForce)."
+    else if owner != null then
+      "services.macha.settings.${key} is set to ${builtins.toJSON (lib.attrByPath p null cfg.settings)}, but ${owner} owns this key (it gives ${want}). Set ${owner} instead and remove `${key}` from services.macha.settings."
+    else
+      "services.macha.settings.${key} must stay ${want}: the unit provides it (StateDirectory/RuntimeDirectory). Remove `${key}` from services.macha.settings.";
+
+  # Nix path values in settings would be copied into the world-readable store.
+  nixPathsIn =
+    prefix: v:
+    if builtins.isPath v then
+      [ prefix ]
+    else if builtins.isAttrs v then
+      lib.concatLists (lib.mapAttrsToList (n: x: nixPathsIn (prefix ++ [ n ]) x) v)
+    else if builtins.isList v then
+      lib.concatLists (lib.imap0 (i: x: nixPathsIn (prefix ++ [ (toString i) ]) x) v)
+    else
+      [ ];
+
+  hostModule =
+    { name, ... }:
+    {
+      options = {
+        address = mkOption {
+          type = types.str;
+          default = name;
+          defaultText = literalExpression "<name>";
+          example = "web1.example.org";
+          description = "Address or DNS name Macha connects to over SSH.";
+        };
+        user = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          description = ''
+            Login user on this host; `null` uses `settings.ssh.user` (default `macha`, the user
+            that `services.macha.managed` creates).
+          '';
+        };
+        port = mkOption {
+          type = types.port;
+          default = 22;
+          description = "SSH port.";
+        };
+        hostKey = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA...";
+          description = ''
+            The host's SSH public host key, pinned. `null`: pin it later with `macha-systems trust`
+            (Macha never accepts an unknown host key on its own).
+          '';
+        };
+        tags = mkOption {
+          type = types.listOf types.str;
+          default = [ ];
+          example = [ "web" ];
+          description = "Free-form tags, for selecting hosts in the CLI.";
+        };
+      };
+    };
 in
 {
+  imports = [ ./managed.nix ];
+
   options.services.macha = {
-    enable = lib.mkEnableOption "Macha, the AI system administrator";
-    package = lib.mkOption {
-      type = lib.types.package;
-      description = "The Macha package.";
+    enable = mkEnableOption "Macha, the AI system administrator (the daemon `macha.service`)";
+
+    package = mkOption {
+      type = types.package;
+      defaultText = literalExpression "macha.packages.\${system}.macha (set by the flake's nixosModules.default)";
+      description = "The Macha package; its multicall commands (`macha`, `macha-approve`, …) are installed system-wide.";
     };
-    settings = lib.mkOption {
-      type = settingsFormat.type;
+
+    uid = mkOption {
+      type = types.int;
+      default = 2501;
+      description = ''
+        UID and GID of the `macha` user and group. Keep it the same on every host of a fleet
+        (controller and managed hosts), so that files and audit records mean the same user
+        everywhere.
+      '';
+    };
+
+    autonomyLevel = mkOption {
+      type = types.enum [
+        "observe"
+        "suggest"
+        "auto-safe"
+        "auto-full"
+      ];
+      default = keys.defaults.autonomyLevel;
+      description = ''
+        How much Macha may do on its own: `observe` (nothing executes), `suggest` (read-only
+        diagnostics execute, everything else waits for an approval), `auto-safe` (plus restarts,
+        reset-failed and clean-ups of unprotected units), `auto-full` (plus everything outside the
+        always-approval classes: stopping units, store repair, config changes, reboots and
+        deployments always need a person).
+      '';
+    };
+
+    checkInterval = mkOption {
+      type = types.str;
+      default = keys.defaults.checkInterval;
+      example = "30s";
+      description = "How often the periodic check runs (minimum 5s). Unit failures are also seen at once by signal.";
+    };
+
+    models = {
+      triage = mkOption {
+        type = types.str;
+        default = keys.defaults.models.triage;
+        description = "Small, fast model for triage.";
+      };
+      analysis = mkOption {
+        type = types.str;
+        default = keys.defaults.models.analysis;
+        description = "Larger model for analysis and chat.";
+      };
+      embedding = mkOption {
+        type = types.str;
+        default = keys.defaults.models.embedding;
+        description = "Embedding model.";
+      };
+    };
+
+    ollama = {
+      enable = mkEnableOption ''
+        Ollama on this host (`services.ollama`), with the configured models preloaded, and point
+        Macha at it'';
+      url = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "http://gpu-box:11434";
+        description = ''
+          URL of the Ollama server. `null`: the local Ollama when `ollama.enable` is set, else no
+          model server. Setting a URL (or `ollama.enable`) turns the model on
+          (`settings.llm.enable`), which Macha only uses for diagnosis and proposals: every action
+          still passes the policy.
+        '';
+      };
+    };
+
+    protectedServices = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [
+        "postgresql"
+        "backup-*"
+      ];
+      description = ''
+        Units Macha must never touch, added to the built-in list (ssh, dbus, polkit, network
+        managers, systemd-*, nix-daemon, getty, Macha itself, …), which cannot be shortened.
+        Names or prefixes with a trailing `*`.
+      '';
+    };
+
+    adminGroup = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "wheel";
+      description = ''
+        Members of this group (and root) may approve, reject, resolve and close through the local
+        socket; the daemon checks the caller's kernel credentials. `null`: root only.
+      '';
+    };
+
+    hosts = mkOption {
+      type = types.attrsOf (types.submodule hostModule);
       default = { };
-      description = "Contents of macha.toml; see docs/configuration.md.";
+      example = literalExpression ''
+        {
+          web1 = { address = "10.0.0.11"; hostKey = "ssh-ed25519 AAAA..."; tags = [ "web" ]; };
+        }
+      '';
+      description = ''
+        Hosts Macha manages over SSH. Each needs `services.macha.managed` (the `macha` user, this
+        host's public key, the narrow polkit and sudo rules).
+      '';
+    };
+
+    discovery = {
+      enable = mkEnableOption ''
+        discovery of hosts from forwarded journals (journal-remote); discovered hosts are recorded
+        as untrusted and never contacted unless they match `allowedDomains`'';
+      allowedDomains = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "*.lab.example.org" ];
+        description = "Domain patterns whose discovered hosts are admitted automatically.";
+      };
+    };
+
+    notifications.gotify = {
+      url = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "https://gotify.example.org";
+        description = "Gotify server for notifications.";
+      };
+      tokenFile = mkOption {
+        type = types.nullOr types.externalPath;
+        default = null;
+        example = "/run/secrets/macha-gotify-token";
+        description = ''
+          File holding the Gotify application token. It is read by systemd (as root) and handed
+          to the daemon as a credential, so it may be readable by root only; it never enters the
+          Nix store or the configuration file.
+        '';
+      };
+    };
+
+    environmentFile = mkOption {
+      type = types.nullOr types.externalPath;
+      default = null;
+      example = "/run/secrets/macha.env";
+      description = ''
+        Environment file for the unit (systemd `EnvironmentFile=`, read by systemd as root). The
+        daemon reads `MACHA_LOG` (log filter, e.g. `macha=debug`; `RUST_LOG` as a fallback); the
+        commands it runs get a cleared environment. Secrets belong in files
+        (`notifications.gotify.tokenFile`, `settings.llm.api_key_file`), not here.
+      '';
+    };
+
+    settings = mkOption {
+      type = types.submodule { freeformType = settingsFormat.type; };
+      default = { };
+      example = literalExpression ''
+        {
+          flap = { limit = 3; window = "30m"; };
+          thresholds.disk_warn_percent = 80.0;
+          approvals.expiry = "12h";
+        }
+      '';
+      description = ''
+        The daemon's configuration (/etc/macha/macha.toml; every key in docs/configuration.md).
+        The typed options above are written into it, and own their keys: setting one of those
+        keys here as well is an error that names the option to use. Unknown keys fail the build
+        (`macha check-config`). Never put secrets here: the file is in the world-readable store;
+        reference files by absolute path as strings.
+      '';
     };
   };
 
-  config = lib.mkIf cfg.enable {
-    environment.etc."macha/macha.toml".source = configFile;
-    environment.systemPackages = [ cfg.package ];
-    systemd.services.macha = {
-      description = "Macha, the AI system administrator";
-      wantedBy = [ "multi-user.target" ];
-      after = [ "dbus.service" ];
-      restartIfChanged = false;
-      serviceConfig = {
-        Type = "notify";
-        ExecStart = "${cfg.package}/bin/macha daemon --config /etc/macha/macha.toml";
-        WatchdogSec = "2min";
-        Restart = "on-failure";
-        StateDirectory = "macha";
-        RuntimeDirectory = "macha";
+  config = mkMerge [
+    (mkIf (cfg.enable || cfg.managed.enable) {
+      assertions = [
+        {
+          assertion = unmapped == [ ] && undeclared == [ ];
+          message = ''
+            services.macha: the module's options and modules/config-keys.nix disagree.
+            Declared but not mapped: ${builtins.toJSON unmapped}; mapped but not declared: ${builtins.toJSON undeclared}.
+            Map each option to a daemon key (`typed`) or list it in `moduleOnly`.'';
+        }
+      ];
+
+      users.users.${user} = {
+        isSystemUser = true;
+        inherit (cfg) uid;
+        group = user;
+        home = stateDir;
+        description = "Macha, the AI system administrator";
+        # The whole system journal (journalctl), locally and over SSH.
+        extraGroups = [ "systemd-journal" ];
       };
-    };
-  };
+      users.groups.${user}.gid = cfg.uid;
+
+      # Unit control without root: see ./polkit-rule.nix.
+      security.polkit.enable = true;
+      security.polkit.extraConfig = import ./polkit-rule.nix {
+        inherit user policyConfig;
+        macha = cfg.package;
+      };
+    })
+
+    (mkIf cfg.enable {
+      assertions = [
+        {
+          assertion = ownedConflicts == [ ];
+          message = lib.concatMapStringsSep "\n" conflictMessage ownedConflicts;
+        }
+        {
+          assertion = nixPathsIn [ ] cfg.settings == [ ];
+          message = lib.concatMapStringsSep "\n" (
+            p:
+            "services.macha.settings.${lib.concatStringsSep "." p} is a Nix path: it would be copied into the world-readable Nix store. Write it as a string (\"/run/secrets/…\") so the file stays where it is."
+          ) (nixPathsIn [ ] cfg.settings);
+        }
+        {
+          assertion = (cfg.notifications.gotify.url == null) == (cfg.notifications.gotify.tokenFile == null);
+          message = "services.macha.notifications.gotify needs both `url` and `tokenFile` (a file with the application token, e.g. from agenix or sops-nix; the token itself never goes into the configuration).";
+        }
+        {
+          assertion = !(cfg.hosts ? local);
+          message = "services.macha.hosts.local: \"local\" is this host, which Macha always manages; give the managed host another name.";
+        }
+        {
+          assertion = cfg.adminGroup == null || config.users.groups ? ${cfg.adminGroup};
+          message = "services.macha.adminGroup = \"${toString cfg.adminGroup}\" is not a group on this host: create it (users.groups.${toString cfg.adminGroup} = { };) or use an existing one such as \"wheel\".";
+        }
+      ];
+
+      services.macha.settings = mkMerge [
+        # Typed options and fixed keys, at default priority so that a conflicting definition in
+        # `settings` reaches the assertion above (with its explanation) instead of a merge error.
+        (lib.mapAttrsRecursive (_: mkDefault) moduleSettings)
+        {
+          llm.enable = mkDefault (ollamaUrl != null);
+          tools = lib.mapAttrs (_: mkDefault) toolPaths;
+        }
+      ];
+
+      environment.etc."macha/macha.toml".source = configFile;
+      environment.systemPackages = [ cfg.package ];
+
+      services.ollama = mkIf cfg.ollama.enable {
+        enable = true;
+        loadModels = lib.unique [
+          cfg.models.triage
+          cfg.models.analysis
+          cfg.models.embedding
+        ];
+      };
+
+      systemd.services.macha = {
+        description = "Macha, the AI system administrator";
+        documentation = [ "man:macha(1)" ];
+        wantedBy = [ "multi-user.target" ];
+        wants = [ "network-online.target" ];
+        after = [
+          "network-online.target"
+          "dbus.service"
+        ]
+        ++ lib.optional cfg.ollama.enable "ollama.service";
+        # A switch that Macha itself runs must never stop or restart it midway. A new version or
+        # configuration takes effect at the next `systemctl restart macha` (switch-to-configuration
+        # lists the unit as not restarted).
+        restartIfChanged = false;
+        path = [
+          config.systemd.package
+          config.nix.package
+          pkgs.coreutils
+          pkgs.iproute2
+          pkgs.openssh
+        ];
+        serviceConfig = {
+          Type = "notify";
+          NotifyAccess = "main";
+          # The daemon sends WATCHDOG=1 at half this interval.
+          WatchdogSec = "60s";
+          ExecStartPre = lib.optional usesFleet sshKeygen;
+          ExecStart = "${lib.getExe cfg.package} daemon --config ${configFile}";
+          Restart = "on-failure";
+          RestartSec = "5s";
+          TimeoutStopSec = "30s";
+          EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
+          LoadCredential = lib.optional (
+            cfg.notifications.gotify.tokenFile != null
+          ) "${keys.gotifyCredential}:${cfg.notifications.gotify.tokenFile}";
+
+          # A fixed system user, not DynamicUser: the same UID on every host of the fleet, a
+          # stable owner for the database and SSH key, and a name for the polkit rule.
+          User = user;
+          Group = user;
+          # Reading the whole system journal.
+          SupplementaryGroups = [ "systemd-journal" ];
+          StateDirectory = "macha";
+          StateDirectoryMode = "0700";
+          # The socket directory: the socket itself is 0666 (authorisation is by SO_PEERCRED),
+          # so the directory must be traversable by every local user.
+          RuntimeDirectory = "macha";
+          RuntimeDirectoryMode = "0755";
+          UMask = "0077";
+
+          # Hardening: the strict baseline of nixpkgs' best modules; every exception says why.
+          NoNewPrivileges = true;
+          CapabilityBoundingSet = [ "" ];
+          AmbientCapabilities = [ "" ];
+          ProtectSystem = "strict";
+          ProtectHome = true;
+          PrivateTmp = true;
+          PrivateMounts = true;
+          # Hardware is read from /sys; GPUs that need device nodes (nvidia-smi) show as unavailable.
+          PrivateDevices = true;
+          DevicePolicy = "closed";
+          # Exception: no user namespace. The socket authorises callers by SO_PEERCRED, which must
+          # see their real UIDs and GIDs (in a private user namespace they would all be "nobody").
+          PrivateUsers = false;
+          ProtectKernelTunables = true;
+          ProtectKernelModules = true;
+          ProtectKernelLogs = true;
+          ProtectControlGroups = true;
+          ProtectClock = true;
+          ProtectHostname = true;
+          # Exception: the snapshot lists the top processes of all users (/proc/<pid>), so other
+          # users' processes stay visible ("invisible" would hide them).
+          ProtectProc = "default";
+          # Exception: /proc/meminfo, /proc/stat, /proc/loadavg, /proc/pressure are observed.
+          ProcSubset = "all";
+          RestrictAddressFamilies = [
+            # D-Bus (systemd), the local socket, the journal, the nix-daemon socket.
+            "AF_UNIX"
+            # Exception: the model server, Gotify and managed hosts over SSH can be anywhere.
+            "AF_INET"
+            "AF_INET6"
+            # Exception: `ip` and `ss` diagnostics, and address lookups (getaddrinfo).
+            "AF_NETLINK"
+          ];
+          # Exception: no IPAddressDeny/PrivateNetwork, for the same reason as AF_INET.
+          RestrictNamespaces = true;
+          RestrictRealtime = true;
+          RestrictSUIDSGID = true;
+          LockPersonality = true;
+          MemoryDenyWriteExecute = true;
+          RemoveIPC = true;
+          KeyringMode = "private";
+          SystemCallArchitectures = "native";
+          # Exception: @resources stays allowed; the Nix tools Macha runs raise their stack limit
+          # (setrlimit).
+          SystemCallFilter = [
+            "@system-service"
+            "~@privileged"
+          ];
+          SystemCallErrorNumber = "EPERM";
+        };
+      };
+    })
+  ];
+
+  meta.maintainers = [ ];
 }

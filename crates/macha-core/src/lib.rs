@@ -13,6 +13,7 @@ pub mod approval;
 pub mod checks;
 pub mod command;
 pub mod flap;
+pub mod fleet;
 pub mod issue;
 pub mod journal;
 pub mod names;

@@ -13,6 +13,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod actions;
+mod agent;
 mod approvals;
 mod audit;
 mod db;
@@ -20,15 +21,20 @@ mod error;
 mod hosts;
 mod issues;
 mod kv;
+mod registry;
 mod row;
 mod schema;
 
+pub use agent::{
+    AgentRequestRecord, CACHE_KEEP, ConversationTurn, KnowledgeRecord, NewAgentRequest, NewKnowledge, NewPrompt, PromptRecord,
+};
 pub use actions::{ActionRecord, ActionState, INTERRUPTED, NewAction};
 pub use approvals::{ApprovalRecord, EXPIRY_ACTOR, NewApproval};
 pub use audit::{AuditKind, AuditQuery, AuditRecord, NewAudit, Order, Severity};
 pub use db::{BUSY_TIMEOUT, Store};
 pub use error::{Result, StoreError};
 pub use hosts::{HostRecord, HostState};
+pub use registry::{FleetHost, HostSource};
 pub use issues::{ACTIVE_STATES, IssueChanges, IssueQuery, IssueRecord, NewIssue, issue_transition_allowed};
 pub use macha_core::approval::ApprovalState;
 pub use macha_core::issue::{IssueState, Lifecycle};

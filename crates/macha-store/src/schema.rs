@@ -13,7 +13,7 @@
 //! - Ids come from `AUTOINCREMENT`, so they are never reused, even after the highest row is gone.
 
 /// Migration `n` (0-based) takes the schema from version `n` to `n + 1`.
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2_AGENT, V3_FLEET];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -155,4 +155,86 @@ CREATE TABLE hosts (
     first_seen INTEGER NOT NULL,
     last_seen  INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
+"#;
+
+/// The agent: requests to the model, the prompt log (append-only), cached tool outputs,
+/// conversations and learnings.
+const V2_AGENT: &str = r#"
+CREATE TABLE agent_requests (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind           TEXT    NOT NULL CHECK (kind IN ('analysis', 'chat', 'ask', 'discuss', 'learning')),
+    priority       TEXT    NOT NULL CHECK (priority IN ('interactive', 'autonomous', 'batch')),
+    requested_by   TEXT    NOT NULL,
+    correlation_id TEXT,
+    issue_ids      TEXT    NOT NULL DEFAULT '[]' CHECK (json_valid(issue_ids)),
+    approval_id    INTEGER REFERENCES approvals (id),
+    conversation   TEXT,
+    state          TEXT    NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'running', 'succeeded', 'failed')),
+    created_at     INTEGER NOT NULL,
+    finished_at    INTEGER,
+    model          TEXT,
+    result         TEXT,
+    error          TEXT
+) STRICT;
+CREATE INDEX agent_requests_state ON agent_requests (state) WHERE state IN ('queued', 'running');
+CREATE TRIGGER agent_requests_no_delete BEFORE DELETE ON agent_requests
+BEGIN SELECT RAISE(ABORT, 'agent requests are never deleted'); END;
+
+CREATE TABLE prompts (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id        INTEGER NOT NULL REFERENCES agent_requests (id),
+    seq               INTEGER NOT NULL,
+    ts                INTEGER NOT NULL,
+    purpose           TEXT    NOT NULL,
+    model             TEXT    NOT NULL,
+    backend           TEXT    NOT NULL,
+    request           TEXT    NOT NULL CHECK (json_valid(request)),
+    estimated_tokens  INTEGER NOT NULL,
+    prompt_tokens     INTEGER,
+    completion_tokens INTEGER,
+    response          TEXT    CHECK (response IS NULL OR json_valid(response)),
+    error             TEXT
+) STRICT;
+CREATE INDEX prompts_request ON prompts (request_id, seq);
+CREATE TRIGGER prompts_no_update BEFORE UPDATE ON prompts
+BEGIN SELECT RAISE(ABORT, 'the prompt log is append-only'); END;
+CREATE TRIGGER prompts_no_delete BEFORE DELETE ON prompts
+BEGIN SELECT RAISE(ABORT, 'the prompt log is append-only'); END;
+
+CREATE TABLE output_cache (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id INTEGER REFERENCES agent_requests (id),
+    ts         INTEGER NOT NULL,
+    tool       TEXT    NOT NULL,
+    content    TEXT    NOT NULL
+) STRICT;
+CREATE INDEX output_cache_ts ON output_cache (ts);
+
+CREATE TABLE conversations (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation TEXT    NOT NULL,
+    approval_id  INTEGER REFERENCES approvals (id),
+    ts           INTEGER NOT NULL,
+    role         TEXT    NOT NULL CHECK (role IN ('system', 'user', 'assistant', 'tool')),
+    content      TEXT    NOT NULL,
+    who          TEXT
+) STRICT;
+CREATE INDEX conversations_key ON conversations (conversation, id);
+
+CREATE TABLE knowledge (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic      TEXT    NOT NULL,
+    content    TEXT    NOT NULL,
+    category   TEXT    NOT NULL CHECK (category IN ('command', 'pattern', 'troubleshooting', 'performance', 'general')),
+    confidence REAL    NOT NULL CHECK (confidence >= 0 AND confidence <= 1),
+    source     TEXT,
+    created_at INTEGER NOT NULL
+) STRICT;
+"#;
+
+/// The fleet: where a registered host came from (`config`, `journal`, `admin`) and its last
+/// contact (`status`: ok or the classified failure, as JSON).
+const V3_FLEET: &str = r#"
+ALTER TABLE hosts ADD COLUMN source TEXT NOT NULL DEFAULT 'config' CHECK (source IN ('config', 'journal', 'admin'));
+ALTER TABLE hosts ADD COLUMN status TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(status));
 "#;

@@ -65,10 +65,58 @@ pub enum Request {
     QueryAudit {
         query: macha_store::AuditQuery,
     },
+    /// One question to the model (streamed; `macha-ask`).
+    Ask {
+        question: String,
+    },
+    /// One turn of a chat (streamed; `macha-chat`). The conversation id comes back in the first
+    /// answer; sending it again continues the conversation with its history.
+    Chat {
+        #[serde(default)]
+        conversation: Option<String>,
+        message: String,
+    },
+    /// One turn of a discussion of a pending approval (streamed; `macha-approve discuss`).
+    Discuss {
+        id: i64,
+        message: String,
+    },
+    /// The prompt log: exactly what was sent to the model, redacted (`macha-logs prompts`).
+    ListPrompts {
+        #[serde(default)]
+        request_id: Option<i64>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    /// The host registry (`macha-systems list`).
+    ListHosts,
+    /// One registered host with its profile and recent records (`macha-systems show`).
+    ShowHost {
+        name: String,
+    },
+    /// The keys a host presents, with fingerprints (`macha-systems trust`, before confirming).
+    ScanHost {
+        name: String,
+    },
+    /// Pins the presented keys with these fingerprints and makes the host trusted.
+    TrustHost {
+        name: String,
+        fingerprints: Vec<String>,
+    },
+    /// Lets Macha contact a discovered (or new) host, for observation.
+    AdmitHost {
+        name: String,
+    },
+    /// Stops contacting a host and removes its pinned keys; its history stays.
+    ForgetHost {
+        name: String,
+    },
 }
 
 impl Request {
-    /// Whether the request changes state (and so needs an admin).
+    /// Whether the request needs an admin: it changes state, or it talks to the model (whose
+    /// proposals the policy may execute), or it reveals what was sent to the model, or it makes
+    /// Macha contact a host (a key scan).
     pub fn is_write(&self) -> bool {
         matches!(
             self,
@@ -76,7 +124,20 @@ impl Request {
                 | Request::CloseIssue { .. }
                 | Request::Approve { .. }
                 | Request::Reject { .. }
+                | Request::Ask { .. }
+                | Request::Chat { .. }
+                | Request::Discuss { .. }
+                | Request::ListPrompts { .. }
+                | Request::ScanHost { .. }
+                | Request::TrustHost { .. }
+                | Request::AdmitHost { .. }
+                | Request::ForgetHost { .. }
         )
+    }
+
+    /// Whether the answer is streamed: `{"event": …}` lines, then one final response line.
+    pub fn is_streamed(&self) -> bool {
+        matches!(self, Request::Ask { .. } | Request::Chat { .. } | Request::Discuss { .. })
     }
     pub fn op(&self) -> &'static str {
         match self {
@@ -91,6 +152,16 @@ impl Request {
             Request::Approve { .. } => "approve",
             Request::Reject { .. } => "reject",
             Request::QueryAudit { .. } => "query_audit",
+            Request::Ask { .. } => "ask",
+            Request::Chat { .. } => "chat",
+            Request::Discuss { .. } => "discuss",
+            Request::ListPrompts { .. } => "list_prompts",
+            Request::ListHosts => "list_hosts",
+            Request::ShowHost { .. } => "show_host",
+            Request::ScanHost { .. } => "scan_host",
+            Request::TrustHost { .. } => "trust_host",
+            Request::AdmitHost { .. } => "admit_host",
+            Request::ForgetHost { .. } => "forget_host",
         }
     }
 }
@@ -104,6 +175,8 @@ pub enum ErrorCode {
     NotFound,
     Conflict,
     Internal,
+    /// A dependency (the model server) is not available.
+    Unavailable,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +205,30 @@ pub enum ClientError {
     Protocol(String),
     #[error("{message}")]
     Remote { code: ErrorCode, message: String },
+}
+
+/// One line of a streamed answer: an event, or the final response that ends the stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamLine {
+    /// Written as `{"event": …}` (the value's own fields under `event`).
+    Event(serde_json::Value),
+    Done(Response),
+}
+
+impl StreamLine {
+    /// An event line from anything serialisable with an `event` tag.
+    pub fn event<T: Serialize>(e: &T) -> StreamLine {
+        StreamLine::Event(serde_json::to_value(e).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The wire form (without the newline).
+    pub fn to_line(&self) -> String {
+        let v = match self {
+            StreamLine::Event(e) => serde_json::json!({"event": e}),
+            StreamLine::Done(r) => serde_json::to_value(r).unwrap_or(serde_json::Value::Null),
+        };
+        serde_json::to_string(&v).unwrap_or_else(|_| r#"{"ok":false,"code":"internal","error":"encoding"}"#.into())
+    }
 }
 
 /// A synchronous client for the CLI.
@@ -165,6 +262,34 @@ impl Client {
             Response::Err { code, error, .. } => Err(ClientError::Remote { code, message: error }),
         }
     }
+
+    /// Sends a streamed request: `on_event` sees every event (the value under `event`), and the
+    /// final response's `data` is returned.
+    pub fn call_streaming(
+        &mut self,
+        req: &Request,
+        mut on_event: impl FnMut(&serde_json::Value),
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut line = serde_json::to_string(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        line.push('\n');
+        self.writer.write_all(line.as_bytes())?;
+        loop {
+            let mut answer = String::new();
+            if self.reader.read_line(&mut answer)? == 0 {
+                return Err(ClientError::Protocol("the daemon closed the connection".into()));
+            }
+            let v: serde_json::Value =
+                serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            if let Some(e) = v.get("event") {
+                on_event(e);
+                continue;
+            }
+            return match serde_json::from_value::<Response>(v).map_err(|e| ClientError::Protocol(e.to_string()))? {
+                Response::Ok { data, .. } => Ok(data),
+                Response::Err { code, error, .. } => Err(ClientError::Remote { code, message: error }),
+            };
+        }
+    }
 }
 
 /// Parses one request line; errors are for the client to read.
@@ -189,5 +314,11 @@ mod tests {
         assert!(parse_request(&"x".repeat(REQUEST_MAX + 1)).is_err());
         assert!(Request::Reject { id: 1, note: None }.is_write());
         assert!(!Request::ListApprovals { states: vec![], limit: None }.is_write());
+        let ask = Request::Ask { question: "why?".into() };
+        assert!(ask.is_write() && ask.is_streamed());
+        assert!(parse_request(r#"{"op":"chat","message":"hi"}"#).is_ok());
+        assert!(!Request::ListPrompts { request_id: None, limit: None }.is_streamed());
+        let line = StreamLine::Event(serde_json::json!({"event": "token", "text": "a"})).to_line();
+        assert_eq!(line, r#"{"event":{"event":"token","text":"a"}}"#);
     }
 }

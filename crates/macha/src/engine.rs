@@ -72,6 +72,9 @@ pub struct Engine {
     /// Whether the engine may create approvals and executions (false for a standalone check, which
     /// only reports what the policy would decide).
     acting: bool,
+    /// Issues opened (or back) since the last [`Engine::take_new_issues`]: what the model may be
+    /// asked about. A healthy, unchanged cycle adds none.
+    new_issues: Vec<i64>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -123,6 +126,7 @@ impl Engine {
             config,
             history,
             acting,
+            new_issues: Vec::new(),
         })
     }
 
@@ -139,6 +143,17 @@ impl Engine {
         self.autonomy
     }
 
+    /// The issues opened or come back since the last call (for the model's analysis).
+    pub fn take_new_issues(&mut self) -> Vec<i64> {
+        std::mem::take(&mut self.new_issues)
+    }
+
+    /// The hosts other than `local` that actions may target: the trusted hosts of the registry
+    /// (set by the fleet whenever the registry changes).
+    pub fn set_known_hosts(&mut self, hosts: BTreeSet<HostName>) {
+        self.known_hosts = hosts;
+    }
+
     fn ctx(&self, approved: Option<i64>) -> PolicyContext<'_> {
         PolicyContext {
             autonomy: self.autonomy,
@@ -153,7 +168,10 @@ impl Engine {
     /// approvals and age issues. Returns the report and the work to execute.
     pub fn cycle(&mut self, snapshot: &Snapshot, correlation_id: &str) -> anyhow::Result<(CycleReport, Vec<Work>)> {
         let now = snapshot.taken_at;
-        let evaluation = checks::evaluate(snapshot, &self.config.thresholds, &self.history);
+        // The store-growth baseline is this host's; other hosts' snapshots are checked without one.
+        let no_history = CheckHistory::default();
+        let history = if snapshot.host.is_local() { &self.history } else { &no_history };
+        let evaluation = checks::evaluate(snapshot, &self.config.thresholds, history);
         self.record_snapshot(snapshot, &evaluation, correlation_id)?;
         let mut report = CycleReport {
             correlation_id: correlation_id.to_owned(),
@@ -170,7 +188,9 @@ impl Engine {
         }
         // Issues of this host whose check now observed the condition gone.
         report.resolved_issues = self.resolve_cleared(&evaluation, now, correlation_id)?;
-        self.update_history(snapshot);
+        if snapshot.host.is_local() {
+            self.update_history(snapshot);
+        }
         if self.acting {
             self.expire_approvals(now)?;
         }
@@ -264,6 +284,7 @@ impl Engine {
                     seen_at: now,
                 };
                 let issue = self.store.insert_issue(&new, &audit)?;
+                self.new_issues.push(issue.id);
                 tracing::info!(issue_id = issue.id, fingerprint = %fp, correlation_id, "issue opened: {}", finding.summary);
                 Ok(issue)
             }
@@ -282,7 +303,9 @@ impl Engine {
                         .with_subject(&finding.subject);
                         let changes =
                             IssueChanges { summary: Some(finding.summary.clone()), ..IssueChanges::default() };
-                        Ok(self.store.update_issue(issue.id, issue.state, &next, &changes, &audit)?)
+                        let updated = self.store.update_issue(issue.id, issue.state, &next, &changes, &audit)?;
+                        self.new_issues.push(updated.id);
+                        Ok(updated)
                     }
                     Some(_) => Ok(self.store.touch_issue(issue.id, issue.state, now)?),
                     None => Ok(issue),

@@ -25,6 +25,8 @@ pub struct Executor {
     protected: ProtectedUnits,
     timeout: Duration,
     verify_delay: Duration,
+    /// Actions on other hosts (SSH); `None` when SSH is not available.
+    remote: Option<crate::fleet::Remote>,
 }
 
 fn fail(detail: impl Into<String>) -> ActionOutcome {
@@ -39,16 +41,31 @@ impl Executor {
         timeout: Duration,
         verify_delay: Duration,
     ) -> Executor {
-        Executor { systemd, tools, protected, timeout, verify_delay }
+        Executor { systemd, tools, protected, timeout, verify_delay, remote: None }
+    }
+
+    /// With actions on other hosts carried out over SSH by `remote`.
+    pub fn with_remote(mut self, remote: Option<crate::fleet::Remote>) -> Executor {
+        self.remote = remote;
+        self
     }
 
     /// Executes `permit` and reports what happened. Never panics, never returns early without an
-    /// outcome: an error is an outcome with `succeeded = false`.
+    /// outcome: an error is an outcome with `succeeded = false`. An action on other hosts goes to
+    /// the remote executor (SSH), with the same permit.
     pub async fn execute(&self, permit: &Permit) -> ActionOutcome {
-        let action = permit.action();
-        if action.hosts().as_slice().iter().any(|h| !h.is_local()) {
-            return fail("remote execution is not available in this version; nothing was sent");
+        if permit.action().hosts().as_slice().iter().any(|h| !h.is_local()) {
+            return match &self.remote {
+                Some(remote) => remote.execute(permit, self).await,
+                None => fail("remote execution is not available (SSH is not set up on this host); nothing was sent"),
+            };
         }
+        self.execute_local(permit).await
+    }
+
+    /// The part of `permit` that runs on this host.
+    pub(crate) async fn execute_local(&self, permit: &Permit) -> ActionOutcome {
+        let action = permit.action();
         match action {
             Action::RestartUnit { unit, .. }
             | Action::StartUnit { unit, .. }

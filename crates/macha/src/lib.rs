@@ -4,12 +4,14 @@
 //! process-level concerns (signals, sd_notify, logging). Decisions are made in `macha-core`; this
 //! crate carries them out and records them.
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod executor;
+pub mod fleet;
 pub mod logging;
 pub mod observe;
 

@@ -221,6 +221,7 @@ pub fn approve(cmd: ApproveCmd) -> CmdResult {
             });
             Ok(0)
         }
+        ApproveCmd::Discuss { id, client } => super::chat::discuss(id, &client),
         ApproveCmd::Reject { id, note, client } => {
             let v = write_client(&client)?.call(&Request::Reject { id, note })?;
             render::value_or(&v, client.json, |_| format!("approval {id}: rejected"));
@@ -287,6 +288,7 @@ pub fn logs(cmd: LogsCmd) -> CmdResult {
         LogsCmd::Actions(f) => (f, vec![AuditKind::Action, AuditKind::Outcome]),
         LogsCmd::Audit(f) => (f, vec![]),
         LogsCmd::Service { since, follow, limit } => return service_log(since.as_deref(), follow, limit),
+        LogsCmd::Prompts { request, limit, client } => return super::chat::prompts(request, limit, &client),
     };
     audit_log(&filter, kinds)
 }

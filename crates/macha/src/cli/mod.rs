@@ -5,6 +5,7 @@
 //! (some sources could not be observed, nothing found); 64 usage error; 65 invalid input;
 //! 69 daemon unreachable; 77 permission denied; 70 any other failure.
 
+mod chat;
 mod check;
 mod commands;
 mod render;
@@ -49,6 +50,30 @@ pub enum Applet {
         #[command(subcommand)]
         cmd: IssuesCmd,
     },
+    /// Talk with Macha's model about this host (interactive; shows tool calls).
+    #[command(name = "macha-chat", version)]
+    Chat(ChatArgs),
+    /// Ask Macha's model one question.
+    #[command(name = "macha-ask", version)]
+    Ask(AskArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub client: ClientOpts,
+    /// Continue an earlier conversation (its id is in `macha-logs prompts`).
+    #[arg(long)]
+    pub conversation: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AskArgs {
+    #[command(flatten)]
+    pub client: ClientOpts,
+    /// The question (several words are joined).
+    #[arg(required = true, trailing_var_arg = true)]
+    pub question: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,6 +254,12 @@ pub enum ApproveCmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Ask Macha's model about a pending request; type `approve` or `reject` to decide.
+    Discuss {
+        id: i64,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -258,6 +289,17 @@ pub enum LogsCmd {
     Decisions(LogFilter),
     /// Executed actions and their outcomes.
     Actions(LogFilter),
+    /// Exactly what was sent to the model (redacted), per request.
+    Prompts {
+        /// Only the prompts of this agent request.
+        #[arg(long)]
+        request: Option<i64>,
+        /// At most this many prompts (default 20).
+        #[arg(long, short = 'n')]
+        limit: Option<u32>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// The whole audit trail.
     Audit(LogFilter),
     /// The daemon's own log (from the journal).
@@ -323,6 +365,7 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
             Some(crate::api::ClientError::Connect { .. }) => EXIT_UNAVAILABLE,
             Some(crate::api::ClientError::Remote { code: crate::api::ErrorCode::Denied, .. }) => EXIT_NOPERM,
             Some(crate::api::ClientError::Remote { code: crate::api::ErrorCode::BadRequest, .. }) => EXIT_DATAERR,
+            Some(crate::api::ClientError::Remote { code: crate::api::ErrorCode::Unavailable, .. }) => EXIT_UNAVAILABLE,
             _ => EXIT_SOFTWARE,
         };
         Failure { code, error }
@@ -378,6 +421,8 @@ fn dispatch(applet: Applet) -> CmdResult {
         Applet::Approve { cmd } => commands::approve(cmd),
         Applet::Logs { cmd } => commands::logs(cmd),
         Applet::Issues { cmd } => commands::issues(cmd),
+        Applet::Chat(a) => chat::chat(&a),
+        Applet::Ask(a) => chat::ask(&a),
     }
 }
 
@@ -463,7 +508,7 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Applet::command().debug_assert();
-        assert_eq!(applet_names(), ["macha", "macha-check", "macha-approve", "macha-logs", "macha-issues"]);
+        assert_eq!(applet_names(), ["macha", "macha-check", "macha-approve", "macha-logs", "macha-issues", "macha-chat", "macha-ask"]);
     }
 
     #[test]
@@ -474,6 +519,10 @@ mod tests {
             vec!["/usr/bin/macha-approve", "approve", "4", "--note", "ok"],
             vec!["macha-logs", "decisions", "--since", "1h", "--follow"],
             vec!["macha-issues", "list", "--state", "open,acting"],
+            vec!["macha-ask", "why", "did", "nginx", "fail?"],
+            vec!["macha-chat", "--conversation", "chat-1"],
+            vec!["macha-approve", "discuss", "7"],
+            vec!["macha-logs", "prompts", "--request", "3", "--json"],
             vec!["macha", "policy", "check", "--autonomy", "auto-safe", "--json"],
         ] {
             assert!(Applet::try_parse_from(&argv).is_ok(), "{argv:?}");

@@ -50,6 +50,14 @@ pub enum Event {
         work: Work,
         outcome: ActionOutcome,
     },
+    /// A streamed API request (chat, ask, discuss): event lines and the final response go to `sink`.
+    ApiStream {
+        request: Request,
+        peer: Peer,
+        sink: crate::agent::Sink,
+    },
+    /// The agent needs the store or the engine (proposals, records, conversations).
+    Agent(crate::agent::AgentCall),
 }
 
 const JOURNAL_CURSOR_KEY: &str = "journal.cursor";
@@ -150,6 +158,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         journal: Arc::clone(&journal),
     };
 
+    // The language model: a scheduler task, fed by the loop; the cycle never waits for it.
+    let _ = engine.store_mut().close_interrupted_agent_requests(now);
+    let agent = match crate::agent::AgentService::start(&config, tx.clone(), &tracker, stop.clone()) {
+        Ok(a) => a,
+        Err(e) => {
+            engine.alert(now, &format!("the language model is unavailable: {e:#}"), serde_json::Value::Null)?;
+            None
+        }
+    };
+
     // The local API.
     let listener = server::bind(&config.socket)?;
     tracker.spawn(server::serve(listener, tx.clone(), stop.clone()));
@@ -179,7 +197,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut cycle_tick = tokio::time::interval(config.check_interval);
     cycle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    let ctx = LoopCtx { tx: tx.clone(), tracker: tracker.clone(), executor, admin_gid, host, started };
+    let ctx = LoopCtx { tx: tx.clone(), tracker: tracker.clone(), executor, admin_gid, host, started, agent };
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
@@ -248,6 +266,7 @@ struct LoopCtx {
     admin_gid: Option<u32>,
     host: HostName,
     started: std::time::Instant,
+    agent: Option<crate::agent::AgentService>,
 }
 
 impl LoopCtx {
@@ -268,6 +287,10 @@ async fn cycle(engine: &mut Engine, sources: &Sources, ctx: &LoopCtx) -> anyhow:
     let snapshot = sources.collect(&ctx.host, now).await;
     let correlation_id = crate::correlation_id();
     let (report, work) = engine.cycle(&snapshot, &correlation_id)?;
+    // Only new issues reach the model; a healthy, unchanged cycle makes no model call.
+    let new_issues = engine.take_new_issues();
+    let analysis =
+        crate::agent::after_findings(ctx.agent.as_ref(), engine, &new_issues, Some(&snapshot), &correlation_id);
     tracing::info!(
         correlation_id = %correlation_id,
         findings = report.findings.len(),
@@ -275,7 +298,9 @@ async fn cycle(engine: &mut Engine, sources: &Sources, ctx: &LoopCtx) -> anyhow:
         micros = snapshot.collect_micros,
         "cycle done"
     );
-    let out = crate::engine::check_output(&snapshot, &report, engine.autonomy(), "daemon", &engine.config().database);
+    let mut out =
+        crate::engine::check_output(&snapshot, &report, engine.autonomy(), "daemon", &engine.config().database);
+    out["analysis"] = analysis;
     ctx.spawn_work(work);
     Ok(out)
 }
@@ -295,6 +320,8 @@ async fn handle(
             let (_, work) =
                 engine.unit_event(&ctx.host, &unit, &active_state, result.as_deref(), now, &correlation_id)?;
             ctx.spawn_work(work);
+            let new_issues = engine.take_new_issues();
+            crate::agent::after_findings(ctx.agent.as_ref(), engine, &new_issues, None, &correlation_id);
         }
         Event::UnitStreamRestored => {
             tracing::info!("systemd signal stream restored; running a cycle to catch up");
@@ -339,7 +366,23 @@ async fn handle(
             let _ = reply.send(response);
         }
         Event::Done { work, outcome } => {
+            let learn = (outcome.succeeded && outcome.verified)
+                .then(|| (work.permit.action().describe(), work.issue_id, work.correlation_id.clone()));
             engine.finish_action(work, &outcome, crate::now())?;
+            if let Some((action, issue_id, correlation_id)) = learn {
+                crate::agent::after_success(ctx.agent.as_ref(), engine, &action, issue_id, &correlation_id);
+            }
+        }
+        Event::ApiStream { request, peer, sink } => {
+            if request.is_write() && !server::is_admin(peer, ctx.admin_gid) {
+                let _ = sink.send(crate::api::StreamLine::Done(deny(engine, &request, peer)));
+            } else {
+                crate::agent::stream(engine, ctx.agent.as_ref(), request, &server::peer_name(peer), sink);
+            }
+        }
+        Event::Agent(call) => {
+            let work = crate::agent::handle_call(engine, sources, call).await?;
+            ctx.spawn_work(work);
         }
     }
     Ok(())
@@ -349,17 +392,7 @@ async fn api(engine: &mut Engine, sources: &Sources, ctx: &LoopCtx, request: Req
     let now = crate::now();
     let who = server::peer_name(peer);
     if request.is_write() && !server::is_admin(peer, ctx.admin_gid) {
-        let summary = format!("denied {} to {who}: not root and not in the admin group", request.op());
-        let audit = NewAudit::new(now, AuditKind::AuthDenied, Severity::Warning, "local", summary.clone())
-            .with_payload(serde_json::json!({"uid": peer.uid, "gid": peer.gid, "pid": peer.pid, "request": request}));
-        if let Err(e) = engine.store_mut().append_audit(&audit) {
-            tracing::error!("cannot audit a denial: {e}");
-        }
-        tracing::warn!(uid = peer.uid, "{summary}");
-        return Response::err(
-            ErrorCode::Denied,
-            format!("permission denied: {} needs root or the admin group", request.op()),
-        );
+        return deny(engine, &request, peer);
     }
     let result: anyhow::Result<serde_json::Value> = async {
         match request {
@@ -402,6 +435,10 @@ async fn api(engine: &mut Engine, sources: &Sources, ctx: &LoopCtx, request: Req
                 Ok(serde_json::json!({"approval_id": id, "state": "rejected"}))
             }
             Request::QueryAudit { query } => Ok(v(&engine.store().query_audit(&query)?)),
+            Request::ListPrompts { request_id, limit } => crate::agent::list_prompts(engine, request_id, limit),
+            Request::Ask { .. } | Request::Chat { .. } | Request::Discuss { .. } => {
+                Err(BadRequest(format!("{} is answered as a stream", request.op())).into())
+            }
         }
     }
     .await;
@@ -426,6 +463,19 @@ async fn api(engine: &mut Engine, sources: &Sources, ctx: &LoopCtx, request: Req
             Response::err(code, format!("{e:#}"))
         }
     }
+}
+
+/// Refuses a request that needs an admin, and audits the refusal.
+fn deny(engine: &mut Engine, request: &Request, peer: Peer) -> Response {
+    let who = server::peer_name(peer);
+    let summary = format!("denied {} to {who}: not root and not in the admin group", request.op());
+    let audit = NewAudit::new(crate::now(), AuditKind::AuthDenied, Severity::Warning, "local", summary.clone())
+        .with_payload(serde_json::json!({"uid": peer.uid, "gid": peer.gid, "pid": peer.pid, "request": request}));
+    if let Err(e) = engine.store_mut().append_audit(&audit) {
+        tracing::error!("cannot audit a denial: {e}");
+    }
+    tracing::warn!(uid = peer.uid, "{summary}");
+    Response::err(ErrorCode::Denied, format!("permission denied: {} needs root or the admin group", request.op()))
 }
 
 #[derive(Debug, thiserror::Error)]

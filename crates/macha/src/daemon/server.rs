@@ -82,6 +82,30 @@ async fn connection(stream: UnixStream, events: mpsc::Sender<Event>, stop: Cance
             Ok(_) => {
                 match std::str::from_utf8(&line).map_err(|e| e.to_string()).and_then(|s| api::parse_request(s.trim())) {
                     Err(e) => Response::err(api::ErrorCode::BadRequest, e),
+                    Ok(request) if request.is_streamed() => {
+                        // Event lines, then one final response line (the agent's streamed answers).
+                        let (tx, mut rx) = mpsc::unbounded_channel::<api::StreamLine>();
+                        if events.send(Event::ApiStream { request, peer, sink: tx }).await.is_err() {
+                            return;
+                        }
+                        let mut last = Response::err(api::ErrorCode::Internal, "the daemon is shutting down");
+                        while let Some(line) = rx.recv().await {
+                            match line {
+                                api::StreamLine::Done(r) => {
+                                    last = r;
+                                    break;
+                                }
+                                event => {
+                                    let mut s = event.to_line();
+                                    s.push('\n');
+                                    if write.write_all(s.as_bytes()).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                        last
+                    }
                     Ok(request) => {
                         let (tx, rx) = oneshot::channel();
                         if events.send(Event::Api { request, peer, reply: tx }).await.is_err() {

@@ -1,0 +1,624 @@
+//! The model's tools: typed arguments, their JSON Schemas, and the parsing of a model's call into
+//! a [`ToolCall`].
+//!
+//! Every tool but one is read-only. The one proposing tool, `propose_action`, takes exactly the
+//! core's action schema and is parsed with [`Action::from_json`] (size limits, unknown fields and
+//! kinds refused, names validated); the daemon then puts it through the policy gate. A call to a
+//! tool that does not exist, or with arguments that do not validate, is a [`ToolError`] that names
+//! the problem, never a best-effort guess.
+
+use crate::message::{RawToolCall, ToolSpec};
+use macha_core::action::{Action, ActionKind};
+use macha_core::{HostName, UnitName};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// A section of the host snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotSection {
+    Cpu,
+    Memory,
+    Load,
+    Pressure,
+    Filesystems,
+    Network,
+    Processes,
+    Units,
+    Journal,
+    Nix,
+    Hardware,
+}
+
+impl SnapshotSection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotSection::Cpu => "cpu",
+            SnapshotSection::Memory => "memory",
+            SnapshotSection::Load => "load",
+            SnapshotSection::Pressure => "pressure",
+            SnapshotSection::Filesystems => "filesystems",
+            SnapshotSection::Network => "network",
+            SnapshotSection::Processes => "processes",
+            SnapshotSection::Units => "units",
+            SnapshotSection::Journal => "journal",
+            SnapshotSection::Nix => "nix",
+            SnapshotSection::Hardware => "hardware",
+        }
+    }
+}
+
+/// Journal priorities, most severe first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogPriority {
+    Emerg,
+    Alert,
+    Crit,
+    Err,
+    Warning,
+    Notice,
+    Info,
+    Debug,
+}
+
+impl LogPriority {
+    /// journalctl's `--priority` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogPriority::Emerg => "emerg",
+            LogPriority::Alert => "alert",
+            LogPriority::Crit => "crit",
+            LogPriority::Err => "err",
+            LogPriority::Warning => "warning",
+            LogPriority::Notice => "notice",
+            LogPriority::Info => "info",
+            LogPriority::Debug => "debug",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotArgs {
+    /// One section only; all sections when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section: Option<SnapshotSection>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnitArgs {
+    pub unit: UnitName,
+}
+
+/// Longest accepted `grep` filter.
+pub const GREP_MAX: usize = 128;
+/// Most log lines one call returns.
+pub const LOG_LINES_MAX: u32 = 500;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogsArgs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<UnitName>,
+    /// This priority or more severe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<LogPriority>,
+    /// 1-500, default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 500))]
+    pub lines: Option<u32>,
+    /// 1-10080, default 60.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10080))]
+    pub since_minutes: Option<u32>,
+    /// Keep only lines containing this text (plain text, not a pattern).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub grep: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileArgs {
+    /// Absolute path; only allow-listed files can be read.
+    #[schemars(length(min = 1, max = 4096))]
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkArgs {
+    /// `local` or a known host.
+    pub host: HostName,
+    /// TCP port to connect to.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchArgs {
+    #[schemars(length(min = 1, max = 256))]
+    pub query: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CachedArgs {
+    /// The id a truncated tool result named.
+    #[schemars(length(min = 1, max = 64))]
+    pub id: String,
+    /// Byte offset to read from (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+/// Every tool, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolName {
+    GetSnapshot,
+    UnitStatus,
+    ReadLogs,
+    ReadFile,
+    Hardware,
+    CheckNetwork,
+    ListHosts,
+    SearchKnowledge,
+    GetCachedOutput,
+    ProposeAction,
+}
+
+impl ToolName {
+    pub const ALL: [ToolName; 10] = [
+        ToolName::GetSnapshot,
+        ToolName::UnitStatus,
+        ToolName::ReadLogs,
+        ToolName::ReadFile,
+        ToolName::Hardware,
+        ToolName::CheckNetwork,
+        ToolName::ListHosts,
+        ToolName::SearchKnowledge,
+        ToolName::GetCachedOutput,
+        ToolName::ProposeAction,
+    ];
+
+    /// The tools offered for an incident analysis: few, to keep the prompt small.
+    pub const INCIDENT: [ToolName; 4] =
+        [ToolName::UnitStatus, ToolName::ReadLogs, ToolName::GetSnapshot, ToolName::ProposeAction];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolName::GetSnapshot => "get_snapshot",
+            ToolName::UnitStatus => "unit_status",
+            ToolName::ReadLogs => "read_logs",
+            ToolName::ReadFile => "read_file",
+            ToolName::Hardware => "hardware",
+            ToolName::CheckNetwork => "check_network",
+            ToolName::ListHosts => "list_hosts",
+            ToolName::SearchKnowledge => "search_knowledge",
+            ToolName::GetCachedOutput => "get_cached_output",
+            ToolName::ProposeAction => "propose_action",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ToolName> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            ToolName::GetSnapshot => "The host's current snapshot (CPU, memory, disks, units, journal errors, Nix), or one section.",
+            ToolName::UnitStatus => "State of one systemd unit: active/sub state, result, restarts.",
+            ToolName::ReadLogs => "Recent journal lines, filtered by unit, priority, time and text.",
+            ToolName::ReadFile => "Read an allow-listed file (configuration, /proc).",
+            ToolName::Hardware => "CPU, GPUs (temperature, memory), block and USB devices.",
+            ToolName::CheckNetwork => "Whether a TCP port on a known host accepts connections.",
+            ToolName::ListHosts => "The hosts Macha knows.",
+            ToolName::SearchKnowledge => "Search configurations and learned knowledge.",
+            ToolName::GetCachedOutput => "Read more of a large tool result by its id.",
+            ToolName::ProposeAction => "Propose one action. Macha's policy decides: run, ask a person, or refuse. You are told which.",
+        }
+    }
+
+    /// Whether the tool only reads.
+    pub fn read_only(self) -> bool {
+        self != ToolName::ProposeAction
+    }
+
+    /// The JSON Schema of the arguments (draft-07, subschemas inlined, no `$ref`).
+    pub fn parameters(self) -> serde_json::Value {
+        match self {
+            ToolName::GetSnapshot => schema_of::<SnapshotArgs>(),
+            ToolName::UnitStatus => schema_of::<UnitArgs>(),
+            ToolName::ReadLogs => schema_of::<LogsArgs>(),
+            ToolName::ReadFile => schema_of::<FileArgs>(),
+            ToolName::Hardware | ToolName::ListHosts => schema_of::<NoArgs>(),
+            ToolName::CheckNetwork => schema_of::<NetworkArgs>(),
+            ToolName::SearchKnowledge => schema_of::<SearchArgs>(),
+            ToolName::GetCachedOutput => schema_of::<CachedArgs>(),
+            ToolName::ProposeAction => action_parameters(),
+        }
+    }
+
+    pub fn spec(self) -> ToolSpec {
+        ToolSpec { name: self.as_str().to_owned(), description: self.description().to_owned(), parameters: self.parameters() }
+    }
+}
+
+/// The tools of an incident analysis, with `propose_action` limited to `kinds`.
+pub fn incident_specs(kinds: &[ActionKind]) -> Vec<ToolSpec> {
+    ToolName::INCIDENT
+        .iter()
+        .map(|t| match t {
+            ToolName::ProposeAction => ToolSpec {
+                name: t.as_str().to_owned(),
+                description: t.description().to_owned(),
+                parameters: action_parameters_for(kinds),
+            },
+            other => other.spec(),
+        })
+        .collect()
+}
+
+/// Specs of `names`, in order.
+pub fn specs(names: &[ToolName]) -> Vec<ToolSpec> {
+    names.iter().map(|t| t.spec()).collect()
+}
+
+/// A schema with subschemas inlined and decoration (`$schema`, `title`) removed.
+pub fn schema_of<T: JsonSchema>() -> serde_json::Value {
+    let mut settings = schemars::generate::SchemaSettings::draft07();
+    settings.inline_subschemas = true;
+    let schema = settings.into_generator().into_root_schema_for::<T>();
+    let mut v = serde_json::to_value(schema).unwrap_or(serde_json::Value::Null);
+    strip(&mut v, &["$schema", "title"]);
+    compact(&mut v);
+    v
+}
+
+/// The action schema as `propose_action`'s parameters: the core's schema, inlined and compacted
+/// for the prompt (validation keywords the parser checks anyway are left out; `host` is shown as
+/// one name). What the model sends is parsed with `Action::from_json`, whatever it was shown.
+pub fn action_parameters() -> serde_json::Value {
+    action_parameters_for(&ActionKind::ALL)
+}
+
+/// [`action_parameters`] limited to `kinds` (an incident offers the kinds that can help with it).
+pub fn action_parameters_for(kinds: &[ActionKind]) -> serde_json::Value {
+    let mut v = schema_of::<Action>();
+    if let Some(variants) = v.get_mut("oneOf").and_then(|o| o.as_array_mut()) {
+        variants.retain(|variant| {
+            let kind = variant["properties"]["kind"]["const"].as_str().unwrap_or_default();
+            kinds.iter().any(|k| k.as_str() == kind)
+        });
+        for variant in variants.iter_mut() {
+            if let Some(props) = variant.get_mut("properties") {
+                strip(props, &["description"]);
+                if props.get("host").is_some() {
+                    props["host"] = serde_json::json!({"type": "string"});
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Removes validation keywords that cost prompt tokens and that the parsers check anyway.
+fn compact(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for k in ["format", "default", "pattern", "minLength", "maxLength"] {
+                map.remove(k);
+            }
+            map.values_mut().for_each(compact);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(compact),
+        _ => {}
+    }
+}
+
+/// Removes `keys` from every object in `v`, recursively — except inside `properties` maps, where
+/// the keys are field names.
+fn strip(v: &mut serde_json::Value, keys: &[&str]) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for k in keys {
+                if let Some(serde_json::Value::String(_)) = map.get(*k) {
+                    map.remove(*k);
+                }
+            }
+            for (k, child) in map.iter_mut() {
+                if k == "properties" {
+                    if let serde_json::Value::Object(props) = child {
+                        for p in props.values_mut() {
+                            strip(p, keys);
+                        }
+                    }
+                } else {
+                    strip(child, keys);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|i| strip(i, keys)),
+        _ => {}
+    }
+}
+
+/// A validated call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolCall {
+    GetSnapshot(SnapshotArgs),
+    UnitStatus(UnitArgs),
+    ReadLogs(LogsArgs),
+    ReadFile(FileArgs),
+    Hardware,
+    CheckNetwork(NetworkArgs),
+    ListHosts,
+    SearchKnowledge(SearchArgs),
+    GetCachedOutput(CachedArgs),
+    ProposeAction(Box<Action>),
+}
+
+impl ToolCall {
+    pub fn name(&self) -> ToolName {
+        match self {
+            ToolCall::GetSnapshot(_) => ToolName::GetSnapshot,
+            ToolCall::UnitStatus(_) => ToolName::UnitStatus,
+            ToolCall::ReadLogs(_) => ToolName::ReadLogs,
+            ToolCall::ReadFile(_) => ToolName::ReadFile,
+            ToolCall::Hardware => ToolName::Hardware,
+            ToolCall::CheckNetwork(_) => ToolName::CheckNetwork,
+            ToolCall::ListHosts => ToolName::ListHosts,
+            ToolCall::SearchKnowledge(_) => ToolName::SearchKnowledge,
+            ToolCall::GetCachedOutput(_) => ToolName::GetCachedOutput,
+            ToolCall::ProposeAction(_) => ToolName::ProposeAction,
+        }
+    }
+}
+
+/// Why a model's tool call was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ToolError {
+    #[error("there is no tool {name:?}; the tools are: {}", .offered.join(", "))]
+    Unknown { name: String, offered: Vec<String> },
+    #[error("tool {name:?} is not offered here; the tools are: {}", .offered.join(", "))]
+    NotOffered { name: String, offered: Vec<String> },
+    #[error("invalid arguments for {tool}: {reason}")]
+    BadArguments { tool: &'static str, reason: String },
+}
+
+fn shorten(s: &str) -> String {
+    let mut out: String = s.chars().take(80).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// Parses a model's call against the tools offered.
+pub fn parse_call(raw: &RawToolCall, offered: &[ToolName]) -> Result<ToolCall, ToolError> {
+    let names = || offered.iter().map(|t| t.as_str().to_owned()).collect::<Vec<_>>();
+    let Some(tool) = ToolName::parse(raw.name.trim()) else {
+        return Err(ToolError::Unknown { name: shorten(&raw.name), offered: names() });
+    };
+    if !offered.contains(&tool) {
+        return Err(ToolError::NotOffered { name: tool.as_str().to_owned(), offered: names() });
+    }
+    let bad = |reason: String| ToolError::BadArguments { tool: tool.as_str(), reason };
+    // OpenAI-style servers send the arguments as a JSON string; some models send nothing.
+    let args = match &raw.arguments {
+        serde_json::Value::String(s) if s.trim().is_empty() => serde_json::json!({}),
+        serde_json::Value::String(s) => {
+            if s.len() > macha_core::action::DOCUMENT_MAX {
+                return Err(bad(format!("{} bytes of arguments", s.len())));
+            }
+            serde_json::from_str(s).map_err(|e| bad(format!("not JSON: {e}")))?
+        }
+        serde_json::Value::Null => serde_json::json!({}),
+        v => v.clone(),
+    };
+    fn typed<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, String> {
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+    Ok(match tool {
+        ToolName::GetSnapshot => ToolCall::GetSnapshot(typed(args).map_err(bad)?),
+        ToolName::UnitStatus => ToolCall::UnitStatus(typed(args).map_err(bad)?),
+        ToolName::ReadLogs => {
+            let a: LogsArgs = typed(args).map_err(bad)?;
+            if a.lines.is_some_and(|n| !(1..=LOG_LINES_MAX).contains(&n)) {
+                return Err(bad(format!("lines must be 1-{LOG_LINES_MAX}")));
+            }
+            if a.since_minutes.is_some_and(|n| !(1..=10080).contains(&n)) {
+                return Err(bad("since_minutes must be 1-10080".into()));
+            }
+            if let Some(g) = &a.grep
+                && (g.len() > GREP_MAX || g.chars().any(char::is_control))
+            {
+                return Err(bad(format!("grep must be plain text of at most {GREP_MAX} bytes")));
+            }
+            ToolCall::ReadLogs(a)
+        }
+        ToolName::ReadFile => ToolCall::ReadFile(typed(args).map_err(bad)?),
+        ToolName::Hardware => {
+            let _: NoArgs = typed(args).map_err(bad)?;
+            ToolCall::Hardware
+        }
+        ToolName::CheckNetwork => {
+            let a: NetworkArgs = typed(args).map_err(bad)?;
+            if a.port == 0 {
+                return Err(bad("port must be 1-65535".into()));
+            }
+            ToolCall::CheckNetwork(a)
+        }
+        ToolName::ListHosts => {
+            let _: NoArgs = typed(args).map_err(bad)?;
+            ToolCall::ListHosts
+        }
+        ToolName::SearchKnowledge => {
+            let a: SearchArgs = typed(args).map_err(bad)?;
+            if a.query.trim().is_empty() || a.query.len() > 256 {
+                return Err(bad("query must be 1-256 bytes".into()));
+            }
+            ToolCall::SearchKnowledge(a)
+        }
+        ToolName::GetCachedOutput => {
+            let a: CachedArgs = typed(args).map_err(bad)?;
+            if a.id.is_empty() || a.id.len() > 64 || !a.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                return Err(bad("id must be a cache id such as \"c-12\"".into()));
+            }
+            ToolCall::GetCachedOutput(a)
+        }
+        ToolName::ProposeAction => {
+            let doc = args.to_string();
+            let action = Action::from_json(&doc).map_err(|e| bad(e.to_string()))?;
+            ToolCall::ProposeAction(Box::new(action))
+        }
+    })
+}
+
+/// Which files `read_file` may read: exact paths, or every file below a directory entry ending in
+/// `/`. Some names are refused even inside an allowed directory (key material, shadow files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileAllowList {
+    entries: Vec<String>,
+}
+
+/// The default allow-list.
+pub const DEFAULT_READABLE: &[&str] = &[
+    "/etc/nixos/",
+    "/etc/os-release",
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/fstab",
+    "/etc/nix/nix.conf",
+    "/etc/systemd/",
+    "/proc/meminfo",
+    "/proc/cpuinfo",
+    "/proc/loadavg",
+    "/proc/mounts",
+    "/proc/pressure/",
+    "/proc/sys/fs/file-nr",
+];
+
+const NEVER_READ: &[&str] =
+    &["shadow", "gshadow", "id_rsa", "id_ecdsa", "id_ed25519", "secret", "private", ".key", ".pem", ".age", "token", "credentials"];
+
+impl FileAllowList {
+    pub fn new<S: AsRef<str>>(entries: &[S]) -> FileAllowList {
+        FileAllowList { entries: entries.iter().map(|e| e.as_ref().to_owned()).filter(|e| e.starts_with('/')).collect() }
+    }
+
+    pub fn entries(&self) -> &[String] {
+        &self.entries
+    }
+
+    /// Whether `path` may be read. The caller checks again on the canonical path (symlinks).
+    pub fn check(&self, path: &str) -> Result<(), String> {
+        if !path.starts_with('/') {
+            return Err("the path must be absolute".into());
+        }
+        if path.chars().any(char::is_control) || path.split('/').any(|c| c == ".." || c == ".") {
+            return Err("the path must not contain control characters, '.' or '..'".into());
+        }
+        let lower = path.to_ascii_lowercase();
+        let name = lower.rsplit('/').next().unwrap_or_default();
+        if NEVER_READ.iter().any(|n| name.contains(n)) {
+            return Err(format!("{path} may hold secrets and is never read"));
+        }
+        let allowed = self.entries.iter().any(|e| match e.strip_suffix('/') {
+            Some(dir) => path.starts_with(e.as_str()) && path.len() > dir.len() + 1,
+            None => path == e,
+        });
+        if allowed { Ok(()) } else { Err(format!("{path} is not in the allow-list ({})", self.entries.join(", "))) }
+    }
+}
+
+impl Default for FileAllowList {
+    fn default() -> Self {
+        FileAllowList::new(DEFAULT_READABLE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(name: &str, args: serde_json::Value) -> Result<ToolCall, ToolError> {
+        parse_call(&RawToolCall { id: None, name: name.into(), arguments: args }, &ToolName::ALL)
+    }
+
+    #[test]
+    fn every_tool_has_a_ref_free_object_schema() {
+        for t in ToolName::ALL {
+            let p = t.parameters();
+            let s = p.to_string();
+            assert!(!s.contains("$ref"), "{}: {s}", t.as_str());
+            assert!(p.is_object(), "{}", t.as_str());
+            assert_eq!(ToolName::parse(t.as_str()), Some(t));
+        }
+        let action = ToolName::ProposeAction.parameters().to_string();
+        assert!(action.contains("restart_unit") && action.contains("nixos_switch"));
+        assert!(!action.contains("risk"));
+    }
+
+    #[test]
+    fn valid_calls_parse() {
+        assert!(matches!(call("unit_status", serde_json::json!({"unit": "nginx"})), Ok(ToolCall::UnitStatus(a)) if a.unit.as_str() == "nginx.service"));
+        assert!(matches!(call("hardware", serde_json::Value::Null), Ok(ToolCall::Hardware)));
+        assert!(matches!(call("list_hosts", serde_json::json!("")), Ok(ToolCall::ListHosts)));
+        assert!(matches!(call("read_logs", serde_json::json!("{\"unit\":\"nginx\",\"lines\":20}")), Ok(ToolCall::ReadLogs(_))));
+        let p = call("propose_action", serde_json::json!({"kind": "restart_unit", "unit": "nginx", "reason": "failed"}));
+        assert!(matches!(p, Ok(ToolCall::ProposeAction(a)) if a.describe() == "restart_unit nginx.service on local"));
+    }
+
+    #[test]
+    fn hostile_calls_are_refused_with_clear_errors() {
+        let err = |name: &str, args: serde_json::Value| match call(name, args) {
+            Ok(c) => panic!("accepted {name}: {c:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err("run_shell", serde_json::json!({"cmd": "rm -rf /"})).contains("there is no tool \"run_shell\""));
+        assert!(err("unit_status", serde_json::json!({"unit": "nginx; rm -rf /"})).contains("invalid arguments for unit_status"));
+        assert!(err("unit_status", serde_json::json!({"unit": "$(reboot)"})).contains("unit_status"));
+        assert!(err("read_logs", serde_json::json!({"unit": "x", "lines": 100000})).contains("lines"));
+        assert!(err("read_logs", serde_json::json!({"grep": "a\u{0}b"})).contains("grep"));
+        assert!(err("read_logs", serde_json::json!({"unit": "x", "command": "id"})).contains("unknown field"));
+        assert!(err("propose_action", serde_json::json!({"kind": "run_shell", "cmd": "rm -rf /", "reason": ""})).contains("propose_action"));
+        assert!(err("propose_action", serde_json::json!({"kind": "restart_unit", "unit": "nginx", "reason": "x", "risk": "low"})).contains("risk"));
+        assert!(err("propose_action", serde_json::json!("{not json")).contains("not JSON"));
+        assert!(err("get_cached_output", serde_json::json!({"id": "../../etc/shadow"})).contains("cache id"));
+        let only_read = parse_call(
+            &RawToolCall { id: None, name: "propose_action".into(), arguments: serde_json::json!({}) },
+            &[ToolName::UnitStatus],
+        );
+        assert!(matches!(only_read, Err(ToolError::NotOffered { .. })));
+    }
+
+    #[test]
+    fn allow_list() {
+        let list = FileAllowList::default();
+        assert!(list.check("/etc/nixos/configuration.nix").is_ok());
+        assert!(list.check("/etc/hosts").is_ok());
+        for bad in [
+            "/etc/shadow",
+            "/etc/nixos/../shadow",
+            "etc/hosts",
+            "/etc/nixos/",
+            "/etc/nixos/secrets.nix",
+            "/etc/nixos/wg-private.key",
+            "/root/.ssh/id_ed25519",
+            "/etc/hosts2",
+            "/etc/hosts/../passwd",
+        ] {
+            assert!(list.check(bad).is_err(), "{bad}");
+        }
+    }
+}

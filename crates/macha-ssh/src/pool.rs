@@ -1,0 +1,560 @@
+//! The session pool: one multiplexed master connection per host, reused across cycles, and every
+//! remote command and file read of Macha going through it.
+//!
+//! Masters are started by Macha itself (`ssh -M -f -N`, the absolute `ssh` path, a cleared
+//! environment, `-F /dev/null` so no user or system `ssh_config` applies) with strict host keys
+//! against Macha's known_hosts and the registry name as `HostKeyAlias`; commands then go over the
+//! master's control socket with the OpenSSH mux protocol (`openssh` native mux: no process per
+//! command). At most `max_sessions` channels are open per host at once (sshd's `MaxSessions` is
+//! 10 by default). Every command runs under `timeout -k` on the remote side and under a slightly
+//! longer local deadline, so a hung command is killed on the host before Macha stops waiting.
+
+use crate::error::{SshError, classify_connect_failure};
+use crate::remote::{REMOTE_TOOLS, RemoteCommand, RemoteTools, SEARCH_DIRS, Target, is_timeout_status};
+use macha_core::HostName;
+use openssh::Session;
+use openssh_sftp_client::{Sftp, SftpOptions};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::Semaphore;
+
+/// How the pool connects. [`SshSettings::new`] gives the defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SshSettings {
+    /// Absolute path of the OpenSSH client.
+    pub ssh: PathBuf,
+    /// The login user unless a target names another.
+    pub user: String,
+    /// The private key (only this key is offered: `IdentitiesOnly`, no agent).
+    pub key: PathBuf,
+    /// Macha's known_hosts (the only one consulted).
+    pub known_hosts: PathBuf,
+    /// Where control sockets live. Keep it short: a socket path has at most 107 bytes.
+    pub control_dir: PathBuf,
+    /// `ConnectTimeout`; the whole connection attempt is given this plus 5 s.
+    pub connect_timeout: Duration,
+    /// The default time limit of a command.
+    pub command_timeout: Duration,
+    /// `timeout -k`: how long after SIGTERM the remote side sends SIGKILL.
+    pub kill_after: Duration,
+    pub server_alive_interval: Duration,
+    pub server_alive_count_max: u32,
+    /// Channels open at once per host.
+    pub max_sessions: usize,
+    /// `ControlPersist`: an idle master exits after this long (a safety net for masters a crashed
+    /// daemon left behind; the pool itself closes its masters).
+    pub persist: Duration,
+    /// The most output kept per stream of one command.
+    pub output_max: usize,
+}
+
+impl SshSettings {
+    pub fn new(ssh: PathBuf, user: &str, key: PathBuf, known_hosts: PathBuf, control_dir: PathBuf) -> SshSettings {
+        SshSettings {
+            ssh,
+            user: user.to_owned(),
+            key,
+            known_hosts,
+            control_dir,
+            connect_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(60),
+            kill_after: Duration::from_secs(5),
+            server_alive_interval: Duration::from_secs(15),
+            server_alive_count_max: 3,
+            max_sessions: 8,
+            persist: Duration::from_secs(600),
+            output_max: 4 * 1024 * 1024,
+        }
+    }
+
+    /// The `ssh` arguments of a master for `target`, in order (the destination last, after `--`).
+    pub fn master_args(&self, target: &Target, ctl: &Path, log: &Path) -> Vec<String> {
+        let secs = |d: Duration| d.as_secs().max(1).to_string();
+        let mut a: Vec<String> = vec![
+            "-E".into(),
+            log.display().to_string(),
+            "-S".into(),
+            ctl.display().to_string(),
+            "-M".into(),
+            "-f".into(),
+            "-N".into(),
+            "-F".into(),
+            "/dev/null".into(),
+        ];
+        let options = [
+            format!("ControlPersist={}", secs(self.persist)),
+            "BatchMode=yes".into(),
+            "StrictHostKeyChecking=yes".into(),
+            format!("UserKnownHostsFile={}", self.known_hosts.display()),
+            "GlobalKnownHostsFile=/dev/null".into(),
+            format!("HostKeyAlias={}", target.name),
+            "CheckHostIP=no".into(),
+            "UpdateHostKeys=no".into(),
+            "HashKnownHosts=no".into(),
+            format!("ConnectTimeout={}", secs(self.connect_timeout)),
+            format!("ServerAliveInterval={}", secs(self.server_alive_interval)),
+            format!("ServerAliveCountMax={}", self.server_alive_count_max.max(1)),
+            "IdentitiesOnly=yes".into(),
+            format!("IdentityFile={}", self.key.display()),
+            "IdentityAgent=none".into(),
+            "PasswordAuthentication=no".into(),
+            "KbdInteractiveAuthentication=no".into(),
+            "ForwardAgent=no".into(),
+            "ForwardX11=no".into(),
+            "ClearAllForwardings=yes".into(),
+            "RequestTTY=no".into(),
+            "LogLevel=ERROR".into(),
+        ];
+        for o in options {
+            a.push("-o".into());
+            a.push(o);
+        }
+        a.extend(["-p".into(), target.port.to_string(), "-l".into(), target.user.clone().unwrap_or_else(|| self.user.clone())]);
+        a.push("--".into());
+        a.push(target.address.clone());
+        a
+    }
+}
+
+/// What one remote command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemoteOutput {
+    /// The exit code; `None` when the process was killed by a signal.
+    pub status: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Output beyond `output_max` was discarded.
+    pub truncated: bool,
+    #[serde(serialize_with = "ser_millis")]
+    pub elapsed: Duration,
+}
+
+fn ser_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl RemoteOutput {
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    /// stderr, trimmed and cut to one readable line, for reasons.
+    pub fn stderr_line(&self) -> String {
+        let t: String = String::from_utf8_lossy(&self.stderr)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" / ");
+        t.chars().filter(|c| !c.is_control()).take(300).collect()
+    }
+}
+
+/// A live master connection.
+#[derive(Debug)]
+struct Conn {
+    session: Arc<Session>,
+    dir: PathBuf,
+    ctl: PathBuf,
+    master_pid: Option<u32>,
+    target: Target,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let _ = openssh_mux_client::shutdown_mux_master(&self.ctl);
+        if let Some(pid) = self.master_pid.and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Per-host state.
+#[derive(Debug)]
+struct Slot {
+    sessions: Arc<Semaphore>,
+    conn: tokio::sync::Mutex<Option<(Arc<Conn>, RemoteTools)>>,
+    connects: AtomicU64,
+}
+
+/// Connection counts, for status output and the benchmark.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PoolStats {
+    /// Master connections opened since the pool started.
+    pub connects: u64,
+    /// Hosts with a master right now.
+    pub connected: usize,
+    pub per_host: BTreeMap<String, u64>,
+}
+
+/// The pool. Cheap to share (`Arc<SshPool>`); every method takes `&self`.
+#[derive(Debug)]
+pub struct SshPool {
+    settings: SshSettings,
+    slots: Mutex<HashMap<HostName, Arc<Slot>>>,
+    counter: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl SshPool {
+    /// Creates the control directory (mode 0700). Nothing connects until a command needs it.
+    pub fn new(settings: SshSettings) -> Result<SshPool, SshError> {
+        use std::os::unix::fs::PermissionsExt;
+        if !settings.ssh.is_absolute() {
+            return Err(SshError::Invalid(format!("ssh program {} is not an absolute path", settings.ssh.display())));
+        }
+        crate::remote::valid_user(&settings.user)?;
+        let dir = &settings.control_dir;
+        std::fs::create_dir_all(dir).map_err(|e| SshError::local(format!("creating {}", dir.display()), e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| SshError::local(format!("chmod {}", dir.display()), e))?;
+        // Room for "<dir>/<pid>-<n>/s" within sun_path.
+        if dir.as_os_str().len() > 80 {
+            return Err(SshError::Invalid(format!("control directory {} is too long for a socket path", dir.display())));
+        }
+        Ok(SshPool { settings, slots: Mutex::new(HashMap::new()), counter: AtomicU64::new(0) })
+    }
+
+    pub fn settings(&self) -> &SshSettings {
+        &self.settings
+    }
+
+    fn slot(&self, name: &HostName) -> Arc<Slot> {
+        let mut slots = lock(&self.slots);
+        Arc::clone(slots.entry(name.clone()).or_insert_with(|| {
+            Arc::new(Slot {
+                sessions: Arc::new(Semaphore::new(self.settings.max_sessions.max(1))),
+                conn: tokio::sync::Mutex::new(None),
+                connects: AtomicU64::new(0),
+            })
+        }))
+    }
+
+    /// Starts a master for `target` and waits until it is authenticated (or refused).
+    async fn connect(&self, target: &Target) -> Result<Conn, SshError> {
+        target.validate()?;
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let dir = self.settings.control_dir.join(format!("{:x}-{n:x}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(|e| SshError::local(format!("creating {}", dir.display()), e))?;
+        let (ctl, log) = (dir.join("s"), dir.join("log"));
+        let started = Instant::now();
+        let mut cmd = tokio::process::Command::new(&self.settings.ssh);
+        cmd.args(self.settings.master_args(target, &ctl, &log))
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let limit = self.settings.connect_timeout + Duration::from_secs(5);
+        let fail = |e: SshError| {
+            let _ = std::fs::remove_dir_all(&dir);
+            e
+        };
+        let status = match tokio::time::timeout(limit, cmd.status()).await {
+            Err(_) => {
+                return Err(fail(SshError::ConnectTimeout {
+                    host: target.name.to_string(),
+                    after: limit,
+                    detail: "ssh did not finish connecting".into(),
+                }));
+            }
+            Ok(Err(e)) => return Err(fail(SshError::local(format!("starting {}", self.settings.ssh.display()), e))),
+            Ok(Ok(s)) => s,
+        };
+        if !status.success() {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(fail(classify_connect_failure(target.name.as_str(), &text, started.elapsed())));
+        }
+        let master_pid = match openssh_mux_client::Connection::connect(&ctl).await {
+            Ok(mut c) => c.send_alive_check().await.ok().map(|p| p.get()),
+            Err(_) => None,
+        };
+        let session = Session::resume_mux(ctl.clone().into_boxed_path(), Some(log.into_boxed_path()));
+        tracing::debug!(host = %target.name, ms = started.elapsed().as_millis() as u64, "ssh master connected");
+        Ok(Conn { session: Arc::new(session), dir, ctl, master_pid, target: target.clone() })
+    }
+
+    /// The live connection to `target` and its tools, connecting (and resolving the tools) if
+    /// needed. A master that died or a target that changed address is replaced.
+    async fn ensure(&self, target: &Target, slot: &Slot) -> Result<(Arc<Conn>, RemoteTools), SshError> {
+        let mut guard = slot.conn.lock().await;
+        if let Some((conn, tools)) = guard.as_ref() {
+            if conn.target == *target && conn.session.check().await.is_ok() {
+                return Ok((Arc::clone(conn), tools.clone()));
+            }
+            tracing::info!(host = %target.name, "ssh master gone or target changed; reconnecting");
+            *guard = None;
+        }
+        let conn = Arc::new(self.connect(target).await?);
+        slot.connects.fetch_add(1, Ordering::Relaxed);
+        let tools = {
+            let _permit = slot.sessions.acquire().await.map_err(|e| SshError::local("session limit", e))?;
+            resolve_tools(&conn, &target.name).await?
+        };
+        *guard = Some((Arc::clone(&conn), tools.clone()));
+        Ok((conn, tools))
+    }
+
+    /// Makes sure a master to `target` is up (connecting if needed).
+    pub async fn connect_host(&self, target: &Target) -> Result<RemoteTools, SshError> {
+        let slot = self.slot(&target.name);
+        self.ensure(target, &slot).await.map(|(_, t)| t)
+    }
+
+    /// The programs found on `target` (connecting if needed).
+    pub async fn tools(&self, target: &Target) -> Result<RemoteTools, SshError> {
+        self.connect_host(target).await
+    }
+
+    /// Runs `cmd` on `target`. Waits for a free session slot (at most `max_sessions` per host),
+    /// connects if needed, and gives up locally `kill_after + 2 s` after the command's own limit
+    /// (by when the remote `timeout` has killed it). A timed-out command is `CommandTimeout`.
+    pub async fn run(&self, target: &Target, cmd: &RemoteCommand) -> Result<RemoteOutput, SshError> {
+        let slot = self.slot(&target.name);
+        let (conn, tools) = self.ensure(target, &slot).await?;
+        let line = cmd.line(&tools, self.settings.kill_after)?;
+        let _permit = slot.sessions.acquire().await.map_err(|e| SshError::local("session limit", e))?;
+        let started = Instant::now();
+        let deadline = cmd.timeout() + self.settings.kill_after + Duration::from_secs(2);
+        let timed_out = || SshError::CommandTimeout {
+            host: target.name.to_string(),
+            command: cmd.display(),
+            after: cmd.timeout(),
+        };
+        // A channel refused at open (sshd still counting a session that is just closing, or
+        // another client's channels) never started the command: open again, briefly.
+        let attempts = async {
+            let mut attempt = 0u32;
+            loop {
+                match exec(&conn, &line, self.settings.output_max).await {
+                    Err(ExecError::Open(e)) if attempt < 8 && conn.session.check().await.is_ok() => {
+                        attempt += 1;
+                        tracing::debug!(host = %target.name, attempt, "channel refused ({e}); opening again");
+                        tokio::time::sleep(Duration::from_millis(25 * u64::from(attempt))).await;
+                    }
+                    other => return other,
+                }
+            }
+        };
+        let result = tokio::time::timeout(deadline, attempts).await;
+        match result {
+            Err(_) => Err(timed_out()),
+            Ok(Err(ExecError::Ssh(e) | ExecError::Open(e))) => {
+                // A dead master shows up here; find out and drop it so the next call reconnects.
+                let alive = conn.session.check().await.is_ok();
+                if !alive {
+                    self.drop_conn(&slot, &conn).await;
+                }
+                Err(SshError::Disconnected {
+                    host: target.name.to_string(),
+                    detail: if alive { e.to_string() } else { format!("{e}; the master connection is gone") },
+                })
+            }
+            Ok(Err(ExecError::Terminated)) => {
+                if conn.session.check().await.is_err() {
+                    self.drop_conn(&slot, &conn).await;
+                    return Err(SshError::Disconnected {
+                        host: target.name.to_string(),
+                        detail: "the connection dropped while the command ran".into(),
+                    });
+                }
+                Ok(RemoteOutput { status: None, stdout: vec![], stderr: vec![], truncated: false, elapsed: started.elapsed() })
+            }
+            Ok(Ok(mut out)) => {
+                out.elapsed = started.elapsed();
+                if is_timeout_status(out.status) {
+                    return Err(timed_out());
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    async fn drop_conn(&self, slot: &Slot, conn: &Arc<Conn>) {
+        let mut guard = slot.conn.lock().await;
+        if guard.as_ref().is_some_and(|(c, _)| Arc::ptr_eq(c, conn)) {
+            *guard = None;
+        }
+    }
+
+    /// Reads a file over sftp, at most `max` bytes (more is an error).
+    pub async fn read_file(&self, target: &Target, path: &str, max: usize) -> Result<Vec<u8>, SshError> {
+        let slot = self.slot(&target.name);
+        let (conn, _) = self.ensure(target, &slot).await?;
+        let _permit = slot.sessions.acquire().await.map_err(|e| SshError::local("session limit", e))?;
+        let sftp_err = |e: &dyn std::fmt::Display| SshError::Sftp { host: target.name.to_string(), detail: format!("{path}: {e}") };
+        let limit = self.settings.command_timeout;
+        let read = async {
+            let sftp = Sftp::from_clonable_session(Arc::clone(&conn.session), SftpOptions::default())
+                .await
+                .map_err(|e| sftp_err(&e))?;
+            let result = async {
+                let mut file = sftp.open(path).await.map_err(|e| sftp_err(&e))?;
+                let mut data = Vec::new();
+                loop {
+                    let chunk = file.read(32 * 1024, bytes::BytesMut::new()).await.map_err(|e| sftp_err(&e))?;
+                    match chunk {
+                        None => break,
+                        Some(b) => {
+                            data.extend_from_slice(&b);
+                            if data.len() > max {
+                                return Err(sftp_err(&format!("larger than {max} bytes")));
+                            }
+                        }
+                    }
+                }
+                Ok(data)
+            }
+            .await;
+            let _ = sftp.close().await;
+            result
+        };
+        tokio::time::timeout(limit, read).await.map_err(|_| sftp_err(&"timed out"))?
+    }
+
+    /// Closes the master of `name`, if any (the next command reconnects).
+    pub async fn disconnect(&self, name: &HostName) {
+        let slot = lock(&self.slots).get(name).cloned();
+        if let Some(slot) = slot {
+            *slot.conn.lock().await = None;
+        }
+    }
+
+    /// Closes every master.
+    pub async fn shutdown(&self) {
+        let slots: Vec<Arc<Slot>> = lock(&self.slots).values().cloned().collect();
+        for slot in slots {
+            *slot.conn.lock().await = None;
+        }
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let slots = lock(&self.slots);
+        let mut stats = PoolStats::default();
+        for (name, slot) in slots.iter() {
+            let n = slot.connects.load(Ordering::Relaxed);
+            stats.connects += n;
+            stats.per_host.insert(name.to_string(), n);
+            if slot.conn.try_lock().is_ok_and(|g| g.is_some()) {
+                stats.connected += 1;
+            }
+        }
+        stats
+    }
+
+    /// Master connections opened to `name` so far.
+    pub fn connects(&self, name: &HostName) -> u64 {
+        lock(&self.slots).get(name).map_or(0, |s| s.connects.load(Ordering::Relaxed))
+    }
+}
+
+impl Drop for SshPool {
+    fn drop(&mut self) {
+        // Conn's own Drop stops each master.
+        lock(&self.slots).clear();
+    }
+}
+
+enum ExecError {
+    /// The channel could not be opened: the command did not start.
+    Open(openssh::Error),
+    Ssh(openssh::Error),
+    Terminated,
+}
+
+/// Runs one line over the master and collects its output.
+async fn exec(conn: &Conn, line: &str, max: usize) -> Result<RemoteOutput, ExecError> {
+    let mut child = conn
+        .session
+        .raw_command(line)
+        .stdin(openssh::Stdio::null())
+        .stdout(openssh::Stdio::piped())
+        .stderr(openssh::Stdio::piped())
+        .spawn()
+        .await
+        .map_err(ExecError::Open)?;
+    let mut stdout = child.stdout().take();
+    let mut stderr = child.stderr().take();
+    let ((out, t1), (err, t2)) = tokio::join!(read_capped(stdout.as_mut(), max), read_capped(stderr.as_mut(), 64 * 1024));
+    drop((stdout, stderr));
+    let status = match child.wait().await {
+        Ok(s) => s.code(),
+        Err(openssh::Error::Remote(e)) if e.kind() == std::io::ErrorKind::NotFound => Some(127),
+        Err(openssh::Error::RemoteProcessTerminated) => return Err(ExecError::Terminated),
+        Err(e) => return Err(ExecError::Ssh(e)),
+    };
+    Ok(RemoteOutput { status, stdout: out, stderr: err, truncated: t1 || t2, elapsed: Duration::ZERO })
+}
+
+/// Reads a stream to its end, keeping the first `max` bytes (the rest is read and dropped, so the
+/// remote side never blocks on a full channel).
+async fn read_capped<R: AsyncRead + Unpin>(stream: Option<&mut R>, max: usize) -> (Vec<u8>, bool) {
+    let mut kept = Vec::new();
+    let mut truncated = false;
+    let Some(stream) = stream else { return (kept, truncated) };
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return (kept, truncated),
+            Ok(n) => {
+                let room = max.saturating_sub(kept.len());
+                truncated |= n > room;
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+}
+
+/// Finds the absolute path of every program of [`REMOTE_TOOLS`] on the host, over one sftp
+/// channel: all `stat`s are sent at once; for each tool the first directory of [`SEARCH_DIRS`]
+/// holding an executable file wins.
+async fn resolve_tools(conn: &Conn, name: &HostName) -> Result<RemoteTools, SshError> {
+    let sftp_err = |e: &dyn std::fmt::Display| SshError::Sftp {
+        host: name.to_string(),
+        detail: format!("resolving programs (is the sftp subsystem enabled?): {e}"),
+    };
+    let sftp = Sftp::from_clonable_session(Arc::clone(&conn.session), SftpOptions::default())
+        .await
+        .map_err(|e| sftp_err(&e))?;
+    let candidates: Vec<(&str, String)> =
+        REMOTE_TOOLS.iter().flat_map(|t| SEARCH_DIRS.iter().map(move |d| (*t, format!("{d}/{t}")))).collect();
+    let checks = candidates.iter().map(|(_, path)| {
+        let mut fs = sftp.fs();
+        async move {
+            match fs.metadata(path).await {
+                Ok(m) => {
+                    let exec = m.permissions().is_some_and(|p| {
+                        p.execute_by_owner() || p.execute_by_group() || p.execute_by_other()
+                    });
+                    let file = m.file_type().is_some_and(|t| t.is_file());
+                    exec && file
+                }
+                Err(_) => false,
+            }
+        }
+    });
+    let found = futures_util::future::join_all(checks).await;
+    let _ = sftp.close().await;
+    let mut paths: Vec<(String, String)> = Vec::new();
+    for ((tool, path), ok) in candidates.iter().zip(found) {
+        if ok && !paths.iter().any(|(t, _)| t == tool) {
+            paths.push(((*tool).to_owned(), path.clone()));
+        }
+    }
+    let tools = RemoteTools::new(name, paths);
+    // Without `timeout` no command may run (the wrapper is not optional).
+    tools.path("timeout")?;
+    Ok(tools)
+}

@@ -1,0 +1,797 @@
+//! Remote observation: a fixed set of read-only commands, sent at once over one host's master
+//! connection (one round trip), whose output becomes the same [`Snapshot`] local observation
+//! produces — or, when Macha is installed on the host, its own `macha probe --json`.
+//!
+//! The command set (all wrapped in `timeout -k`, none under `sudo`):
+//!
+//! | section | command |
+//! |---|---|
+//! | cpu, memory, load, pressure, network, mount flags | `grep -H -a '' /proc/stat /proc/meminfo …` (one line per line, prefixed with its file) |
+//! | units | `systemctl show --property=Id,… -- '*'` and `systemctl is-system-running` |
+//! | filesystems | `df -l -B1 --output=size,avail,itotal,iavail,fstype,source,target -x …` |
+//! | processes | `ps -e -o pid=,rss=,times=,comm=` |
+//! | journal | `journalctl --output=json --priority=err --since=-<window>` |
+//! | nix (NixOS only) | `ls -l --time-style=+%s /nix/var/nix/profiles` |
+//!
+//! Everything is parsed by pure functions (tested with output captured from real hosts); a part
+//! that failed makes its sections `Unavailable` with the reason, never empty.
+
+use crate::error::SshError;
+use crate::pool::{RemoteOutput, SshPool};
+use crate::remote::{RemoteCommand, RemoteTools, Target};
+use macha_core::fleet::{OsFamily, OsInfo, detect_os};
+use macha_core::journal::ErrorWindow;
+use macha_core::snapshot::{
+    Cpu, CpuTicks, Filesystem, Generation, Hardware, JournalSummary, NixInfo, Pressure, ProcessInfo, Processes, Section,
+    Snapshot, UnitState, Units,
+};
+use macha_core::{HostName, Timestamp};
+use macha_observe::fs::{DEFAULT_EXCLUDED_MOUNT_PREFIXES, DEFAULT_NETWORK_FS_TYPES, DEFAULT_PSEUDO_FS_TYPES};
+use macha_observe::procfs;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// The `/proc` files read in one `grep`.
+pub const PROC_FILES: [&str; 8] = [
+    "/proc/stat",
+    "/proc/meminfo",
+    "/proc/loadavg",
+    "/proc/pressure/cpu",
+    "/proc/pressure/memory",
+    "/proc/pressure/io",
+    "/proc/net/dev",
+    "/proc/self/mountinfo",
+];
+
+/// The unit properties asked for.
+pub const UNIT_PROPERTIES: &str = "Id,Description,LoadState,ActiveState,SubState,Result,NRestarts";
+
+/// The most journal entries read per probe.
+pub const JOURNAL_LINES: u32 = 2000;
+/// Processes listed per ranking (as the local observer).
+pub const TOP_N: usize = 5;
+
+/// What one probe needs to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeSpec {
+    /// The limit of each remote command (the remote `timeout`).
+    pub timeout: Duration,
+    /// The journal error window.
+    pub journal_window: Duration,
+    /// Use `macha probe --json` when the host has Macha.
+    pub prefer_macha: bool,
+}
+
+/// What Macha remembers about a host between probes: the previous counters (for rates), and the
+/// identity and hardware found on first contact.
+#[derive(Debug, Clone, Default)]
+pub struct HostMemory {
+    pub cpu: Option<(CpuTicks, Timestamp)>,
+    /// CPU seconds per pid at the previous probe.
+    pub process_times: Option<(HashMap<i32, u64>, Timestamp)>,
+    pub os: Option<OsFamily>,
+    pub hardware: Option<Hardware>,
+}
+
+/// What `macha probe --json` prints: the host's own snapshot, versioned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeDocument {
+    pub version: u32,
+    pub snapshot: Snapshot,
+}
+
+pub const PROBE_DOCUMENT_VERSION: u32 = 1;
+
+/// Who the host is: found on first contact.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Identity {
+    pub os: OsInfo,
+    pub hardware: Hardware,
+    /// Running services (unit names), or why they could not be listed.
+    pub running_services: Result<Vec<String>, String>,
+    pub tools: RemoteTools,
+}
+
+fn cmd(tools: &RemoteTools, name: &str, args: &[&str], timeout: Duration) -> Result<RemoteCommand, SshError> {
+    Ok(RemoteCommand::new(tools.command(name)?.args(args.iter().copied()), timeout))
+}
+
+/// The first contact: os-release and `/proc/cpuinfo` over sftp, `uname -s -r -m`, and the
+/// running services.
+pub async fn identify(pool: &SshPool, target: &Target, timeout: Duration) -> Result<Identity, SshError> {
+    let tools = pool.tools(target).await?;
+    let os_release = async {
+        match pool.read_file(target, "/etc/os-release", 64 * 1024).await {
+            Ok(b) => Some(b),
+            Err(_) => pool.read_file(target, "/usr/lib/os-release", 64 * 1024).await.ok(),
+        }
+    };
+    let cpuinfo = pool.read_file(target, "/proc/cpuinfo", 4 * 1024 * 1024);
+    let uname = async {
+        match cmd(&tools, "uname", &["-s", "-r", "-m"], timeout) {
+            Ok(c) => pool.run(target, &c).await.ok().filter(RemoteOutput::success).map(|o| o.stdout_text()),
+            Err(_) => None,
+        }
+    };
+    let services = async {
+        let c = cmd(
+            &tools,
+            "systemctl",
+            &["list-units", "--type=service", "--state=running", "--plain", "--no-legend", "--no-pager", "--full"],
+            timeout,
+        )
+        .map_err(|e| e.to_string())?;
+        let out = pool.run(target, &c).await.map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(format!("systemctl list-units failed: {}", out.stderr_line()));
+        }
+        Ok(parse_running_services(&out.stdout_text()))
+    };
+    let (os_release, cpuinfo, uname, running_services) = tokio::join!(os_release, cpuinfo, uname, services);
+    let os_text = os_release.map(|b| String::from_utf8_lossy(&b).into_owned());
+    let os = detect_os(os_text.as_deref(), uname.as_deref());
+    let info = cpuinfo.ok().map(|b| macha_observe::sysfs::parse_cpuinfo(&String::from_utf8_lossy(&b)));
+    let hardware = Hardware {
+        cpu_model: info.as_ref().and_then(|i| i.model.clone()).unwrap_or_else(|| "unknown".into()),
+        physical_cores: info.as_ref().map_or(0, |i| if i.cores > 0 { i.cores } else { i.processors }),
+        logical_cpus: info.as_ref().map_or(0, |i| i.processors),
+        gpus: Vec::new(),
+        gpu_notes: vec!["GPUs, USB and block devices are not observed over SSH".into()],
+        usb: Vec::new(),
+        block_devices: Vec::new(),
+    };
+    Ok(Identity { os, hardware, running_services, tools })
+}
+
+/// `systemctl list-units --plain --no-legend` lines → unit names.
+pub fn parse_running_services(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|u| u.ends_with(".service") && macha_core::UnitName::parse(u).is_ok())
+        .map(str::to_owned)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The raw output of each part of the command set (or why it failed).
+#[derive(Debug, Clone, Default)]
+pub struct Parts {
+    pub files: Option<Result<String, String>>,
+    pub units: Option<Result<String, String>>,
+    pub state: Option<Result<String, String>>,
+    pub df: Option<Result<String, String>>,
+    pub ps: Option<Result<String, String>>,
+    pub journal: Option<Result<String, String>>,
+    pub nix: Option<Result<String, String>>,
+}
+
+/// Observes `target` once. `Err` only when the host could not be reached at all (connection,
+/// host key, authentication); every other failure is an `Unavailable` section of the snapshot.
+pub async fn observe(
+    pool: &SshPool,
+    target: &Target,
+    spec: &ProbeSpec,
+    memory: &mut HostMemory,
+    now: Timestamp,
+) -> Result<Snapshot, SshError> {
+    let started = Instant::now();
+    let tools = pool.tools(target).await?;
+    if spec.prefer_macha && tools.has("macha") {
+        match probe_with_macha(pool, target, &tools, spec).await {
+            Ok(mut snap) => {
+                snap.host = target.name.clone();
+                snap.taken_at = now;
+                apply_cpu_rate(&mut snap, memory);
+                snap.collect_micros = micros(started);
+                return Ok(snap);
+            }
+            Err(e) => tracing::info!(host = %target.name, "macha probe failed, using the command set: {e}"),
+        }
+    }
+    let parts = run_parts(pool, target, &tools, spec, memory.os == Some(OsFamily::Nixos)).await?;
+    let mut snap = assemble(&target.name, now, &parts, spec, memory);
+    snap.collect_micros = micros(started);
+    Ok(snap)
+}
+
+fn micros(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+async fn probe_with_macha(
+    pool: &SshPool,
+    target: &Target,
+    tools: &RemoteTools,
+    spec: &ProbeSpec,
+) -> Result<Snapshot, String> {
+    let c = cmd(tools, "macha", &["probe", "--json"], spec.timeout).map_err(|e| e.to_string())?;
+    let out = pool.run(target, &c).await.map_err(|e| e.to_string())?;
+    if !out.success() || out.truncated {
+        return Err(format!("exit {:?}: {}", out.status, out.stderr_line()));
+    }
+    let doc: ProbeDocument = serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable probe output: {e}"))?;
+    if doc.version != PROBE_DOCUMENT_VERSION {
+        return Err(format!("probe document version {} (this Macha reads {PROBE_DOCUMENT_VERSION})", doc.version));
+    }
+    Ok(doc.snapshot)
+}
+
+/// Runs the command set, all parts at once. Fails only if the connection itself fails.
+async fn run_parts(
+    pool: &SshPool,
+    target: &Target,
+    tools: &RemoteTools,
+    spec: &ProbeSpec,
+    nixos: bool,
+) -> Result<Parts, SshError> {
+    let t = spec.timeout;
+    let mut files_args = vec!["-H", "-a", "-s", "--", ""];
+    files_args.extend(PROC_FILES);
+    let since = format!("--since=-{}s", spec.journal_window.as_secs().max(1));
+    let lines = format!("--lines={JOURNAL_LINES}");
+    let df_excludes: Vec<String> = DEFAULT_PSEUDO_FS_TYPES
+        .iter()
+        .chain(DEFAULT_NETWORK_FS_TYPES)
+        .flat_map(|t| ["-x".to_owned(), (*t).to_owned()])
+        .collect();
+    let mut df_args: Vec<&str> = vec!["-l", "-B1", "--output=size,avail,itotal,iavail,fstype,source,target"];
+    df_args.extend(df_excludes.iter().map(String::as_str));
+    let property = format!("--property={UNIT_PROPERTIES}");
+    let plan: [(&str, Result<RemoteCommand, SshError>); 7] = [
+        ("files", cmd(tools, "grep", &files_args, t)),
+        ("units", cmd(tools, "systemctl", &["show", "--no-pager", &property, "--", "*"], t)),
+        ("state", cmd(tools, "systemctl", &["is-system-running"], t)),
+        ("df", cmd(tools, "df", &df_args, t)),
+        ("ps", cmd(tools, "ps", &["-e", "-o", "pid=,rss=,times=,comm="], t)),
+        (
+            "journal",
+            cmd(
+                tools,
+                "journalctl",
+                &[
+                    "--output=json",
+                    "--priority=err",
+                    "--no-pager",
+                    "--output-fields=MESSAGE,PRIORITY,_SYSTEMD_UNIT,UNIT,SYSLOG_IDENTIFIER",
+                    &since,
+                    &lines,
+                ],
+                t,
+            ),
+        ),
+        ("nix", cmd(tools, "ls", &["-l", "--time-style=+%s", "/nix/var/nix/profiles/"], t)),
+    ];
+    let run = |c: Result<RemoteCommand, SshError>, name: &'static str| async move {
+        let c = match c {
+            Ok(c) => c,
+            Err(e) => return (name, Ok(Err(e.to_string()))),
+        };
+        match pool.run(target, &c).await {
+            Ok(out) => (name, Ok(Ok(out))),
+            // Only a failed connection fails the probe; a command that failed is its section's reason.
+            Err(e) if matches!(e, SshError::Disconnected { .. }) => (name, Err(e)),
+            Err(e) => (name, Ok(Err(e.to_string()))),
+        }
+    };
+    let mut futures = Vec::new();
+    for (name, c) in plan {
+        if name == "nix" && !nixos {
+            continue;
+        }
+        let static_name: &'static str = match name {
+            "files" => "files",
+            "units" => "units",
+            "state" => "state",
+            "df" => "df",
+            "ps" => "ps",
+            "journal" => "journal",
+            _ => "nix",
+        };
+        futures.push(run(c, static_name));
+    }
+    let results = futures_util::future::join_all(futures).await;
+    let mut parts = Parts::default();
+    for (name, r) in results {
+        let r = r?;
+        let text = match r {
+            Err(reason) => Err(reason),
+            Ok(out) => classify_output(name, &out),
+        };
+        let slot = match name {
+            "files" => &mut parts.files,
+            "units" => &mut parts.units,
+            "state" => &mut parts.state,
+            "df" => &mut parts.df,
+            "ps" => &mut parts.ps,
+            "journal" => &mut parts.journal,
+            _ => &mut parts.nix,
+        };
+        *slot = Some(text);
+    }
+    Ok(parts)
+}
+
+/// Which exit codes still carry usable output: `grep` exits 2 when one of the files is missing
+/// (the others are still printed), `systemctl is-system-running` exits non-zero unless running.
+fn classify_output(name: &str, out: &RemoteOutput) -> Result<String, String> {
+    let usable = match name {
+        "files" => matches!(out.status, Some(0 | 2)) && !out.stdout.is_empty(),
+        "state" => !out.stdout.is_empty(),
+        "df" => matches!(out.status, Some(0 | 1)) && !out.stdout.is_empty(),
+        _ => out.success(),
+    };
+    if out.truncated && name != "journal" {
+        return Err(format!("{name}: output larger than the limit"));
+    }
+    if usable {
+        Ok(out.stdout_text())
+    } else {
+        let err = out.stderr_line();
+        Err(if err.is_empty() { format!("exit status {:?}", out.status) } else { err })
+    }
+}
+
+/// Turns the parts into a snapshot. Pure, apart from updating `memory`.
+pub fn assemble(host: &HostName, now: Timestamp, parts: &Parts, spec: &ProbeSpec, memory: &mut HostMemory) -> Snapshot {
+    let mut snap = Snapshot::all_unavailable(host.clone(), now, "not observed");
+    let missing = |what: &str| format!("{what}: not run");
+    // /proc files.
+    match &parts.files {
+        Some(Ok(text)) => {
+            let files = split_grep(text, &PROC_FILES);
+            let get = |f: &str| files.get(f).map(String::as_str);
+            let need = |f: &str| get(f).ok_or_else(|| format!("{f} could not be read"));
+            snap.cpu = Section::from_result(need("/proc/stat").and_then(procfs::parse_stat).map(|s| Cpu {
+                logical_cpus: s.logical_cpus,
+                usage_percent: None,
+                window_ms: None,
+                ticks: s.ticks,
+            }));
+            apply_cpu_rate(&mut snap, memory);
+            snap.memory = Section::from_result(need("/proc/meminfo").and_then(procfs::parse_meminfo));
+            snap.load = Section::from_result(need("/proc/loadavg").and_then(procfs::parse_loadavg));
+            snap.network = Section::from_result(need("/proc/net/dev").and_then(procfs::parse_net_dev));
+            snap.pressure = Section::from_result(pressure(&get));
+            let mountinfo = get("/proc/self/mountinfo").map(str::to_owned);
+            snap.filesystems = match &parts.df {
+                Some(Ok(df)) => Section::from_result(parse_df(df, mountinfo.as_deref())),
+                Some(Err(e)) => Section::unavailable(format!("df: {e}")),
+                None => Section::unavailable(missing("df")),
+            };
+        }
+        Some(Err(e)) => {
+            let reason = format!("reading /proc: {e}");
+            snap.cpu = Section::unavailable(&reason);
+            snap.memory = Section::unavailable(&reason);
+            snap.load = Section::unavailable(&reason);
+            snap.network = Section::unavailable(&reason);
+            snap.pressure = Section::unavailable(&reason);
+            snap.filesystems = match &parts.df {
+                Some(Ok(df)) => Section::from_result(parse_df(df, None)),
+                Some(Err(e)) => Section::unavailable(format!("df: {e}")),
+                None => Section::unavailable(missing("df")),
+            };
+        }
+        None => {}
+    }
+    snap.units = match (&parts.units, &parts.state) {
+        (Some(Ok(units)), state) => {
+            let system_state = match state {
+                Some(Ok(s)) => s.trim().to_owned(),
+                _ => "unknown".to_owned(),
+            };
+            Section::from_result(parse_units(units, &system_state))
+        }
+        (Some(Err(e)), _) => Section::unavailable(format!("systemctl: {e}")),
+        (None, _) => Section::unavailable(missing("systemctl")),
+    };
+    snap.processes = match &parts.ps {
+        Some(Ok(ps)) => Section::from_result(parse_ps(ps, now, memory)),
+        Some(Err(e)) => Section::unavailable(format!("ps: {e}")),
+        None => Section::unavailable(missing("ps")),
+    };
+    snap.journal = match &parts.journal {
+        Some(Ok(text)) => Section::ok(journal_summary(text, spec.journal_window, now)),
+        Some(Err(e)) => Section::unavailable(format!("journalctl: {e}")),
+        None => Section::unavailable(missing("journalctl")),
+    };
+    snap.nix = match (&parts.nix, memory.os) {
+        (Some(Ok(ls)), _) => Section::from_result(parse_profiles(ls, snap.filesystems.data().map(Vec::as_slice))),
+        (Some(Err(e)), _) => Section::unavailable(format!("nix profiles: {e}")),
+        (None, Some(OsFamily::Nixos)) => Section::unavailable(missing("ls /nix/var/nix/profiles")),
+        (None, os) => Section::unavailable(format!(
+            "not a NixOS host ({})",
+            os.map_or("operating system not identified yet", OsFamily::as_str)
+        )),
+    };
+    snap.hardware = match &memory.hardware {
+        Some(h) => Section::ok(h.clone()),
+        None => Section::unavailable("hardware is read on first contact, which did not complete"),
+    };
+    snap
+}
+
+/// Fills in the CPU rate from the previous counters of the same host, and remembers these.
+fn apply_cpu_rate(snap: &mut Snapshot, memory: &mut HostMemory) {
+    let Section::Ok { data: cpu } = &mut snap.cpu else { return };
+    if let Some((prev, at)) = memory.cpu {
+        let total = |t: CpuTicks| t.busy.saturating_add(t.idle);
+        if let (Some(busy), Some(all)) =
+            (cpu.ticks.busy.checked_sub(prev.busy), total(cpu.ticks).checked_sub(total(prev)))
+            && all > 0
+        {
+            cpu.usage_percent = Some((100.0 * busy as f64 / all as f64).clamp(0.0, 100.0));
+            cpu.window_ms = (snap.taken_at >= at).then(|| u64::try_from(snap.taken_at.since(at).as_millis()).unwrap_or(0));
+        }
+    }
+    memory.cpu = Some((cpu.ticks, snap.taken_at));
+}
+
+fn pressure<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Pressure, String> {
+    let read = |f: &str| {
+        get(f).ok_or_else(|| format!("{f} could not be read (kernel without PSI?)")).and_then(procfs::parse_pressure)
+    };
+    let cpu = read("/proc/pressure/cpu")?;
+    let mem = read("/proc/pressure/memory")?;
+    let io = read("/proc/pressure/io")?;
+    let full = |p: &procfs::PressureFile, f: &str| p.full.clone().ok_or_else(|| format!("{f} has no full line"));
+    Ok(Pressure {
+        cpu_some: cpu.some,
+        memory_full: full(&mem, "/proc/pressure/memory")?,
+        memory_some: mem.some,
+        io_full: full(&io, "/proc/pressure/io")?,
+        io_some: io.some,
+    })
+}
+
+/// Splits `grep -H` output back into files: every line is `<file>:<line>`; only the files asked for
+/// are recognised (a line of one file never passes for another).
+pub fn split_grep<'a>(text: &str, files: &[&'a str]) -> BTreeMap<&'a str, String> {
+    let mut out: BTreeMap<&'a str, String> = BTreeMap::new();
+    for line in text.lines() {
+        // Longest name first, so "/proc/stat" never claims a line of "/proc/stat_x".
+        let hit = files
+            .iter()
+            .filter(|f| line.len() > f.len() && line.starts_with(**f) && line.as_bytes()[f.len()] == b':')
+            .max_by_key(|f| f.len());
+        if let Some(f) = hit {
+            let body = out.entry(*f).or_default();
+            body.push_str(&line[f.len() + 1..]);
+            body.push('\n');
+        }
+    }
+    out
+}
+
+/// Parses `systemctl show --property=… -- '*'`: blocks of `Key=value` lines separated by blank
+/// lines, one per loaded unit.
+pub fn parse_units(text: &str, system_state: &str) -> Result<Units, String> {
+    let mut units: Vec<UnitState> = Vec::new();
+    let mut block: HashMap<&str, &str> = HashMap::new();
+    let mut flush = |block: &mut HashMap<&str, &str>| {
+        if let Some(id) = block.get("Id").filter(|s| !s.is_empty()) {
+            let get = |k: &str| block.get(k).map(|s| (*s).to_owned()).unwrap_or_default();
+            let is_service = id.ends_with(".service");
+            units.push(UnitState {
+                name: (*id).to_owned(),
+                description: get("Description").chars().take(256).collect(),
+                load_state: get("LoadState"),
+                active_state: get("ActiveState"),
+                sub_state: get("SubState"),
+                result: block.get("Result").filter(|_| is_service).map(|s| (*s).to_owned()),
+                n_restarts: if is_service { block.get("NRestarts").and_then(|s| s.parse().ok()) } else { None },
+            });
+        }
+        block.clear();
+    };
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            flush(&mut block);
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            block.insert(k, v);
+        }
+    }
+    flush(&mut block);
+    if units.is_empty() {
+        return Err("systemctl listed no units".into());
+    }
+    let failed: Vec<String> = units.iter().filter(|u| u.active_state == "failed").map(|u| u.name.clone()).collect();
+    let total = u32::try_from(units.len()).unwrap_or(u32::MAX);
+    let notable: Vec<UnitState> =
+        units.into_iter().filter(|u| u.active_state == "failed" || u.n_restarts.is_some_and(|n| n > 0)).collect();
+    let system_state = if system_state.is_empty() { "unknown".to_owned() } else { system_state.to_owned() };
+    Ok(Units { system_state, total, notable, failed })
+}
+
+/// Parses `df -B1 --output=size,avail,itotal,iavail,fstype,source,target` (the mount point last,
+/// so that one with spaces stays whole). Read-only flags come from the mount table when given.
+pub fn parse_df(text: &str, mountinfo: Option<&str>) -> Result<Vec<Filesystem>, String> {
+    let mounts = mountinfo.and_then(|m| macha_observe::fs::parse_mountinfo(m.as_bytes()).ok()).unwrap_or_default();
+    let mut out: Vec<Filesystem> = Vec::new();
+    for line in text.lines().skip(1) {
+        let (fields, rest) = fields_and_rest(line, 6);
+        if fields.len() < 6 {
+            continue;
+        }
+        let nums: Vec<Option<u64>> = fields[..4].iter().map(|v| v.parse().ok()).collect();
+        let (fs_type, source) = (fields[4], fields[5]);
+        // The rest of the line, as printed (spaces inside the mount point kept).
+        let target = rest.trim();
+        let (Some(size), Some(avail)) = (nums[0], nums[1]) else { continue };
+        if target.is_empty() || !target.starts_with('/') {
+            continue;
+        }
+        if DEFAULT_EXCLUDED_MOUNT_PREFIXES.iter().any(|p| target.starts_with(p)) || out.iter().any(|f| f.mount_point == target) {
+            continue;
+        }
+        let read_only = mounts.iter().rev().find(|m| m.mount_point_lossy() == target).is_some_and(|m| m.read_only());
+        out.push(Filesystem {
+            mount_point: target.to_owned(),
+            device: source.to_owned(),
+            fs_type: fs_type.to_owned(),
+            total_bytes: size,
+            available_bytes: avail,
+            total_inodes: nums[2].unwrap_or(0),
+            free_inodes: nums[3].unwrap_or(0),
+            read_only,
+        });
+    }
+    if out.is_empty() {
+        return Err("df listed no filesystems".into());
+    }
+    Ok(out)
+}
+
+/// The first `n` whitespace-separated fields of `line` and what follows them.
+fn fields_and_rest(line: &str, n: usize) -> (Vec<&str>, &str) {
+    let mut fields = Vec::with_capacity(n);
+    let mut rest = line;
+    while fields.len() < n {
+        let trimmed = rest.trim_start();
+        if trimmed.is_empty() {
+            break;
+        }
+        let end = trimmed.find(char::is_whitespace).unwrap_or(trimmed.len());
+        fields.push(&trimmed[..end]);
+        rest = &trimmed[end..];
+    }
+    (fields, rest)
+}
+
+/// `[[dd-]hh:]mm:ss` or plain seconds (`times`) → seconds.
+fn cpu_seconds(s: &str) -> Option<u64> {
+    if let Ok(n) = s.parse::<u64>() {
+        return Some(n);
+    }
+    let (days, rest) = match s.split_once('-') {
+        Some((d, r)) => (d.parse::<u64>().ok()?, r),
+        None => (0, s),
+    };
+    let parts: Vec<u64> = rest.split(':').map(|p| p.parse::<u64>().ok()).collect::<Option<Vec<_>>>()?;
+    let secs = parts.iter().fold(0u64, |acc, p| acc.saturating_mul(60).saturating_add(*p));
+    Some(days.saturating_mul(86_400).saturating_add(secs))
+}
+
+/// Parses `ps -e -o pid=,rss=,times=,comm=`. CPU rates come from the previous probe's times.
+pub fn parse_ps(text: &str, now: Timestamp, memory: &mut HostMemory) -> Result<Processes, String> {
+    struct P {
+        pid: i32,
+        rss: u64,
+        secs: u64,
+        name: String,
+    }
+    let mut procs = Vec::new();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(pid), Some(rss), Some(times)) = (it.next(), it.next(), it.next()) else { continue };
+        let (Ok(pid), Ok(rss), Some(secs)) = (pid.parse::<i32>(), rss.parse::<u64>(), cpu_seconds(times)) else {
+            continue;
+        };
+        let name: String = it.collect::<Vec<_>>().join(" ").chars().filter(|c| !c.is_control()).take(64).collect();
+        procs.push(P { pid, rss: rss.saturating_mul(1024), secs, name });
+    }
+    if procs.is_empty() {
+        return Err("ps listed no processes".into());
+    }
+    let window = memory.process_times.as_ref().filter(|(_, at)| now > *at).map(|(m, at)| (m, now.since(*at).as_secs_f64()));
+    let rate = |p: &P| -> Option<f64> {
+        let (prev, secs) = window?;
+        let before = prev.get(&p.pid).copied().unwrap_or(0);
+        Some(p.secs.saturating_sub(before) as f64 / secs * 100.0)
+    };
+    let info = |p: &P| ProcessInfo {
+        pid: p.pid,
+        name: p.name.clone(),
+        rss_bytes: p.rss,
+        cpu_percent: rate(p),
+        cpu_time_ms: p.secs.saturating_mul(1000),
+    };
+    let mut by_cpu: Vec<&P> = procs.iter().collect();
+    by_cpu.sort_by(|a, b| rate(b).unwrap_or(0.0).total_cmp(&rate(a).unwrap_or(0.0)).then(b.secs.cmp(&a.secs)));
+    let top_cpu = by_cpu.iter().take(TOP_N).map(|p| info(p)).collect();
+    let mut by_rss: Vec<&P> = procs.iter().collect();
+    by_rss.sort_by(|a, b| b.rss.cmp(&a.rss));
+    let top_rss = by_rss.iter().take(TOP_N).map(|p| info(p)).collect();
+    let total = u32::try_from(procs.len()).unwrap_or(u32::MAX);
+    memory.process_times = Some((procs.iter().map(|p| (p.pid, p.secs)).collect(), now));
+    Ok(Processes { total, top_cpu, top_rss })
+}
+
+/// journalctl JSON lines → the error window's summary.
+pub fn journal_summary(text: &str, window: Duration, now: Timestamp) -> JournalSummary {
+    let mut w = ErrorWindow::new(window);
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Ok(entry) = macha_observe::journal::parse_entry(line.as_bytes(), 3) {
+            w.record(entry.unit.as_deref(), Timestamp::from_millis(entry.realtime_millis()), &entry.message);
+        }
+    }
+    w.prune(now);
+    w.summary(now)
+}
+
+/// Parses `ls -l --time-style=+%s /nix/var/nix/profiles/`: the `system-N-link` generations (with
+/// their link times and targets) and which one `system` points at. Store space is that of the
+/// filesystem holding `/nix/store` (from `df`).
+pub fn parse_profiles(text: &str, filesystems: Option<&[Filesystem]>) -> Result<NixInfo, String> {
+    let mut current: Option<u32> = None;
+    let mut generations: Vec<Generation> = Vec::new();
+    for line in text.lines() {
+        let Some((left, target)) = line.split_once(" -> ") else { continue };
+        let mut fields: Vec<&str> = left.split_whitespace().collect();
+        let Some(name) = fields.pop() else { continue };
+        let mtime = fields.pop().and_then(|t| t.parse::<i64>().ok());
+        if name == "system" {
+            current = macha_observe::nixinfo::generation_number(target.trim());
+        } else if let Some(n) = macha_observe::nixinfo::generation_number(name) {
+            generations.push(Generation {
+                number: n,
+                path: target.trim().to_owned(),
+                created_at: mtime.map(|s| Timestamp::from_millis(s.saturating_mul(1000))),
+                current: false,
+            });
+        }
+    }
+    if generations.is_empty() {
+        return Err("no system generations under /nix/var/nix/profiles".into());
+    }
+    generations.sort_by_key(|g| g.number);
+    for g in &mut generations {
+        g.current = Some(g.number) == current;
+    }
+    let current_system = generations.iter().find(|g| g.current).map(|g| g.path.clone()).unwrap_or_default();
+    let store = filesystems.and_then(|fs| {
+        fs.iter()
+            .filter(|f| "/nix/store".starts_with(f.mount_point.as_str()) && (f.mount_point == "/" || "/nix/store".strip_prefix(f.mount_point.as_str()).is_some_and(|r| r.is_empty() || r.starts_with('/'))))
+            .max_by_key(|f| f.mount_point.len())
+    });
+    let (total, available) = store.map_or((0, 0), |f| (f.total_bytes, f.available_bytes));
+    if store.is_none() {
+        return Err("the filesystem holding /nix/store was not observed".into());
+    }
+    Ok(NixInfo { current_system, generations, store_total_bytes: total, store_available_bytes: available })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> HostName {
+        HostName::parse("c1").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const GREP: &str = "/proc/stat:cpu  100 0 50 800 50 0 0 0 0 0\n/proc/stat:cpu0 50 0 25 400 25 0 0 0 0 0\n/proc/stat:cpu1 50 0 25 400 25 0 0 0 0 0\n/proc/meminfo:MemTotal:        8000000 kB\n/proc/meminfo:MemAvailable:    4000000 kB\n/proc/meminfo:SwapTotal:             0 kB\n/proc/meminfo:SwapFree:              0 kB\n/proc/loadavg:0.50 0.40 0.30 2/170 99\n/proc/pressure/cpu:some avg10=1.00 avg60=0.50 avg300=0.10 total=1\n/proc/pressure/cpu:full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n/proc/pressure/memory:some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n/proc/pressure/memory:full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n/proc/pressure/io:some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n/proc/pressure/io:full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n/proc/net/dev:Inter-|   Receive                                                |  Transmit\n/proc/net/dev: face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n/proc/net/dev:  eth0: 1000 10 0 0 0 0 0 0 2000 20 0 0 0 0 0 0\n/proc/self/mountinfo:25 1 0:30 / / rw,relatime - overlay overlay rw,lowerdir=/x\n/proc/self/mountinfo:30 25 0:31 / /srv ro,relatime - ext4 /dev/vdb ro\n";
+
+    const SHOW: &str = "Id=lab-demo.service\nDescription=Lab demo service (breakable)\nLoadState=loaded\nActiveState=failed\nSubState=failed\nResult=exit-code\nNRestarts=0\n\nResult=success\nNRestarts=3\nId=flappy.service\nDescription=Flappy\nLoadState=loaded\nActiveState=active\nSubState=running\n\nId=ssh.socket\nDescription=OpenBSD Secure Shell server socket\nLoadState=loaded\nActiveState=active\nSubState=listening\nResult=success\n\nId=ssh.service\nDescription=OpenBSD Secure Shell server\nLoadState=loaded\nActiveState=active\nSubState=running\nResult=success\nNRestarts=0\n";
+
+    const DF: &str = "   1B-blocks       Avail   Inodes    IFree Type     Filesystem     Mounted on\n270553174016 77587779584 16777216 16348131 overlay  overlay        /\n10000 5000 100 50 ext4 /dev/vdb /srv\n2000 1000 10 5 ext4 /dev/vdc /mnt/with space\n10000 5000 100 50 ext4 /dev/vdb /srv\n1 1 1 1 ext4 /dev/x /run/netns/foo\n";
+
+    fn spec() -> ProbeSpec {
+        ProbeSpec { timeout: Duration::from_secs(10), journal_window: Duration::from_secs(600), prefer_macha: false }
+    }
+
+    #[test]
+    fn grep_output_splits_by_file() {
+        let files = split_grep(GREP, &PROC_FILES);
+        assert_eq!(files.get("/proc/loadavg").map(String::as_str), Some("0.50 0.40 0.30 2/170 99\n"));
+        assert!(files.get("/proc/meminfo").is_some_and(|m| m.starts_with("MemTotal:")));
+        let tricky = split_grep("/proc/stat_x:1\n/proc/stat:cpu 1\nnoise\n", &["/proc/stat", "/proc/stat_x"]);
+        assert_eq!(tricky.get("/proc/stat").map(String::as_str), Some("cpu 1\n"));
+        assert_eq!(tricky.get("/proc/stat_x").map(String::as_str), Some("1\n"));
+    }
+
+    #[test]
+    fn units_from_systemctl_show() {
+        let u = parse_units(SHOW, "degraded").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((u.total, u.system_state.as_str()), (4, "degraded"));
+        assert_eq!(u.failed, ["lab-demo.service"]);
+        let names: Vec<&str> = u.notable.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["lab-demo.service", "flappy.service"]);
+        assert_eq!(u.notable[0].result.as_deref(), Some("exit-code"));
+        assert_eq!(u.notable[1].n_restarts, Some(3));
+        assert!(parse_units("", "running").is_err());
+    }
+
+    #[test]
+    fn df_rows_with_spaces_duplicates_and_flags() {
+        let mountinfo = split_grep(GREP, &PROC_FILES).remove("/proc/self/mountinfo");
+        let fs = parse_df(DF, mountinfo.as_deref()).unwrap_or_else(|e| panic!("{e}"));
+        let mounts: Vec<&str> = fs.iter().map(|f| f.mount_point.as_str()).collect();
+        assert_eq!(mounts, ["/", "/srv", "/mnt/with space"]);
+        assert_eq!(fs[0].total_bytes, 270_553_174_016);
+        assert_eq!((fs[1].read_only, fs[0].read_only), (true, false));
+        assert!(parse_df("header only\n", None).is_err());
+    }
+
+    #[test]
+    fn ps_rates_from_the_previous_probe() {
+        let mut mem = HostMemory::default();
+        let t0 = Timestamp::from_millis(1_000_000);
+        let first = parse_ps("  1 11736 3 systemd\n 42 2048 100 busy worker\nbad line\n", t0, &mut mem);
+        let first = first.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(first.total, 2);
+        assert_eq!(first.top_cpu[0].name, "busy worker");
+        assert_eq!(first.top_cpu[0].cpu_percent, None);
+        assert_eq!(first.top_rss[0].rss_bytes, 11736 * 1024);
+        let second = parse_ps("  1 11736 3 systemd\n 42 2048 110 busy worker\n", t0.plus(Duration::from_secs(20)), &mut mem);
+        let second = second.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(second.top_cpu[0].cpu_percent, Some(50.0));
+        assert_eq!(cpu_seconds("1-02:03:04"), Some(86_400 + 7384));
+        assert_eq!(cpu_seconds("03:04"), Some(184));
+    }
+
+    #[test]
+    fn assemble_all_sections_and_cpu_rate() {
+        let parts = Parts {
+            files: Some(Ok(GREP.into())),
+            units: Some(Ok(SHOW.into())),
+            state: Some(Ok("degraded\n".into())),
+            df: Some(Ok(DF.into())),
+            ps: Some(Ok("1 100 1 init\n".into())),
+            journal: Some(Ok(r#"{"__CURSOR":"s=1;i=1","__REALTIME_TIMESTAMP":"1000000000","PRIORITY":"3","MESSAGE":"boom","_SYSTEMD_UNIT":"lab-demo.service"}"#.into())),
+            nix: None,
+        };
+        let mut mem = HostMemory::default();
+        let now = Timestamp::from_millis(1_000_000);
+        let s = assemble(&host(), now, &parts, &spec(), &mut mem);
+        let unavailable: Vec<&str> = s.unavailable_sections().iter().map(|(n, _)| *n).collect();
+        assert_eq!(unavailable, ["nix", "hardware"], "{:?}", s.unavailable_sections());
+        assert_eq!(s.cpu.data().map(|c| (c.logical_cpus, c.usage_percent)), Some((2, None)));
+        assert_eq!(s.memory.data().map(|m| m.total_bytes), Some(8_000_000 * 1024));
+        assert_eq!(s.journal.data().map(|j| j.errors_total), Some(1));
+        // Second probe: 100 more busy ticks of 200 → 50 %.
+        let grep2 = GREP.replace("cpu  100 0 50 800 50", "cpu  200 0 50 850 100");
+        let parts2 = Parts { files: Some(Ok(grep2)), ..parts.clone() };
+        let s2 = assemble(&host(), now.plus(Duration::from_secs(60)), &parts2, &spec(), &mut mem);
+        assert_eq!(s2.cpu.data().and_then(|c| c.usage_percent), Some(50.0));
+        assert_eq!(s2.cpu.data().and_then(|c| c.window_ms), Some(60_000));
+        // A part that failed is its sections' reason.
+        let failed = Parts { units: Some(Err("System has not been booted with systemd".into())), files: Some(Err("grep: not found".into())), ..parts };
+        let s3 = assemble(&host(), now, &failed, &spec(), &mut HostMemory::default());
+        assert!(s3.units.unavailable_reason().is_some_and(|r| r.contains("not been booted")));
+        assert!(s3.cpu.unavailable_reason().is_some_and(|r| r.contains("grep: not found")));
+    }
+
+    #[test]
+    fn nix_profiles() {
+        let ls = "total 0\nlrwxrwxrwx 1 root root 15 1700000300 system -> system-3-link\nlrwxrwxrwx 1 root root 90 1700000000 system-2-link -> /nix/store/aaa-nixos-system-2\nlrwxrwxrwx 1 root root 90 1700000300 system-3-link -> /nix/store/bbb-nixos-system-3\nlrwxrwxrwx 1 root root 60 1700000300 default -> /nix/var/nix/profiles/default-1-link\n";
+        let fs = parse_df("h\n100 40 1 1 ext4 /dev/a /\n50 10 1 1 ext4 /dev/b /nix\n60 10 1 1 ext4 /dev/c /nixos\n", None).unwrap_or_else(|e| panic!("{e}"));
+        let n = parse_profiles(ls, Some(&fs)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(n.generations.iter().map(|g| (g.number, g.current)).collect::<Vec<_>>(), [(2, false), (3, true)]);
+        assert_eq!(n.current_system, "/nix/store/bbb-nixos-system-3");
+        assert_eq!((n.store_total_bytes, n.store_available_bytes), (50, 10));
+        assert_eq!(n.generations[0].created_at, Some(Timestamp::from_millis(1_700_000_000_000)));
+        assert!(parse_profiles("total 0\n", Some(&fs)).is_err());
+    }
+
+    #[test]
+    fn running_services_list() {
+        let text = "ssh.service   loaded active running OpenBSD Secure Shell server\nlab-demo.service loaded active running Lab demo\nbad;name.service x\n";
+        assert_eq!(parse_running_services(text), ["lab-demo.service", "ssh.service"]);
+    }
+}

