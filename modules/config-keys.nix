@@ -98,6 +98,10 @@ rec {
     "llm.api_key_file"
     "llm.timeout"
     "llm.context_tokens"
+    "llm.tool_mode"
+    "llm.concurrency"
+    "llm.redact_patterns"
+    "llm.readable_paths"
   ];
 
   # Options that configure the NixOS side (the unit, the user, companions), not a daemon key.

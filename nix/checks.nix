@@ -79,13 +79,16 @@ in
     }
   );
 
-  # Every option set: the module's assertions hold and the rendered configuration passes
-  # `macha check-config` (building it runs the check).
+  # Every option set: the module's assertions hold, and the rendered configuration and the polkit
+  # rule's configuration pass `macha check-config` (building them runs the check).
   module-every-option =
     if failedAssertions != [ ] then
       throw (lib.concatMapStringsSep "\n" (a: a.message) failedAssertions)
     else
-      everyOption.config.environment.etc."macha/macha.toml".source;
+      pkgs.linkFarm "macha-module-every-option" {
+        "macha.toml" = everyOption.config.environment.etc."macha/macha.toml".source;
+        "polkit.rules" = pkgs.writeText "macha-polkit.rules" everyOption.config.security.polkit.extraConfig;
+      };
 
   # A configuration the daemon rejects fails the system build, with the daemon's message.
   module-rejects-bad-config =

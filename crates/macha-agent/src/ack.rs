@@ -3,9 +3,46 @@
 
 /// Words an acknowledgement consists of.
 const WORDS: &[&str] = &[
-    "thanks", "thank", "you", "thx", "ty", "tysm", "cheers", "ok", "okay", "k", "great", "good", "cool", "nice", "perfect",
-    "awesome", "excellent", "got", "it", "understood", "alright", "fine", "so", "much", "very", "a", "lot", "appreciated",
-    "macha", "that", "works", "helps", "helped", "sounds", "makes", "sense", "noted", "wonderful", "brilliant", "super",
+    "thanks",
+    "thank",
+    "you",
+    "thx",
+    "ty",
+    "tysm",
+    "cheers",
+    "ok",
+    "okay",
+    "k",
+    "great",
+    "good",
+    "cool",
+    "nice",
+    "perfect",
+    "awesome",
+    "excellent",
+    "got",
+    "it",
+    "understood",
+    "alright",
+    "fine",
+    "so",
+    "much",
+    "very",
+    "a",
+    "lot",
+    "appreciated",
+    "macha",
+    "that",
+    "works",
+    "helps",
+    "helped",
+    "sounds",
+    "makes",
+    "sense",
+    "noted",
+    "wonderful",
+    "brilliant",
+    "super",
 ];
 
 /// The answer to an acknowledgement.
@@ -21,8 +58,7 @@ pub fn is_acknowledgement(text: &str) -> bool {
         return true;
     }
     let lower = t.to_lowercase();
-    let words: Vec<&str> =
-        lower.split(|c: char| !c.is_alphanumeric() && c != '\'').filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric() && c != '\'').filter(|w| !w.is_empty()).collect();
     !words.is_empty()
         && words.iter().all(|w| WORDS.contains(w))
         && words.iter().any(|w| !["you", "it", "so", "much", "very", "a", "lot", "macha", "that"].contains(w))
@@ -34,7 +70,17 @@ mod tests {
 
     #[test]
     fn acknowledgements() {
-        for t in ["thanks", "Thanks!", "thank you so much", "ok", "OK, great.", "got it", "👍", "cheers macha", "perfect, thx"] {
+        for t in [
+            "thanks",
+            "Thanks!",
+            "thank you so much",
+            "ok",
+            "OK, great.",
+            "got it",
+            "👍",
+            "cheers macha",
+            "perfect, thx",
+        ] {
             assert!(is_acknowledgement(t), "{t}");
         }
         for t in [

@@ -1,9 +1,9 @@
 //! Context budgeting: token estimates, the per-tool output budget, and splitting large outputs
 //! into chunks for summarising.
 //!
-//! Estimates are deliberately simple and a little pessimistic (about four bytes per token plus a
-//! small overhead per message): they decide what fits, the server's own count is recorded next to
-//! them.
+//! Estimates are deliberately simple and pessimistic (three bytes per token — small models'
+//! tokenizers split JSON and logs finely — plus a small overhead per message): they decide what
+//! fits; the server's own count is recorded next to them.
 
 use crate::message::{ChatRequest, Message};
 
@@ -18,12 +18,16 @@ pub const DEFAULT_TOOL_SHARE_PERCENT: u32 = 15;
 
 /// Estimated tokens of a text.
 pub fn estimate_tokens(text: &str) -> usize {
-    text.len().div_ceil(4)
+    text.len().div_ceil(BYTES_PER_TOKEN)
 }
+
+/// Bytes per token the estimates assume.
+pub const BYTES_PER_TOKEN: usize = 3;
 
 /// Estimated tokens of one message (content, tool calls, and the template's framing).
 pub fn message_tokens(m: &Message) -> usize {
-    let calls: usize = m.tool_calls.iter().map(|c| estimate_tokens(&c.name) + estimate_tokens(&c.arguments.to_string())).sum();
+    let calls: usize =
+        m.tool_calls.iter().map(|c| estimate_tokens(&c.name) + estimate_tokens(&c.arguments.to_string())).sum();
     4 + estimate_tokens(&m.content) + calls
 }
 
@@ -33,7 +37,9 @@ pub fn request_tokens(req: &ChatRequest) -> usize {
     let tools: usize = req
         .tools
         .iter()
-        .map(|t| 8 + estimate_tokens(&t.name) + estimate_tokens(&t.description) + estimate_tokens(&t.parameters.to_string()))
+        .map(|t| {
+            8 + estimate_tokens(&t.name) + estimate_tokens(&t.description) + estimate_tokens(&t.parameters.to_string())
+        })
         .sum();
     let format = req.format.as_ref().map_or(0, |f| estimate_tokens(&f.to_string()));
     messages + tools + format
@@ -60,7 +66,7 @@ impl Budget {
     /// Bytes one tool output may take in the prompt.
     pub fn tool_output_bytes(&self) -> usize {
         let tokens = u64::from(self.context_tokens) * u64::from(self.tool_share_percent) / 100;
-        usize::try_from(tokens * 4).unwrap_or(usize::MAX).max(512)
+        usize::try_from(tokens * BYTES_PER_TOKEN as u64).unwrap_or(usize::MAX).max(512)
     }
 
     /// Tokens the conversation (everything but the answer) may take.
@@ -164,10 +170,10 @@ mod tests {
     #[test]
     fn budgets() {
         let b = Budget::new(8192);
-        assert_eq!(b.tool_output_bytes(), 8192 * 15 / 100 * 4);
+        assert_eq!(b.tool_output_bytes(), 8192 * 15 / 100 * 3);
         assert_eq!(b.history_tokens(), 8192 - 2048);
-        assert_eq!(estimate_tokens("abcd"), 1);
-        assert_eq!(estimate_tokens("abcde"), 2);
+        assert_eq!(estimate_tokens("abc"), 1);
+        assert_eq!(estimate_tokens("abcd"), 2);
     }
 
     #[test]

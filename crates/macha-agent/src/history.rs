@@ -12,11 +12,7 @@ fn groups(messages: &[Message], start: usize) -> Vec<(usize, usize)> {
     let mut i = start;
     while i < messages.len() {
         let mut j = i + 1;
-        if messages[i].role == Role::Assistant {
-            while j < messages.len() && messages[j].role == Role::Tool {
-                j += 1;
-            }
-        } else if messages[i].role == Role::Tool {
+        if matches!(messages[i].role, Role::Assistant | Role::Tool) {
             while j < messages.len() && messages[j].role == Role::Tool {
                 j += 1;
             }
@@ -87,7 +83,7 @@ mod tests {
         assert_eq!(p[0].content, "sys");
         assert!(p[1].content.contains("earlier messages were left out"), "{:?}", p[1]);
         assert!(p.last().is_some_and(|l| l.content == "answer 9"));
-        assert!(p.iter().skip(2).next().is_some_and(|m| m.role != Role::Tool));
+        assert!(p.get(2).is_some_and(|m| m.role != Role::Tool));
         let total: usize = p.iter().map(message_tokens).sum();
         assert!(total <= 1_000 + 40, "{total}");
         // A tool result never survives without the call before it.

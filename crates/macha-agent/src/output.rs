@@ -24,10 +24,10 @@ pub enum Confidence {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Diagnosis {
-    #[schemars(length(min = 1, max = 2000))]
+    #[schemars(length(min = 1, max = 500))]
     pub summary: String,
     #[serde(default)]
-    #[schemars(length(max = 2000))]
+    #[schemars(length(max = 500))]
     pub cause: String,
     pub confidence: Confidence,
 }
@@ -59,7 +59,7 @@ impl LearningCategory {
 pub struct Learning {
     #[schemars(length(min = 1, max = 120))]
     pub topic: String,
-    #[schemars(length(min = 1, max = 1000))]
+    #[schemars(length(min = 1, max = 500))]
     pub content: String,
     pub category: LearningCategory,
     #[schemars(range(min = 0.0, max = 1.0))]
@@ -89,8 +89,8 @@ fn len(field: &str, s: &str, min: usize, max: usize) -> Result<(), String> {
 
 impl Structured for Diagnosis {
     fn check(&self) -> Result<(), String> {
-        len("summary", &self.summary, 1, 2000)?;
-        len("cause", &self.cause, 0, 2000)
+        len("summary", &self.summary, 1, 500)?;
+        len("cause", &self.cause, 0, 500)
     }
 }
 
@@ -101,7 +101,7 @@ impl Structured for Learnings {
         }
         for l in &self.learnings {
             len("topic", &l.topic, 1, 120)?;
-            len("content", &l.content, 1, 1000)?;
+            len("content", &l.content, 1, 500)?;
             if !(0.0..=1.0).contains(&l.confidence) || l.confidence.is_nan() {
                 return Err("confidence must be between 0 and 1".into());
             }
@@ -124,14 +124,15 @@ pub fn parse<T: Structured>(text: &str) -> Result<T, OutputError> {
     if body.is_empty() {
         return Err(OutputError("the answer was empty".into()));
     }
-    let value: T = serde_json::from_str(body).map_err(|e| OutputError(format!("not valid JSON for the schema: {e}")))?;
+    let value: T =
+        serde_json::from_str(body).map_err(|e| OutputError(format!("not valid JSON for the schema: {e}")))?;
     value.check().map_err(OutputError)?;
     Ok(value)
 }
 
 /// The JSON Schema of a structured answer (inlined, for `format`).
 pub fn schema<T: JsonSchema>() -> serde_json::Value {
-    crate::tools::schema_of::<T>()
+    crate::tools::schema_full::<T>()
 }
 
 /// The message that asks for a corrected answer, quoting the error.
@@ -220,7 +221,10 @@ mod tests {
     fn learnings_parse_and_check() {
         let ok = r#"{"learnings":[{"topic":"nginx restart","content":"a bad upstream makes nginx exit 1","category":"troubleshooting","confidence":0.7}]}"#;
         assert!(parse::<Learnings>(ok).is_ok());
-        let three = format!(r#"{{"learnings":[{0},{0},{0}]}}"#, r#"{"topic":"t","content":"c","category":"general","confidence":0.5}"#);
+        let three = format!(
+            r#"{{"learnings":[{0},{0},{0}]}}"#,
+            r#"{"topic":"t","content":"c","category":"general","confidence":0.5}"#
+        );
         assert!(parse::<Learnings>(&three).is_err());
         let bad_conf = r#"{"learnings":[{"topic":"t","content":"c","category":"general","confidence":7}]}"#;
         assert!(parse::<Learnings>(bad_conf).is_err());
@@ -228,12 +232,18 @@ mod tests {
 
     #[test]
     fn steps() {
-        assert!(matches!(parse_step(r#"{"tool":"unit_status","arguments":{"unit":"nginx"}}"#), Ok(Step::Call(c)) if c.name == "unit_status"));
-        assert!(matches!(parse_step(r#"{"answer":"done"}"#), Ok(Step::Answer(serde_json::Value::String(s))) if s == "done"));
+        assert!(
+            matches!(parse_step(r#"{"tool":"unit_status","arguments":{"unit":"nginx"}}"#), Ok(Step::Call(c)) if c.name == "unit_status")
+        );
+        assert!(
+            matches!(parse_step(r#"{"answer":"done"}"#), Ok(Step::Answer(serde_json::Value::String(s))) if s == "done")
+        );
         for bad in ["{", "[]", r#"{"tool":1}"#, r#"{"answer":"a","tool":"x"}"#, r#"{"run":"rm -rf /"}"#] {
             assert!(parse_step(bad).is_err(), "{bad}");
         }
-        let schema = step_schema(&crate::tools::specs(&[crate::tools::ToolName::UnitStatus]), Some(&schema::<Diagnosis>())).to_string();
+        let schema =
+            step_schema(&crate::tools::specs(&[crate::tools::ToolName::UnitStatus]), Some(&schema::<Diagnosis>()))
+                .to_string();
         assert!(schema.contains("\"const\":\"unit_status\"") && schema.contains("confidence"));
         assert!(retry_prompt("x").contains("invalid: x"));
     }

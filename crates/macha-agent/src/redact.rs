@@ -74,7 +74,10 @@ impl Redactor {
         for (i, p) in extra.iter().enumerate() {
             let p = p.as_ref();
             if p.is_empty() {
-                return Err(RedactError { pattern: String::new(), reason: "an empty pattern matches everything".into() });
+                return Err(RedactError {
+                    pattern: String::new(),
+                    reason: "an empty pattern matches everything".into(),
+                });
             }
             let re = Regex::new(p).map_err(|e| RedactError { pattern: p.to_owned(), reason: e.to_string() })?;
             rules.push(Rule { name: format!("configured_{i}"), re, keep_prefix: false });

@@ -333,7 +333,11 @@ impl<'a> Runner<'a> {
                             Ok(out) => self.fit(name, &out).await,
                             Err(e) => {
                                 let e = self.redactor.apply(&e);
-                                self.emit(AgentEvent::ToolResult { name: name.to_owned(), bytes: e.len(), note: Some("error".into()) });
+                                self.emit(AgentEvent::ToolResult {
+                                    name: name.to_owned(),
+                                    bytes: e.len(),
+                                    note: Some("error".into()),
+                                });
                                 format!("error: {e}")
                             }
                         }
@@ -359,7 +363,12 @@ impl<'a> Runner<'a> {
     }
 
     /// Records an invalid output: the first one gets a retry quoting the error, the second fails.
-    fn refuse(&self, invalid: &mut Option<String>, error: String, messages: &mut Vec<Message>) -> Result<(), AgentError> {
+    fn refuse(
+        &self,
+        invalid: &mut Option<String>,
+        error: String,
+        messages: &mut Vec<Message>,
+    ) -> Result<(), AgentError> {
         if let Some(prev) = invalid.take() {
             return Err(AgentError::Invalid(format!("{prev}; then: {error}")));
         }
@@ -405,7 +414,11 @@ impl<'a> Runner<'a> {
                     }
                 };
                 let note = format!("truncated: the output was {total_bytes} bytes; shown is {how}; {id_note}");
-                self.emit(AgentEvent::ToolResult { name: tool.to_owned(), bytes: total_bytes, note: Some(note.clone()) });
+                self.emit(AgentEvent::ToolResult {
+                    name: tool.to_owned(),
+                    bytes: total_bytes,
+                    note: Some(note.clone()),
+                });
                 prompt::tool_result(tool, &self.nonce, &text, Some(&note))
             }
         }

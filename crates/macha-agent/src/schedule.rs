@@ -77,7 +77,11 @@ pub struct Queue<T> {
 
 impl<T> std::fmt::Debug for Queue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue").field("queued", &self.heap.len()).field("running", &self.running).field("limit", &self.limit).finish()
+        f.debug_struct("Queue")
+            .field("queued", &self.heap.len())
+            .field("running", &self.running)
+            .field("limit", &self.limit)
+            .finish()
     }
 }
 

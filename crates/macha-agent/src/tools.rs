@@ -110,15 +110,13 @@ pub struct LogsArgs {
     /// This priority or more severe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<LogPriority>,
-    /// 1-500, default 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 500))]
     pub lines: Option<u32>,
-    /// 1-10080, default 60.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10080))]
     pub since_minutes: Option<u32>,
-    /// Keep only lines containing this text (plain text, not a pattern).
+    /// Plain text the lines must contain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 128))]
     pub grep: Option<String>,
@@ -190,9 +188,10 @@ impl ToolName {
         ToolName::ProposeAction,
     ];
 
-    /// The tools offered for an incident analysis: few, to keep the prompt small.
-    pub const INCIDENT: [ToolName; 4] =
-        [ToolName::UnitStatus, ToolName::ReadLogs, ToolName::GetSnapshot, ToolName::ProposeAction];
+    /// The tools offered for an incident analysis about units: few, to keep the prompt small.
+    pub const INCIDENT_UNITS: [ToolName; 3] = [ToolName::UnitStatus, ToolName::ReadLogs, ToolName::ProposeAction];
+    /// The tools offered for other incidents (disks, memory, load, Nix, GPUs).
+    pub const INCIDENT_HOST: [ToolName; 3] = [ToolName::GetSnapshot, ToolName::ReadLogs, ToolName::ProposeAction];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -215,7 +214,9 @@ impl ToolName {
 
     pub fn description(self) -> &'static str {
         match self {
-            ToolName::GetSnapshot => "The host's current snapshot (CPU, memory, disks, units, journal errors, Nix), or one section.",
+            ToolName::GetSnapshot => {
+                "The host's current snapshot (CPU, memory, disks, units, journal errors, Nix), or one section."
+            }
             ToolName::UnitStatus => "State of one systemd unit: active/sub state, result, restarts.",
             ToolName::ReadLogs => "Recent journal lines, filtered by unit, priority, time and text.",
             ToolName::ReadFile => "Read an allow-listed file (configuration, /proc).",
@@ -224,7 +225,9 @@ impl ToolName {
             ToolName::ListHosts => "The hosts Macha knows.",
             ToolName::SearchKnowledge => "Search configurations and learned knowledge.",
             ToolName::GetCachedOutput => "Read more of a large tool result by its id.",
-            ToolName::ProposeAction => "Propose one action. Macha's policy decides: run, ask a person, or refuse. You are told which.",
+            ToolName::ProposeAction => {
+                "Propose one action. Macha's policy decides: run, ask a person, or refuse. You are told which."
+            }
         }
     }
 
@@ -249,20 +252,31 @@ impl ToolName {
     }
 
     pub fn spec(self) -> ToolSpec {
-        ToolSpec { name: self.as_str().to_owned(), description: self.description().to_owned(), parameters: self.parameters() }
+        ToolSpec {
+            name: self.as_str().to_owned(),
+            description: self.description().to_owned(),
+            parameters: self.parameters(),
+        }
     }
 }
 
-/// The tools of an incident analysis, with `propose_action` limited to `kinds`.
-pub fn incident_specs(kinds: &[ActionKind]) -> Vec<ToolSpec> {
-    ToolName::INCIDENT
+/// The tools of an incident analysis (of this host), with `propose_action` limited to `kinds`
+/// and shown without `host` (it defaults to this host).
+pub fn incident_specs(names: &[ToolName], kinds: &[ActionKind]) -> Vec<ToolSpec> {
+    names
         .iter()
         .map(|t| match t {
-            ToolName::ProposeAction => ToolSpec {
-                name: t.as_str().to_owned(),
-                description: t.description().to_owned(),
-                parameters: action_parameters_for(kinds),
-            },
+            ToolName::ProposeAction => {
+                let mut parameters = action_parameters_for(kinds);
+                if let Some(variants) = parameters.get_mut("oneOf").and_then(|o| o.as_array_mut()) {
+                    for v in variants {
+                        if let Some(p) = v.get_mut("properties").and_then(|p| p.as_object_mut()) {
+                            p.remove("host");
+                        }
+                    }
+                }
+                ToolSpec { name: t.as_str().to_owned(), description: t.description().to_owned(), parameters }
+            }
             other => other.spec(),
         })
         .collect()
@@ -275,12 +289,19 @@ pub fn specs(names: &[ToolName]) -> Vec<ToolSpec> {
 
 /// A schema with subschemas inlined and decoration (`$schema`, `title`) removed.
 pub fn schema_of<T: JsonSchema>() -> serde_json::Value {
+    let mut v = schema_full::<T>();
+    compact(&mut v);
+    v
+}
+
+/// [`schema_of`] with every validation keyword kept: for structured answers, where a grammar
+/// built from the schema also bounds the lengths (so an answer fits in its token budget).
+pub fn schema_full<T: JsonSchema>() -> serde_json::Value {
     let mut settings = schemars::generate::SchemaSettings::draft07();
     settings.inline_subschemas = true;
     let schema = settings.into_generator().into_root_schema_for::<T>();
     let mut v = serde_json::to_value(schema).unwrap_or(serde_json::Value::Null);
     strip(&mut v, &["$schema", "title"]);
-    compact(&mut v);
     v
 }
 
@@ -311,12 +332,34 @@ pub fn action_parameters_for(kinds: &[ActionKind]) -> serde_json::Value {
     v
 }
 
-/// Removes validation keywords that cost prompt tokens and that the parsers check anyway.
+/// Removes what costs prompt tokens and tells a model nothing the parsers do not check anyway:
+/// format and length keywords, `additionalProperties: false`, `null` in optional types; and
+/// writes `oneOf` lists of constants as one `enum`.
 fn compact(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(map) => {
             for k in ["format", "default", "pattern", "minLength", "maxLength"] {
                 map.remove(k);
+            }
+            if map.get("additionalProperties") == Some(&serde_json::Value::Bool(false)) {
+                map.remove("additionalProperties");
+            }
+            if let Some(serde_json::Value::Array(types)) = map.get("type")
+                && types.len() == 2
+                && types.iter().any(|t| t == "null")
+                && let Some(t) = types.iter().find(|t| *t != "null").cloned()
+            {
+                map.insert("type".into(), t);
+            }
+            let consts: Option<Vec<serde_json::Value>> = map
+                .get("oneOf")
+                .and_then(|o| o.as_array())
+                .filter(|items| !items.is_empty())
+                .and_then(|items| items.iter().map(|i| i.get("const").cloned()).collect());
+            if let Some(values) = consts {
+                map.remove("oneOf");
+                map.insert("type".into(), serde_json::Value::String("string".into()));
+                map.insert("enum".into(), serde_json::Value::Array(values));
             }
             map.values_mut().for_each(compact);
         }
@@ -508,12 +551,26 @@ pub const DEFAULT_READABLE: &[&str] = &[
     "/proc/sys/fs/file-nr",
 ];
 
-const NEVER_READ: &[&str] =
-    &["shadow", "gshadow", "id_rsa", "id_ecdsa", "id_ed25519", "secret", "private", ".key", ".pem", ".age", "token", "credentials"];
+const NEVER_READ: &[&str] = &[
+    "shadow",
+    "gshadow",
+    "id_rsa",
+    "id_ecdsa",
+    "id_ed25519",
+    "secret",
+    "private",
+    ".key",
+    ".pem",
+    ".age",
+    "token",
+    "credentials",
+];
 
 impl FileAllowList {
     pub fn new<S: AsRef<str>>(entries: &[S]) -> FileAllowList {
-        FileAllowList { entries: entries.iter().map(|e| e.as_ref().to_owned()).filter(|e| e.starts_with('/')).collect() }
+        FileAllowList {
+            entries: entries.iter().map(|e| e.as_ref().to_owned()).filter(|e| e.starts_with('/')).collect(),
+        }
     }
 
     pub fn entries(&self) -> &[String] {
@@ -571,11 +628,17 @@ mod tests {
 
     #[test]
     fn valid_calls_parse() {
-        assert!(matches!(call("unit_status", serde_json::json!({"unit": "nginx"})), Ok(ToolCall::UnitStatus(a)) if a.unit.as_str() == "nginx.service"));
+        assert!(
+            matches!(call("unit_status", serde_json::json!({"unit": "nginx"})), Ok(ToolCall::UnitStatus(a)) if a.unit.as_str() == "nginx.service")
+        );
         assert!(matches!(call("hardware", serde_json::Value::Null), Ok(ToolCall::Hardware)));
         assert!(matches!(call("list_hosts", serde_json::json!("")), Ok(ToolCall::ListHosts)));
-        assert!(matches!(call("read_logs", serde_json::json!("{\"unit\":\"nginx\",\"lines\":20}")), Ok(ToolCall::ReadLogs(_))));
-        let p = call("propose_action", serde_json::json!({"kind": "restart_unit", "unit": "nginx", "reason": "failed"}));
+        assert!(matches!(
+            call("read_logs", serde_json::json!("{\"unit\":\"nginx\",\"lines\":20}")),
+            Ok(ToolCall::ReadLogs(_))
+        ));
+        let p =
+            call("propose_action", serde_json::json!({"kind": "restart_unit", "unit": "nginx", "reason": "failed"}));
         assert!(matches!(p, Ok(ToolCall::ProposeAction(a)) if a.describe() == "restart_unit nginx.service on local"));
     }
 
@@ -586,13 +649,25 @@ mod tests {
             Err(e) => e.to_string(),
         };
         assert!(err("run_shell", serde_json::json!({"cmd": "rm -rf /"})).contains("there is no tool \"run_shell\""));
-        assert!(err("unit_status", serde_json::json!({"unit": "nginx; rm -rf /"})).contains("invalid arguments for unit_status"));
+        assert!(
+            err("unit_status", serde_json::json!({"unit": "nginx; rm -rf /"}))
+                .contains("invalid arguments for unit_status")
+        );
         assert!(err("unit_status", serde_json::json!({"unit": "$(reboot)"})).contains("unit_status"));
         assert!(err("read_logs", serde_json::json!({"unit": "x", "lines": 100000})).contains("lines"));
         assert!(err("read_logs", serde_json::json!({"grep": "a\u{0}b"})).contains("grep"));
         assert!(err("read_logs", serde_json::json!({"unit": "x", "command": "id"})).contains("unknown field"));
-        assert!(err("propose_action", serde_json::json!({"kind": "run_shell", "cmd": "rm -rf /", "reason": ""})).contains("propose_action"));
-        assert!(err("propose_action", serde_json::json!({"kind": "restart_unit", "unit": "nginx", "reason": "x", "risk": "low"})).contains("risk"));
+        assert!(
+            err("propose_action", serde_json::json!({"kind": "run_shell", "cmd": "rm -rf /", "reason": ""}))
+                .contains("propose_action")
+        );
+        assert!(
+            err(
+                "propose_action",
+                serde_json::json!({"kind": "restart_unit", "unit": "nginx", "reason": "x", "risk": "low"})
+            )
+            .contains("risk")
+        );
         assert!(err("propose_action", serde_json::json!("{not json")).contains("not JSON"));
         assert!(err("get_cached_output", serde_json::json!({"id": "../../etc/shadow"})).contains("cache id"));
         let only_read = parse_call(

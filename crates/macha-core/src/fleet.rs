@@ -184,9 +184,11 @@ pub fn detect_os(os_release: Option<&str>, uname: Option<&str>) -> OsInfo {
             OsFamily::Freebsd => "FreeBSD".to_owned(),
             _ => kernel_name.clone().unwrap_or_else(|| "Linux".to_owned()),
         });
-    let version = fields.get("VERSION_ID").filter(|s| !s.is_empty()).cloned().or_else(|| {
-        if fields.is_empty() { kernel_release.clone() } else { None }
-    });
+    let version = fields
+        .get("VERSION_ID")
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .or_else(|| if fields.is_empty() { kernel_release.clone() } else { None });
     OsInfo { family, name, version, kernel, arch }
 }
 
@@ -487,7 +489,9 @@ mod tests {
 
     #[test]
     fn os_release_parsing() {
-        let f = parse_os_release("# c\nID=nixos\nNAME='Nix OS'\nPRETTY_NAME=\"a \\\"b\\\"\"\nbad line\nlower=x\nX=\"\x07bell\"\n");
+        let f = parse_os_release(
+            "# c\nID=nixos\nNAME='Nix OS'\nPRETTY_NAME=\"a \\\"b\\\"\"\nbad line\nlower=x\nX=\"\x07bell\"\n",
+        );
         assert_eq!(f.get("ID").map(String::as_str), Some("nixos"));
         assert_eq!(f.get("NAME").map(String::as_str), Some("Nix OS"));
         assert_eq!(f.get("PRETTY_NAME").map(String::as_str), Some("a \"b\""));
@@ -586,9 +590,25 @@ mod tests {
         assert_eq!(complete_name("C1.Other.Org.", Some(&d)), Ok(h("c1.other.org")));
         assert_eq!(complete_name("c1", None), Ok(h("c1")));
         let allowed = [DomainPattern::parse("*.lab.test").unwrap_or_else(|e| panic!("{e}"))];
-        assert_eq!(admission("c2", Some(&d), &allowed, &["macha"]), Admission::Admitted(h("c2.lab.test"), allowed[0].clone()));
-        assert_eq!(admission("evil.attacker.org", Some(&d), &allowed, &[]), Admission::Discovered(h("evil.attacker.org")));
-        for raw in ["-oProxyCommand=id", "a b", "x;id", "", "localhost", "localhost.lab.test", "local", "MACHA", "macha.lab.test"] {
+        assert_eq!(
+            admission("c2", Some(&d), &allowed, &["macha"]),
+            Admission::Admitted(h("c2.lab.test"), allowed[0].clone())
+        );
+        assert_eq!(
+            admission("evil.attacker.org", Some(&d), &allowed, &[]),
+            Admission::Discovered(h("evil.attacker.org"))
+        );
+        for raw in [
+            "-oProxyCommand=id",
+            "a b",
+            "x;id",
+            "",
+            "localhost",
+            "localhost.lab.test",
+            "local",
+            "MACHA",
+            "macha.lab.test",
+        ] {
             assert!(
                 matches!(admission(raw, Some(&d), &allowed, &["macha", "macha.lab.test"]), Admission::Ignored(_)),
                 "{raw:?}"

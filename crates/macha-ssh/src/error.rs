@@ -55,10 +55,7 @@ impl SshError {
 
     /// Whether the failure says the host cannot be reached right now (as opposed to a refusal).
     pub fn is_unreachable(&self) -> bool {
-        matches!(
-            self,
-            SshError::Unreachable { .. } | SshError::ConnectTimeout { .. } | SshError::Disconnected { .. }
-        )
+        matches!(self, SshError::Unreachable { .. } | SshError::ConnectTimeout { .. } | SshError::Disconnected { .. })
     }
 
     pub(crate) fn local(what: impl Into<String>, detail: impl std::fmt::Display) -> SshError {
@@ -71,7 +68,9 @@ impl SshError {
 pub fn classify_connect_failure(host: &str, log: &str, after: Duration) -> SshError {
     let detail = summary(log);
     let host = host.to_owned();
-    if log.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") || (log.contains("Host key for") && log.contains("has changed")) {
+    if log.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        || (log.contains("Host key for") && log.contains("has changed"))
+    {
         return SshError::HostKeyChanged { host, detail };
     }
     if log.contains("host key is known for") || log.contains("Host key verification failed") {
@@ -88,11 +87,8 @@ pub fn classify_connect_failure(host: &str, log: &str, after: Duration) -> SshEr
 
 /// The last few meaningful lines of an `ssh` log, on one line.
 fn summary(log: &str) -> String {
-    let lines: Vec<&str> = log
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("@@@") && !l.starts_with("@ "))
-        .collect();
+    let lines: Vec<&str> =
+        log.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("@@@") && !l.starts_with("@ ")).collect();
     let tail = &lines[lines.len().saturating_sub(3)..];
     let text = tail.join(" / ");
     let text: String = text.chars().filter(|c| !c.is_control()).take(400).collect();
@@ -111,8 +107,14 @@ mod tests {
         assert_eq!(classify_connect_failure("c3", CHANGED, s).kind(), "host_key_changed");
         let unknown = "No ED25519 host key is known for c1 and you have requested strict checking.\nHost key verification failed.\n";
         assert_eq!(classify_connect_failure("c1", unknown, s).kind(), "host_key_unknown");
-        assert_eq!(classify_connect_failure("c1", "macha@10.0.0.1: Permission denied (publickey).", s).kind(), "auth_failed");
-        assert_eq!(classify_connect_failure("h", "ssh: connect to host 10.231.0.12 port 22: Connection timed out", s).kind(), "connect_timeout");
+        assert_eq!(
+            classify_connect_failure("c1", "macha@10.0.0.1: Permission denied (publickey).", s).kind(),
+            "auth_failed"
+        );
+        assert_eq!(
+            classify_connect_failure("h", "ssh: connect to host 10.231.0.12 port 22: Connection timed out", s).kind(),
+            "connect_timeout"
+        );
         let refused = classify_connect_failure("h", "ssh: connect to host 10.231.0.12 port 22: Connection refused", s);
         assert_eq!(refused.kind(), "unreachable");
         assert!(refused.to_string().contains("Connection refused"), "{refused}");

@@ -41,7 +41,11 @@ pub async fn scan(keyscan: &Path, target: &Target, timeout: Duration) -> Result<
             .join(" / ");
         return Err(SshError::Unreachable {
             host: target.name.to_string(),
-            detail: if err.trim().is_empty() { "no host key was offered".into() } else { err.chars().take(300).collect() },
+            detail: if err.trim().is_empty() {
+                "no host key was offered".into()
+            } else {
+                err.chars().take(300).collect()
+            },
         });
     }
     Ok(keys)

@@ -47,7 +47,10 @@ impl HostKey {
 
     pub fn new(algorithm: &str, blob: &str) -> Result<HostKey, SshError> {
         if !ALGORITHMS.contains(&algorithm) {
-            return Err(SshError::Invalid(format!("unknown host key algorithm {:?}", algorithm.chars().take(40).collect::<String>())));
+            return Err(SshError::Invalid(format!(
+                "unknown host key algorithm {:?}",
+                algorithm.chars().take(40).collect::<String>()
+            )));
         }
         let raw = base64::engine::general_purpose::STANDARD
             .decode(blob)
@@ -57,9 +60,8 @@ impl HostKey {
             .and_then(|l| <[u8; 4]>::try_from(l).ok())
             .map(|l| u32::from_be_bytes(l) as usize)
             .and_then(|n| raw.get(4..4 + n));
-        let inner_ok = inner.is_some_and(|name| {
-            name == algorithm.as_bytes() || (algorithm == "rsa-sha2-512" && name == b"ssh-rsa")
-        });
+        let inner_ok = inner
+            .is_some_and(|name| name == algorithm.as_bytes() || (algorithm == "rsa-sha2-512" && name == b"ssh-rsa"));
         if !inner_ok {
             return Err(SshError::Invalid(format!("host key blob is not an {algorithm} key")));
         }

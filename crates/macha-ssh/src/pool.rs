@@ -115,7 +115,12 @@ impl SshSettings {
             a.push("-o".into());
             a.push(o);
         }
-        a.extend(["-p".into(), target.port.to_string(), "-l".into(), target.user.clone().unwrap_or_else(|| self.user.clone())]);
+        a.extend([
+            "-p".into(),
+            target.port.to_string(),
+            "-l".into(),
+            target.user.clone().unwrap_or_else(|| self.user.clone()),
+        ]);
         a.push("--".into());
         a.push(target.address.clone());
         a
@@ -222,7 +227,10 @@ impl SshPool {
             .map_err(|e| SshError::local(format!("chmod {}", dir.display()), e))?;
         // Room for "<dir>/<pid>-<n>/s" within sun_path.
         if dir.as_os_str().len() > 80 {
-            return Err(SshError::Invalid(format!("control directory {} is too long for a socket path", dir.display())));
+            return Err(SshError::Invalid(format!(
+                "control directory {} is too long for a socket path",
+                dir.display()
+            )));
         }
         Ok(SshPool { settings, slots: Mutex::new(HashMap::new()), counter: AtomicU64::new(0) })
     }
@@ -328,11 +336,8 @@ impl SshPool {
         let _permit = slot.sessions.acquire().await.map_err(|e| SshError::local("session limit", e))?;
         let started = Instant::now();
         let deadline = cmd.timeout() + self.settings.kill_after + Duration::from_secs(2);
-        let timed_out = || SshError::CommandTimeout {
-            host: target.name.to_string(),
-            command: cmd.display(),
-            after: cmd.timeout(),
-        };
+        let timed_out =
+            || SshError::CommandTimeout { host: target.name.to_string(), command: cmd.display(), after: cmd.timeout() };
         // A channel refused at open (sshd still counting a session that is just closing, or
         // another client's channels) never started the command: open again, briefly.
         let attempts = async {
@@ -350,7 +355,13 @@ impl SshPool {
         };
         let result = tokio::time::timeout(deadline, attempts).await;
         match result {
-            Err(_) => Err(timed_out()),
+            Err(_) => {
+                // The remote `timeout` should have ended it by now: the connection is not
+                // delivering (a host that froze, a link that went dark). Drop it; the next call
+                // reconnects, bounded by ConnectTimeout, instead of waiting on it again.
+                self.drop_conn(&slot, &conn).await;
+                Err(timed_out())
+            }
             Ok(Err(ExecError::Ssh(e) | ExecError::Open(e))) => {
                 // A dead master shows up here; find out and drop it so the next call reconnects.
                 let alive = conn.session.check().await.is_ok();
@@ -370,7 +381,13 @@ impl SshPool {
                         detail: "the connection dropped while the command ran".into(),
                     });
                 }
-                Ok(RemoteOutput { status: None, stdout: vec![], stderr: vec![], truncated: false, elapsed: started.elapsed() })
+                Ok(RemoteOutput {
+                    status: None,
+                    stdout: vec![],
+                    stderr: vec![],
+                    truncated: false,
+                    elapsed: started.elapsed(),
+                })
             }
             Ok(Ok(mut out)) => {
                 out.elapsed = started.elapsed();
@@ -394,7 +411,10 @@ impl SshPool {
         let slot = self.slot(&target.name);
         let (conn, _) = self.ensure(target, &slot).await?;
         let _permit = slot.sessions.acquire().await.map_err(|e| SshError::local("session limit", e))?;
-        let sftp_err = |e: &dyn std::fmt::Display| SshError::Sftp { host: target.name.to_string(), detail: format!("{path}: {e}") };
+        let sftp_err = |e: &dyn std::fmt::Display| SshError::Sftp {
+            host: target.name.to_string(),
+            detail: format!("{path}: {e}"),
+        };
         let limit = self.settings.command_timeout;
         let read = async {
             let sftp = Sftp::from_clonable_session(Arc::clone(&conn.session), SftpOptions::default())
@@ -487,7 +507,8 @@ async fn exec(conn: &Conn, line: &str, max: usize) -> Result<RemoteOutput, ExecE
         .map_err(ExecError::Open)?;
     let mut stdout = child.stdout().take();
     let mut stderr = child.stderr().take();
-    let ((out, t1), (err, t2)) = tokio::join!(read_capped(stdout.as_mut(), max), read_capped(stderr.as_mut(), 64 * 1024));
+    let ((out, t1), (err, t2)) =
+        tokio::join!(read_capped(stdout.as_mut(), max), read_capped(stderr.as_mut(), 64 * 1024));
     drop((stdout, stderr));
     let status = match child.wait().await {
         Ok(s) => s.code(),
@@ -535,9 +556,9 @@ async fn resolve_tools(conn: &Conn, name: &HostName) -> Result<RemoteTools, SshE
         async move {
             match fs.metadata(path).await {
                 Ok(m) => {
-                    let exec = m.permissions().is_some_and(|p| {
-                        p.execute_by_owner() || p.execute_by_group() || p.execute_by_other()
-                    });
+                    let exec = m
+                        .permissions()
+                        .is_some_and(|p| p.execute_by_owner() || p.execute_by_group() || p.execute_by_other());
                     let file = m.file_type().is_some_and(|t| t.is_file());
                     exec && file
                 }

@@ -22,8 +22,8 @@ use crate::remote::{RemoteCommand, RemoteTools, Target};
 use macha_core::fleet::{OsFamily, OsInfo, detect_os};
 use macha_core::journal::ErrorWindow;
 use macha_core::snapshot::{
-    Cpu, CpuTicks, Filesystem, Generation, Hardware, JournalSummary, NixInfo, Pressure, ProcessInfo, Processes, Section,
-    Snapshot, UnitState, Units,
+    Cpu, CpuTicks, Filesystem, Generation, Hardware, JournalSummary, NixInfo, Pressure, ProcessInfo, Processes,
+    Section, Snapshot, UnitState, Units,
 };
 use macha_core::{HostName, Timestamp};
 use macha_observe::fs::{DEFAULT_EXCLUDED_MOUNT_PREFIXES, DEFAULT_NETWORK_FS_TYPES, DEFAULT_PSEUDO_FS_TYPES};
@@ -213,7 +213,8 @@ async fn probe_with_macha(
     if !out.success() || out.truncated {
         return Err(format!("exit {:?}: {}", out.status, out.stderr_line()));
     }
-    let doc: ProbeDocument = serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable probe output: {e}"))?;
+    let doc: ProbeDocument =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable probe output: {e}"))?;
     if doc.version != PROBE_DOCUMENT_VERSION {
         return Err(format!("probe document version {} (this Macha reads {PROBE_DOCUMENT_VERSION})", doc.version));
     }
@@ -425,7 +426,8 @@ fn apply_cpu_rate(snap: &mut Snapshot, memory: &mut HostMemory) {
             && all > 0
         {
             cpu.usage_percent = Some((100.0 * busy as f64 / all as f64).clamp(0.0, 100.0));
-            cpu.window_ms = (snap.taken_at >= at).then(|| u64::try_from(snap.taken_at.since(at).as_millis()).unwrap_or(0));
+            cpu.window_ms =
+                (snap.taken_at >= at).then(|| u64::try_from(snap.taken_at.since(at).as_millis()).unwrap_or(0));
         }
     }
     memory.cpu = Some((cpu.ticks, snap.taken_at));
@@ -527,7 +529,9 @@ pub fn parse_df(text: &str, mountinfo: Option<&str>) -> Result<Vec<Filesystem>, 
         if target.is_empty() || !target.starts_with('/') {
             continue;
         }
-        if DEFAULT_EXCLUDED_MOUNT_PREFIXES.iter().any(|p| target.starts_with(p)) || out.iter().any(|f| f.mount_point == target) {
+        if DEFAULT_EXCLUDED_MOUNT_PREFIXES.iter().any(|p| target.starts_with(p))
+            || out.iter().any(|f| f.mount_point == target)
+        {
             continue;
         }
         let read_only = mounts.iter().rev().find(|m| m.mount_point_lossy() == target).is_some_and(|m| m.read_only());
@@ -599,7 +603,8 @@ pub fn parse_ps(text: &str, now: Timestamp, memory: &mut HostMemory) -> Result<P
     if procs.is_empty() {
         return Err("ps listed no processes".into());
     }
-    let window = memory.process_times.as_ref().filter(|(_, at)| now > *at).map(|(m, at)| (m, now.since(*at).as_secs_f64()));
+    let window =
+        memory.process_times.as_ref().filter(|(_, at)| now > *at).map(|(m, at)| (m, now.since(*at).as_secs_f64()));
     let rate = |p: &P| -> Option<f64> {
         let (prev, secs) = window?;
         let before = prev.get(&p.pid).copied().unwrap_or(0);
@@ -616,7 +621,7 @@ pub fn parse_ps(text: &str, now: Timestamp, memory: &mut HostMemory) -> Result<P
     by_cpu.sort_by(|a, b| rate(b).unwrap_or(0.0).total_cmp(&rate(a).unwrap_or(0.0)).then(b.secs.cmp(&a.secs)));
     let top_cpu = by_cpu.iter().take(TOP_N).map(|p| info(p)).collect();
     let mut by_rss: Vec<&P> = procs.iter().collect();
-    by_rss.sort_by(|a, b| b.rss.cmp(&a.rss));
+    by_rss.sort_by_key(|p| std::cmp::Reverse(p.rss));
     let top_rss = by_rss.iter().take(TOP_N).map(|p| info(p)).collect();
     let total = u32::try_from(procs.len()).unwrap_or(u32::MAX);
     memory.process_times = Some((procs.iter().map(|p| (p.pid, p.secs)).collect(), now));
@@ -667,7 +672,13 @@ pub fn parse_profiles(text: &str, filesystems: Option<&[Filesystem]>) -> Result<
     let current_system = generations.iter().find(|g| g.current).map(|g| g.path.clone()).unwrap_or_default();
     let store = filesystems.and_then(|fs| {
         fs.iter()
-            .filter(|f| "/nix/store".starts_with(f.mount_point.as_str()) && (f.mount_point == "/" || "/nix/store".strip_prefix(f.mount_point.as_str()).is_some_and(|r| r.is_empty() || r.starts_with('/'))))
+            .filter(|f| {
+                "/nix/store".starts_with(f.mount_point.as_str())
+                    && (f.mount_point == "/"
+                        || "/nix/store"
+                            .strip_prefix(f.mount_point.as_str())
+                            .is_some_and(|r| r.is_empty() || r.starts_with('/')))
+            })
             .max_by_key(|f| f.mount_point.len())
     });
     let (total, available) = store.map_or((0, 0), |f| (f.total_bytes, f.available_bytes));
@@ -738,7 +749,8 @@ mod tests {
         assert_eq!(first.top_cpu[0].name, "busy worker");
         assert_eq!(first.top_cpu[0].cpu_percent, None);
         assert_eq!(first.top_rss[0].rss_bytes, 11736 * 1024);
-        let second = parse_ps("  1 11736 3 systemd\n 42 2048 110 busy worker\n", t0.plus(Duration::from_secs(20)), &mut mem);
+        let second =
+            parse_ps("  1 11736 3 systemd\n 42 2048 110 busy worker\n", t0.plus(Duration::from_secs(20)), &mut mem);
         let second = second.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(second.top_cpu[0].cpu_percent, Some(50.0));
         assert_eq!(cpu_seconds("1-02:03:04"), Some(86_400 + 7384));
@@ -771,7 +783,11 @@ mod tests {
         assert_eq!(s2.cpu.data().and_then(|c| c.usage_percent), Some(50.0));
         assert_eq!(s2.cpu.data().and_then(|c| c.window_ms), Some(60_000));
         // A part that failed is its sections' reason.
-        let failed = Parts { units: Some(Err("System has not been booted with systemd".into())), files: Some(Err("grep: not found".into())), ..parts };
+        let failed = Parts {
+            units: Some(Err("System has not been booted with systemd".into())),
+            files: Some(Err("grep: not found".into())),
+            ..parts
+        };
         let s3 = assemble(&host(), now, &failed, &spec(), &mut HostMemory::default());
         assert!(s3.units.unavailable_reason().is_some_and(|r| r.contains("not been booted")));
         assert!(s3.cpu.unavailable_reason().is_some_and(|r| r.contains("grep: not found")));
@@ -780,7 +796,9 @@ mod tests {
     #[test]
     fn nix_profiles() {
         let ls = "total 0\nlrwxrwxrwx 1 root root 15 1700000300 system -> system-3-link\nlrwxrwxrwx 1 root root 90 1700000000 system-2-link -> /nix/store/aaa-nixos-system-2\nlrwxrwxrwx 1 root root 90 1700000300 system-3-link -> /nix/store/bbb-nixos-system-3\nlrwxrwxrwx 1 root root 60 1700000300 default -> /nix/var/nix/profiles/default-1-link\n";
-        let fs = parse_df("h\n100 40 1 1 ext4 /dev/a /\n50 10 1 1 ext4 /dev/b /nix\n60 10 1 1 ext4 /dev/c /nixos\n", None).unwrap_or_else(|e| panic!("{e}"));
+        let fs =
+            parse_df("h\n100 40 1 1 ext4 /dev/a /\n50 10 1 1 ext4 /dev/b /nix\n60 10 1 1 ext4 /dev/c /nixos\n", None)
+                .unwrap_or_else(|e| panic!("{e}"));
         let n = parse_profiles(ls, Some(&fs)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(n.generations.iter().map(|g| (g.number, g.current)).collect::<Vec<_>>(), [(2, false), (3, true)]);
         assert_eq!(n.current_system, "/nix/store/bbb-nixos-system-3");

@@ -102,7 +102,22 @@ mod tests {
 
     #[test]
     fn hostile_arguments_stay_one_element() {
-        let argv = ["/usr/bin/printf", "%s\\n", "a b", "x; rm -rf /", "$(reboot)", "`id`", "it's", "", "*", "~root", "a|b&c>d<e", "--", "-n", "\"q\""];
+        let argv = [
+            "/usr/bin/printf",
+            "%s\\n",
+            "a b",
+            "x; rm -rf /",
+            "$(reboot)",
+            "`id`",
+            "it's",
+            "",
+            "*",
+            "~root",
+            "a|b&c>d<e",
+            "--",
+            "-n",
+            "\"q\"",
+        ];
         let line = command_line(&argv).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(split(&line), Some(argv.iter().map(|s| (*s).to_owned()).collect()));
         assert!(line.starts_with("/usr/bin/printf '%s\\n' 'a b' 'x; rm -rf /' '$(reboot)'"), "{line}");

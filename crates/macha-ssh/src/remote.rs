@@ -32,7 +32,8 @@ impl Target {
     /// control characters, a plain user name.
     pub fn validate(&self) -> Result<(), SshError> {
         let a = &self.address;
-        if a.is_empty() || a.starts_with('-') || a.chars().any(|c| c.is_whitespace() || c.is_control()) || a.len() > 253 {
+        if a.is_empty() || a.starts_with('-') || a.chars().any(|c| c.is_whitespace() || c.is_control()) || a.len() > 253
+        {
             return Err(SshError::Invalid(format!("{}: address {a:?} is not a host name or address", self.name)));
         }
         if self.name.is_local() {
@@ -50,7 +51,11 @@ impl Target {
 
 /// A login name: letters, digits, `.`, `_`, `-`; not starting with `-`.
 pub fn valid_user(u: &str) -> Result<(), SshError> {
-    if u.is_empty() || u.len() > 32 || u.starts_with('-') || !u.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+    if u.is_empty()
+        || u.len() > 32
+        || u.starts_with('-')
+        || !u.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
         return Err(SshError::Invalid(format!("{u:?} is not a user name")));
     }
     Ok(())
@@ -93,7 +98,9 @@ impl RemoteTools {
     pub fn new<I: IntoIterator<Item = (String, String)>>(host: &HostName, found: I) -> RemoteTools {
         let paths = found
             .into_iter()
-            .filter(|(n, p)| REMOTE_TOOLS.contains(&n.as_str()) && p.starts_with('/') && !p.contains(char::is_whitespace))
+            .filter(|(n, p)| {
+                REMOTE_TOOLS.contains(&n.as_str()) && p.starts_with('/') && !p.contains(char::is_whitespace)
+            })
             .collect();
         RemoteTools { paths, host: host.as_str().to_owned() }
     }
@@ -139,7 +146,7 @@ pub struct RemoteCommand {
 /// Seconds for `timeout(1)`, with millisecond precision.
 fn secs(d: Duration) -> String {
     let ms = d.as_millis().max(1);
-    if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{}.{:03}s", ms / 1000, ms % 1000) }
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{}.{:03}s", ms / 1000, ms % 1000) }
 }
 
 impl RemoteCommand {
@@ -230,8 +237,17 @@ mod tests {
         assert_eq!(
             argv,
             [
-                "/usr/bin/timeout", "-k", "5s", "30.500s", "/usr/bin/sudo", "-n", "--", "/usr/bin/systemctl", "restart",
-                "--", "lab-demo.service"
+                "/usr/bin/timeout",
+                "-k",
+                "5s",
+                "30.500s",
+                "/usr/bin/sudo",
+                "-n",
+                "--",
+                "/usr/bin/systemctl",
+                "restart",
+                "--",
+                "lab-demo.service"
             ]
         );
         assert_eq!(rc.display(), "sudo -n /usr/bin/systemctl restart -- lab-demo.service");
@@ -247,7 +263,9 @@ mod tests {
     fn targets_validate() {
         let ok = Target { name: h("c1"), address: "10.231.0.31".into(), port: 22, user: Some("macha".into()) };
         assert!(ok.validate().is_ok());
-        for (address, user) in [("-oProxyCommand=id", None), ("a b", None), ("", None), ("c1", Some("-x")), ("c1", Some("a b"))] {
+        for (address, user) in
+            [("-oProxyCommand=id", None), ("a b", None), ("", None), ("c1", Some("-x")), ("c1", Some("a b"))]
+        {
             let t = Target { name: h("c1"), address: address.into(), port: 22, user: user.map(str::to_owned) };
             assert!(t.validate().is_err(), "{address:?} {user:?}");
         }

@@ -37,7 +37,11 @@ fn lab() -> Lab {
             Some((name.to_owned(), addr.to_owned(), HostKey::parse(key).ok()?))
         })
         .collect();
-    assert!(hosts.len() >= 4, "the netns lab has {} hosts; these tests need 4: `tests/lab/netns-sshd.sh up 4`", hosts.len());
+    assert!(
+        hosts.len() >= 4,
+        "the netns lab has {} hosts; these tests need 4: `tests/lab/netns-sshd.sh up 4`",
+        hosts.len()
+    );
     Lab { run, key: cache.join("keys/id_ed25519"), hosts }
 }
 
@@ -61,7 +65,11 @@ impl Lab {
         }
         kh.save().unwrap_or_else(|e| panic!("{e}"));
         let ssh = PathBuf::from("/usr/bin/ssh");
-        let control = PathBuf::from(format!("/tmp/mssh-{}-{}", std::process::id(), dir.path().file_name().map(|f| f.len()).unwrap_or(0)));
+        let control = PathBuf::from(format!(
+            "/tmp/mssh-{}-{}",
+            std::process::id(),
+            dir.path().file_name().map(|f| f.len()).unwrap_or(0)
+        ));
         let mut s = SshSettings::new(ssh, "root", self.key.clone(), kh_path, control);
         s.connect_timeout = Duration::from_secs(2);
         SshPool::new(s).unwrap_or_else(|e| panic!("{e}"))
@@ -115,7 +123,8 @@ async fn lab_argv_arrives_literally_and_the_master_is_reused() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let pool = lab.pool(&dir, &[("h1", "h1")]);
     let t = lab.target("h1");
-    let hostile = ["a b", "x; touch /tmp/pwned", "$(touch /tmp/pwned)", "`id`", "it's", "*", "~root", "", "-n", "a|b>c"];
+    let hostile =
+        ["a b", "x; touch /tmp/pwned", "$(touch /tmp/pwned)", "`id`", "it's", "*", "~root", "", "-n", "a|b>c"];
     let mut args = vec!["%s\\n"];
     args.extend(hostile);
     let out = pool
@@ -125,7 +134,9 @@ async fn lab_argv_arrives_literally_and_the_master_is_reused() {
     assert!(out.success(), "{out:?}");
     let lines: Vec<String> = out.stdout_text().lines().map(str::to_owned).collect();
     assert_eq!(lines, hostile, "every argument arrives as one literal argument");
-    let pwned = pool.run(&t, &RemoteCommand::new(command("/usr/bin/test", &["-e", "/tmp/pwned"]), Duration::from_secs(5))).await;
+    let pwned = pool
+        .run(&t, &RemoteCommand::new(command("/usr/bin/test", &["-e", "/tmp/pwned"]), Duration::from_secs(5)))
+        .await;
     assert_eq!(pwned.map(|o| o.status).ok(), Some(Some(1)), "nothing was executed by the remote shell");
     for _ in 0..20 {
         let o = pool.run(&t, &RemoteCommand::new(command("/usr/bin/true", &[]), Duration::from_secs(5))).await;
@@ -154,10 +165,13 @@ async fn lab_at_most_eight_channels_per_host() {
     pool.connect_host(&t).await.unwrap_or_else(|e| panic!("{e}"));
     let started = Instant::now();
     // 25 at once against sshd's MaxSessions 10: without the cap, channels beyond 10 are refused.
-    let runs = (0..25).map(|_| {
-        let (pool, t) = (&pool, &t);
-        async move { pool.run(t, &RemoteCommand::new(command("/usr/bin/sleep", &["0.5"]), Duration::from_secs(20))).await }
-    });
+    let runs =
+        (0..25).map(|_| {
+            let (pool, t) = (&pool, &t);
+            async move {
+                pool.run(t, &RemoteCommand::new(command("/usr/bin/sleep", &["0.5"]), Duration::from_secs(20))).await
+            }
+        });
     let results = futures_util::future::join_all(runs).await;
     let failed: Vec<String> = results.iter().filter_map(|r| r.as_ref().err().map(ToString::to_string)).collect();
     assert!(failed.is_empty(), "{failed:?}");
@@ -195,15 +209,21 @@ async fn lab_unknown_and_changed_host_keys_are_refused() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     // h3 is not pinned at all; under the name h1, the key of h2 is pinned (h1's key "changed").
     let pool = lab.pool(&dir, &[("h1", "h2")]);
-    let r = pool.run(&lab.target("h3"), &RemoteCommand::new(command("/usr/bin/true", &[]), Duration::from_secs(5))).await;
+    let r =
+        pool.run(&lab.target("h3"), &RemoteCommand::new(command("/usr/bin/true", &[]), Duration::from_secs(5))).await;
     assert!(matches!(r, Err(SshError::HostKeyUnknown { .. })), "{r:?}");
-    let r = pool.run(&lab.target("h1"), &RemoteCommand::new(command("/usr/bin/true", &[]), Duration::from_secs(5))).await;
+    let r =
+        pool.run(&lab.target("h1"), &RemoteCommand::new(command("/usr/bin/true", &[]), Duration::from_secs(5))).await;
     assert!(matches!(r, Err(SshError::HostKeyChanged { .. })), "{r:?}");
     assert_eq!(pool.stats().connected, 0);
     // ssh-keyscan shows the real key, whose fingerprint a person compares before pinning it.
-    let keys = macha_ssh::keyscan::scan(std::path::Path::new("/usr/bin/ssh-keyscan"), &lab.target("h1"), Duration::from_secs(3))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let keys = macha_ssh::keyscan::scan(
+        std::path::Path::new("/usr/bin/ssh-keyscan"),
+        &lab.target("h1"),
+        Duration::from_secs(3),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let real = &lab.hosts.iter().find(|(n, _, _)| n == "h1").map(|(_, _, k)| k.clone()).unwrap_or_else(|| panic!());
     assert!(keys.iter().any(|k| k.fingerprint() == real.fingerprint()), "{keys:?}");
 }
@@ -214,7 +234,8 @@ async fn lab_black_holed_and_hung_hosts_do_not_delay_the_others() {
     let lab = lab();
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let pool = lab.pool(&dir, &[("h1", "h1"), ("h2", "h2"), ("h3", "h3"), ("h4", "h4")]);
-    let spec = ProbeSpec { timeout: Duration::from_secs(3), journal_window: Duration::from_secs(600), prefer_macha: false };
+    let spec =
+        ProbeSpec { timeout: Duration::from_secs(3), journal_window: Duration::from_secs(600), prefer_macha: false };
     // Connect everyone first (a steady-state cycle), then break h3 and h4.
     for n in ["h1", "h2", "h3", "h4"] {
         pool.connect_host(&lab.target(n)).await.unwrap_or_else(|e| panic!("{n}: {e}"));
@@ -230,7 +251,9 @@ async fn lab_black_holed_and_hung_hosts_do_not_delay_the_others() {
         let (pool, spec, t) = (&pool, &spec, lab.target(name));
         async move {
             let mut memory = HostMemory::default();
-            let r = tokio::time::timeout(deadline, probe::observe(pool, &t, spec, &mut memory, macha_core::Timestamp(0))).await;
+            let r =
+                tokio::time::timeout(deadline, probe::observe(pool, &t, spec, &mut memory, macha_core::Timestamp(0)))
+                    .await;
             (name, started.elapsed(), r)
         }
     };
@@ -239,7 +262,11 @@ async fn lab_black_holed_and_hung_hosts_do_not_delay_the_others() {
         match *name {
             "h1" | "h2" => {
                 let snap = r.as_ref().ok().and_then(|r| r.as_ref().ok()).unwrap_or_else(|| panic!("{name}: {r:?}"));
-                assert!(snap.cpu.data().is_some() && snap.memory.data().is_some(), "{name}: {:?}", snap.unavailable_sections());
+                assert!(
+                    snap.cpu.data().is_some() && snap.memory.data().is_some(),
+                    "{name}: {:?}",
+                    snap.unavailable_sections()
+                );
                 assert!(*at < Duration::from_secs(2), "{name} took {at:?}: delayed by the broken hosts");
             }
             "h3" => {
@@ -275,16 +302,22 @@ async fn lab_identify_and_observe_a_netns_host() {
     assert!(id.os.kernel.as_deref().is_some_and(|k| k.starts_with("Linux ")), "{:?}", id.os);
     assert_eq!(id.hardware.logical_cpus as usize, std::thread::available_parallelism().map_or(0, |n| n.get()));
     assert!(id.running_services.is_err(), "no systemd in a netns host");
-    let spec = ProbeSpec { timeout: Duration::from_secs(5), journal_window: Duration::from_secs(600), prefer_macha: false };
-    let mut memory = HostMemory { hardware: Some(id.hardware.clone()), os: Some(id.os.family), ..HostMemory::default() };
-    let first = probe::observe(&pool, &t, &spec, &mut memory, macha_core::Timestamp(1_000)).await.unwrap_or_else(|e| panic!("{e}"));
+    let spec =
+        ProbeSpec { timeout: Duration::from_secs(5), journal_window: Duration::from_secs(600), prefer_macha: false };
+    let mut memory =
+        HostMemory { hardware: Some(id.hardware.clone()), os: Some(id.os.family), ..HostMemory::default() };
+    let first = probe::observe(&pool, &t, &spec, &mut memory, macha_core::Timestamp(1_000))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = first.unavailable_sections().iter().map(|(n, _)| *n).collect();
     assert!(names.contains(&"units"), "{names:?}");
     for s in ["cpu", "memory", "load", "pressure", "network", "processes", "filesystems", "hardware"] {
         assert!(!names.contains(&s), "{s}: {:?}", first.unavailable_sections());
     }
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let second = probe::observe(&pool, &t, &spec, &mut memory, macha_core::Timestamp(2_200)).await.unwrap_or_else(|e| panic!("{e}"));
+    let second = probe::observe(&pool, &t, &spec, &mut memory, macha_core::Timestamp(2_200))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(second.cpu.data().and_then(|c| c.usage_percent).is_some(), "a rate from two probes");
     assert_eq!(pool.connects(&h("h2")), 1);
 }

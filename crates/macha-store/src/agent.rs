@@ -143,7 +143,8 @@ impl Store {
     pub fn create_agent_request(&mut self, new: &NewAgentRequest) -> Result<i64> {
         non_empty("request kind", &new.kind)?;
         non_empty("requested_by", &new.requested_by)?;
-        let issues = serde_json::to_string(&new.issue_ids).map_err(|source| StoreError::Json { what: "issue ids", source })?;
+        let issues =
+            serde_json::to_string(&new.issue_ids).map_err(|source| StoreError::Json { what: "issue ids", source })?;
         let tx = self.write_txn()?;
         tx.execute(
             "INSERT INTO agent_requests (kind, priority, requested_by, correlation_id, issue_ids, approval_id, conversation, created_at) \
@@ -171,7 +172,12 @@ impl Store {
             params![id, model],
         )?;
         if n == 0 {
-            return Err(StoreError::Conflict { entity: "agent request", id, expected: "queued".into(), actual: "other".into() });
+            return Err(StoreError::Conflict {
+                entity: "agent request",
+                id,
+                expected: "queued".into(),
+                actual: "other".into(),
+            });
         }
         Ok(())
     }
@@ -196,7 +202,12 @@ impl Store {
             params![id, state, result, error, now.millis()],
         )?;
         if n == 0 {
-            return Err(StoreError::Conflict { entity: "agent request", id, expected: "queued or running".into(), actual: "finished".into() });
+            return Err(StoreError::Conflict {
+                entity: "agent request",
+                id,
+                expected: "queued or running".into(),
+                actual: "finished".into(),
+            });
         }
         for (issue_id, audit) in audits {
             insert_audit(&tx, audit, &Link { issue_id: *issue_id, ..Link::default() })?;
@@ -206,7 +217,8 @@ impl Store {
     }
 
     pub fn get_agent_request(&self, id: i64) -> Result<Option<AgentRequestRecord>> {
-        let mut stmt = self.conn.prepare_cached(&format!("SELECT {REQUEST_COLUMNS} FROM agent_requests WHERE id = ?1"))?;
+        let mut stmt =
+            self.conn.prepare_cached(&format!("SELECT {REQUEST_COLUMNS} FROM agent_requests WHERE id = ?1"))?;
         Ok(stmt.query_row([id], request_from_row).optional()?)
     }
 
@@ -286,7 +298,13 @@ impl Store {
     }
 
     /// Caches a large tool output; returns its id (`c-N`). Entries older than [`CACHE_KEEP`] go.
-    pub fn cache_output(&mut self, request_id: Option<i64>, tool: &str, content: &str, now: Timestamp) -> Result<String> {
+    pub fn cache_output(
+        &mut self,
+        request_id: Option<i64>,
+        tool: &str,
+        content: &str,
+        now: Timestamp,
+    ) -> Result<String> {
         let tx = self.write_txn()?;
         tx.execute("DELETE FROM output_cache WHERE ts < ?1", [now.minus(CACHE_KEEP).millis()])?;
         tx.execute(
@@ -302,10 +320,8 @@ impl Store {
     /// total size. `None` if there is no such id.
     pub fn cached_output(&self, id: &str, offset: u64, len: usize) -> Result<Option<(String, usize)>> {
         let Some(n) = id.strip_prefix("c-").and_then(|n| n.parse::<i64>().ok()) else { return Ok(None) };
-        let content: Option<String> = self
-            .conn
-            .query_row("SELECT content FROM output_cache WHERE id = ?1", [n], |row| row.get(0))
-            .optional()?;
+        let content: Option<String> =
+            self.conn.query_row("SELECT content FROM output_cache WHERE id = ?1", [n], |row| row.get(0)).optional()?;
         Ok(content.map(|c| {
             let total = c.len();
             let mut start = usize::try_from(offset).unwrap_or(usize::MAX).min(total);
@@ -321,7 +337,13 @@ impl Store {
     }
 
     /// Appends turns to a conversation.
-    pub fn append_conversation(&mut self, conversation: &str, approval_id: Option<i64>, turns: &[(String, String, Option<String>)], now: Timestamp) -> Result<()> {
+    pub fn append_conversation(
+        &mut self,
+        conversation: &str,
+        approval_id: Option<i64>,
+        turns: &[(String, String, Option<String>)],
+        now: Timestamp,
+    ) -> Result<()> {
         non_empty("conversation", conversation)?;
         let tx = self.write_txn()?;
         for (role, content, who) in turns {
@@ -432,7 +454,8 @@ mod tests {
         assert_eq!(got[0].prompt, p);
         assert!(store.conn.execute("UPDATE prompts SET model = 'x'", []).is_err(), "append-only");
         assert!(store.conn.execute("DELETE FROM prompts", []).is_err(), "append-only");
-        let audit = NewAudit::new(Timestamp(3), AuditKind::Alert, Severity::Warning, "local", "analysis unavailable: down");
+        let audit =
+            NewAudit::new(Timestamp(3), AuditKind::Alert, Severity::Warning, "local", "analysis unavailable: down");
         store.finish_agent_request(id, Err("down"), Timestamp(3), &[(None, audit)]).unwrap();
         let r = store.get_agent_request(id).unwrap().unwrap();
         assert_eq!((r.state.as_str(), r.error.as_deref()), ("failed", Some("down")));
@@ -454,11 +477,18 @@ mod tests {
         assert!(store.cached_output("c-999", 0, 5).unwrap().is_none());
         assert!(store.cached_output("../x", 0, 5).unwrap().is_none());
         // A week later the entry is gone.
-        store.cache_output(None, "x", "y", Timestamp(1_000).plus(CACHE_KEEP).plus(std::time::Duration::from_secs(1))).unwrap();
+        store
+            .cache_output(None, "x", "y", Timestamp(1_000).plus(CACHE_KEEP).plus(std::time::Duration::from_secs(1)))
+            .unwrap();
         assert!(store.cached_output(&id, 0, 5).unwrap().is_none());
 
         store
-            .append_conversation("approval-1", None, &[("user".into(), "why?".into(), Some("root".into())), ("assistant".into(), "because".into(), None)], Timestamp(5))
+            .append_conversation(
+                "approval-1",
+                None,
+                &[("user".into(), "why?".into(), Some("root".into())), ("assistant".into(), "because".into(), None)],
+                Timestamp(5),
+            )
             .unwrap();
         let turns = store.conversation("approval-1").unwrap();
         assert_eq!(turns.iter().map(|t| t.content.as_str()).collect::<Vec<_>>(), ["why?", "because"]);

@@ -25,19 +25,20 @@ mod registry;
 mod row;
 mod schema;
 
-pub use agent::{
-    AgentRequestRecord, CACHE_KEEP, ConversationTurn, KnowledgeRecord, NewAgentRequest, NewKnowledge, NewPrompt, PromptRecord,
-};
 pub use actions::{ActionRecord, ActionState, INTERRUPTED, NewAction};
+pub use agent::{
+    AgentRequestRecord, CACHE_KEEP, ConversationTurn, KnowledgeRecord, NewAgentRequest, NewKnowledge, NewPrompt,
+    PromptRecord,
+};
 pub use approvals::{ApprovalRecord, EXPIRY_ACTOR, NewApproval};
 pub use audit::{AuditKind, AuditQuery, AuditRecord, NewAudit, Order, Severity};
 pub use db::{BUSY_TIMEOUT, Store};
 pub use error::{Result, StoreError};
 pub use hosts::{HostRecord, HostState};
-pub use registry::{FleetHost, HostSource};
 pub use issues::{ACTIVE_STATES, IssueChanges, IssueQuery, IssueRecord, NewIssue, issue_transition_allowed};
 pub use macha_core::approval::ApprovalState;
 pub use macha_core::issue::{IssueState, Lifecycle};
+pub use registry::{FleetHost, HostSource};
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};
 
 /// The version of the SQLite library the store runs on (bundled with the binary).

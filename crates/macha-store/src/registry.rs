@@ -2,12 +2,12 @@
 //! (each one guarded by the state it moves from and committed together with its audit record), and
 //! the status of the last contact.
 
+use crate::NewAudit;
 use crate::audit::{Link, insert_audit};
 use crate::db::Store;
 use crate::error::{Result, StoreError};
 use crate::hosts::{HostRecord, HostState};
 use crate::row::{enum_col, json_col, non_empty, to_json, ts_col};
-use crate::NewAudit;
 use macha_core::Timestamp;
 use rusqlite::{OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
@@ -141,7 +141,11 @@ impl Store {
     pub fn set_host_status(&mut self, name: &str, status: &serde_json::Value, seen: Option<Timestamp>) -> Result<()> {
         let status = to_json("host status", status)?;
         let tx = self.write_txn()?;
-        let n = tx.prepare_cached("UPDATE hosts SET status = ?2, last_seen = max(last_seen, coalesce(?3, last_seen)) WHERE name = ?1")?.execute(params![name, status, seen.map(Timestamp::millis)])?;
+        let n = tx
+            .prepare_cached(
+                "UPDATE hosts SET status = ?2, last_seen = max(last_seen, coalesce(?3, last_seen)) WHERE name = ?1",
+            )?
+            .execute(params![name, status, seen.map(Timestamp::millis)])?;
         if n == 0 {
             return Err(StoreError::NotFound { entity: "host", id: 0 });
         }
@@ -150,10 +154,18 @@ impl Store {
     }
 
     /// Records what the first contact found (operating system and profile), with its audit record.
-    pub fn set_host_profile(&mut self, name: &str, os: &str, profile: &serde_json::Value, audit: Option<&NewAudit>) -> Result<()> {
+    pub fn set_host_profile(
+        &mut self,
+        name: &str,
+        os: &str,
+        profile: &serde_json::Value,
+        audit: Option<&NewAudit>,
+    ) -> Result<()> {
         let profile = to_json("host profile", profile)?;
         let tx = self.write_txn()?;
-        let n = tx.prepare_cached("UPDATE hosts SET os = ?2, profile = ?3 WHERE name = ?1")?.execute(params![name, os, profile])?;
+        let n = tx
+            .prepare_cached("UPDATE hosts SET os = ?2, profile = ?3 WHERE name = ?1")?
+            .execute(params![name, os, profile])?;
         if n == 0 {
             return Err(StoreError::NotFound { entity: "host", id: 0 });
         }
@@ -193,26 +205,49 @@ mod tests {
     #[test]
     fn guarded_transitions_with_audit() {
         let (_dir, mut store) = temp_store();
-        let h = store.put_fleet_host(&host("web1", HostState::Discovered), HostSource::Journal, None, &audit("discovered")).unwrap();
-        assert_eq!((h.record.state, h.source, h.status.clone()), (HostState::Discovered, HostSource::Journal, serde_json::json!({})));
+        let h = store
+            .put_fleet_host(&host("web1", HostState::Discovered), HostSource::Journal, None, &audit("discovered"))
+            .unwrap();
+        assert_eq!(
+            (h.record.state, h.source, h.status.clone()),
+            (HostState::Discovered, HostSource::Journal, serde_json::json!({}))
+        );
         // A second "new" registration of the same name conflicts.
         let again = store.put_fleet_host(&host("web1", HostState::Discovered), HostSource::Journal, None, &audit("x"));
         assert!(matches!(again, Err(StoreError::Conflict { .. })), "{again:?}");
         // Admit from discovered; the guard is the state moved from.
         let h = store
-            .put_fleet_host(&host("web1", HostState::Admitted), HostSource::Journal, Some(HostState::Discovered), &audit("admitted"))
+            .put_fleet_host(
+                &host("web1", HostState::Admitted),
+                HostSource::Journal,
+                Some(HostState::Discovered),
+                &audit("admitted"),
+            )
             .unwrap();
         assert_eq!(h.record.state, HostState::Admitted);
-        let stale = store.put_fleet_host(&host("web1", HostState::Trusted), HostSource::Admin, Some(HostState::Discovered), &audit("y"));
+        let stale = store.put_fleet_host(
+            &host("web1", HostState::Trusted),
+            HostSource::Admin,
+            Some(HostState::Discovered),
+            &audit("y"),
+        );
         assert!(matches!(stale, Err(StoreError::Conflict { .. })));
         store.set_host_status("web1", &serde_json::json!({"ok": true}), Some(Timestamp(9))).unwrap();
-        store.set_host_profile("web1", "Debian 12", &serde_json::json!({"role": "minimal"}), Some(&audit("identified"))).unwrap();
+        store
+            .set_host_profile("web1", "Debian 12", &serde_json::json!({"role": "minimal"}), Some(&audit("identified")))
+            .unwrap();
         let h = store.get_fleet_host("web1").unwrap().unwrap();
-        assert_eq!((h.status["ok"].as_bool(), h.record.last_seen, h.record.os.as_deref()), (Some(true), Timestamp(9), Some("Debian 12")));
+        assert_eq!(
+            (h.status["ok"].as_bool(), h.record.last_seen, h.record.os.as_deref()),
+            (Some(true), Timestamp(9), Some("Debian 12"))
+        );
         assert_eq!(store.list_fleet_hosts().unwrap().len(), 1);
         assert!(store.set_host_status("nope", &serde_json::json!({}), None).is_err());
         let trail = store.query_audit(&AuditQuery { host: Some("web1".into()), ..AuditQuery::default() }).unwrap();
-        assert_eq!(trail.iter().map(|a| a.summary.as_str()).collect::<Vec<_>>(), ["discovered", "admitted", "identified"]);
+        assert_eq!(
+            trail.iter().map(|a| a.summary.as_str()).collect::<Vec<_>>(),
+            ["discovered", "admitted", "identified"]
+        );
         // The plain host API still reads the same rows.
         assert_eq!(store.get_host("web1").unwrap().map(|h| h.state), Some(HostState::Admitted));
     }

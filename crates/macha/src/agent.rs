@@ -24,9 +24,9 @@ use macha_agent::runner::{AgentEvent, PromptRecord, RunConfig, Runner, ToolHost,
 use macha_agent::schedule::{Next, Priority, Queue};
 use macha_agent::tools::{FileAllowList, ToolCall, ToolName};
 use macha_agent::{Redactor, ack};
+use macha_core::HostName;
 use macha_core::action::{Action, Origin};
 use macha_core::snapshot::Snapshot;
-use macha_core::HostName;
 use macha_store::{AuditKind, NewAgentRequest, NewAudit, NewKnowledge, NewPrompt, Severity};
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -50,18 +50,50 @@ pub type Sink = mpsc::UnboundedSender<StreamLine>;
 /// What the agent asks of the event loop (the only place that touches the store and the engine).
 #[derive(Debug)]
 pub enum AgentCall {
-    Start { id: i64, model: String },
-    Finish { id: i64, outcome: Result<String, String>, audits: Vec<(Option<i64>, NewAudit)> },
+    Start {
+        id: i64,
+        model: String,
+    },
+    Finish {
+        id: i64,
+        outcome: Result<String, String>,
+        audits: Vec<(Option<i64>, NewAudit)>,
+    },
     Record(Box<NewPrompt>),
-    Cache { request_id: i64, tool: String, text: String, reply: oneshot::Sender<Result<String, String>> },
-    Cached { id: String, offset: u64, reply: oneshot::Sender<Result<String, String>> },
-    Propose { action: Box<Action>, issue_id: Option<i64>, correlation_id: String, reply: oneshot::Sender<String> },
-    Converse { conversation: String, approval_id: Option<i64>, turns: Vec<(String, String, Option<String>)> },
-    Learn { entries: Vec<NewKnowledge> },
+    Cache {
+        request_id: i64,
+        tool: String,
+        text: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    Cached {
+        id: String,
+        offset: u64,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    Propose {
+        action: Box<Action>,
+        issue_id: Option<i64>,
+        correlation_id: String,
+        reply: oneshot::Sender<String>,
+    },
+    Converse {
+        conversation: String,
+        approval_id: Option<i64>,
+        turns: Vec<(String, String, Option<String>)>,
+    },
+    Learn {
+        entries: Vec<NewKnowledge>,
+    },
     /// A fresh snapshot (the observers live with the loop).
-    Snapshot { reply: oneshot::Sender<Box<Snapshot>> },
+    Snapshot {
+        reply: oneshot::Sender<Box<Snapshot>>,
+    },
     /// One unit's state from systemd.
-    UnitStatus { unit: macha_core::UnitName, reply: oneshot::Sender<Result<String, String>> },
+    UnitStatus {
+        unit: macha_core::UnitName,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -200,7 +232,9 @@ async fn scheduler(mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>, tracker: Ta
                 Next::Idle => break,
             }
         }
-        let wake = queue.next_deadline().map_or(Duration::from_secs(3600), |d| Duration::from_millis(d.saturating_sub(now_ms(epoch))));
+        let wake = queue
+            .next_deadline()
+            .map_or(Duration::from_secs(3600), |d| Duration::from_millis(d.saturating_sub(now_ms(epoch))));
         tokio::select! {
             () = stop.cancelled() => return,
             job = rx.recv() => match job {
@@ -261,7 +295,8 @@ async fn fail_job(shared: &Shared, job: &Job, reason: &str) {
     let (audits, _) = outcome_audits(job, Err(reason));
     shared.call(AgentCall::Finish { id: job.request_id, outcome: Err(reason.to_owned()), audits }).await;
     if let Some(sink) = &job.sink {
-        let _ = sink.send(StreamLine::Done(Response::err(ErrorCode::Unavailable, format!("model unavailable: {reason}"))));
+        let _ =
+            sink.send(StreamLine::Done(Response::err(ErrorCode::Unavailable, format!("model unavailable: {reason}"))));
     }
 }
 
@@ -271,8 +306,14 @@ fn outcome_audits(job: &Job, outcome: Result<&str, &str>) -> (Vec<(Option<i64>, 
     let mut audits = Vec::new();
     let JobKind::Analysis { items, correlation_id, .. } = &job.kind else {
         if let Err(reason) = outcome {
-            let a = NewAudit::new(now, AuditKind::Alert, Severity::Warning, "local", format!("model unavailable: {reason}"))
-                .with_payload(serde_json::json!({"agent_request": job.request_id}));
+            let a = NewAudit::new(
+                now,
+                AuditKind::Alert,
+                Severity::Warning,
+                "local",
+                format!("model unavailable: {reason}"),
+            )
+            .with_payload(serde_json::json!({"agent_request": job.request_id}));
             audits.push((None, a));
         }
         return (audits, None);
@@ -316,9 +357,10 @@ fn outcome_audits(job: &Job, outcome: Result<&str, &str>) -> (Vec<(Option<i64>, 
 }
 
 async fn run_job(shared: &Arc<Shared>, job: Job, stop: CancellationToken) {
+    // The larger model analyses and talks with people; the fast one does batch work (learnings).
     let model = match &job.kind {
-        JobKind::Analysis { .. } => shared.config.llm.analysis_model.clone(),
-        JobKind::Converse { .. } | JobKind::Learning { .. } => shared.config.llm.triage_model.clone(),
+        JobKind::Analysis { .. } | JobKind::Converse { .. } => shared.config.llm.analysis_model.clone(),
+        JobKind::Learning { .. } => shared.config.llm.triage_model.clone(),
     };
     shared.call(AgentCall::Start { id: job.request_id, model: model.clone() }).await;
     // The whole job is bounded; each model call is bounded by llm.timeout inside the backend.
@@ -345,7 +387,11 @@ async fn run_job(shared: &Arc<Shared>, job: Job, stop: CancellationToken) {
     let outcome = result.as_ref().map(|r| r.answer.as_str()).map_err(String::as_str);
     let (audits, _) = outcome_audits(&job, outcome);
     shared
-        .call(AgentCall::Finish { id: job.request_id, outcome: result.as_ref().map(|r| r.answer.clone()).map_err(Clone::clone), audits })
+        .call(AgentCall::Finish {
+            id: job.request_id,
+            outcome: result.as_ref().map(|r| r.answer.clone()).map_err(Clone::clone),
+            audits,
+        })
         .await;
     if let Some(sink) = &job.sink {
         let line = match result {
@@ -359,7 +405,9 @@ async fn run_job(shared: &Arc<Shared>, job: Job, stop: CancellationToken) {
                 "estimated_prompt_tokens": r.turn.first_prompt_estimate,
                 "first_token_ms": r.turn.first_token_ms,
             })),
-            Err(e) => Response::err(ErrorCode::Unavailable, format!("model unavailable: {e} (request {})", job.request_id)),
+            Err(e) => {
+                Response::err(ErrorCode::Unavailable, format!("model unavailable: {e} (request {})", job.request_id))
+            }
         };
         let _ = sink.send(StreamLine::Done(line));
     }
@@ -407,16 +455,24 @@ async fn execute(shared: &Arc<Shared>, job: &Job, model: &str) -> Result<Answer,
             }
             let checks: Vec<&str> = items.iter().map(|i| i.check.as_str()).collect();
             let kinds = prompt::incident_action_kinds(&checks);
+            let names = prompt::incident_tools(&checks);
             let mut messages = vec![
                 Message::system(prompt::DIAGNOSE),
                 Message::user(prompt::incident(items, &context, &shared.redactor, &nonce)),
             ];
-            let runner = Runner::new(&*shared.backend, &host, &shared.redactor, shared.run_config(model, "analysis", false), events, nonce);
+            let runner = Runner::new(
+                &*shared.backend,
+                &host,
+                &shared.redactor,
+                shared.run_config(model, "analysis", false),
+                events,
+                nonce,
+            );
             let schema = output::schema::<Diagnosis>();
             let check = |t: &str| output::parse::<Diagnosis>(t).map(|_| ()).map_err(|e| e.to_string());
-            let offered = incident_tools(&kinds);
+            let offered = macha_agent::tools::incident_specs(&names, &kinds);
             let turn = runner
-                .run_with_tools(&mut messages, &ToolName::INCIDENT, offered, Some(&schema), Some(&check))
+                .run_with_tools(&mut messages, &names, offered, Some(&schema), Some(&check))
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(Answer { answer: turn.text.clone(), turn })
@@ -425,7 +481,11 @@ async fn execute(shared: &Arc<Shared>, job: &Job, model: &str) -> Result<Answer,
             let system = match mode {
                 Mode::Chat | Mode::Ask => prompt::CHAT.to_owned(),
                 Mode::Discuss { context, .. } => {
-                    format!("{}\n{}", prompt::DISCUSS, prompt::fence("approval", &nonce, &shared.redactor.apply(context)))
+                    format!(
+                        "{}\n{}",
+                        prompt::DISCUSS,
+                        prompt::fence("approval", &nonce, &shared.redactor.apply(context))
+                    )
                 }
             };
             let mut messages = vec![Message::system(system)];
@@ -438,7 +498,14 @@ async fn execute(shared: &Arc<Shared>, job: &Job, model: &str) -> Result<Answer,
                 Mode::Ask => "ask",
                 Mode::Discuss { .. } => "discuss",
             };
-            let runner = Runner::new(&*shared.backend, &host, &shared.redactor, shared.run_config(model, purpose, stream), events, nonce);
+            let runner = Runner::new(
+                &*shared.backend,
+                &host,
+                &shared.redactor,
+                shared.run_config(model, purpose, stream),
+                events,
+                nonce,
+            );
             let turn = runner.run(&mut messages, &ToolName::ALL, None, None).await.map_err(|e| e.to_string())?;
             let approval_id = match mode {
                 Mode::Discuss { approval_id, .. } => Some(*approval_id),
@@ -458,7 +525,14 @@ async fn execute(shared: &Arc<Shared>, job: &Job, model: &str) -> Result<Answer,
         }
         JobKind::Learning { prompt: text, source } => {
             let mut messages = vec![Message::system(prompt::LEARN), Message::user(shared.redactor.apply(text))];
-            let runner = Runner::new(&*shared.backend, &host, &shared.redactor, shared.run_config(model, "learning", false), events, nonce);
+            let runner = Runner::new(
+                &*shared.backend,
+                &host,
+                &shared.redactor,
+                shared.run_config(model, "learning", false),
+                events,
+                nonce,
+            );
             let schema = output::schema::<Learnings>();
             let check = |t: &str| output::parse::<Learnings>(t).map(|_| ()).map_err(|e| e.to_string());
             let turn = runner.run(&mut messages, &[], Some(&schema), Some(&check)).await.map_err(|e| e.to_string())?;
@@ -482,10 +556,6 @@ async fn execute(shared: &Arc<Shared>, job: &Job, model: &str) -> Result<Answer,
     }
 }
 
-fn incident_tools(kinds: &[macha_core::ActionKind]) -> Vec<macha_agent::message::ToolSpec> {
-    macha_agent::tools::incident_specs(kinds)
-}
-
 /// The daemon's implementation of the model's tools.
 struct DaemonHost {
     shared: Arc<Shared>,
@@ -497,7 +567,10 @@ struct DaemonHost {
 impl DaemonHost {
     async fn snapshot(&self) -> Result<Snapshot, String> {
         let (reply, rx) = oneshot::channel();
-        self.ask_loop(AgentCall::Snapshot { reply }, rx).await.map(|b| *b).ok_or_else(|| "the daemon is stopping".to_owned())
+        self.ask_loop(AgentCall::Snapshot { reply }, rx)
+            .await
+            .map(|b| *b)
+            .ok_or_else(|| "the daemon is stopping".to_owned())
     }
 
     async fn read_logs(&self, a: macha_agent::tools::LogsArgs) -> Result<String, String> {
@@ -558,7 +631,9 @@ impl DaemonHost {
 
     async fn unit_status(&self, unit: macha_core::UnitName) -> Result<String, String> {
         let (reply, rx) = oneshot::channel();
-        self.ask_loop(AgentCall::UnitStatus { unit, reply }, rx).await.unwrap_or_else(|| Err("the daemon is stopping".into()))
+        self.ask_loop(AgentCall::UnitStatus { unit, reply }, rx)
+            .await
+            .unwrap_or_else(|| Err("the daemon is stopping".into()))
     }
 
     async fn check_network(&self, host: HostName, port: u16) -> Result<String, String> {
@@ -575,8 +650,12 @@ impl DaemonHost {
                 .ok_or_else(|| format!("{host} is not a known host (see list_hosts)"))?
         };
         let started = Instant::now();
-        match tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect((address.as_str(), port))).await {
-            Ok(Ok(_)) => Ok(format!("{host} ({address}) port {port}: open (connected in {} ms)", started.elapsed().as_millis())),
+        match tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect((address.as_str(), port)))
+            .await
+        {
+            Ok(Ok(_)) => {
+                Ok(format!("{host} ({address}) port {port}: open (connected in {} ms)", started.elapsed().as_millis()))
+            }
             Ok(Err(e)) => Ok(format!("{host} ({address}) port {port}: not reachable: {e}")),
             Err(_) => Ok(format!("{host} ({address}) port {port}: no answer within 3 s")),
         }
@@ -623,9 +702,7 @@ impl DaemonHost {
             ToolCall::GetCachedOutput(a) => {
                 let (reply, rx) = oneshot::channel();
                 let call = AgentCall::Cached { id: a.id, offset: a.offset.unwrap_or(0), reply };
-                self.ask_loop(call, rx)
-                    .await
-                    .unwrap_or_else(|| Err("the daemon is stopping".into()))
+                self.ask_loop(call, rx).await.unwrap_or_else(|| Err("the daemon is stopping".into()))
             }
             ToolCall::ProposeAction(action) => {
                 let (reply, rx) = oneshot::channel();
@@ -635,10 +712,7 @@ impl DaemonHost {
                     correlation_id: self.correlation_id.clone(),
                     reply,
                 };
-                Ok(self
-                    .ask_loop(call, rx)
-                    .await
-                    .unwrap_or_else(|| "not decided: the daemon is stopping".into()))
+                Ok(self.ask_loop(call, rx).await.unwrap_or_else(|| "not decided: the daemon is stopping".into()))
             }
         }
     }
@@ -657,9 +731,7 @@ impl ToolHost for DaemonHost {
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
             let call = AgentCall::Cache { request_id: self.request_id, tool: "tool".into(), text, reply };
-            self.ask_loop(call, rx)
-                .await
-                .unwrap_or_else(|| Err("the daemon is stopping".into()))
+            self.ask_loop(call, rx).await.unwrap_or_else(|| Err("the daemon is stopping".into()))
         })
     }
 
@@ -721,7 +793,10 @@ pub async fn handle_call(engine: &mut Engine, sources: &Sources, call: AgentCall
             let r = match engine.store().cached_output(&id, offset, macha_agent::budget::CHUNK_BYTES) {
                 Ok(Some((text, total))) => {
                     let end = offset + text.len() as u64;
-                    Ok(format!("{text}\n[bytes {offset}-{end} of {total}{}]", if end < total as u64 { "; more with a higher offset" } else { "" }))
+                    Ok(format!(
+                        "{text}\n[bytes {offset}-{end} of {total}{}]",
+                        if end < total as u64 { "; more with a higher offset" } else { "" }
+                    ))
                 }
                 Ok(None) => Err(format!("no cached output {id} (it may have expired)")),
                 Err(e) => Err(e.to_string()),
@@ -735,7 +810,9 @@ pub async fn handle_call(engine: &mut Engine, sources: &Sources, call: AgentCall
                 (macha_core::policy::Verdict::Execute, _, Some(id)) => {
                     format!("decided: execute — Macha runs it now (action {id}): {}", d.reason)
                 }
-                (macha_core::policy::Verdict::Execute, _, None) => format!("decided: execute (report only): {}", d.reason),
+                (macha_core::policy::Verdict::Execute, _, None) => {
+                    format!("decided: execute (report only): {}", d.reason)
+                }
                 (macha_core::policy::Verdict::Approval, Some(id), _) => {
                     format!("decided: a person must approve it (approval {id}): {}", d.reason)
                 }
@@ -872,13 +949,21 @@ pub fn after_findings(
         return serde_json::json!({"state": "unavailable", "reason": summary});
     }
     match last_error {
-        Some(e) => serde_json::json!({"state": "queued", "request_id": request_id, "last_error": format!("analysis unavailable: {e}")}),
+        Some(e) => {
+            serde_json::json!({"state": "queued", "request_id": request_id, "last_error": format!("analysis unavailable: {e}")})
+        }
         None => serde_json::json!({"state": "queued", "request_id": request_id}),
     }
 }
 
 /// After a verified successful remediation: ask for one or two learnings (BATCH).
-pub fn after_success(agent: Option<&AgentService>, engine: &mut Engine, action: &str, issue_id: Option<i64>, correlation_id: &str) {
+pub fn after_success(
+    agent: Option<&AgentService>,
+    engine: &mut Engine,
+    action: &str,
+    issue_id: Option<i64>,
+    correlation_id: &str,
+) {
     let Some(agent) = agent else { return };
     let issue = issue_id.and_then(|id| engine.store().get_issue(id).ok().flatten());
     let mut text = format!("Action that fixed it: {action}\n");
@@ -921,7 +1006,9 @@ pub fn stream(engine: &mut Engine, agent: Option<&AgentService>, request: Reques
     let (mode, conversation, text, kind) = match request {
         Request::Ask { question } => (Mode::Ask, format!("ask-{}", crate::correlation_id()), question, "ask"),
         Request::Chat { conversation, message } => {
-            let c = conversation.filter(|c| valid_conversation(c)).unwrap_or_else(|| format!("chat-{}", crate::correlation_id()));
+            let c = conversation
+                .filter(|c| valid_conversation(c))
+                .unwrap_or_else(|| format!("chat-{}", crate::correlation_id()));
             (Mode::Chat, c, message, "chat")
         }
         Request::Discuss { id, message } => {
@@ -935,7 +1022,10 @@ pub fn stream(engine: &mut Engine, agent: Option<&AgentService>, request: Reques
             (Mode::Discuss { approval_id: id, context }, format!("approval-{id}"), message, "discuss")
         }
         other => {
-            let _ = sink.send(StreamLine::Done(Response::err(ErrorCode::BadRequest, format!("{} is not a streamed request", other.op()))));
+            let _ = sink.send(StreamLine::Done(Response::err(
+                ErrorCode::BadRequest,
+                format!("{} is not a streamed request", other.op()),
+            )));
             return;
         }
     };
@@ -991,7 +1081,9 @@ pub fn stream(engine: &mut Engine, agent: Option<&AgentService>, request: Reques
             return;
         }
     };
-    let _ = sink.send(StreamLine::Event(serde_json::json!({"event": "started", "request_id": request_id, "conversation": conversation})));
+    let _ = sink.send(StreamLine::Event(
+        serde_json::json!({"event": "started", "request_id": request_id, "conversation": conversation}),
+    ));
     let job = Job {
         request_id,
         priority: Priority::Interactive,
@@ -1005,14 +1097,17 @@ pub fn stream(engine: &mut Engine, agent: Option<&AgentService>, request: Reques
 }
 
 fn valid_conversation(c: &str) -> bool {
-    (1..=80).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !c.starts_with("approval-")
+    (1..=80).contains(&c.len())
+        && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !c.starts_with("approval-")
 }
 
 /// What the model is told about a pending action: the action, the policy's decision (without
 /// risk), the issue and the trail.
 fn approval_context(engine: &Engine, id: i64) -> Result<String, String> {
     let store = engine.store();
-    let a = store.get_approval(id).map_err(|e| e.to_string())?.ok_or_else(|| format!("approval {id} does not exist"))?;
+    let a =
+        store.get_approval(id).map_err(|e| e.to_string())?.ok_or_else(|| format!("approval {id} does not exist"))?;
     let mut s = format!(
         "approval {id} ({}): {}\nreason given: {}\npolicy: {}\n",
         a.state,
@@ -1023,7 +1118,10 @@ fn approval_context(engine: &Engine, id: i64) -> Result<String, String> {
     if let Some(issue_id) = a.issue_id
         && let Ok(Some(i)) = store.get_issue(issue_id)
     {
-        s.push_str(&format!("issue {}: {} {} on {} ({}): {}\n", i.id, i.check_name, i.subject, i.host, i.state, i.summary));
+        s.push_str(&format!(
+            "issue {}: {} {} on {} ({}): {}\n",
+            i.id, i.check_name, i.subject, i.host, i.state, i.summary
+        ));
         let trail = store
             .query_audit(&macha_store::AuditQuery { issue_id: Some(issue_id), limit: Some(20), ..Default::default() })
             .unwrap_or_default();
@@ -1045,6 +1143,11 @@ pub fn list_prompts(engine: &Engine, request_id: Option<i64>, limit: Option<u32>
 }
 
 /// For tests and benchmarks: the incident prompt the daemon would build.
-pub fn incident_prompt(items: &[IncidentItem], snapshot: Option<&Snapshot>, redactor: &Redactor, nonce: &str) -> String {
+pub fn incident_prompt(
+    items: &[IncidentItem],
+    snapshot: Option<&Snapshot>,
+    redactor: &Redactor,
+    nonce: &str,
+) -> String {
     prompt::incident(items, &incident_context(items, snapshot), redactor, nonce)
 }

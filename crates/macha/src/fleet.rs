@@ -28,7 +28,9 @@ use macha_core::snapshot::Snapshot;
 use macha_core::{Action, HostName, Timestamp, UnitName};
 use macha_ssh::probe::{self, HostMemory, Identity, ProbeSpec};
 use macha_ssh::{HostKey, KnownHosts, RemoteCommand, RemoteTools, SshError, SshPool, SshSettings, Target};
-use macha_store::{AuditKind, AuditQuery, FleetHost, HostRecord, HostSource, HostState, NewAudit, Order, Severity, StoreError};
+use macha_store::{
+    AuditKind, AuditQuery, FleetHost, HostRecord, HostSource, HostState, NewAudit, Order, Severity, StoreError,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -174,9 +176,8 @@ impl Fleet {
     /// registry and their configured keys in the known_hosts file, and the policy's trusted hosts.
     pub fn start(config: &Config, engine: &mut Engine, now: Timestamp) -> anyhow::Result<Fleet> {
         let resolve = |name: &str| which::which(name).map_err(|e| format!("{name} not found: {e}"));
-        let pool = resolve("ssh").and_then(|ssh| {
-            SshPool::new(ssh_settings(config, ssh)).map(Arc::new).map_err(|e| e.to_string())
-        });
+        let pool = resolve("ssh")
+            .and_then(|ssh| SshPool::new(ssh_settings(config, ssh)).map(Arc::new).map_err(|e| e.to_string()));
         let own = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
         let mut own_names = vec![HostName::LOCAL.to_owned()];
         if !own.is_empty() {
@@ -221,7 +222,11 @@ impl Fleet {
         if let Err(reason) = &fleet.pool
             && !config.hosts.is_empty()
         {
-            engine.alert(now, &format!("managed hosts are configured but SSH is not available: {reason}"), serde_json::Value::Null)?;
+            engine.alert(
+                now,
+                &format!("managed hosts are configured but SSH is not available: {reason}"),
+                serde_json::Value::Null,
+            )?;
         }
         fleet.sync_config(config, engine, now)?;
         fleet.reload(engine)?;
@@ -295,7 +300,9 @@ impl Fleet {
                 continue;
             }
             let what = match (existing, state) {
-                (None, HostState::Trusted) => "added from the configuration, trusted (host key pinned there)".to_owned(),
+                (None, HostState::Trusted) => {
+                    "added from the configuration, trusted (host key pinned there)".to_owned()
+                }
                 (None, _) => "added from the configuration; not trusted until its host key is pinned".to_owned(),
                 (Some(h), s) => format!("updated from the configuration ({} → {s})", h.record.state),
             };
@@ -304,7 +311,8 @@ impl Fleet {
                 .with_payload(serde_json::json!({"host": hc, "fingerprints": key.iter().map(HostKey::fingerprint).collect::<Vec<_>>()}));
             engine.store_mut().put_fleet_host(&record, HostSource::Config, existing.map(|h| h.record.state), &audit)?;
         }
-        for h in store_hosts.iter().filter(|h| h.source == HostSource::Config && h.record.state != HostState::Forgotten) {
+        for h in store_hosts.iter().filter(|h| h.source == HostSource::Config && h.record.state != HostState::Forgotten)
+        {
             if config.hosts.iter().any(|c| c.name.as_str() == h.record.name) {
                 continue;
             }
@@ -485,8 +493,14 @@ impl Fleet {
                 engine.store_mut().set_host_status(name, &status, Some(now))?;
                 if previous.as_deref().is_some_and(|p| p != "ok") {
                     engine.store_mut().append_audit(
-                        &NewAudit::new(now, AuditKind::Alert, Severity::Notice, name, format!("{name} is reachable again"))
-                            .with_subject("host"),
+                        &NewAudit::new(
+                            now,
+                            AuditKind::Alert,
+                            Severity::Notice,
+                            name,
+                            format!("{name} is reachable again"),
+                        )
+                        .with_subject("host"),
                     )?;
                     self.reload(engine)?;
                 }
@@ -509,7 +523,9 @@ impl Fleet {
                         ),
                         SshError::HostKeyUnknown { .. } => (
                             Severity::Warning,
-                            format!("{name} is not observed: no host key is pinned (check it, then `macha-systems trust {name}`)"),
+                            format!(
+                                "{name} is not observed: no host key is pinned (check it, then `macha-systems trust {name}`)"
+                            ),
                         ),
                         other => (Severity::Warning, format!("{name} could not be observed: {other}")),
                     };
@@ -528,7 +544,7 @@ impl Fleet {
         };
         let correlation_id = crate::correlation_id();
         let (report, work) = engine.cycle(&snapshot, &correlation_id)?;
-        tracing::info!(
+        tracing::debug!(
             host = name,
             correlation_id = %correlation_id,
             findings = report.findings.len(),
@@ -594,7 +610,8 @@ impl Fleet {
                 n
             }
             Err(reason) => {
-                let changed = lock(&self.state).discovery_error.replace(reason.clone()).as_deref() != Some(reason.as_str());
+                let changed =
+                    lock(&self.state).discovery_error.replace(reason.clone()).as_deref() != Some(reason.as_str());
                 if changed {
                     engine.alert(crate::now(), &format!("host discovery failed: {reason}"), serde_json::Value::Null)?;
                 }
@@ -627,7 +644,9 @@ impl Fleet {
                 (None, Some(p)) => (
                     HostState::Admitted,
                     None,
-                    format!("discovered {name} in the journal: admitted by the allowed domain {p}; observed once its host key is pinned"),
+                    format!(
+                        "discovered {name} in the journal: admitted by the allowed domain {p}; observed once its host key is pinned"
+                    ),
                 ),
                 (Some(h), Some(p)) if h.record.state == HostState::Discovered => (
                     HostState::Admitted,
@@ -722,8 +741,9 @@ impl Fleet {
         {
             return Ok(h);
         }
-        Err(StoreError::NotFound { entity: "host", id: 0 })
-            .with_context(|| format!("{name} is not a registered host (add it to the configuration, or `macha-systems admit {name}`)"))
+        Err(StoreError::NotFound { entity: "host", id: 0 }).with_context(|| {
+            format!("{name} is not a registered host (add it to the configuration, or `macha-systems admit {name}`)")
+        })
     }
 
     fn scanned(
@@ -740,7 +760,8 @@ impl Fleet {
         let describe = |k: &HostKey| serde_json::json!({"algorithm": k.algorithm, "fingerprint": k.fingerprint(), "key": k.line()});
         match request {
             Request::TrustHost { fingerprints, .. } => {
-                let chosen: Vec<HostKey> = keys.iter().filter(|k| fingerprints.contains(&k.fingerprint())).cloned().collect();
+                let chosen: Vec<HostKey> =
+                    keys.iter().filter(|k| fingerprints.contains(&k.fingerprint())).cloned().collect();
                 if chosen.is_empty() || fingerprints.iter().any(|f| !keys.iter().any(|k| &k.fingerprint() == f)) {
                     return Err(StoreError::Conflict {
                         entity: "host key",
@@ -748,10 +769,14 @@ impl Fleet {
                         expected: fingerprints.join(", "),
                         actual: keys.iter().map(HostKey::fingerprint).collect::<Vec<_>>().join(", "),
                     })
-                    .with_context(|| format!("{} does not present the key(s) confirmed; nothing was pinned", target.name));
+                    .with_context(|| {
+                        format!("{} does not present the key(s) confirmed; nothing was pinned", target.name)
+                    });
                 }
                 self.trust(engine, who, &target.name, &chosen)?;
-                Ok(serde_json::json!({"name": target.name, "state": "trusted", "pinned": chosen.iter().map(describe).collect::<Vec<_>>()}))
+                Ok(
+                    serde_json::json!({"name": target.name, "state": "trusted", "pinned": chosen.iter().map(describe).collect::<Vec<_>>()}),
+                )
             }
             _ => Ok(serde_json::json!({
                 "name": target.name, "address": target.address, "port": target.port,
@@ -781,7 +806,10 @@ impl Fleet {
             AuditKind::Config,
             Severity::Notice,
             name.as_str(),
-            format!("host key of {name} pinned by {who} ({}); {name} is trusted: observed, and actions may run", fps.join(", ")),
+            format!(
+                "host key of {name} pinned by {who} ({}); {name} is trusted: observed, and actions may run",
+                fps.join(", ")
+            ),
         )
         .with_subject("host")
         .with_payload(serde_json::json!({"fingerprints": fps, "previous_state": host.record.state}));
@@ -883,7 +911,12 @@ impl Fleet {
                         expected: "a host not in the configuration".into(),
                         actual: "configured".into(),
                     })
-                    .with_context(|| format!("{} is in the configuration: remove [hosts.{}] to forget it", h.record.name, h.record.name));
+                    .with_context(|| {
+                        format!(
+                            "{} is in the configuration: remove [hosts.{}] to forget it",
+                            h.record.name, h.record.name
+                        )
+                    });
                 }
                 let host_name = HostName::parse(&h.record.name).map_err(|e| anyhow::format_err!("{e}"))?;
                 let mut kh = self.known_hosts()?;
@@ -897,7 +930,10 @@ impl Fleet {
                     AuditKind::Config,
                     Severity::Notice,
                     &h.record.name,
-                    format!("{} forgotten by {who}: never contacted again, its pinned keys removed; its history stays", h.record.name),
+                    format!(
+                        "{} forgotten by {who}: never contacted again, its pinned keys removed; its history stays",
+                        h.record.name
+                    ),
                 )
                 .with_subject("host");
                 engine.store_mut().put_fleet_host(&record, h.source, Some(h.record.state), &audit)?;
@@ -975,7 +1011,11 @@ async fn observe_host(
 /// The `_HOSTNAME`s of the journal entries within `window`: `journalctl --output=json
 /// --output-fields=_HOSTNAME --since=-<window>`, over `--directory=<dir>` if given, else
 /// `--merge` (every journal on this host, the remote ones included).
-pub async fn discover(journalctl: &std::path::Path, dir: Option<&std::path::Path>, window: Duration) -> Result<Vec<String>, String> {
+pub async fn discover(
+    journalctl: &std::path::Path,
+    dir: Option<&std::path::Path>,
+    window: Duration,
+) -> Result<Vec<String>, String> {
     let mut cmd = tokio::process::Command::new(journalctl);
     cmd.args(["--output=json", "--output-fields=_HOSTNAME", "--no-pager", "--quiet"])
         .arg(format!("--since=-{}s", window.as_secs().max(1)));
@@ -1053,7 +1093,8 @@ impl Remote {
     pub async fn execute(&self, permit: &Permit, local: &crate::executor::Executor) -> ActionOutcome {
         let hosts = permit.action().hosts().as_slice();
         let runs = hosts.iter().map(|h| async move {
-            let outcome = if h.is_local() { local.execute_local(permit).await } else { self.execute_on(h, permit).await };
+            let outcome =
+                if h.is_local() { local.execute_local(permit).await } else { self.execute_on(h, permit).await };
             (h, outcome)
         });
         let outcomes = futures_util::future::join_all(runs).await;
@@ -1091,7 +1132,9 @@ impl Remote {
             Action::ConfigChange { path, .. } => ActionOutcome {
                 succeeded: true,
                 verified: false,
-                detail: format!("approved patch for {path} on {host} recorded; Macha never edits configuration files, apply it by hand"),
+                detail: format!(
+                    "approved patch for {path} on {host} recorded; Macha never edits configuration files, apply it by hand"
+                ),
                 output: None,
             },
             Action::NixosSwitch { .. } => fail("NixOS deployment is not available in this version; nothing was run"),
@@ -1124,8 +1167,21 @@ impl Remote {
         }
     }
 
-    async fn show(&self, target: &Target, tools: &RemoteTools, unit: &UnitName, props: &str) -> Result<BTreeMap<String, String>, String> {
-        let cmd = tools.command("systemctl").map_err(|e| e.to_string())?.args(["show", "--no-pager", "-p", props, "--", unit.as_str()]);
+    async fn show(
+        &self,
+        target: &Target,
+        tools: &RemoteTools,
+        unit: &UnitName,
+        props: &str,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let cmd = tools.command("systemctl").map_err(|e| e.to_string())?.args([
+            "show",
+            "--no-pager",
+            "-p",
+            props,
+            "--",
+            unit.as_str(),
+        ]);
         let out = self.pool.run(target, &RemoteCommand::new(cmd, self.timeout)).await.map_err(|e| e.to_string())?;
         if !out.success() {
             return Err(format!("systemctl show exited with {:?}: {}", out.status, out.stderr_line()));
@@ -1133,7 +1189,13 @@ impl Remote {
         Ok(properties(&out.stdout_text()))
     }
 
-    async fn unit_action(&self, target: &Target, tools: &RemoteTools, action: &Action, unit: &UnitName) -> ActionOutcome {
+    async fn unit_action(
+        &self,
+        target: &Target,
+        tools: &RemoteTools,
+        action: &Action,
+        unit: &UnitName,
+    ) -> ActionOutcome {
         let host = &target.name;
         // Defence in depth: the policy matched the name as given; the host's systemd may know the
         // unit under other names (aliases). Refuse if any of them is protected.
@@ -1141,12 +1203,15 @@ impl Remote {
             Ok(p) => p,
             Err(e) => return fail(format!("cannot resolve {unit} on {host}: {e}; nothing was changed")),
         };
-        let all: Vec<&str> = names.get("Id").into_iter().chain(names.get("Names")).flat_map(|s| s.split_whitespace()).collect();
+        let all: Vec<&str> =
+            names.get("Id").into_iter().chain(names.get("Names")).flat_map(|s| s.split_whitespace()).collect();
         for n in &all {
             if let Ok(u) = UnitName::parse(n)
                 && let Some(p) = self.protected.protecting(&u)
             {
-                return fail(format!("{unit} on {host} is also known as {n}, which is protected ({p}); nothing was sent"));
+                return fail(format!(
+                    "{unit} on {host} is also known as {n}, which is protected ({p}); nothing was sent"
+                ));
             }
         }
         let verb = match action {
@@ -1185,7 +1250,9 @@ impl Remote {
                 return ActionOutcome {
                     succeeded: true,
                     verified: false,
-                    detail: format!("systemctl {verb} done on {host}, but {unit} could not be observed afterwards: {e}"),
+                    detail: format!(
+                        "systemctl {verb} done on {host}, but {unit} could not be observed afterwards: {e}"
+                    ),
                     output: None,
                 };
             }

@@ -52,7 +52,7 @@ impl Timeouts {
         Timeouts {
             connect: request.min(Duration::from_secs(5)),
             request,
-            idle: request.min(Duration::from_secs(30)),
+            idle: (request / 2).min(Duration::from_secs(30)),
         }
     }
 }
@@ -130,9 +130,7 @@ pub(crate) fn describe_reqwest(url: &str, e: &reqwest::Error) -> BackendError {
         reason = format!("{reason}: {s}");
         source = s.source();
     }
-    if e.is_connect() || e.is_request() && !e.is_body() && !e.is_decode() {
-        BackendError::Unreachable { url: url.to_owned(), reason }
-    } else if e.is_timeout() {
+    if e.is_connect() || e.is_timeout() || e.is_request() && !e.is_body() && !e.is_decode() {
         BackendError::Unreachable { url: url.to_owned(), reason }
     } else if e.is_decode() || e.is_body() {
         BackendError::Protocol(reason)

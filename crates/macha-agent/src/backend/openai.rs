@@ -96,7 +96,8 @@ fn message(m: &Message, index: usize) -> Value {
             .collect();
     }
     if m.role == Role::Tool {
-        v["tool_call_id"] = json!(m.tool_call_id.clone().unwrap_or_else(|| format!("call_{}_0", index.saturating_sub(1))));
+        v["tool_call_id"] =
+            json!(m.tool_call_id.clone().unwrap_or_else(|| format!("call_{}_0", index.saturating_sub(1))));
         if let Some(n) = &m.tool_name {
             v["name"] = json!(n);
         }
@@ -143,7 +144,8 @@ pub fn body(req: &ChatRequest) -> Value {
             .collect();
     }
     if let Some(schema) = &req.format {
-        b["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": true}});
+        b["response_format"] =
+            json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": true}});
     }
     b
 }
@@ -164,8 +166,12 @@ fn usage(v: &Value, out: &mut ChatResponse) {
 
 /// Parses a complete (non-streamed) answer.
 pub fn parse_completion(v: &Value) -> Result<ChatResponse, BackendError> {
-    let msg = v["choices"].get(0).map(|c| &c["message"]).ok_or_else(|| BackendError::Protocol("no choices in the answer".into()))?;
-    let mut out = ChatResponse { content: msg["content"].as_str().unwrap_or_default().to_owned(), ..ChatResponse::default() };
+    let msg = v["choices"]
+        .get(0)
+        .map(|c| &c["message"])
+        .ok_or_else(|| BackendError::Protocol("no choices in the answer".into()))?;
+    let mut out =
+        ChatResponse { content: msg["content"].as_str().unwrap_or_default().to_owned(), ..ChatResponse::default() };
     if let Some(calls) = msg["tool_calls"].as_array() {
         for c in calls {
             out.tool_calls.push(RawToolCall {
@@ -196,9 +202,12 @@ impl StreamState {
             self.done = true;
             return Ok(None);
         }
-        let v: Value = serde_json::from_str(data).map_err(|e| BackendError::Protocol(format!("bad stream event: {e}")))?;
+        let v: Value =
+            serde_json::from_str(data).map_err(|e| BackendError::Protocol(format!("bad stream event: {e}")))?;
         if let Some(err) = v.get("error") {
-            return Err(BackendError::Server(err["message"].as_str().unwrap_or("error event in the stream").to_owned()));
+            return Err(BackendError::Server(
+                err["message"].as_str().unwrap_or("error event in the stream").to_owned(),
+            ));
         }
         usage(&v, &mut self.out);
         let Some(choice) = v["choices"].get(0) else { return Ok(None) };
@@ -335,10 +344,16 @@ impl Backend for OpenAiBackend {
             within(self.timeouts.request, async {
                 let resp = self.send("embeddings", &json!({"model": model, "input": input})).await?;
                 let v: Value = resp.json().await.map_err(|e| BackendError::Protocol(e.to_string()))?;
-                let data = v["data"].as_array().ok_or_else(|| BackendError::Protocol("no data in the answer".into()))?;
+                let data =
+                    v["data"].as_array().ok_or_else(|| BackendError::Protocol("no data in the answer".into()))?;
                 let out: Vec<Vec<f32>> = data
                     .iter()
-                    .map(|d| d["embedding"].as_array().map(|a| a.iter().filter_map(|x| x.as_f64().map(|f| f as f32)).collect()).unwrap_or_default())
+                    .map(|d| {
+                        d["embedding"]
+                            .as_array()
+                            .map(|a| a.iter().filter_map(|x| x.as_f64().map(|f| f as f32)).collect())
+                            .unwrap_or_default()
+                    })
                     .collect();
                 if out.len() != input.len() {
                     return Err(BackendError::Protocol(format!("{} embeddings for {} inputs", out.len(), input.len())));
@@ -382,7 +397,11 @@ mod tests {
         let req = ChatRequest {
             model: "m".into(),
             messages: vec![Message::system("s"), Message::user("u"), a, Message::tool("hardware", None, "out")],
-            tools: vec![ToolSpec { name: "hardware".into(), description: "d".into(), parameters: json!({"type": "object"}) }],
+            tools: vec![ToolSpec {
+                name: "hardware".into(),
+                description: "d".into(),
+                parameters: json!({"type": "object"}),
+            }],
             format: Some(json!({"type": "object"})),
             options: GenOptions::default(),
             stream: true,

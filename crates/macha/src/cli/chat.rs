@@ -17,7 +17,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(900);
 
 fn connect(opts: &ClientOpts) -> Result<Client, super::Failure> {
     if opts.db.is_some() {
-        return Err(fail(EXIT_USAGE, anyhow::format_err!("--db is read-only; talking to the model goes through the daemon")));
+        return Err(fail(
+            EXIT_USAGE,
+            anyhow::format_err!("--db is read-only; talking to the model goes through the daemon"),
+        ));
     }
     let config = super::commands::load_config(opts.config.as_deref(), Scope::User)?;
     let socket = opts.socket.clone().unwrap_or_else(|| config.socket.clone());
@@ -59,7 +62,12 @@ impl Printer {
                 let _ = writeln!(err, "  ← {}: {} bytes{note}", e["name"].as_str().unwrap_or("?"), e["bytes"]);
             }
             "tool_refused" => {
-                let _ = writeln!(err, "  ✗ {} refused: {}", e["name"].as_str().unwrap_or("?"), e["error"].as_str().unwrap_or(""));
+                let _ = writeln!(
+                    err,
+                    "  ✗ {} refused: {}",
+                    e["name"].as_str().unwrap_or("?"),
+                    e["error"].as_str().unwrap_or("")
+                );
             }
             "progress" => {
                 let _ = writeln!(
@@ -121,7 +129,9 @@ pub fn chat(a: &ChatArgs) -> CmdResult {
     let mut p = Printer::new(a.client.json);
     p.conversation = a.conversation.clone();
     if !a.client.json {
-        eprintln!("macha-chat: ask about this host. Macha's model can look, and propose; the policy decides. /exit to quit.");
+        eprintln!(
+            "macha-chat: ask about this host. Macha's model can look, and propose; the policy decides. /exit to quit."
+        );
     }
     while let Some(line) = read_line("you> ") {
         match line.as_str() {
@@ -213,7 +223,11 @@ pub fn prompts(request_id: Option<i64>, limit: Option<u32>, opts: &ClientOpts) -
                 println!("{c}");
             }
             for call in m["tool_calls"].as_array().cloned().unwrap_or_default() {
-                println!("(calls {} {})", call["function"]["name"].as_str().unwrap_or("?"), call["function"]["arguments"]);
+                println!(
+                    "(calls {} {})",
+                    call["function"]["name"].as_str().unwrap_or("?"),
+                    call["function"]["arguments"]
+                );
             }
         }
         match (p["response"].get("content"), p["error"].as_str()) {

@@ -9,6 +9,7 @@ mod chat;
 mod check;
 mod commands;
 mod render;
+pub mod systems;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -56,6 +57,12 @@ pub enum Applet {
     /// Ask Macha's model one question.
     #[command(name = "macha-ask", version)]
     Ask(AskArgs),
+    /// The host registry: list, show, trust, admit and forget managed hosts.
+    #[command(name = "macha-systems", version)]
+    Systems {
+        #[command(subcommand)]
+        cmd: systems::SystemsCmd,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -118,6 +125,13 @@ pub enum Cmd {
     },
     /// Write man pages for every command into a directory.
     Man { dir: PathBuf },
+    /// The host registry (same as `macha-systems`).
+    Systems {
+        #[command(subcommand)]
+        cmd: systems::SystemsCmd,
+    },
+    /// Print this host's snapshot as JSON, for the Macha that observes it over SSH.
+    Probe(systems::ProbeArgs),
     /// Print the names the binary answers to, one a line (the package links each to `macha`).
     #[command(hide = true)]
     Applets,
@@ -378,6 +392,18 @@ pub fn fail(code: u8, error: anyhow::Error) -> Failure {
 
 pub type CmdResult = Result<u8, Failure>;
 
+/// A client command whose output goes into a closed pipe (`macha logs audit | head`) ends quietly,
+/// as Unix tools do, instead of panicking in `println!`. Not for the daemon, where a closed peer is
+/// an error to handle.
+fn restore_default_sigpipe() {
+    // SAFETY: called at the start of `main`, before any other thread exists; SIG_DFL is a valid
+    // disposition and no handler code runs.
+    #[allow(unsafe_code)]
+    unsafe {
+        let _ = nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl);
+    }
+}
+
 pub fn main() -> ExitCode {
     let applet = match Applet::try_parse() {
         Ok(a) => a,
@@ -388,6 +414,9 @@ pub fn main() -> ExitCode {
         }
     };
     let daemon = matches!(applet, Applet::Macha { cmd: Cmd::Daemon(_) });
+    if !daemon {
+        restore_default_sigpipe();
+    }
     crate::logging::init(if daemon { crate::logging::Mode::Daemon } else { crate::logging::Mode::Cli });
     match dispatch(applet) {
         Ok(code) => ExitCode::from(code),
@@ -411,6 +440,8 @@ fn dispatch(applet: Applet) -> CmdResult {
             Cmd::Issues { cmd } => commands::issues(cmd),
             Cmd::Completions { shell, dir } => completions(shell, dir),
             Cmd::Man { dir } => man(&dir),
+            Cmd::Systems { cmd } => systems::run(cmd),
+            Cmd::Probe(a) => systems::probe(&a),
             Cmd::Applets => {
                 applet_names().iter().for_each(|n| println!("{n}"));
                 Ok(0)
@@ -423,6 +454,7 @@ fn dispatch(applet: Applet) -> CmdResult {
         Applet::Issues { cmd } => commands::issues(cmd),
         Applet::Chat(a) => chat::chat(&a),
         Applet::Ask(a) => chat::ask(&a),
+        Applet::Systems { cmd } => systems::run(cmd),
     }
 }
 
@@ -508,7 +540,19 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Applet::command().debug_assert();
-        assert_eq!(applet_names(), ["macha", "macha-check", "macha-approve", "macha-logs", "macha-issues", "macha-chat", "macha-ask"]);
+        assert_eq!(
+            applet_names(),
+            [
+                "macha",
+                "macha-check",
+                "macha-approve",
+                "macha-logs",
+                "macha-issues",
+                "macha-chat",
+                "macha-ask",
+                "macha-systems"
+            ]
+        );
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub enum Event {
     },
     /// The agent needs the store or the engine (proposals, records, conversations).
     Agent(crate::agent::AgentCall),
+    /// A fleet task finished: a host observed, a discovery pass, a key scan.
+    Fleet(crate::fleet::FleetEvent),
 }
 
 const JOURNAL_CURSOR_KEY: &str = "journal.cursor";
@@ -145,13 +147,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         *lock(&journal) = JournalState::Unavailable("disabled in the configuration (journal.enable = false)".into());
     }
 
+    // The fleet: the host registry (synchronised with the configuration) and SSH to other hosts.
+    let fleet = crate::fleet::Fleet::start(&config, &mut engine, now)?;
     let executor = Executor::new(
         Arc::clone(&link),
         resolve_tools(&config),
         config.protected(),
         config.executor_timeout,
         config.verify_delay,
-    );
+    )
+    .with_remote(fleet.remote());
     let sources = Sources {
         observer: Arc::new(Mutex::new(LocalObserver::new(ObserveConfig::system()))),
         systemd: Arc::clone(&link),
@@ -197,7 +202,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut cycle_tick = tokio::time::interval(config.check_interval);
     cycle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    let ctx = LoopCtx { tx: tx.clone(), tracker: tracker.clone(), executor, admin_gid, host, started, agent };
+    let ctx = LoopCtx { tx: tx.clone(), tracker: tracker.clone(), executor, admin_gid, host, started, agent, fleet };
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
@@ -211,6 +216,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 if let Err(e) = cycle(&mut engine, &sources, &ctx).await {
                     tracing::error!("cycle failed: {e:#}");
                 }
+                ctx.fleet.tick(&engine, &ctx.tx, &ctx.tracker);
             }
             Some(event) = rx.recv() => {
                 if let Err(e) = handle(&mut engine, &sources, &ctx, &journal, event).await {
@@ -244,6 +250,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             engine.finish_action(work, &outcome, crate::now())?;
         }
     }
+    ctx.fleet.shutdown().await;
     engine.store_mut().append_audit(&NewAudit::new(
         crate::now(),
         AuditKind::Daemon,
@@ -267,6 +274,7 @@ struct LoopCtx {
     host: HostName,
     started: std::time::Instant,
     agent: Option<crate::agent::AgentService>,
+    fleet: crate::fleet::Fleet,
 }
 
 impl LoopCtx {
@@ -361,6 +369,16 @@ async fn handle(
                 engine.alert(crate::now(), &format!("journal unavailable: {reason}"), serde_json::Value::Null)?;
             }
         },
+        Event::Api { request, peer, reply }
+            if crate::fleet::Fleet::is_deferred(&request) && server::is_admin(peer, ctx.admin_gid) =>
+        {
+            // Key scans contact the host: answered from a task, never blocking the loop.
+            ctx.fleet.defer(engine, request, server::peer_name(peer), reply, &ctx.tx, &ctx.tracker);
+        }
+        Event::Fleet(event) => {
+            let work = ctx.fleet.handle(engine, event)?;
+            ctx.spawn_work(work);
+        }
         Event::Api { request, peer, reply } => {
             let response = api(engine, sources, ctx, request, peer).await;
             let _ = reply.send(response);
@@ -402,6 +420,7 @@ async fn api(engine: &mut Engine, sources: &Sources, ctx: &LoopCtx, request: Req
                 "database": engine.config().database,
                 "systemd": match sources.systemd.get() { Ok(_) => "connected".to_owned(), Err(e) => format!("unavailable: {e}") },
                 "version": env!("CARGO_PKG_VERSION"),
+                "ssh": ctx.fleet.stats(),
             })),
             Request::RunCheck => cycle(engine, sources, ctx).await,
             Request::ListIssues { states, host, limit } => {
@@ -436,6 +455,12 @@ async fn api(engine: &mut Engine, sources: &Sources, ctx: &LoopCtx, request: Req
             }
             Request::QueryAudit { query } => Ok(v(&engine.store().query_audit(&query)?)),
             Request::ListPrompts { request_id, limit } => crate::agent::list_prompts(engine, request_id, limit),
+            Request::ListHosts | Request::ShowHost { .. } | Request::AdmitHost { .. } | Request::ForgetHost { .. } => {
+                ctx.fleet.api(engine, request, &who)
+            }
+            Request::ScanHost { .. } | Request::TrustHost { .. } => {
+                Err(BadRequest(format!("{} is answered after a key scan", request.op())).into())
+            }
             Request::Ask { .. } | Request::Chat { .. } | Request::Discuss { .. } => {
                 Err(BadRequest(format!("{} is answered as a stream", request.op())).into())
             }

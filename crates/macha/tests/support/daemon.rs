@@ -23,12 +23,17 @@ impl Daemon {
     /// Starts a daemon whose `[llm]` section is `llm` (TOML lines) and whose top-level settings
     /// are `top`. The check interval is an hour: cycles run when a test asks (`macha check`).
     pub fn start(top: &str, llm: &str) -> Daemon {
+        Daemon::start_with("enable = false", top, llm)
+    }
+
+    /// [`Daemon::start`] with the `[systemd]` section given (the lab's bus).
+    pub fn start_with(systemd: &str, top: &str, llm: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let config = dir.path().join("macha.toml");
         std::fs::write(
             &config,
             format!(
-                "check_interval = \"1h\"\n{top}\n[paths]\nstate_dir = \"{}\"\nsocket = \"{}\"\n[systemd]\nenable = false\n[journal]\nenable = false\n[llm]\nenable = true\n{llm}\n",
+                "check_interval = \"1h\"\n{top}\n[paths]\nstate_dir = \"{}\"\nsocket = \"{}\"\n[systemd]\n{systemd}\n[journal]\nenable = false\n[executor]\nverify_delay = \"1s\"\ntimeout = \"20s\"\n[llm]\nenable = true\n{llm}\n",
                 dir.path().join("state").display(),
                 dir.path().join("macha.sock").display(),
             ),
@@ -66,8 +71,7 @@ impl Daemon {
         }
         let mut child = Command::new(&link)
             .args(args)
-            .arg("--socket")
-            .arg(self.socket())
+            .env("MACHA_SOCKET", self.socket())
             .env("MACHA_LOG", "error")
             .env_remove("MACHA_CONFIG")
             .stdin(Stdio::piped())
@@ -110,7 +114,12 @@ impl Daemon {
     pub fn finished_request(&self, id: i64, timeout: Duration) -> macha_store::AgentRequestRecord {
         let mut rec = None;
         wait_for(&format!("agent request {id} to finish"), timeout, || {
-            rec = self.store().get_agent_request(id).ok().flatten().filter(|r| r.state == "succeeded" || r.state == "failed");
+            rec = self
+                .store()
+                .get_agent_request(id)
+                .ok()
+                .flatten()
+                .filter(|r| r.state == "succeeded" || r.state == "failed");
             rec.is_some()
         });
         rec.unwrap_or_else(|| panic!("request {id}"))

@@ -7,4 +7,5 @@
 pub mod daemon;
 pub mod front;
 pub mod http;
+pub mod lab;
 pub mod scripted;

@@ -38,6 +38,8 @@ impl Reply {
 struct State {
     chat: VecDeque<Reply>,
     requests: Vec<(String, Value)>,
+    /// Only chat requests whose body contains this take scripted replies; others get `other`.
+    only_if: Option<(String, Reply)>,
 }
 
 /// A running scripted server.
@@ -67,13 +69,21 @@ fn message(content: &str, calls: &[(String, Value)]) -> Value {
 
 impl Scripted {
     pub fn start(script: Vec<Reply>) -> Scripted {
-        let state = Arc::new(Mutex::new(State { chat: script.into(), requests: Vec::new() }));
+        let state = Arc::new(Mutex::new(State { chat: script.into(), requests: Vec::new(), only_if: None }));
         let s2 = Arc::clone(&state);
         let url = http::serve(Arc::new(move |req: HttpRequest, out: Out| {
             let state = Arc::clone(&s2);
             Box::pin(async move { handle(state, req, out).await })
         }));
         Scripted { url, state }
+    }
+
+    /// Scripted replies only for chat requests that mention `needle`; every other chat request
+    /// (say, about another test's units in a shared lab) gets `other`.
+    pub fn start_for(needle: &str, script: Vec<Reply>, other: Reply) -> Scripted {
+        let s = Scripted::start(script);
+        lock(&s.state).only_if = Some((needle.to_owned(), other));
+        s
     }
 
     /// Adds replies to the script.
@@ -109,9 +119,8 @@ async fn handle(state: Arc<Mutex<State>>, req: HttpRequest, mut out: Out) {
     lock(&state).requests.push((req.path.clone(), body.clone()));
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/api/tags") => {
-            let _ = out
-                .json(200, &json!({"models": [{"name": "scripted:latest", "modified_at": now(), "size": 1}]}))
-                .await;
+            let _ =
+                out.json(200, &json!({"models": [{"name": "scripted:latest", "modified_at": now(), "size": 1}]})).await;
         }
         ("POST", "/api/embed") => {
             let n = body["input"].as_array().map_or(1, Vec::len);
@@ -128,7 +137,13 @@ async fn handle(state: Arc<Mutex<State>>, req: HttpRequest, mut out: Out) {
             let _ = out.json(200, &r).await;
         }
         ("POST", "/api/chat") => {
-            let reply = lock(&state).chat.pop_front().unwrap_or_else(|| Reply::text("(the script is over)"));
+            let reply = {
+                let mut st = lock(&state);
+                match &st.only_if {
+                    Some((needle, other)) if !body.to_string().contains(needle.as_str()) => other.clone(),
+                    _ => st.chat.pop_front().unwrap_or_else(|| Reply::text("(the script is over)")),
+                }
+            };
             let stream = body["stream"].as_bool().unwrap_or(false);
             answer(reply, stream, &body, &mut out).await;
         }
@@ -164,7 +179,8 @@ fn answer<'a>(
             }
             Reply::Stall => {
                 let _ = out.head(200, "application/x-ndjson").await;
-                let first = json!({"model": model, "created_at": now(), "message": message("Thinking", &[]), "done": false});
+                let first =
+                    json!({"model": model, "created_at": now(), "message": message("Thinking", &[]), "done": false});
                 let _ = out.write(format!("{first}\n").as_bytes()).await;
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }
@@ -184,7 +200,8 @@ fn answer<'a>(
                     chars.chunks(7).map(|c| c.iter().collect()).collect()
                 };
                 for p in pieces {
-                    let chunk = json!({"model": model, "created_at": now(), "message": message(&p, &[]), "done": false});
+                    let chunk =
+                        json!({"model": model, "created_at": now(), "message": message(&p, &[]), "done": false});
                     let _ = out.write(format!("{chunk}\n").as_bytes()).await;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }

@@ -1,0 +1,69 @@
+//! The agent against a real systemd (the lab's user manager): a unit fails, the daemon's analysis
+//! asks the (scripted) model, the model looks at the unit and proposes a restart, and the policy
+//! executes it at `auto-safe` — the same gate a rule's proposal goes through — and the outcome is
+//! verified. `#[ignore]`d: `tests/run.sh` (CI) runs it with the lab up.
+
+mod support;
+
+use macha_store::AuditKind;
+use serde_json::json;
+use std::time::Duration;
+use support::daemon::{Daemon, wait_for};
+use support::scripted::{Reply, Scripted};
+
+#[test]
+#[ignore = "lab: needs tests/lab/systemd-user.sh up"]
+fn lab_a_failed_unit_is_diagnosed_and_the_models_restart_runs_at_auto_safe() {
+    let lab = support::lab::lab();
+    let name = format!("mt-agent-{}", std::process::id());
+    let unit = lab.unit(&name);
+    unit.start();
+    let other = Reply::Text(json!({"summary": "not this test's unit", "confidence": "low"}).to_string());
+    let model = Scripted::start_for(
+        &unit.name,
+        vec![
+            Reply::call("unit_status", json!({"unit": unit.name})),
+            Reply::call(
+                "propose_action",
+                json!({"kind": "restart_unit", "unit": unit.name, "reason": "the main process was killed"}),
+            ),
+            Reply::Text(
+                json!({"summary": format!("{} was killed", unit.name), "cause": "SIGKILL", "confidence": "medium"})
+                    .to_string(),
+            ),
+        ],
+        other,
+    );
+    let llm = format!(
+        "url = \"{}\"\ntimeout = \"10s\"\nmodels = {{ triage = \"scripted\", analysis = \"scripted\" }}",
+        model.url
+    );
+    let d = Daemon::start_with(&format!("bus = \"{}\"", lab.address), "autonomy = \"auto-safe\"", &llm);
+    wait_for("the daemon's first cycle", Duration::from_secs(40), || !d.audit(AuditKind::Snapshot).is_empty());
+    unit.kill();
+    // The model looked at the real unit, then proposed; the policy decided execute.
+    wait_for("the model's proposal executed", Duration::from_secs(60), || {
+        d.audit(AuditKind::Decision).iter().any(|r| {
+            r.payload["origin"]["origin"] == "model"
+                && r.summary.starts_with("execute:")
+                && r.summary.contains(&unit.name)
+        })
+    });
+    wait_for("verified outcomes", Duration::from_secs(60), || {
+        d.audit(AuditKind::Outcome)
+            .iter()
+            .filter(|r| r.summary.contains(&unit.name) && r.summary.contains("succeeded and verified"))
+            .count()
+            >= 2
+    });
+    assert_eq!(unit.active_state(), "active");
+    let chats: Vec<String> =
+        model.chats().iter().map(|c| c["messages"].to_string()).filter(|m| m.contains(&unit.name)).collect();
+    assert!(
+        chats.iter().any(|m| m.contains(&format!("unit: {}", unit.name))),
+        "the model saw the real unit state: {chats:?}"
+    );
+    assert!(
+        d.audit(AuditKind::Issue).iter().any(|a| a.summary.contains(&format!("analysis: {} was killed", unit.name)))
+    );
+}

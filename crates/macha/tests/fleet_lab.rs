@@ -1,0 +1,589 @@
+//! The fleet against real hosts: the real `macha daemon` binary observing and acting on the
+//! systemd-nspawn containers of `tests/lab/nspawn.sh up 3` (c1..c3: systemd as PID 1, sshd, user
+//! `macha` with the lab key and `sudo`), over SSH, with `sudo -n systemctl` for unit actions; and,
+//! for transport faults, the netns sshd hosts of `tests/lab/netns-sshd.sh up 4` (h1..h4).
+//!
+//! The labs are found through `MACHA_LAB_NSPAWN` (default `/run/macha-lab/nspawn`) and
+//! `MACHA_LAB_NETNS` (default `/run/macha-lab/netns`), where `up` writes an `inventory` (name,
+//! address, host key); the lab key through `MACHA_LAB` (default `/var/cache/macha-lab`). Without
+//! them the tests fail with instructions; they never pass silently. They are `#[ignore]`d (a plain
+//! `cargo test` needs no lab) and run one at a time (`tests/run.sh`, nextest group `lab`): they
+//! break units of shared containers and change a container's host key.
+
+use macha_store::{AuditKind, AuditQuery, AuditRecord, Store};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+const WAIT: Duration = Duration::from_secs(60);
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn cache() -> PathBuf {
+    PathBuf::from(std::env::var("MACHA_LAB").unwrap_or_else(|_| "/var/cache/macha-lab".into()))
+}
+
+/// `(name, address, "ssh-ed25519 KEY")` of every host of a lab.
+fn inventory(dir: &Path, script: &str, want: usize) -> Vec<(String, String, String)> {
+    let text = std::fs::read_to_string(dir.join("inventory")).unwrap_or_else(|e| {
+        panic!(
+            "the lab is not up ({}: {e}): start it with `tests/lab/{script} up {want}` (as root)",
+            dir.join("inventory").display()
+        )
+    });
+    let hosts: Vec<(String, String, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ' ');
+            Some((it.next()?.to_owned(), it.next()?.to_owned(), it.next()?.to_owned()))
+        })
+        .collect();
+    assert!(
+        hosts.len() >= want,
+        "the lab has {} hosts, these tests need {want}: `tests/lab/{script} up {want}`",
+        hosts.len()
+    );
+    hosts
+}
+
+struct Containers {
+    dir: PathBuf,
+}
+
+fn containers() -> Containers {
+    let dir = PathBuf::from(std::env::var("MACHA_LAB_NSPAWN").unwrap_or_else(|_| "/run/macha-lab/nspawn".into()));
+    inventory(&dir, "nspawn.sh", 3);
+    Containers { dir }
+}
+
+impl Containers {
+    fn inventory(&self) -> Vec<(String, String, String)> {
+        inventory(&self.dir, "nspawn.sh", 3)
+    }
+
+    fn key(&self, name: &str) -> String {
+        self.inventory().into_iter().find(|(n, _, _)| n == name).map(|(_, _, k)| k).unwrap_or_default()
+    }
+
+    fn script(&self, args: &[&str]) -> Output {
+        let out = Command::new(root().join("tests/lab/nspawn.sh"))
+            .args(args)
+            .env("MACHA_LAB_RUN_NSPAWN", &self.dir)
+            .output()
+            .unwrap_or_else(|e| panic!("nspawn.sh: {e}"));
+        assert!(out.status.success(), "nspawn.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    /// Runs a command inside a container as root (no SSH involved).
+    fn exec(&self, c: &str, argv: &[&str]) -> String {
+        let mut args = vec!["exec", c];
+        args.extend_from_slice(argv);
+        String::from_utf8_lossy(&self.script(&args).stdout).trim().to_owned()
+    }
+
+    fn exec_status(&self, c: &str, argv: &[&str]) -> bool {
+        let mut args = vec!["exec", c];
+        args.extend_from_slice(argv);
+        Command::new(root().join("tests/lab/nspawn.sh"))
+            .args(&args)
+            .env("MACHA_LAB_RUN_NSPAWN", &self.dir)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn active_state(&self, c: &str, unit: &str) -> String {
+        self.exec(c, &["systemctl", "show", "-p", "ActiveState", "--value", unit])
+    }
+
+    /// Makes `lab-demo.service` fail on `c` (its process killed; `Restart=no`).
+    fn break_demo(&self, c: &str) {
+        self.exec(c, &["systemctl", "kill", "--signal=KILL", "lab-demo.service"]);
+        wait_for(&format!("lab-demo failed on {c}"), || self.active_state(c, "lab-demo.service") == "failed");
+    }
+
+    /// Puts `lab-demo.service` back to running (for the next test).
+    fn repair_demo(&self, c: &str) {
+        let _ = self.exec_status(c, &["systemctl", "reset-failed", "lab-demo.service"]);
+        let _ = self.exec_status(c, &["systemctl", "start", "lab-demo.service"]);
+    }
+
+    /// sshd's log lines on `c` since `since` (seconds since the epoch).
+    fn sshd_log_since(&self, c: &str, since: u64) -> String {
+        self.exec(c, &["journalctl", "-u", "ssh.service", "--no-pager", "-o", "cat", &format!("--since=@{since}")])
+    }
+
+    /// `[hosts.cN]` tables pinning the current keys.
+    fn hosts_toml(&self, names: &[&str]) -> String {
+        let mut out = String::new();
+        for (n, a, k) in self.inventory() {
+            if names.contains(&n.as_str()) {
+                out.push_str(&format!("[hosts.{n}]\naddress = \"{a}\"\nhost_key = \"{k}\"\n"));
+            }
+        }
+        out
+    }
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn epoch() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+struct Daemon {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts `macha daemon` with the lab key, short timeouts, no local systemd or journal, and
+    /// `extra` appended; waits until `wait_hosts` answered once.
+    fn start(autonomy: &str, extra: &str, wait_hosts: &[&str]) -> Daemon {
+        Daemon::start_with(autonomy, extra, wait_hosts, |_| {})
+    }
+
+    fn start_with(autonomy: &str, extra: &str, wait_hosts: &[&str], prepare: impl FnOnce(&Path)) -> Daemon {
+        // Short: the control sockets live next to the daemon's socket (a socket path is ≤ 107 bytes).
+        let dir = tempfile::Builder::new().prefix("mf").tempdir_in("/tmp").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(dir.path().join("state")).unwrap_or_else(|e| panic!("{e}"));
+        prepare(dir.path());
+        let config = dir.path().join("macha.toml");
+        let text = format!(
+            "autonomy = \"{autonomy}\"\ncheck_interval = \"5s\"\n{top}[paths]\nstate_dir = \"{state}\"\nsocket = \"{sock}\"\n\
+             [systemd]\nenable = false\n{journal}[executor]\nverify_delay = \"1s\"\ntimeout = \"20s\"\n\
+             [ssh]\nkey = \"{key}\"\nconnect_timeout = \"3s\"\ncommand_timeout = \"10s\"\n{user}{rest}",
+            top = extra.split("#tables\n").next().unwrap_or(""),
+            state = dir.path().join("state").display(),
+            sock = dir.path().join("m.sock").display(),
+            journal = if extra.contains("[journal]") { "" } else { "[journal]\nenable = false\n" },
+            key = cache().join("keys/id_ed25519").display(),
+            user = if extra.contains("#user-root") { "user = \"root\"\n" } else { "" },
+            rest = extra.split("#tables\n").nth(1).unwrap_or(""),
+        );
+        std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_macha"))
+            .args(["daemon", "--config"])
+            .arg(&config)
+            .env("MACHA_LOG", "info")
+            .stdout(std::fs::File::create(dir.path().join("daemon.log")).unwrap_or_else(|e| panic!("{e}")))
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let d = Daemon { child, dir };
+        for h in wait_hosts {
+            wait_for(&format!("{h} observed"), || d.host(h)["status"]["ok"] == true);
+        }
+        d
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("state/macha.db")
+    }
+
+    fn audit(&self) -> Vec<AuditRecord> {
+        match Store::open_read_only(self.db()) {
+            Ok(s) => s.query_audit(&AuditQuery::default()).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn records(&self, kind: AuditKind, host: &str) -> Vec<AuditRecord> {
+        self.audit().into_iter().filter(|r| r.kind == kind && r.host == host).collect()
+    }
+
+    fn cli_as(&self, name: &str, args: &[&str]) -> Output {
+        // Multicall: a link named like the command, as the package installs it.
+        let link = self.dir.path().join(name);
+        if !link.exists() {
+            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_macha"), &link).unwrap_or_else(|e| panic!("{e}"));
+        }
+        Command::new(&link)
+            .args(args)
+            .arg("--socket")
+            .arg(self.dir.path().join("m.sock"))
+            .env("MACHA_LOG", "error")
+            .env_remove("MACHA_CONFIG")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn json_as(&self, name: &str, args: &[&str]) -> Value {
+        let out = self.cli_as(name, args);
+        assert!(out.status.success(), "{name} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{name} {args:?}: {e}"))
+    }
+
+    fn hosts(&self) -> Vec<Value> {
+        let out = self.cli_as("macha-systems", &["list", "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|v| v.as_array().cloned()).unwrap_or_default()
+    }
+
+    fn host(&self, name: &str) -> Value {
+        self.hosts().into_iter().find(|h| h["name"] == name).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- daemon log (last lines, newest first):\n{}", tail.join("\n"));
+        }
+    }
+}
+
+fn about<'a>(records: &'a [AuditRecord], needle: &str) -> Vec<&'a AuditRecord> {
+    records
+        .iter()
+        .filter(|r| r.summary.contains(needle) || r.subject.as_deref().is_some_and(|s| s.contains(needle)))
+        .collect()
+}
+
+#[test]
+#[ignore = "lab: needs tests/lab/nspawn.sh up 3"]
+fn lab_auto_safe_restarts_a_failed_unit_on_a_container() {
+    let _g = serial();
+    let lab = containers();
+    let d =
+        Daemon::start("auto-safe", &format!("#tables\n{}", lab.hosts_toml(&["c1", "c2", "c3"])), &["c1", "c2", "c3"]);
+    // Steady state: every host observed over its one master connection.
+    for c in ["c1", "c2", "c3"] {
+        let h = d.host(c);
+        assert_eq!((h["state"].as_str(), h["actions"].as_bool()), (Some("trusted"), Some(true)), "{h}");
+    }
+    lab.break_demo("c2");
+    wait_for("a verified restart on c2", || {
+        about(&d.records(AuditKind::Outcome, "c2"), "lab-demo.service")
+            .iter()
+            .any(|r| r.summary.contains("succeeded and verified"))
+    });
+    assert_eq!(lab.active_state("c2", "lab-demo.service"), "active");
+    let decisions = d.records(AuditKind::Decision, "c2");
+    assert!(about(&decisions, "lab-demo.service").iter().any(|r| r.summary.starts_with("execute:")), "{decisions:?}");
+    // Only c2 was touched.
+    assert!(d.records(AuditKind::Action, "c1").is_empty() && d.records(AuditKind::Action, "c3").is_empty());
+    let issues = d.json_as("macha-issues", &["list", "--all", "--json"]);
+    let issue = issues.as_array().and_then(|a| a.iter().find(|i| i["host"] == "c2")).cloned().unwrap_or_default();
+    assert_eq!(
+        (issue["subject"].as_str(), issue["state"].as_str()),
+        (Some("lab-demo.service"), Some("resolved")),
+        "{issues}"
+    );
+    for c in ["c1", "c2", "c3"] {
+        assert_eq!(d.host(c)["connects"], 1, "{c}: one SSH connection, reused by every cycle");
+    }
+}
+
+#[test]
+#[ignore = "lab: needs tests/lab/nspawn.sh up 3"]
+fn lab_suggest_queues_and_macha_approve_executes_remotely() {
+    let _g = serial();
+    let lab = containers();
+    let d = Daemon::start("suggest", &format!("#tables\n{}", lab.hosts_toml(&["c1", "c2", "c3"])), &["c1"]);
+    lab.break_demo("c1");
+    let mut id = 0;
+    wait_for("a pending approval for c1", || {
+        let list = d.json_as("macha-approve", &["list", "--json"]);
+        match list
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["host"] == "c1" && r["action"]["unit"] == "lab-demo.service"))
+        {
+            Some(r) => {
+                id = r["id"].as_i64().unwrap_or(0);
+                true
+            }
+            None => false,
+        }
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(lab.active_state("c1", "lab-demo.service"), "failed", "at suggest nothing runs before approval");
+    assert!(d.records(AuditKind::Action, "c1").is_empty());
+    let out = d.json_as("macha-approve", &["approve", &id.to_string(), "--json"]);
+    assert_eq!(out["decision"]["verdict"], "execute", "{out}");
+    wait_for("lab-demo active again on c1", || lab.active_state("c1", "lab-demo.service") == "active");
+    wait_for("the approval executed", || {
+        d.json_as("macha-approve", &["show", &id.to_string(), "--json"])["approval"]["state"] == "executed"
+    });
+    let outcome = d.records(AuditKind::Outcome, "c1");
+    assert!(outcome.iter().any(|r| r.summary.contains("succeeded and verified")), "{outcome:?}");
+}
+
+#[test]
+#[ignore = "lab: needs tests/lab/nspawn.sh up 3"]
+fn lab_a_protected_unit_on_a_container_is_never_restarted() {
+    let _g = serial();
+    let lab = containers();
+    let d = Daemon::start(
+        "auto-full",
+        &format!("protected_units = [\"lab-demo\"]\n#tables\n{}", lab.hosts_toml(&["c3"])),
+        &["c3"],
+    );
+    lab.break_demo("c3");
+    wait_for("a deny decision on c3", || {
+        about(&d.records(AuditKind::Decision, "c3"), "lab-demo.service").iter().any(|r| r.summary.starts_with("deny:"))
+    });
+    std::thread::sleep(Duration::from_secs(11));
+    assert_eq!(lab.active_state("c3", "lab-demo.service"), "failed");
+    assert!(d.records(AuditKind::Action, "c3").is_empty(), "nothing ran");
+    assert!(d.json_as("macha-approve", &["list", "--json"]).as_array().is_some_and(Vec::is_empty), "nothing queued");
+    lab.repair_demo("c3");
+}
+
+#[test]
+#[ignore = "lab: needs tests/lab/nspawn.sh up 3"]
+fn lab_a_changed_host_key_is_refused_alerted_and_nothing_is_sent() {
+    let _g = serial();
+    let lab = containers();
+    let d = Daemon::start("auto-safe", &format!("#tables\n{}", lab.hosts_toml(&["c1", "c3"])), &["c1", "c3"]);
+    lab.script(&["rekey", "c3"]);
+    let since = epoch();
+    // The master died with its session; the next cycle reconnects and meets the new key.
+    wait_for("an alert about c3's host key", || {
+        d.records(AuditKind::Alert, "c3").iter().any(|r| r.summary.contains("host key of c3 changed"))
+    });
+    let h = d.host("c3");
+    assert_eq!(h["status"]["kind"], "host_key_changed", "{h}");
+    // A failure on c3 now gets no action: the host is out of the policy's trusted hosts, and no
+    // command reaches it (sshd on c3 accepted no login since the key changed).
+    lab.break_demo("c3");
+    std::thread::sleep(Duration::from_secs(11));
+    assert_eq!(lab.active_state("c3", "lab-demo.service"), "failed");
+    assert!(d.records(AuditKind::Action, "c3").is_empty());
+    // Only what the restarted sshd (the one with the new key) logged counts.
+    let log = lab.sshd_log_since("c3", since);
+    let after = log.rsplit("Server listening").next().unwrap_or_default();
+    assert!(!after.contains("Accepted publickey"), "a login reached c3 after its key changed:\n{log}");
+    assert!(after.contains("[preauth]"), "Macha did try (and stopped before authenticating):\n{log}");
+    // c1 was not affected.
+    assert_eq!(d.host("c1")["status"]["ok"], true);
+    // A person checks the new key and trusts it: c3 is observed again, and repaired.
+    let new_key = lab.key("c3");
+    let fingerprint = macha_ssh::HostKey::parse(&new_key).map(|k| k.fingerprint()).unwrap_or_default();
+    let out = d.cli_as("macha-systems", &["trust", "c3", "--fingerprint", "SHA256:not-this-one"]);
+    assert_eq!(out.status.code(), Some(65), "a fingerprint the host does not present is refused");
+    let trusted = d.json_as("macha-systems", &["trust", "c3", "--fingerprint", &fingerprint, "--json"]);
+    assert_eq!(trusted["trust"]["state"], "trusted", "{trusted}");
+    wait_for("c3 observed again", || d.host("c3")["status"]["ok"] == true);
+    wait_for("lab-demo repaired on c3", || lab.active_state("c3", "lab-demo.service") == "active");
+}
+
+/// Appends `_HOSTNAME` entries to `dir/remote.journal` through systemd-journal-remote (as a log
+/// server receiving forwarded journals would).
+fn write_remote_journal(dir: &Path, hostnames: &[&str]) {
+    let remote = std::env::var_os("MACHA_JOURNAL_REMOTE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(["/lib/systemd/systemd-journal-remote", "/usr/lib/systemd/systemd-journal-remote"].map(PathBuf::from))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("systemd-journal-remote not found: `tests/lab/ci-setup.sh --local` installs it"));
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    let mut export = String::new();
+    for (i, h) in hostnames.iter().enumerate() {
+        let t = now + i as u128;
+        export.push_str(&format!(
+            "__REALTIME_TIMESTAMP={t}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID=0123456789abcdef0123456789abcdef\n_HOSTNAME={h}\nPRIORITY=6\nMESSAGE=hello from {h}\n\n",
+            t % 1_000_000_000
+        ));
+    }
+    let input = dir.join("in.export");
+    std::fs::write(&input, export).unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(remote)
+        .arg(format!("--output={}", dir.join("remote.journal").display()))
+        .arg(&input)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "systemd-journal-remote: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+#[ignore = "lab: needs tests/lab/nspawn.sh up 3"]
+fn lab_discovery_never_contacts_a_spoofed_name_and_profiles_an_allowed_one() {
+    let _g = serial();
+    let lab = containers();
+    let since = epoch();
+    let journal = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // A forwarder may write any _HOSTNAME: c3.evil.test resolves (to c3) but is outside the allowed
+    // domain; "c2" completes to c2.lab.test, which is inside; the rest are not host names.
+    write_remote_journal(journal.path(), &["c3.evil.test", "c2", "-oProxyCommand=id", "x;reboot", "localhost"]);
+    let c2_key = lab.key("c2");
+    let extra = format!(
+        "[journal]\nenable = false\ndirectory = \"{}\"\n[discovery]\nenable = true\nallowed_domains = [\"*.lab.test\"]\ndomain = \"lab.test\"\n",
+        journal.path().display()
+    );
+    let d = Daemon::start_with("auto-safe", &extra, &[], |dir| {
+        // The administrator provided the key of c2.lab.test (e.g. from programs.ssh.knownHosts).
+        std::fs::write(dir.join("state/known_hosts"), format!("c2.lab.test {c2_key}\n"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+    wait_for("c2.lab.test admitted and observed", || d.host("c2.lab.test")["status"]["ok"] == true);
+    wait_for("c3.evil.test registered", || !d.host("c3.evil.test").is_null());
+    let evil = d.host("c3.evil.test");
+    assert_eq!((evil["state"].as_str(), evil["contacted"].as_bool()), (Some("discovered"), Some(false)), "{evil}");
+    let ok = d.host("c2.lab.test");
+    assert_eq!(
+        (ok["state"].as_str(), ok["source"].as_str(), ok["actions"].as_bool()),
+        (Some("admitted"), Some("journal"), Some(false)),
+        "{ok}"
+    );
+    // First contact: OS detected and profiled, recorded as an event.
+    wait_for("c2.lab.test profiled", || d.host("c2.lab.test")["role"].is_string());
+    let shown = d.json_as("macha-systems", &["show", "c2.lab.test", "--json"]);
+    assert_eq!(shown["profile"]["os"]["family"], "debian", "{shown}");
+    assert!(about(&d.records(AuditKind::Config, "c2.lab.test"), "first contact").len() == 1);
+    assert!(!about(&d.records(AuditKind::Config, "c3.evil.test"), "registered as untrusted").is_empty());
+    // The invalid names were never registered.
+    let names: Vec<String> = d.hosts().iter().map(|h| h["name"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(names, ["c2.lab.test", "c3.evil.test"], "{names:?}");
+    // Two more cycles, and c3 (where c3.evil.test points) saw no connection from Macha at all.
+    std::thread::sleep(Duration::from_secs(11));
+    assert_eq!(d.host("c3.evil.test")["state"], "discovered");
+    let log = lab.sshd_log_since("c3", since);
+    assert!(!log.contains("10.231.0.1 "), "Macha connected to the spoofed name's address:\n{log}");
+    // An admitted host is observed but never acted on: lab-demo on c2 stays failed.
+    lab.break_demo("c2");
+    wait_for("the failure seen on c2.lab.test", || !d.records(AuditKind::Finding, "c2.lab.test").is_empty());
+    wait_for("a deny decision (not trusted)", || {
+        d.records(AuditKind::Decision, "c2.lab.test").iter().any(|r| r.summary.starts_with("deny:"))
+    });
+    assert!(d.records(AuditKind::Action, "c2.lab.test").is_empty());
+    lab.repair_demo("c2");
+}
+
+#[test]
+#[ignore = "lab: needs tests/lab/nspawn.sh up 3"]
+fn lab_os_detection_and_profiles_match_the_containers() {
+    let _g = serial();
+    let lab = containers();
+    // c1 gets a web server (a unit named nginx that only sleeps): its role becomes "server".
+    std::fs::write(
+        lab.dir.join("c1/merged/etc/systemd/system/nginx.service"),
+        "[Unit]\nDescription=stand-in web server\n[Service]\nExecStart=/bin/sleep infinity\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    lab.exec("c1", &["systemctl", "daemon-reload"]);
+    lab.exec("c1", &["systemctl", "start", "nginx.service"]);
+    struct Cleanup<'a>(&'a Containers);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.exec_status("c1", &["systemctl", "stop", "nginx.service"]);
+            let _ = std::fs::remove_file(self.0.dir.join("c1/merged/etc/systemd/system/nginx.service"));
+            let _ = self.0.exec_status("c1", &["systemctl", "daemon-reload"]);
+        }
+    }
+    let _cleanup = Cleanup(&lab);
+    let d = Daemon::start("observe", &format!("#tables\n{}", lab.hosts_toml(&["c1", "c2"])), &["c1", "c2"]);
+    for c in ["c1", "c2"] {
+        wait_for(&format!("{c} profiled"), || d.host(c)["role"].is_string());
+        let v = d.json_as("macha-systems", &["show", c, "--json"]);
+        let p = &v["profile"];
+        // What is really in the container.
+        let release = lab.exec(c, &["cat", "/etc/os-release"]);
+        let want = macha_core::fleet::detect_os(Some(&release), None);
+        assert_eq!(p["os"]["family"], "debian");
+        assert_eq!(p["os"]["name"].as_str(), Some(want.name.as_str()));
+        assert_eq!(p["os"]["version"].as_str(), want.version.as_deref());
+        assert_eq!(v["os"].as_str(), Some(want.name.as_str()));
+        let nproc: u64 = lab.exec(c, &["nproc", "--all"]).parse().unwrap_or(0);
+        assert_eq!(p["cpu_cores"].as_u64(), Some(nproc), "{p}");
+        let meminfo = lab.exec(c, &["grep", "MemTotal", "/proc/meminfo"]);
+        let kb: u64 = meminfo.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        assert_eq!(p["memory_bytes"].as_u64(), Some(kb * 1024));
+        let running =
+            lab.exec(c, &["systemctl", "list-units", "--type=service", "--state=running", "--plain", "--no-legend"]);
+        let mut want_services: Vec<&str> = running.lines().filter_map(|l| l.split_whitespace().next()).collect();
+        want_services.sort_unstable();
+        let got: Vec<&str> =
+            p["services"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        assert_eq!(got, want_services, "{c}");
+        assert!(got.contains(&"ssh.service") && got.contains(&"lab-demo.service"));
+    }
+    let c1 = d.json_as("macha-systems", &["show", "c1", "--json"]);
+    assert_eq!(c1["profile"]["role"], "server", "{c1}");
+    assert_eq!(c1["profile"]["capabilities"], serde_json::json!(["web-server", "remote-access"]));
+    let c2 = d.json_as("macha-systems", &["show", "c2", "--json"]);
+    assert_eq!(c2["profile"]["role"], "minimal");
+    assert_eq!(c2["profile"]["capabilities"], serde_json::json!(["remote-access"]));
+    let text = d.cli_as("macha-systems", &["list"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("c1") && text.contains("trusted") && text.contains("server"), "{text}");
+}
+
+#[test]
+#[ignore = "lab: needs tests/lab/netns-sshd.sh up 4"]
+fn lab_black_holed_and_hung_hosts_do_not_delay_the_daemons_other_results() {
+    let _g = serial();
+    let dir = PathBuf::from(std::env::var("MACHA_LAB_NETNS").unwrap_or_else(|_| "/run/macha-lab/netns".into()));
+    let hosts = inventory(&dir, "netns-sshd.sh", 4);
+    let tables: String =
+        hosts.iter().take(4).map(|(n, a, k)| format!("[hosts.{n}]\naddress = \"{a}\"\nhost_key = \"{k}\"\n")).collect();
+    let netns = |args: &[&str]| {
+        let out = Command::new(root().join("tests/lab/netns-sshd.sh"))
+            .args(args)
+            .env("MACHA_LAB_RUN", &dir)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.status.success(), "netns-sshd.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let d = Daemon::start("observe", &format!("#user-root\n#tables\n{tables}"), &["h1", "h2", "h3", "h4"]);
+    struct Undo<'a>(&'a dyn Fn(&[&str]));
+    impl Drop for Undo<'_> {
+        fn drop(&mut self) {
+            (self.0)(&["unblock", "h4"]);
+            (self.0)(&["unhang", "h3"]);
+        }
+    }
+    netns(&["hang", "h3"]);
+    netns(&["block", "h4"]);
+    let _undo = Undo(&netns);
+    let ok_before = |h: &str| d.records(AuditKind::Snapshot, h).len();
+    let (n1, n2) = (ok_before("h1"), ok_before("h2"));
+    let started = Instant::now();
+    // h1 and h2 keep their cycle (every 5 s) while h3 hangs and h4 is black-holed.
+    wait_for("two more cycles of h1 and h2", || ok_before("h1") >= n1 + 2 && ok_before("h2") >= n2 + 2);
+    assert!(started.elapsed() < Duration::from_secs(13), "h1/h2 were delayed: {:?}", started.elapsed());
+    wait_for("h3's hung probe reported", || {
+        d.records(AuditKind::Snapshot, "h3").last().is_some_and(|r| r.payload.to_string().contains("did not finish"))
+    });
+    wait_for("h4 reported unreachable", || d.host("h4")["status"]["ok"] == false);
+    let h4 = d.host("h4");
+    assert!(
+        ["timed_out", "connect_timeout", "unreachable", "disconnected"]
+            .contains(&h4["status"]["kind"].as_str().unwrap_or("")),
+        "{h4}"
+    );
+    let left = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("/proc/loadavg") && c.contains("grep"))
+        .count();
+    // At most the one probe of the current cycle may be running; none may pile up.
+    assert!(left <= 1, "{left} hung probes on h3");
+    let h1 = d.host("h1");
+    assert_eq!(h1["status"]["ok"], true);
+    assert_eq!(h1["connects"], 1);
+}
