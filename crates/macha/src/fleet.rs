@@ -1066,9 +1066,11 @@ pub async fn discover(
 }
 
 /// Remote execution: carries out a permitted action on other hosts over SSH, and verifies it
-/// there. Unit actions run `sudo -n systemctl <verb> -- UNIT` after checking every name systemd
-/// knows the unit by against the protected list; other actions run their fixed command (from
-/// `macha_core::command`) with that host's program paths.
+/// there. Unit actions check every name systemd knows the unit by against the protected list,
+/// then run `systemctl <verb> -- UNIT` (allowed through polkit where the host grants it) or, if
+/// that is refused, `sudo -n systemctl <verb> -- UNIT`; the unit's state afterwards is the
+/// verification. Other actions run their fixed command (from `macha_core::command`) with that
+/// host's program paths, under `sudo -n` unless they only read (diagnostics).
 #[derive(Debug, Clone)]
 pub struct Remote {
     pool: Arc<SshPool>,
@@ -1080,6 +1082,13 @@ pub struct Remote {
 
 fn fail(detail: impl Into<String>) -> ActionOutcome {
     ActionOutcome { succeeded: false, verified: false, detail: detail.into(), output: None }
+}
+
+/// Whether `systemctl` refused for lack of privileges (and so did nothing).
+fn refused(stderr: &str) -> bool {
+    ["Access denied", "Interactive authentication required", "Permission denied", "not authorized"]
+        .iter()
+        .any(|m| stderr.contains(m))
 }
 
 /// `Key=value` lines → map.
@@ -1220,19 +1229,29 @@ impl Remote {
             Action::StopUnit { .. } => "stop",
             _ => "reset-failed",
         };
+        // Least privilege first: on a host that grants the login user unit control through polkit
+        // (NixOS, `services.macha.managed`), plain `systemctl` does it. Where that is refused
+        // (nothing ran), `sudo -n systemctl` (a NOPASSWD rule) does.
         let cmd = match tools.command("systemctl") {
-            Ok(c) => c.args([verb, "--", unit.as_str()]),
+            Ok(c) => c.args(["--no-ask-password", verb, "--", unit.as_str()]),
             Err(e) => return fail(format!("{e}; nothing was sent")),
         };
-        let rc = RemoteCommand::new(cmd, self.timeout).sudo();
-        let out = match self.pool.run(target, &rc).await {
-            Ok(o) => o,
+        let plain = RemoteCommand::new(cmd.clone(), self.timeout);
+        let (rc, out) = match self.pool.run(target, &plain).await {
+            Ok(o) if !o.success() && refused(&o.stderr_line()) => {
+                let rc = plain.sudo();
+                match self.pool.run(target, &rc).await {
+                    Ok(o) => (rc, o),
+                    Err(e) => return fail(e.to_string()),
+                }
+            }
+            Ok(o) => (plain, o),
             Err(e) => return fail(e.to_string()),
         };
         if !out.success() {
             let err = out.stderr_line();
             let hint = if err.contains("a password is required") || err.contains("a terminal is required") {
-                " (the login user needs a NOPASSWD sudo rule for systemctl; see docs/fleet.md)"
+                " (the login user needs unit control through polkit, or a NOPASSWD sudo rule for systemctl; see docs/fleet.md)"
             } else {
                 ""
             };
@@ -1273,6 +1292,153 @@ impl Remote {
                 state.get("Result").map(|r| format!(" (result {r})")).unwrap_or_default()
             ),
             output: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Scope;
+    use macha_core::action::{Hosts, Origin};
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINE0qsxSh/2W4bH/LeviKgKg5rlzbNPwOFvkYjqv70mR c1";
+
+    fn config(dir: &std::path::Path, hosts: &str) -> Config {
+        let text = format!(
+            "autonomy = \"auto-safe\"\n[paths]\nstate_dir = \"{d}\"\nsocket = \"{d}/m.sock\"\n\
+             [discovery]\nenable = true\nallowed_domains = [\"*.lab.test\"]\ndomain = \"lab.test\"\n{hosts}",
+            d = dir.display()
+        );
+        Config::from_toml(&text, Scope::System).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    fn rule(engine: &mut Engine, host: &str) -> String {
+        let action = Action::RestartUnit {
+            host: Hosts::One(HostName::parse(host).unwrap_or_else(|e| panic!("{e}"))),
+            unit: UnitName::parse("nginx").unwrap_or_else(|e| panic!("{e}")),
+            reason: "test".into(),
+        };
+        let (r, _work) = engine
+            .propose(action, Origin::Person { uid: 0 }, None, crate::now(), "c")
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        r.decision.rule
+    }
+
+    fn state(engine: &Engine, name: &str) -> Option<HostState> {
+        engine.store().get_fleet_host(name).ok().flatten().map(|h| h.record.state)
+    }
+
+    #[tokio::test]
+    async fn registry_from_configuration_discovery_and_people() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let hosts =
+            format!("[hosts.c1]\naddress = \"10.0.0.1\"\nhost_key = \"{KEY}\"\n[hosts.c2]\naddress = \"10.0.0.2\"\n");
+        let cfg = config(dir.path(), &hosts);
+        let store = macha_store::Store::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        let now = crate::now();
+        let mut engine = Engine::new(store, cfg.clone(), true, now).unwrap_or_else(|e| panic!("{e:#}"));
+        let fleet = Fleet::start(&cfg, &mut engine, now).unwrap_or_else(|e| panic!("{e:#}"));
+        // A configured key pins the host (trusted); without one it is only configured.
+        assert_eq!(state(&engine, "c1"), Some(HostState::Trusted));
+        assert_eq!(state(&engine, "c2"), Some(HostState::Configured));
+        let kh = KnownHosts::load(&cfg.ssh.known_hosts).unwrap_or_else(|e| panic!("{e}"));
+        let c1 = HostName::parse("c1").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(kh.keys_for(&c1).len(), 1);
+        // Only trusted hosts are the policy's known hosts.
+        assert_ne!(rule(&mut engine, "c1"), "unknown-host");
+        assert_eq!(rule(&mut engine, "c2"), "unknown-host");
+        assert_eq!(rule(&mut engine, "nowhere.example.org"), "unknown-host");
+
+        // Discovery: validated names only; allowed domain → admitted; anything else → discovered.
+        let seen = ["web1", "evil.example.org", "-oProxyCommand=id", "localhost", "a;b", "C1"];
+        fleet
+            .discovered(&mut engine, Ok(seen.iter().map(|s| (*s).to_owned()).collect()))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(state(&engine, "web1.lab.test"), Some(HostState::Admitted));
+        assert_eq!(state(&engine, "evil.example.org"), Some(HostState::Discovered));
+        assert_eq!(state(&engine, "c1.lab.test"), Some(HostState::Admitted), "short names get the domain");
+        assert_eq!(state(&engine, "c1"), Some(HostState::Trusted), "a configured host is not touched");
+        let names: Vec<String> =
+            engine.store().list_fleet_hosts().unwrap_or_default().into_iter().map(|h| h.record.name).collect();
+        assert_eq!(names, ["c1", "c1.lab.test", "c2", "evil.example.org", "web1.lab.test"]);
+        assert!(
+            fleet
+                .targets
+                .read()
+                .is_ok_and(|t| !t.contains_key(&HostName::parse("evil.example.org").unwrap_or_else(|e| panic!("{e}"))))
+        );
+        // Neither an admitted nor a discovered host may be acted on.
+        assert_eq!(rule(&mut engine, "web1.lab.test"), "unknown-host");
+        // Seen again: nothing changes, no second record.
+        fleet.discovered(&mut engine, Ok(vec!["evil.example.org".into()])).unwrap_or_else(|e| panic!("{e:#}"));
+        let trail = engine
+            .store()
+            .query_audit(&AuditQuery { host: Some("evil.example.org".into()), ..AuditQuery::default() })
+            .unwrap_or_default();
+        assert_eq!(trail.len(), 1, "{trail:?}");
+        assert!(trail[0].summary.contains("will not contact it"));
+
+        // People: admit, forget; a configured host is forgotten by removing it from the configuration.
+        let v = fleet
+            .api(&mut engine, Request::AdmitHost { name: "evil.example.org".into() }, "root")
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(v["state"], "admitted");
+        assert_eq!(state(&engine, "evil.example.org"), Some(HostState::Admitted));
+        fleet
+            .api(&mut engine, Request::ForgetHost { name: "evil.example.org".into() }, "root")
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(state(&engine, "evil.example.org"), Some(HostState::Forgotten));
+        let refused = fleet.api(&mut engine, Request::ForgetHost { name: "c1".into() }, "root");
+        assert!(refused.is_err_and(|e| format!("{e:#}").contains("remove [hosts.c1]")));
+        let list = fleet.api(&mut engine, Request::ListHosts, "root").unwrap_or_else(|e| panic!("{e:#}"));
+        let c1v = list.as_array().and_then(|a| a.iter().find(|h| h["name"] == "c1")).cloned().unwrap_or_default();
+        assert_eq!(
+            (c1v["actions"].as_bool(), c1v["pinned"][0].as_str()),
+            (Some(true), Some("SHA256:bzpIzhnyb0gUT0E3NCH/eNzkgzek9GnTHjztQG7CGc4"))
+        );
+        let admitted_new = fleet
+            .api(&mut engine, Request::AdmitHost { name: "db9".into() }, "root")
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(admitted_new["name"], "db9.lab.test");
+
+        // c2 leaves the configuration: forgotten, history kept.
+        let cfg2 = config(dir.path(), &format!("[hosts.c1]\naddress = \"10.0.0.1\"\nhost_key = \"{KEY}\"\n"));
+        let fleet2 = Fleet::start(&cfg2, &mut engine, crate::now()).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(state(&engine, "c2"), Some(HostState::Forgotten));
+        assert_eq!(state(&engine, "c1"), Some(HostState::Trusted));
+        fleet2.shutdown().await;
+    }
+
+    #[test]
+    fn targets_and_properties() {
+        let rec = |name: &str, address: Option<&str>| FleetHost {
+            record: HostRecord {
+                name: name.into(),
+                address: address.map(str::to_owned),
+                port: None,
+                user: None,
+                state: HostState::Admitted,
+                host_key: None,
+                os: None,
+                profile: serde_json::json!({}),
+                first_seen: Timestamp(0),
+                last_seen: Timestamp(0),
+            },
+            source: HostSource::Journal,
+            status: serde_json::json!({}),
+        };
+        let t = target_of(&rec("web1.lab.test", None), "macha").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((t.address.as_str(), t.port, t.user.as_deref()), ("web1.lab.test", 22, Some("macha")));
+        assert!(target_of(&rec("x", Some("-oProxyCommand=id")), "macha").is_err());
+        assert!(target_of(&rec("bad name", None), "macha").is_err());
+        let p = properties("ActiveState=active\nSubState=running\nResult=success\nnoise\n");
+        assert_eq!(p.get("ActiveState").map(String::as_str), Some("active"));
+        for s in HostState::ALL {
+            assert_eq!(
+                standing(s).may_connect(),
+                matches!(s, HostState::Configured | HostState::Admitted | HostState::Trusted)
+            );
         }
     }
 }

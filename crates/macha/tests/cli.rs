@@ -226,7 +226,14 @@ fn an_empty_journal_is_unavailable_never_zero_errors() {
     let empty = dir.path().join("journal");
     std::fs::create_dir(&empty).unwrap_or_else(|e| panic!("{e}"));
     let config = dir.path().join("macha.toml");
-    std::fs::write(&config, format!("[journal]\ndirectory = \"{}\"\n[systemd]\nenable = false\n", empty.display()))
+    // Thresholds out of reach: a busy test machine must not turn this into a load finding.
+    std::fs::write(
+        &config,
+        format!(
+            "[journal]\ndirectory = \"{}\"\n[systemd]\nenable = false\n[thresholds]\nload_per_cpu_warn = 1000.0\nmemory_some_avg60_warn = 100.0\nmemory_full_avg60_critical = 100.0\ndisk_warn_percent = 100.0\ndisk_critical_percent = 100.0\ninode_warn_percent = 100.0\ninode_critical_percent = 100.0\n",
+            empty.display()
+        ),
+    )
         .unwrap_or_else(|e| panic!("{e}"));
     let out = macha()
         .args(["check", "--standalone", "--json", "--config"])

@@ -587,3 +587,32 @@ fn lab_black_holed_and_hung_hosts_do_not_delay_the_daemons_other_results() {
     assert_eq!(h1["status"]["ok"], true);
     assert_eq!(h1["connects"], 1);
 }
+
+/// Not a lab test: `macha probe --json` prints this host's snapshot as the versioned document the
+/// observing daemon reads (here without systemd or the journal, which it reports as unavailable).
+#[test]
+fn probe_prints_a_snapshot_document() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("macha.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[paths]\nstate_dir = \"{}\"\n[systemd]\nenable = false\n[journal]\nenable = false\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_macha"))
+        .args(["probe", "--json", "--config"])
+        .arg(&config)
+        .env("MACHA_LOG", "error")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: macha_ssh::ProbeDocument = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(doc.version, macha_ssh::probe::PROBE_DOCUMENT_VERSION);
+    assert!(doc.snapshot.host.is_local());
+    assert!(doc.snapshot.memory.data().is_some_and(|m| m.total_bytes > 0));
+    assert!(doc.snapshot.units.unavailable_reason().is_some_and(|r| r.contains("systemd.enable = false")));
+    assert!(!dir.path().join("macha.db").exists(), "probe records nothing");
+}

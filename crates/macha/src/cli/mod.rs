@@ -568,6 +568,10 @@ mod tests {
             vec!["macha-approve", "discuss", "7"],
             vec!["macha-logs", "prompts", "--request", "3", "--json"],
             vec!["macha", "policy", "check", "--autonomy", "auto-safe", "--json"],
+            vec!["macha-systems", "list", "--json"],
+            vec!["macha-systems", "trust", "c1", "--fingerprint", "SHA256:x", "--fingerprint", "SHA256:y"],
+            vec!["macha", "systems", "admit", "web1.example.org"],
+            vec!["macha", "probe", "--json"],
         ] {
             assert!(Applet::try_parse_from(&argv).is_ok(), "{argv:?}");
         }
