@@ -221,10 +221,16 @@ impl SshPool {
             return Err(SshError::Invalid(format!("ssh program {} is not an absolute path", settings.ssh.display())));
         }
         crate::remote::valid_user(&settings.user)?;
+        // `ssh -o Option=VALUE` splits values at whitespace (UserKnownHostsFile takes a list).
+        for (what, p) in [("ssh.key", &settings.key), ("ssh.known_hosts", &settings.known_hosts)] {
+            if p.to_string_lossy().chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(SshError::Invalid(format!(
+                    "{what} {} contains whitespace, which ssh cannot take",
+                    p.display()
+                )));
+            }
+        }
         let dir = &settings.control_dir;
-        std::fs::create_dir_all(dir).map_err(|e| SshError::local(format!("creating {}", dir.display()), e))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| SshError::local(format!("chmod {}", dir.display()), e))?;
         // Room for "<dir>/<pid>-<n>/s" within sun_path.
         if dir.as_os_str().len() > 80 {
             return Err(SshError::Invalid(format!(
@@ -232,6 +238,9 @@ impl SshPool {
                 dir.display()
             )));
         }
+        std::fs::create_dir_all(dir).map_err(|e| SshError::local(format!("creating {}", dir.display()), e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| SshError::local(format!("chmod {}", dir.display()), e))?;
         Ok(SshPool { settings, slots: Mutex::new(HashMap::new()), counter: AtomicU64::new(0) })
     }
 
@@ -482,8 +491,10 @@ impl SshPool {
 
 impl Drop for SshPool {
     fn drop(&mut self) {
-        // Conn's own Drop stops each master.
+        // Conn's own Drop stops each master and removes its directory; then the control
+        // directory goes too, if nothing else is in it.
         lock(&self.slots).clear();
+        let _ = std::fs::remove_dir(&self.settings.control_dir);
     }
 }
 
@@ -578,4 +589,66 @@ async fn resolve_tools(conn: &Conn, name: &HostName) -> Result<RemoteTools, SshE
     // Without `timeout` no command may run (the wrapper is not optional).
     tools.path("timeout")?;
     Ok(tools)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(dir: &Path) -> SshSettings {
+        SshSettings::new(
+            PathBuf::from("/usr/bin/ssh"),
+            "macha",
+            dir.join("id_ed25519"),
+            dir.join("known_hosts"),
+            dir.join("ssh"),
+        )
+    }
+
+    #[test]
+    fn masters_are_strict_and_the_destination_comes_last() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let s = settings(dir.path());
+        let t = Target {
+            name: HostName::parse("web1.example.org").unwrap_or_else(|e| panic!("{e}")),
+            address: "10.0.0.7".into(),
+            port: 2222,
+            user: None,
+        };
+        let args = s.master_args(&t, Path::new("/run/m/s"), Path::new("/run/m/log"));
+        for want in [
+            "StrictHostKeyChecking=yes",
+            "GlobalKnownHostsFile=/dev/null",
+            "HostKeyAlias=web1.example.org",
+            "BatchMode=yes",
+            "IdentitiesOnly=yes",
+            "IdentityAgent=none",
+            "ServerAliveCountMax=3",
+            "ConnectTimeout=10",
+        ] {
+            assert!(args.iter().any(|a| a == want), "{want} missing: {args:?}");
+        }
+        let kh = format!("UserKnownHostsFile={}", dir.path().join("known_hosts").display());
+        assert!(args.contains(&kh));
+        assert!(!args.iter().any(|a| a.contains("accept-new") || a.contains("StrictHostKeyChecking=no")));
+        assert_eq!(&args[args.len() - 6..], ["-p", "2222", "-l", "macha", "--", "10.0.0.7"]);
+        assert_eq!(&args[7..9], ["-F", "/dev/null"]);
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let ok = SshPool::new(settings(dir.path()));
+        assert!(ok.is_ok());
+        drop(ok);
+        assert!(!dir.path().join("ssh").exists(), "an unused control directory is removed with the pool");
+        let relative = SshSettings { ssh: PathBuf::from("ssh"), ..settings(dir.path()) };
+        assert!(SshPool::new(relative).is_err());
+        let spaced = SshSettings { known_hosts: dir.path().join("known hosts"), ..settings(dir.path()) };
+        assert!(SshPool::new(spaced).is_err());
+        let user = SshSettings { user: "-oProxyCommand=x".into(), ..settings(dir.path()) };
+        assert!(SshPool::new(user).is_err());
+        let long = SshSettings { control_dir: dir.path().join("x".repeat(90)), ..settings(dir.path()) };
+        assert!(SshPool::new(long).is_err());
+    }
 }

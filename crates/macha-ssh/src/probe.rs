@@ -328,6 +328,17 @@ fn classify_output(name: &str, out: &RemoteOutput) -> Result<String, String> {
     if out.truncated && name != "journal" {
         return Err(format!("{name}: output larger than the limit"));
     }
+    if name == "journal" {
+        // journalctl succeeds with nothing to show both when there is no journal and when the
+        // login user may only read its own: neither is "no errors" (fail closed).
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("No journal files were found") {
+            return Err("no journal files were found".into());
+        }
+        if err.contains("not seeing messages from other users") || err.contains("insufficient permissions") {
+            return Err("the login user cannot read the system journal (add it to the systemd-journal group)".into());
+        }
+    }
     if usable {
         Ok(out.stdout_text())
     } else {
@@ -805,6 +816,25 @@ mod tests {
         assert_eq!((n.store_total_bytes, n.store_available_bytes), (50, 10));
         assert_eq!(n.generations[0].created_at, Some(Timestamp::from_millis(1_700_000_000_000)));
         assert!(parse_profiles("total 0\n", Some(&fs)).is_err());
+    }
+
+    #[test]
+    fn an_empty_or_partial_journal_is_not_zero_errors() {
+        let out = |stderr: &str| RemoteOutput {
+            status: Some(0),
+            stdout: vec![],
+            stderr: stderr.as_bytes().to_vec(),
+            truncated: false,
+            elapsed: Duration::ZERO,
+        };
+        assert_eq!(classify_output("journal", &out("")), Ok(String::new()));
+        assert!(classify_output("journal", &out("No journal files were found.\n")).is_err());
+        let hint = "Hint: You are currently not seeing messages from other users and the system.\n";
+        assert!(classify_output("journal", &out(hint)).is_err_and(|e| e.contains("systemd-journal")));
+        let grep_partial =
+            RemoteOutput { status: Some(2), stdout: b"/proc/stat:cpu 1\n".to_vec(), ..out("no such file") };
+        assert!(classify_output("files", &grep_partial).is_ok());
+        assert!(classify_output("ps", &RemoteOutput { status: Some(1), ..out("boom") }).is_err_and(|e| e == "boom"));
     }
 
     #[test]

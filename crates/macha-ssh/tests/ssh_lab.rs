@@ -65,11 +65,8 @@ impl Lab {
         }
         kh.save().unwrap_or_else(|e| panic!("{e}"));
         let ssh = PathBuf::from("/usr/bin/ssh");
-        let control = PathBuf::from(format!(
-            "/tmp/mssh-{}-{}",
-            std::process::id(),
-            dir.path().file_name().map(|f| f.len()).unwrap_or(0)
-        ));
+        // Short: a control socket path has at most 107 bytes.
+        let control = dir.path().join("s");
         let mut s = SshSettings::new(ssh, "root", self.key.clone(), kh_path, control);
         s.connect_timeout = Duration::from_secs(2);
         SshPool::new(s).unwrap_or_else(|e| panic!("{e}"))

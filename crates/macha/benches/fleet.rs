@@ -10,7 +10,8 @@
 //!
 //! `MACHA_LAB_NETNS` (default `/run/macha-lab/netns`) and `MACHA_LAB` (default
 //! `/var/cache/macha-lab`) find the lab; `MACHA_BENCH_HOSTS` (default 50) and
-//! `MACHA_BENCH_CYCLES` (default 6) size the run.
+//! `MACHA_BENCH_CYCLES` (default 6) size the run; `MACHA_BENCH_PARALLELISM` (default 16, the
+//! daemon's default) sets how many hosts the SSH layer part observes at once.
 
 use macha_core::HostName;
 use macha_ssh::probe::{self, HostMemory, ProbeSpec};
@@ -64,28 +65,28 @@ fn ms(d: Duration) -> String {
     format!("{} ms", d.as_millis())
 }
 
-/// The number and summed resident memory of the `ssh` processes whose command line contains
-/// `needle` (the daemon's masters: their control sockets live under its directory).
-fn rss_kib_of(needle: &str) -> (usize, u64) {
-    let mut n = 0;
-    let mut total = 0;
+/// The number, summed resident memory and summed proportional memory (PSS: shared pages split
+/// among their users) of the `ssh` processes whose command line contains `needle` (the daemon's
+/// masters: their control sockets live under its directory).
+fn ssh_memory_kib(needle: &str) -> (usize, u64, u64) {
+    let (mut n, mut rss, mut pss) = (0, 0, 0);
+    let field = |text: &str, key: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         if !(cmd.starts_with("ssh ") || cmd.starts_with("/usr/bin/ssh ")) || !cmd.contains(needle) {
             continue;
         }
-        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
-        if let Some(kb) = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        {
-            n += 1;
-            total += kb;
-        }
+        n += 1;
+        rss += field(&std::fs::read_to_string(e.path().join("status")).unwrap_or_default(), "VmRSS:");
+        pss += field(&std::fs::read_to_string(e.path().join("smaps_rollup")).unwrap_or_default(), "Pss:");
     }
-    (n, total)
+    (n, rss, pss)
 }
 
 fn library(hosts: &[Host], key: &Path, cycles: usize) -> Vec<(String, String)> {
@@ -118,7 +119,7 @@ fn library(hosts: &[Host], key: &Path, cycles: usize) -> Vec<(String, String)> {
     let mut failures = 0usize;
     for _ in 0..cycles {
         let started = Instant::now();
-        let parallel = Arc::new(tokio::sync::Semaphore::new(16));
+        let parallel = Arc::new(tokio::sync::Semaphore::new(env_num("MACHA_BENCH_PARALLELISM", 16)));
         let results = runtime.block_on(async {
             let runs = targets.iter().zip(memories.iter_mut()).map(|(t, m)| {
                 let (pool, spec, parallel) = (Arc::clone(&pool), spec.clone(), Arc::clone(&parallel));
@@ -227,7 +228,7 @@ fn daemon(hosts: &[Host], key: &Path, cycles: usize) -> Vec<(String, String)> {
         .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_owned()))
         .unwrap_or_default();
     let connects_end = status()["ssh"]["connects"].as_u64();
-    let (masters, masters_kib) = rss_kib_of(&dir.path().display().to_string());
+    let (masters, masters_rss, masters_pss) = ssh_memory_kib(&dir.path().display().to_string());
     drop(running);
     // Cycles: the snapshots of one tick form a cluster in time (ticks are 10 s apart, a cycle
     // takes far less); a cycle is complete when every host is in its cluster.
@@ -266,7 +267,10 @@ fn daemon(hosts: &[Host], key: &Path, cycles: usize) -> Vec<(String, String)> {
         ("daemon: steady cycle span, median / max".into(), format!("{} / {}", ms(median(&mut steady)), ms(max))),
         ("daemon: SSH connections opened per cycle after the first".into(), opened),
         ("daemon: peak memory (VmHWM)".into(), hwm),
-        ("daemon's ssh masters: count / total RSS".into(), format!("{masters} / {} MiB", masters_kib / 1024)),
+        (
+            "daemon's ssh masters: count / total RSS / total PSS".into(),
+            format!("{masters} / {} MiB / {} MiB", masters_rss / 1024, masters_pss / 1024),
+        ),
     ]
 }
 
