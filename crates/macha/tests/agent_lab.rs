@@ -31,6 +31,10 @@ fn lab_a_failed_unit_is_diagnosed_and_the_models_restart_runs_at_auto_safe() {
                 json!({"summary": format!("{} was killed", unit.name), "cause": "SIGKILL", "confidence": "medium"})
                     .to_string(),
             ),
+            // After each verified remediation (the rule's restart and the model's), the learning
+            // request (BATCH) runs once the analysis is done.
+            Reply::Text(learning(&unit.name)),
+            Reply::Text(learning(&unit.name)),
         ],
         other,
     );
@@ -66,4 +70,20 @@ fn lab_a_failed_unit_is_diagnosed_and_the_models_restart_runs_at_auto_safe() {
     assert!(
         d.audit(AuditKind::Issue).iter().any(|a| a.summary.contains(&format!("analysis: {} was killed", unit.name)))
     );
+    // The learning hook: a verified success asked for learnings, and they were stored.
+    wait_for("a stored learning", Duration::from_secs(60), || {
+        d.store().knowledge(10).unwrap_or_default().iter().any(|k| k.entry.content.contains(&unit.name))
+    });
+    let learning_prompts = model.chats().iter().filter(|c| c["messages"].to_string().contains("Action that fixed it")).count();
+    assert!(learning_prompts >= 1, "the learning request reached the model");
+}
+
+fn learning(unit: &str) -> String {
+    json!({"learnings": [{
+        "topic": "killed service",
+        "content": format!("{unit} came back with a plain restart after its main process was killed"),
+        "category": "troubleshooting",
+        "confidence": 0.6
+    }]})
+    .to_string()
 }
