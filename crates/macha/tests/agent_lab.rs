@@ -74,7 +74,8 @@ fn lab_a_failed_unit_is_diagnosed_and_the_models_restart_runs_at_auto_safe() {
     wait_for("a stored learning", Duration::from_secs(60), || {
         d.store().knowledge(10).unwrap_or_default().iter().any(|k| k.entry.content.contains(&unit.name))
     });
-    let learning_prompts = model.chats().iter().filter(|c| c["messages"].to_string().contains("Action that fixed it")).count();
+    let learning_prompts =
+        model.chats().iter().filter(|c| c["messages"].to_string().contains("Action that fixed it")).count();
     assert!(learning_prompts >= 1, "the learning request reached the model");
 }
 

@@ -109,6 +109,9 @@ fn nobody_may_read_but_not_approve_and_denials_are_audited() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
     let out = client(&daemon.socket, Some(NOBODY), &["issues", "close", "1"]);
     assert_eq!(out.status.code(), Some(77));
+    // Talking to the model is for admins too (it reads logs and files on the daemon's behalf).
+    let out = client(&daemon.socket, Some(NOBODY), &["ask", "what is wrong?"]);
+    assert_eq!(out.status.code(), Some(77), "{}", String::from_utf8_lossy(&out.stderr));
 
     // The request is still pending, and the denial is in the audit trail with the uid.
     let out = client(&daemon.socket, None, &["approve", "show", &id.to_string(), "--json"]);
@@ -132,7 +135,7 @@ fn nobody_may_read_but_not_approve_and_denials_are_audited() {
     let denied = store
         .query_audit(&AuditQuery { kinds: vec![AuditKind::AuthDenied], ..AuditQuery::default() })
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(denied.len(), 2, "{denied:?}");
+    assert_eq!(denied.len(), 3, "{denied:?}");
     assert!(denied.iter().all(|d| d.payload["uid"] == NOBODY));
 }
 

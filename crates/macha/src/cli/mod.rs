@@ -78,8 +78,8 @@ pub struct ChatArgs {
 pub struct AskArgs {
     #[command(flatten)]
     pub client: ClientOpts,
-    /// The question (several words are joined).
-    #[arg(required = true, trailing_var_arg = true)]
+    /// The question (several words are joined; options may come before or after it).
+    #[arg(required = true, num_args = 1..)]
     pub question: Vec<String>,
 }
 
@@ -116,6 +116,10 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: IssuesCmd,
     },
+    /// Talk with Macha's model (same as `macha-chat`).
+    Chat(ChatArgs),
+    /// Ask Macha's model one question (same as `macha-ask`).
+    Ask(AskArgs),
     /// Print shell completions for every command name.
     Completions {
         shell: clap_complete::Shell,
@@ -438,6 +442,8 @@ fn dispatch(applet: Applet) -> CmdResult {
             Cmd::Approve { cmd } => commands::approve(cmd),
             Cmd::Logs { cmd } => commands::logs(cmd),
             Cmd::Issues { cmd } => commands::issues(cmd),
+            Cmd::Chat(a) => chat::chat(&a),
+            Cmd::Ask(a) => chat::ask(&a),
             Cmd::Completions { shell, dir } => completions(shell, dir),
             Cmd::Man { dir } => man(&dir),
             Cmd::Systems { cmd } => systems::run(cmd),
