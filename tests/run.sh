@@ -20,8 +20,8 @@ lab=0
 if [ "$(id -u)" = 0 ]; then
   lab=1
   # The lab's packages (systemd, the user bus, systemd-journal-remote, sshd, systemd-nspawn,
-  # nftables) and the containers' root filesystem (~2 min from scratch, cached), idempotently.
-  tests/lab/ci-setup.sh
+  # nftables, nix-bin for the module checks) and the containers' root filesystem (~2 min from scratch, cached), idempotently.
+  tests/lab/ci-setup.sh --nix
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then
