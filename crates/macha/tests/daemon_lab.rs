@@ -8,132 +8,20 @@
 //! `cargo test` does not need the lab; `tests/run.sh` (CI) runs them with the lab up. They run one
 //! at a time (a daemon sees every unit of the manager, including other tests' units).
 
+mod support;
+
 use macha_store::{AuditKind, AuditQuery, Store};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use support::lab::{Lab, lab};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 const WAIT: Duration = Duration::from_secs(40);
 
-struct Lab {
-    dir: PathBuf,
-    address: String,
-}
-
-fn lab() -> Lab {
-    let dir = PathBuf::from(std::env::var("MACHA_LAB_SDUSER").unwrap_or_else(|_| "/run/macha-lab/sduser".into()));
-    let socket = dir.join("xdg/bus");
-    assert!(
-        socket.exists(),
-        "the lab systemd is not running ({} does not exist): start it with `tests/lab/systemd-user.sh up`",
-        socket.display()
-    );
-    Lab { address: format!("unix:path={}", socket.display()), dir }
-}
-
-impl Lab {
-    fn busctl(&self, args: &[&str]) -> Output {
-        Command::new("busctl")
-            .arg(format!("--address={}", self.address))
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("busctl: {e}"))
-    }
-
-    fn manager(&self, method: &str, sig: &str, args: &[&str]) -> Output {
-        let mut a = vec![
-            "call",
-            "org.freedesktop.systemd1",
-            "/org/freedesktop/systemd1",
-            "org.freedesktop.systemd1.Manager",
-            method,
-            sig,
-        ];
-        a.extend_from_slice(args);
-        self.busctl(&a)
-    }
-
-    /// A service that runs `sleep infinity`, and fails to start while `flag` exists.
-    fn unit(&self, name: &str) -> TestUnit {
-        self.unit_with(name, "")
-    }
-
-    /// Like [`Lab::unit`], with extra `[Service]` lines.
-    fn unit_with(&self, name: &str, extra: &str) -> TestUnit {
-        let flag = self.dir.join(format!("home/{name}.fail"));
-        let _ = std::fs::remove_file(&flag);
-        let file = self.dir.join(format!("home/.config/systemd/user/{name}.service"));
-        std::fs::write(
-            &file,
-            format!(
-                "[Unit]\nDescription=macha test unit {name}\n[Service]\nExecStartPre=/usr/bin/test ! -e {}\n{extra}\nExecStart=/bin/sleep infinity\n",
-                flag.display()
-            ),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let out = self.manager("Reload", "", &[]);
-        assert!(out.status.success(), "Reload: {}", String::from_utf8_lossy(&out.stderr));
-        TestUnit { name: format!("{name}.service"), flag, file, address: self.address.clone() }
-    }
-}
-
-struct TestUnit {
-    name: String,
-    flag: PathBuf,
-    file: PathBuf,
-    address: String,
-}
-
-impl TestUnit {
-    fn lab(&self) -> Lab {
-        Lab { dir: PathBuf::new(), address: self.address.clone() }
-    }
-    fn start(&self) {
-        let out = self.lab().manager("StartUnit", "ss", &[&self.name, "replace"]);
-        assert!(out.status.success(), "StartUnit: {}", String::from_utf8_lossy(&out.stderr));
-        wait_for("unit active", || self.active_state() == "active");
-    }
-    /// Makes the unit fail: its main process is killed with SIGKILL (Restart=no, so it stays failed).
-    fn kill(&self) {
-        let out = self.lab().manager("KillUnit", "ssi", &[&self.name, "main", "9"]);
-        assert!(out.status.success(), "KillUnit: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    fn active_state(&self) -> String {
-        let path = self.lab().manager("LoadUnit", "s", &[&self.name]);
-        let path = String::from_utf8_lossy(&path.stdout).trim().trim_start_matches("o ").trim_matches('"').to_owned();
-        let out = self.lab().busctl(&[
-            "get-property",
-            "org.freedesktop.systemd1",
-            &path,
-            "org.freedesktop.systemd1.Unit",
-            "ActiveState",
-        ]);
-        String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("s ").trim_matches('"').to_owned()
-    }
-    fn break_start(&self) {
-        std::fs::write(&self.flag, "x").unwrap_or_else(|e| panic!("{e}"));
-    }
-}
-
-impl Drop for TestUnit {
-    fn drop(&mut self) {
-        let lab = self.lab();
-        let _ = lab.manager("StopUnit", "ss", &[&self.name, "replace"]);
-        let _ = lab.manager("ResetFailedUnit", "s", &[&self.name]);
-        let _ = std::fs::remove_file(&self.flag);
-        let _ = std::fs::remove_file(&self.file);
-        let _ = lab.manager("Reload", "", &[]);
-    }
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    support::daemon::wait_for(what, WAIT, cond);
 }
 
 struct Daemon {

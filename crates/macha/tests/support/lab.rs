@@ -43,12 +43,23 @@ impl Lab {
         self.busctl(&a)
     }
 
-    /// A service running `sleep infinity`.
+    /// A service running `sleep infinity` that fails to start while its flag file exists
+    /// ([`TestUnit::break_start`]); no shell involved.
     pub fn unit(&self, name: &str) -> TestUnit {
+        self.unit_with(name, "")
+    }
+
+    /// Like [`Lab::unit`], with extra `[Service]` lines.
+    pub fn unit_with(&self, name: &str, extra: &str) -> TestUnit {
+        let flag = self.dir.join(format!("home/{name}.fail"));
+        let _ = std::fs::remove_file(&flag);
         let file = self.dir.join(format!("home/.config/systemd/user/{name}.service"));
         std::fs::write(
             &file,
-            format!("[Unit]\nDescription=macha agent test unit {name}\n[Service]\nExecStart=/bin/sleep infinity\n"),
+            format!(
+                "[Unit]\nDescription=macha test unit {name}\n[Service]\nExecStartPre=/usr/bin/test ! -e {}\n{extra}\nExecStart=/bin/sleep infinity\n",
+                flag.display()
+            ),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let out = self.manager("Reload", "", &[]);
@@ -56,6 +67,7 @@ impl Lab {
         TestUnit {
             name: format!("{name}.service"),
             file,
+            flag,
             lab: Lab { dir: self.dir.clone(), address: self.address.clone() },
         }
     }
@@ -64,10 +76,15 @@ impl Lab {
 pub struct TestUnit {
     pub name: String,
     file: PathBuf,
+    flag: PathBuf,
     lab: Lab,
 }
 
 impl TestUnit {
+    /// From now on the unit fails to start (its `ExecStartPre` check fails).
+    pub fn break_start(&self) {
+        std::fs::write(&self.flag, "x").unwrap_or_else(|e| panic!("{e}"));
+    }
     pub fn start(&self) {
         let out = self.lab.manager("StartUnit", "ss", &[&self.name, "replace"]);
         assert!(out.status.success(), "StartUnit: {}", String::from_utf8_lossy(&out.stderr));
@@ -96,6 +113,7 @@ impl Drop for TestUnit {
     fn drop(&mut self) {
         let _ = self.lab.manager("StopUnit", "ss", &[&self.name, "replace"]);
         let _ = self.lab.manager("ResetFailedUnit", "s", &[&self.name]);
+        let _ = std::fs::remove_file(&self.flag);
         let _ = std::fs::remove_file(&self.file);
         let _ = self.lab.manager("Reload", "", &[]);
     }
