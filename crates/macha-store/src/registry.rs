@@ -248,7 +248,11 @@ mod tests {
             trail.iter().map(|a| a.summary.as_str()).collect::<Vec<_>>(),
             ["discovered", "admitted", "identified"]
         );
-        // The plain host API still reads the same rows.
-        assert_eq!(store.get_host("web1").unwrap().map(|h| h.state), Some(HostState::Admitted));
+        // The table's own checks hold: a port of 0 is refused, nothing is written.
+        let bad = HostRecord { port: Some(0), ..host("db1", HostState::Configured) };
+        assert!(store.put_fleet_host(&bad, HostSource::Config, None, &audit("z")).is_err());
+        assert!(store.get_fleet_host("db1").unwrap().is_none());
+        let json = serde_json::to_value(store.get_fleet_host("web1").unwrap().unwrap()).unwrap();
+        assert_eq!((json["state"].as_str(), json["port"].as_u64()), (Some("admitted"), Some(22)));
     }
 }
