@@ -44,6 +44,10 @@ impl<T> Section<T> {
     }
 }
 
+/// The sections of a [`Snapshot`], in the order people read them (also the JSON field names).
+pub const SECTION_NAMES: [&str; 11] =
+    ["cpu", "memory", "load", "pressure", "filesystems", "network", "processes", "units", "journal", "nix", "hardware"];
+
 /// Everything observed about one host at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -317,4 +321,20 @@ pub struct Hardware {
     pub gpu_notes: Vec<String>,
     pub usb: Vec<UsbDevice>,
     pub block_devices: Vec<BlockDevice>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn section_names_match_the_fields() {
+        let snap = Snapshot::all_unavailable(HostName::local(), Timestamp(0), "x");
+        let names: Vec<&str> = snap.unavailable_sections().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, SECTION_NAMES);
+        let json = serde_json::to_value(&snap).unwrap_or_default();
+        for name in SECTION_NAMES {
+            assert_eq!(json[name]["status"], "unavailable", "{name}");
+        }
+    }
 }

@@ -827,29 +827,17 @@ pub fn check_output(
         None => "healthy",
     };
     let snap = json(snapshot);
-    let sections: serde_json::Map<String, serde_json::Value> = [
-        "cpu",
-        "memory",
-        "load",
-        "pressure",
-        "filesystems",
-        "network",
-        "processes",
-        "units",
-        "journal",
-        "nix",
-        "hardware",
-    ]
-    .iter()
-    .map(|name| {
-        let s = &snap[*name];
-        let v = match s["status"].as_str() {
-            Some("ok") => serde_json::json!({"status": "ok"}),
-            _ => serde_json::json!({"status": "unavailable", "reason": s["reason"]}),
-        };
-        ((*name).to_owned(), v)
-    })
-    .collect();
+    let sections: serde_json::Map<String, serde_json::Value> = macha_core::snapshot::SECTION_NAMES
+        .iter()
+        .map(|name| {
+            let s = &snap[*name];
+            let v = match s["status"].as_str() {
+                Some("ok") => serde_json::json!({"status": "ok"}),
+                _ => serde_json::json!({"status": "unavailable", "reason": s["reason"]}),
+            };
+            ((*name).to_owned(), v)
+        })
+        .collect();
     serde_json::json!({
         "status": status,
         "mode": mode,

@@ -225,10 +225,6 @@ pub fn audit(records: &[AuditRecord], json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sections in the order people read them.
-const SECTION_ORDER: [&str; 11] =
-    ["cpu", "memory", "load", "pressure", "filesystems", "network", "processes", "units", "journal", "nix", "hardware"];
-
 /// The human form of a check result.
 pub fn check(out: &serde_json::Value) {
     let s = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
@@ -243,7 +239,7 @@ pub fn check(out: &serde_json::Value) {
     );
     println!();
     println!("sources:");
-    for name in SECTION_ORDER {
+    for name in macha_core::snapshot::SECTION_NAMES {
         let v = &out["sections"][name];
         {
             match v["status"].as_str() {
