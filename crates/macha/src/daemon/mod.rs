@@ -202,7 +202,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut cycle_tick = tokio::time::interval(config.check_interval);
     cycle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    let ctx = LoopCtx { tx: tx.clone(), tracker: tracker.clone(), executor, admin_gid, host, started, agent, fleet };
+    let ctx = LoopCtx {
+        tx: tx.clone(),
+        tracker: tracker.clone(),
+        executor,
+        admin_gid,
+        host,
+        started,
+        agent,
+        fleet,
+        journal_cursor: std::cell::RefCell::new(None),
+    };
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
@@ -251,6 +261,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     ctx.fleet.shutdown().await;
+    ctx.save_journal_cursor(&mut engine);
     engine.store_mut().append_audit(&NewAudit::new(
         crate::now(),
         AuditKind::Daemon,
@@ -275,9 +286,21 @@ struct LoopCtx {
     started: std::time::Instant,
     agent: Option<crate::agent::AgentService>,
     fleet: crate::fleet::Fleet,
+    /// The cursor of the last journal entry seen and not yet stored. Stored once per cycle and at
+    /// a clean stop, not per entry: an error burst must not become a burst of fsyncs in the loop.
+    /// After a crash the follower re-reads at most one cycle's entries.
+    journal_cursor: std::cell::RefCell<Option<String>>,
 }
 
 impl LoopCtx {
+    fn save_journal_cursor(&self, engine: &mut Engine) {
+        if let Some(cursor) = self.journal_cursor.borrow_mut().take()
+            && let Err(e) = engine.store_mut().set_kv(JOURNAL_CURSOR_KEY, &cursor)
+        {
+            tracing::warn!("cannot store the journal cursor: {e}");
+        }
+    }
+
     fn spawn_work(&self, work: Vec<Work>) {
         for w in work {
             let executor = self.executor.clone();
@@ -291,6 +314,7 @@ impl LoopCtx {
 }
 
 async fn cycle(engine: &mut Engine, sources: &Sources, ctx: &LoopCtx) -> anyhow::Result<serde_json::Value> {
+    ctx.save_journal_cursor(engine);
     let now = crate::now();
     let snapshot = sources.collect(&ctx.host, now).await;
     let correlation_id = crate::correlation_id();
@@ -355,8 +379,7 @@ async fn handle(
                     }
                 }
                 drop(state);
-                // Cheap (one small row); keeps resumption exact across restarts.
-                let _ = engine.store_mut().set_kv(JOURNAL_CURSOR_KEY, &entry.cursor);
+                *ctx.journal_cursor.borrow_mut() = Some(entry.cursor);
             }
             JournalEvent::Following => {
                 let mut state = lock(journal);
