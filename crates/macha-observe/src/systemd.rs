@@ -988,3 +988,30 @@ mod tests {
         assert!(oc.contains("arg0='org.freedesktop.systemd1'"), "{oc}");
     }
 }
+
+/// The current connection to systemd, or why there is none. The daemon's signal task replaces it
+/// when the connection is lost and when it comes back; everyone else (snapshots, the executor)
+/// only reads it.
+#[derive(Debug)]
+pub struct SystemdLink {
+    current: std::sync::RwLock<Result<std::sync::Arc<Systemd>, String>>,
+}
+
+impl SystemdLink {
+    pub fn new(current: Result<std::sync::Arc<Systemd>, String>) -> std::sync::Arc<SystemdLink> {
+        std::sync::Arc::new(SystemdLink { current: std::sync::RwLock::new(current) })
+    }
+
+    pub fn get(&self) -> Result<std::sync::Arc<Systemd>, String> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(_) => Err("systemd link poisoned".into()),
+        }
+    }
+
+    pub fn set(&self, value: Result<std::sync::Arc<Systemd>, String>) {
+        if let Ok(mut c) = self.current.write() {
+            *c = value;
+        }
+    }
+}

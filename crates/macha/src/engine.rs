@@ -31,16 +31,7 @@ pub struct Work {
     pub correlation_id: String,
 }
 
-/// What the executor reports back.
-#[derive(Debug, Clone, Serialize)]
-pub struct ActionOutcome {
-    pub succeeded: bool,
-    /// The condition the action was for was observed gone afterwards.
-    pub verified: bool,
-    pub detail: String,
-    /// Command output or job result, truncated.
-    pub output: Option<String>,
-}
+pub use macha_exec::ActionOutcome;
 
 /// What the engine did with one proposal.
 #[derive(Debug, Clone, Serialize)]

@@ -15,19 +15,18 @@
 //!   `--directory=<journal.directory>`), each through `macha_core::fleet::admission`.
 //! - Trust: `ssh-keyscan` runs in a task; the key whose fingerprint the person confirmed is
 //!   pinned in Macha's known_hosts (`macha_ssh::KnownHosts`).
-//! - Remote execution ([`Remote`]): what the executor calls for an action on another host, with
-//!   the same permit.
+//! - The targets the executor (`macha_exec::Remote`) may reach, kept in step with the registry.
 
 use crate::api::{ErrorCode, Request, Response};
 use crate::config::Config;
-use crate::engine::{ActionOutcome, Engine, Work};
+use crate::engine::{Engine, Work};
 use anyhow::Context;
 use macha_core::fleet::{self as rules, Admission, DomainPattern, Standing};
-use macha_core::policy::{Permit, ProtectedUnits};
 use macha_core::snapshot::Snapshot;
-use macha_core::{Action, HostName, Timestamp, UnitName};
+use macha_core::{HostName, Timestamp};
+use macha_exec::Remote;
 use macha_ssh::probe::{self, HostMemory, Identity, ProbeSpec};
-use macha_ssh::{HostKey, KnownHosts, RemoteCommand, RemoteTools, SshError, SshPool, SshSettings, Target};
+use macha_ssh::{HostKey, KnownHosts, SshError, SshPool, SshSettings, Target};
 use macha_store::{
     AuditKind, AuditQuery, FleetHost, HostRecord, HostSource, HostState, NewAudit, Order, Severity, StoreError,
 };
@@ -202,13 +201,8 @@ impl Fleet {
             own_names,
         };
         let targets = Arc::new(RwLock::new(BTreeMap::new()));
-        let remote = pool.as_ref().ok().map(|p| Remote {
-            pool: Arc::clone(p),
-            targets: Arc::clone(&targets),
-            protected: config.protected(),
-            timeout: config.ssh.command_timeout.min(config.executor_timeout),
-            verify_delay: config.verify_delay,
-        });
+        let remote =
+            pool.as_ref().ok().map(|p| Remote::new(Arc::clone(p), Arc::clone(&targets), config.ssh.command_timeout));
         let fleet = Fleet {
             keyscan: resolve("ssh-keyscan"),
             journalctl: crate::observe::journalctl_path(config).ok(),
@@ -1065,242 +1059,12 @@ pub async fn discover(
     Ok(names.into_iter().collect())
 }
 
-/// Remote execution: carries out a permitted action on other hosts over SSH, and verifies it
-/// there. Unit actions check every name systemd knows the unit by against the protected list,
-/// then run `systemctl <verb> -- UNIT` (allowed through polkit where the host grants it) or, if
-/// that is refused, `sudo -n systemctl <verb> -- UNIT`; the unit's state afterwards is the
-/// verification. Other actions run their fixed command (from `macha_core::command`) with that
-/// host's program paths, under `sudo -n` unless they only read (diagnostics).
-#[derive(Debug, Clone)]
-pub struct Remote {
-    pool: Arc<SshPool>,
-    targets: Arc<RwLock<BTreeMap<HostName, Target>>>,
-    protected: ProtectedUnits,
-    timeout: Duration,
-    verify_delay: Duration,
-}
-
-fn fail(detail: impl Into<String>) -> ActionOutcome {
-    ActionOutcome { succeeded: false, verified: false, detail: detail.into(), output: None }
-}
-
-/// Whether `systemctl` refused for lack of privileges (and so did nothing).
-fn refused(stderr: &str) -> bool {
-    ["Access denied", "Interactive authentication required", "Permission denied", "not authorized"]
-        .iter()
-        .any(|m| stderr.contains(m))
-}
-
-/// `Key=value` lines → map.
-fn properties(text: &str) -> BTreeMap<String, String> {
-    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.trim().to_owned())).collect()
-}
-
-impl Remote {
-    /// Executes `permit` on each of its hosts (the local one through `local`). Every host's
-    /// outcome is reported; the action succeeded only if it did everywhere.
-    pub async fn execute(&self, permit: &Permit, local: &crate::executor::Executor) -> ActionOutcome {
-        let hosts = permit.action().hosts().as_slice();
-        let runs = hosts.iter().map(|h| async move {
-            let outcome =
-                if h.is_local() { local.execute_local(permit).await } else { self.execute_on(h, permit).await };
-            (h, outcome)
-        });
-        let outcomes = futures_util::future::join_all(runs).await;
-        if let [(_, only)] = outcomes.as_slice() {
-            return only.clone();
-        }
-        let mut output = String::new();
-        for (h, o) in &outcomes {
-            if let Some(text) = &o.output {
-                output.push_str(&format!("== {h}\n{text}\n"));
-            }
-        }
-        ActionOutcome {
-            succeeded: outcomes.iter().all(|(_, o)| o.succeeded),
-            verified: outcomes.iter().all(|(_, o)| o.verified),
-            detail: outcomes.iter().map(|(h, o)| format!("{h}: {}", o.detail)).collect::<Vec<_>>().join("; "),
-            output: (!output.is_empty()).then_some(output),
-        }
-    }
-
-    async fn execute_on(&self, host: &HostName, permit: &Permit) -> ActionOutcome {
-        let target = self.targets.read().ok().and_then(|t| t.get(host).cloned());
-        let Some(target) = target else {
-            return fail(format!("{host} is not a registered host Macha may contact; nothing was sent"));
-        };
-        let tools = match self.pool.tools(&target).await {
-            Ok(t) => t,
-            Err(e) => return fail(format!("{e}; nothing was sent")),
-        };
-        match permit.action() {
-            Action::RestartUnit { unit, .. }
-            | Action::StartUnit { unit, .. }
-            | Action::StopUnit { unit, .. }
-            | Action::ResetFailed { unit, .. } => self.unit_action(&target, &tools, permit.action(), unit).await,
-            Action::ConfigChange { path, .. } => ActionOutcome {
-                succeeded: true,
-                verified: false,
-                detail: format!(
-                    "approved patch for {path} on {host} recorded; Macha never edits configuration files, apply it by hand"
-                ),
-                output: None,
-            },
-            Action::NixosSwitch { .. } => fail("NixOS deployment is not available in this version; nothing was run"),
-            Action::Reboot { .. } => fail("rebooting another host is not available in this version; nothing was sent"),
-            other => {
-                let cmd = match macha_core::command::command_for(other, &tools.core_tools()) {
-                    Ok(c) => c,
-                    Err(e) => return fail(format!("{host}: {e}; nothing was sent")),
-                };
-                let rc = RemoteCommand::new(cmd, self.timeout);
-                // Diagnostics read; everything else changes the host and runs as root.
-                let rc = if matches!(other, Action::Diagnostic { .. }) { rc } else { rc.sudo() };
-                match self.pool.run(&target, &rc).await {
-                    Err(e) => fail(e.to_string()),
-                    Ok(out) => {
-                        let mut text = out.stdout_text();
-                        if !out.stderr.is_empty() {
-                            text.push_str("\n[stderr]\n");
-                            text.push_str(&String::from_utf8_lossy(&out.stderr));
-                        }
-                        ActionOutcome {
-                            succeeded: out.success(),
-                            verified: out.success(),
-                            detail: format!("{} on {host} exited with {:?}", rc.display(), out.status),
-                            output: Some(text),
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    async fn show(
-        &self,
-        target: &Target,
-        tools: &RemoteTools,
-        unit: &UnitName,
-        props: &str,
-    ) -> Result<BTreeMap<String, String>, String> {
-        let cmd = tools.command("systemctl").map_err(|e| e.to_string())?.args([
-            "show",
-            "--no-pager",
-            "-p",
-            props,
-            "--",
-            unit.as_str(),
-        ]);
-        let out = self.pool.run(target, &RemoteCommand::new(cmd, self.timeout)).await.map_err(|e| e.to_string())?;
-        if !out.success() {
-            return Err(format!("systemctl show exited with {:?}: {}", out.status, out.stderr_line()));
-        }
-        Ok(properties(&out.stdout_text()))
-    }
-
-    async fn unit_action(
-        &self,
-        target: &Target,
-        tools: &RemoteTools,
-        action: &Action,
-        unit: &UnitName,
-    ) -> ActionOutcome {
-        let host = &target.name;
-        // Defence in depth: the policy matched the name as given; the host's systemd may know the
-        // unit under other names (aliases). Refuse if any of them is protected.
-        let names = match self.show(target, tools, unit, "Id,Names").await {
-            Ok(p) => p,
-            Err(e) => return fail(format!("cannot resolve {unit} on {host}: {e}; nothing was changed")),
-        };
-        let all: Vec<&str> =
-            names.get("Id").into_iter().chain(names.get("Names")).flat_map(|s| s.split_whitespace()).collect();
-        for n in &all {
-            if let Ok(u) = UnitName::parse(n)
-                && let Some(p) = self.protected.protecting(&u)
-            {
-                return fail(format!(
-                    "{unit} on {host} is also known as {n}, which is protected ({p}); nothing was sent"
-                ));
-            }
-        }
-        let verb = match action {
-            Action::RestartUnit { .. } => "restart",
-            Action::StartUnit { .. } => "start",
-            Action::StopUnit { .. } => "stop",
-            _ => "reset-failed",
-        };
-        // Least privilege first: on a host that grants the login user unit control through polkit
-        // (NixOS, `services.macha.managed`), plain `systemctl` does it. Where that is refused
-        // (nothing ran), `sudo -n systemctl` (a NOPASSWD rule) does.
-        let cmd = match tools.command("systemctl") {
-            Ok(c) => c.args(["--no-ask-password", verb, "--", unit.as_str()]),
-            Err(e) => return fail(format!("{e}; nothing was sent")),
-        };
-        let plain = RemoteCommand::new(cmd.clone(), self.timeout);
-        let (rc, out) = match self.pool.run(target, &plain).await {
-            Ok(o) if !o.success() && refused(&o.stderr_line()) => {
-                let rc = plain.sudo();
-                match self.pool.run(target, &rc).await {
-                    Ok(o) => (rc, o),
-                    Err(e) => return fail(e.to_string()),
-                }
-            }
-            Ok(o) => (plain, o),
-            Err(e) => return fail(e.to_string()),
-        };
-        if !out.success() {
-            let err = out.stderr_line();
-            let hint = if err.contains("a password is required") || err.contains("a terminal is required") {
-                " (the login user needs unit control through polkit, or a NOPASSWD sudo rule for systemctl; see docs/fleet.md)"
-            } else {
-                ""
-            };
-            return ActionOutcome {
-                succeeded: false,
-                verified: false,
-                detail: format!("{} on {host} exited with {:?}: {err}{hint}", rc.display(), out.status),
-                output: Some(err),
-            };
-        }
-        tokio::time::sleep(self.verify_delay).await;
-        let state = match self.show(target, tools, unit, "ActiveState,SubState,Result").await {
-            Ok(s) => s,
-            Err(e) => {
-                return ActionOutcome {
-                    succeeded: true,
-                    verified: false,
-                    detail: format!(
-                        "systemctl {verb} done on {host}, but {unit} could not be observed afterwards: {e}"
-                    ),
-                    output: None,
-                };
-            }
-        };
-        let active = state.get("ActiveState").map_or("", String::as_str);
-        let want: &[&str] = match action {
-            Action::StopUnit { .. } => &["inactive"],
-            Action::ResetFailed { .. } => &["inactive", "active", "activating", "deactivating", "reloading"],
-            _ => &["active", "reloading"],
-        };
-        ActionOutcome {
-            succeeded: true,
-            verified: want.contains(&active),
-            detail: format!(
-                "systemctl {verb} done on {host}; {unit} after {} ms: {active}/{}{}",
-                self.verify_delay.as_millis(),
-                state.get("SubState").map_or("", String::as_str),
-                state.get("Result").map(|r| format!(" (result {r})")).unwrap_or_default()
-            ),
-            output: None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Scope;
     use macha_core::action::{Hosts, Origin};
+    use macha_core::{Action, UnitName};
 
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINE0qsxSh/2W4bH/LeviKgKg5rlzbNPwOFvkYjqv70mR c1";
 
@@ -1432,8 +1196,6 @@ mod tests {
         assert_eq!((t.address.as_str(), t.port, t.user.as_deref()), ("web1.lab.test", 22, Some("macha")));
         assert!(target_of(&rec("x", Some("-oProxyCommand=id")), "macha").is_err());
         assert!(target_of(&rec("bad name", None), "macha").is_err());
-        let p = properties("ActiveState=active\nSubState=running\nResult=success\nnoise\n");
-        assert_eq!(p.get("ActiveState").map(String::as_str), Some("active"));
         for s in HostState::ALL {
             assert_eq!(
                 standing(s).may_connect(),

@@ -1,4 +1,4 @@
-//! Macha: the daemon (orchestration, executor, local API) and the multicall CLI.
+//! Macha: the daemon (orchestration, local API) and the multicall CLI.
 //!
 //! This crate is the only one that knows about the socket wire format, the configuration file and
 //! process-level concerns (signals, sd_notify, logging). Decisions are made in `macha-core`; this
@@ -10,7 +10,6 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod engine;
-pub mod executor;
 pub mod fleet;
 pub mod logging;
 pub mod observe;

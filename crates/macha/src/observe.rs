@@ -32,29 +32,7 @@ pub struct Sources {
     pub journal: Arc<Mutex<JournalState>>,
 }
 
-/// The current connection to systemd, or why there is none. The daemon's signal task replaces it
-/// when the connection is lost and when it comes back; everyone else only reads it.
-#[derive(Debug)]
-pub struct SystemdLink {
-    current: std::sync::RwLock<Result<Arc<Systemd>, String>>,
-}
-
-impl SystemdLink {
-    pub fn new(current: Result<Arc<Systemd>, String>) -> Arc<SystemdLink> {
-        Arc::new(SystemdLink { current: std::sync::RwLock::new(current) })
-    }
-    pub fn get(&self) -> Result<Arc<Systemd>, String> {
-        match self.current.read() {
-            Ok(c) => c.clone(),
-            Err(_) => Err("systemd link poisoned".into()),
-        }
-    }
-    pub fn set(&self, value: Result<Arc<Systemd>, String>) {
-        if let Ok(mut c) = self.current.write() {
-            *c = value;
-        }
-    }
-}
+pub use macha_observe::systemd::SystemdLink;
 
 pub fn bus(choice: &BusChoice) -> Bus {
     match choice {

@@ -11,12 +11,12 @@ pub mod server;
 use crate::api::{ErrorCode, Request, Response};
 use crate::config::Config;
 use crate::engine::{ActionOutcome, Engine, Work};
-use crate::executor::Executor;
 use crate::observe::{self, JournalState, Sources};
 use anyhow::Context;
 use macha_core::HostName;
 use macha_core::command::Tools;
 use macha_core::journal::ErrorWindow;
+use macha_exec::Executor;
 use macha_observe::journal::{JournalConfig, JournalEvent, JournalFollower};
 use macha_observe::{LocalObserver, ObserveConfig};
 use macha_store::{AuditKind, NewAudit, Severity, Store};
@@ -150,11 +150,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The fleet: the host registry (synchronised with the configuration) and SSH to other hosts.
     let fleet = crate::fleet::Fleet::start(&config, &mut engine, now)?;
     let executor = Executor::new(
-        Arc::clone(&link),
-        resolve_tools(&config),
-        config.protected(),
-        config.executor_timeout,
-        config.verify_delay,
+        macha_exec::Local::new(Arc::clone(&link), resolve_tools(&config)),
+        macha_exec::Settings {
+            protected: config.protected(),
+            timeout: config.executor_timeout,
+            verify_delay: config.verify_delay,
+        },
     )
     .with_remote(fleet.remote());
     let sources = Sources {

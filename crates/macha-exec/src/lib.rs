@@ -1,0 +1,228 @@
+//! The one executor: carries out what the policy permitted, then verifies the outcome by observing
+//! again, and reports the truth.
+//!
+//! Its only entry point, [`Executor::execute`], takes a [`Permit`] (which only
+//! `macha_core::policy::decide` constructs). An action runs on each of its hosts through one of two
+//! backends — this host ([`local`]: systemd over D-Bus for units, an argv command spawned directly
+//! with a cleared environment otherwise) or another host ([`remote`]: the same jobs over the one SSH
+//! module) — while what an action means is written once, here and in [`outcome`]: which job or
+//! command each kind is, the re-check of every name systemd knows a unit by against the protected
+//! units, the verification table, and how outcomes are reported. Matches over action kinds are
+//! exhaustive, so a new kind does not compile until it says what it does.
+
+pub mod local;
+pub mod outcome;
+pub mod remote;
+
+pub use local::{Local, OUTPUT_MAX};
+pub use outcome::{ActionOutcome, UnitVerb};
+pub use remote::Remote;
+
+use macha_core::command::{self, Command};
+use macha_core::policy::{Permit, ProtectedUnits};
+use macha_core::{Action, HostName, UnitName};
+use outcome::{Exit, ObservedUnit};
+use std::time::Duration;
+
+/// The settings every backend shares.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Checked again against every name systemd reports for a unit.
+    pub protected: ProtectedUnits,
+    /// The deadline of one job or command.
+    pub timeout: Duration,
+    /// How long after a unit job its state is observed for verification.
+    pub verify_delay: Duration,
+}
+
+/// The executor: this host's backend, optionally another hosts' backend, and the shared settings.
+#[derive(Debug, Clone)]
+pub struct Executor {
+    local: Local,
+    remote: Option<Remote>,
+    settings: Settings,
+}
+
+/// The backend one host's part of an action runs through.
+enum Via<'a> {
+    Local(&'a Local),
+    Remote(remote::Session<'a>),
+}
+
+impl Via<'_> {
+    fn on(&self) -> String {
+        match self {
+            Via::Local(_) => String::new(),
+            Via::Remote(s) => format!(" on {}", s.host()),
+        }
+    }
+
+    async fn unit_names(&self, unit: &UnitName) -> Result<Vec<String>, String> {
+        match self {
+            Via::Local(l) => l.unit_names(unit).await,
+            Via::Remote(s) => s.unit_names(unit).await,
+        }
+    }
+
+    async fn unit_job(&self, permit: &Permit, verb: UnitVerb, unit: &UnitName, timeout: Duration) -> JobEnd {
+        match self {
+            Via::Local(l) => l.unit_job(permit, timeout).await,
+            Via::Remote(s) => s.unit_job(verb, unit, timeout).await,
+        }
+    }
+
+    async fn unit_state(&self, unit: &UnitName) -> Result<ObservedUnit, String> {
+        match self {
+            Via::Local(l) => l.unit_state(unit).await,
+            Via::Remote(s) => s.unit_state(unit).await,
+        }
+    }
+
+    fn tools(&self) -> command::Tools {
+        match self {
+            Via::Local(l) => l.tools().clone(),
+            Via::Remote(s) => s.tools().core_tools(),
+        }
+    }
+
+    async fn run(&self, cmd: Command, privileged: bool, timeout: Duration) -> Ran {
+        match self {
+            Via::Local(l) => l.run(&cmd, timeout).await,
+            Via::Remote(s) => s.run(cmd, privileged, timeout).await,
+        }
+    }
+}
+
+/// How a unit job ended on either backend.
+pub(crate) enum JobEnd {
+    /// The job finished with this result (`done` is success); `what` names the job.
+    Finished { done: bool, result: String, what: String },
+    /// Nothing (or not everything) happened: the refusal or error.
+    Failed(ActionOutcome),
+}
+
+/// A command that ran (or could not).
+pub(crate) enum Ran {
+    Exited { display: String, exit: Exit, stdout: Vec<u8>, stderr: Vec<u8> },
+    Failed(ActionOutcome),
+}
+
+impl Executor {
+    /// An executor for this host only; see [`Executor::with_remote`].
+    pub fn new(local: Local, settings: Settings) -> Executor {
+        Executor { local, remote: None, settings }
+    }
+
+    /// With actions on other hosts carried out over SSH by `remote`.
+    pub fn with_remote(mut self, remote: Option<Remote>) -> Executor {
+        self.remote = remote;
+        self
+    }
+
+    /// Executes `permit` on each of its hosts and reports what happened. Never panics, never
+    /// returns without an outcome: an error is an outcome with `succeeded = false`. The action
+    /// succeeded only if it did on every host.
+    pub async fn execute(&self, permit: &Permit) -> ActionOutcome {
+        let hosts = permit.action().hosts().as_slice();
+        let runs = hosts.iter().map(|h| async move { (h.clone(), self.on_host(h, permit).await) });
+        outcome::combine(futures_util::future::join_all(runs).await)
+    }
+
+    async fn on_host(&self, host: &HostName, permit: &Permit) -> ActionOutcome {
+        if host.is_local() {
+            return self.carry_out(&Via::Local(&self.local), host, permit).await;
+        }
+        let Some(remote) = &self.remote else {
+            return ActionOutcome::failed(format!(
+                "remote execution is not available (SSH is not set up on this host); nothing was sent to {host}"
+            ));
+        };
+        match remote.session(host).await {
+            Ok(session) => self.carry_out(&Via::Remote(session), host, permit).await,
+            Err(refused) => refused,
+        }
+    }
+
+    async fn carry_out(&self, via: &Via<'_>, host: &HostName, permit: &Permit) -> ActionOutcome {
+        let action = permit.action();
+        let on = via.on();
+        match action {
+            Action::RestartUnit { unit, .. } => self.unit_action(via, host, permit, UnitVerb::Restart, unit).await,
+            Action::StartUnit { unit, .. } => self.unit_action(via, host, permit, UnitVerb::Start, unit).await,
+            Action::StopUnit { unit, .. } => self.unit_action(via, host, permit, UnitVerb::Stop, unit).await,
+            Action::ResetFailed { unit, .. } => self.unit_action(via, host, permit, UnitVerb::ResetFailed, unit).await,
+            Action::ConfigChange { path, .. } => ActionOutcome {
+                succeeded: true,
+                verified: false,
+                detail: format!(
+                    "approved patch for {path}{on} recorded; Macha never edits configuration files, apply it by hand"
+                ),
+                output: None,
+            },
+            Action::NixosSwitch { .. } => {
+                ActionOutcome::failed("NixOS deployment is not available in this version; nothing was run")
+            }
+            Action::Reboot { .. } => {
+                ActionOutcome::failed(format!("rebooting{on} is not available in this version; nothing was sent"))
+            }
+            // Diagnostics only read; the rest change the host (as root on other hosts).
+            Action::Diagnostic { .. } => self.command_action(via, action, false).await,
+            Action::JournalVacuum { .. }
+            | Action::CollectGarbage { .. }
+            | Action::StoreVerify { .. }
+            | Action::StoreRepair { .. } => self.command_action(via, action, true).await,
+        }
+    }
+
+    async fn command_action(&self, via: &Via<'_>, action: &Action, privileged: bool) -> ActionOutcome {
+        let on = via.on();
+        let cmd = match command::command_for(action, &via.tools()) {
+            Ok(c) => c,
+            Err(e) => return ActionOutcome::failed(format!("{e}{on}; nothing was run")),
+        };
+        match via.run(cmd, privileged, self.settings.timeout).await {
+            Ran::Exited { display, exit, stdout, stderr } => {
+                outcome::command_outcome(&display, &on, &exit, &stdout, &stderr)
+            }
+            Ran::Failed(o) => o,
+        }
+    }
+
+    async fn unit_action(
+        &self,
+        via: &Via<'_>,
+        host: &HostName,
+        permit: &Permit,
+        verb: UnitVerb,
+        unit: &UnitName,
+    ) -> ActionOutcome {
+        let on = via.on();
+        match via.unit_names(unit).await {
+            Ok(names) => {
+                if let Some(refused) =
+                    outcome::protected_alias(&self.settings.protected, unit, host, names.iter().map(String::as_str))
+                {
+                    return refused;
+                }
+            }
+            Err(e) => return ActionOutcome::failed(format!("cannot resolve {unit}{on}: {e}; nothing was changed")),
+        }
+        let what = match via.unit_job(permit, verb, unit, self.settings.timeout).await {
+            JobEnd::Failed(o) => return o,
+            JobEnd::Finished { done: false, result, what } => {
+                return ActionOutcome {
+                    succeeded: false,
+                    verified: false,
+                    detail: format!("{what} ended with result {result:?}"),
+                    output: Some(result),
+                };
+            }
+            JobEnd::Finished { done: true, what, .. } => format!("{what} done"),
+        };
+        tokio::time::sleep(self.settings.verify_delay).await;
+        match via.unit_state(unit).await {
+            Ok(seen) => outcome::verified_unit(verb, &what, unit, self.settings.verify_delay.as_millis(), &seen),
+            Err(e) => outcome::unobserved_unit(&what, unit, &e),
+        }
+    }
+}

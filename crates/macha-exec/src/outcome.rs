@@ -1,0 +1,280 @@
+//! What an execution reports, and the rules every backend shares: the verification table, the
+//! alias re-check against the protected units, and how command results and several hosts'
+//! outcomes become one report.
+
+use macha_core::policy::ProtectedUnits;
+use macha_core::{Action, HostName, UnitName};
+use serde::Serialize;
+
+/// What the executor reports back for one permit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActionOutcome {
+    pub succeeded: bool,
+    /// The condition the action was for was observed gone afterwards.
+    pub verified: bool,
+    pub detail: String,
+    /// Command output or job result, truncated.
+    pub output: Option<String>,
+}
+
+impl ActionOutcome {
+    /// A failure: nothing (or not everything) was done.
+    pub fn failed(detail: impl Into<String>) -> ActionOutcome {
+        ActionOutcome { succeeded: false, verified: false, detail: detail.into(), output: None }
+    }
+}
+
+/// The four unit jobs. Each action kind that acts on a unit maps to exactly one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitVerb {
+    Restart,
+    Start,
+    Stop,
+    ResetFailed,
+}
+
+impl UnitVerb {
+    /// The unit job `action` asks for, or `None` when it is not a unit action. Exhaustive: a new
+    /// action kind must say here whether it is one.
+    pub fn of(action: &Action) -> Option<(UnitVerb, &UnitName)> {
+        match action {
+            Action::RestartUnit { unit, .. } => Some((UnitVerb::Restart, unit)),
+            Action::StartUnit { unit, .. } => Some((UnitVerb::Start, unit)),
+            Action::StopUnit { unit, .. } => Some((UnitVerb::Stop, unit)),
+            Action::ResetFailed { unit, .. } => Some((UnitVerb::ResetFailed, unit)),
+            Action::JournalVacuum { .. }
+            | Action::CollectGarbage { .. }
+            | Action::StoreVerify { .. }
+            | Action::StoreRepair { .. }
+            | Action::Diagnostic { .. }
+            | Action::Reboot { .. }
+            | Action::ConfigChange { .. }
+            | Action::NixosSwitch { .. } => None,
+        }
+    }
+
+    /// `systemctl`'s verb.
+    pub fn systemctl(self) -> &'static str {
+        match self {
+            UnitVerb::Restart => "restart",
+            UnitVerb::Start => "start",
+            UnitVerb::Stop => "stop",
+            UnitVerb::ResetFailed => "reset-failed",
+        }
+    }
+
+    /// The verification table: the `ActiveState`s that mean the job did what it was for.
+    pub fn expected_states(self) -> &'static [&'static str] {
+        match self {
+            UnitVerb::Restart | UnitVerb::Start => &["active", "reloading"],
+            UnitVerb::Stop => &["inactive"],
+            // Reset-failed is done when the unit is no longer `failed`, whatever it does next.
+            UnitVerb::ResetFailed => &["inactive", "active", "activating", "deactivating", "reloading"],
+        }
+    }
+}
+
+/// Defence in depth: the policy matched the name as given; systemd may know the unit under other
+/// names (aliases). Returns the refusal when any of them is protected.
+pub fn protected_alias<'a>(
+    protected: &ProtectedUnits,
+    unit: &UnitName,
+    host: &HostName,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Option<ActionOutcome> {
+    for n in names {
+        if let Ok(u) = UnitName::parse(n)
+            && let Some(p) = protected.protecting(&u)
+        {
+            let on = if host.is_local() { String::new() } else { format!(" on {host}") };
+            return Some(ActionOutcome::failed(format!(
+                "{unit}{on} is also known as {n}, which is protected ({p}); nothing was sent"
+            )));
+        }
+    }
+    None
+}
+
+/// The state a unit was observed in after its job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedUnit {
+    pub active_state: String,
+    pub sub_state: String,
+    pub result: Option<String>,
+}
+
+/// The outcome of a unit job that finished, judged by the state observed afterwards.
+pub fn verified_unit(
+    verb: UnitVerb,
+    what: &str,
+    unit: &UnitName,
+    delay_ms: u128,
+    seen: &ObservedUnit,
+) -> ActionOutcome {
+    ActionOutcome {
+        succeeded: true,
+        verified: verb.expected_states().contains(&seen.active_state.as_str()),
+        detail: format!(
+            "{what}; {unit} after {delay_ms} ms: {}/{}{}",
+            seen.active_state,
+            seen.sub_state,
+            seen.result.as_ref().map(|r| format!(" (result {r})")).unwrap_or_default()
+        ),
+        output: None,
+    }
+}
+
+/// A job that finished but whose unit could not be observed afterwards: done, not verified.
+pub fn unobserved_unit(what: &str, unit: &UnitName, reason: &str) -> ActionOutcome {
+    ActionOutcome {
+        succeeded: true,
+        verified: false,
+        detail: format!("{what}, but {unit} could not be observed afterwards: {reason}"),
+        output: None,
+    }
+}
+
+/// How a command ended, as either backend saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Exited with this code.
+    Code(i32),
+    /// Killed by a signal (or the remote side did not say).
+    Signalled,
+    /// It did not finish within the deadline and was killed.
+    TimedOut { secs: u64 },
+}
+
+/// A command's outcome: success is exit code 0; the output keeps stdout, then stderr marked.
+pub fn command_outcome(display: &str, on: &str, exit: &Exit, stdout: &[u8], stderr: &[u8]) -> ActionOutcome {
+    let mut text = String::from_utf8_lossy(stdout).into_owned();
+    if !stderr.is_empty() {
+        text.push_str("\n[stderr]\n");
+        text.push_str(&String::from_utf8_lossy(stderr));
+    }
+    let (ok, how) = match exit {
+        Exit::Code(0) => (true, "exited with status 0".to_owned()),
+        Exit::Code(c) => (false, format!("exited with status {c}")),
+        Exit::Signalled => (false, "was killed by a signal".to_owned()),
+        Exit::TimedOut { secs } => (false, format!("did not finish within {secs} s and was killed")),
+    };
+    ActionOutcome { succeeded: ok, verified: ok, detail: format!("{display}{on} {how}"), output: Some(text) }
+}
+
+/// One report for an action that ran on several hosts: it succeeded (was verified) only if it did
+/// everywhere; every host's detail and output is kept, in order.
+pub fn combine(outcomes: Vec<(HostName, ActionOutcome)>) -> ActionOutcome {
+    if outcomes.len() == 1 {
+        if let Some((_, only)) = outcomes.into_iter().next() {
+            return only;
+        }
+        return ActionOutcome::failed("no host to act on");
+    }
+    if outcomes.is_empty() {
+        return ActionOutcome::failed("no host to act on");
+    }
+    let mut output = String::new();
+    for (h, o) in &outcomes {
+        if let Some(text) = &o.output {
+            output.push_str(&format!("== {h}\n{text}\n"));
+        }
+    }
+    ActionOutcome {
+        succeeded: outcomes.iter().all(|(_, o)| o.succeeded),
+        verified: outcomes.iter().all(|(_, o)| o.verified),
+        detail: outcomes.iter().map(|(h, o)| format!("{h}: {}", o.detail)).collect::<Vec<_>>().join("; "),
+        output: (!output.is_empty()).then_some(output),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use macha_core::action::Hosts;
+
+    fn unit(s: &str) -> UnitName {
+        UnitName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn every_unit_kind_has_one_verb_and_a_verification() {
+        let u = unit("nginx");
+        let reason = "r".to_owned();
+        let cases = [
+            (
+                Action::RestartUnit { unit: u.clone(), host: Hosts::default(), reason: reason.clone() },
+                UnitVerb::Restart,
+                "active",
+            ),
+            (
+                Action::StartUnit { unit: u.clone(), host: Hosts::default(), reason: reason.clone() },
+                UnitVerb::Start,
+                "active",
+            ),
+            (
+                Action::StopUnit { unit: u.clone(), host: Hosts::default(), reason: reason.clone() },
+                UnitVerb::Stop,
+                "inactive",
+            ),
+            (
+                Action::ResetFailed { unit: u.clone(), host: Hosts::default(), reason },
+                UnitVerb::ResetFailed,
+                "inactive",
+            ),
+        ];
+        for (action, verb, good) in cases {
+            let (v, n) = UnitVerb::of(&action).unwrap();
+            assert_eq!((v, n), (verb, &u));
+            assert!(v.expected_states().contains(&good));
+            assert!(!v.expected_states().contains(&"failed"), "{v:?} must never verify a failed unit");
+        }
+        // A stop is not verified by an active unit, a restart not by an inactive one.
+        assert!(!UnitVerb::Stop.expected_states().contains(&"active"));
+        assert!(!UnitVerb::Restart.expected_states().contains(&"inactive"));
+    }
+
+    #[test]
+    fn an_alias_that_is_protected_refuses() {
+        let protected = ProtectedUnits::new::<&str>(&[]);
+        let host = HostName::local();
+        let refused = protected_alias(&protected, &unit("lab-demo"), &host, ["lab-demo.service", "sshd.service"]);
+        let refused = refused.unwrap();
+        assert!(!refused.succeeded && refused.detail.contains("sshd.service"), "{}", refused.detail);
+        assert!(protected_alias(&protected, &unit("lab-demo"), &host, ["lab-demo.service"]).is_none());
+    }
+
+    #[test]
+    fn verification_and_commands() {
+        let seen = ObservedUnit {
+            active_state: "failed".into(),
+            sub_state: "failed".into(),
+            result: Some("exit-code".into()),
+        };
+        let o = verified_unit(UnitVerb::Restart, "job done", &unit("a"), 500, &seen);
+        assert!(o.succeeded && !o.verified);
+        assert!(o.detail.contains("failed/failed (result exit-code)"), "{}", o.detail);
+
+        let ok = command_outcome("/bin/true", "", &Exit::Code(0), b"out", b"");
+        assert!(ok.succeeded && ok.verified && ok.output.as_deref() == Some("out"));
+        let timed = command_outcome("/bin/sleep 9", " on h1", &Exit::TimedOut { secs: 3 }, b"", b"e");
+        assert!(!timed.succeeded);
+        assert!(timed.detail.contains("on h1 did not finish within 3 s"), "{}", timed.detail);
+        assert!(timed.output.unwrap().contains("[stderr]\ne"));
+        let killed = command_outcome("x", "", &Exit::Signalled, b"", b"");
+        assert!(killed.detail.contains("killed by a signal"));
+    }
+
+    #[test]
+    fn several_hosts_succeed_only_together() {
+        let a = HostName::parse("a").unwrap();
+        let b = HostName::parse("b").unwrap();
+        let good = ActionOutcome { succeeded: true, verified: true, detail: "ok".into(), output: Some("1".into()) };
+        let all = combine(vec![(a.clone(), good.clone()), (b.clone(), ActionOutcome::failed("down"))]);
+        assert!(!all.succeeded && !all.verified);
+        assert_eq!(all.detail, "a: ok; b: down");
+        assert_eq!(all.output.as_deref(), Some("== a\n1\n"));
+        assert_eq!(combine(vec![(a, good.clone())]), good);
+        assert!(!combine(Vec::new()).succeeded);
+    }
+}
