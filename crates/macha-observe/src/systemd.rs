@@ -27,7 +27,7 @@
 //! restarted and is now `inactive` is not reported by [`Systemd::list_units`]; the event stream
 //! sees every restart as it happens.
 
-use futures_util::stream::{self, StreamExt};
+use futures_util::stream::StreamExt;
 use macha_core::UnitName;
 use macha_core::action::Action;
 use macha_core::policy::Permit;
@@ -323,13 +323,15 @@ impl Systemd {
                 async { self.manager.system_state().await.map_err(call_err("Get SystemState")) },
             )?;
             let failed: Vec<String> = rows.iter().filter(|r| r.3 == "failed").map(|r| r.0.clone()).collect();
-            let candidates =
-                rows.iter().filter(|r| r.3 == "failed" || (r.0.ends_with(".service") && r.3 != "inactive"));
-            let notable: Vec<UnitState> = stream::iter(candidates.map(|row| self.notable_state(row)))
-                .buffered(PROPERTY_READS_IN_FLIGHT)
-                .filter_map(std::future::ready)
-                .collect()
-                .await;
+            let candidates: Vec<&UnitRow> =
+                rows.iter().filter(|r| r.3 == "failed" || (r.0.ends_with(".service") && r.3 != "inactive")).collect();
+            // In batches of `PROPERTY_READS_IN_FLIGHT`, with no closure held across an await (the
+            // future stays `Send`, so snapshots can be collected in a task).
+            let mut notable: Vec<UnitState> = Vec::new();
+            for batch in candidates.chunks(PROPERTY_READS_IN_FLIGHT) {
+                let reads: Vec<_> = batch.iter().map(|row| self.notable_state(row)).collect();
+                notable.extend(futures_util::future::join_all(reads).await.into_iter().flatten());
+            }
             tracing::Span::current().record("units", rows.len()).record("notable", notable.len());
             Ok(Units { system_state, total: u32::try_from(rows.len()).unwrap_or(u32::MAX), notable, failed })
         }

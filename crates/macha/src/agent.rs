@@ -3,14 +3,15 @@
 //!
 //! The model never executes anything. Its one proposing tool becomes a
 //! [`ProposedAction`](macha_core::ProposedAction) with [`Origin::Model`] that goes through
-//! [`Engine::propose`] — the same policy gate as every rule and person. Every store access goes
-//! through the event loop ([`AgentCall`]), so "one writer" holds. The cycle never waits for the
+//! [`Engine::propose`] — the same policy gate as every rule and person. The agent talks to the
+//! daemon only through its own messages ([`AgentMsg`]): store and engine work ([`AgentCall`]) runs
+//! on the engine thread, so "one writer" holds; observation for the tools ([`ObserveCall`]) runs in
+//! tasks. The cycle never waits for the
 //! model: an analysis is queued and runs later; when it fails, the issue's trail and an alert say
 //! `analysis unavailable: <reason>`, and nothing is resolved because of it.
 
 use crate::api::{ErrorCode, Request, Response, StreamLine};
 use crate::config::{Config, LlmBackend};
-use crate::daemon::Event;
 use crate::engine::{Engine, Work};
 use crate::observe::Sources;
 use macha_agent::backend::ollama::OllamaBackend;
@@ -47,53 +48,35 @@ const READ_MAX: u64 = 16 * 1024 * 1024;
 /// Where streamed lines for a socket client go.
 pub type Sink = mpsc::UnboundedSender<StreamLine>;
 
-/// What the agent asks of the event loop (the only place that touches the store and the engine).
+/// What the agent sends the daemon.
+#[derive(Debug)]
+pub enum AgentMsg {
+    /// Store and engine work (the engine thread).
+    Engine(AgentCall),
+    /// Observation for a tool (a task).
+    Observe(ObserveCall),
+}
+
+/// Observation the model's tools ask for.
+#[derive(Debug)]
+pub enum ObserveCall {
+    /// A fresh snapshot of this host.
+    Snapshot { reply: oneshot::Sender<Box<Snapshot>> },
+    /// One unit's state from systemd.
+    UnitStatus { unit: macha_core::UnitName, reply: oneshot::Sender<Result<String, String>> },
+}
+
+/// What the agent asks of the engine (the only place that touches the store).
 #[derive(Debug)]
 pub enum AgentCall {
-    Start {
-        id: i64,
-        model: String,
-    },
-    Finish {
-        id: i64,
-        outcome: Result<String, String>,
-        audits: Vec<(Option<i64>, NewAudit)>,
-    },
+    Start { id: i64, model: String },
+    Finish { id: i64, outcome: Result<String, String>, audits: Vec<(Option<i64>, NewAudit)> },
     Record(Box<NewPrompt>),
-    Cache {
-        request_id: i64,
-        tool: String,
-        text: String,
-        reply: oneshot::Sender<Result<String, String>>,
-    },
-    Cached {
-        id: String,
-        offset: u64,
-        reply: oneshot::Sender<Result<String, String>>,
-    },
-    Propose {
-        action: Box<Action>,
-        issue_id: Option<i64>,
-        correlation_id: String,
-        reply: oneshot::Sender<String>,
-    },
-    Converse {
-        conversation: String,
-        approval_id: Option<i64>,
-        turns: Vec<(String, String, Option<String>)>,
-    },
-    Learn {
-        entries: Vec<NewKnowledge>,
-    },
-    /// A fresh snapshot (the observers live with the loop).
-    Snapshot {
-        reply: oneshot::Sender<Box<Snapshot>>,
-    },
-    /// One unit's state from systemd.
-    UnitStatus {
-        unit: macha_core::UnitName,
-        reply: oneshot::Sender<Result<String, String>>,
-    },
+    Cache { request_id: i64, tool: String, text: String, reply: oneshot::Sender<Result<String, String>> },
+    Cached { id: String, offset: u64, reply: oneshot::Sender<Result<String, String>> },
+    Propose { action: Box<Action>, issue_id: Option<i64>, correlation_id: String, reply: oneshot::Sender<String> },
+    Converse { conversation: String, approval_id: Option<i64>, turns: Vec<(String, String, Option<String>)> },
+    Learn { entries: Vec<NewKnowledge> },
 }
 
 #[derive(Debug, Clone)]
@@ -125,7 +108,7 @@ struct Shared {
     redactor: Redactor,
     config: Config,
     allow: FileAllowList,
-    events: mpsc::Sender<Event>,
+    events: mpsc::Sender<AgentMsg>,
     /// The last failure and when, for the cycle report.
     last_error: Mutex<Option<String>>,
     nonce_seed: RandomState,
@@ -171,7 +154,7 @@ impl AgentService {
     /// Starts the scheduler task, if the agent is enabled.
     pub fn start(
         config: &Config,
-        events: mpsc::Sender<Event>,
+        events: mpsc::Sender<AgentMsg>,
         tracker: &TaskTracker,
         stop: CancellationToken,
     ) -> anyhow::Result<Option<AgentService>> {
@@ -268,7 +251,11 @@ impl Shared {
     }
 
     async fn call(&self, call: AgentCall) {
-        if self.events.send(Event::Agent(call)).await.is_err() {
+        self.send(AgentMsg::Engine(call)).await;
+    }
+
+    async fn send(&self, msg: AgentMsg) {
+        if self.events.send(msg).await.is_err() {
             tracing::debug!("the event loop is gone; an agent record was dropped");
         }
     }
@@ -567,10 +554,8 @@ struct DaemonHost {
 impl DaemonHost {
     async fn snapshot(&self) -> Result<Snapshot, String> {
         let (reply, rx) = oneshot::channel();
-        self.ask_loop(AgentCall::Snapshot { reply }, rx)
-            .await
-            .map(|b| *b)
-            .ok_or_else(|| "the daemon is stopping".to_owned())
+        self.shared.send(AgentMsg::Observe(ObserveCall::Snapshot { reply })).await;
+        rx.await.map(|b| *b).map_err(|_| "the daemon is stopping".to_owned())
     }
 
     async fn read_logs(&self, a: macha_agent::tools::LogsArgs) -> Result<String, String> {
@@ -631,9 +616,8 @@ impl DaemonHost {
 
     async fn unit_status(&self, unit: macha_core::UnitName) -> Result<String, String> {
         let (reply, rx) = oneshot::channel();
-        self.ask_loop(AgentCall::UnitStatus { unit, reply }, rx)
-            .await
-            .unwrap_or_else(|| Err("the daemon is stopping".into()))
+        self.shared.send(AgentMsg::Observe(ObserveCall::UnitStatus { unit, reply })).await;
+        rx.await.unwrap_or_else(|_| Err("the daemon is stopping".into()))
     }
 
     async fn check_network(&self, host: HostName, port: u16) -> Result<String, String> {
@@ -761,15 +745,23 @@ impl ToolHost for DaemonHost {
 }
 
 /// What the event loop does for the agent. Returns work a proposal permitted.
-pub async fn handle_call(engine: &mut Engine, sources: &Sources, call: AgentCall) -> anyhow::Result<Vec<Work>> {
-    let now = crate::now();
+/// Serves a tool's observation (in a task of its own).
+pub async fn observe(sources: &Sources, host: &HostName, call: ObserveCall) {
     match call {
-        AgentCall::Snapshot { reply } => {
-            let _ = reply.send(Box::new(sources.collect(&HostName::local(), now).await));
+        ObserveCall::Snapshot { reply } => {
+            let _ = reply.send(Box::new(sources.collect(host, crate::now()).await));
         }
-        AgentCall::UnitStatus { unit, reply } => {
+        ObserveCall::UnitStatus { unit, reply } => {
             let _ = reply.send(unit_status(sources, &unit).await);
         }
+    }
+}
+
+/// Carries out what the agent asks of the store and the engine (on the engine thread); returns the
+/// work the policy permitted for a proposal.
+pub fn handle_call(engine: &mut Engine, call: AgentCall) -> anyhow::Result<Vec<Work>> {
+    let now = crate::now();
+    match call {
         AgentCall::Start { id, model } => {
             if let Err(e) = engine.store_mut().start_agent_request(id, &model) {
                 tracing::debug!("agent request {id}: {e}");

@@ -356,7 +356,7 @@ impl Fleet {
 
     /// One tick: an observation task for every contactable host not still being observed, and a
     /// discovery pass if enabled.
-    pub fn tick(&self, engine: &Engine, tx: &mpsc::Sender<crate::daemon::Event>, tracker: &TaskTracker) {
+    pub fn tick(&self, engine: &Engine, tx: &mpsc::Sender<FleetEvent>, tracker: &TaskTracker) {
         if self.settings.discovery_enable {
             self.start_discovery(tx, tracker);
         }
@@ -405,12 +405,12 @@ impl Fleet {
                 };
                 let memory = std::mem::take(&mut *lock(&shared));
                 let observed = Observed { host: target.name, result, identity, memory, elapsed: started.elapsed() };
-                let _ = tx.send(crate::daemon::Event::Fleet(FleetEvent::Observed(Box::new(observed)))).await;
+                let _ = tx.send(FleetEvent::Observed(Box::new(observed))).await;
             });
         }
     }
 
-    fn start_discovery(&self, tx: &mpsc::Sender<crate::daemon::Event>, tracker: &TaskTracker) {
+    fn start_discovery(&self, tx: &mpsc::Sender<FleetEvent>, tracker: &TaskTracker) {
         {
             let mut st = lock(&self.state);
             if st.discovering {
@@ -425,7 +425,7 @@ impl Fleet {
                 Some(j) => discover(&j, dir.as_deref(), window).await,
                 None => Err("journalctl not found".into()),
             };
-            let _ = tx.send(crate::daemon::Event::Fleet(FleetEvent::Discovered(result))).await;
+            let _ = tx.send(FleetEvent::Discovered(result)).await;
         });
     }
 
@@ -689,7 +689,7 @@ impl Fleet {
         request: Request,
         who: String,
         reply: oneshot::Sender<Response>,
-        tx: &mpsc::Sender<crate::daemon::Event>,
+        tx: &mpsc::Sender<FleetEvent>,
         tracker: &TaskTracker,
     ) {
         let name = match &request {
@@ -721,7 +721,7 @@ impl Fleet {
         tracker.spawn(async move {
             let keys = macha_ssh::keyscan::scan(&keyscan, &target, timeout).await.map_err(|e| e.to_string());
             let scanned = Scanned { request, who, target, keys, reply };
-            let _ = tx.send(crate::daemon::Event::Fleet(FleetEvent::Scanned(Box::new(scanned)))).await;
+            let _ = tx.send(FleetEvent::Scanned(Box::new(scanned))).await;
         });
     }
 

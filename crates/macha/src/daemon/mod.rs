@@ -1,74 +1,96 @@
-//! The daemon: one closed event loop.
+//! The daemon: a closed event loop that decides nothing slowly.
 //!
-//! Every trigger of work is an [`Event`] on one channel — the periodic tick, a unit state change
-//! from the systemd signal stream, a journal entry, a socket request, an executor outcome — and one
-//! task owns the engine (and so the database) and handles them in order. Observation adapters and
-//! executions run in their own tasks and only send events. That keeps "one writer" true and every
-//! cause of an action visible in one place.
+//! Each subsystem owns its message type and channel — the systemd signal task ([`UnitSignal`]),
+//! the journal follower (`JournalEvent`), the fleet (`FleetEvent`), the agent (`AgentMsg`), the
+//! socket ([`ApiCall`]) and the executor's outcomes ([`Done`]) — and the loop selects over them,
+//! plus the timers and signals. A loop turn only dispatches: engine work (everything that touches
+//! the database) is posted to the engine thread ([`engine_thread`]), and IO (snapshot collection,
+//! D-Bus, SSH, executions) runs in tasks whose results come back on those channels. So a slow disk
+//! or a hung bus never stops signals, the socket, SSH or the model. Every turn is timed; a turn
+//! over 100 ms is logged with what it handled. "One writer" holds: only the engine thread writes.
 
+pub mod engine_thread;
+mod requests;
 pub mod server;
+pub mod units;
 
+use crate::agent::{AgentMsg, AgentService};
 use crate::api::{ErrorCode, Request, Response};
 use crate::config::Config;
 use crate::engine::{ActionOutcome, Engine, Work};
+use crate::fleet::{Fleet, FleetEvent};
 use crate::observe::{self, JournalState, Sources};
 use anyhow::Context;
+use engine_thread::EngineHandle;
+use futures_util::FutureExt;
 use macha_core::HostName;
 use macha_core::command::Tools;
 use macha_core::journal::ErrorWindow;
+use macha_core::snapshot::Snapshot;
 use macha_exec::Executor;
 use macha_observe::journal::{JournalConfig, JournalEvent, JournalFollower};
 use macha_observe::{LocalObserver, ObserveConfig};
 use macha_store::{AuditKind, NewAudit, Severity, Store};
-use server::Peer;
+use server::ApiCall;
 use std::os::unix::fs::PermissionsExt;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// Everything the loop reacts to.
-#[derive(Debug)]
-pub enum Event {
-    Unit {
-        unit: String,
-        active_state: String,
-        result: Option<String>,
-    },
-    /// The unit signal stream ended or failed.
-    UnitStreamLost(String),
-    /// The unit signal stream is back after a loss: run a cycle to catch up.
-    UnitStreamRestored,
-    Journal(JournalEvent),
-    Api {
-        request: Request,
-        peer: Peer,
-        reply: oneshot::Sender<Response>,
-    },
-    Done {
-        work: Work,
-        outcome: ActionOutcome,
-    },
-    /// A streamed API request (chat, ask, discuss): event lines and the final response go to `sink`.
-    ApiStream {
-        request: Request,
-        peer: Peer,
-        sink: crate::agent::Sink,
-    },
-    /// The agent needs the store or the engine (proposals, records, conversations).
-    Agent(crate::agent::AgentCall),
-    /// A fleet task finished: a host observed, a discovery pass, a key scan.
-    Fleet(crate::fleet::FleetEvent),
-}
+pub use units::UnitSignal;
 
 const JOURNAL_CURSOR_KEY: &str = "journal.cursor";
 
-/// Runs the daemon on a single-threaded runtime until SIGTERM/SIGINT.
+/// A loop turn longer than this is logged with what it handled.
+const SLOW_TURN: Duration = Duration::from_millis(100);
+
+/// An execution's outcome, back from its task.
+#[derive(Debug)]
+pub struct Done {
+    work: Work,
+    outcome: ActionOutcome,
+}
+
+/// One turn of the loop: what woke it. Private to the loop; subsystems only know their own types.
+enum Turn {
+    Stop,
+    Watchdog,
+    Tick,
+    Unit(UnitSignal),
+    Journal(JournalEvent),
+    Api(ApiCall),
+    Agent(AgentMsg),
+    Fleet(FleetEvent),
+    Done(Box<Done>),
+}
+
+impl Turn {
+    fn name(&self) -> &'static str {
+        match self {
+            Turn::Stop => "stop",
+            Turn::Watchdog => "watchdog",
+            Turn::Tick => "tick",
+            Turn::Unit(_) => "unit signal",
+            Turn::Journal(_) => "journal entry",
+            Turn::Api(_) => "api request",
+            Turn::Agent(_) => "agent call",
+            Turn::Fleet(_) => "fleet event",
+            Turn::Done(_) => "action outcome",
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT, on a small multi-threaded runtime (observation of many
+/// hosts parses on both cores) plus the engine thread.
 pub fn run_blocking(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .max_blocking_threads(4)
+        .thread_name("macha-worker")
         .build()
         .context("starting the runtime")?;
     runtime.block_on(run(config))
@@ -85,8 +107,87 @@ fn resolve_tools(config: &Config) -> Tools {
     tools
 }
 
+/// What the loop, its tasks and the engine thread's jobs share.
+pub(crate) struct Shared {
+    config: Config,
+    executor: Executor,
+    admin_gid: Option<u32>,
+    host: HostName,
+    started: Instant,
+    agent: Option<AgentService>,
+    fleet: Fleet,
+    sources: Sources,
+    tracker: TaskTracker,
+    done_tx: mpsc::Sender<Done>,
+    fleet_tx: mpsc::Sender<FleetEvent>,
+    /// The cursor of the last journal entry seen and not yet stored. Stored once per cycle and at
+    /// a clean stop, not per entry: an error burst must not become a burst of fsyncs. After a crash
+    /// the follower re-reads at most one cycle's entries.
+    journal_cursor: Mutex<Option<String>>,
+    /// A periodic cycle is collecting or being evaluated: the next tick does not start another.
+    cycle_running: AtomicBool,
+}
+
+impl Shared {
+    /// Starts one task per permitted action. A panic inside the executor is caught and reported as
+    /// a failed outcome, so no action is ever left `running`.
+    pub(crate) fn spawn_work(&self, work: Vec<Work>) {
+        for w in work {
+            let executor = self.executor.clone();
+            let done = self.done_tx.clone();
+            self.tracker.spawn(async move {
+                let outcome = AssertUnwindSafe(executor.execute(&w.permit)).catch_unwind().await.unwrap_or_else(|p| {
+                    let message = engine_thread::panic_message(p.as_ref());
+                    tracing::error!(action_id = w.action_id, "the executor panicked: {message}");
+                    ActionOutcome::failed(format!(
+                        "the executor failed unexpectedly ({message}); the outcome is unknown"
+                    ))
+                });
+                let _ = done.send(Done { work: w, outcome }).await;
+            });
+        }
+    }
+
+    fn save_journal_cursor(&self, engine: &mut Engine) {
+        let cursor = lock(&self.journal_cursor).take();
+        if let Some(cursor) = cursor
+            && let Err(e) = engine.store_mut().set_kv(JOURNAL_CURSOR_KEY, &cursor)
+        {
+            tracing::warn!("cannot store the journal cursor: {e}");
+        }
+    }
+
+    fn status(&self) -> Response {
+        Response::ok(serde_json::json!({
+            "autonomy": self.config.autonomy,
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "database": self.config.database,
+            "systemd": match self.sources.systemd.get() { Ok(_) => "connected".to_owned(), Err(e) => format!("unavailable: {e}") },
+            "version": env!("CARGO_PKG_VERSION"),
+            "ssh": self.fleet.stats(),
+        }))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Spawns `work` as a task whose panic is caught and logged (the daemon goes on).
+fn spawn_guarded(
+    tracker: &TaskTracker,
+    what: &'static str,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    tracker.spawn(async move {
+        if let Err(p) = AssertUnwindSafe(work).catch_unwind().await {
+            tracing::error!(task = what, "a task panicked: {}", engine_thread::panic_message(p.as_ref()));
+        }
+    });
+}
+
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating the state directory {}", config.state_dir.display()))?;
     let _ = std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o700));
@@ -95,9 +196,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut engine = Engine::new(store, config.clone(), true, now)?;
     let host = HostName::local();
 
-    let (tx, mut rx) = mpsc::channel::<Event>(1024);
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let (unit_tx, mut unit_rx) = mpsc::channel::<UnitSignal>(1024);
+    let (journal_tx, mut journal_rx) = mpsc::channel::<JournalEvent>(1024);
+    let (api_tx, mut api_rx) = mpsc::channel::<ApiCall>(256);
+    let (agent_tx, mut agent_rx) = mpsc::channel::<AgentMsg>(256);
+    let (fleet_tx, mut fleet_rx) = mpsc::channel::<FleetEvent>(1024);
+    let (done_tx, mut done_rx) = mpsc::channel::<Done>(256);
 
     // systemd: the connection for snapshots and execution, and the signal stream. The signal task
     // reconnects with backoff when the bus goes away, and asks for a cycle when it is back (to
@@ -107,7 +213,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         engine.alert(now, &format!("systemd unavailable: {reason}"), serde_json::Value::Null)?;
     }
     if config.systemd_enable {
-        tracker.spawn(watch_units(Arc::clone(&link), config.clone(), tx.clone(), stop.clone()));
+        tracker.spawn(units::watch(Arc::clone(&link), config.clone(), unit_tx, stop.clone()));
     }
 
     // The journal follower, resumed from the stored cursor.
@@ -125,7 +231,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 };
                 let (follower, mut events) = JournalFollower::spawn(jc);
                 *lock(&journal) = JournalState::Unavailable("the journal follower is starting".into());
-                let tx = tx.clone();
                 let stop = stop.clone();
                 tracker.spawn(async move {
                     // Dropping the follower stops journalctl: it lives as long as this task.
@@ -134,7 +239,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         tokio::select! {
                             () = stop.cancelled() => return,
                             ev = events.recv() => match ev {
-                                Some(e) => { if tx.send(Event::Journal(e)).await.is_err() { return; } }
+                                Some(e) => { if journal_tx.send(e).await.is_err() { return; } }
                                 None => return,
                             }
                         }
@@ -148,7 +253,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     // The fleet: the host registry (synchronised with the configuration) and SSH to other hosts.
-    let fleet = crate::fleet::Fleet::start(&config, &mut engine, now)?;
+    let fleet = Fleet::start(&config, &mut engine, now)?;
     let executor = Executor::new(
         macha_exec::Local::new(Arc::clone(&link), resolve_tools(&config)),
         macha_exec::Settings {
@@ -166,7 +271,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // The language model: a scheduler task, fed by the loop; the cycle never waits for it.
     let _ = engine.store_mut().close_interrupted_agent_requests(now);
-    let agent = match crate::agent::AgentService::start(&config, tx.clone(), &tracker, stop.clone()) {
+    let agent = match AgentService::start(&config, agent_tx, &tracker, stop.clone()) {
         Ok(a) => a,
         Err(e) => {
             engine.alert(now, &format!("the language model is unavailable: {e:#}"), serde_json::Value::Null)?;
@@ -176,7 +281,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // The local API.
     let listener = server::bind(&config.socket)?;
-    tracker.spawn(server::serve(listener, tx.clone(), stop.clone()));
+    tracker.spawn(server::serve(listener, api_tx, stop.clone()));
     let admin_gid = server::admin_gid(config.admin_group.as_deref());
 
     // Signals.
@@ -194,6 +299,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             humantime::format_duration(config.check_interval)
         ),
     ))?;
+
+    // From here on the engine lives on its own thread.
+    let (engine, engine_thread) =
+        EngineHandle::start(engine, tokio::runtime::Handle::current()).context("starting the engine thread")?;
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        executor,
+        admin_gid,
+        host,
+        started,
+        agent,
+        fleet,
+        sources,
+        tracker: tracker.clone(),
+        done_tx,
+        fleet_tx,
+        journal_cursor: Mutex::new(None),
+        cycle_running: AtomicBool::new(false),
+    });
+
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("watching")]);
     tracing::info!(autonomy = %config.autonomy, socket = %config.socket.display(), "macha daemon ready");
 
@@ -203,37 +328,49 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut cycle_tick = tokio::time::interval(config.check_interval);
     cycle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    let ctx = LoopCtx {
-        tx: tx.clone(),
-        tracker: tracker.clone(),
-        executor,
-        admin_gid,
-        host,
-        started,
-        agent,
-        fleet,
-        journal_cursor: std::cell::RefCell::new(None),
-    };
     loop {
-        tokio::select! {
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
-            _ = watchdog_tick.tick() => {
+        let turn = tokio::select! {
+            _ = sigterm.recv() => Turn::Stop,
+            _ = sigint.recv() => Turn::Stop,
+            _ = watchdog_tick.tick() => Turn::Watchdog,
+            _ = cycle_tick.tick() => Turn::Tick,
+            Some(s) = unit_rx.recv() => Turn::Unit(s),
+            Some(e) = journal_rx.recv() => Turn::Journal(e),
+            Some(c) = api_rx.recv() => Turn::Api(c),
+            Some(m) = agent_rx.recv() => Turn::Agent(m),
+            Some(f) = fleet_rx.recv() => Turn::Fleet(f),
+            Some(d) = done_rx.recv() => Turn::Done(Box::new(d)),
+        };
+        let what = turn.name();
+        let turn_started = Instant::now();
+        match turn {
+            Turn::Stop => break,
+            Turn::Watchdog => {
                 if watchdog.is_some() {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
             }
-            _ = cycle_tick.tick() => {
-                if let Err(e) = cycle(&mut engine, &sources, &ctx).await {
-                    tracing::error!("cycle failed: {e:#}");
-                }
-                ctx.fleet.tick(&engine, &ctx.tx, &ctx.tracker);
+            Turn::Tick => {
+                let s = Arc::clone(&shared);
+                engine.post("fleet tick", move |e| s.fleet.tick(e, &s.fleet_tx, &s.tracker));
+                start_cycle(&shared, &engine, None);
             }
-            Some(event) = rx.recv() => {
-                if let Err(e) = handle(&mut engine, &sources, &ctx, &journal, event).await {
-                    tracing::error!("event handling failed: {e:#}");
-                }
+            Turn::Unit(signal) => on_unit(&shared, &engine, signal),
+            Turn::Journal(event) => on_journal(&shared, &engine, event),
+            Turn::Api(call) => on_api(&shared, &engine, call),
+            Turn::Agent(msg) => on_agent(&shared, &engine, msg),
+            Turn::Fleet(event) => {
+                let s = Arc::clone(&shared);
+                engine.post("fleet event", move |e| match s.fleet.handle(e, event) {
+                    Ok(work) => s.spawn_work(work),
+                    Err(err) => tracing::error!("fleet event failed: {err:#}"),
+                });
             }
+            Turn::Done(done) => on_done(&shared, &engine, *done),
+        }
+        let took = turn_started.elapsed();
+        if took > SLOW_TURN {
+            tracing::warn!(handled = what, millis = took.as_millis(), "a slow loop turn");
         }
     }
 
@@ -249,81 +386,82 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::select! {
             () = &mut grace => break,
             () = tracker.wait() => break,
-            Some(event) = rx.recv() => {
-                if let Event::Done { work, outcome } = event {
-                    engine.finish_action(work, &outcome, crate::now())?;
-                }
-            }
+            Some(done) = done_rx.recv() => finish(&engine, done),
         }
     }
-    while let Ok(event) = rx.try_recv() {
-        if let Event::Done { work, outcome } = event {
-            engine.finish_action(work, &outcome, crate::now())?;
-        }
+    while let Ok(done) = done_rx.try_recv() {
+        finish(&engine, done);
     }
-    ctx.fleet.shutdown().await;
-    ctx.save_journal_cursor(&mut engine);
-    engine.store_mut().append_audit(&NewAudit::new(
-        crate::now(),
-        AuditKind::Daemon,
-        Severity::Info,
-        "local",
-        "daemon stopped",
-    ))?;
+    shared.fleet.shutdown().await;
+    let s = Arc::clone(&shared);
+    let stopped = engine
+        .call("stop", move |e| {
+            s.save_journal_cursor(e);
+            e.store_mut().append_audit(&NewAudit::new(
+                crate::now(),
+                AuditKind::Daemon,
+                Severity::Info,
+                "local",
+                "daemon stopped",
+            ))
+        })
+        .await;
+    engine.stop();
+    let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
     let _ = std::fs::remove_file(&config.socket);
+    stopped?.context("recording the stop")?;
     Ok(())
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-struct LoopCtx {
-    tx: mpsc::Sender<Event>,
-    tracker: TaskTracker,
-    executor: Executor,
-    admin_gid: Option<u32>,
-    host: HostName,
-    started: std::time::Instant,
-    agent: Option<crate::agent::AgentService>,
-    fleet: crate::fleet::Fleet,
-    /// The cursor of the last journal entry seen and not yet stored. Stored once per cycle and at
-    /// a clean stop, not per entry: an error burst must not become a burst of fsyncs in the loop.
-    /// After a crash the follower re-reads at most one cycle's entries.
-    journal_cursor: std::cell::RefCell<Option<String>>,
-}
-
-impl LoopCtx {
-    fn save_journal_cursor(&self, engine: &mut Engine) {
-        if let Some(cursor) = self.journal_cursor.borrow_mut().take()
-            && let Err(e) = engine.store_mut().set_kv(JOURNAL_CURSOR_KEY, &cursor)
-        {
-            tracing::warn!("cannot store the journal cursor: {e}");
+/// Records an execution's outcome on the engine thread.
+fn finish(engine: &EngineHandle, done: Done) {
+    engine.post("finish action", move |e| {
+        if let Err(err) = e.finish_action(done.work, &done.outcome, crate::now()) {
+            tracing::error!("recording an outcome failed: {err:#}");
         }
-    }
-
-    fn spawn_work(&self, work: Vec<Work>) {
-        for w in work {
-            let executor = self.executor.clone();
-            let tx = self.tx.clone();
-            self.tracker.spawn(async move {
-                let outcome = executor.execute(&w.permit).await;
-                let _ = tx.send(Event::Done { work: w, outcome }).await;
-            });
-        }
-    }
+    });
 }
 
-async fn cycle(engine: &mut Engine, sources: &Sources, ctx: &LoopCtx) -> anyhow::Result<serde_json::Value> {
-    ctx.save_journal_cursor(engine);
-    let now = crate::now();
-    let snapshot = sources.collect(&ctx.host, now).await;
+/// Starts a cycle of this host: the snapshot is collected in a task, then evaluated on the engine
+/// thread. A periodic cycle is skipped while the previous one is still running; a requested one
+/// (`reply`, from `macha check`) always runs and answers with the report.
+fn start_cycle(shared: &Arc<Shared>, engine: &EngineHandle, reply: Option<oneshot::Sender<Response>>) {
+    let periodic = reply.is_none();
+    if periodic && shared.cycle_running.swap(true, Ordering::AcqRel) {
+        tracing::debug!("the previous cycle is still running; this tick is skipped");
+        return;
+    }
+    let (shared, engine) = (Arc::clone(shared), engine.clone());
+    spawn_guarded(&shared.tracker.clone(), "cycle", async move {
+        let snapshot = shared.sources.collect(&shared.host, crate::now()).await;
+        let s = Arc::clone(&shared);
+        let result = engine.call("cycle", move |e| cycle(e, &s, &snapshot)).await;
+        if periodic {
+            shared.cycle_running.store(false, Ordering::Release);
+        }
+        let response = match result {
+            Ok(Ok(v)) => Response::ok(v),
+            Ok(Err(err)) => {
+                tracing::error!("cycle failed: {err:#}");
+                Response::err(ErrorCode::Internal, format!("{err:#}"))
+            }
+            Err(gone) => Response::err(ErrorCode::Internal, gone.to_string()),
+        };
+        if let Some(reply) = reply {
+            let _ = reply.send(response);
+        }
+    });
+}
+
+/// One cycle over a collected snapshot, on the engine thread.
+fn cycle(engine: &mut Engine, shared: &Shared, snapshot: &Snapshot) -> anyhow::Result<serde_json::Value> {
+    shared.save_journal_cursor(engine);
     let correlation_id = crate::correlation_id();
-    let (report, work) = engine.cycle(&snapshot, &correlation_id)?;
+    let (report, work) = engine.cycle(snapshot, &correlation_id)?;
     // Only new issues reach the model; a healthy, unchanged cycle makes no model call.
     let new_issues = engine.take_new_issues();
     let analysis =
-        crate::agent::after_findings(ctx.agent.as_ref(), engine, &new_issues, Some(&snapshot), &correlation_id);
+        crate::agent::after_findings(shared.agent.as_ref(), engine, &new_issues, Some(snapshot), &correlation_id);
     tracing::info!(
         correlation_id = %correlation_id,
         findings = report.findings.len(),
@@ -332,275 +470,142 @@ async fn cycle(engine: &mut Engine, sources: &Sources, ctx: &LoopCtx) -> anyhow:
         "cycle done"
     );
     let mut out =
-        crate::engine::check_output(&snapshot, &report, engine.autonomy(), "daemon", &engine.config().database);
+        crate::engine::check_output(snapshot, &report, engine.autonomy(), "daemon", &engine.config().database);
     out["analysis"] = analysis;
-    ctx.spawn_work(work);
+    shared.spawn_work(work);
     Ok(out)
 }
 
-async fn handle(
-    engine: &mut Engine,
-    sources: &Sources,
-    ctx: &LoopCtx,
-    journal: &Mutex<JournalState>,
-    event: Event,
-) -> anyhow::Result<()> {
-    match event {
-        Event::Unit { unit, active_state, result } => {
-            let now = crate::now();
-            let correlation_id = crate::correlation_id();
+fn on_unit(shared: &Arc<Shared>, engine: &EngineHandle, signal: UnitSignal) {
+    match signal {
+        UnitSignal::Changed { unit, active_state, result } => {
             tracing::debug!(unit = %unit, active_state = %active_state, "unit state changed");
-            let (_, work) =
-                engine.unit_event(&ctx.host, &unit, &active_state, result.as_deref(), now, &correlation_id)?;
-            ctx.spawn_work(work);
-            let new_issues = engine.take_new_issues();
-            crate::agent::after_findings(ctx.agent.as_ref(), engine, &new_issues, None, &correlation_id);
+            let s = Arc::clone(shared);
+            engine.post("unit event", move |e| {
+                let correlation_id = crate::correlation_id();
+                match e.unit_event(&s.host, &unit, &active_state, result.as_deref(), crate::now(), &correlation_id) {
+                    Ok((_, work)) => s.spawn_work(work),
+                    Err(err) => tracing::error!("unit event failed: {err:#}"),
+                }
+                let new_issues = e.take_new_issues();
+                crate::agent::after_findings(s.agent.as_ref(), e, &new_issues, None, &correlation_id);
+            });
         }
-        Event::UnitStreamRestored => {
+        UnitSignal::Restored => {
             tracing::info!("systemd signal stream restored; running a cycle to catch up");
-            cycle(engine, sources, ctx).await?;
+            start_cycle(shared, engine, None);
         }
-        Event::UnitStreamLost(reason) => {
-            engine.alert(
-                crate::now(),
-                &format!("systemd signal stream lost: {reason}; failures are seen only by the periodic cycle"),
-                serde_json::Value::Null,
-            )?;
+        UnitSignal::Lost(reason) => {
+            alert(engine, format!("systemd signal stream lost: {reason}; failures are seen only by the periodic cycle"))
         }
-        Event::Journal(ev) => match ev {
-            JournalEvent::Entry(entry) => {
-                let at = macha_core::Timestamp::from_millis(i64::try_from(entry.realtime_usec / 1000).unwrap_or(0));
-                let mut state = lock(journal);
+    }
+}
+
+fn alert(engine: &EngineHandle, summary: String) {
+    engine.post("alert", move |e| {
+        if let Err(err) = e.alert(crate::now(), &summary, serde_json::Value::Null) {
+            tracing::error!("cannot record an alert: {err:#}");
+        }
+    });
+}
+
+/// Journal entries update the error window in memory (no database write per entry).
+fn on_journal(shared: &Shared, engine: &EngineHandle, event: JournalEvent) {
+    let window = shared.config.journal_window;
+    match event {
+        JournalEvent::Entry(entry) => {
+            let at = macha_core::Timestamp::from_millis(i64::try_from(entry.realtime_usec / 1000).unwrap_or(0));
+            {
+                let mut state = lock(&shared.sources.journal);
                 match &mut *state {
                     JournalState::Following(w) => w.record(entry.unit.as_deref(), at, &entry.message),
                     other => {
-                        let mut w = ErrorWindow::new(engine.config().journal_window);
+                        let mut w = ErrorWindow::new(window);
                         w.record(entry.unit.as_deref(), at, &entry.message);
                         *other = JournalState::Following(w);
                     }
                 }
-                drop(state);
-                *ctx.journal_cursor.borrow_mut() = Some(entry.cursor);
             }
-            JournalEvent::Following => {
-                let mut state = lock(journal);
-                if !matches!(&*state, JournalState::Following(_)) {
-                    *state = JournalState::Following(ErrorWindow::new(engine.config().journal_window));
-                }
+            *lock(&shared.journal_cursor) = Some(entry.cursor);
+        }
+        JournalEvent::Following => {
+            let mut state = lock(&shared.sources.journal);
+            if !matches!(&*state, JournalState::Following(_)) {
+                *state = JournalState::Following(ErrorWindow::new(window));
             }
-            JournalEvent::Unavailable(reason) => {
-                *lock(journal) = JournalState::Unavailable(reason.clone());
-                engine.alert(crate::now(), &format!("journal unavailable: {reason}"), serde_json::Value::Null)?;
-            }
-        },
-        Event::Api { request, peer, reply }
-            if crate::fleet::Fleet::is_deferred(&request) && server::is_admin(peer, ctx.admin_gid) =>
+        }
+        JournalEvent::Unavailable(reason) => {
+            *lock(&shared.sources.journal) = JournalState::Unavailable(reason.clone());
+            alert(engine, format!("journal unavailable: {reason}"));
+        }
+    }
+}
+
+fn on_api(shared: &Arc<Shared>, engine: &EngineHandle, call: ApiCall) {
+    match call {
+        ApiCall::Once { request: Request::Status, reply, .. } => {
+            let _ = reply.send(shared.status());
+        }
+        ApiCall::Once { request: Request::RunCheck, reply, .. } => start_cycle(shared, engine, Some(reply)),
+        ApiCall::Once { request, peer, reply }
+            if Fleet::is_deferred(&request) && server::is_admin(peer, shared.admin_gid) =>
         {
-            // Key scans contact the host: answered from a task, never blocking the loop.
-            ctx.fleet.defer(engine, request, server::peer_name(peer), reply, &ctx.tx, &ctx.tracker);
+            // Key scans contact the host: answered from a task when the scan is done.
+            let s = Arc::clone(shared);
+            engine.post("key scan", move |e| {
+                s.fleet.defer(e, request, server::peer_name(peer), reply, &s.fleet_tx, &s.tracker);
+            });
         }
-        Event::Fleet(event) => {
-            let work = ctx.fleet.handle(engine, event)?;
-            ctx.spawn_work(work);
+        ApiCall::Once { request, peer, reply } => {
+            let s = Arc::clone(shared);
+            engine.post("api request", move |e| {
+                let _ = reply.send(requests::answer(e, &s, request, peer));
+            });
         }
-        Event::Api { request, peer, reply } => {
-            let response = api(engine, sources, ctx, request, peer).await;
-            let _ = reply.send(response);
-        }
-        Event::Done { work, outcome } => {
-            let learn = (outcome.succeeded && outcome.verified)
-                .then(|| (work.permit.action().describe(), work.issue_id, work.correlation_id.clone()));
-            engine.finish_action(work, &outcome, crate::now())?;
-            if let Some((action, issue_id, correlation_id)) = learn {
-                crate::agent::after_success(ctx.agent.as_ref(), engine, &action, issue_id, &correlation_id);
-            }
-        }
-        Event::ApiStream { request, peer, sink } => {
-            if request.is_write() && !server::is_admin(peer, ctx.admin_gid) {
-                let _ = sink.send(crate::api::StreamLine::Done(deny(engine, &request, peer)));
-            } else {
-                crate::agent::stream(engine, ctx.agent.as_ref(), request, &server::peer_name(peer), sink);
-            }
-        }
-        Event::Agent(call) => {
-            let work = crate::agent::handle_call(engine, sources, call).await?;
-            ctx.spawn_work(work);
-        }
-    }
-    Ok(())
-}
-
-async fn api(engine: &mut Engine, sources: &Sources, ctx: &LoopCtx, request: Request, peer: Peer) -> Response {
-    let now = crate::now();
-    let who = server::peer_name(peer);
-    if request.is_write() && !server::is_admin(peer, ctx.admin_gid) {
-        return deny(engine, &request, peer);
-    }
-    let result: anyhow::Result<serde_json::Value> = async {
-        match request {
-            Request::Status => Ok(serde_json::json!({
-                "autonomy": engine.autonomy(),
-                "uptime_secs": ctx.started.elapsed().as_secs(),
-                "database": engine.config().database,
-                "systemd": match sources.systemd.get() { Ok(_) => "connected".to_owned(), Err(e) => format!("unavailable: {e}") },
-                "version": env!("CARGO_PKG_VERSION"),
-                "ssh": ctx.fleet.stats(),
-            })),
-            Request::RunCheck => cycle(engine, sources, ctx).await,
-            Request::ListIssues { states, host, limit } => {
-                let states = parse_list(&states, macha_core::issue::IssueState::parse)?;
-                Ok(v(&engine.store().list_issues(&macha_store::IssueQuery { states, host, limit })?))
-            }
-            Request::ShowIssue { id } => {
-                let issue = engine.store().get_issue(id)?.ok_or_else(|| NotFound(format!("issue {id} does not exist")))?;
-                let audit = engine.store().query_audit(&macha_store::AuditQuery { issue_id: Some(id), ..Default::default() })?;
-                Ok(serde_json::json!({"issue": issue, "audit": audit}))
-            }
-            Request::ResolveIssue { id, note } => Ok(v(&engine.manual_issue(id, false, &who, note.as_deref(), now)?)),
-            Request::CloseIssue { id, note } => Ok(v(&engine.manual_issue(id, true, &who, note.as_deref(), now)?)),
-            Request::ListApprovals { states, limit } => {
-                let states = parse_list(&states, macha_core::approval::ApprovalState::parse)?;
-                Ok(v(&engine.store().list_approvals(&states, limit)?))
-            }
-            Request::ShowApproval { id } => {
-                let a = engine.store().get_approval(id)?.ok_or_else(|| NotFound(format!("approval {id} does not exist")))?;
-                let audit = engine.store().query_audit(&macha_store::AuditQuery { approval_id: Some(id), ..Default::default() })?;
-                Ok(serde_json::json!({"approval": a, "audit": audit}))
-            }
-            Request::Approve { id, note } => {
-                let (decision, work) = engine.approve(id, &who, note.as_deref(), now)?;
-                let action_id = work.as_ref().map(|w| w.action_id);
-                ctx.spawn_work(work.into_iter().collect());
-                Ok(serde_json::json!({"approval_id": id, "decision": decision, "action_id": action_id}))
-            }
-            Request::Reject { id, note } => {
-                engine.reject(id, &who, note.as_deref(), now)?;
-                Ok(serde_json::json!({"approval_id": id, "state": "rejected"}))
-            }
-            Request::QueryAudit { query } => Ok(v(&engine.store().query_audit(&query)?)),
-            Request::ListPrompts { request_id, limit } => crate::agent::list_prompts(engine, request_id, limit),
-            Request::ListHosts | Request::ShowHost { .. } | Request::AdmitHost { .. } | Request::ForgetHost { .. } => {
-                ctx.fleet.api(engine, request, &who)
-            }
-            Request::ScanHost { .. } | Request::TrustHost { .. } => {
-                Err(BadRequest(format!("{} is answered after a key scan", request.op())).into())
-            }
-            Request::Ask { .. } | Request::Chat { .. } | Request::Discuss { .. } => {
-                Err(BadRequest(format!("{} is answered as a stream", request.op())).into())
-            }
-        }
-    }
-    .await;
-    match result {
-        Ok(data) => Response::ok(data),
-        Err(e) => {
-            let code = if e.downcast_ref::<NotFound>().is_some() {
-                ErrorCode::NotFound
-            } else if let Some(se) = e.downcast_ref::<macha_store::StoreError>() {
-                match se {
-                    macha_store::StoreError::NotFound { .. } => ErrorCode::NotFound,
-                    macha_store::StoreError::Conflict { .. }
-                    | macha_store::StoreError::IllegalTransition { .. }
-                    | macha_store::StoreError::ApprovalExpired { .. } => ErrorCode::Conflict,
-                    _ => ErrorCode::Internal,
+        ApiCall::Stream { request, peer, sink } => {
+            let s = Arc::clone(shared);
+            engine.post("api stream", move |e| {
+                if request.is_write() && !server::is_admin(peer, s.admin_gid) {
+                    let _ = sink.send(crate::api::StreamLine::Done(requests::deny(e, &request, peer)));
+                } else {
+                    crate::agent::stream(e, s.agent.as_ref(), request, &server::peer_name(peer), sink);
                 }
-            } else if e.downcast_ref::<BadRequest>().is_some() {
-                ErrorCode::BadRequest
-            } else {
-                ErrorCode::Internal
-            };
-            Response::err(code, format!("{e:#}"))
+            });
         }
     }
 }
 
-/// Refuses a request that needs an admin, and audits the refusal.
-fn deny(engine: &mut Engine, request: &Request, peer: Peer) -> Response {
-    let who = server::peer_name(peer);
-    let summary = format!("denied {} to {who}: not root and not in the admin group", request.op());
-    let audit = NewAudit::new(crate::now(), AuditKind::AuthDenied, Severity::Warning, "local", summary.clone())
-        .with_payload(serde_json::json!({"uid": peer.uid, "gid": peer.gid, "pid": peer.pid, "request": request}));
-    if let Err(e) = engine.store_mut().append_audit(&audit) {
-        tracing::error!("cannot audit a denial: {e}");
-    }
-    tracing::warn!(uid = peer.uid, "{summary}");
-    Response::err(ErrorCode::Denied, format!("permission denied: {} needs root or the admin group", request.op()))
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct NotFound(String);
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct BadRequest(String);
-
-fn parse_list<T>(items: &[String], parse: impl Fn(&str) -> Option<T>) -> anyhow::Result<Vec<T>> {
-    items.iter().map(|s| parse(s).ok_or_else(|| BadRequest(format!("unknown state {s:?}")).into())).collect()
-}
-
-fn v<T: serde::Serialize>(x: &T) -> serde_json::Value {
-    serde_json::to_value(x).unwrap_or(serde_json::Value::Null)
-}
-
-/// Follows systemd's unit signals, forever: on loss, marks the link down, reconnects with backoff
-/// (1 s doubling to 60 s), and reports both transitions to the loop.
-async fn watch_units(
-    link: Arc<observe::SystemdLink>,
-    config: Config,
-    tx: mpsc::Sender<Event>,
-    stop: CancellationToken,
-) {
-    let mut backoff = Duration::from_secs(1);
-    let mut lost = false;
-    loop {
-        let systemd = match link.get() {
-            Ok(s) => Ok(s),
-            Err(_) => observe::connect_systemd(&config).await,
-        };
-        let subscribed = match systemd {
-            Ok(s) => s.subscribe().await.map(|events| (s, events)).map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        };
-        match subscribed {
-            Ok((s, mut events)) => {
-                link.set(Ok(s));
-                backoff = Duration::from_secs(1);
-                if std::mem::take(&mut lost) {
-                    let _ = tx.send(Event::UnitStreamRestored).await;
-                }
-                loop {
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        ev = events.next() => match ev {
-                            Ok(e) => {
-                                // Only state changes matter here; job ends are the executor's.
-                                if let Some(active_state) = e.active_state.filter(|_| e.job_result.is_none()) {
-                                    let _ = tx.send(Event::Unit { unit: e.unit, active_state, result: e.result }).await;
-                                }
-                            }
-                            Err(e) => {
-                                link.set(Err(format!("connection lost: {e}")));
-                                let _ = tx.send(Event::UnitStreamLost(e.to_string())).await;
-                                lost = true;
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-            Err(reason) => {
-                if !lost {
-                    let _ = tx.send(Event::UnitStreamLost(reason.clone())).await;
-                    lost = true;
-                }
-                link.set(Err(reason));
-            }
+fn on_agent(shared: &Arc<Shared>, engine: &EngineHandle, msg: AgentMsg) {
+    match msg {
+        // Observation for the model's tools runs as a task, never on the loop or the engine.
+        AgentMsg::Observe(call) => {
+            let s = Arc::clone(shared);
+            spawn_guarded(&shared.tracker, "agent observation", async move {
+                crate::agent::observe(&s.sources, &s.host, call).await;
+            });
         }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+        AgentMsg::Engine(call) => {
+            let s = Arc::clone(shared);
+            engine.post("agent call", move |e| match crate::agent::handle_call(e, call) {
+                Ok(work) => s.spawn_work(work),
+                Err(err) => tracing::error!("agent call failed: {err:#}"),
+            });
         }
-        backoff = (backoff * 2).min(Duration::from_secs(60));
     }
+}
+
+fn on_done(shared: &Arc<Shared>, engine: &EngineHandle, done: Done) {
+    let s = Arc::clone(shared);
+    engine.post("finish action", move |e| {
+        let Done { work, outcome } = done;
+        let learn = (outcome.succeeded && outcome.verified)
+            .then(|| (work.permit.action().describe(), work.issue_id, work.correlation_id.clone()));
+        if let Err(err) = e.finish_action(work, &outcome, crate::now()) {
+            tracing::error!("recording an outcome failed: {err:#}");
+            return;
+        }
+        if let Some((action, issue_id, correlation_id)) = learn {
+            crate::agent::after_success(s.agent.as_ref(), e, &action, issue_id, &correlation_id);
+        }
+    });
 }

@@ -1,8 +1,7 @@
 //! The socket server: accepts connections, reads the peer's credentials from the kernel, parses
 //! request lines and hands them to the daemon loop. It decides nothing itself.
 
-use super::Event;
-use crate::api::{self, Response};
+use crate::api::{self, Request, Response};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -34,7 +33,23 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-pub async fn serve(listener: UnixListener, events: mpsc::Sender<Event>, stop: CancellationToken) {
+/// What the socket hands the daemon: one request with its peer, answered once or as a stream.
+#[derive(Debug)]
+pub enum ApiCall {
+    Once {
+        request: Request,
+        peer: Peer,
+        reply: oneshot::Sender<Response>,
+    },
+    /// A streamed request (chat, ask, discuss): event lines and the final response go to `sink`.
+    Stream {
+        request: Request,
+        peer: Peer,
+        sink: mpsc::UnboundedSender<api::StreamLine>,
+    },
+}
+
+pub async fn serve(listener: UnixListener, events: mpsc::Sender<ApiCall>, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -53,7 +68,7 @@ pub async fn serve(listener: UnixListener, events: mpsc::Sender<Event>, stop: Ca
     }
 }
 
-async fn connection(stream: UnixStream, events: mpsc::Sender<Event>, stop: CancellationToken) {
+async fn connection(stream: UnixStream, events: mpsc::Sender<ApiCall>, stop: CancellationToken) {
     let peer = match stream.peer_cred() {
         Ok(c) => Peer { uid: c.uid(), gid: c.gid(), pid: c.pid() },
         Err(e) => {
@@ -85,7 +100,7 @@ async fn connection(stream: UnixStream, events: mpsc::Sender<Event>, stop: Cance
                     Ok(request) if request.is_streamed() => {
                         // Event lines, then one final response line (the agent's streamed answers).
                         let (tx, mut rx) = mpsc::unbounded_channel::<api::StreamLine>();
-                        if events.send(Event::ApiStream { request, peer, sink: tx }).await.is_err() {
+                        if events.send(ApiCall::Stream { request, peer, sink: tx }).await.is_err() {
                             return;
                         }
                         let mut last = Response::err(api::ErrorCode::Internal, "the daemon is shutting down");
@@ -108,7 +123,7 @@ async fn connection(stream: UnixStream, events: mpsc::Sender<Event>, stop: Cance
                     }
                     Ok(request) => {
                         let (tx, rx) = oneshot::channel();
-                        if events.send(Event::Api { request, peer, reply: tx }).await.is_err() {
+                        if events.send(ApiCall::Once { request, peer, reply: tx }).await.is_err() {
                             return;
                         }
                         match rx.await {
