@@ -2,7 +2,7 @@
 # (`CONFIG_KEYS` in crates/macha/src/config.rs).
 #
 # Plain Nix, no nixpkgs: the module (modules/macha.nix) takes its typed defaults and the way it
-# writes typed options into `settings` from here, and crates/macha/tests/nix_module.rs evaluates
+# writes typed options into `settings` from here, and crates/macha/tests/integration/nix_module.rs evaluates
 # this file with `nix-instantiate --eval --json` to check that
 #   * every daemon key is reachable: typed ∪ fixed ∪ settingsOnly = CONFIG_KEYS, with no overlap;
 #   * what `toSettings` renders is accepted by `macha check-config` and resolves to the values given.

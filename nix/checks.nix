@@ -68,7 +68,7 @@ in
   );
 
   # Lab tests (#[ignore]) need root and a real systemd; they run in tests/run.sh, not here.
-  # nix-instantiate is for crates/macha/tests/nix_module.rs.
+  # nix-instantiate is for crates/macha/tests/integration/nix_module.rs.
   nextest = craneLib.cargoNextest (
     commonArgs
     // {

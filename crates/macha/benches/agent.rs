@@ -3,7 +3,7 @@
 //! AUTONOMOUS work runs and waits, and real-model throughput when `MACHA_LLM_URL` (or the default
 //! `tests/llm/model-server.sh` port) answers. Prints a Markdown table for docs/performance.md.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/integration/support/mod.rs"]
 #[allow(dead_code, unused_imports, clippy::all)]
 mod support;
 
@@ -14,7 +14,7 @@ use macha_agent::message::{ChatRequest, GenOptions, Message};
 use macha_agent::prompt;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::daemon::Daemon;
+use support::daemon::TestDaemon;
 use support::scripted::{Reply, Scripted};
 
 const QUIET: &str = "[thresholds]\ndisk_warn_percent = 99.9\ndisk_critical_percent = 100.0\ninode_warn_percent = 99.9\ninode_critical_percent = 100.0\nload_per_cpu_warn = 100000.0\nmemory_some_avg60_warn = 100.0\nmemory_full_avg60_critical = 100.0";
@@ -35,7 +35,7 @@ fn llm(url: &str) -> String {
 }
 
 /// Milliseconds from sending `macha-ask` to its first token event.
-fn first_token_ms(d: &Daemon) -> u64 {
+fn first_token_ms(d: &TestDaemon) -> u64 {
     let link = d.path("macha-ask");
     if !link.exists() {
         let _ = std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_macha"), &link);
@@ -88,7 +88,7 @@ fn main() {
 
     // 2. A healthy, unchanged cycle: model calls and prompt tokens.
     let model = Scripted::start(vec![]);
-    let d = Daemon::start(&format!("autonomy = \"suggest\"\n{QUIET}"), &llm(&model.url));
+    let d = TestDaemon::builder().autonomy("suggest").top(QUIET).llm(&llm(&model.url)).start();
     for _ in 0..5 {
         let _ = d.cli(&["check", "--json"]);
     }
@@ -99,7 +99,7 @@ fn main() {
     // 3. INTERACTIVE first token: idle, and while an AUTONOMOUS analysis runs (the model takes
     //    1 s per call) with more work waiting.
     let idle_model = Scripted::start(vec![Reply::text("Hello, administrator.")]);
-    let idle = Daemon::start(&format!("autonomy = \"suggest\"\n{QUIET}"), &llm(&idle_model.url));
+    let idle = TestDaemon::builder().autonomy("suggest").top(QUIET).llm(&llm(&idle_model.url)).start();
     let idle_ms = first_token_ms(&idle);
     drop(idle);
     let busy_model = Scripted::start(vec![
@@ -113,7 +113,7 @@ fn main() {
         ),
         Reply::text("Hello, administrator."),
     ]);
-    let busy = Daemon::start(&format!("autonomy = \"suggest\"\n{NOISY}"), &llm(&busy_model.url));
+    let busy = TestDaemon::builder().autonomy("suggest").top(NOISY).llm(&llm(&busy_model.url)).start();
     std::thread::sleep(Duration::from_millis(100));
     let busy_ms = first_token_ms(&busy);
     drop(busy);

@@ -5,10 +5,15 @@
 //!
 //! `MACHA_BENCH_IDLE_SECS` sets the idle measurement window (default 120 s).
 
+#[path = "../tests/integration/support/mod.rs"]
+#[allow(dead_code, unused_imports, clippy::all)]
+mod support;
+
 use macha_store::{AuditKind, AuditQuery, Store};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::daemon::TestDaemon;
 
 fn lab_bus() -> Option<(PathBuf, String)> {
     let dir = PathBuf::from(std::env::var("MACHA_LAB_SDUSER").unwrap_or_else(|_| "/run/macha-lab/sduser".into()));
@@ -38,45 +43,10 @@ fn manager(address: &str, method: &str, sig: &str, args: &[&str]) -> bool {
     busctl(address, &a)
 }
 
-fn binary() -> PathBuf {
-    if let Some(p) = option_env!("CARGO_BIN_EXE_macha") {
-        return PathBuf::from(p);
-    }
-    // benches live in target/<profile>/deps; the binary one level up.
-    let exe = std::env::current_exe().unwrap_or_default();
-    let dir = exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default();
-    dir.join("macha")
-}
-
-fn start_daemon(dir: &Path, autonomy: &str, interval: &str, bus: Option<&str>) -> Running {
-    let systemd = match bus {
-        Some(b) => format!("[systemd]\nbus = \"{b}\"\n"),
-        None => "[systemd]\nenable = false\n".into(),
-    };
-    let config = dir.join("macha.toml");
-    let text = format!(
-        "autonomy = \"{autonomy}\"\ncheck_interval = \"{interval}\"\n[paths]\nstate_dir = \"{}\"\nsocket = \"{}\"\n{systemd}[journal]\nenable = false\n",
-        dir.join("state").display(),
-        dir.join("macha.sock").display()
-    );
-    if let Err(e) = std::fs::write(&config, text) {
-        panic!("{e}");
-    }
-    match Command::new(binary()).args(["daemon", "--config"]).arg(&config).env("MACHA_LOG", "warn").spawn() {
-        Ok(c) => Running(c),
-        Err(e) => panic!("cannot start {}: {e} (build it first: cargo build --release -p macha)", binary().display()),
-    }
-}
-
-/// Stops the daemon (SIGTERM, then wait) when dropped, on every path.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ =
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), nix::sys::signal::Signal::SIGTERM);
-        let _ = self.0.wait();
-    }
+/// The daemon at `autonomy`, cycling every `interval`, on the systemd at `bus` (or without
+/// systemd); stopped (SIGTERM, then wait) when dropped, on every path.
+fn start_daemon(autonomy: &str, interval: &str, bus: Option<&str>) -> TestDaemon {
+    TestDaemon::builder().autonomy(autonomy).interval(interval).bus(bus).start()
 }
 
 fn now_ms() -> i64 {
@@ -92,19 +62,14 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn failed_to_finding(lab_dir: &Path, address: &str) -> Option<(usize, f64, f64, f64)> {
-    let dir = tempfile::tempdir().ok()?;
     let name = format!("mbench-{}", std::process::id());
     let unit = format!("{name}.service");
     let file = lab_dir.join(format!("home/.config/systemd/user/{unit}"));
     // No start rate limit: the bench starts the unit 50 times in a few seconds.
     std::fs::write(&file, "[Unit]\nStartLimitIntervalSec=0\n[Service]\nExecStart=/bin/sleep infinity\n").ok()?;
     manager(address, "Reload", "", &[]);
-    let daemon = start_daemon(dir.path(), "observe", "1h", Some(address));
-    let db = dir.path().join("state/macha.db");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !db.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let daemon = start_daemon("observe", "1h", Some(address));
+    let db = daemon.db();
     std::thread::sleep(Duration::from_secs(1));
     let mut samples = Vec::new();
     let mut last_id = 0i64;
@@ -148,9 +113,8 @@ fn failed_to_finding(lab_dir: &Path, address: &str) -> Option<(usize, f64, f64, 
 }
 
 fn idle(bus: Option<&str>, secs: u64) -> (f64, f64, f64) {
-    let Ok(dir) = tempfile::tempdir() else { return (f64::NAN, f64::NAN, f64::NAN) };
-    let daemon = start_daemon(dir.path(), "suggest", "30s", bus);
-    let pid = daemon.0.id();
+    let daemon = start_daemon("suggest", "30s", bus);
+    let pid = daemon.pid();
     std::thread::sleep(Duration::from_secs(5));
     let ticks = || -> u64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -847,3 +847,7 @@ pub fn check_output(
         "snapshot": snap,
     })
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

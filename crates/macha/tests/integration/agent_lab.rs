@@ -3,12 +3,12 @@
 //! executes it at `auto-safe` — the same gate a rule's proposal goes through — and the outcome is
 //! verified. `#[ignore]`d: `tests/run.sh` (CI) runs it with the lab up.
 
-mod support;
+use crate::support;
 
 use macha_store::AuditKind;
 use serde_json::json;
 use std::time::Duration;
-use support::daemon::{Daemon, wait_for};
+use support::daemon::{TestDaemon, wait_for};
 use support::scripted::{Reply, Scripted};
 
 #[test]
@@ -42,8 +42,7 @@ fn lab_a_failed_unit_is_diagnosed_and_the_models_restart_runs_at_auto_safe() {
         "url = \"{}\"\ntimeout = \"10s\"\nmodels = {{ triage = \"scripted\", analysis = \"scripted\" }}",
         model.url
     );
-    let d = Daemon::start_with(&format!("bus = \"{}\"", lab.address), "autonomy = \"auto-safe\"", &llm);
-    wait_for("the daemon's first cycle", Duration::from_secs(40), || !d.audit(AuditKind::Snapshot).is_empty());
+    let d = TestDaemon::builder().lab(&lab).autonomy("auto-safe").llm(&llm).wait_for_first_cycle().start();
     unit.kill();
     // The model looked at the real unit, then proposed; the policy decided execute.
     wait_for("the model's proposal executed", Duration::from_secs(60), || {

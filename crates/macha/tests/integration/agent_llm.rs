@@ -9,14 +9,14 @@
 //! these tests fail with instructions; they never pass silently. They are `#[ignore]`d so that a
 //! plain `cargo test` does not need the model; `tests/run.sh` (CI) starts it and runs them.
 
-mod support;
+use crate::support;
 
 use macha_agent::backend::openai::OpenAiBackend;
 use macha_agent::backend::{Backend, BackendError, Timeouts};
 use macha_agent::message::{ChatRequest, GenOptions, Message};
 use macha_agent::output::{self, Diagnosis};
 use std::time::Duration;
-use support::daemon::Daemon;
+use support::daemon::TestDaemon;
 
 fn server() -> String {
     let url = std::env::var("MACHA_LLM_URL").unwrap_or_else(|_| "http://127.0.0.1:18080".into());
@@ -94,16 +94,16 @@ fn llm_a_failed_unit_incident_prompt_fits_the_budget() {
     assert!(n <= 1_500, "{n} prompt tokens");
 }
 
-fn daemon_with(backend: &str, url: &str, top: &str) -> Daemon {
+fn daemon_with(backend: &str, url: &str, top: &str) -> TestDaemon {
     let llm = format!(
         "backend = \"{backend}\"\nurl = \"{url}\"\ntimeout = \"120s\"\ncontext_tokens = 4096\ntool_mode = \"json\"\nmodels = {{ triage = \"smollm2:135m\", analysis = \"smollm2:135m\" }}\n"
     );
-    Daemon::start(&format!("autonomy = \"suggest\"\n{top}"), &llm)
+    TestDaemon::builder().autonomy("suggest").top(top).llm(&llm).start()
 }
 
 /// One question through the daemon: the tool loop runs against the real model and ends with an
 /// answer or a clear, closed failure; every model call is in the prompt log.
-fn ask_through(d: &Daemon) {
+fn ask_through(d: &TestDaemon) {
     let out = d.cli_as("macha-ask", &["Which units have failed on this host?"], "");
     let err = String::from_utf8_lossy(&out.stderr);
     match out.status.code() {

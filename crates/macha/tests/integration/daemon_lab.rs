@@ -8,13 +8,12 @@
 //! `cargo test` does not need the lab; `tests/run.sh` (CI) runs them with the lab up. They run one
 //! at a time (a daemon sees every unit of the manager, including other tests' units).
 
-mod support;
+use crate::support;
 
-use macha_store::{AuditKind, AuditQuery, Store};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output};
+use macha_store::{AuditKind, Store};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use support::daemon::TestDaemon;
 use support::lab::{Lab, lab};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -24,94 +23,26 @@ fn wait_for(what: &str, cond: impl FnMut() -> bool) {
     support::daemon::wait_for(what, WAIT, cond);
 }
 
-struct Daemon {
-    child: Child,
-    dir: tempfile::TempDir,
+/// The daemon on the lab's systemd at `autonomy`, with cycles every `interval` and `tables`
+/// appended to its configuration; ready once its first cycle is recorded.
+fn start(lab: &Lab, autonomy: &str, interval: &str, top: &str, tables: &str) -> TestDaemon {
+    TestDaemon::builder()
+        .lab(lab)
+        .autonomy(autonomy)
+        .interval(interval)
+        .top(top)
+        .tables(tables)
+        .log("info")
+        .wait_for_first_cycle()
+        .start()
 }
 
-fn spawn(config: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_macha"))
-        .args(["daemon", "--config"])
-        .arg(config)
-        .env("MACHA_LOG", "info")
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-impl Daemon {
-    /// Kills the daemon with SIGKILL (no chance to clean up) and starts it again on the same state.
-    fn kill_and_restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.child = spawn(&self.dir.path().join("macha.toml"));
-    }
-
-    fn start(lab: &Lab, autonomy: &str, interval: &str, top: &str, tables: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let config = dir.path().join("macha.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "autonomy = \"{autonomy}\"\ncheck_interval = \"{interval}\"\n{top}\n[paths]\nstate_dir = \"{}\"\nsocket = \"{}\"\n[systemd]\nbus = \"{}\"\n[journal]\nenable = false\n[executor]\nverify_delay = \"1s\"\ntimeout = \"20s\"\n{tables}\n",
-                dir.path().join("state").display(),
-                dir.path().join("macha.sock").display(),
-                lab.address
-            ),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let child = spawn(&config);
-        let d = Daemon { child, dir };
-        // Ready once the first cycle is recorded.
-        wait_for("the daemon's first cycle", || !d.audit(AuditKind::Snapshot).is_empty());
-        d
-    }
-
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("state/macha.db")
-    }
-
-    fn audit(&self, kind: AuditKind) -> Vec<macha_store::AuditRecord> {
-        if !self.db().exists() {
-            return Vec::new();
-        }
-        match Store::open_read_only(self.db()) {
-            Ok(s) => s.query_audit(&AuditQuery { kinds: vec![kind], ..AuditQuery::default() }).unwrap_or_default(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    fn about(&self, kind: AuditKind, unit: &str) -> Vec<macha_store::AuditRecord> {
-        self.audit(kind)
-            .into_iter()
-            .filter(|r| r.subject.as_deref().is_some_and(|s| s.contains(unit)) || r.summary.contains(unit))
-            .collect()
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_macha"))
-            .args(args)
-            .arg("--socket")
-            .arg(self.dir.path().join("macha.sock"))
-            .env("MACHA_LOG", "error")
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let out = self.cli(args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-    }
+/// The audit records of `kind` about `unit` (by subject or summary).
+fn about(d: &TestDaemon, kind: AuditKind, unit: &str) -> Vec<macha_store::AuditRecord> {
+    d.audit(kind)
+        .into_iter()
+        .filter(|r| r.subject.as_deref().is_some_and(|s| s.contains(unit)) || r.summary.contains(unit))
+        .collect()
 }
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -129,15 +60,15 @@ fn lab_auto_safe_restarts_a_failed_unit_detected_by_signal() {
     let lab = lab();
     let unit = lab.unit(&unique("mt-autosafe"));
     unit.start();
-    let daemon = Daemon::start(&lab, "auto-safe", "1h", "", "");
+    let daemon = start(&lab, "auto-safe", "1h", "", "");
     unit.kill();
     // The cycle interval is one hour: only the signal path can see this failure now.
-    wait_for("a finding for the failed unit", || !daemon.about(AuditKind::Finding, &unit.name).is_empty());
+    wait_for("a finding for the failed unit", || !about(&daemon, AuditKind::Finding, &unit.name).is_empty());
     wait_for("a verified outcome", || {
-        daemon.about(AuditKind::Outcome, &unit.name).iter().any(|r| r.summary.contains("succeeded and verified"))
+        about(&daemon, AuditKind::Outcome, &unit.name).iter().any(|r| r.summary.contains("succeeded and verified"))
     });
     assert_eq!(unit.active_state(), "active");
-    let decisions = daemon.about(AuditKind::Decision, &unit.name);
+    let decisions = about(&daemon, AuditKind::Decision, &unit.name);
     assert!(decisions.iter().any(|d| d.summary.starts_with("execute:")), "{decisions:?}");
     let issues = daemon.json(&["issues", "list", "--all", "--json"]);
     let issue = issues
@@ -147,8 +78,8 @@ fn lab_auto_safe_restarts_a_failed_unit_detected_by_signal() {
         .unwrap_or_default();
     assert_eq!(issue["state"], "resolved", "{issues}");
     // Everything about this failure carries one correlation id.
-    let finding = &daemon.about(AuditKind::Finding, &unit.name)[0];
-    let outcome = &daemon.about(AuditKind::Outcome, &unit.name)[0];
+    let finding = &about(&daemon, AuditKind::Finding, &unit.name)[0];
+    let outcome = &about(&daemon, AuditKind::Outcome, &unit.name)[0];
     assert_eq!(finding.correlation_id, outcome.correlation_id);
 }
 
@@ -159,7 +90,7 @@ fn lab_suggest_queues_and_approve_executes() {
     let lab = lab();
     let unit = lab.unit(&unique("mt-suggest"));
     unit.start();
-    let daemon = Daemon::start(&lab, "suggest", "1h", "", "");
+    let daemon = start(&lab, "suggest", "1h", "", "");
     unit.kill();
     let mut id = 0;
     wait_for("a pending approval", || {
@@ -174,7 +105,7 @@ fn lab_suggest_queues_and_approve_executes() {
     });
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(unit.active_state(), "failed", "at suggest nothing may execute before approval");
-    assert!(daemon.about(AuditKind::Action, &unit.name).is_empty());
+    assert!(about(&daemon, AuditKind::Action, &unit.name).is_empty());
     let out = daemon.json(&["approve", "approve", &id.to_string(), "--json"]);
     assert_eq!(out["decision"]["verdict"], "execute", "{out}");
     wait_for("the unit active again", || unit.active_state() == "active");
@@ -191,14 +122,14 @@ fn lab_protected_unit_is_never_touched() {
     let name = unique("mt-protected");
     let unit = lab.unit(&name);
     unit.start();
-    let daemon = Daemon::start(&lab, "auto-full", "1h", &format!("protected_units = [\"{name}\"]"), "");
+    let daemon = start(&lab, "auto-full", "1h", &format!("protected_units = [\"{name}\"]"), "");
     unit.kill();
     wait_for("a deny decision", || {
-        daemon.about(AuditKind::Decision, &unit.name).iter().any(|d| d.summary.starts_with("deny:"))
+        about(&daemon, AuditKind::Decision, &unit.name).iter().any(|d| d.summary.starts_with("deny:"))
     });
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(unit.active_state(), "failed");
-    assert!(daemon.about(AuditKind::Action, &unit.name).is_empty());
+    assert!(about(&daemon, AuditKind::Action, &unit.name).is_empty());
     assert!(daemon.json(&["approve", "list", "--json"]).as_array().is_some_and(Vec::is_empty));
 }
 
@@ -210,20 +141,19 @@ fn lab_a_restart_that_fails_is_recorded_failed_and_the_flap_guard_escalates() {
     let unit = lab.unit(&unique("mt-flap"));
     unit.start();
     // Cycles every 5 s re-detect the still-failed unit; after 2 restarts the flap guard escalates.
-    let daemon = Daemon::start(&lab, "auto-safe", "5s", "", "[flap]\nlimit = 2\nwindow = \"10m\"");
+    let daemon = start(&lab, "auto-safe", "5s", "", "[flap]\nlimit = 2\nwindow = \"10m\"");
     unit.break_start();
     unit.kill();
     wait_for("a failed outcome", || {
-        daemon.about(AuditKind::Outcome, &unit.name).iter().any(|r| r.summary.contains("failed"))
+        about(&daemon, AuditKind::Outcome, &unit.name).iter().any(|r| r.summary.contains("failed"))
     });
     assert_eq!(unit.active_state(), "failed");
     wait_for("an escalation to a person", || {
-        daemon
-            .about(AuditKind::Decision, &unit.name)
+        about(&daemon, AuditKind::Decision, &unit.name)
             .iter()
             .any(|d| d.summary.starts_with("approval:") && d.summary.contains("flap limit"))
     });
-    let executed = daemon.about(AuditKind::Action, &unit.name).len();
+    let executed = about(&daemon, AuditKind::Action, &unit.name).len();
     assert_eq!(executed, 2, "exactly the flap limit of restarts ran");
     let issues = daemon.json(&["issues", "list", "--json"]);
     let issue = issues
@@ -242,9 +172,9 @@ fn lab_a_daemon_killed_mid_action_loses_nothing() {
     // Starting takes 3 s, so the restart is still running when the daemon is killed.
     let unit = lab.unit_with(&unique("mt-killed"), "ExecStartPre=/bin/sleep 3");
     unit.start();
-    let mut daemon = Daemon::start(&lab, "auto-safe", "10s", "", "");
+    let mut daemon = start(&lab, "auto-safe", "10s", "", "");
     unit.kill();
-    wait_for("the restart to start", || !daemon.about(AuditKind::Action, &unit.name).is_empty());
+    wait_for("the restart to start", || !about(&daemon, AuditKind::Action, &unit.name).is_empty());
     daemon.kill_and_restart();
     // Everything committed before the kill is there, and the half-done action is closed as
     // interrupted on the next start, with an audit record.

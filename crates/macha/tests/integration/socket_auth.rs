@@ -2,81 +2,51 @@
 //! client process that runs as `nobody` may read but not approve, and the denial is audited.
 //! Needs root (to start a process as another uid); CI runs as root.
 
+use crate::support::daemon::TestDaemon;
 use macha_core::Timestamp;
 use macha_store::{AuditKind, AuditQuery, NewApproval, NewAudit, Severity, Store};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
 
 const NOBODY: u32 = 65534;
 
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    db: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-    }
-}
-
-fn start_daemon(dir: &Path) -> Daemon {
-    let socket = dir.join("run/macha.sock");
-    let db = dir.join("state/macha.db");
-    std::fs::create_dir_all(dir.join("state")).unwrap_or_else(|e| panic!("{e}"));
-    // A pending approval for a read-only diagnostic, as the daemon would have queued it.
-    let mut store = Store::open(&db).unwrap_or_else(|e| panic!("{e}"));
-    let now = Timestamp::from_millis(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0),
-    );
-    let action = serde_json::json!({"kind": "diagnostic", "host": "local", "name": "disk_usage", "reason": "test"});
-    let new = NewApproval {
-        host: "local".into(),
-        action,
-        decision: serde_json::json!({"verdict": "approval", "risk": "low", "reason": "test"}),
-        reason: "test".into(),
-        requested_by: "test".into(),
-        requested_at: now,
-        expires_at: now.plus(Duration::from_secs(3600)),
-        correlation_id: "c0ffee".into(),
-        issue_id: None,
-    };
-    let audit = NewAudit::new(now, AuditKind::Approval, Severity::Notice, "local", "approval requested");
-    store.create_approval(&new, &audit).unwrap_or_else(|e| panic!("{e}"));
-    drop(store);
-    let config = dir.join("macha.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "autonomy = \"observe\"\ncheck_interval = \"1h\"\n[paths]\nstate_dir = \"{}\"\nsocket = \"{}\"\n[systemd]\nenable = false\n[journal]\nenable = false\n",
-            dir.join("state").display(),
-            socket.display()
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let child = Command::new(env!("CARGO_BIN_EXE_macha"))
-        .args(["daemon", "--config"])
-        .arg(&config)
-        .env("MACHA_LOG", "warn")
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "daemon did not create its socket");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// A daemon at autonomy observe whose database already holds a pending approval for a read-only
+/// diagnostic, as the daemon would have queued it; its socket reachable by other uids.
+fn start_daemon() -> TestDaemon {
+    let daemon = TestDaemon::builder()
+        .autonomy("observe")
+        .prepare(|dir| {
+            std::fs::create_dir_all(dir.join("state")).unwrap_or_else(|e| panic!("{e}"));
+            let mut store = Store::open(dir.join("state/macha.db")).unwrap_or_else(|e| panic!("{e}"));
+            let now = Timestamp::from_millis(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0),
+            );
+            let action =
+                serde_json::json!({"kind": "diagnostic", "host": "local", "name": "disk_usage", "reason": "test"});
+            let new = NewApproval {
+                host: "local".into(),
+                action,
+                decision: serde_json::json!({"verdict": "approval", "risk": "low", "reason": "test"}),
+                reason: "test".into(),
+                requested_by: "test".into(),
+                requested_at: now,
+                expires_at: now.plus(Duration::from_secs(3600)),
+                correlation_id: "c0ffee".into(),
+                issue_id: None,
+            };
+            let audit = NewAudit::new(now, AuditKind::Approval, Severity::Notice, "local", "approval requested");
+            store.create_approval(&new, &audit).unwrap_or_else(|e| panic!("{e}"));
+        })
+        .start();
     // The socket's directory must be reachable by the other uid.
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
-    let _ = std::fs::set_permissions(dir.join("run"), std::fs::Permissions::from_mode(0o755));
-    Daemon { child, socket, db }
+    let _ = std::fs::set_permissions(daemon.dir.path(), std::fs::Permissions::from_mode(0o755));
+    daemon
 }
 
 fn client(socket: &Path, uid: Option<u32>, args: &[&str]) -> Output {
@@ -93,45 +63,44 @@ fn nobody_may_read_but_not_approve_and_denials_are_audited() {
     if !nix::unistd::Uid::effective().is_root() {
         panic!("this test starts a client as uid {NOBODY} and must run as root");
     }
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let daemon = start_daemon(dir.path());
+    let mut daemon = start_daemon();
 
     // Read: allowed for nobody.
-    let out = client(&daemon.socket, Some(NOBODY), &["approve", "list", "--json"]);
+    let out = client(&daemon.socket(), Some(NOBODY), &["approve", "list", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
     let id = list[0]["id"].as_i64().unwrap_or(-1);
 
     // Write: denied, with exit code 77 and a clear message.
-    let out = client(&daemon.socket, Some(NOBODY), &["approve", "approve", &id.to_string()]);
+    let out = client(&daemon.socket(), Some(NOBODY), &["approve", "approve", &id.to_string()]);
     assert_eq!(out.status.code(), Some(77), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
-    let out = client(&daemon.socket, Some(NOBODY), &["issues", "close", "1"]);
+    let out = client(&daemon.socket(), Some(NOBODY), &["issues", "close", "1"]);
     assert_eq!(out.status.code(), Some(77));
     // Talking to the model is for admins too (it reads logs and files on the daemon's behalf).
-    let out = client(&daemon.socket, Some(NOBODY), &["ask", "what is wrong?"]);
+    let out = client(&daemon.socket(), Some(NOBODY), &["ask", "what is wrong?"]);
     assert_eq!(out.status.code(), Some(77), "{}", String::from_utf8_lossy(&out.stderr));
 
     // The request is still pending, and the denial is in the audit trail with the uid.
-    let out = client(&daemon.socket, None, &["approve", "show", &id.to_string(), "--json"]);
+    let out = client(&daemon.socket(), None, &["approve", "show", &id.to_string(), "--json"]);
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     assert_eq!(shown["approval"]["state"], "pending");
-    let out = client(&daemon.socket, None, &["logs", "audit", "--json"]);
+    let out = client(&daemon.socket(), None, &["logs", "audit", "--json"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.lines().any(|l| l.contains("auth_denied") && l.contains("65534")), "{text}");
 
     // Root may approve; at autonomy observe the re-decided policy refuses, and that is recorded.
-    let out = client(&daemon.socket, None, &["approve", "approve", &id.to_string(), "--json"]);
+    let out = client(&daemon.socket(), None, &["approve", "approve", &id.to_string(), "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     assert_eq!(v["decision"]["verdict"], "deny", "{v}");
-    let out = client(&daemon.socket, None, &["approve", "show", &id.to_string(), "--json"]);
+    let out = client(&daemon.socket(), None, &["approve", "show", &id.to_string(), "--json"]);
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     assert_eq!(shown["approval"]["state"], "failed", "{shown}");
 
-    drop(daemon);
-    let store = Store::open_read_only(dir.path().join("state/macha.db")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(daemon.stop().success());
+    let store = daemon.store();
     let denied = store
         .query_audit(&AuditQuery { kinds: vec![AuditKind::AuthDenied], ..AuditQuery::default() })
         .unwrap_or_else(|e| panic!("{e}"));
@@ -142,9 +111,8 @@ fn nobody_may_read_but_not_approve_and_denials_are_audited() {
 #[test]
 fn malformed_requests_get_clear_errors_and_the_daemon_survives() {
     use std::io::{BufRead, BufReader, Write};
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let daemon = start_daemon(dir.path());
-    let mut s = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap_or_else(|e| panic!("{e}"));
+    let daemon = start_daemon();
+    let mut s = std::os::unix::net::UnixStream::connect(daemon.socket()).unwrap_or_else(|e| panic!("{e}"));
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap_or_else(|e| panic!("{e}"));
     let mut r = BufReader::new(s.try_clone().unwrap_or_else(|e| panic!("{e}")));
     for (line, want) in [
@@ -164,7 +132,6 @@ fn malformed_requests_get_clear_errors_and_the_daemon_survives() {
     let mut answer = String::new();
     let _ = r.read_line(&mut answer);
     assert!(answer.contains("exceeds"), "{answer}");
-    let out = client(&daemon.socket, None, &["approve", "list", "--json"]);
+    let out = client(&daemon.socket(), None, &["approve", "list", "--json"]);
     assert!(out.status.success());
-    let _ = &daemon.db;
 }

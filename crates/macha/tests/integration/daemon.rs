@@ -2,24 +2,10 @@
 //! `NOTIFY_SOCKET`, a clean stop on SIGTERM, and a clear refusal of a wrong configuration.
 //! These need no systemd (it is disabled in the configuration); the lab tests cover systemd.
 
+use crate::support::daemon::TestDaemon;
 use std::os::unix::net::UnixDatagram;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn config(dir: &Path) -> std::path::PathBuf {
-    let config = dir.join("macha.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "check_interval = \"1h\"\n[paths]\nstate_dir = \"{}\"\nsocket = \"{}\"\n[systemd]\nenable = false\n[journal]\nenable = false\n",
-            dir.join("state").display(),
-            dir.join("macha.sock").display()
-        ),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    config
-}
 
 #[test]
 fn ready_watchdog_and_clean_stop() {
@@ -27,15 +13,8 @@ fn ready_watchdog_and_clean_stop() {
     let notify = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&notify).unwrap_or_else(|e| panic!("{e}"));
     sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap_or_else(|e| panic!("{e}"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_macha"))
-        .args(["daemon", "--config"])
-        .arg(config(dir.path()))
-        .env("NOTIFY_SOCKET", &notify)
-        .env("WATCHDOG_USEC", "200000")
-        .env("MACHA_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut daemon =
+        TestDaemon::builder().env("NOTIFY_SOCKET", &notify).env("WATCHDOG_USEC", "200000").no_wait().start();
     let mut messages = Vec::new();
     let mut buf = [0u8; 4096];
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -47,9 +26,8 @@ fn ready_watchdog_and_clean_stop() {
     }
     assert!(messages.first().is_some_and(|m| m.contains("READY=1")), "{messages:?}");
     assert!(messages.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3, "{messages:?}");
-    assert!(dir.path().join("macha.sock").exists());
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-    let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert!(daemon.socket().exists());
+    let status = daemon.stop();
     assert!(status.success(), "{status}");
     let mut stopping = false;
     sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap_or_else(|e| panic!("{e}"));
@@ -57,14 +35,10 @@ fn ready_watchdog_and_clean_stop() {
         stopping |= String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1");
     }
     assert!(stopping, "no STOPPING=1");
-    assert!(!dir.path().join("macha.sock").exists(), "the socket is removed on a clean stop");
-    let store = macha_store::Store::open_read_only(dir.path().join("state/macha.db")).unwrap_or_else(|e| panic!("{e}"));
-    let daemon = store
-        .query_audit(&macha_store::AuditQuery { kinds: vec![macha_store::AuditKind::Daemon], ..Default::default() })
-        .unwrap_or_else(|e| panic!("{e}"));
-    let summaries: Vec<_> = daemon.iter().map(|r| r.summary.as_str()).collect();
+    assert!(!daemon.socket().exists(), "the socket is removed on a clean stop");
+    let summaries: Vec<_> = daemon.audit(macha_store::AuditKind::Daemon).into_iter().map(|r| r.summary).collect();
     assert!(
-        summaries.iter().any(|s| s.starts_with("daemon started")) && summaries.contains(&"daemon stopped"),
+        summaries.iter().any(|s| s.starts_with("daemon started")) && summaries.iter().any(|s| s == "daemon stopped"),
         "{summaries:?}"
     );
 }

@@ -4,12 +4,12 @@
 //! stream, a timeout, an injected journal line — and checks that nothing outside the policy
 //! executes, errors are clear, and cycles finish with their deterministic findings.
 
-mod support;
+use crate::support;
 
 use macha_store::AuditKind;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::daemon::{Daemon, fake_journalctl};
+use support::daemon::{TestDaemon, fake_journalctl};
 use support::scripted::{Reply, Scripted};
 
 /// Thresholds no healthy test machine crosses: a cycle finds nothing.
@@ -26,7 +26,7 @@ fn diagnosis() -> String {
     json!({"summary": "the filesystems are fuller than the configured thresholds", "cause": "test thresholds", "confidence": "high"}).to_string()
 }
 
-fn check(d: &Daemon) -> (serde_json::Value, Duration) {
+fn check(d: &TestDaemon) -> (serde_json::Value, Duration) {
     let started = Instant::now();
     let out = d.cli(&["check", "--json"]);
     let v =
@@ -41,7 +41,7 @@ fn text(o: &std::process::Output) -> (String, String) {
 #[test]
 fn healthy_unchanged_cycles_make_zero_model_calls() {
     let model = Scripted::start(vec![]);
-    let d = Daemon::start(&format!("autonomy = \"suggest\"\n{QUIET}"), &llm(&model.url, ""));
+    let d = TestDaemon::builder().autonomy("suggest").top(QUIET).llm(&llm(&model.url, "")).start();
     for _ in 0..3 {
         let (v, _) = check(&d);
         assert_eq!(v["analysis"]["state"], "not needed", "{}", v["analysis"]);
@@ -61,7 +61,7 @@ fn new_issues_are_diagnosed_without_making_the_cycle_wait() {
         ),
         Reply::Text(diagnosis()),
     ]);
-    let d = Daemon::start(&format!("autonomy = \"suggest\"\n{NOISY}"), &llm(&model.url, ""));
+    let d = TestDaemon::builder().autonomy("suggest").top(NOISY).llm(&llm(&model.url, "")).start();
     // The daemon's first cycle (at start) opened the issues and queued analysis request 1; a
     // cycle now, while the model is still busy with it, finishes at once.
     let (v, took) = check(&d);
@@ -114,7 +114,7 @@ fn new_issues_are_diagnosed_without_making_the_cycle_wait() {
 
 #[test]
 fn a_dead_backend_fails_closed_and_loudly() {
-    let d = Daemon::start(&format!("autonomy = \"suggest\"\n{NOISY}"), &llm("http://127.0.0.1:9", ""));
+    let d = TestDaemon::builder().autonomy("suggest").top(NOISY).llm(&llm("http://127.0.0.1:9", "")).start();
     let (v, took) = check(&d);
     assert!(took < Duration::from_secs(10), "{took:?}");
     assert!(v["findings"].as_array().is_some_and(|f| !f.is_empty()), "deterministic findings stand: {v}");
@@ -144,7 +144,7 @@ fn a_dead_backend_fails_closed_and_loudly() {
 #[test]
 fn a_stalled_stream_and_a_slow_model_time_out_with_clear_errors() {
     let model = Scripted::start(vec![Reply::Stall]);
-    let d = Daemon::start(&format!("autonomy = \"suggest\"\n{QUIET}"), &llm(&model.url, "timeout = \"2s\""));
+    let d = TestDaemon::builder().autonomy("suggest").top(QUIET).llm(&llm(&model.url, "timeout = \"2s\"")).start();
     let started = Instant::now();
     let out = d.cli_as("macha-ask", &["what is wrong?"], "");
     let (_, err) = text(&out);
@@ -153,7 +153,7 @@ fn a_stalled_stream_and_a_slow_model_time_out_with_clear_errors() {
     assert!(started.elapsed() < Duration::from_secs(20));
     // A model that answers too late: the analysis fails, the cycle does not wait.
     let slow = Scripted::start(vec![Reply::Delay(Duration::from_secs(8), Box::new(Reply::Text(diagnosis())))]);
-    let d = Daemon::start(&format!("autonomy = \"suggest\"\n{NOISY}"), &llm(&slow.url, "timeout = \"2s\""));
+    let d = TestDaemon::builder().autonomy("suggest").top(NOISY).llm(&llm(&slow.url, "timeout = \"2s\"")).start();
     let (_, took) = check(&d);
     assert!(took < Duration::from_secs(10), "{took:?}");
     let r = d.finished_request(1, Duration::from_secs(30));
@@ -163,7 +163,7 @@ fn a_stalled_stream_and_a_slow_model_time_out_with_clear_errors() {
 #[test]
 fn garbage_answers_get_one_retry_then_fail_closed() {
     let model = Scripted::start(vec![Reply::text("Certainly! The disk is full."), Reply::text("{\"summary\": 3}")]);
-    let d = Daemon::start(&format!("autonomy = \"suggest\"\n{NOISY}"), &llm(&model.url, ""));
+    let d = TestDaemon::builder().autonomy("suggest").top(NOISY).llm(&llm(&model.url, "")).start();
     let r = d.finished_request(1, Duration::from_secs(30));
     assert!(r.error.as_deref().is_some_and(|e| e.contains("answered invalidly twice")), "{r:?}");
     // The retry quoted the error to the model.
@@ -185,7 +185,7 @@ fn hostile_proposals_never_get_past_the_policy() {
         Reply::call("run_shell", json!({"cmd": "rm -rf /"})),
         Reply::call("unit_status", json!({"unit": "nginx; rm -rf /"})),
     ]);
-    let d = Daemon::start(&format!("autonomy = \"auto-full\"\n{QUIET}"), &llm(&model.url, ""));
+    let d = TestDaemon::builder().autonomy("auto-full").top(QUIET).llm(&llm(&model.url, "")).start();
     let out = d.cli_as("macha-ask", &["fix", "everything"], "");
     let (_, err) = text(&out);
     assert_eq!(out.status.code(), Some(69), "{err}");
@@ -240,7 +240,7 @@ fn a_ten_megabyte_tool_output_is_cached_and_summarised() {
         Reply::text("done"),
     ]);
     let extra = format!("readable_paths = [\"{}/\"]", dir.path().display());
-    let d = Daemon::start(&format!("autonomy = \"suggest\"\n{QUIET}"), &llm(&model.url, &extra));
+    let d = TestDaemon::builder().autonomy("suggest").top(QUIET).llm(&llm(&model.url, &extra)).start();
     let out = d.cli_as("macha-ask", &["read the big log"], "");
     let (stdout, err) = text(&out);
     assert!(out.status.success(), "{err}");
@@ -279,8 +279,12 @@ fn an_injected_journal_line_stays_data_and_secrets_never_leave() {
         Reply::call("propose_action", json!({"kind": "reboot", "reason": "the journal said so"})),
         Reply::text("done"),
     ]);
-    let top = format!("autonomy = \"auto-full\"\n[tools]\njournalctl = \"{}\"\n{QUIET}", journalctl.display());
-    let d = Daemon::start(&top, &llm(&model.url, "redact_patterns = [\"corp-[0-9]{6}\"]"));
+    let d = TestDaemon::builder()
+        .autonomy("auto-full")
+        .top(&format!("[tools]\njournalctl = \"{}\"", journalctl.display()))
+        .top(QUIET)
+        .llm(&llm(&model.url, "redact_patterns = [\"corp-[0-9]{6}\"]"))
+        .start();
     let out = d.cli_as("macha-ask", &["check nginx; my password=swordfish and ticket corp-123456"], "");
     assert!(out.status.success(), "{}", text(&out).1);
     let chats = model.chats();
@@ -317,7 +321,7 @@ fn an_injected_journal_line_stays_data_and_secrets_never_leave() {
 #[test]
 fn chat_streams_remembers_and_answers_thanks_without_the_model() {
     let model = Scripted::start(vec![Reply::text("All units are running."), Reply::text("The disks are fine too.")]);
-    let d = Daemon::start(&format!("autonomy = \"suggest\"\n{QUIET}"), &llm(&model.url, ""));
+    let d = TestDaemon::builder().autonomy("suggest").top(QUIET).llm(&llm(&model.url, "")).start();
     let out = d.cli_as("macha-chat", &[], "how is the host?\nand the disks?\nthanks!\n/exit\n");
     let (stdout, err) = text(&out);
     assert!(out.status.success(), "{err}");
@@ -343,7 +347,7 @@ fn discuss_an_approval_with_memory_and_reject_it_inline() {
         Reply::text("Because a new kernel is installed."),
         Reply::text("About a minute of downtime."),
     ]);
-    let d = Daemon::start(&format!("autonomy = \"suggest\"\n{QUIET}"), &llm(&model.url, ""));
+    let d = TestDaemon::builder().autonomy("suggest").top(QUIET).llm(&llm(&model.url, "")).start();
     assert!(d.cli_as("macha-ask", &["anything to do?"], "").status.success());
     let pending = d.json(&["approve", "list", "--json"]);
     let id = pending[0]["id"].as_i64().unwrap_or_else(|| panic!("{pending}"));

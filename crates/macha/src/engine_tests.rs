@@ -1,0 +1,588 @@
+//! Unit tests of the engine: a real store in a temporary file, a configuration built in code and a
+//! simulated clock (every `now` and every snapshot's `taken_at` is an explicit timestamp).
+//!
+//! Each test drives the engine through its public entry points (cycles, unit events, approvals,
+//! outcomes, a new `Engine` for a restart) and asserts on what the store holds afterwards: issues,
+//! approvals, actions and the kinds and texts of the audit records.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::config::Scope;
+use macha_core::action::Hosts;
+use macha_core::snapshot::{Section, UnitState, Units};
+use macha_core::{HostName, UnitName};
+use macha_store::{ActionRecord, ActionState, ApprovalRecord, AuditQuery, IssueQuery, IssueRecord};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The simulated clock's origin.
+const T0: Timestamp = Timestamp(1_800_000_000_000);
+
+/// `T0` plus `secs` seconds.
+fn at(secs: u64) -> Timestamp {
+    T0.plus(Duration::from_secs(secs))
+}
+
+/// A database file in its own temporary directory; engines are opened on it one after another,
+/// like a daemon that restarts.
+struct Db {
+    dir: tempfile::TempDir,
+}
+
+impl Db {
+    fn new() -> Db {
+        Db { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("macha.db")
+    }
+
+    fn engine(&self, config: Config, now: Timestamp) -> Engine {
+        Engine::new(Store::open(self.path()).unwrap(), config, true, now).unwrap()
+    }
+
+    fn report_only(&self, config: Config, now: Timestamp) -> Engine {
+        Engine::new(Store::open(self.path()).unwrap(), config, false, now).unwrap()
+    }
+}
+
+/// The defaults with short, round durations: flap limit 2 in 10 minutes, approvals expire after an
+/// hour, resolved issues close after an hour and closed ones archive after a day.
+fn config(autonomy: Autonomy) -> Config {
+    let mut c = Config::defaults(Scope::System).unwrap();
+    c.autonomy = autonomy;
+    c.flap_limit = 2;
+    c.flap_window = Duration::from_secs(600);
+    c.approval_expiry = Duration::from_secs(3600);
+    c.close_after = Duration::from_secs(3600);
+    c.archive_after = Duration::from_secs(86_400);
+    c
+}
+
+fn host(name: &str) -> HostName {
+    HostName::parse(name).unwrap()
+}
+
+/// A snapshot of `host` at `taken_at` in which only systemd was observed, with `failed` units in
+/// `failed`. Every other section is unavailable, so only the unit checks say anything.
+fn units(host_name: &str, taken_at: Timestamp, failed: &[&str]) -> Snapshot {
+    let mut snap = Snapshot::all_unavailable(host(host_name), taken_at, "not observed in this test");
+    snap.units = Section::ok(Units {
+        system_state: if failed.is_empty() { "running".into() } else { "degraded".into() },
+        total: 50,
+        notable: failed
+            .iter()
+            .map(|u| UnitState {
+                name: (*u).into(),
+                description: String::new(),
+                load_state: "loaded".into(),
+                active_state: "failed".into(),
+                sub_state: "failed".into(),
+                result: Some("exit-code".into()),
+                n_restarts: Some(0),
+            })
+            .collect(),
+        failed: failed.iter().map(|s| (*s).to_owned()).collect(),
+    });
+    snap
+}
+
+/// The local host with `nginx.service` failed.
+fn nginx_failed(taken_at: Timestamp) -> Snapshot {
+    units("local", taken_at, &["nginx.service"])
+}
+
+/// The local host with every unit fine.
+fn healthy(taken_at: Timestamp) -> Snapshot {
+    units("local", taken_at, &[])
+}
+
+/// The local host with nothing observable (no system bus, say).
+fn unobserved(taken_at: Timestamp) -> Snapshot {
+    Snapshot::all_unavailable(HostName::local(), taken_at, "no system bus")
+}
+
+fn issues(e: &Engine) -> Vec<IssueRecord> {
+    let mut all = e.store().list_issues(&IssueQuery::default()).unwrap();
+    all.sort_by_key(|i| i.id);
+    all
+}
+
+fn only_issue(e: &Engine) -> IssueRecord {
+    let all = issues(e);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    all.into_iter().next().unwrap()
+}
+
+fn approvals(e: &Engine) -> Vec<ApprovalRecord> {
+    let mut all = e.store().list_approvals(&ApprovalState::ALL, None).unwrap();
+    all.sort_by_key(|a| a.id);
+    all
+}
+
+fn approval(e: &Engine, id: i64) -> ApprovalRecord {
+    e.store().get_approval(id).unwrap().unwrap()
+}
+
+fn actions(e: &Engine) -> Vec<ActionRecord> {
+    e.store().actions_since(Timestamp(0)).unwrap()
+}
+
+/// The summaries of every audit record of `kind`, oldest first.
+fn audit(e: &Engine, kind: AuditKind) -> Vec<String> {
+    e.store()
+        .query_audit(&AuditQuery { kinds: vec![kind], ..AuditQuery::default() })
+        .unwrap()
+        .into_iter()
+        .map(|r| r.summary)
+        .collect()
+}
+
+fn outcome(succeeded: bool, verified: bool) -> ActionOutcome {
+    ActionOutcome { succeeded, verified, detail: "job done".into(), output: None }
+}
+
+#[test]
+fn a_finding_opens_an_issue_and_presence_again_refreshes_it() {
+    let db = Db::new();
+    let mut e = db.engine(config(Autonomy::Observe), at(0));
+    let (report, work) = e.cycle(&nginx_failed(at(0)), "c1").unwrap();
+    assert!(work.is_empty());
+    assert_eq!(report.findings.len(), 1, "{report:?}");
+    assert_eq!(report.proposals.len(), 1);
+    assert_eq!(report.proposals[0].decision.verdict, Verdict::Deny, "observe executes nothing");
+    let issue = only_issue(&e);
+    assert_eq!(issue.fingerprint, "local/failed_unit/nginx.service");
+    assert_eq!(
+        (issue.state, issue.first_seen, issue.last_seen, issue.recurrences),
+        (IssueState::Open, at(0), at(0), 0)
+    );
+    assert_eq!(e.take_new_issues(), vec![issue.id]);
+    assert!(e.take_new_issues().is_empty(), "taken once");
+
+    // Present again a minute later: the same issue, seen later; nothing new for the model.
+    let (report, _) = e.cycle(&nginx_failed(at(60)), "c2").unwrap();
+    assert_eq!(report.findings.len(), 1);
+    let again = only_issue(&e);
+    assert_eq!(again.id, issue.id);
+    assert_eq!((again.state, again.first_seen, again.last_seen), (IssueState::Open, at(0), at(60)));
+    assert!(e.take_new_issues().is_empty());
+    assert_eq!(audit(&e, AuditKind::Finding), ["new issue: unit nginx.service failed (result: exit-code)"]);
+    assert_eq!(audit(&e, AuditKind::Snapshot).len(), 2);
+    let decisions = audit(&e, AuditKind::Decision);
+    assert_eq!(decisions.len(), 2, "{decisions:?}");
+    assert!(decisions.iter().all(|d| d.starts_with("deny:")), "{decisions:?}");
+    // The cycle's records carry its correlation id.
+    let trail =
+        e.store().query_audit(&AuditQuery { correlation_id: Some("c1".into()), ..AuditQuery::default() }).unwrap();
+    let kinds: Vec<_> = trail.iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, [AuditKind::Snapshot, AuditKind::Finding, AuditKind::Decision]);
+    assert!(approvals(&e).is_empty() && actions(&e).is_empty());
+}
+
+#[test]
+fn a_cleared_check_resolves_and_ageing_closes_then_archives() {
+    let db = Db::new();
+    let mut e = db.engine(config(Autonomy::Observe), at(0));
+    e.cycle(&nginx_failed(at(0)), "c1").unwrap();
+    let id = only_issue(&e).id;
+
+    // Fail closed: a cycle that could not see the units resolves nothing.
+    let (report, _) = e.cycle(&unobserved(at(60)), "c2").unwrap();
+    assert!(report.resolved_issues.is_empty());
+    assert!(report.unknown_checks.iter().any(|(c, _)| *c == CheckName::FailedUnit), "{report:?}");
+    assert_eq!(only_issue(&e).state, IssueState::Open);
+
+    // Observed gone: resolved, with the reason.
+    let (report, _) = e.cycle(&healthy(at(120)), "c3").unwrap();
+    assert_eq!(report.resolved_issues, vec![id]);
+    let resolved = only_issue(&e);
+    assert_eq!((resolved.state, resolved.since), (IssueState::Resolved, at(120)));
+    assert_eq!(resolved.resolution.as_deref(), Some("the check observed the condition gone"));
+
+    // Ageing: closed exactly `close_after` after resolving, archived `archive_after` after closing.
+    // Any cycle ages every issue, whatever it observed.
+    let closed_at = 120 + 3600;
+    e.cycle(&unobserved(at(closed_at - 1)), "c4").unwrap();
+    assert_eq!(only_issue(&e).state, IssueState::Resolved);
+    e.cycle(&unobserved(at(closed_at)), "c5").unwrap();
+    let closed = only_issue(&e);
+    assert_eq!((closed.state, closed.since), (IssueState::Closed, at(closed_at)));
+    e.cycle(&unobserved(at(closed_at + 86_399)), "c6").unwrap();
+    assert_eq!(only_issue(&e).state, IssueState::Closed);
+    e.cycle(&unobserved(at(closed_at + 86_400)), "c7").unwrap();
+    assert_eq!(only_issue(&e).state, IssueState::Archived);
+    let trail = audit(&e, AuditKind::Issue);
+    assert_eq!(
+        trail,
+        [
+            format!("issue {id} resolved: the check observed the condition gone"),
+            format!("issue {id}: resolved → closed"),
+            format!("issue {id}: closed → archived"),
+        ]
+    );
+
+    // Archived issues are history: the same failure again opens a new issue.
+    e.cycle(&nginx_failed(at(closed_at + 86_460)), "c8").unwrap();
+    let all = issues(&e);
+    assert_eq!(all.len(), 2);
+    assert_eq!((all[0].id, all[0].state), (id, IssueState::Archived));
+    assert_eq!((all[1].state, all[1].recurrences), (IssueState::Open, 0));
+    assert_ne!(all[1].id, id);
+}
+
+#[test]
+fn a_resolved_issue_that_comes_back_is_reopened_with_a_recurrence() {
+    let db = Db::new();
+    let mut e = db.engine(config(Autonomy::Observe), at(0));
+    e.cycle(&nginx_failed(at(0)), "c1").unwrap();
+    let id = only_issue(&e).id;
+    e.take_new_issues();
+    e.cycle(&healthy(at(60)), "c2").unwrap();
+    assert_eq!(only_issue(&e).state, IssueState::Resolved);
+
+    e.cycle(&nginx_failed(at(120)), "c3").unwrap();
+    let back = only_issue(&e);
+    assert_eq!(back.id, id, "the same issue, not a new one");
+    assert_eq!((back.state, back.since, back.first_seen, back.recurrences), (IssueState::Open, at(120), at(0), 1));
+    assert_eq!(e.take_new_issues(), vec![id], "a recurrence is new for the model");
+    let trail = audit(&e, AuditKind::Issue);
+    assert_eq!(
+        trail.last().map(String::as_str),
+        Some(&*format!("issue {id} came back: unit nginx.service failed (result: exit-code)"))
+    );
+    assert_eq!(audit(&e, AuditKind::Finding).len(), 1, "only the first sighting is a new finding");
+}
+
+#[test]
+fn unit_events_open_and_resolve_without_waiting_for_a_cycle() {
+    let db = Db::new();
+    let mut e = db.engine(config(Autonomy::Observe), at(0));
+    let local = HostName::local();
+    e.unit_event(&local, "nginx.service", "failed", Some("signal"), at(0), "s1").unwrap();
+    let issue = only_issue(&e);
+    assert_eq!((issue.state, issue.summary.as_str()), (IssueState::Open, "unit nginx.service failed (result: signal)"));
+    // In between states say nothing.
+    e.unit_event(&local, "nginx.service", "activating", None, at(5), "s2").unwrap();
+    assert_eq!(only_issue(&e).state, IssueState::Open);
+    e.unit_event(&local, "nginx.service", "active", None, at(10), "s3").unwrap();
+    let resolved = only_issue(&e);
+    assert_eq!((resolved.state, resolved.since), (IssueState::Resolved, at(10)));
+    assert_eq!(resolved.resolution.as_deref(), Some("systemd reports the unit active"));
+}
+
+#[test]
+fn suggest_queues_one_approval_and_approving_re_decides_and_permits() {
+    let db = Db::new();
+    let mut e = db.engine(config(Autonomy::Suggest), at(0));
+    let (report, work) = e.cycle(&nginx_failed(at(0)), "c1").unwrap();
+    assert!(work.is_empty(), "nothing runs at suggest before a person approves");
+    let proposal = &report.proposals[0];
+    assert_eq!((proposal.decision.verdict, proposal.decision.rule.as_str()), (Verdict::Approval, "autonomy"));
+    let id = proposal.approval_id.unwrap();
+    let issue = only_issue(&e);
+    assert_eq!(issue.state, IssueState::Acting, "an action awaits approval");
+    let queued = approval(&e, id);
+    assert_eq!(queued.state, ApprovalState::Pending);
+    assert_eq!(queued.issue_id, Some(issue.id));
+    assert_eq!(queued.requested_by, "rule:failed_unit");
+    assert_eq!((queued.requested_at, queued.expires_at), (at(0), at(3600)));
+    assert_eq!(queued.action["kind"], "restart_unit");
+    assert_eq!(queued.action["unit"], "nginx.service");
+
+    // Still failed a minute later: the issue is being acted on, no second request.
+    let (report, work) = e.cycle(&nginx_failed(at(60)), "c2").unwrap();
+    assert!(work.is_empty() && report.proposals.is_empty(), "{report:?}");
+    assert_eq!(approvals(&e).len(), 1);
+
+    // A person approves: decided again now, and permitted with the approval's id.
+    let (decision, work) = e.approve(id, "alice", Some("go ahead"), at(120)).unwrap();
+    assert_eq!((decision.verdict, decision.rule.as_str()), (Verdict::Execute, "approved"));
+    let work = work.expect("an approved, still allowed action is permitted");
+    assert_eq!(work.permit.approval_id(), Some(id));
+    assert_eq!(work.issue_id, Some(issue.id));
+    assert_eq!(work.correlation_id, "c1", "the approval's trail keeps the original correlation id");
+    let approved = approval(&e, id);
+    assert_eq!(approved.state, ApprovalState::Approved);
+    assert_eq!((approved.decided_by.as_deref(), approved.decision_note.as_deref()), (Some("alice"), Some("go ahead")));
+    let logged = actions(&e);
+    assert_eq!(logged.len(), 1);
+    assert_eq!((logged[0].id, logged[0].state), (work.action_id, ActionState::Running));
+    assert_eq!(logged[0].target, "local/restart_unit/nginx.service");
+    assert_eq!((logged[0].approval_id, logged[0].issue_id), (Some(id), Some(issue.id)));
+    let decisions = audit(&e, AuditKind::Decision);
+    assert!(decisions.last().is_some_and(|d| d.starts_with("re-decided at execution: execute")), "{decisions:?}");
+
+    // The executor reports success, verified.
+    let action_id = work.action_id;
+    e.finish_action(work, &outcome(true, true), at(130)).unwrap();
+    let done = e.store().get_action(action_id).unwrap().unwrap();
+    assert_eq!((done.state, done.ts_finished), (ActionState::Succeeded, Some(at(130))));
+    let executed = approval(&e, id);
+    assert_eq!((executed.state, executed.finished_by.as_deref()), (ApprovalState::Executed, Some("executor")));
+    let issue = only_issue(&e);
+    assert_eq!((issue.state, issue.resolution.as_deref()), (IssueState::Resolved, Some("the action was verified")));
+    assert!(audit(&e, AuditKind::Outcome)[0].contains("succeeded and verified"));
+    // Everything about this failure, from the finding to the outcome, carries one correlation id.
+    let trail =
+        e.store().query_audit(&AuditQuery { correlation_id: Some("c1".into()), ..AuditQuery::default() }).unwrap();
+    for kind in [AuditKind::Finding, AuditKind::Approval, AuditKind::Action, AuditKind::Outcome, AuditKind::Issue] {
+        assert!(trail.iter().any(|r| r.kind == kind), "no {kind:?} record under c1: {trail:#?}");
+    }
+}
+
+#[test]
+fn rejecting_returns_the_issue_to_open_and_the_next_cycle_asks_again() {
+    let db = Db::new();
+    let mut e = db.engine(config(Autonomy::Suggest), at(0));
+    let (report, _) = e.cycle(&nginx_failed(at(0)), "c1").unwrap();
+    let id = report.proposals[0].approval_id.unwrap();
+    e.reject(id, "bob", Some("not during business hours"), at(60)).unwrap();
+    let rejected = approval(&e, id);
+    assert_eq!(rejected.state, ApprovalState::Rejected);
+    assert_eq!(rejected.decided_by.as_deref(), Some("bob"));
+    assert_eq!(only_issue(&e).state, IssueState::Open);
+    assert!(actions(&e).is_empty());
+    assert!(audit(&e, AuditKind::Approval).iter().any(|s| s == &format!("approval {id} rejected by bob")));
+    // A rejection is final.
+    assert!(e.approve(id, "bob", None, at(61)).is_err());
+    assert!(e.reject(id, "bob", None, at(61)).is_err());
+    assert_eq!(approval(&e, id).state, ApprovalState::Rejected);
+
+    // Still failed: a new request for a person.
+    let (report, work) = e.cycle(&nginx_failed(at(120)), "c2").unwrap();
+    assert!(work.is_empty());
+    let again = report.proposals[0].approval_id.unwrap();
+    assert_ne!(again, id);
+    assert_eq!(approval(&e, again).state, ApprovalState::Pending);
+    assert_eq!(only_issue(&e).state, IssueState::Acting);
+}
+
+#[test]
+fn an_unanswered_approval_expires_and_the_issue_moves_on() {
+    let db = Db::new();
+    let mut e = db.engine(config(Autonomy::Suggest), at(0));
+    let (report, _) = e.cycle(&nginx_failed(at(0)), "c1").unwrap();
+    let id = report.proposals[0].approval_id.unwrap();
+
+    e.cycle(&nginx_failed(at(3599)), "c2").unwrap();
+    assert_eq!(approval(&e, id).state, ApprovalState::Pending, "not yet due");
+    assert_eq!(only_issue(&e).state, IssueState::Acting);
+
+    e.cycle(&nginx_failed(at(3600)), "c3").unwrap();
+    let expired = approval(&e, id);
+    assert_eq!(
+        (expired.state, expired.decided_by.as_deref()),
+        (ApprovalState::Expired, Some(macha_store::EXPIRY_ACTOR))
+    );
+    assert_eq!(only_issue(&e).state, IssueState::Open, "the issue is no longer waiting for anyone");
+    assert!(audit(&e, AuditKind::Issue).iter().any(|s| s.ends_with("(the approval expired)")));
+    // An expired approval cannot be approved any more.
+    assert!(e.approve(id, "alice", None, at(3601)).is_err());
+    assert!(actions(&e).is_empty());
+
+    // The next cycle asks a person again.
+    let (report, _) = e.cycle(&nginx_failed(at(3660)), "c4").unwrap();
+    let again = report.proposals[0].approval_id.unwrap();
+    assert_ne!(again, id);
+    assert_eq!(approval(&e, again).state, ApprovalState::Pending);
+}
+
+#[test]
+fn an_approval_for_a_unit_protected_since_is_refused_at_execution() {
+    let db = Db::new();
+    let mut e = db.engine(config(Autonomy::Suggest), at(0));
+    let (report, _) = e.cycle(&nginx_failed(at(0)), "c1").unwrap();
+    let id = report.proposals[0].approval_id.unwrap();
+    drop(e);
+
+    // The daemon restarts with nginx protected; then a person approves the old request.
+    let mut protecting = config(Autonomy::Suggest);
+    protecting.protected_extra = vec!["nginx".into()];
+    let mut e = db.engine(protecting, at(60));
+    let (decision, work) = e.approve(id, "alice", None, at(60)).unwrap();
+    assert!(work.is_none(), "a deny stands even after approval");
+    assert_eq!((decision.verdict, decision.rule.as_str()), (Verdict::Deny, "protected"));
+    let failed = approval(&e, id);
+    assert_eq!(failed.state, ApprovalState::Failed);
+    assert_eq!(failed.finished_by.as_deref(), Some("policy"));
+    assert!(failed.result.as_deref().is_some_and(|r| r.starts_with("refused at execution time")), "{failed:?}");
+    assert!(actions(&e).is_empty(), "nothing ran");
+    assert_eq!(only_issue(&e).state, IssueState::Open);
+    let decisions = audit(&e, AuditKind::Decision);
+    assert!(decisions.last().is_some_and(|d| d.starts_with("re-decided at execution: deny")), "{decisions:?}");
+}
+
+#[test]
+fn an_approval_for_a_host_no_longer_trusted_is_refused_at_execution() {
+    let db = Db::new();
+    let mut e = db.engine(config(Autonomy::Suggest), at(0));
+    let web1 = host("web1");
+    e.set_known_hosts(BTreeSet::from([web1.clone()]));
+    let (report, _) = e.cycle(&units("web1", at(0), &["nginx.service"]), "c1").unwrap();
+    assert_eq!(report.proposals[0].decision.verdict, Verdict::Approval);
+    let id = report.proposals[0].approval_id.unwrap();
+    assert_eq!(approval(&e, id).host, "web1");
+
+    // The registry changed meanwhile: web1 is no longer trusted.
+    e.set_known_hosts(BTreeSet::new());
+    let (decision, work) = e.approve(id, "alice", None, at(60)).unwrap();
+    assert!(work.is_none());
+    assert_eq!((decision.verdict, decision.rule.as_str()), (Verdict::Deny, "unknown-host"));
+    assert_eq!(approval(&e, id).state, ApprovalState::Failed);
+    assert!(actions(&e).is_empty());
+    let issue = only_issue(&e);
+    assert_eq!((issue.host.as_str(), issue.state), ("web1", IssueState::Open));
+    assert!(
+        audit(&e, AuditKind::Approval)
+            .iter()
+            .any(|s| s.starts_with(&format!("approval {id} failed: refused at execution time")))
+    );
+
+    // Control: the same approval flow while the host is trusted executes.
+    e.set_known_hosts(BTreeSet::from([web1]));
+    let (report, _) = e.cycle(&units("web1", at(120), &["nginx.service"]), "c2").unwrap();
+    let again = report.proposals[0].approval_id.unwrap();
+    let (decision, work) = e.approve(again, "alice", None, at(180)).unwrap();
+    assert_eq!(decision.verdict, Verdict::Execute);
+    assert_eq!(work.map(|w| w.permit.action().hosts().as_slice().to_vec()), Some(vec![host("web1")]));
+}
+
+#[test]
+fn an_approved_action_that_is_not_verified_fails_its_approval_and_reopens_the_issue() {
+    let db = Db::new();
+    let mut e = db.engine(config(Autonomy::Suggest), at(0));
+    let (report, _) = e.cycle(&nginx_failed(at(0)), "c1").unwrap();
+    let id = report.proposals[0].approval_id.unwrap();
+    let (_, work) = e.approve(id, "alice", None, at(60)).unwrap();
+    let work = work.unwrap();
+    let action_id = work.action_id;
+    e.finish_action(work, &outcome(true, false), at(70)).unwrap();
+    assert_eq!(e.store().get_action(action_id).unwrap().unwrap().state, ActionState::Failed);
+    let failed = approval(&e, id);
+    assert_eq!((failed.state, failed.result.as_deref()), (ApprovalState::Failed, Some("job done")));
+    assert_eq!(only_issue(&e).state, IssueState::Open);
+    assert!(audit(&e, AuditKind::Outcome)[0].contains("succeeded but not verified"));
+}
+
+#[test]
+fn auto_safe_executes_and_a_failed_outcome_reopens_the_issue() {
+    let db = Db::new();
+    let mut e = db.engine(config(Autonomy::AutoSafe), at(0));
+    let (report, mut work) = e.cycle(&nginx_failed(at(0)), "c1").unwrap();
+    assert_eq!(report.proposals[0].decision.verdict, Verdict::Execute);
+    assert_eq!(work.len(), 1);
+    let work = work.remove(0);
+    assert_eq!(work.permit.approval_id(), None);
+    assert_eq!(report.proposals[0].action_id, Some(work.action_id));
+    assert_eq!(only_issue(&e).state, IssueState::Acting);
+    assert!(approvals(&e).is_empty());
+    let action_id = work.action_id;
+    e.finish_action(work, &outcome(false, false), at(5)).unwrap();
+    let done = e.store().get_action(action_id).unwrap().unwrap();
+    assert_eq!((done.state, done.detail.as_deref()), (ActionState::Failed, Some("job done")));
+    let issue = only_issue(&e);
+    assert_eq!((issue.state, issue.resolution), (IssueState::Open, None));
+    assert!(audit(&e, AuditKind::Outcome)[0].contains("failed"));
+}
+
+/// Runs one cycle with nginx failed at `secs` and finishes its one execution as failed.
+fn failing_restart(e: &mut Engine, secs: u64) {
+    let (report, mut work) = e.cycle(&nginx_failed(at(secs)), &format!("c{secs}")).unwrap();
+    assert_eq!(work.len(), 1, "an execution at {secs}: {report:?}");
+    e.finish_action(work.remove(0), &outcome(false, false), at(secs + 5)).unwrap();
+}
+
+#[test]
+fn the_flap_guard_escalates_after_the_limit_even_across_a_restart() {
+    let db = Db::new();
+    let cfg = config(Autonomy::AutoSafe);
+    let mut e = db.engine(cfg.clone(), at(0));
+    failing_restart(&mut e, 0);
+    failing_restart(&mut e, 60);
+    drop(e);
+
+    // A new engine on the same database (a restarted daemon) reloads the history from the store.
+    let mut e = db.engine(cfg.clone(), at(120));
+    let (report, work) = e.cycle(&nginx_failed(at(120)), "c120").unwrap();
+    assert!(work.is_empty(), "the third restart within the window is not run");
+    let decision = &report.proposals[0].decision;
+    assert_eq!((decision.verdict, decision.rule.as_str()), (Verdict::Approval, "flap-limit"));
+    assert!(decision.reason.contains("ran 2 times"), "{}", decision.reason);
+    let id = report.proposals[0].approval_id.unwrap();
+    assert_eq!(approval(&e, id).state, ApprovalState::Pending);
+    assert_eq!(actions(&e).len(), 2);
+    assert_eq!(only_issue(&e).state, IssueState::Acting);
+
+    // A person declines; once the window has passed (both runs older than 10 minutes), a newly
+    // started engine may run it again on its own.
+    e.reject(id, "alice", None, at(130)).unwrap();
+    drop(e);
+    let mut e = db.engine(cfg, at(661));
+    let (report, work) = e.cycle(&nginx_failed(at(661)), "c661").unwrap();
+    assert_eq!(report.proposals[0].decision.verdict, Verdict::Execute, "{report:?}");
+    assert_eq!(work.len(), 1);
+    assert_eq!(actions(&e).len(), 3);
+}
+
+#[test]
+fn an_action_left_running_is_closed_as_interrupted_by_the_next_acting_engine() {
+    let db = Db::new();
+    let cfg = config(Autonomy::AutoSafe);
+    let mut e = db.engine(cfg.clone(), at(0));
+    let (_, work) = e.cycle(&nginx_failed(at(0)), "c1").unwrap();
+    assert_eq!(work.len(), 1);
+    // A crash: the outcome is never reported.
+    drop(work);
+    drop(e);
+    assert_eq!(Store::open(db.path()).unwrap().running_actions().unwrap().len(), 1);
+
+    // A report-only engine (a standalone check) leaves it alone.
+    let ro = db.report_only(cfg.clone(), at(30));
+    assert_eq!(actions(&ro)[0].state, ActionState::Running);
+    drop(ro);
+
+    let e = db.engine(cfg, at(60));
+    let logged = actions(&e);
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].state, ActionState::Failed);
+    assert_eq!(logged[0].detail.as_deref(), Some(macha_store::INTERRUPTED));
+    assert_eq!(logged[0].ts_finished, Some(at(60)));
+    let trail = audit(&e, AuditKind::Action);
+    assert_eq!(trail.len(), 2, "{trail:?}");
+    assert!(trail[1].contains("was interrupted and is marked failed"), "{trail:?}");
+}
+
+#[test]
+fn a_report_only_engine_decides_but_queues_and_runs_nothing() {
+    let db = Db::new();
+    for (autonomy, verdict) in [(Autonomy::Suggest, Verdict::Approval), (Autonomy::AutoSafe, Verdict::Execute)] {
+        let mut e = db.report_only(config(autonomy), at(0));
+        let (report, work) = e.cycle(&nginx_failed(at(0)), "c1").unwrap();
+        assert!(work.is_empty());
+        let p = &report.proposals[0];
+        assert_eq!((p.decision.verdict, p.approval_id, p.action_id), (verdict, None, None));
+        assert!(approvals(&e).is_empty() && actions(&e).is_empty());
+        assert_eq!(only_issue(&e).state, IssueState::Open, "issues are still tracked");
+    }
+}
+
+#[test]
+fn a_person_proposal_on_a_protected_unit_is_denied_and_recorded() {
+    let db = Db::new();
+    let mut e = db.engine(config(Autonomy::AutoFull), at(0));
+    let action = Action::RestartUnit {
+        host: Hosts::One(HostName::local()),
+        unit: UnitName::parse("sshd").unwrap(),
+        reason: "a person asked".into(),
+    };
+    let (result, work) = e.propose(action, Origin::Person { uid: 0 }, None, at(0), "p1").unwrap();
+    assert!(work.is_none());
+    assert_eq!((result.decision.verdict, result.decision.rule.as_str()), (Verdict::Deny, "protected"));
+    assert!(approvals(&e).is_empty() && actions(&e).is_empty());
+    let decisions = audit(&e, AuditKind::Decision);
+    assert_eq!(decisions.len(), 1);
+    assert!(decisions[0].starts_with("deny: "), "{decisions:?}");
+}
