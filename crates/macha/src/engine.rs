@@ -91,9 +91,10 @@ impl Engine {
     pub fn new(store: Store, config: Config, acting: bool, now: Timestamp) -> anyhow::Result<Engine> {
         let mut flap = FlapGuard::new(config.flap_limit, config.flap_window);
         let mut store = store;
+        let mut interrupted = Vec::new();
         if acting {
             // Actions a crash interrupted are closed as failed before anything new runs.
-            let interrupted = store.mark_interrupted_actions(now).context("closing interrupted actions")?;
+            interrupted = store.mark_interrupted_actions(now).context("closing interrupted actions")?;
             for a in &interrupted {
                 tracing::warn!(action_id = a.id, kind = %a.kind, target = %a.target, "action interrupted by a restart");
             }
@@ -108,7 +109,7 @@ impl Engine {
             .flatten()
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or_default();
-        Ok(Engine {
+        let mut engine = Engine {
             store,
             autonomy: config.autonomy,
             protected: config.protected(),
@@ -118,7 +119,60 @@ impl Engine {
             history,
             acting,
             new_issues: Vec::new(),
-        })
+        };
+        if acting {
+            engine.move_on_after_interruption(&interrupted, now)?;
+        }
+        Ok(engine)
+    }
+
+    /// After a crash: the issues and approvals of interrupted actions move on as if the action had
+    /// failed (an issue left `acting` would never be proposed for again), and so does an approval
+    /// left `approved` without an action (the crash came between approving and starting).
+    fn move_on_after_interruption(
+        &mut self,
+        interrupted: &[macha_store::ActionRecord],
+        now: Timestamp,
+    ) -> anyhow::Result<()> {
+        const WHY: &str = "the action was interrupted by a restart";
+        for a in interrupted {
+            if let Some(issue) = a.issue_id {
+                self.issue_event(issue, IssueEvent::ActionFinished { verified: false }, now, &a.correlation_id, WHY)?;
+            }
+        }
+        // Every action was closed above, so an approval still `approved` has nothing left running.
+        for approval in self.store.list_approvals(&[ApprovalState::Approved], None)? {
+            let audit = NewAudit::new(
+                now,
+                AuditKind::Approval,
+                AuditSeverity::Warning,
+                &approval.host,
+                format!("approval {} failed: {WHY}", approval.id),
+            )
+            .with_correlation_id(&approval.correlation_id);
+            match self.store.transition_approval(
+                approval.id,
+                ApprovalState::Approved,
+                ApprovalState::Failed,
+                "engine",
+                Some(WHY),
+                now,
+                &audit,
+            ) {
+                Ok(_) | Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if let Some(issue) = approval.issue_id {
+                self.issue_event(
+                    issue,
+                    IssueEvent::ActionFinished { verified: false },
+                    now,
+                    &approval.correlation_id,
+                    WHY,
+                )?;
+            }
+        }
+        Ok(())
     }
 
     pub fn store(&self) -> &Store {

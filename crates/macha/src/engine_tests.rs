@@ -544,7 +544,7 @@ fn an_action_left_running_is_closed_as_interrupted_by_the_next_acting_engine() {
     assert_eq!(actions(&ro)[0].state, ActionState::Running);
     drop(ro);
 
-    let e = db.engine(cfg, at(60));
+    let mut e = db.engine(cfg, at(60));
     let logged = actions(&e);
     assert_eq!(logged.len(), 1);
     assert_eq!(logged[0].state, ActionState::Failed);
@@ -553,6 +553,32 @@ fn an_action_left_running_is_closed_as_interrupted_by_the_next_acting_engine() {
     let trail = audit(&e, AuditKind::Action);
     assert_eq!(trail.len(), 2, "{trail:?}");
     assert!(trail[1].contains("was interrupted and is marked failed"), "{trail:?}");
+    // The issue moved on with it: not stuck `acting`, so the unit still failed is acted on again.
+    assert_eq!(only_issue(&e).state, IssueState::Open);
+    let (report, work) = e.cycle(&nginx_failed(at(120)), "c120").unwrap();
+    assert_eq!(report.proposals.len(), 1, "{report:?}");
+    assert_eq!(work.len(), 1);
+}
+
+#[test]
+fn an_approval_left_approved_by_a_crash_fails_and_frees_its_issue() {
+    let db = Db::new();
+    let cfg = config(Autonomy::Suggest);
+    let mut e = db.engine(cfg.clone(), at(0));
+    let (report, _) = e.cycle(&nginx_failed(at(0)), "c1").unwrap();
+    let id = report.proposals[0].approval_id.unwrap();
+    // Approved, then the daemon died before the action was started or recorded.
+    let (_, work) = e.approve(id, "alice", None, at(10)).unwrap();
+    let work = work.unwrap();
+    let action_id = work.action_id;
+    drop(work);
+    drop(e);
+    let e = db.engine(cfg, at(60));
+    assert_eq!(approval(&e, id).state, ApprovalState::Failed);
+    assert_eq!(actions(&e).iter().find(|a| a.id == action_id).unwrap().state, ActionState::Failed);
+    assert_eq!(only_issue(&e).state, IssueState::Open);
+    let trail = audit(&e, AuditKind::Approval);
+    assert!(trail.iter().any(|t| t.contains("interrupted by a restart")), "{trail:?}");
 }
 
 #[test]

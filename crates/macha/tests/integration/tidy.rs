@@ -1,6 +1,6 @@
 //! Tidy checks over the source tree, run as ordinary tests: module docs, no shell anywhere, no
 //! panic-expecting tests, processes started only where listed, every configuration key read by
-//! something, and the docs naming what the code has.
+//! something, the loop's event type private to the daemon, and the docs naming what the code has.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -93,7 +93,7 @@ const SPAWNING_FILES: &[(&str, &str)] = &[
         "crates/macha/src/cli/commands.rs",
         "`journalctl --unit macha.service` for `macha logs`, in the CLI's own process",
     ),
-    ("crates/macha/src/executor.rs", "the one executor: a permitted action's absolute program and argv"),
+    ("crates/macha-exec/src/local.rs", "the one executor: a permitted action's absolute program and argv"),
     ("crates/macha/src/fleet.rs", "`journalctl` for discovery (the `_HOSTNAME`s of the journal entries)"),
     ("crates/macha/src/observe.rs", "a one-shot `journalctl` read for a standalone `macha check`"),
 ];
@@ -307,4 +307,26 @@ fn every_configuration_key_is_read_outside_the_configuration_module() {
     assert!(newly_unused.is_empty(), "parsed but read by nothing outside config.rs: {newly_unused:?}");
     let now_used: Vec<_> = KNOWN_UNUSED.iter().filter(|k| !unused.contains(k)).collect();
     assert!(now_used.is_empty(), "in KNOWN_UNUSED but read now; remove them from the list: {now_used:?}");
+}
+
+/// The loop's own event type stays private to the daemon module: subsystems talk to the loop in
+/// their own message types, so none of them can depend on (or construct) another's events.
+#[test]
+fn the_loop_event_type_is_named_only_in_the_daemon_module() {
+    let daemon = root().join("crates/macha/src/daemon/mod.rs");
+    let text = std::fs::read_to_string(&daemon).unwrap_or_default();
+    let decl = text.lines().find(|l| l.contains("enum Turn")).unwrap_or_default();
+    assert!(!decl.is_empty(), "the loop's event type `Turn` is no longer in daemon/mod.rs: update this test");
+    assert!(!decl.contains("pub"), "the loop's event type must stay private: {decl}");
+    let daemon_dir = root().join("crates/macha/src/daemon");
+    for (path, text) in sources() {
+        if path.starts_with(&daemon_dir) || path.ends_with(file!().rsplit('/').next().unwrap_or_default()) {
+            continue;
+        }
+        for (n, line) in text.lines().enumerate() {
+            for name in ["daemon::Turn", "daemon::Event", "Turn::"] {
+                assert!(!line.contains(name), "{}:{}: names the loop's event type: {line}", path.display(), n + 1);
+            }
+        }
+    }
 }
