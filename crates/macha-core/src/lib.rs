@@ -5,7 +5,7 @@
 //! one policy gate ([`policy::decide`]) and the flap guard.
 //!
 //! Architecture invariant: this crate performs no IO, spawns nothing, and never reads the clock. Time
-//! is always a parameter ([`time::Timestamp`]). That is what lets every safety rule be tested
+//! is always a parameter ([`time::Timestamp`] for the wall clock, [`time::Mono`] for intervals). That is what lets every safety rule be tested
 //! exhaustively without sockets, processes or a runtime.
 
 pub mod action;
@@ -23,4 +23,4 @@ pub mod time;
 
 pub use action::{Action, ActionKind, ProposedAction};
 pub use names::{HostName, UnitName};
-pub use time::Timestamp;
+pub use time::{Mono, Now, Timestamp};

@@ -10,7 +10,7 @@
 
 use crate::action::{Action, ActionKind};
 use crate::flap::{FlapGuard, FlapStatus, flap_key};
-use crate::{HostName, Timestamp, UnitName};
+use crate::{HostName, Now, Timestamp, UnitName};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -418,8 +418,9 @@ impl Ruling {
     }
 }
 
-/// The gate. Pure and total: every input gets a ruling, nothing panics.
-pub fn decide(action: &Action, ctx: &PolicyContext<'_>, now: Timestamp) -> Ruling {
+/// The gate. Pure and total: every input gets a ruling, nothing panics. A permit is stamped with
+/// `now.wall`; the flap guard counts on `now.mono`.
+pub fn decide(action: &Action, ctx: &PolicyContext<'_>, now: Now) -> Ruling {
     let row = row(action.kind());
     let multi = action.hosts().is_multi();
     let risk = if multi { row.risk.raised() } else { row.risk };
@@ -461,7 +462,7 @@ pub fn decide(action: &Action, ctx: &PolicyContext<'_>, now: Timestamp) -> Rulin
             action: action.clone(),
             decision: mk(Verdict::Execute, "approved", format!("approved by a person (approval {id}); {reason}")),
             approval_id: Some(id),
-            issued_at: now,
+            issued_at: now.wall,
         }),
         None => Ruling::Approval(mk(Verdict::Approval, rule, reason)),
     };
@@ -474,7 +475,7 @@ pub fn decide(action: &Action, ctx: &PolicyContext<'_>, now: Timestamp) -> Rulin
     };
     if row.class != Class::ReadOnly {
         for host in action.hosts().as_slice() {
-            if let FlapStatus::Exceeded { recent, limit, window } = ctx.flap.status(&flap_key(host, action), now) {
+            if let FlapStatus::Exceeded { recent, limit, window } = ctx.flap.status(&flap_key(host, action), now.mono) {
                 return approved(
                     format!(
                         "flap limit: {} ran {recent} times in the last {} min (limit {limit}); escalated to a person",
@@ -495,7 +496,7 @@ pub fn decide(action: &Action, ctx: &PolicyContext<'_>, now: Timestamp) -> Rulin
                 format!("{} is allowed at {} ({})", action.kind(), ctx.autonomy, row.note),
             ),
             approval_id: ctx.approved,
-            issued_at: now,
+            issued_at: now.wall,
         });
     }
     approved(format!("{} needs autonomy {min} or a person's approval", action.kind()), "autonomy")
@@ -507,7 +508,7 @@ mod tests {
     use crate::action::{DiagnosticArgs, DiagnosticName, Hosts, SwitchTarget};
     use std::time::Duration;
 
-    const NOW: Timestamp = Timestamp(1_800_000_000_000);
+    const NOW: Now = Now::new(Timestamp(1_800_000_000_000), crate::Mono(0));
 
     fn unit(s: &str) -> UnitName {
         UnitName::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
@@ -690,7 +691,7 @@ mod tests {
                 approved: None,
             };
             assert_eq!(decide(&a, &ctx, NOW).verdict(), Verdict::Execute, "run {i}");
-            flap.record(&key, NOW);
+            flap.record(&key, NOW.mono);
         }
         let ctx = PolicyContext {
             autonomy: Autonomy::AutoFull,
@@ -714,6 +715,41 @@ mod tests {
         assert_eq!(decide(&other, &ctx, NOW).verdict(), Verdict::Execute);
         // after the window it may run again
         assert_eq!(decide(&a, &ctx, NOW.plus(Duration::from_secs(1801))).verdict(), Verdict::Execute);
+    }
+
+    #[test]
+    fn the_flap_limit_holds_whatever_the_wall_clock_does() {
+        let protected = ProtectedUnits::new::<&str>(&[]);
+        let hosts = BTreeSet::new();
+        let a = Action::RestartUnit { host: local(), unit: unit("nginx"), reason: String::new() };
+        let key = flap_key(&HostName::local(), &a);
+        let minute = Duration::from_secs(60);
+        // Each direction: the wall clock is stepped by this many minutes after three runs.
+        for step in [-180i64, 24 * 60] {
+            let mut flap = FlapGuard::new(3, Duration::from_secs(1800));
+            let mut now = NOW;
+            for _ in 0..3 {
+                flap.record(&key, now.mono);
+                now = now.plus(minute);
+            }
+            now.wall = Timestamp(now.wall.0 + step * 60_000);
+            let ctx = PolicyContext {
+                autonomy: Autonomy::AutoFull,
+                protected: &protected,
+                flap: &flap,
+                known_hosts: &hosts,
+                approved: None,
+            };
+            let r = decide(&a, &ctx, now);
+            assert_eq!(r.decision().rule, "flap-limit", "step {step} min: {:?}", r.decision());
+            // The permit of the next allowed run carries the stepped wall time it was issued at.
+            let later = now.plus(minute * 27);
+            match decide(&a, &ctx, later) {
+                Ruling::Execute(p) => assert_eq!(p.issued_at(), later.wall, "step {step} min"),
+                other => panic!("step {step} min: not allowed one window after the first run: {:?}", other.decision()),
+            }
+            assert_eq!(decide(&a, &ctx, now.plus(minute * 26)).decision().rule, "flap-limit", "step {step} min");
+        }
     }
 
     #[test]

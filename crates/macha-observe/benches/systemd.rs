@@ -12,7 +12,7 @@
 use macha_core::action::{Action, Hosts};
 use macha_core::flap::FlapGuard;
 use macha_core::policy::{Autonomy, Permit, PolicyContext, ProtectedUnits, Ruling, decide};
-use macha_core::{Timestamp, UnitName};
+use macha_core::{Mono, Now, Timestamp, UnitName};
 use macha_observe::systemd::{Bus, Systemd, UnitEvents};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -194,7 +194,7 @@ fn restart(unit: &UnitName) -> Result<Permit, Error> {
         approved: None,
     };
     let action = Action::RestartUnit { host: Hosts::default(), unit: unit.clone(), reason: "benchmark".into() };
-    match decide(&action, &ctx, Timestamp::from_secs(1_800_000_000)) {
+    match decide(&action, &ctx, Now::new(Timestamp::from_secs(1_800_000_000), Mono(0))) {
         Ruling::Execute(p) => Ok(p),
         other => Err(format!("not permitted: {:?}", other.decision()).into()),
     }

@@ -7,8 +7,8 @@
 //! Architecture invariant: a section that cannot be read is `Unavailable` with a reason naming the
 //! path and the OS error; it is never reported as zero or empty.
 //!
-//! The parsers in [`procfs`], [`fs`] and [`nvidia`] take text, not paths, so the same code can read
-//! the output of a remote host.
+//! The parsers live in `macha-parse` (text in, data out), shared with the remote probe of
+//! `macha-ssh`; the modules here read the files and hand their text over.
 
 pub mod error;
 pub mod fs;

@@ -11,13 +11,10 @@
 //! `Section::Unavailable` with the path and the OS error, and the other sections are unaffected.
 
 use crate::error::ObserveError;
-use crate::fs::{
-    DEFAULT_EXCLUDED_MOUNT_PREFIXES, DEFAULT_NETWORK_FS_TYPES, DEFAULT_PSEUDO_FS_TYPES, MountFilter, SkippedMount,
-    read_filesystems,
-};
+use crate::fs::read_filesystems;
 use crate::nixinfo::{NixPaths, read_nix_info};
 use crate::nvidia::{self, NVIDIA_SMI_TIMEOUT, NvidiaReading, NvidiaSmiError};
-use crate::procfs::{self, PidStat};
+use crate::procfs;
 use crate::sysfs::{
     self, CpuInventory, GpuDevice, read_block_devices, read_cpu_inventory, read_gpus, read_usb_devices,
 };
@@ -26,6 +23,10 @@ use macha_core::snapshot::{
     Processes, Section, Snapshot, UsbDevice,
 };
 use macha_core::{HostName, Timestamp};
+use macha_parse::mounts::{
+    DEFAULT_EXCLUDED_MOUNT_PREFIXES, DEFAULT_NETWORK_FS_TYPES, DEFAULT_PSEUDO_FS_TYPES, MountFilter, SkippedMount,
+};
+use macha_parse::procfs::PidStat;
 use nix::unistd::{SysconfVar, sysconf};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -139,7 +140,9 @@ fn merge_nvidia_readings(gpus: &mut Vec<Gpu>, readings: Vec<NvidiaReading>, sys_
             None => {
                 let pci = sys_root.join("bus/pci/devices").join(&reading.pci_slot);
                 let id = |name: &str| {
-                    std::fs::read_to_string(pci.join(name)).map(|s| sysfs::normalise_hex_id(&s)).unwrap_or_default()
+                    std::fs::read_to_string(pci.join(name))
+                        .map(|s| macha_parse::cpuinfo::normalise_hex_id(&s))
+                        .unwrap_or_default()
                 };
                 gpus.push(Gpu {
                     driver: "nvidia".to_owned(),

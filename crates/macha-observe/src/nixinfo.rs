@@ -10,6 +10,7 @@ use crate::error::ObserveError;
 use crate::fs::wide;
 use macha_core::Timestamp;
 use macha_core::snapshot::{Generation, NixInfo};
+use macha_parse::nix::generation_number;
 use nix::sys::statvfs::statvfs;
 use std::io;
 use std::path::PathBuf;
@@ -34,15 +35,6 @@ impl NixPaths {
             store: PathBuf::from("/nix/store"),
         }
     }
-}
-
-/// `system-42-link` → 42.
-pub fn generation_number(file_name: &str) -> Option<u32> {
-    let digits = file_name.strip_prefix("system-")?.strip_suffix("-link")?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
 }
 
 /// Reads everything [`NixInfo`] holds. A missing `current_system` link means this is not NixOS.
@@ -102,20 +94,4 @@ pub fn read_nix_info(paths: &NixPaths) -> Result<NixInfo, ObserveError> {
         store_total_bytes: wide(st.blocks()).saturating_mul(fragment),
         store_available_bytes: wide(st.blocks_available()).saturating_mul(fragment),
     })
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generation_numbers() {
-        assert_eq!(generation_number("system-1-link"), Some(1));
-        assert_eq!(generation_number("system-1234-link"), Some(1234));
-        assert_eq!(generation_number("system"), None);
-        assert_eq!(generation_number("system--link"), None);
-        assert_eq!(generation_number("system-+1-link"), None);
-        assert_eq!(generation_number("default-3-link"), None);
-    }
 }

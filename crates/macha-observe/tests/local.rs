@@ -7,9 +7,9 @@
 
 use macha_core::snapshot::Section;
 use macha_core::{HostName, Timestamp};
-use macha_observe::fs::DEFAULT_PSEUDO_FS_TYPES;
 use macha_observe::local::NOT_COLLECTED;
 use macha_observe::{LocalObserver, ObserveConfig};
+use macha_parse::mounts::DEFAULT_PSEUDO_FS_TYPES;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -13,7 +13,7 @@
 use macha_core::action::{Action, DiagnosticArgs, DiagnosticName, Hosts};
 use macha_core::flap::FlapGuard;
 use macha_core::policy::{Autonomy, Permit, PolicyContext, ProtectedUnits, Ruling, decide};
-use macha_core::{HostName, Timestamp, UnitName};
+use macha_core::{HostName, Mono, Now, Timestamp, UnitName};
 use macha_observe::systemd::{Bus, JobResult, Systemd, SystemdError, UnitEvent, UnitEvents};
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -227,7 +227,7 @@ fn permit(action: Action, known_hosts: &[&str]) -> Permit {
         known_hosts: &hosts,
         approved: None,
     };
-    match decide(&action, &ctx, Timestamp::from_secs(1_800_000_000)) {
+    match decide(&action, &ctx, Now::new(Timestamp::from_secs(1_800_000_000), Mono(0))) {
         Ruling::Execute(p) => p,
         other => panic!("the policy did not permit {}: {:?}", action.describe(), other.decision()),
     }

@@ -26,8 +26,8 @@ use macha_core::snapshot::{
     Section, Snapshot, UnitState, Units,
 };
 use macha_core::{HostName, Timestamp};
-use macha_observe::fs::{DEFAULT_EXCLUDED_MOUNT_PREFIXES, DEFAULT_NETWORK_FS_TYPES, DEFAULT_PSEUDO_FS_TYPES};
-use macha_observe::procfs;
+use macha_parse::mounts::{DEFAULT_EXCLUDED_MOUNT_PREFIXES, DEFAULT_NETWORK_FS_TYPES, DEFAULT_PSEUDO_FS_TYPES};
+use macha_parse::procfs;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -131,7 +131,7 @@ pub async fn identify(pool: &SshPool, target: &Target, timeout: Duration) -> Res
     let (os_release, cpuinfo, uname, running_services) = tokio::join!(os_release, cpuinfo, uname, services);
     let os_text = os_release.map(|b| String::from_utf8_lossy(&b).into_owned());
     let os = detect_os(os_text.as_deref(), uname.as_deref());
-    let info = cpuinfo.ok().map(|b| macha_observe::sysfs::parse_cpuinfo(&String::from_utf8_lossy(&b)));
+    let info = cpuinfo.ok().map(|b| macha_parse::cpuinfo::parse_cpuinfo(&String::from_utf8_lossy(&b)));
     let hardware = Hardware {
         cpu_model: info.as_ref().and_then(|i| i.model.clone()).unwrap_or_else(|| "unknown".into()),
         physical_cores: info.as_ref().map_or(0, |i| if i.cores > 0 { i.cores } else { i.processors }),
@@ -525,7 +525,7 @@ pub fn parse_units(text: &str, system_state: &str) -> Result<Units, String> {
 /// Parses `df -B1 --output=size,avail,itotal,iavail,fstype,source,target` (the mount point last,
 /// so that one with spaces stays whole). Read-only flags come from the mount table when given.
 pub fn parse_df(text: &str, mountinfo: Option<&str>) -> Result<Vec<Filesystem>, String> {
-    let mounts = mountinfo.and_then(|m| macha_observe::fs::parse_mountinfo(m.as_bytes()).ok()).unwrap_or_default();
+    let mounts = mountinfo.and_then(|m| macha_parse::mounts::parse_mountinfo(m.as_bytes()).ok()).unwrap_or_default();
     let mut out: Vec<Filesystem> = Vec::new();
     for line in text.lines().skip(1) {
         let (fields, rest) = fields_and_rest(line, 6);
@@ -643,7 +643,7 @@ pub fn parse_ps(text: &str, now: Timestamp, memory: &mut HostMemory) -> Result<P
 pub fn journal_summary(text: &str, window: Duration, now: Timestamp) -> JournalSummary {
     let mut w = ErrorWindow::new(window);
     for line in text.lines().filter(|l| !l.is_empty()) {
-        if let Ok(entry) = macha_observe::journal::parse_entry(line.as_bytes(), 3) {
+        if let Ok(entry) = macha_parse::journal::parse_entry(line.as_bytes(), 3) {
             w.record(entry.unit.as_deref(), Timestamp::from_millis(entry.realtime_millis()), &entry.message);
         }
     }
@@ -663,8 +663,8 @@ pub fn parse_profiles(text: &str, filesystems: Option<&[Filesystem]>) -> Result<
         let Some(name) = fields.pop() else { continue };
         let mtime = fields.pop().and_then(|t| t.parse::<i64>().ok());
         if name == "system" {
-            current = macha_observe::nixinfo::generation_number(target.trim());
-        } else if let Some(n) = macha_observe::nixinfo::generation_number(name) {
+            current = macha_parse::nix::generation_number(target.trim());
+        } else if let Some(n) = macha_parse::nix::generation_number(name) {
             generations.push(Generation {
                 number: n,
                 path: target.trim().to_owned(),

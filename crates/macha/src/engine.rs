@@ -99,8 +99,13 @@ impl Engine {
                 tracing::warn!(action_id = a.id, kind = %a.kind, target = %a.target, "action interrupted by a restart");
             }
             // The flap guard survives restarts: reload what ran within its window.
-            for a in store.actions_since(now.minus(config.flap_window)).context("loading flap history")? {
-                flap.record(&a.target, a.ts_started);
+            let history = store.actions_since(now.minus(config.flap_window)).context("loading flap history")?;
+            let reloaded = flap.reload(history.iter().map(|a| (a.target.as_str(), a.ts_started)), crate::now_at(now));
+            if reloaded.clamped > 0 {
+                tracing::warn!(
+                    clamped = reloaded.clamped,
+                    "flap history stamped after now (wall clock set back?): counted as now"
+                );
             }
         }
         let history = store
@@ -240,7 +245,7 @@ impl Engine {
             self.expire_approvals(now)?;
         }
         self.age_issues(now)?;
-        self.flap.prune(now);
+        self.flap.prune(crate::mono_now());
         Ok((report, work))
     }
 
@@ -450,7 +455,7 @@ impl Engine {
         now: Timestamp,
         correlation_id: &str,
     ) -> anyhow::Result<(ProposalResult, Option<Work>)> {
-        let ruling = policy::decide(&action, &self.ctx(None), now);
+        let ruling = policy::decide(&action, &self.ctx(None), crate::now_at(now));
         let decision = ruling.decision().clone();
         let host = action.hosts().as_slice().first().map_or("local", HostName::as_str).to_owned();
         let audit_sev = match decision.verdict {
@@ -570,7 +575,7 @@ impl Engine {
         .with_payload(serde_json::json!({"action": action, "decision": permit.decision()}));
         let action_id = self.store.record_action_started(&new, &audit)?;
         for h in action.hosts().as_slice() {
-            self.flap.record(&flap_key(h, action), now);
+            self.flap.record(&flap_key(h, action), crate::mono_now());
         }
         if let Some(id) = issue_id {
             self.issue_event(id, IssueEvent::ActionStarted, now, correlation_id, "an action started")?;
@@ -691,7 +696,7 @@ impl Engine {
         .with_correlation_id(&correlation_id)
         .with_subject(action.subject());
         self.store.transition_approval(id, ApprovalState::Pending, ApprovalState::Approved, by, note, now, &audit)?;
-        let ruling = policy::decide(&action, &self.ctx(Some(id)), now);
+        let ruling = policy::decide(&action, &self.ctx(Some(id)), crate::now_at(now));
         let decision = ruling.decision().clone();
         self.store.append_audit(
             &NewAudit::new(

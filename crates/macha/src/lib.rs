@@ -27,3 +27,16 @@ pub fn now() -> macha_core::Timestamp {
         .unwrap_or(0);
     macha_core::Timestamp::from_millis(ms)
 }
+
+/// The monotonic clock, as the core's time type: milliseconds since this process first asked. The
+/// only place the daemon reads `Instant`; the flap guard measures its window with it.
+pub fn mono_now() -> macha_core::Mono {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(std::time::Instant::now);
+    macha_core::Mono::from_millis(i64::try_from(origin.elapsed().as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Both clocks, read together: `now` at the wall-clock time `wall` the caller already holds.
+pub fn now_at(wall: macha_core::Timestamp) -> macha_core::Now {
+    macha_core::Now::new(wall, mono_now())
+}

@@ -133,7 +133,7 @@ pub async fn journal_once(config: &Config, now: Timestamp) -> Result<JournalSumm
     }
     let mut window = ErrorWindow::new(config.journal_window);
     for line in out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        if let Ok(entry) = macha_observe::journal::parse_entry(line, 3) {
+        if let Ok(entry) = macha_parse::journal::parse_entry(line, 3) {
             let at = Timestamp::from_millis(i64::try_from(entry.realtime_usec / 1000).unwrap_or(0));
             window.record(entry.unit.as_deref(), at, &entry.message);
         }

@@ -101,7 +101,7 @@ pub fn policy(cmd: PolicyCmd) -> CmdResult {
                 known_hosts: &hosts,
                 approved: None,
             };
-            let ruling = policy::decide(&action, &ctx, crate::now());
+            let ruling = policy::decide(&action, &ctx, crate::now_at(crate::now()));
             let d = ruling.decision();
             if json {
                 println!(
@@ -131,7 +131,7 @@ pub fn verdict_for_table(kind: ActionKind, autonomy: Autonomy) -> policy::Verdic
     let flap = FlapGuard::new(u32::MAX, Duration::from_secs(1));
     let hosts = BTreeSet::new();
     let ctx = PolicyContext { autonomy, protected: &protected, flap: &flap, known_hosts: &hosts, approved: None };
-    policy::decide(&sample, &ctx, macha_core::Timestamp(0)).verdict()
+    policy::decide(&sample, &ctx, macha_core::Now::new(macha_core::Timestamp(0), macha_core::Mono(0))).verdict()
 }
 
 /// Where a read comes from: the daemon, or a database file opened read-only.
