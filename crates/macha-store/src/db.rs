@@ -42,10 +42,20 @@ impl Store {
         // Create the file ourselves so that it never exists with looser permissions; SQLite gives
         // the -wal and -shm files the mode of the database file.
         let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path);
-        match created {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        let fresh = match created {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
             Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        // An existing file of 0 bytes is not "a new database": it was a database once (truncated by
+        // accident, a full disk, a bad restore) or something else's file. Never start over it.
+        if !fresh && std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) == 0 {
+            return Err(StoreError::NotADatabase {
+                path,
+                reason: "the file exists but is empty (0 bytes); Macha does not start a new database over an \
+                         existing file: restore it from a backup, or remove it to start with an empty history"
+                    .to_owned(),
+            });
         }
         check_header(&path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -62,7 +72,9 @@ impl Store {
         }
         conn.pragma_update(None, "synchronous", "FULL").map_err(|e| classify(&path, e))?;
         conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT).map_err(|e| classify(&path, e))?;
+        check_application(&conn, &path)?;
         migrate(&mut conn, &path)?;
+        conn.pragma_update(None, "application_id", APPLICATION_ID).map_err(|e| classify(&path, e))?;
         Ok(Store { conn, path })
     }
 
@@ -201,6 +213,32 @@ fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
 ///
 /// The length check is skipped while a write-ahead log holds data: then the main file may
 /// legitimately lag behind the header until the next checkpoint.
+/// `PRAGMA application_id` of a Macha database ("MACH"): tells it apart from any other SQLite file.
+pub const APPLICATION_ID: i32 = 0x4D41_4348;
+
+/// Refuses an SQLite file that belongs to something else: another application id, or (for files
+/// from before the id was set) tables but no Macha schema version.
+fn check_application(conn: &Connection, path: &Path) -> Result<()> {
+    let foreign = |reason: String| StoreError::NotADatabase { path: path.to_path_buf(), reason };
+    let id: i32 = conn.pragma_query_value(None, "application_id", |row| row.get(0)).map_err(|e| classify(path, e))?;
+    if id == APPLICATION_ID {
+        return Ok(());
+    }
+    if id != 0 {
+        return Err(foreign(format!("it is the SQLite database of another application (application_id {id:#x})")));
+    }
+    let version = user_version(conn).map_err(|e| classify(path, e))?;
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |row| row.get(0))
+        .map_err(|e| classify(path, e))?;
+    if version == 0 && tables > 0 {
+        return Err(foreign(format!(
+            "it is an SQLite database with {tables} tables but no Macha schema; refusing to add Macha's tables to it"
+        )));
+    }
+    Ok(())
+}
+
 fn check_header(path: &Path) -> Result<()> {
     let io_error = |source| StoreError::Io { path: path.to_path_buf(), source };
     let mut file = std::fs::File::open(path).map_err(io_error)?;
@@ -248,6 +286,50 @@ mod tests {
     }
 
     #[test]
+    fn an_existing_empty_file_is_refused_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("macha.db");
+        // A database truncated to nothing (a bad restore, `: > macha.db`).
+        std::fs::write(&path, b"").unwrap();
+        let err = Store::open(&path).unwrap_err().to_string();
+        assert!(err.contains("empty (0 bytes)"), "{err}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "the file must be left as it was");
+        assert!(Store::open_read_only(&path).is_err());
+    }
+
+    #[test]
+    fn another_applications_database_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        // Someone else's SQLite file with tables, no Macha schema.
+        let other = dir.path().join("other.db");
+        let conn = Connection::open(&other).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE photos (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO photos VALUES (1, 'x');",
+        )
+        .unwrap();
+        drop(conn);
+        let err = Store::open(&other).unwrap_err().to_string();
+        assert!(err.contains("no Macha schema"), "{err}");
+        let conn = Connection::open(&other).unwrap();
+        let tables: i64 =
+            conn.query_row("SELECT count(*) FROM sqlite_master WHERE type='table'", [], |r| r.get(0)).unwrap();
+        assert_eq!(tables, 1, "no Macha table was added");
+        drop(conn);
+        // An SQLite file that says it belongs to another application.
+        let tagged = dir.path().join("tagged.db");
+        let conn = Connection::open(&tagged).unwrap();
+        conn.pragma_update(None, "application_id", 0x1234).unwrap();
+        drop(conn);
+        let err = Store::open(&tagged).unwrap_err().to_string();
+        assert!(err.contains("another application"), "{err}");
+        // Macha's own database is marked, and opens again.
+        let ours = dir.path().join("macha.db");
+        drop(Store::open(&ours).unwrap());
+        let store = Store::open(&ours).unwrap();
+        assert_eq!(pragma_i64(&store, "application_id"), i64::from(APPLICATION_ID));
+    }
+
+    #[test]
     fn open_creates_a_private_durable_wal_database() {
         let (dir, store) = temp_store();
         let path = dir.path().join("macha.db");
@@ -267,7 +349,7 @@ mod tests {
     fn existing_file_permissions_are_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("macha.db");
-        std::fs::write(&path, b"").unwrap();
+        drop(Store::open(&path).unwrap());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         Store::open(&path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
