@@ -22,6 +22,8 @@ const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 pub struct Store {
     pub(crate) conn: Connection,
     path: PathBuf,
+    /// Size caps and retention periods ([`Store::set_limits`]).
+    pub(crate) limits: crate::retention::Limits,
 }
 
 impl Store {
@@ -63,7 +65,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL").map_err(|e| classify(&path, e))?;
         conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT).map_err(|e| classify(&path, e))?;
         migrate(&mut conn, &path)?;
-        Ok(Store { conn, path })
+        Ok(Store { conn, path, limits: crate::retention::Limits::default() })
     }
 
     /// Opens an existing database read-only, for CLIs and inspection. Never creates, migrates or
@@ -83,7 +85,7 @@ impl Store {
         if found < SCHEMA_VERSION {
             return Err(StoreError::OutdatedSchema { path, found, supported: SCHEMA_VERSION });
         }
-        Ok(Store { conn, path })
+        Ok(Store { conn, path, limits: crate::retention::Limits::default() })
     }
 
     /// A private in-memory database with the full schema, for tests of other crates.
@@ -92,7 +94,7 @@ impl Store {
         let mut conn = Connection::open_in_memory()?;
         configure(&conn)?;
         migrate(&mut conn, &path)?;
-        Ok(Store { conn, path })
+        Ok(Store { conn, path, limits: crate::retention::Limits::default() })
     }
 
     /// The file this store was opened from.
@@ -178,6 +180,10 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
         let next = version + 1;
         let migration_error = |source| StoreError::Migration { path: path.to_path_buf(), version: next, source };
         tx.execute_batch(sql).map_err(migration_error)?;
+        if next == 4 {
+            crate::chain::backfill(&tx).map_err(migration_error)?;
+            tx.execute_batch(crate::schema::V4_AFTER_BACKFILL).map_err(migration_error)?;
+        }
         tx.pragma_update(None, "user_version", next).map_err(migration_error)?;
         tx.commit().map_err(migration_error)?;
     }
