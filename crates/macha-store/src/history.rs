@@ -18,6 +18,7 @@ use macha_core::checks::{Evaluation, Severity as CheckSeverity};
 use macha_core::snapshot::Snapshot;
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The longest unavailable reason or unknown-check reason kept in a history row, in bytes.
 pub const REASON_MAX: usize = 160;
@@ -55,8 +56,9 @@ impl HostStatus {
     }
 }
 
-/// One filesystem's numbers.
+/// One filesystem's numbers; stored as the array `[mount, used, avail, inodes_used, inodes_free]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "FsTuple", into = "FsTuple")]
 pub struct FsMetrics {
     /// Mount point.
     pub mount: String,
@@ -66,25 +68,43 @@ pub struct FsMetrics {
     pub inodes_free: u64,
 }
 
-/// The key numbers of a snapshot, for trends and metrics. Absent sections are absent here.
+type FsTuple = (String, u64, u64, u64, u64);
+
+impl From<FsTuple> for FsMetrics {
+    fn from((mount, used_bytes, avail_bytes, inodes_used, inodes_free): FsTuple) -> FsMetrics {
+        FsMetrics { mount, used_bytes, avail_bytes, inodes_used, inodes_free }
+    }
+}
+
+impl From<FsMetrics> for FsTuple {
+    fn from(f: FsMetrics) -> FsTuple {
+        (f.mount, f.used_bytes, f.avail_bytes, f.inodes_used, f.inodes_free)
+    }
+}
+
+/// The key numbers of a snapshot, for trends and metrics. Absent sections are absent here. The
+/// stored JSON uses short keys (`cpu`, `mem_used`, `mem_total`, `load`, `fs`, `units`,
+/// `units_failed`, `nix_store`) to keep a row small.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Busy share of all CPUs, 0-100.
+    #[serde(rename = "cpu", default, skip_serializing_if = "Option::is_none")]
     pub cpu_percent: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "mem_used", default, skip_serializing_if = "Option::is_none")]
     pub mem_used_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "mem_total", default, skip_serializing_if = "Option::is_none")]
     pub mem_total_bytes: Option<u64>,
     /// 1, 5 and 15 minute load averages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<[f64; 3]>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "fs", default, skip_serializing_if = "Vec::is_empty")]
     pub filesystems: Vec<FsMetrics>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "units", default, skip_serializing_if = "Option::is_none")]
     pub units_total: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub units_failed: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Bytes used on the filesystem of `/nix/store`.
+    #[serde(rename = "nix_store", default, skip_serializing_if = "Option::is_none")]
     pub nix_store_bytes: Option<u64>,
 }
 
@@ -127,12 +147,8 @@ impl Metrics {
     }
 }
 
-/// `(name, reason)`: an unavailable section or a check that could not run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reason {
-    pub name: String,
-    pub reason: String,
-}
+/// Name → reason: the unavailable sections, or the checks that could not run.
+pub type Reasons = BTreeMap<String, String>;
 
 fn cut_reason(s: &str) -> String {
     crate::retention::cut_str(s, REASON_MAX).0.to_owned()
@@ -145,8 +161,10 @@ pub struct NewHistory {
     pub ts: Timestamp,
     pub status: HostStatus,
     pub findings: u32,
-    pub unavailable: Vec<Reason>,
-    pub unknown_checks: Vec<Reason>,
+    /// Section → why it could not be observed.
+    pub unavailable: Reasons,
+    /// Check → why it could not run.
+    pub unknown_checks: Reasons,
     pub collect_micros: u64,
     pub metrics: Metrics,
 }
@@ -156,10 +174,10 @@ impl NewHistory {
     /// critical, warning if there is any finding, unknown if a source was unavailable, else
     /// healthy), the counts, the reasons (each cut to [`REASON_MAX`] bytes) and the numbers.
     pub fn from_snapshot(snap: &Snapshot, ev: &Evaluation) -> NewHistory {
-        let unavailable: Vec<Reason> = snap
+        let unavailable: Reasons = snap
             .unavailable_sections()
             .into_iter()
-            .map(|(name, reason)| Reason { name: name.to_owned(), reason: cut_reason(reason) })
+            .map(|(name, reason)| (name.to_owned(), cut_reason(reason)))
             .collect();
         let worst = ev.findings().map(|f| f.severity).max();
         let status = match worst {
@@ -176,7 +194,7 @@ impl NewHistory {
             unavailable,
             unknown_checks: ev
                 .unknown()
-                .map(|(c, r)| Reason { name: c.as_str().to_owned(), reason: cut_reason(r) })
+                .map(|(c, r)| (c.as_str().to_owned(), cut_reason(r)))
                 .collect(),
             collect_micros: snap.collect_micros,
             metrics: Metrics::from_snapshot(snap),
@@ -212,7 +230,7 @@ const HISTORY_COLUMNS: &str =
     "id, host, ts, span_ms, samples, status, findings, unavailable, unknown_checks, collect_micros, metrics";
 
 fn history_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryRecord> {
-    let list = |idx| -> rusqlite::Result<Vec<Reason>> {
+    let list = |idx| -> rusqlite::Result<Reasons> {
         Ok(serde_json::from_value(json_col(row, idx)?).unwrap_or_default())
     };
     Ok(HistoryRecord {

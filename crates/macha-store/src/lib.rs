@@ -39,7 +39,7 @@ pub use chain::{AuditAnchor, ChainProblem, ChainReport, ExportReport, ExportSumm
 pub use audit::{AuditKind, AuditQuery, AuditRecord, NewAudit, Order, Severity};
 pub use db::{BUSY_TIMEOUT, Store};
 pub use error::{Result, StoreError};
-pub use history::{HistoryQuery, HistoryRecord, HostStatus, Metrics, NewHistory};
+pub use history::{FsMetrics, HistoryQuery, HistoryRecord, HostStatus, Metrics, NewHistory, Reasons};
 pub use hosts::{HostRecord, HostState};
 pub use issues::{ACTIVE_STATES, IssueChanges, IssueQuery, IssueRecord, NewIssue, issue_transition_allowed};
 pub use macha_core::approval::ApprovalState;
