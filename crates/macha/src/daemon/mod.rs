@@ -227,6 +227,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     tracing::error!("cycle failed: {e:#}");
                 }
                 ctx.fleet.tick(&engine, &ctx.tx, &ctx.tracker);
+                engine.maintain(crate::now());
             }
             Some(event) = rx.recv() => {
                 if let Err(e) = handle(&mut engine, &sources, &ctx, &journal, event).await {
@@ -477,6 +478,7 @@ async fn api(engine: &mut Engine, sources: &Sources, ctx: &LoopCtx, request: Req
                 Ok(serde_json::json!({"approval_id": id, "state": "rejected"}))
             }
             Request::QueryAudit { query } => Ok(v(&engine.store().query_audit(&query)?)),
+            Request::PruneAudit { upto_id, hash } => Ok(v(&engine.store_mut().prune_audit(upto_id, &hash, &who, now)?)),
             Request::ListPrompts { request_id, limit } => crate::agent::list_prompts(engine, request_id, limit),
             Request::ListHosts | Request::ShowHost { .. } | Request::AdmitHost { .. } | Request::ForgetHost { .. } => {
                 ctx.fleet.api(engine, request, &who)
@@ -501,6 +503,7 @@ async fn api(engine: &mut Engine, sources: &Sources, ctx: &LoopCtx, request: Req
                     macha_store::StoreError::Conflict { .. }
                     | macha_store::StoreError::IllegalTransition { .. }
                     | macha_store::StoreError::ApprovalExpired { .. } => ErrorCode::Conflict,
+                    macha_store::StoreError::Invalid { .. } => ErrorCode::BadRequest,
                     _ => ErrorCode::Internal,
                 }
             } else if e.downcast_ref::<BadRequest>().is_some() {
