@@ -7,7 +7,8 @@
 //! - `prompts`: 30 days, each request, response and error cut to 256 KiB (`cut = 1`, with the
 //!   original sizes recorded); the deletion goes through the retention horizon the schema's
 //!   trigger checks, which only moves forward;
-//! - `output_cache`: a week, each entry cut to 1 MiB;
+//! - `output_cache`: a week, each entry cut to 16 MiB (the model pages through large tool
+//!   outputs; a 10 MB log must stay whole);
 //! - `conversations`: a conversation goes 30 days after its last turn; each turn is cut to
 //!   256 KiB;
 //! - `audit`: never by age; only the sanctioned prune of exported records
@@ -51,7 +52,7 @@ pub struct Limits {
     /// The largest prompt request, model answer, error, conversation turn or request result
     /// stored; longer texts are cut (`llm.answer_max_bytes`, default 256 KiB).
     pub answer_max_bytes: usize,
-    /// The largest cached tool output stored (default 1 MiB).
+    /// The largest cached tool output stored (default 16 MiB).
     pub output_max_bytes: usize,
 }
 
@@ -64,7 +65,7 @@ impl Default for Limits {
             prompts_retention: Duration::from_secs(30 * 86_400),
             output_cache_retention: crate::agent::CACHE_KEEP,
             answer_max_bytes: 256 * 1024,
-            output_max_bytes: 1024 * 1024,
+            output_max_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -43,7 +43,7 @@ fn lab_a_failed_unit_is_diagnosed_and_the_models_restart_runs_at_auto_safe() {
         model.url
     );
     let d = Daemon::start_with(&format!("bus = \"{}\"", lab.address), "autonomy = \"auto-safe\"", &llm);
-    wait_for("the daemon's first cycle", Duration::from_secs(40), || !d.audit(AuditKind::Snapshot).is_empty());
+    wait_for("the daemon's first cycle", Duration::from_secs(40), || !d.history().is_empty());
     unit.kill();
     // The model looked at the real unit, then proposed; the policy decided execute.
     wait_for("the model's proposal executed", Duration::from_secs(60), || {

@@ -62,12 +62,20 @@ impl Daemon {
         let child = spawn(&config);
         let d = Daemon { child, dir };
         // Ready once the first cycle is recorded.
-        wait_for("the daemon's first cycle", || !d.audit(AuditKind::Snapshot).is_empty());
+        wait_for("the daemon's first cycle", || !d.history().is_empty());
         d
     }
 
     fn db(&self) -> PathBuf {
         self.dir.path().join("state/macha.db")
+    }
+
+    /// The snapshot history rows (one per cycle).
+    fn history(&self) -> Vec<macha_store::HistoryRecord> {
+        match Store::open_read_only(self.db()) {
+            Ok(s) if self.db().exists() => s.query_history(&macha_store::HistoryQuery::default()).unwrap_or_default(),
+            _ => Vec::new(),
+        }
     }
 
     fn audit(&self, kind: AuditKind) -> Vec<macha_store::AuditRecord> {

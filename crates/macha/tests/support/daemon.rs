@@ -100,6 +100,11 @@ impl Daemon {
         Store::open_read_only(self.db()).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The snapshot history rows, oldest first (one per host and cycle).
+    pub fn history(&self) -> Vec<macha_store::HistoryRecord> {
+        self.store().query_history(&macha_store::HistoryQuery::default()).unwrap_or_default()
+    }
+
     pub fn audit(&self, kind: AuditKind) -> Vec<AuditRecord> {
         self.store().query_audit(&AuditQuery { kinds: vec![kind], ..AuditQuery::default() }).unwrap_or_default()
     }
