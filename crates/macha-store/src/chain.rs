@@ -38,6 +38,10 @@ pub const EXPORT_FORMAT: &str = "macha-audit-export";
 /// Rows deleted per transaction by a prune.
 const PRUNE_BATCH: i64 = 10_000;
 
+/// Batches a prune deletes at once; [`Store::maintain`] deletes the rest, a few batches a call, so
+/// that pruning years of records never holds the writer for long.
+const PRUNE_BATCHES_AT_ONCE: u64 = 20;
+
 /// The fields of one record as stored, borrowed.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Fields<'a> {
@@ -477,7 +481,7 @@ impl Store {
         };
         let io = |source: std::io::Error| StoreError::Io { path: "the export".into(), source };
         let mut out =
-            flate2::write::GzEncoder::new(std::io::BufWriter::new(writer), flate2::Compression::default());
+            flate2::write::GzEncoder::new(std::io::BufWriter::new(writer), flate2::Compression::fast());
         let json = |what: &'static str, e: serde_json::Error| StoreError::Json { what, source: e };
         serde_json::to_writer(&mut out, &header).map_err(|e| json("export header", e))?;
         out.write_all(b"\n").map_err(io)?;
@@ -510,7 +514,8 @@ impl Store {
     /// the stored hash of record `upto_id`: proof that the caller exported up to there (the chain
     /// vouches for every earlier record). Records an anchor (`upto_id`, its hash, when, by whom)
     /// from which [`Store::verify_audit`] starts afterwards, and appends the prune itself to the
-    /// trail, in one transaction; the records then go in batches.
+    /// trail, in one transaction; the records then go in batches of 10,000, at most 200,000 now
+    /// and the rest by [`Store::maintain`].
     pub fn prune_audit(&mut self, upto_id: i64, expected_hash: &str, by: &str, now: Timestamp) -> Result<PruneSummary> {
         crate::audit::check_actor(by)?;
         let expected = parse_hash(expected_hash).ok_or_else(|| StoreError::Invalid {
@@ -555,7 +560,7 @@ impl Store {
         .with_payload(serde_json::json!({"upto_id": upto_id, "hash": hex, "records": count, "by": by}));
         let audit_id = crate::audit::insert_audit(&tx, &record, &crate::audit::Link::default())?;
         tx.commit()?;
-        let deleted = self.delete_pruned(u64::MAX)?;
+        let deleted = self.delete_pruned(PRUNE_BATCHES_AT_ONCE)?;
         Ok(PruneSummary { upto_id, hash: hex, records: u64::try_from(count).unwrap_or(0), deleted, audit_id })
     }
 
@@ -610,7 +615,7 @@ pub struct PruneSummary {
     pub hash: String,
     /// Records at or below `upto_id` when the anchor was written.
     pub records: u64,
-    /// Records deleted now (the rest, if any, go with the next maintenance).
+    /// Records deleted now: up to 200,000; the rest go with the next maintenance calls.
     pub deleted: u64,
     /// The audit record of the prune.
     pub audit_id: i64,

@@ -25,6 +25,9 @@ use std::time::Duration;
 /// next call.
 pub const MAINTAIN_MAX_TRANSACTIONS: u32 = 24;
 
+/// Transactions (of 10,000 records each) one call spends on an unfinished prune.
+const AUDIT_PRUNE_BATCHES: u32 = 8;
+
 /// Rows deleted per transaction from tables with small rows.
 const SMALL_BATCH: i64 = 5_000;
 
@@ -152,9 +155,9 @@ impl Store {
 
         // An interrupted prune's remaining records.
         if self.exists("SELECT 1 FROM audit WHERE id <= (SELECT max(upto_id) FROM audit_anchors) LIMIT 1", [])? {
-            m.audit_pruned = self.delete_pruned(4)?;
-            m.transactions += 1;
-            budget -= 1;
+            m.audit_pruned = self.delete_pruned(u64::from(AUDIT_PRUNE_BATCHES))?;
+            m.transactions += AUDIT_PRUNE_BATCHES;
+            budget -= AUDIT_PRUNE_BATCHES;
         }
 
         // Fold complete buckets older than the raw retention.
