@@ -30,8 +30,18 @@ const DAY_MS: i64 = 24 * HOUR_MS;
 fn snapshot(host: &str, ts: i64) -> Snapshot {
     let mut s = Snapshot::all_unavailable(HostName::parse(host).unwrap(), Timestamp(ts), "unused");
     s.collect_micros = 150_000;
-    s.cpu = Section::ok(Cpu { logical_cpus: 8, usage_percent: Some(7.5), window_ms: Some(60_000), ticks: CpuTicks { busy: 1, idle: 2 } });
-    s.memory = Section::ok(Memory { total_bytes: 16 << 30, available_bytes: 9 << 30, swap_total_bytes: 0, swap_free_bytes: 0 });
+    s.cpu = Section::ok(Cpu {
+        logical_cpus: 8,
+        usage_percent: Some(7.5),
+        window_ms: Some(60_000),
+        ticks: CpuTicks { busy: 1, idle: 2 },
+    });
+    s.memory = Section::ok(Memory {
+        total_bytes: 16 << 30,
+        available_bytes: 9 << 30,
+        swap_total_bytes: 0,
+        swap_free_bytes: 0,
+    });
     s.load = Section::ok(Load { one: 0.5, five: 0.4, fifteen: 0.3, runnable: 1, processes: 300 });
     s.pressure = Section::unavailable("no PSI on this kernel");
     s.filesystems = Section::ok(
@@ -137,10 +147,16 @@ fn main() {
         let hour_ts = start + cycle * INTERVAL_MS;
         let audits: Vec<NewAudit> = (0..8)
             .map(|k| {
-                NewAudit::new(Timestamp(hour_ts + k), AuditKind::Decision, Severity::Notice, format!("host{k:02}.example.org"), "restart_unit nginx.service: execute (auto-safe)")
-                    .with_correlation_id(format!("corr-{cycle}-{k}"))
-                    .with_subject("nginx.service")
-                    .with_payload(serde_json::json!({"verdict": "execute", "risk": "low", "unit": "nginx.service"}))
+                NewAudit::new(
+                    Timestamp(hour_ts + k),
+                    AuditKind::Decision,
+                    Severity::Notice,
+                    format!("host{k:02}.example.org"),
+                    "restart_unit nginx.service: execute (auto-safe)",
+                )
+                .with_correlation_id(format!("corr-{cycle}-{k}"))
+                .with_subject("nginx.service")
+                .with_payload(serde_json::json!({"verdict": "execute", "risk": "low", "unit": "nginx.service"}))
             })
             .collect();
         store.append_audit_batch(&audits).unwrap();
@@ -208,8 +224,14 @@ fn main() {
     for chunk in 0..n_chain / 1000 {
         let batch: Vec<NewAudit> = (0..1000)
             .map(|k| {
-                NewAudit::new(Timestamp(start + chunk * 1000 + k), AuditKind::Finding, Severity::Warning, "local", "nginx.service failed")
-                    .with_payload(serde_json::json!({"check": "unit_failed", "unit": "nginx.service", "seq": k}))
+                NewAudit::new(
+                    Timestamp(start + chunk * 1000 + k),
+                    AuditKind::Finding,
+                    Severity::Warning,
+                    "local",
+                    "nginx.service failed",
+                )
+                .with_payload(serde_json::json!({"check": "unit_failed", "unit": "nginx.service", "seq": k}))
             })
             .collect();
         store.append_audit_batch(&batch).unwrap();
@@ -225,7 +247,10 @@ fn main() {
     let export = t.elapsed();
 
     println!();
-    println!("macha-store retention: {HOSTS} hosts, one snapshot each per {} s, {days} simulated days, default limits", INTERVAL_MS / 1000);
+    println!(
+        "macha-store retention: {HOSTS} hosts, one snapshot each per {} s, {days} simulated days, default limits",
+        INTERVAL_MS / 1000
+    );
     println!("database under {}", base.display());
     println!();
     println!("| figure | value |");
@@ -236,7 +261,11 @@ fn main() {
     println!("| average history row (columns' bytes) | {row_bytes:.0} B |");
     println!("| audit records | {audit_rows} ({audit_written} written by the simulation) |");
     println!("| prompts kept / written, cut | {} / {prompts_written}, {cut} cut |", prompts.len());
-    println!("| simulation wall time (writes + maintenance) | {:.1} s (writes {:.1} s) |", simulated.as_secs_f64(), write_time.as_secs_f64());
+    println!(
+        "| simulation wall time (writes + maintenance) | {:.1} s (writes {:.1} s) |",
+        simulated.as_secs_f64(),
+        write_time.as_secs_f64()
+    );
     println!(
         "| maintenance call with work: n, median, p99, max | {}, {:.1} ms, {:.1} ms, {:.1} ms |",
         maintain_times.len(),
@@ -250,8 +279,16 @@ fn main() {
         pct(&idle_times, 0.5).as_secs_f64() * 1e6,
         pct(&idle_times, 0.99).as_secs_f64() * 1e6
     );
-    println!("| audit append with the hash chain, batches of 1000 | {:.0} records/s |", n_chain as f64 / append.as_secs_f64());
-    println!("| verify_audit over {} records | {:.2} s ({:.0} records/s) |", report.records, verify.as_secs_f64(), report.records as f64 / verify.as_secs_f64());
+    println!(
+        "| audit append with the hash chain, batches of 1000 | {:.0} records/s |",
+        n_chain as f64 / append.as_secs_f64()
+    );
+    println!(
+        "| verify_audit over {} records | {:.2} s ({:.0} records/s) |",
+        report.records,
+        verify.as_secs_f64(),
+        report.records as f64 / verify.as_secs_f64()
+    );
     println!(
         "| export_audit (gzip) of {} records | {:.2} s ({:.0} records/s), {} compressed |",
         summary.count,

@@ -480,8 +480,7 @@ impl Store {
             prev_hash: to_hex(&prev_hash),
         };
         let io = |source: std::io::Error| StoreError::Io { path: "the export".into(), source };
-        let mut out =
-            flate2::write::GzEncoder::new(std::io::BufWriter::new(writer), flate2::Compression::fast());
+        let mut out = flate2::write::GzEncoder::new(std::io::BufWriter::new(writer), flate2::Compression::fast());
         let json = |what: &'static str, e: serde_json::Error| StoreError::Json { what, source: e };
         serde_json::to_writer(&mut out, &header).map_err(|e| json("export header", e))?;
         out.write_all(b"\n").map_err(io)?;
@@ -498,7 +497,7 @@ impl Store {
                 out.write_all(b"\n").map_err(io)?;
                 last_hash = Some(line.hash);
                 done += 1;
-                if done % 10_000 == 0 {
+                if done.is_multiple_of(10_000) {
                     progress(done, total);
                 }
             }

@@ -40,7 +40,8 @@ pub enum HostStatus {
 }
 
 impl HostStatus {
-    pub const ALL: [HostStatus; 4] = [HostStatus::Healthy, HostStatus::Unknown, HostStatus::Warning, HostStatus::Critical];
+    pub const ALL: [HostStatus; 4] =
+        [HostStatus::Healthy, HostStatus::Unknown, HostStatus::Warning, HostStatus::Critical];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -192,10 +193,7 @@ impl NewHistory {
             status,
             findings: u32::try_from(ev.findings().count()).unwrap_or(u32::MAX),
             unavailable,
-            unknown_checks: ev
-                .unknown()
-                .map(|(c, r)| (c.as_str().to_owned(), cut_reason(r)))
-                .collect(),
+            unknown_checks: ev.unknown().map(|(c, r)| (c.as_str().to_owned(), cut_reason(r))).collect(),
             collect_micros: snap.collect_micros,
             metrics: Metrics::from_snapshot(snap),
         }
@@ -230,9 +228,8 @@ const HISTORY_COLUMNS: &str =
     "id, host, ts, span_ms, samples, status, findings, unavailable, unknown_checks, collect_micros, metrics";
 
 fn history_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryRecord> {
-    let list = |idx| -> rusqlite::Result<Reasons> {
-        Ok(serde_json::from_value(json_col(row, idx)?).unwrap_or_default())
-    };
+    let list =
+        |idx| -> rusqlite::Result<Reasons> { Ok(serde_json::from_value(json_col(row, idx)?).unwrap_or_default()) };
     Ok(HistoryRecord {
         id: row.get(0)?,
         span_ms: row.get(3)?,
@@ -342,6 +339,8 @@ pub(crate) fn fold_bucket(conn: &rusqlite::Connection, start: i64, end: i64) -> 
          WHERE rn = 1",
     )?
     .execute(params![start, end, span])?;
-    let n = conn.prepare_cached("DELETE FROM history WHERE span_ms = 0 AND ts >= ?1 AND ts < ?2")?.execute(params![start, end])?;
+    let n = conn
+        .prepare_cached("DELETE FROM history WHERE span_ms = 0 AND ts >= ?1 AND ts < ?2")?
+        .execute(params![start, end])?;
     Ok(u64::try_from(n).unwrap_or(0))
 }

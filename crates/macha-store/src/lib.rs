@@ -35,8 +35,8 @@ pub use agent::{
     PromptRecord,
 };
 pub use approvals::{ApprovalRecord, EXPIRY_ACTOR, NewApproval};
-pub use chain::{AuditAnchor, ChainProblem, ChainReport, ExportReport, ExportSummary, PruneSummary, verify_export};
 pub use audit::{AuditKind, AuditQuery, AuditRecord, NewAudit, Order, Severity};
+pub use chain::{AuditAnchor, ChainProblem, ChainReport, ExportReport, ExportSummary, PruneSummary, verify_export};
 pub use db::{BUSY_TIMEOUT, Store};
 pub use error::{Result, StoreError};
 pub use history::{FsMetrics, HistoryQuery, HistoryRecord, HostStatus, Metrics, NewHistory, Reasons};
@@ -44,8 +44,8 @@ pub use hosts::{HostRecord, HostState};
 pub use issues::{ACTIVE_STATES, IssueChanges, IssueQuery, IssueRecord, NewIssue, issue_transition_allowed};
 pub use macha_core::approval::ApprovalState;
 pub use macha_core::issue::{IssueState, Lifecycle};
-pub use retention::{Limits, MAINTAIN_MAX_TRANSACTIONS, Maintenance};
 pub use registry::{FleetHost, HostSource};
+pub use retention::{Limits, MAINTAIN_MAX_TRANSACTIONS, Maintenance};
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};
 
 /// The version of the SQLite library the store runs on (bundled with the binary).

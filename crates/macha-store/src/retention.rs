@@ -164,11 +164,9 @@ impl Store {
         let width = ms(limits.downsample).max(1_000);
         let cutoff = now.minus(limits.raw_retention).millis().div_euclid(width) * width;
         while budget > 0 {
-            let oldest: Option<i64> = self.conn.query_row(
-                "SELECT min(ts) FROM history WHERE span_ms = 0 AND ts < ?1",
-                [cutoff],
-                |r| r.get(0),
-            )?;
+            let oldest: Option<i64> =
+                self.conn
+                    .query_row("SELECT min(ts) FROM history WHERE span_ms = 0 AND ts < ?1", [cutoff], |r| r.get(0))?;
             let Some(oldest) = oldest else { break };
             let start = oldest.div_euclid(width) * width;
             let tx = self.write_txn()?;

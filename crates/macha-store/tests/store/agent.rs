@@ -63,7 +63,8 @@ fn a_huge_answer_is_cut_and_never_stored_whole() {
     assert!(!got[1].cut);
     assert_eq!(got[1].prompt, small);
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let longest: i64 = conn.query_row("SELECT max(length(CAST(response AS BLOB))) FROM prompts", [], |r| r.get(0)).unwrap();
+    let longest: i64 =
+        conn.query_row("SELECT max(length(CAST(response AS BLOB))) FROM prompts", [], |r| r.get(0)).unwrap();
     assert!(longest <= 256 * 1024, "{longest} bytes stored");
     drop(conn);
     drop(store);

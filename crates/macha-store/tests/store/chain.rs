@@ -30,10 +30,8 @@ fn store_with(n: i64) -> (tempfile::TempDir, std::path::PathBuf, Store) {
 /// A raw connection on the file with the audit trail's protective triggers dropped.
 fn attacker(path: &std::path::Path) -> Connection {
     let conn = Connection::open(path).unwrap();
-    conn.execute_batch(
-        "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete; DROP TRIGGER audit_chained;",
-    )
-    .unwrap();
+    conn.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete; DROP TRIGGER audit_chained;")
+        .unwrap();
     conn
 }
 
@@ -93,11 +91,20 @@ fn an_inserted_record_is_named() {
     )
     .unwrap();
     let report = store.verify_audit().unwrap();
-    assert!(report.problems.contains(&ChainProblem::Relinked { id: 11, previous_id: Some(10) }), "{:?}", report.problems);
+    assert!(
+        report.problems.contains(&ChainProblem::Relinked { id: 11, previous_id: Some(10) }),
+        "{:?}",
+        report.problems
+    );
     // The store's next record links to whatever is last: the forgery stays visible.
     store.append_audit(&record(12)).unwrap();
     let report = store.verify_audit().unwrap();
-    assert!(report.problems.iter().all(|p| matches!(p, ChainProblem::Relinked { id: 11, .. } | ChainProblem::Edited { id: 11 })));
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|p| matches!(p, ChainProblem::Relinked { id: 11, .. } | ChainProblem::Edited { id: 11 }))
+    );
     assert!(!report.problems.is_empty());
 }
 
@@ -153,10 +160,12 @@ fn stray_deletes_and_updates_are_refused() {
     assert!(raw.execute("DELETE FROM audit WHERE id = 1", []).is_err());
     assert!(raw.execute("UPDATE audit SET summary = 'x' WHERE id = 1", []).is_err());
     // An insert that bypasses the store has no chain hash and is refused.
-    let insert = raw.execute("INSERT INTO audit (ts, kind, severity, host, summary) VALUES (1, 'alert', 'info', 'local', 'x')", []);
+    let insert = raw
+        .execute("INSERT INTO audit (ts, kind, severity, host, summary) VALUES (1, 'alert', 'info', 'local', 'x')", []);
     assert!(insert.is_err_and(|e| e.to_string().contains("chain hash")));
     // An anchor must name a record by its stored hash, and never moves back.
-    let bogus = raw.execute("INSERT INTO audit_anchors (upto_id, hash, ts, by) VALUES (5, randomblob(32), 1, 'me')", []);
+    let bogus =
+        raw.execute("INSERT INTO audit_anchors (upto_id, hash, ts, by) VALUES (5, randomblob(32), 1, 'me')", []);
     assert!(bogus.is_err());
     let hash = hex(&hash_of(&path, 5));
     let hash3 = hash_of(&path, 3);
@@ -164,10 +173,7 @@ fn stray_deletes_and_updates_are_refused() {
     assert!(raw.execute("DELETE FROM audit WHERE id = 6", []).is_err(), "a record after the anchor");
     assert!(raw.execute("DELETE FROM audit_anchors", []).is_err());
     assert!(raw.execute("UPDATE audit_anchors SET upto_id = 9", []).is_err());
-    let back = raw.execute(
-        "INSERT INTO audit_anchors (upto_id, hash, ts, by) VALUES (3, ?1, 1, 'me')",
-        [hash3],
-    );
+    let back = raw.execute("INSERT INTO audit_anchors (upto_id, hash, ts, by) VALUES (3, ?1, 1, 'me')", [hash3]);
     assert!(back.is_err(), "an anchor behind the last one");
     assert_eq!(store.verify_audit().unwrap().records, 6);
 }
@@ -214,7 +220,8 @@ fn export_prune_verify() {
     assert_eq!((after.records, after.first_id, after.last_id), (6, Some(16), Some(21)));
     let anchor = after.anchor.unwrap();
     assert_eq!((anchor.upto_id, anchor.hash.as_str(), anchor.by.as_str()), (15, last_hash.as_str(), "root"));
-    let prune_record = store.query_audit(&macha_store::AuditQuery { after_id: Some(20), ..Default::default() }).unwrap();
+    let prune_record =
+        store.query_audit(&macha_store::AuditQuery { after_id: Some(20), ..Default::default() }).unwrap();
     assert_eq!(prune_record.len(), 1);
     assert!(prune_record[0].summary.contains("pruned by root"), "{}", prune_record[0].summary);
 
@@ -267,7 +274,12 @@ fn a_tampered_export_is_named() {
     let mut dropped: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
     dropped.remove(2);
     let report = verify_export(std::fs::File::open(write(&dropped)).unwrap(), None).unwrap();
-    assert!(report.problems.contains(&ChainProblem::Missing { from_id: 2, to_id: 2, after_id: Some(1), before_id: Some(3) }));
+    assert!(report.problems.contains(&ChainProblem::Missing {
+        from_id: 2,
+        to_id: 2,
+        after_id: Some(1),
+        before_id: Some(3)
+    }));
     assert!(report.problems.iter().any(|p| matches!(p, ChainProblem::Header { .. })), "{:?}", report.problems);
 }
 

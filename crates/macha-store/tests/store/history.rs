@@ -54,9 +54,8 @@ fn a_snapshot_becomes_a_small_complete_history_row() {
             |r| r.get(0),
         )
         .unwrap();
-    let text: String = conn
-        .query_row("SELECT unavailable || unknown_checks || metrics FROM history", [], |r| r.get(0))
-        .unwrap();
+    let text: String =
+        conn.query_row("SELECT unavailable || unknown_checks || metrics FROM history", [], |r| r.get(0)).unwrap();
     assert!(bytes < 1024, "a history row takes {bytes} bytes: {text}");
 }
 

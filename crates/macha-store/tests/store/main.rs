@@ -46,12 +46,7 @@ pub fn snapshot(host: &str, ts: i64) -> Snapshot {
             })
             .collect(),
     );
-    s.units = Section::ok(Units {
-        system_state: "running".to_owned(),
-        total: 250,
-        notable: vec![],
-        failed: vec![],
-    });
+    s.units = Section::ok(Units { system_state: "running".to_owned(), total: 250, notable: vec![], failed: vec![] });
     s.nix = Section::ok(NixInfo {
         current_system: "/nix/store/abc-nixos-system".to_owned(),
         generations: vec![],

@@ -88,7 +88,12 @@ fn print_chain_report(path: &Path, r: &ChainReport, json: bool) -> anyhow::Resul
             println!("last hash: {h}");
         }
     } else {
-        println!("BROKEN: {} problems in {} audit records ({range}{from}) of {}", r.problems.len(), r.records, path.display());
+        println!(
+            "BROKEN: {} problems in {} audit records ({range}{from}) of {}",
+            r.problems.len(),
+            r.records,
+            path.display()
+        );
         for p in &r.problems {
             println!("  {p}");
         }
@@ -150,7 +155,8 @@ pub fn export(out: &Path, upto: Option<i64>, opts: &ClientOpts) -> CmdResult {
         Ok(s) => s,
         Err(e) => {
             let _ = std::fs::remove_file(out);
-            let code = if matches!(e, macha_store::StoreError::NotFound { .. }) { EXIT_USAGE } else { super::EXIT_SOFTWARE };
+            let code =
+                if matches!(e, macha_store::StoreError::NotFound { .. }) { EXIT_USAGE } else { super::EXIT_SOFTWARE };
             return Err(fail(code, anyhow::Error::new(e).context(format!("exporting from {}", path.display()))));
         }
     };
@@ -189,7 +195,10 @@ pub fn prune(upto: i64, hash: &str, opts: &ClientOpts) -> CmdResult {
             {
                 return Err(fail(
                     EXIT_USAGE,
-                    anyhow::format_err!("the running daemon holds {}; prune without --db, through the daemon", db.display()),
+                    anyhow::format_err!(
+                        "the running daemon holds {}; prune without --db, through the daemon",
+                        db.display()
+                    ),
                 ));
             }
             if !db.exists() {
