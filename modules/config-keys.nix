@@ -82,6 +82,10 @@ rec {
     "executor.verify_delay"
     "issues.close_after"
     "issues.archive_after"
+    "history.raw_retention"
+    "history.downsample"
+    "history.retention"
+    "history.prompts_retention"
     "thresholds"
     "tools"
     "ssh.user"
@@ -102,6 +106,7 @@ rec {
     "llm.concurrency"
     "llm.redact_patterns"
     "llm.readable_paths"
+    "llm.answer_max_bytes"
   ];
 
   # Options that configure the NixOS side (the unit, the user, companions), not a daemon key.

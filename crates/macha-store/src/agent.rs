@@ -2,18 +2,21 @@
 //! (redacted), large tool outputs by id, conversation history (chat sessions and discussions of
 //! approvals), and learnings.
 //!
-//! The prompt log is append-only (a trigger refuses updates and deletes). Cached outputs are kept
-//! for a week.
+//! The prompt log is append-only: a trigger refuses updates, and deletes of prompts newer than
+//! the retention horizon that [`Store::maintain`] moves forward. Texts larger than the caps of
+//! [`crate::Limits`] are cut at a character boundary when written, marked `cut` with their
+//! original size; they are never stored whole. Retention: see [`crate::retention`].
 
 use crate::audit::{Link, NewAudit, insert_audit};
 use crate::db::Store;
 use crate::error::{Result, StoreError};
+use crate::retention::{cut_json, cut_str};
 use crate::row::{non_empty, opt_ts_col, ts_col};
 use macha_core::Timestamp;
 use rusqlite::{OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 
-/// How long a cached tool output is kept.
+/// How long a cached tool output is kept by default (`Limits::output_cache_retention`).
 pub const CACHE_KEEP: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 /// A request to the model.
@@ -74,6 +77,16 @@ pub struct PromptRecord {
     pub id: i64,
     #[serde(flatten)]
     pub prompt: NewPrompt,
+    /// The request, the response or the error was larger than `llm.answer_max_bytes` and was cut:
+    /// a cut request or response is stored as a JSON string holding the start of its JSON text.
+    #[serde(default)]
+    pub cut: bool,
+    /// The size of the request's JSON text as sent, in bytes.
+    #[serde(default)]
+    pub request_bytes: Option<u64>,
+    /// The size of the response's JSON text as received, in bytes.
+    #[serde(default)]
+    pub response_bytes: Option<u64>,
 }
 
 /// One turn of a stored conversation.
@@ -191,9 +204,10 @@ impl Store {
         now: Timestamp,
         audits: &[(Option<i64>, NewAudit)],
     ) -> Result<()> {
+        let max = self.limits.answer_max_bytes;
         let (state, result, error) = match outcome {
-            Ok(r) => ("succeeded", Some(r), None),
-            Err(e) => ("failed", None, Some(e)),
+            Ok(r) => ("succeeded", Some(cut_str(r, max).0), None),
+            Err(e) => ("failed", None, Some(cut_str(e, max).0)),
         };
         let tx = self.write_txn()?;
         let n = tx.execute(
@@ -240,13 +254,34 @@ impl Store {
         )?)
     }
 
-    /// Appends one prompt to the log.
+    /// Appends one prompt to the log. A request, response or error larger than
+    /// `answer_max_bytes` is cut (see [`PromptRecord::cut`]).
     pub fn record_prompt(&mut self, p: &NewPrompt) -> Result<i64> {
+        let max = self.limits.answer_max_bytes;
         let request = json_text("prompt request", &p.request)?;
+        let request_bytes = request.len();
+        let (request, request_cut) = cut_json(request, max);
         let response = p.response.as_ref().map(|r| json_text("prompt response", r)).transpose()?;
+        let response_bytes = response.as_ref().map(String::len);
+        let (response, response_cut) = match response {
+            Some(r) => {
+                let (r, cut) = cut_json(r, max);
+                (Some(r), cut)
+            }
+            None => (None, false),
+        };
+        let (error, error_cut) = match p.error.as_deref() {
+            Some(e) => {
+                let (e, cut) = cut_str(e, max);
+                (Some(e), cut)
+            }
+            None => (None, false),
+        };
+        let cut = request_cut || response_cut || error_cut;
         self.conn.execute(
             "INSERT INTO prompts (request_id, seq, ts, purpose, model, backend, request, estimated_tokens, \
-             prompt_tokens, completion_tokens, response, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             prompt_tokens, completion_tokens, response, error, cut, request_bytes, response_bytes) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![
                 p.request_id,
                 p.seq,
@@ -259,7 +294,10 @@ impl Store {
                 p.prompt_tokens.map(to_i64),
                 p.completion_tokens.map(to_i64),
                 response,
-                p.error
+                error,
+                cut,
+                to_i64(request_bytes as u64),
+                response_bytes.map(|b| to_i64(b as u64)),
             ],
         )?;
         Ok(self.conn.last_insert_rowid())
@@ -268,7 +306,7 @@ impl Store {
     /// The prompts of one request, or the newest `limit` prompts.
     pub fn prompts(&self, request_id: Option<i64>, limit: u32) -> Result<Vec<PromptRecord>> {
         let sql = "SELECT id, request_id, seq, ts, purpose, model, backend, request, estimated_tokens, prompt_tokens, \
-                   completion_tokens, response, error FROM prompts WHERE (?1 IS NULL OR request_id = ?1) \
+                   completion_tokens, response, error, cut, request_bytes, response_bytes FROM prompts WHERE (?1 IS NULL OR request_id = ?1) \
                    ORDER BY id DESC LIMIT ?2";
         let mut stmt = self.conn.prepare_cached(sql)?;
         let rows = stmt.query_map(params![request_id, i64::from(limit)], |row| {
@@ -290,6 +328,9 @@ impl Store {
                     response: response.and_then(|r| serde_json::from_str(&r).ok()),
                     error: row.get(12)?,
                 },
+                cut: row.get(13)?,
+                request_bytes: row.get::<_, Option<i64>>(14)?.and_then(|v| u64::try_from(v).ok()),
+                response_bytes: row.get::<_, Option<i64>>(15)?.and_then(|v| u64::try_from(v).ok()),
             })
         })?;
         let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
@@ -297,7 +338,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Caches a large tool output; returns its id (`c-N`). Entries older than [`CACHE_KEEP`] go.
+    /// Caches a large tool output; returns its id (`c-N`). Entries older than the cache retention
+    /// go; an output larger than `output_max_bytes` is cut (its original size is recorded).
     pub fn cache_output(
         &mut self,
         request_id: Option<i64>,
@@ -305,11 +347,17 @@ impl Store {
         content: &str,
         now: Timestamp,
     ) -> Result<String> {
+        let horizon = now.minus(self.limits.output_cache_retention).millis();
+        let (stored, cut) = cut_str(content, self.limits.output_max_bytes);
+        let original = cut.then(|| to_i64(content.len() as u64));
         let tx = self.write_txn()?;
-        tx.execute("DELETE FROM output_cache WHERE ts < ?1", [now.minus(CACHE_KEEP).millis()])?;
         tx.execute(
-            "INSERT INTO output_cache (request_id, ts, tool, content) VALUES (?1, ?2, ?3, ?4)",
-            params![request_id, now.millis(), tool, content],
+            "DELETE FROM output_cache WHERE id IN (SELECT id FROM output_cache WHERE ts < ?1 LIMIT 200)",
+            [horizon],
+        )?;
+        tx.execute(
+            "INSERT INTO output_cache (request_id, ts, tool, content, original_bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![request_id, now.millis(), tool, stored, original],
         )?;
         let id = tx.last_insert_rowid();
         tx.commit()?;
@@ -345,11 +393,15 @@ impl Store {
         now: Timestamp,
     ) -> Result<()> {
         non_empty("conversation", conversation)?;
+        let max = self.limits.answer_max_bytes;
         let tx = self.write_txn()?;
         for (role, content, who) in turns {
+            let (stored, cut) = cut_str(content, max);
+            let original = cut.then(|| to_i64(content.len() as u64));
             tx.execute(
-                "INSERT INTO conversations (conversation, approval_id, ts, role, content, who) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![conversation, approval_id, now.millis(), role, content, who],
+                "INSERT INTO conversations (conversation, approval_id, ts, role, content, who, original_bytes) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![conversation, approval_id, now.millis(), role, stored, who, original],
             )?;
         }
         tx.commit()?;

@@ -1,9 +1,13 @@
 //! The audit trail: an append-only log of everything Macha saw, decided and did.
 //!
-//! Rows are never updated or deleted (the schema's triggers abort both). Records written by the
+//! Rows are never updated, and never deleted except by the sanctioned prune of exported records
+//! ([`Store::prune_audit`]); the schema's triggers abort everything else. Every record carries its
+//! place in a hash chain ([`crate::chain`]), so an edit, insertion or deletion behind the store's
+//! back shows in [`Store::verify_audit`]. Records written by the
 //! store's guarded operations (approvals, issues, actions) also carry a link to the row they are
 //! about and the state that row entered, in the same transaction as the change itself.
 
+use crate::chain;
 use crate::db::Store;
 use crate::error::{Result, StoreError};
 use crate::row::{enum_col, json_col, non_empty, placeholders, to_json, ts_col};
@@ -246,17 +250,39 @@ fn audit_from_row(row: &Row<'_>) -> rusqlite::Result<AuditRecord> {
     })
 }
 
-/// Appends one record inside the caller's transaction.
+/// Appends one record inside the caller's write transaction, with its place in the hash chain:
+/// the next id, the previous record's hash, and its own hash over both and every field
+/// ([`crate::chain`]).
 pub(crate) fn insert_audit(conn: &Connection, audit: &NewAudit, link: &Link) -> Result<i64> {
     non_empty("audit host", &audit.host)?;
     non_empty("audit summary", &audit.summary)?;
     let payload = to_json("audit payload", &audit.payload)?;
+    let (id, prev) = chain::next_link(conn)?;
+    let hash = chain::record_hash(
+        &prev,
+        &chain::Fields {
+            id,
+            ts: audit.ts.millis(),
+            correlation_id: audit.correlation_id.as_deref(),
+            kind: audit.kind.as_str(),
+            severity: audit.severity.as_str(),
+            host: &audit.host,
+            subject: audit.subject.as_deref(),
+            summary: &audit.summary,
+            payload: &payload,
+            approval_id: link.approval_id,
+            issue_id: link.issue_id,
+            action_id: link.action_id,
+            new_state: link.new_state,
+        },
+    );
     let mut stmt = conn.prepare_cached(
-        "INSERT INTO audit (ts, correlation_id, kind, severity, host, subject, summary, payload, \
-         approval_id, issue_id, action_id, new_state) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        "INSERT INTO audit (id, ts, correlation_id, kind, severity, host, subject, summary, payload, \
+         approval_id, issue_id, action_id, new_state, prev_hash, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?;
     stmt.execute(params![
+        id,
         audit.ts.millis(),
         audit.correlation_id,
         audit.kind.as_str(),
@@ -269,8 +295,10 @@ pub(crate) fn insert_audit(conn: &Connection, audit: &NewAudit, link: &Link) -> 
         link.issue_id,
         link.action_id,
         link.new_state,
+        prev.as_slice(),
+        hash.as_slice(),
     ])?;
-    Ok(conn.last_insert_rowid())
+    Ok(id)
 }
 
 impl Store {

@@ -22,6 +22,8 @@ const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 pub struct Store {
     pub(crate) conn: Connection,
     path: PathBuf,
+    /// Size caps and retention periods ([`Store::set_limits`]).
+    pub(crate) limits: crate::retention::Limits,
 }
 
 impl Store {
@@ -75,7 +77,7 @@ impl Store {
         check_application(&conn, &path)?;
         migrate(&mut conn, &path)?;
         conn.pragma_update(None, "application_id", APPLICATION_ID).map_err(|e| classify(&path, e))?;
-        Ok(Store { conn, path })
+        Ok(Store { conn, path, limits: crate::retention::Limits::default() })
     }
 
     /// Opens an existing database read-only, for CLIs and inspection. Never creates, migrates or
@@ -95,7 +97,7 @@ impl Store {
         if found < SCHEMA_VERSION {
             return Err(StoreError::OutdatedSchema { path, found, supported: SCHEMA_VERSION });
         }
-        Ok(Store { conn, path })
+        Ok(Store { conn, path, limits: crate::retention::Limits::default() })
     }
 
     /// A private in-memory database with the full schema, for tests of other crates.
@@ -104,7 +106,7 @@ impl Store {
         let mut conn = Connection::open_in_memory()?;
         configure(&conn)?;
         migrate(&mut conn, &path)?;
-        Ok(Store { conn, path })
+        Ok(Store { conn, path, limits: crate::retention::Limits::default() })
     }
 
     /// The file this store was opened from.
@@ -190,6 +192,10 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
         let next = version + 1;
         let migration_error = |source| StoreError::Migration { path: path.to_path_buf(), version: next, source };
         tx.execute_batch(sql).map_err(migration_error)?;
+        if next == 4 {
+            crate::chain::backfill(&tx).map_err(migration_error)?;
+            tx.execute_batch(crate::schema::V4_AFTER_BACKFILL).map_err(migration_error)?;
+        }
         tx.pragma_update(None, "user_version", next).map_err(migration_error)?;
         tx.commit().map_err(migration_error)?;
     }

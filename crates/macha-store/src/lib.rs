@@ -1,5 +1,6 @@
-//! The one SQLite database of Macha: audit trail, approvals, issues, the action log, small
-//! key/value state and the host registry.
+//! The one SQLite database of Macha: the audit trail (hash-chained, [`chain`]), approvals,
+//! issues, the action log, small key/value state, the host registry, per-host snapshot history
+//! ([`history`]) and the agent's records, with bounded retention ([`Store::maintain`]).
 //!
 //! Architecture invariant: every state change is one transaction that carries a guard on the
 //! previous state (`UPDATE … WHERE id = ? AND state = ?`) and appends its audit record. Nothing is
@@ -16,12 +17,15 @@ mod actions;
 mod agent;
 mod approvals;
 mod audit;
+pub mod chain;
 mod db;
 mod error;
+pub mod history;
 mod hosts;
 mod issues;
 mod kv;
 mod registry;
+mod retention;
 mod row;
 mod schema;
 
@@ -32,13 +36,16 @@ pub use agent::{
 };
 pub use approvals::{ApprovalRecord, EXPIRY_ACTOR, NewApproval};
 pub use audit::{AuditKind, AuditQuery, AuditRecord, NewAudit, Order, Severity};
+pub use chain::{AuditAnchor, ChainProblem, ChainReport, ExportReport, ExportSummary, PruneSummary, verify_export};
 pub use db::{BUSY_TIMEOUT, Store};
 pub use error::{Result, StoreError};
+pub use history::{FsMetrics, HistoryQuery, HistoryRecord, HostStatus, Metrics, NewHistory, Reasons};
 pub use hosts::{HostRecord, HostState};
 pub use issues::{ACTIVE_STATES, IssueChanges, IssueQuery, IssueRecord, NewIssue, issue_transition_allowed};
 pub use macha_core::approval::ApprovalState;
 pub use macha_core::issue::{IssueState, Lifecycle};
 pub use registry::{FleetHost, HostSource};
+pub use retention::{Limits, MAINTAIN_MAX_TRANSACTIONS, Maintenance};
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};
 
 /// The version of the SQLite library the store runs on (bundled with the binary).

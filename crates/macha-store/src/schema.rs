@@ -6,14 +6,20 @@
 //!
 //! Invariants kept by the schema itself (so that a person with `sqlite3` cannot break them by
 //! accident either):
-//! - `audit` is append-only: triggers abort every `UPDATE` and `DELETE`.
+//! - `audit` is append-only: triggers abort every `UPDATE`, and every `DELETE` of a record newer
+//!   than the last export anchor (`audit_anchors`, written only by [`crate::Store::prune_audit`]).
+//!   Every record carries its place in the hash chain (`prev_hash`, `hash`); an insert without
+//!   them is refused.
+//! - `prompts` is append-only except for rows older than the retention horizon recorded in
+//!   `retention`, which only moves forward: a stray `DELETE FROM prompts` removes nothing that
+//!   retention would not remove anyway.
 //! - `approvals`, `issues` and `actions` are never deleted, their identifying columns never change,
 //!   and their `state` only moves along the legal transitions.
 //! - At most one issue per fingerprint is open, acting or resolved (a partial unique index).
 //! - Ids come from `AUTOINCREMENT`, so they are never reused, even after the highest row is gone.
 
 /// Migration `n` (0-based) takes the schema from version `n` to `n + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2_AGENT, V3_FLEET];
+pub const MIGRATIONS: &[&str] = &[V1, V2_AGENT, V3_FLEET, V4_RETENTION];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -237,4 +243,84 @@ CREATE TABLE knowledge (
 const V3_FLEET: &str = r#"
 ALTER TABLE hosts ADD COLUMN source TEXT NOT NULL DEFAULT 'config' CHECK (source IN ('config', 'journal', 'admin'));
 ALTER TABLE hosts ADD COLUMN status TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(status));
+"#;
+
+/// Bounded history and a tamper-evident audit trail (docs/decisions/0005): per-host snapshot
+/// summaries leave the audit trail for `history`; audit records get their hash chain (the
+/// existing rows are chained by [`crate::chain::backfill`], run by the migration between this
+/// script and [`V4_AFTER_BACKFILL`]); `audit_anchors` records sanctioned prunes; the prompt log
+/// gets a retention horizon and size-cut columns.
+const V4_RETENTION: &str = r#"
+ALTER TABLE audit ADD COLUMN prev_hash BLOB;
+ALTER TABLE audit ADD COLUMN hash BLOB;
+DROP TRIGGER audit_no_update;
+DROP TRIGGER audit_no_delete;
+
+CREATE TABLE history (
+    id             INTEGER PRIMARY KEY,
+    host           TEXT    NOT NULL,
+    ts             INTEGER NOT NULL,
+    span_ms        INTEGER NOT NULL DEFAULT 0 CHECK (span_ms >= 0),
+    samples        INTEGER NOT NULL DEFAULT 1 CHECK (samples >= 1),
+    status         TEXT    NOT NULL CHECK (status IN ('healthy', 'unknown', 'warning', 'critical')),
+    findings       INTEGER NOT NULL CHECK (findings >= 0),
+    unavailable    TEXT    NOT NULL DEFAULT '[]' CHECK (json_valid(unavailable)),
+    unknown_checks TEXT    NOT NULL DEFAULT '[]' CHECK (json_valid(unknown_checks)),
+    collect_micros INTEGER NOT NULL CHECK (collect_micros >= 0),
+    metrics        TEXT    NOT NULL DEFAULT '{}' CHECK (json_valid(metrics))
+) STRICT;
+CREATE INDEX history_host_ts ON history (host, ts);
+CREATE INDEX history_ts ON history (ts);
+CREATE INDEX history_raw ON history (ts) WHERE span_ms = 0;
+
+CREATE TABLE retention (
+    name    TEXT    PRIMARY KEY NOT NULL CHECK (name IN ('prompts')),
+    horizon INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+INSERT INTO retention (name, horizon) VALUES ('prompts', 0);
+CREATE TRIGGER retention_forward BEFORE UPDATE ON retention
+WHEN NEW.name <> OLD.name OR NEW.horizon < OLD.horizon
+BEGIN SELECT RAISE(ABORT, 'a retention horizon only moves forward'); END;
+CREATE TRIGGER retention_no_delete BEFORE DELETE ON retention
+BEGIN SELECT RAISE(ABORT, 'retention horizons are never deleted'); END;
+
+ALTER TABLE prompts ADD COLUMN cut INTEGER NOT NULL DEFAULT 0 CHECK (cut IN (0, 1));
+ALTER TABLE prompts ADD COLUMN request_bytes INTEGER;
+ALTER TABLE prompts ADD COLUMN response_bytes INTEGER;
+CREATE INDEX prompts_ts ON prompts (ts);
+DROP TRIGGER prompts_no_delete;
+CREATE TRIGGER prompts_no_delete BEFORE DELETE ON prompts
+WHEN OLD.ts >= coalesce((SELECT horizon FROM retention WHERE name = 'prompts'), -9223372036854775808)
+BEGIN SELECT RAISE(ABORT, 'the prompt log is append-only: only prompts older than the retention horizon are deleted'); END;
+
+ALTER TABLE output_cache ADD COLUMN original_bytes INTEGER;
+ALTER TABLE conversations ADD COLUMN original_bytes INTEGER;
+"#;
+
+/// The rest of [`V4_RETENTION`], after the existing audit records were chained.
+pub(crate) const V4_AFTER_BACKFILL: &str = r#"
+CREATE TABLE audit_anchors (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    upto_id INTEGER NOT NULL,
+    hash    BLOB    NOT NULL CHECK (length(hash) = 32),
+    ts      INTEGER NOT NULL,
+    by      TEXT    NOT NULL CHECK (length(trim(by)) > 0)
+) STRICT;
+CREATE TRIGGER audit_anchors_forward BEFORE INSERT ON audit_anchors
+WHEN NEW.upto_id <= coalesce((SELECT max(upto_id) FROM audit_anchors), 0)
+  OR NOT EXISTS (SELECT 1 FROM audit WHERE id = NEW.upto_id AND hash = NEW.hash)
+BEGIN SELECT RAISE(ABORT, 'an audit anchor names a newer record than the last anchor, by its stored hash'); END;
+CREATE TRIGGER audit_anchors_no_update BEFORE UPDATE ON audit_anchors
+BEGIN SELECT RAISE(ABORT, 'audit anchors are append-only'); END;
+CREATE TRIGGER audit_anchors_no_delete BEFORE DELETE ON audit_anchors
+BEGIN SELECT RAISE(ABORT, 'audit anchors are append-only'); END;
+
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+WHEN OLD.id > coalesce((SELECT max(upto_id) FROM audit_anchors), 0)
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only: only records up to an export anchor are deleted (macha logs prune)'); END;
+CREATE TRIGGER audit_chained BEFORE INSERT ON audit
+WHEN NEW.hash IS NULL OR length(NEW.hash) <> 32 OR NEW.prev_hash IS NULL OR length(NEW.prev_hash) <> 32
+BEGIN SELECT RAISE(ABORT, 'audit records are appended by the store, with their chain hash'); END;
 "#;

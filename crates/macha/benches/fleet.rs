@@ -16,7 +16,7 @@
 use macha_core::HostName;
 use macha_ssh::probe::{self, HostMemory, ProbeSpec};
 use macha_ssh::{HostKey, KnownHosts, SshPool, SshSettings, Target};
-use macha_store::{AuditKind, AuditQuery, Store};
+use macha_store::{HistoryQuery, Store};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
@@ -186,22 +186,13 @@ fn daemon(hosts: &[Host], key: &Path, cycles: usize) -> Vec<(String, String)> {
     let db = state.join("macha.db");
     let snapshots = || -> Vec<(i64, u64, String)> {
         let Ok(store) = Store::open_read_only(&db) else { return Vec::new() };
-        let q = AuditQuery { kinds: vec![AuditKind::Snapshot], limit: Some(100_000), ..AuditQuery::default() };
+        let q = HistoryQuery { limit: Some(100_000), ..HistoryQuery::default() };
         store
-            .query_audit(&q)
+            .query_history(&q)
             .unwrap_or_default()
             .into_iter()
-            .filter(|r| r.host != "local")
-            .map(|r| {
-                let micros = r
-                    .summary
-                    .split("collected in ")
-                    .nth(1)
-                    .and_then(|s| s.split(' ').next())
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                (r.ts.millis(), micros, r.host)
-            })
+            .filter(|r| r.entry.host != "local")
+            .map(|r| (r.entry.ts.millis(), r.entry.collect_micros, r.entry.host))
             .collect()
     };
     let status = || -> serde_json::Value {

@@ -111,6 +111,12 @@ pub enum Request {
     ForgetHost {
         name: String,
     },
+    /// Deletes the audit records up to `upto_id`, if `hash` is the stored hash of that record
+    /// (proof of an export; `macha logs prune`).
+    PruneAudit {
+        upto_id: i64,
+        hash: String,
+    },
 }
 
 impl Request {
@@ -132,6 +138,7 @@ impl Request {
                 | Request::TrustHost { .. }
                 | Request::AdmitHost { .. }
                 | Request::ForgetHost { .. }
+                | Request::PruneAudit { .. }
         )
     }
 
@@ -162,6 +169,7 @@ impl Request {
             Request::TrustHost { .. } => "trust_host",
             Request::AdmitHost { .. } => "admit_host",
             Request::ForgetHost { .. } => "forget_host",
+            Request::PruneAudit { .. } => "prune_audit",
         }
     }
 }

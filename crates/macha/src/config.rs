@@ -42,6 +42,10 @@ pub const CONFIG_KEYS: &[&str] = &[
     "executor.verify_delay",
     "issues.close_after",
     "issues.archive_after",
+    "history.raw_retention",
+    "history.downsample",
+    "history.retention",
+    "history.prompts_retention",
     "thresholds",
     "tools",
     "ssh.user",
@@ -73,6 +77,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "llm.concurrency",
     "llm.redact_patterns",
     "llm.readable_paths",
+    "llm.answer_max_bytes",
     "notifications.gotify.url",
     "notifications.gotify.token_file",
 ];
@@ -95,6 +100,7 @@ pub struct FileConfig {
     pub approvals: ApprovalsSection,
     pub executor: ExecutorSection,
     pub issues: IssuesSection,
+    pub history: HistorySection,
     pub thresholds: Option<Thresholds>,
     /// Absolute paths of external programs (`journalctl = "/run/current-system/sw/bin/journalctl"`).
     pub tools: std::collections::BTreeMap<String, String>,
@@ -157,6 +163,8 @@ pub struct LlmSection {
     pub redact_patterns: Vec<String>,
     /// Files (or directories, ending in `/`) the model's `read_file` tool may read.
     pub readable_paths: Option<Vec<String>>,
+    /// The largest model answer (and prompt, conversation turn) stored; longer ones are cut.
+    pub answer_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -238,6 +246,7 @@ pub struct LlmConfig {
     pub concurrency: u32,
     pub redact_patterns: Vec<String>,
     pub readable_paths: Vec<String>,
+    pub answer_max_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -293,6 +302,29 @@ pub struct ExecutorSection {
     pub verify_delay: Option<String>,
 }
 
+/// How long per-host snapshot history and the agent's records are kept.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistorySection {
+    pub raw_retention: Option<String>,
+    pub downsample: Option<String>,
+    pub retention: Option<String>,
+    pub prompts_retention: Option<String>,
+}
+
+/// History and agent-record retention, resolved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryConfig {
+    #[serde(with = "humantime_serde_compat")]
+    pub raw_retention: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub downsample: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub retention: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub prompts_retention: Duration,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IssuesSection {
@@ -341,6 +373,7 @@ pub struct Config {
     pub close_after: Duration,
     #[serde(with = "humantime_serde_compat")]
     pub archive_after: Duration,
+    pub history: HistoryConfig,
     pub thresholds: Thresholds,
     pub tools: std::collections::BTreeMap<String, String>,
     pub ssh: SshConfig,
@@ -573,7 +606,12 @@ impl Config {
         if let Some(p) = readable_paths.iter().find(|p| !p.starts_with('/') || p.contains("..")) {
             bail!("llm.readable_paths: {p:?} must be an absolute path without '..'");
         }
+        let answer_max_bytes = f.llm.answer_max_bytes.unwrap_or(256 * 1024);
+        if !(4096..=64 * 1024 * 1024).contains(&answer_max_bytes) {
+            bail!("llm.answer_max_bytes = {answer_max_bytes} is outside 4096-67108864");
+        }
         let llm = LlmConfig {
+            answer_max_bytes,
             enable: f.llm.enable.unwrap_or(false),
             backend,
             url,
@@ -603,7 +641,22 @@ impl Config {
                 "notifications.gotify needs both url and token_file (the token itself never goes in the configuration)"
             ),
         };
+        let day = s(86_400);
+        let prompts_retention = duration("history.prompts_retention", &f.history.prompts_retention, 30 * day, day)?;
+        let history = HistoryConfig {
+            raw_retention: duration("history.raw_retention", &f.history.raw_retention, day, s(3600))?,
+            downsample: duration("history.downsample", &f.history.downsample, s(3600), s(60))?,
+            retention: duration("history.retention", &f.history.retention, 30 * day, day)?,
+            prompts_retention,
+        };
+        if history.retention < history.raw_retention {
+            bail!("history.retention must not be shorter than history.raw_retention");
+        }
+        if history.downsample > history.retention {
+            bail!("history.downsample must not be longer than history.retention");
+        }
         Ok(Config {
+            history,
             ssh,
             hosts,
             discovery,
@@ -637,6 +690,18 @@ impl Config {
     pub fn protected(&self) -> ProtectedUnits {
         ProtectedUnits::new(&self.protected_extra)
     }
+
+    /// The store's retention periods and size caps.
+    pub fn store_limits(&self) -> macha_store::Limits {
+        macha_store::Limits {
+            raw_retention: self.history.raw_retention,
+            downsample: self.history.downsample,
+            history_retention: self.history.retention,
+            prompts_retention: self.history.prompts_retention,
+            answer_max_bytes: usize::try_from(self.llm.answer_max_bytes).unwrap_or(usize::MAX),
+            ..macha_store::Limits::default()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -650,6 +715,7 @@ mod tests {
         assert_eq!(c.check_interval, Duration::from_secs(60));
         assert_eq!(c.database, PathBuf::from("/var/lib/macha/macha.db"));
         assert_eq!(c.bus, BusChoice::System);
+        assert_eq!(c.store_limits(), macha_store::Limits::default());
     }
 
     #[test]
@@ -678,6 +744,11 @@ verify_delay = "1s"
 [issues]
 close_after = "1h"
 archive_after = "7d"
+[history]
+raw_retention = "2d"
+downsample = "30m"
+retention = "90d"
+prompts_retention = "7d"
 [thresholds]
 disk_warn_percent = 80.0
 [tools]
@@ -686,6 +757,12 @@ journalctl = "/run/current-system/sw/bin/journalctl"
         let c = Config::from_toml(text, Scope::System).unwrap_or_else(|e| panic!("{e:#}"));
         assert_eq!(c.autonomy, Autonomy::AutoSafe);
         assert_eq!(c.database, PathBuf::from("/tmp/m/macha.db"));
+        let limits = c.store_limits();
+        assert_eq!(limits.raw_retention, Duration::from_secs(2 * 86_400));
+        assert_eq!(limits.downsample, Duration::from_secs(1800));
+        assert_eq!(limits.history_retention, Duration::from_secs(90 * 86_400));
+        assert_eq!(limits.prompts_retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(limits.answer_max_bytes, 256 * 1024);
         assert_eq!(c.thresholds.disk_warn_percent, 80.0);
         assert_eq!(c.thresholds.disk_critical_percent, 95.0);
         assert!(
@@ -710,6 +787,9 @@ journalctl = "/run/current-system/sw/bin/journalctl"
             ("[tools]\njournalctl = \"journalctl\"", "absolute"),
             ("protected_units = [\"a;b\"]", "protected_units"),
             ("[flap]\nlimit = 0", "flap.limit"),
+            ("[history]\nretention = \"1d\"\nraw_retention = \"2d\"", "history.retention"),
+            ("[history]\ndownsample = \"10s\"", "history.downsample"),
+            ("[llm]\nanswer_max_bytes = 10", "llm.answer_max_bytes"),
             ("autonomy = ", "TOML parse error"),
         ] {
             let err = match Config::from_toml(text, Scope::System) {

@@ -92,6 +92,7 @@ impl Engine {
         let mut flap = FlapGuard::new(config.flap_limit, config.flap_window);
         let mut store = store;
         let mut interrupted = Vec::new();
+        store.set_limits(config.store_limits());
         if acting {
             // Actions a crash interrupted are closed as failed before anything new runs.
             interrupted = store.mark_interrupted_actions(now).context("closing interrupted actions")?;
@@ -222,7 +223,7 @@ impl Engine {
         let no_history = CheckHistory::default();
         let history = if snapshot.host.is_local() { &self.history } else { &no_history };
         let evaluation = checks::evaluate(snapshot, &self.config.thresholds, history);
-        self.record_snapshot(snapshot, &evaluation, correlation_id)?;
+        self.record_snapshot(snapshot, &evaluation)?;
         let mut report = CycleReport {
             correlation_id: correlation_id.to_owned(),
             findings: evaluation.findings().cloned().collect(),
@@ -249,25 +250,21 @@ impl Engine {
         Ok((report, work))
     }
 
-    fn record_snapshot(&mut self, snap: &Snapshot, ev: &Evaluation, correlation_id: &str) -> anyhow::Result<()> {
-        let unavailable: Vec<_> = snap.unavailable_sections();
-        let summary = format!(
-            "snapshot: {} findings, {} sections unavailable, collected in {} µs",
-            ev.findings().count(),
-            unavailable.len(),
-            snap.collect_micros
-        );
-        let payload = serde_json::json!({
-            "unavailable": unavailable.iter().map(|(s, r)| serde_json::json!({"section": s, "reason": r})).collect::<Vec<_>>(),
-            "unknown_checks": ev.unknown().map(|(c, r)| serde_json::json!({"check": c, "reason": r})).collect::<Vec<_>>(),
-        });
-        let severity = if unavailable.is_empty() { AuditSeverity::Info } else { AuditSeverity::Notice };
-        self.store.append_audit(
-            &NewAudit::new(snap.taken_at, AuditKind::Snapshot, severity, snap.host.as_str(), summary)
-                .with_correlation_id(correlation_id)
-                .with_payload(payload),
-        )?;
+    /// One history row per host and cycle (not an audit record: the trail keeps what Macha decided
+    /// and did; history is bounded by `Store::maintain`).
+    fn record_snapshot(&mut self, snap: &Snapshot, ev: &Evaluation) -> anyhow::Result<()> {
+        self.store.record_history(&macha_store::NewHistory::from_snapshot(snap, ev))?;
         Ok(())
+    }
+
+    /// Downsamples and deletes what has aged out (history, prompts, cached outputs,
+    /// conversations), in bounded batches; cheap when nothing is due. Failures are logged.
+    pub fn maintain(&mut self, now: Timestamp) {
+        match self.store.maintain(now) {
+            Ok(m) if !m.is_idle() => tracing::debug!(?m, "store maintenance"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("store maintenance failed: {e}"),
+        }
     }
 
     fn update_history(&mut self, snap: &Snapshot) {

@@ -170,7 +170,10 @@ fn a_finding_opens_an_issue_and_presence_again_refreshes_it() {
     assert_eq!((again.state, again.first_seen, again.last_seen), (IssueState::Open, at(0), at(60)));
     assert!(e.take_new_issues().is_empty());
     assert_eq!(audit(&e, AuditKind::Finding), ["new issue: unit nginx.service failed (result: exit-code)"]);
-    assert_eq!(audit(&e, AuditKind::Snapshot).len(), 2);
+    // Snapshots go to the bounded history, one row per cycle, not to the audit trail.
+    assert!(audit(&e, AuditKind::Snapshot).is_empty());
+    let history = e.store().query_history(&macha_store::HistoryQuery::default()).unwrap();
+    assert_eq!(history.len(), 2, "{history:?}");
     let decisions = audit(&e, AuditKind::Decision);
     assert_eq!(decisions.len(), 2, "{decisions:?}");
     assert!(decisions.iter().all(|d| d.starts_with("deny:")), "{decisions:?}");
@@ -178,7 +181,7 @@ fn a_finding_opens_an_issue_and_presence_again_refreshes_it() {
     let trail =
         e.store().query_audit(&AuditQuery { correlation_id: Some("c1".into()), ..AuditQuery::default() }).unwrap();
     let kinds: Vec<_> = trail.iter().map(|r| r.kind).collect();
-    assert_eq!(kinds, [AuditKind::Snapshot, AuditKind::Finding, AuditKind::Decision]);
+    assert_eq!(kinds, [AuditKind::Finding, AuditKind::Decision]);
     assert!(approvals(&e).is_empty() && actions(&e).is_empty());
 }
 

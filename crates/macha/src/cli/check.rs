@@ -75,6 +75,7 @@ fn standalone(config: crate::config::Config, db: &std::path::Path) -> anyhow::Re
     }
     let correlation_id = crate::correlation_id();
     let (report, _work) = engine.cycle(&snapshot, &correlation_id)?;
+    engine.maintain(now);
     Ok(crate::engine::check_output(&snapshot, &report, engine.autonomy(), "standalone", db))
 }
 

@@ -289,6 +289,9 @@ pub fn logs(cmd: LogsCmd) -> CmdResult {
         LogsCmd::Audit(f) => (f, vec![]),
         LogsCmd::Service { since, follow, limit } => return service_log(since.as_deref(), follow, limit),
         LogsCmd::Prompts { request, limit, client } => return super::chat::prompts(request, limit, &client),
+        LogsCmd::Verify { export, client } => return super::audit::verify(export.as_deref(), &client),
+        LogsCmd::Export { out, upto, client } => return super::audit::export(&out, upto, &client),
+        LogsCmd::Prune { upto, hash, client } => return super::audit::prune(upto, &hash, &client),
     };
     audit_log(&filter, kinds)
 }

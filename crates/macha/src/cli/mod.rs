@@ -5,6 +5,7 @@
 //! (some sources could not be observed, nothing found); 64 usage error; 65 invalid input;
 //! 69 daemon unreachable; 77 permission denied; 70 any other failure.
 
+mod audit;
 mod chat;
 mod check;
 mod commands;
@@ -320,6 +321,38 @@ pub enum LogsCmd {
     },
     /// The whole audit trail.
     Audit(LogFilter),
+    /// Check the audit trail's hash chain (read-only): OK with the count and range, or each
+    /// edited, inserted or deleted record. Exit code 1 when the chain is broken.
+    Verify {
+        /// Check this export file instead: against itself and against the database.
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Write the audit trail (after the last prune) to a gzip-compressed JSON-lines file and
+    /// print the last id and hash, which `prune` wants (read-only).
+    Export {
+        /// The file to create (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Export up to this record id (default: the last one).
+        #[arg(long, value_name = "ID")]
+        upto: Option<i64>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Delete exported audit records up to ID, proven by the hash `export` printed for it. Goes
+    /// through the daemon; with --db, opens a database no daemon holds.
+    Prune {
+        #[arg(long, value_name = "ID")]
+        upto: i64,
+        /// The hash of record ID, as `macha logs export` printed it.
+        #[arg(long, value_name = "HEX")]
+        hash: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// The daemon's own log (from the journal).
     Service {
         #[arg(long)]
@@ -578,9 +611,15 @@ mod tests {
             vec!["macha-systems", "trust", "c1", "--fingerprint", "SHA256:x", "--fingerprint", "SHA256:y"],
             vec!["macha", "systems", "admit", "web1.example.org"],
             vec!["macha", "probe", "--json"],
+            vec!["macha-logs", "verify", "--db", "/tmp/x.db", "--json"],
+            vec!["macha", "logs", "verify", "--export", "/tmp/a.jsonl.gz"],
+            vec!["macha-logs", "export", "--out", "/tmp/a.jsonl.gz", "--upto", "7"],
+            vec!["macha", "logs", "prune", "--upto", "7", "--hash", "ab", "--json"],
         ] {
             assert!(Applet::try_parse_from(&argv).is_ok(), "{argv:?}");
         }
         assert!(Applet::try_parse_from(["macha", "policy", "check", "--autonomy", "yolo"]).is_err());
+        assert!(Applet::try_parse_from(["macha", "logs", "prune", "--upto", "7"]).is_err(), "prune needs the hash");
+        assert!(Applet::try_parse_from(["macha", "logs", "export"]).is_err(), "export needs --out");
     }
 }

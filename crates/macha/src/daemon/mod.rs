@@ -473,6 +473,8 @@ fn cycle(engine: &mut Engine, shared: &Shared, snapshot: &Snapshot) -> anyhow::R
         crate::engine::check_output(snapshot, &report, engine.autonomy(), "daemon", &engine.config().database);
     out["analysis"] = analysis;
     shared.spawn_work(work);
+    // Retention and downsampling of the history, in bounded batches (cheap when nothing is due).
+    engine.maintain(crate::now());
     Ok(out)
 }
 

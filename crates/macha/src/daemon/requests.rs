@@ -55,6 +55,7 @@ pub(super) fn answer(engine: &mut Engine, shared: &Shared, request: Request, pee
             Ok(serde_json::json!({"approval_id": id, "state": "rejected"}))
         }
         Request::QueryAudit { query } => Ok(v(&engine.store().query_audit(&query)?)),
+        Request::PruneAudit { upto_id, hash } => Ok(v(&engine.store_mut().prune_audit(upto_id, &hash, &who, now)?)),
         Request::ListPrompts { request_id, limit } => crate::agent::list_prompts(engine, request_id, limit),
         Request::ListHosts | Request::ShowHost { .. } | Request::AdmitHost { .. } | Request::ForgetHost { .. } => {
             shared.fleet.api(engine, request, &who)
@@ -77,6 +78,7 @@ pub(super) fn answer(engine: &mut Engine, shared: &Shared, request: Request, pee
                     macha_store::StoreError::Conflict { .. }
                     | macha_store::StoreError::IllegalTransition { .. }
                     | macha_store::StoreError::ApprovalExpired { .. } => ErrorCode::Conflict,
+                    macha_store::StoreError::Invalid { .. } => ErrorCode::BadRequest,
                     _ => ErrorCode::Internal,
                 }
             } else if e.downcast_ref::<BadRequest>().is_some() {

@@ -166,9 +166,7 @@ impl Builder {
                 wait_for("the daemon's socket", Duration::from_secs(30), || d.socket().exists() && d.db().exists());
             }
             Ready::FirstCycle => {
-                wait_for("the daemon's first cycle", Duration::from_secs(40), || {
-                    !d.audit(AuditKind::Snapshot).is_empty()
-                });
+                wait_for("the daemon's first cycle", Duration::from_secs(40), || !d.history().is_empty());
             }
             Ready::Nothing => {}
         }
@@ -288,6 +286,15 @@ impl TestDaemon {
 
     pub fn store(&self) -> Store {
         Store::open_read_only(self.db()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The snapshot history rows, oldest first (one per host and cycle); none while the database
+    /// does not exist yet.
+    pub fn history(&self) -> Vec<macha_store::HistoryRecord> {
+        match Store::open_read_only(self.db()) {
+            Ok(s) => s.query_history(&macha_store::HistoryQuery::default()).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// The audit records of `kind`; none while the database does not exist yet.

@@ -14,8 +14,6 @@
 //!
 //! Knobs: `MACHA_CRASH_SEED` (the seed is printed) and `MACHA_CRASH_ROUNDS` (default 200).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
-
 use macha_core::Timestamp;
 use macha_core::issue::{IssueEvent, Observation, fingerprint};
 use macha_store::{
@@ -322,7 +320,7 @@ struct RoundOutput {
 fn run_child(db: &Path, seed: u64, rng: &mut Rng) -> RoundOutput {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
-        .args(["child_process_entry_point", "--exact", "--nocapture", "--test-threads=1"])
+        .args(["crash::child_process_entry_point", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_DB, db)
         .env(CHILD_SEED, seed.to_string())
         .stdin(Stdio::null())
@@ -438,6 +436,9 @@ fn check_unreported(ts: i64, rows: &[AuditRecord]) {
 fn verify(db: &Path, round: u32, out: &RoundOutput, model: &mut Model) {
     let store = Store::open(db).unwrap_or_else(|e| panic!("round {round}: the database does not open: {e}"));
     assert_eq!(store.integrity_check().unwrap(), Vec::<String>::new(), "round {round}");
+    // The hash chain survives every kill: each commit chained its records in its own transaction.
+    let chain = store.verify_audit().unwrap();
+    assert!(chain.is_ok(), "round {round}: {:?}", chain.problems);
 
     // The audit records of this round: ids contiguous, grouped by transaction (timestamp).
     let fresh = store.query_audit(&AuditQuery { after_id: Some(model.audit_seen), ..Default::default() }).unwrap();
