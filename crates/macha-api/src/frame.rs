@@ -100,6 +100,13 @@ impl Response {
         Response(Err(Refusal { code, message: message.into() }))
     }
 
+    /// The typed reply of operation `C`, or the refusal (what a client would decode).
+    pub fn into_reply<C: Call>(self) -> Result<C::Reply, Refusal> {
+        let data = self.0?;
+        serde_json::from_value(data)
+            .map_err(|e| Refusal { code: ErrorCode::Internal, message: format!("decoding the answer: {e}") })
+    }
+
     /// The error code, if this is an error.
     pub fn code(&self) -> Option<ErrorCode> {
         self.0.as_ref().err().map(|r| r.code)
