@@ -84,6 +84,23 @@ pub enum SectionState {
     Unavailable { reason: String },
 }
 
+/// Whether each snapshot section was observed, in the order of
+/// `macha_core::snapshot::SECTION_NAMES`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sections {
+    pub cpu: SectionState,
+    pub memory: SectionState,
+    pub load: SectionState,
+    pub pressure: SectionState,
+    pub filesystems: SectionState,
+    pub network: SectionState,
+    pub processes: SectionState,
+    pub units: SectionState,
+    pub journal: SectionState,
+    pub nix: SectionState,
+    pub hardware: SectionState,
+}
+
 /// A check that could not run, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnknownCheck {
@@ -133,8 +150,7 @@ pub struct CheckReport {
     pub taken_at: Timestamp,
     pub taken_at_text: String,
     pub collect_micros: u64,
-    /// Every section by name (`macha_core::snapshot::SECTION_NAMES`).
-    pub sections: BTreeMap<String, SectionState>,
+    pub sections: Sections,
     pub findings: Vec<Finding>,
     pub unknown_checks: Vec<UnknownCheck>,
     pub proposals: Vec<Proposal>,

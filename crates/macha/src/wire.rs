@@ -8,13 +8,12 @@ use crate::engine::CycleReport;
 use macha_api::ops::{AuditFilter, Order};
 use macha_api::reply::{
     Analysis, ApprovalView, AuditEntry, AuditKind, CheckMode, CheckReport, CheckStatus, ContactStatus, DecisionView,
-    HostDetail, HostSource, HostView, IssueView, KeyView, PromptView, Proposal, SectionState, Severity, SshStats,
+    HostDetail, HostSource, HostView, IssueView, KeyView, PromptView, Proposal, SectionState, Sections, Severity, SshStats,
     StreamEvent, UnknownCheck,
 };
 use macha_core::checks;
 use macha_core::policy::Autonomy;
-use macha_core::snapshot::{SECTION_NAMES, Snapshot};
-use std::collections::BTreeMap;
+use macha_core::snapshot::{Section, Snapshot};
 
 /// An audit severity of the store as the API's.
 pub fn severity(s: macha_store::Severity) -> Severity {
@@ -238,16 +237,26 @@ pub fn check_report(
         None if !unavailable.is_empty() => CheckStatus::Unknown,
         None => CheckStatus::Healthy,
     };
-    let sections: BTreeMap<String, SectionState> = SECTION_NAMES
-        .iter()
-        .map(|name| {
-            let state = match unavailable.iter().find(|(n, _)| n == name) {
-                Some((_, reason)) => SectionState::Unavailable { reason: (*reason).to_owned() },
-                None => SectionState::Ok,
-            };
-            ((*name).to_owned(), state)
-        })
-        .collect();
+    fn state<T>(s: &Section<T>) -> SectionState {
+        match s.unavailable_reason() {
+            Some(reason) => SectionState::Unavailable { reason: reason.to_owned() },
+            None => SectionState::Ok,
+        }
+    }
+    let s = snapshot;
+    let sections = Sections {
+        cpu: state(&s.cpu),
+        memory: state(&s.memory),
+        load: state(&s.load),
+        pressure: state(&s.pressure),
+        filesystems: state(&s.filesystems),
+        network: state(&s.network),
+        processes: state(&s.processes),
+        units: state(&s.units),
+        journal: state(&s.journal),
+        nix: state(&s.nix),
+        hardware: state(&s.hardware),
+    };
     CheckReport {
         status,
         mode,
