@@ -1,9 +1,9 @@
 //! The blocking client of the CLI: one request, one typed answer (or a stream of events first).
 
+use crate::PROTOCOL_VERSION;
 use crate::frame::{ErrorCode, Incoming, LineError, decode_line, encode_request};
 use crate::ops::Call;
 use crate::reply::StreamEvent;
-use crate::PROTOCOL_VERSION;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

@@ -159,7 +159,11 @@ impl StreamLine {
     pub fn to_line(&self) -> String {
         match self {
             StreamLine::Event(e) => serde_json::to_string(&EventFrame { v: PROTOCOL_VERSION, event: e })
-                .unwrap_or_else(|_| format!(r#"{{"v":{PROTOCOL_VERSION},"event":{{"event":"progress","what":"?","done":0,"total":0}}}}"#)),
+                .unwrap_or_else(|_| {
+                    format!(
+                        r#"{{"v":{PROTOCOL_VERSION},"event":{{"event":"progress","what":"?","done":0,"total":0}}}}"#
+                    )
+                }),
             StreamLine::Done(r) => r.to_line(),
         }
     }

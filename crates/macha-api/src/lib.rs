@@ -24,7 +24,9 @@ pub mod reply;
 mod request;
 
 pub use client::{Client, ClientError};
-pub use frame::{ErrorCode, Incoming, LineError, Refusal, Response, StreamLine, decode_line, encode_request, parse_request};
+pub use frame::{
+    ErrorCode, Incoming, LineError, Refusal, Response, StreamLine, decode_line, encode_request, parse_request,
+};
 pub use ops::Call;
 pub use reply::StreamEvent;
 pub use request::Request;

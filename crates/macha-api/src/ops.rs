@@ -6,8 +6,7 @@
 
 use crate::reply::{
     ApprovalDetail, ApprovalView, ApproveResult, AuditEntry, AuditKind, ChatAnswer, CheckReport, HostChange,
-    HostDetail, HostView, IssueDetail, IssueView, KeyScan, PromptLog, RejectResult, Severity, StatusInfo,
-    TrustResult,
+    HostDetail, HostView, IssueDetail, IssueView, KeyScan, PromptLog, RejectResult, Severity, StatusInfo, TrustResult,
 };
 use crate::request::Request;
 use macha_core::Timestamp;

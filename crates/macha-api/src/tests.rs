@@ -114,7 +114,10 @@ fn answers_carry_the_version_and_decode_typed() {
     let change = HostChange { name: "c1".into(), state: macha_core::fleet::Standing::Admitted, changed: true };
     let line = Response::reply::<AdmitHost>(&change).to_line();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(v, serde_json::json!({"v": 1, "ok": true, "data": {"name": "c1", "state": "admitted", "changed": true}}));
+    assert_eq!(
+        v,
+        serde_json::json!({"v": 1, "ok": true, "data": {"name": "c1", "state": "admitted", "changed": true}})
+    );
     match decode_line(&line).unwrap() {
         Incoming::Ok(data) => assert_eq!(serde_json::from_value::<HostChange>(data).unwrap(), change),
         other => panic!("{other:?}"),

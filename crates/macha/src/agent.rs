@@ -382,6 +382,7 @@ async fn run_job(shared: &Arc<Shared>, job: Job, stop: CancellationToken) {
         })
         .await;
     if let Some(sink) = &job.sink {
+        // `ask`, `chat` and `discuss` share one reply type, `ChatAnswer`.
         let line = match result {
             Ok(r) => Response::reply::<ops::Chat>(&ChatAnswer {
                 request_id: Some(job.request_id),

@@ -8,8 +8,8 @@ use crate::engine::CycleReport;
 use macha_api::ops::{AuditFilter, Order};
 use macha_api::reply::{
     Analysis, ApprovalView, AuditEntry, AuditKind, CheckMode, CheckReport, CheckStatus, ContactStatus, DecisionView,
-    HostDetail, HostSource, HostView, IssueView, KeyView, PromptView, Proposal, SectionState, Sections, Severity, SshStats,
-    StreamEvent, UnknownCheck,
+    HostDetail, HostSource, HostView, IssueView, KeyView, PromptView, Proposal, SectionState, Sections, Severity,
+    SshStats, StreamEvent, UnknownCheck,
 };
 use macha_core::checks;
 use macha_core::policy::Autonomy;

@@ -8,8 +8,8 @@ use super::{
 use crate::api::ops::{self, AuditFilter, Order};
 use crate::api::reply::{ApprovalDetail, AuditKind, IssueDetail, Severity};
 use crate::api::{Client, ClientError};
-use crate::wire;
 use crate::config::{Config, DEFAULT_CONFIG_PATH, Scope};
+use crate::wire;
 use anyhow::Context;
 use macha_core::action::{Action, ActionKind, DOCUMENT_MAX};
 use macha_core::flap::FlapGuard;

@@ -1,11 +1,11 @@
 //! Text and JSON output of the client commands.
 
+use crate::api::reply::{ApprovalView, AuditEntry, CheckReport, IssueView};
 use crate::config::Config;
 use macha_core::action::{Action, ActionKind, DiagnosticArgs, DiagnosticName, Hosts, SwitchTarget};
 use macha_core::policy::{self, Autonomy};
-use macha_core::{HostName, Timestamp, UnitName};
-use crate::api::reply::{ApprovalView, AuditEntry, CheckReport, IssueView};
 use macha_core::snapshot::Section;
+use macha_core::{HostName, Timestamp, UnitName};
 
 /// The order in which the gate applies its rules, for `macha policy show`.
 pub const POLICY_RULES: [&str; 8] = [
@@ -277,9 +277,7 @@ pub fn check(out: &CheckReport) {
         ("processes", detail(&s.processes, |d| format!("  {} processes", d.total))),
         (
             "units",
-            detail(&s.units, |d| {
-                format!("  {} units, {} failed, system {}", d.total, d.failed.len(), d.system_state)
-            }),
+            detail(&s.units, |d| format!("  {} units, {} failed, system {}", d.total, d.failed.len(), d.system_state)),
         ),
         (
             "journal",

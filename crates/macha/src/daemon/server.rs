@@ -96,7 +96,10 @@ async fn connection(stream: UnixStream, events: mpsc::Sender<ApiCall>, stop: Can
             }
             Ok(_) => {
                 let parsed = std::str::from_utf8(&line)
-                    .map_err(|e| api::Refusal { code: api::ErrorCode::BadRequest, message: format!("bad request: {e}") })
+                    .map_err(|e| api::Refusal {
+                        code: api::ErrorCode::BadRequest,
+                        message: format!("bad request: {e}"),
+                    })
                     .and_then(|s| api::parse_request(s.trim()));
                 match parsed {
                     Err(refusal) => Response::err(refusal.code, refusal.message),
