@@ -195,9 +195,9 @@ fn daemon(hosts: &[Host], key: &Path, cycles: usize) -> Vec<(String, String)> {
             .map(|r| (r.entry.ts.millis(), r.entry.collect_micros, r.entry.host))
             .collect()
     };
-    let status = || -> serde_json::Value {
-        let mut c = macha::api::Client::connect(&socket, Duration::from_secs(10)).ok();
-        c.as_mut().and_then(|c| c.call(&macha::api::Request::Status).ok()).unwrap_or_default()
+    let status = || -> Option<u64> {
+        let mut c = macha::api::Client::connect(&socket, Duration::from_secs(10)).ok()?;
+        c.call(macha::api::ops::Status).ok()?.ssh.map(|s| s.connects)
     };
     let deadline = Instant::now() + Duration::from_secs(60 + 11 * cycles as u64);
     let n = hosts.len();
@@ -206,7 +206,7 @@ fn daemon(hosts: &[Host], key: &Path, cycles: usize) -> Vec<(String, String)> {
         let s = snapshots();
         let done = s.len();
         if connects_after_first.is_none() && done >= n {
-            connects_after_first = status()["ssh"]["connects"].as_u64();
+            connects_after_first = status();
         }
         if done >= n * cycles || Instant::now() > deadline {
             break;
@@ -218,7 +218,7 @@ fn daemon(hosts: &[Host], key: &Path, cycles: usize) -> Vec<(String, String)> {
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_owned()))
         .unwrap_or_default();
-    let connects_end = status()["ssh"]["connects"].as_u64();
+    let connects_end = status();
     let (masters, masters_rss, masters_pss) = ssh_memory_kib(&dir.path().display().to_string());
     drop(running);
     // Cycles: the snapshots of one tick form a cluster in time (ticks are 10 s apart, a cycle

@@ -10,7 +10,8 @@
 //! model: an analysis is queued and runs later; when it fails, the issue's trail and an alert say
 //! `analysis unavailable: <reason>`, and nothing is resolved because of it.
 
-use crate::api::{ErrorCode, Request, Response, StreamLine};
+use crate::api::reply::{Analysis, ChatAnswer, PromptLog, StreamEvent};
+use crate::api::{ErrorCode, Request, Response, StreamLine, ops};
 use crate::config::{Config, LlmBackend};
 use crate::engine::{Engine, Work};
 use crate::observe::Sources;
@@ -230,7 +231,7 @@ async fn scheduler(mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>, tracker: Ta
                     if let (Some(sink), Some(position)) = (sink, queue.position(id)) {
                         let busy = queue.running();
                         if position + busy > 0 {
-                            let _ = sink.send(StreamLine::event(&AgentEvent::Queued { position: position + busy }));
+                            let _ = sink.send(StreamLine::Event(StreamEvent::Queued { position: position + busy }));
                         }
                     }
                 }
@@ -381,17 +382,22 @@ async fn run_job(shared: &Arc<Shared>, job: Job, stop: CancellationToken) {
         })
         .await;
     if let Some(sink) = &job.sink {
+        // `ask`, `chat` and `discuss` share one reply type, `ChatAnswer`.
         let line = match result {
-            Ok(r) => Response::ok(serde_json::json!({
-                "request_id": job.request_id,
-                "answer": r.answer,
-                "tools": r.turn.calls,
-                "model_calls": r.turn.steps,
-                "prompt_tokens": r.turn.prompt_tokens,
-                "completion_tokens": r.turn.completion_tokens,
-                "estimated_prompt_tokens": r.turn.first_prompt_estimate,
-                "first_token_ms": r.turn.first_token_ms,
-            })),
+            Ok(r) => Response::reply::<ops::Chat>(&ChatAnswer {
+                request_id: Some(job.request_id),
+                answer: r.answer,
+                conversation: match &job.kind {
+                    JobKind::Converse { conversation, .. } => Some(conversation.clone()),
+                    _ => None,
+                },
+                tools: r.turn.calls,
+                model_calls: r.turn.steps,
+                prompt_tokens: Some(r.turn.prompt_tokens),
+                completion_tokens: Some(r.turn.completion_tokens),
+                estimated_prompt_tokens: Some(r.turn.first_prompt_estimate),
+                first_token_ms: r.turn.first_token_ms,
+            }),
             Err(e) => {
                 Response::err(ErrorCode::Unavailable, format!("model unavailable: {e} (request {})", job.request_id))
             }
@@ -411,7 +417,7 @@ async fn execute(shared: &Arc<Shared>, job: &Job, model: &str) -> Result<Answer,
         let sink = sink.clone();
         tokio::spawn(async move {
             while let Some(e) = rx.recv().await {
-                if sink.send(StreamLine::event(&e)).is_err() {
+                if sink.send(StreamLine::Event(crate::wire::agent_event(&e))).is_err() {
                     return;
                 }
             }
@@ -887,12 +893,12 @@ pub fn after_findings(
     new_issues: &[i64],
     snapshot: Option<&Snapshot>,
     correlation_id: &str,
-) -> serde_json::Value {
+) -> Analysis {
     let Some(agent) = agent else {
-        return serde_json::json!({"state": "disabled"});
+        return Analysis::Disabled;
     };
     if new_issues.is_empty() {
-        return serde_json::json!({"state": "not needed", "reason": "no new issues"});
+        return Analysis::NotNeeded { reason: "no new issues".into() };
     }
     let mut items = Vec::new();
     for id in new_issues {
@@ -921,7 +927,7 @@ pub fn after_findings(
     let last_error = lock(&agent.shared.last_error).clone();
     let request_id = match engine.store_mut().create_agent_request(&new) {
         Ok(id) => id,
-        Err(e) => return serde_json::json!({"state": "unavailable", "reason": format!("analysis unavailable: {e}")}),
+        Err(e) => return Analysis::Unavailable { reason: format!("analysis unavailable: {e}") },
     };
     let job = Job {
         request_id,
@@ -938,14 +944,9 @@ pub fn after_findings(
             crate::now(),
             &[(None, NewAudit::new(crate::now(), AuditKind::Alert, Severity::Warning, "local", summary.clone()))],
         );
-        return serde_json::json!({"state": "unavailable", "reason": summary});
+        return Analysis::Unavailable { reason: summary };
     }
-    match last_error {
-        Some(e) => {
-            serde_json::json!({"state": "queued", "request_id": request_id, "last_error": format!("analysis unavailable: {e}")})
-        }
-        None => serde_json::json!({"state": "queued", "request_id": request_id}),
-    }
+    Analysis::Queued { request_id, last_error: last_error.map(|e| format!("analysis unavailable: {e}")) }
 }
 
 /// After a verified successful remediation: ask for one or two learnings (BATCH).
@@ -996,14 +997,14 @@ pub fn stream(engine: &mut Engine, agent: Option<&AgentService>, request: Reques
         return;
     };
     let (mode, conversation, text, kind) = match request {
-        Request::Ask { question } => (Mode::Ask, format!("ask-{}", crate::correlation_id()), question, "ask"),
-        Request::Chat { conversation, message } => {
+        Request::Ask(ops::Ask { question }) => (Mode::Ask, format!("ask-{}", crate::correlation_id()), question, "ask"),
+        Request::Chat(ops::Chat { conversation, message }) => {
             let c = conversation
                 .filter(|c| valid_conversation(c))
                 .unwrap_or_else(|| format!("chat-{}", crate::correlation_id()));
             (Mode::Chat, c, message, "chat")
         }
-        Request::Discuss { id, message } => {
+        Request::Discuss(ops::Discuss { id, message }) => {
             let context = match approval_context(engine, id) {
                 Ok(c) => c,
                 Err(e) => {
@@ -1050,10 +1051,12 @@ pub fn stream(engine: &mut Engine, agent: Option<&AgentService>, request: Reques
         if let Err(e) = engine.store_mut().append_conversation(&conversation, approval_id, &turns, crate::now()) {
             tracing::warn!("cannot record a conversation turn: {e}");
         }
-        let _ = sink.send(StreamLine::event(&AgentEvent::Token { text: ack::REPLY.to_owned() }));
-        let _ = sink.send(StreamLine::Done(Response::ok(serde_json::json!({
-            "answer": ack::REPLY, "conversation": conversation, "model_calls": 0, "tools": [],
-        }))));
+        let _ = sink.send(StreamLine::Event(StreamEvent::Token { text: ack::REPLY.to_owned() }));
+        let _ = sink.send(StreamLine::Done(Response::reply::<ops::Chat>(&ChatAnswer {
+            answer: ack::REPLY.to_owned(),
+            conversation: Some(conversation),
+            ..ChatAnswer::default()
+        })));
         return;
     }
     let new = NewAgentRequest {
@@ -1073,9 +1076,7 @@ pub fn stream(engine: &mut Engine, agent: Option<&AgentService>, request: Reques
             return;
         }
     };
-    let _ = sink.send(StreamLine::Event(
-        serde_json::json!({"event": "started", "request_id": request_id, "conversation": conversation}),
-    ));
+    let _ = sink.send(StreamLine::Event(StreamEvent::Started { request_id, conversation: conversation.clone() }));
     let job = Job {
         request_id,
         priority: Priority::Interactive,
@@ -1125,13 +1126,9 @@ fn approval_context(engine: &Engine, id: i64) -> Result<String, String> {
 }
 
 /// `macha-logs prompts`: the prompt log (admin only; it holds redacted logs and files).
-pub fn list_prompts(engine: &Engine, request_id: Option<i64>, limit: Option<u32>) -> anyhow::Result<serde_json::Value> {
-    let prompts = engine.store().prompts(request_id, limit.unwrap_or(20).min(500))?;
-    let request = match request_id {
-        Some(id) => serde_json::to_value(engine.store().get_agent_request(id)?)?,
-        None => serde_json::to_value(engine.store().list_agent_requests(20)?)?,
-    };
-    Ok(serde_json::json!({"prompts": prompts, "requests": request}))
+pub fn list_prompts(engine: &Engine, r: &ops::ListPrompts) -> anyhow::Result<PromptLog> {
+    let prompts = engine.store().prompts(r.request_id, r.limit.unwrap_or(20).min(500))?;
+    Ok(PromptLog { prompts: prompts.iter().map(crate::wire::prompt).collect() })
 }
 
 /// For tests and benchmarks: the incident prompt the daemon would build.

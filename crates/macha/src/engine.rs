@@ -853,57 +853,6 @@ fn origin_name(origin: &Origin) -> String {
     }
 }
 
-/// The result of `macha check` as JSON (the same from the daemon and standalone): overall status,
-/// every section's status, findings, unknown checks, and what the policy decided or would decide.
-///
-/// The status is `critical`/`warning` by the worst finding; otherwise `unknown` when any section
-/// could not be observed (never `healthy`), and `healthy` only when everything was observed.
-pub fn check_output(
-    snapshot: &Snapshot,
-    report: &CycleReport,
-    autonomy: Autonomy,
-    mode: &str,
-    database: &std::path::Path,
-) -> serde_json::Value {
-    let worst = report.findings.iter().map(|f| f.severity).max();
-    let unavailable = snapshot.unavailable_sections();
-    let status = match worst {
-        Some(checks::Severity::Critical) => "critical",
-        Some(_) => "warning",
-        None if !unavailable.is_empty() => "unknown",
-        None => "healthy",
-    };
-    let snap = json(snapshot);
-    let sections: serde_json::Map<String, serde_json::Value> = macha_core::snapshot::SECTION_NAMES
-        .iter()
-        .map(|name| {
-            let s = &snap[*name];
-            let v = match s["status"].as_str() {
-                Some("ok") => serde_json::json!({"status": "ok"}),
-                _ => serde_json::json!({"status": "unavailable", "reason": s["reason"]}),
-            };
-            ((*name).to_owned(), v)
-        })
-        .collect();
-    serde_json::json!({
-        "status": status,
-        "mode": mode,
-        "autonomy": autonomy,
-        "database": database,
-        "host": snapshot.host,
-        "taken_at": snapshot.taken_at,
-        "taken_at_text": snapshot.taken_at.to_string(),
-        "collect_micros": snapshot.collect_micros,
-        "sections": sections,
-        "findings": report.findings,
-        "unknown_checks": report.unknown_checks.iter().map(|(c, r)| serde_json::json!({"check": c, "reason": r})).collect::<Vec<_>>(),
-        "proposals": report.proposals,
-        "resolved_issues": report.resolved_issues,
-        "correlation_id": report.correlation_id,
-        "snapshot": snap,
-    })
-}
-
 #[cfg(test)]
 #[path = "engine_tests.rs"]
 mod tests;

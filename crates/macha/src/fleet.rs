@@ -17,7 +17,8 @@
 //!   pinned in Macha's known_hosts (`macha_ssh::KnownHosts`).
 //! - The targets the executor (`macha_exec::Remote`) may reach, kept in step with the registry.
 
-use crate::api::{ErrorCode, Request, Response};
+use crate::api::reply::{HostChange, KeyScan, TrustResult};
+use crate::api::{ErrorCode, Request, Response, ops};
 use crate::config::Config;
 use crate::engine::{Engine, Work};
 use anyhow::Context;
@@ -441,7 +442,7 @@ impl Fleet {
             FleetEvent::Scanned(s) => {
                 let Scanned { request, who, target, keys, reply } = *s;
                 let response = match self.scanned(engine, &request, &who, &target, keys) {
-                    Ok(v) => Response::ok(v),
+                    Ok(r) => r,
                     Err(e) => {
                         let code = match e.downcast_ref::<StoreError>() {
                             Some(StoreError::Conflict { .. }) => ErrorCode::Conflict,
@@ -679,7 +680,7 @@ impl Fleet {
 
     /// Requests answered after a task (a key scan contacts the host): not in the loop.
     pub fn is_deferred(request: &Request) -> bool {
-        matches!(request, Request::ScanHost { .. } | Request::TrustHost { .. })
+        matches!(request, Request::ScanHost(_) | Request::TrustHost(_))
     }
 
     /// Starts the key scan of a deferred request; the answer goes to `reply` when it is done.
@@ -693,7 +694,7 @@ impl Fleet {
         tracker: &TaskTracker,
     ) {
         let name = match &request {
-            Request::ScanHost { name } | Request::TrustHost { name, .. } => name.clone(),
+            Request::ScanHost(ops::ScanHost { name }) | Request::TrustHost(ops::TrustHost { name, .. }) => name.clone(),
             _ => String::new(),
         };
         let host = match self.lookup(engine, &name) {
@@ -747,13 +748,12 @@ impl Fleet {
         who: &str,
         target: &Target,
         keys: Result<Vec<HostKey>, String>,
-    ) -> anyhow::Result<serde_json::Value> {
+    ) -> anyhow::Result<Response> {
         let keys = keys.map_err(|e| anyhow::format_err!("scanning the host keys of {}: {e}", target.name))?;
         let kh = self.known_hosts()?;
         let pinned = kh.keys_for(&target.name);
-        let describe = |k: &HostKey| serde_json::json!({"algorithm": k.algorithm, "fingerprint": k.fingerprint(), "key": k.line()});
         match request {
-            Request::TrustHost { fingerprints, .. } => {
+            Request::TrustHost(ops::TrustHost { fingerprints, .. }) => {
                 let chosen: Vec<HostKey> =
                     keys.iter().filter(|k| fingerprints.contains(&k.fingerprint())).cloned().collect();
                 if chosen.is_empty() || fingerprints.iter().any(|f| !keys.iter().any(|k| &k.fingerprint() == f)) {
@@ -768,15 +768,19 @@ impl Fleet {
                     });
                 }
                 self.trust(engine, who, &target.name, &chosen)?;
-                Ok(
-                    serde_json::json!({"name": target.name, "state": "trusted", "pinned": chosen.iter().map(describe).collect::<Vec<_>>()}),
-                )
+                Ok(Response::reply::<ops::TrustHost>(&TrustResult {
+                    name: target.name.as_str().to_owned(),
+                    state: Standing::Trusted,
+                    pinned: chosen.iter().map(crate::wire::key).collect(),
+                }))
             }
-            _ => Ok(serde_json::json!({
-                "name": target.name, "address": target.address, "port": target.port,
-                "keys": keys.iter().map(describe).collect::<Vec<_>>(),
-                "pinned": pinned.iter().map(describe).collect::<Vec<_>>(),
-                "matches_pinned": !pinned.is_empty() && keys.iter().any(|k| pinned.contains(k)),
+            _ => Ok(Response::reply::<ops::ScanHost>(&KeyScan {
+                name: target.name.as_str().to_owned(),
+                address: target.address.clone(),
+                port: target.port,
+                keys: keys.iter().map(crate::wire::key).collect(),
+                pinned: pinned.iter().map(crate::wire::key).collect(),
+                matches_pinned: !pinned.is_empty() && keys.iter().any(|k| pinned.contains(k)),
             })),
         }
     }
@@ -829,15 +833,15 @@ impl Fleet {
     }
 
     /// The registry requests answered in the loop.
-    pub fn api(&self, engine: &mut Engine, request: Request, who: &str) -> anyhow::Result<serde_json::Value> {
+    pub fn api(&self, engine: &mut Engine, request: Request, who: &str) -> anyhow::Result<Response> {
         let now = crate::now();
         match request {
             Request::ListHosts => {
                 let kh = self.known_hosts()?;
                 let hosts = engine.store().list_fleet_hosts()?;
-                Ok(serde_json::Value::Array(hosts.iter().map(|h| self.summary(h, &kh)).collect()))
+                Ok(Response::reply::<ops::ListHosts>(&hosts.iter().map(|h| self.summary(h, &kh)).collect()))
             }
-            Request::ShowHost { name } => {
+            Request::ShowHost(ops::ShowHost { name }) => {
                 let h = self.lookup(engine, &name)?;
                 let kh = self.known_hosts()?;
                 let audit = engine.store().query_audit(&AuditQuery {
@@ -846,12 +850,9 @@ impl Fleet {
                     order: Order::NewestFirst,
                     ..AuditQuery::default()
                 })?;
-                let mut v = self.summary(&h, &kh);
-                v["profile"] = h.record.profile.clone();
-                v["audit"] = json(&audit);
-                Ok(v)
+                Ok(Response::reply::<ops::ShowHost>(&crate::wire::host_detail(self.summary(&h, &kh), &h, &audit)))
             }
-            Request::AdmitHost { name } => {
+            Request::AdmitHost(ops::AdmitHost { name }) => {
                 let full = rules::complete_name(&name, self.settings.domain.as_ref())
                     .map_err(|e| anyhow::format_err!("{name:?}: {e}"))?;
                 if full.is_local() {
@@ -863,7 +864,11 @@ impl Fleet {
                         (h.record.clone(), h.source, Some(h.record.state))
                     }
                     Some(h) => {
-                        return Ok(serde_json::json!({"name": full, "state": h.record.state, "changed": false}));
+                        return Ok(Response::reply::<ops::AdmitHost>(&HostChange {
+                            name: full.as_str().to_owned(),
+                            state: standing(h.record.state),
+                            changed: false,
+                        }));
                     }
                     None => (
                         HostRecord {
@@ -894,9 +899,13 @@ impl Fleet {
                 .with_subject("host");
                 engine.store_mut().put_fleet_host(&record, source, expected, &audit)?;
                 self.reload(engine)?;
-                Ok(serde_json::json!({"name": full, "state": "admitted", "changed": true}))
+                Ok(Response::reply::<ops::AdmitHost>(&HostChange {
+                    name: full.as_str().to_owned(),
+                    state: Standing::Admitted,
+                    changed: true,
+                }))
             }
-            Request::ForgetHost { name } => {
+            Request::ForgetHost(ops::ForgetHost { name }) => {
                 let h = self.lookup(engine, &name)?;
                 if h.source == HostSource::Config && h.record.state != HostState::Forgotten {
                     return Err(StoreError::Conflict {
@@ -933,39 +942,25 @@ impl Fleet {
                 engine.store_mut().put_fleet_host(&record, h.source, Some(h.record.state), &audit)?;
                 self.forget_connection(&host_name);
                 self.reload(engine)?;
-                Ok(serde_json::json!({"name": h.record.name, "state": "forgotten"}))
+                Ok(Response::reply::<ops::ForgetHost>(&HostChange {
+                    name: h.record.name.clone(),
+                    state: Standing::Forgotten,
+                    changed: h.record.state != HostState::Forgotten,
+                }))
             }
             other => anyhow::bail!("{} is not a fleet request", other.op()),
         }
     }
 
-    fn summary(&self, h: &FleetHost, kh: &KnownHosts) -> serde_json::Value {
+    fn summary(&self, h: &FleetHost, kh: &KnownHosts) -> crate::api::reply::HostView {
         let name = HostName::parse(&h.record.name).ok();
         let pinned: Vec<String> =
             name.as_ref().map(|n| kh.keys_for(n).iter().map(HostKey::fingerprint).collect()).unwrap_or_default();
-        let st = standing(h.record.state);
         let connects = match (&self.pool, &name) {
             (Ok(p), Some(n)) => p.connects(n),
             _ => 0,
         };
-        serde_json::json!({
-            "name": h.record.name,
-            "state": h.record.state,
-            "source": h.source,
-            "contacted": st.may_connect(),
-            "actions": st.may_act(),
-            "address": h.record.address.clone().unwrap_or_else(|| h.record.name.clone()),
-            "port": h.record.port.unwrap_or(22),
-            "user": h.record.user.clone().unwrap_or_else(|| self.settings.user.clone()),
-            "os": h.record.os,
-            "role": h.record.profile.get("role"),
-            "capabilities": h.record.profile.get("capabilities"),
-            "pinned": pinned,
-            "status": h.status,
-            "connects": connects,
-            "first_seen": h.record.first_seen,
-            "last_seen": h.record.last_seen,
-        })
+        crate::wire::host(h, pinned, &self.settings.user, connects)
     }
 
     /// Closes every SSH master.
@@ -1145,26 +1140,34 @@ mod tests {
 
         // People: admit, forget; a configured host is forgotten by removing it from the configuration.
         let v = fleet
-            .api(&mut engine, Request::AdmitHost { name: "evil.example.org".into() }, "root")
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        assert_eq!(v["state"], "admitted");
+            .api(&mut engine, Request::AdmitHost(ops::AdmitHost { name: "evil.example.org".into() }), "root")
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .into_reply::<ops::AdmitHost>()
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!((v.state, v.changed), (Standing::Admitted, true));
         assert_eq!(state(&engine, "evil.example.org"), Some(HostState::Admitted));
         fleet
-            .api(&mut engine, Request::ForgetHost { name: "evil.example.org".into() }, "root")
+            .api(&mut engine, Request::ForgetHost(ops::ForgetHost { name: "evil.example.org".into() }), "root")
             .unwrap_or_else(|e| panic!("{e:#}"));
         assert_eq!(state(&engine, "evil.example.org"), Some(HostState::Forgotten));
-        let refused = fleet.api(&mut engine, Request::ForgetHost { name: "c1".into() }, "root");
+        let refused = fleet.api(&mut engine, Request::ForgetHost(ops::ForgetHost { name: "c1".into() }), "root");
         assert!(refused.is_err_and(|e| format!("{e:#}").contains("remove [hosts.c1]")));
-        let list = fleet.api(&mut engine, Request::ListHosts, "root").unwrap_or_else(|e| panic!("{e:#}"));
-        let c1v = list.as_array().and_then(|a| a.iter().find(|h| h["name"] == "c1")).cloned().unwrap_or_default();
+        let list = fleet
+            .api(&mut engine, Request::ListHosts, "root")
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .into_reply::<ops::ListHosts>()
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let c1v = list.iter().find(|h| h.name == "c1").unwrap_or_else(|| panic!("{list:?}"));
         assert_eq!(
-            (c1v["actions"].as_bool(), c1v["pinned"][0].as_str()),
-            (Some(true), Some("SHA256:bzpIzhnyb0gUT0E3NCH/eNzkgzek9GnTHjztQG7CGc4"))
+            (c1v.actions, c1v.pinned.first().map(String::as_str)),
+            (true, Some("SHA256:bzpIzhnyb0gUT0E3NCH/eNzkgzek9GnTHjztQG7CGc4"))
         );
         let admitted_new = fleet
-            .api(&mut engine, Request::AdmitHost { name: "db9".into() }, "root")
-            .unwrap_or_else(|e| panic!("{e:#}"));
-        assert_eq!(admitted_new["name"], "db9.lab.test");
+            .api(&mut engine, Request::AdmitHost(ops::AdmitHost { name: "db9".into() }), "root")
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .into_reply::<ops::AdmitHost>()
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(admitted_new.name, "db9.lab.test");
 
         // c2 leaves the configuration: forgotten, history kept.
         let cfg2 = config(dir.path(), &format!("[hosts.c1]\naddress = \"10.0.0.1\"\nhost_key = \"{KEY}\"\n"));

@@ -1,8 +1,9 @@
 //! Macha: the daemon (orchestration, local API) and the multicall CLI.
 //!
-//! This crate is the only one that knows about the socket wire format, the configuration file and
-//! process-level concerns (signals, sd_notify, logging). Decisions are made in `macha-core`; this
-//! crate carries them out and records them.
+//! This crate is the only one that knows about the configuration file and process-level concerns
+//! (signals, sd_notify, logging); the socket's wire format is `macha-api`, and [`wire`] is where
+//! store rows and engine types become its types. Decisions are made in `macha-core`; this crate
+//! carries them out and records them.
 
 pub mod agent;
 pub mod api;
@@ -13,6 +14,7 @@ pub mod engine;
 pub mod fleet;
 pub mod logging;
 pub mod observe;
+pub mod wire;
 
 /// A new correlation id: ties together everything that happened because of one trigger.
 pub fn correlation_id() -> String {

@@ -7,7 +7,7 @@
 
 use super::commands::load_config;
 use super::{ClientOpts, CmdResult, EXIT_DATAERR, EXIT_USAGE, fail};
-use crate::api::{Client, ClientError, Request};
+use crate::api::{Client, ClientError, ops};
 use crate::config::Scope;
 use anyhow::Context;
 use macha_store::{ChainReport, ExportReport, Store};
@@ -23,8 +23,8 @@ fn daemon_database(opts: &ClientOpts) -> anyhow::Result<Option<PathBuf>> {
     let socket = opts.socket.clone().unwrap_or_else(|| config.socket.clone());
     match Client::connect(&socket, Duration::from_secs(10)) {
         Ok(mut c) => {
-            let status = c.call(&Request::Status)?;
-            Ok(status["database"].as_str().map(PathBuf::from))
+            let status = c.call(ops::Status)?;
+            Ok(Some(PathBuf::from(status.database)))
         }
         Err(ClientError::Connect { .. }) => Ok(None),
         Err(e) => Err(e.into()),
@@ -66,12 +66,22 @@ pub fn verify(export: Option<&Path>, opts: &ClientOpts) -> CmdResult {
     Ok(if report.is_ok() { 0 } else { EXIT_BROKEN })
 }
 
+/// A report as `--json` prints it: the store's report, with where it came from.
+#[derive(serde::Serialize)]
+struct Located<'a, R: serde::Serialize> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ok: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<&'a Path>,
+    database: &'a Path,
+    #[serde(flatten)]
+    report: &'a R,
+}
+
 fn print_chain_report(path: &Path, r: &ChainReport, json: bool) -> anyhow::Result<()> {
     if json {
-        let mut v = serde_json::to_value(r)?;
-        v["ok"] = serde_json::json!(r.is_ok());
-        v["database"] = serde_json::json!(path);
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        let out = Located { ok: Some(r.is_ok()), file: None, database: path, report: r };
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     let range = match (r.first_id, r.last_id) {
@@ -106,11 +116,8 @@ fn print_chain_report(path: &Path, r: &ChainReport, json: bool) -> anyhow::Resul
 
 fn print_export_report(file: &Path, db: &Path, r: &ExportReport, json: bool) -> anyhow::Result<()> {
     if json {
-        let mut v = serde_json::to_value(r)?;
-        v["ok"] = serde_json::json!(r.is_ok());
-        v["file"] = serde_json::json!(file);
-        v["database"] = serde_json::json!(db);
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        let out = Located { ok: Some(r.is_ok()), file: Some(file), database: db, report: r };
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     let range = match (r.header.first_id, r.header.last_id) {
@@ -161,10 +168,8 @@ pub fn export(out: &Path, upto: Option<i64>, opts: &ClientOpts) -> CmdResult {
         }
     };
     if opts.json {
-        let mut v = serde_json::to_value(&summary)?;
-        v["file"] = serde_json::json!(out);
-        v["database"] = serde_json::json!(path);
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        let located = Located { ok: None, file: Some(out), database: &path, report: &summary };
+        println!("{}", serde_json::to_string_pretty(&located)?);
         return Ok(0);
     }
     match (summary.first_id, summary.last_id, &summary.last_hash) {
@@ -181,12 +186,12 @@ pub fn export(out: &Path, upto: Option<i64>, opts: &ClientOpts) -> CmdResult {
 
 /// `macha logs prune --upto ID --hash HEX`.
 pub fn prune(upto: i64, hash: &str, opts: &ClientOpts) -> CmdResult {
-    let summary: macha_store::PruneSummary = match &opts.db {
+    let summary: macha_api::reply::PruneResult = match &opts.db {
         None => {
             let config = load_config(opts.config.as_deref(), Scope::User)?;
             let socket = opts.socket.clone().unwrap_or_else(|| config.socket.clone());
             let mut client = Client::connect(&socket, Duration::from_secs(300))?;
-            serde_json::from_value(client.call(&Request::PruneAudit { upto_id: upto, hash: hash.to_owned() })?)?
+            client.call(ops::PruneAudit { upto_id: upto, hash: hash.to_owned() })?
         }
         Some(db) => {
             // One writer: a database a running daemon holds is changed through the daemon.
@@ -211,13 +216,14 @@ pub fn prune(upto: i64, hash: &str, opts: &ClientOpts) -> CmdResult {
                 pid: Some(std::process::id().cast_signed()),
             };
             let by = crate::daemon::server::peer_name(peer);
-            store.prune_audit(upto, hash, &by, crate::now()).map_err(|e| {
+            let summary = store.prune_audit(upto, hash, &by, crate::now()).map_err(|e| {
                 let code = match e {
                     macha_store::StoreError::Invalid { .. } | macha_store::StoreError::NotFound { .. } => EXIT_DATAERR,
                     _ => super::EXIT_SOFTWARE,
                 };
                 fail(code, e.into())
-            })?
+            })?;
+            crate::wire::prune_result(&summary)
         }
     };
     if opts.json {

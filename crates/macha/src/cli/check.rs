@@ -4,7 +4,8 @@
 
 use super::commands::load_config;
 use super::{CheckArgs, CmdResult};
-use crate::api::{Client, ClientError, Request};
+use crate::api::reply::{CheckMode, CheckReport, CheckStatus};
+use crate::api::{Client, ClientError, ops};
 use crate::config::Scope;
 use crate::engine::Engine;
 use crate::observe::{self, JournalState, Sources};
@@ -23,7 +24,7 @@ pub fn run(args: &CheckArgs) -> CmdResult {
         let socket = args.client.socket.clone().unwrap_or_else(|| config.socket.clone());
         match Client::connect(&socket, Duration::from_secs(120)) {
             Ok(mut client) => {
-                let out = client.call(&Request::RunCheck)?;
+                let out = client.call(ops::RunCheck)?;
                 return print(&out, args.client.json);
             }
             Err(ClientError::Connect { .. }) => {
@@ -37,7 +38,7 @@ pub fn run(args: &CheckArgs) -> CmdResult {
     print(&out, args.client.json)
 }
 
-fn standalone(config: crate::config::Config, db: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+fn standalone(config: crate::config::Config, db: &std::path::Path) -> anyhow::Result<CheckReport> {
     if let Some(dir) = db.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -76,20 +77,20 @@ fn standalone(config: crate::config::Config, db: &std::path::Path) -> anyhow::Re
     let correlation_id = crate::correlation_id();
     let (report, _work) = engine.cycle(&snapshot, &correlation_id)?;
     engine.maintain(now);
-    Ok(crate::engine::check_output(&snapshot, &report, engine.autonomy(), "standalone", db))
+    Ok(crate::wire::check_report(&snapshot, &report, engine.autonomy(), CheckMode::Standalone, db, None))
 }
 
 /// Prints a check result and returns the exit code for its status.
-fn print(out: &serde_json::Value, json: bool) -> CmdResult {
+fn print(out: &CheckReport, json: bool) -> CmdResult {
     if json {
-        println!("{}", serde_json::to_string_pretty(out)?);
+        super::render::print_json(out)?;
     } else {
         super::render::check(out);
     }
-    Ok(match out["status"].as_str() {
-        Some("healthy") => 0,
-        Some("warning") => 1,
-        Some("critical") => 2,
-        _ => 3,
+    Ok(match out.status {
+        CheckStatus::Healthy => 0,
+        CheckStatus::Warning => 1,
+        CheckStatus::Critical => 2,
+        CheckStatus::Unknown => 3,
     })
 }

@@ -5,13 +5,16 @@ use super::{
     ApproveCmd, CheckConfigArgs, ClientOpts, CmdResult, DaemonArgs, EXIT_DATAERR, EXIT_USAGE, IssuesCmd, LogFilter,
     LogsCmd, PolicyCmd, fail,
 };
-use crate::api::{Client, ClientError, Request};
+use crate::api::ops::{self, AuditFilter, Order};
+use crate::api::reply::{ApprovalDetail, AuditKind, IssueDetail, Severity};
+use crate::api::{Client, ClientError};
 use crate::config::{Config, DEFAULT_CONFIG_PATH, Scope};
+use crate::wire;
 use anyhow::Context;
 use macha_core::action::{Action, ActionKind, DOCUMENT_MAX};
 use macha_core::flap::FlapGuard;
 use macha_core::policy::{self, Autonomy, PolicyContext};
-use macha_store::{AuditKind, AuditQuery, Order, Severity, Store};
+use macha_store::{AuditQuery, Store};
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -185,46 +188,44 @@ pub fn approve(cmd: ApproveCmd) -> CmdResult {
     use macha_core::approval::ApprovalState;
     match cmd {
         ApproveCmd::List { client, all } => {
-            let states: Vec<String> = if all { vec![] } else { vec!["pending".into()] };
+            let states: Vec<ApprovalState> = if all { vec![] } else { vec![ApprovalState::Pending] };
             let records = match read_source(&client)? {
-                Source::Daemon(mut c) => {
-                    let v = c.call(&Request::ListApprovals { states, limit: Some(500) })?;
-                    serde_json::from_value(v)?
-                }
-                Source::Local(store) => {
-                    store.list_approvals(&parse_states(&states, ApprovalState::parse)?, Some(500))?
-                }
+                Source::Daemon(mut c) => c.call(ops::ListApprovals { states, limit: Some(500) })?,
+                Source::Local(store) => store.list_approvals(&states, Some(500))?.iter().map(wire::approval).collect(),
             };
             render::approvals(&records, client.json)?;
             Ok(0)
         }
         ApproveCmd::Show { id, client } => {
-            let (record, trail) = match read_source(&client)? {
-                Source::Daemon(mut c) => {
-                    let v = c.call(&Request::ShowApproval { id })?;
-                    (serde_json::from_value(v["approval"].clone())?, serde_json::from_value(v["audit"].clone())?)
-                }
+            let detail = match read_source(&client)? {
+                Source::Daemon(mut c) => c.call(ops::ShowApproval { id })?,
                 Source::Local(store) => {
                     let r =
                         store.get_approval(id)?.ok_or_else(|| anyhow::format_err!("approval {id} does not exist"))?;
                     let q = AuditQuery { approval_id: Some(id), ..AuditQuery::default() };
-                    (r, store.query_audit(&q)?)
+                    ApprovalDetail { approval: wire::approval(&r), audit: wire::audit_entries(&store.query_audit(&q)?) }
                 }
             };
-            render::approval(&record, &trail, client.json)?;
+            render::approval(&detail, client.json)?;
             Ok(0)
         }
         ApproveCmd::Approve { id, note, client } => {
-            let v = write_client(&client)?.call(&Request::Approve { id, note })?;
-            render::value_or(&v, client.json, |v| {
-                format!("approval {id}: approved; {}", v["decision"]["reason"].as_str().unwrap_or("decided"))
-            });
+            let r = write_client(&client)?.call(ops::Approve { id, note })?;
+            if client.json {
+                render::print_json(&r)?;
+            } else {
+                println!("approval {id}: approved; {}", r.decision.reason);
+            }
             Ok(0)
         }
         ApproveCmd::Discuss { id, client } => super::chat::discuss(id, &client),
         ApproveCmd::Reject { id, note, client } => {
-            let v = write_client(&client)?.call(&Request::Reject { id, note })?;
-            render::value_or(&v, client.json, |_| format!("approval {id}: rejected"));
+            let r = write_client(&client)?.call(ops::Reject { id, note })?;
+            if client.json {
+                render::print_json(&r)?;
+            } else {
+                println!("approval {id}: rejected");
+            }
             Ok(0)
         }
     }
@@ -234,49 +235,52 @@ pub fn issues(cmd: IssuesCmd) -> CmdResult {
     use macha_core::issue::IssueState;
     match cmd {
         IssuesCmd::List { client, all, state, host } => {
-            let states: Vec<String> = if !state.is_empty() {
-                state
+            let states: Vec<IssueState> = if !state.is_empty() {
+                parse_states(&state, IssueState::parse)?
             } else if all {
                 vec![]
             } else {
-                vec!["open".into(), "acting".into(), "resolved".into()]
+                vec![IssueState::Open, IssueState::Acting, IssueState::Resolved]
             };
             let records = match read_source(&client)? {
-                Source::Daemon(mut c) => {
-                    serde_json::from_value(c.call(&Request::ListIssues { states, host, limit: Some(500) })?)?
-                }
-                Source::Local(store) => store.list_issues(&macha_store::IssueQuery {
-                    states: parse_states(&states, IssueState::parse)?,
-                    host,
-                    limit: Some(500),
-                })?,
+                Source::Daemon(mut c) => c.call(ops::ListIssues { states, host, limit: Some(500) })?,
+                Source::Local(store) => store
+                    .list_issues(&macha_store::IssueQuery { states, host, limit: Some(500) })?
+                    .iter()
+                    .map(wire::issue)
+                    .collect(),
             };
             render::issues(&records, client.json)?;
             Ok(0)
         }
         IssuesCmd::Show { id, client } => {
-            let (record, trail) = match read_source(&client)? {
-                Source::Daemon(mut c) => {
-                    let v = c.call(&Request::ShowIssue { id })?;
-                    (serde_json::from_value(v["issue"].clone())?, serde_json::from_value(v["audit"].clone())?)
-                }
+            let detail = match read_source(&client)? {
+                Source::Daemon(mut c) => c.call(ops::ShowIssue { id })?,
                 Source::Local(store) => {
                     let r = store.get_issue(id)?.ok_or_else(|| anyhow::format_err!("issue {id} does not exist"))?;
                     let q = AuditQuery { issue_id: Some(id), ..AuditQuery::default() };
-                    (r, store.query_audit(&q)?)
+                    IssueDetail { issue: wire::issue(&r), audit: wire::audit_entries(&store.query_audit(&q)?) }
                 }
             };
-            render::issue(&record, &trail, client.json)?;
+            render::issue(&detail, client.json)?;
             Ok(0)
         }
         IssuesCmd::Resolve { id, note, client } => {
-            let v = write_client(&client)?.call(&Request::ResolveIssue { id, note })?;
-            render::value_or(&v, client.json, |_| format!("issue {id}: resolved"));
+            let r = write_client(&client)?.call(ops::ResolveIssue { id, note })?;
+            if client.json {
+                render::print_json(&r)?;
+            } else {
+                println!("issue {id}: resolved");
+            }
             Ok(0)
         }
         IssuesCmd::Close { id, note, client } => {
-            let v = write_client(&client)?.call(&Request::CloseIssue { id, note })?;
-            render::value_or(&v, client.json, |_| format!("issue {id}: closed"));
+            let r = write_client(&client)?.call(ops::CloseIssue { id, note })?;
+            if client.json {
+                render::print_json(&r)?;
+            } else {
+                println!("issue {id}: closed");
+            }
             Ok(0)
         }
     }
@@ -312,32 +316,32 @@ fn audit_log(f: &LogFilter, kinds: Vec<AuditKind>) -> CmdResult {
         None => None,
     };
     let mut source = read_source(&f.client)?;
-    let mut query = AuditQuery {
+    let mut filter = AuditFilter {
         since,
         host: f.host.clone(),
         kinds,
         min_severity,
         limit: Some(f.limit.unwrap_or(100)),
         order: Order::NewestFirst,
-        ..AuditQuery::default()
+        ..AuditFilter::default()
     };
-    let mut fetch = |q: &AuditQuery| -> Result<Vec<macha_store::AuditRecord>, super::Failure> {
+    let mut fetch = |filter: &AuditFilter| -> Result<Vec<crate::api::reply::AuditEntry>, super::Failure> {
         match &mut source {
-            Source::Daemon(c) => Ok(serde_json::from_value(c.call(&Request::QueryAudit { query: q.clone() })?)?),
-            Source::Local(store) => Ok(store.query_audit(q)?),
+            Source::Daemon(c) => Ok(c.call(ops::QueryAudit { filter: filter.clone() })?),
+            Source::Local(store) => Ok(wire::audit_entries(&store.query_audit(&wire::audit_query(filter))?)),
         }
     };
-    let mut records = fetch(&query)?;
+    let mut records = fetch(&filter)?;
     records.reverse();
     let mut last = records.iter().map(|r| r.id).max();
     render::audit(&records, f.client.json)?;
     if f.follow {
-        query.order = Order::OldestFirst;
-        query.limit = Some(1000);
+        filter.order = Order::OldestFirst;
+        filter.limit = Some(1000);
         loop {
             std::thread::sleep(Duration::from_secs(1));
-            query.after_id = Some(last.unwrap_or(0));
-            let new = fetch(&query)?;
+            filter.after_id = Some(last.unwrap_or(0));
+            let new = fetch(&filter)?;
             if let Some(r) = new.last() {
                 last = Some(r.id);
             }

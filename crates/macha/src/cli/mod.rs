@@ -3,7 +3,8 @@
 //!
 //! Exit codes (also in `docs/cli.md`): 0 success; for `check` 1 warning, 2 critical, 3 unknown
 //! (some sources could not be observed, nothing found); 64 usage error; 65 invalid input;
-//! 69 daemon unreachable; 77 permission denied; 70 any other failure.
+//! 69 daemon unreachable; 76 the daemon speaks another protocol version; 77 permission denied;
+//! 70 any other failure.
 
 mod audit;
 mod chat;
@@ -20,6 +21,8 @@ pub const EXIT_USAGE: u8 = 64;
 pub const EXIT_DATAERR: u8 = 65;
 pub const EXIT_UNAVAILABLE: u8 = 69;
 pub const EXIT_SOFTWARE: u8 = 70;
+/// The daemon speaks another protocol version (`EX_PROTOCOL`).
+pub const EXIT_PROTOCOL: u8 = 76;
 pub const EXIT_NOPERM: u8 = 77;
 
 #[derive(Debug, Parser)]
@@ -412,11 +415,14 @@ pub struct Failure {
 impl<E: Into<anyhow::Error>> From<E> for Failure {
     fn from(e: E) -> Self {
         let error = e.into();
-        let code = match error.downcast_ref::<crate::api::ClientError>() {
-            Some(crate::api::ClientError::Connect { .. }) => EXIT_UNAVAILABLE,
-            Some(crate::api::ClientError::Remote { code: crate::api::ErrorCode::Denied, .. }) => EXIT_NOPERM,
-            Some(crate::api::ClientError::Remote { code: crate::api::ErrorCode::BadRequest, .. }) => EXIT_DATAERR,
-            Some(crate::api::ClientError::Remote { code: crate::api::ErrorCode::Unavailable, .. }) => EXIT_UNAVAILABLE,
+        use crate::api::{ClientError, ErrorCode};
+        let code = match error.downcast_ref::<ClientError>() {
+            Some(ClientError::Connect { .. }) => EXIT_UNAVAILABLE,
+            Some(ClientError::VersionMismatch { .. })
+            | Some(ClientError::Remote { code: ErrorCode::VersionMismatch, .. }) => EXIT_PROTOCOL,
+            Some(ClientError::Remote { code: ErrorCode::Denied, .. }) => EXIT_NOPERM,
+            Some(ClientError::Remote { code: ErrorCode::BadRequest, .. }) => EXIT_DATAERR,
+            Some(ClientError::Remote { code: ErrorCode::Unavailable, .. }) => EXIT_UNAVAILABLE,
             _ => EXIT_SOFTWARE,
         };
         Failure { code, error }

@@ -1,10 +1,11 @@
 //! Text and JSON output of the client commands.
 
+use crate::api::reply::{ApprovalView, AuditEntry, CheckReport, IssueView};
 use crate::config::Config;
 use macha_core::action::{Action, ActionKind, DiagnosticArgs, DiagnosticName, Hosts, SwitchTarget};
 use macha_core::policy::{self, Autonomy};
+use macha_core::snapshot::Section;
 use macha_core::{HostName, Timestamp, UnitName};
-use macha_store::{ApprovalRecord, AuditRecord, IssueRecord};
 
 /// The order in which the gate applies its rules, for `macha policy show`.
 pub const POLICY_RULES: [&str; 8] = [
@@ -91,24 +92,17 @@ fn ts(t: Timestamp) -> String {
     t.to_string()
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+/// Prints a typed answer as pretty JSON, its object keys sorted (as `--json` always printed them).
+pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(&serde_json::to_value(v)?)?);
     Ok(())
-}
-
-pub fn value_or(v: &serde_json::Value, json: bool, text: impl Fn(&serde_json::Value) -> String) {
-    if json {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-    } else {
-        println!("{}", text(v));
-    }
 }
 
 fn describe_action(v: &serde_json::Value) -> String {
     serde_json::from_value::<Action>(v.clone()).map(|a| a.describe()).unwrap_or_else(|_| v.to_string())
 }
 
-pub fn approvals(records: &[ApprovalRecord], json: bool) -> anyhow::Result<()> {
+pub fn approvals(records: &[ApprovalView], json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(&records);
     }
@@ -122,7 +116,7 @@ pub fn approvals(records: &[ApprovalRecord], json: bool) -> anyhow::Result<()> {
             "{:>5}  {:<9} {:<8} {:<24}  {}",
             r.id,
             r.state.as_str(),
-            r.decision["risk"].as_str().unwrap_or("?"),
+            r.decision.risk.map_or("?", policy::Risk::as_str),
             ts(r.requested_at),
             describe_action(&r.action)
         );
@@ -130,15 +124,16 @@ pub fn approvals(records: &[ApprovalRecord], json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn approval(r: &ApprovalRecord, trail: &[AuditRecord], json: bool) -> anyhow::Result<()> {
+pub fn approval(detail: &crate::api::reply::ApprovalDetail, json: bool) -> anyhow::Result<()> {
     if json {
-        return print_json(&serde_json::json!({"approval": r, "audit": trail}));
+        return print_json(detail);
     }
+    let r = &detail.approval;
     println!("approval {}: {}", r.id, r.state.as_str());
     println!("  action:     {}", describe_action(&r.action));
     println!("  reason:     {}", r.reason);
-    println!("  risk:       {}", r.decision["risk"].as_str().unwrap_or("?"));
-    println!("  policy:     {}", r.decision["reason"].as_str().unwrap_or("?"));
+    println!("  risk:       {}", r.decision.risk.map_or("?", policy::Risk::as_str));
+    println!("  policy:     {}", r.decision.reason.as_deref().unwrap_or("?"));
     println!("  requested:  {} by {}", ts(r.requested_at), r.requested_by);
     println!("  expires:    {}", ts(r.expires_at));
     if let (Some(by), Some(at)) = (&r.decided_by, r.decided_at) {
@@ -153,11 +148,11 @@ pub fn approval(r: &ApprovalRecord, trail: &[AuditRecord], json: bool) -> anyhow
         println!("  result:     {res}");
     }
     println!("  action JSON: {}", r.action);
-    audit_section(trail);
+    audit_section(&detail.audit);
     Ok(())
 }
 
-pub fn issues(records: &[IssueRecord], json: bool) -> anyhow::Result<()> {
+pub fn issues(records: &[IssueView], json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(&records);
     }
@@ -180,10 +175,11 @@ pub fn issues(records: &[IssueRecord], json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn issue(r: &IssueRecord, trail: &[AuditRecord], json: bool) -> anyhow::Result<()> {
+pub fn issue(detail: &crate::api::reply::IssueDetail, json: bool) -> anyhow::Result<()> {
     if json {
-        return print_json(&serde_json::json!({"issue": r, "audit": trail}));
+        return print_json(detail);
     }
+    let r = &detail.issue;
     println!("issue {}: {} ({})", r.id, r.state.as_str(), r.severity.as_str());
     println!("  {}", r.summary);
     println!("  check:      {} on {} ({})", r.check_name, r.host, r.subject);
@@ -193,11 +189,11 @@ pub fn issue(r: &IssueRecord, trail: &[AuditRecord], json: bool) -> anyhow::Resu
     if let Some(res) = &r.resolution {
         println!("  resolution: {res}");
     }
-    audit_section(trail);
+    audit_section(&detail.audit);
     Ok(())
 }
 
-fn audit_section(trail: &[AuditRecord]) {
+pub fn audit_section(trail: &[AuditEntry]) {
     if !trail.is_empty() {
         println!("  history:");
         for a in trail {
@@ -206,10 +202,10 @@ fn audit_section(trail: &[AuditRecord]) {
     }
 }
 
-pub fn audit(records: &[AuditRecord], json: bool) -> anyhow::Result<()> {
+pub fn audit(records: &[AuditEntry], json: bool) -> anyhow::Result<()> {
     for r in records {
         if json {
-            println!("{}", serde_json::to_string(r)?);
+            println!("{}", serde_json::to_string(&serde_json::to_value(r)?)?);
         } else {
             println!(
                 "{}  {:<8} {:<11} {:<10} {}{}",
@@ -225,101 +221,110 @@ pub fn audit(records: &[AuditRecord], json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One section's line: its detail when observed, else why not.
+fn detail<T>(section: &Section<T>, f: impl Fn(&T) -> String) -> Result<String, String> {
+    match section {
+        Section::Ok { data } => Ok(f(data)),
+        Section::Unavailable { reason } => Err(reason.clone()),
+    }
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1u32 << 30)
+}
+
 /// The human form of a check result.
-pub fn check(out: &serde_json::Value) {
-    let s = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_owned();
+pub fn check(out: &CheckReport) {
     println!(
         "macha check: {} on {} at {} ({} mode, autonomy {}, collected in {} µs)",
-        s(&out["status"]).to_uppercase(),
-        s(&out["host"]),
-        s(&out["taken_at_text"]),
-        s(&out["mode"]),
-        s(&out["autonomy"]),
-        out["collect_micros"]
+        out.status.as_str().to_uppercase(),
+        out.host,
+        out.taken_at_text,
+        out.mode.as_str(),
+        out.autonomy.as_str(),
+        out.collect_micros
     );
     println!();
     println!("sources:");
-    for name in macha_core::snapshot::SECTION_NAMES {
-        let v = &out["sections"][name];
-        {
-            match v["status"].as_str() {
-                Some("ok") => println!("  {name:<12} ok{}", section_detail(name, &out["snapshot"][name]["data"])),
-                _ => println!("  {name:<12} unavailable: {}", s(&v["reason"])),
-            }
+    let s = &out.snapshot;
+    let rows: [(&str, Result<String, String>); 11] = [
+        (
+            "cpu",
+            detail(&s.cpu, |d| match d.usage_percent {
+                Some(p) => format!("  {} CPUs, {p:.1}% busy", d.logical_cpus),
+                None => format!("  {} CPUs (usage needs a second sample)", d.logical_cpus),
+            }),
+        ),
+        (
+            "memory",
+            detail(&s.memory, |d| {
+                format!("  {:.1} of {:.1} GiB available", gib(d.available_bytes), gib(d.total_bytes))
+            }),
+        ),
+        ("load", detail(&s.load, |d| format!("  {} {} {}", d.one, d.five, d.fifteen))),
+        (
+            "pressure",
+            detail(&s.pressure, |d| {
+                format!(
+                    "  stalled over 60 s: memory {}%, io {}%, cpu {}%",
+                    d.memory_some.avg60, d.io_some.avg60, d.cpu_some.avg60
+                )
+            }),
+        ),
+        ("filesystems", detail(&s.filesystems, |d| format!("  {} filesystems", d.len()))),
+        ("network", detail(&s.network, |d| format!("  {} interfaces", d.len()))),
+        ("processes", detail(&s.processes, |d| format!("  {} processes", d.total))),
+        (
+            "units",
+            detail(&s.units, |d| format!("  {} units, {} failed, system {}", d.total, d.failed.len(), d.system_state)),
+        ),
+        (
+            "journal",
+            detail(&s.journal, |d| format!("  {} errors in the last {} min", d.errors_total, d.window_secs / 60)),
+        ),
+        ("nix", detail(&s.nix, |d| format!("  {} generations", d.generations.len()))),
+        (
+            "hardware",
+            detail(&s.hardware, |d| format!("  {} ({} cores), {} GPUs", d.cpu_model, d.physical_cores, d.gpus.len())),
+        ),
+    ];
+    for (name, row) in rows {
+        match row {
+            Ok(text) => println!("  {name:<12} ok{text}"),
+            Err(reason) => println!("  {name:<12} unavailable: {reason}"),
         }
     }
     println!();
-    let findings = out["findings"].as_array().cloned().unwrap_or_default();
-    if findings.is_empty() {
+    if out.findings.is_empty() {
         println!("findings: none");
     } else {
         println!("findings:");
-        for f in &findings {
-            println!("  [{}] {}", s(&f["severity"]), s(&f["summary"]));
+        for f in &out.findings {
+            println!("  [{}] {}", f.severity.as_str(), f.summary);
         }
     }
-    let unknown = out["unknown_checks"].as_array().cloned().unwrap_or_default();
-    if !unknown.is_empty() {
+    if !out.unknown_checks.is_empty() {
         println!("not checked:");
-        for u in &unknown {
+        for u in &out.unknown_checks {
             // "units unavailable: <long reason>" was already shown under sources.
-            let reason = s(&u["reason"]);
             let short =
-                reason.split_once(" unavailable: ").map_or(reason.clone(), |(src, _)| format!("{src} unavailable"));
-            println!("  {:<18} {short}", s(&u["check"]));
+                u.reason.split_once(" unavailable: ").map_or(u.reason.clone(), |(src, _)| format!("{src} unavailable"));
+            println!("  {:<18} {short}", u.check.as_str());
         }
     }
-    let proposals = out["proposals"].as_array().cloned().unwrap_or_default();
-    if !proposals.is_empty() {
+    if !out.proposals.is_empty() {
         println!("proposed actions:");
-        for p in &proposals {
-            let what = describe_action(&p["action"]);
-            let verdict = s(&p["decision"]["verdict"]);
-            let extra = match (p["approval_id"].as_i64(), p["action_id"].as_i64()) {
+        for p in &out.proposals {
+            let extra = match (p.approval_id, p.action_id) {
                 (Some(id), _) => format!(" (approval {id}: macha-approve show {id})"),
                 (_, Some(id)) => format!(" (action {id})"),
                 _ => String::new(),
             };
-            println!("  {what}: {verdict}{extra} - {}", s(&p["decision"]["reason"]));
+            println!("  {}: {}{extra} - {}", p.action.describe(), p.decision.verdict.as_str(), p.decision.reason);
         }
-        if out["mode"] == "standalone" {
+        if out.mode == crate::api::reply::CheckMode::Standalone {
             println!("  (standalone: nothing is executed or queued; the daemon acts on these)");
         }
-    }
-}
-
-fn section_detail(name: &str, d: &serde_json::Value) -> String {
-    let gib = |v: &serde_json::Value| v.as_f64().map(|b| b / f64::from(1u32 << 30)).unwrap_or(0.0);
-    match name {
-        "cpu" => match d["usage_percent"].as_f64() {
-            Some(p) => format!("  {} CPUs, {p:.1}% busy", d["logical_cpus"]),
-            None => format!("  {} CPUs (usage needs a second sample)", d["logical_cpus"]),
-        },
-        "memory" => format!("  {:.1} of {:.1} GiB available", gib(&d["available_bytes"]), gib(&d["total_bytes"])),
-        "load" => format!("  {} {} {}", d["one"], d["five"], d["fifteen"]),
-        "pressure" => format!(
-            "  stalled over 60 s: memory {}%, io {}%, cpu {}%",
-            d["memory_some"]["avg60"], d["io_some"]["avg60"], d["cpu_some"]["avg60"]
-        ),
-        "filesystems" => format!("  {} filesystems", d.as_array().map_or(0, Vec::len)),
-        "network" => format!("  {} interfaces", d.as_array().map_or(0, Vec::len)),
-        "processes" => format!("  {} processes", d["total"]),
-        "units" => format!(
-            "  {} units, {} failed, system {}",
-            d["total"],
-            d["failed"].as_array().map_or(0, Vec::len),
-            d["system_state"].as_str().unwrap_or("?")
-        ),
-        "journal" => {
-            format!("  {} errors in the last {} min", d["errors_total"], d["window_secs"].as_u64().unwrap_or(0) / 60)
-        }
-        "nix" => format!("  {} generations", d["generations"].as_array().map_or(0, Vec::len)),
-        "hardware" => format!(
-            "  {} ({} cores), {} GPUs",
-            d["cpu_model"].as_str().unwrap_or("?"),
-            d["physical_cores"],
-            d["gpus"].as_array().map_or(0, Vec::len)
-        ),
-        _ => String::new(),
     }
 }

@@ -9,7 +9,8 @@
 
 use super::commands::load_config;
 use super::{ClientOpts, CmdResult, EXIT_DATAERR, EXIT_USAGE, fail};
-use crate::api::{Client, ClientError, Request};
+use crate::api::reply::{ContactStatus, HostDetail, HostView, KeyScan, TrustResult};
+use crate::api::{Client, ClientError, ops};
 use crate::config::Scope;
 use clap::{Args, Subcommand};
 use std::io::{BufRead, IsTerminal, Write};
@@ -85,84 +86,69 @@ fn client(opts: &ClientOpts, write: bool) -> Result<Option<Client>, super::Failu
     }
 }
 
-/// The registry from the database file, shaped like the daemon's answer.
-fn from_db(opts: &ClientOpts, name: Option<&str>) -> Result<serde_json::Value, super::Failure> {
+/// The registry from the database file, converted as the daemon converts it.
+fn from_db(opts: &ClientOpts) -> Result<(macha_store::Store, Option<macha_ssh::KnownHosts>, String), super::Failure> {
     let config = load_config(opts.config.as_deref(), Scope::User)?;
     let db = opts.db.clone().unwrap_or_else(|| config.database.clone());
     let store = macha_store::Store::open_read_only(&db)?;
     let kh = macha_ssh::KnownHosts::load(&config.ssh.known_hosts).ok();
-    let summary = |h: &macha_store::FleetHost| {
-        let pinned: Vec<String> = match (&kh, macha_core::HostName::parse(&h.record.name)) {
-            (Some(kh), Ok(n)) => kh.keys_for(&n).iter().map(macha_ssh::HostKey::fingerprint).collect(),
-            _ => Vec::new(),
-        };
-        let st = crate::fleet::standing(h.record.state);
-        serde_json::json!({
-            "name": h.record.name, "state": h.record.state, "source": h.source,
-            "contacted": st.may_connect(), "actions": st.may_act(),
-            "address": h.record.address.clone().unwrap_or_else(|| h.record.name.clone()),
-            "port": h.record.port.unwrap_or(22),
-            "user": h.record.user.clone().unwrap_or_else(|| config.ssh.user.clone()),
-            "os": h.record.os, "role": h.record.profile.get("role"),
-            "capabilities": h.record.profile.get("capabilities"),
-            "pinned": pinned, "status": h.status, "profile": h.record.profile,
-            "first_seen": h.record.first_seen, "last_seen": h.record.last_seen,
-        })
+    Ok((store, kh, config.ssh.user.clone()))
+}
+
+fn view(h: &macha_store::FleetHost, kh: Option<&macha_ssh::KnownHosts>, user: &str) -> HostView {
+    let pinned: Vec<String> = match (kh, macha_core::HostName::parse(&h.record.name)) {
+        (Some(kh), Ok(n)) => kh.keys_for(&n).iter().map(macha_ssh::HostKey::fingerprint).collect(),
+        _ => Vec::new(),
     };
-    match name {
-        None => Ok(serde_json::Value::Array(store.list_fleet_hosts()?.iter().map(summary).collect())),
-        Some(n) => {
-            let h = store
-                .get_fleet_host(n)?
-                .ok_or_else(|| fail(EXIT_DATAERR, anyhow::format_err!("{n} is not a registered host")))?;
-            let mut v = summary(&h);
-            v["audit"] = serde_json::to_value(store.query_audit(&macha_store::AuditQuery {
-                host: Some(n.to_owned()),
-                limit: Some(30),
-                order: macha_store::Order::NewestFirst,
-                ..macha_store::AuditQuery::default()
-            })?)?;
-            Ok(v)
-        }
-    }
+    crate::wire::host(h, pinned, user, 0)
 }
 
-fn print_json(v: &serde_json::Value) -> CmdResult {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(0)
+fn list_from_db(opts: &ClientOpts) -> Result<Vec<HostView>, super::Failure> {
+    let (store, kh, user) = from_db(opts)?;
+    Ok(store.list_fleet_hosts()?.iter().map(|h| view(h, kh.as_ref(), &user)).collect())
 }
 
-fn text(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => "-".into(),
-        other => other.to_string(),
-    }
+fn show_from_db(opts: &ClientOpts, name: &str) -> Result<HostDetail, super::Failure> {
+    let (store, kh, user) = from_db(opts)?;
+    let h = store
+        .get_fleet_host(name)?
+        .ok_or_else(|| fail(EXIT_DATAERR, anyhow::format_err!("{name} is not a registered host")))?;
+    let audit = store.query_audit(&macha_store::AuditQuery {
+        host: Some(name.to_owned()),
+        limit: Some(30),
+        order: macha_store::Order::NewestFirst,
+        ..macha_store::AuditQuery::default()
+    })?;
+    Ok(crate::wire::host_detail(view(&h, kh.as_ref(), &user), &h, &audit))
 }
 
-fn contact(status: &serde_json::Value) -> String {
-    match status.get("ok").and_then(serde_json::Value::as_bool) {
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn contact(status: Option<&ContactStatus>) -> String {
+    match status {
         None => "never contacted".into(),
-        Some(true) => format!("ok at {}", text(&status["at"])),
-        Some(false) => format!("{}: {}", text(&status["kind"]), text(&status["reason"])),
+        Some(s) if s.ok => format!("ok at {}", opt(s.at)),
+        Some(s) => format!("{}: {}", s.kind, s.reason.as_deref().unwrap_or("-")),
     }
 }
 
-fn ts(v: &serde_json::Value) -> String {
-    v.as_i64().map_or_else(|| "-".into(), |ms| macha_core::Timestamp::from_millis(ms).to_string())
+fn role(r: Option<macha_core::fleet::Role>) -> String {
+    r.and_then(|r| serde_json::to_value(r).ok()).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or("-".into())
 }
 
 pub fn run(cmd: SystemsCmd) -> CmdResult {
     match cmd {
         SystemsCmd::List { client: opts } => {
-            let v = match client(&opts, false)? {
-                Some(mut c) => c.call(&Request::ListHosts)?,
-                None => from_db(&opts, None)?,
+            let hosts = match client(&opts, false)? {
+                Some(mut c) => c.call(ops::ListHosts)?,
+                None => list_from_db(&opts)?,
             };
             if opts.json {
-                return print_json(&v);
+                super::render::print_json(&hosts)?;
+                return Ok(0);
             }
-            let hosts = v.as_array().cloned().unwrap_or_default();
             if hosts.is_empty() {
                 println!("no hosts registered (add [hosts.<name>] to the configuration, or enable discovery)");
                 return Ok(0);
@@ -172,67 +158,67 @@ pub fn run(cmd: SystemsCmd) -> CmdResult {
                 "host", "state", "source", "address", "os", "role"
             );
             for h in &hosts {
-                let status = &h["status"];
-                let last = match status.get("ok").and_then(serde_json::Value::as_bool) {
+                let last = match &h.status {
                     None => "never".to_owned(),
-                    Some(true) => format!("ok {}", ts(&status["at"])),
-                    Some(false) => text(&status["kind"]),
+                    Some(s) if s.ok => format!("ok {}", opt(s.at)),
+                    Some(s) => s.kind.clone(),
                 };
-                let os: String = text(&h["os"]).chars().take(28).collect();
+                let os: String = h.os.as_deref().unwrap_or("-").chars().take(28).collect();
                 println!(
                     "{:<28} {:<11} {:<8} {:<18} {:<28} {:<15} {last}",
-                    text(&h["name"]),
-                    text(&h["state"]),
-                    text(&h["source"]),
-                    format!("{}:{}", text(&h["address"]), text(&h["port"])),
+                    h.name,
+                    h.state_str(),
+                    h.source.as_str(),
+                    format!("{}:{}", h.address, h.port),
                     os,
-                    text(&h["role"]),
+                    role(h.role),
                 );
             }
             Ok(0)
         }
         SystemsCmd::Show { host, client: opts } => {
-            let v = match client(&opts, false)? {
-                Some(mut c) => c.call(&Request::ShowHost { name: host })?,
-                None => from_db(&opts, Some(&host))?,
+            let d = match client(&opts, false)? {
+                Some(mut c) => c.call(ops::ShowHost { name: host })?,
+                None => show_from_db(&opts, &host)?,
             };
             if opts.json {
-                return print_json(&v);
+                super::render::print_json(&d)?;
+                return Ok(0);
             }
-            println!("host:        {}", text(&v["name"]));
-            println!("state:       {} (source {})", text(&v["state"]), text(&v["source"]));
-            let reach = if v["actions"] == true {
+            let h = &d.host;
+            println!("host:        {}", h.name);
+            println!("state:       {} (source {})", h.state_str(), h.source.as_str());
+            let reach = if h.actions {
                 "observed; actions may run"
-            } else if v["contacted"] == true {
+            } else if h.contacted {
                 "observed; no actions (not trusted)"
             } else {
                 "never contacted"
             };
             println!("standing:    {reach}");
-            println!("address:     {}@{}:{}", text(&v["user"]), text(&v["address"]), text(&v["port"]));
-            let pinned: Vec<String> = v["pinned"].as_array().map(|a| a.iter().map(text).collect()).unwrap_or_default();
-            println!("pinned keys: {}", if pinned.is_empty() { "none".to_owned() } else { pinned.join(", ") });
-            println!("contact:     {}", contact(&v["status"]));
-            println!("os:          {}", text(&v["os"]));
-            let p = &v["profile"];
-            if p.get("role").is_some() {
-                println!("role:        {}", text(&p["role"]));
-                let caps: Vec<String> =
-                    p["capabilities"].as_array().map(|a| a.iter().map(text).collect()).unwrap_or_default();
+            println!("address:     {}@{}:{}", h.user, h.address, h.port);
+            println!("pinned keys: {}", if h.pinned.is_empty() { "none".to_owned() } else { h.pinned.join(", ") });
+            println!("contact:     {}", contact(h.status.as_ref()));
+            println!("os:          {}", h.os.as_deref().unwrap_or("-"));
+            if let Some(p) = &d.profile {
+                println!("role:        {}", role(Some(p.role)));
+                let caps: Vec<String> = p
+                    .capabilities
+                    .iter()
+                    .filter_map(|c| serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_owned)))
+                    .collect();
                 println!("capabilities: {}", if caps.is_empty() { "none".into() } else { caps.join(", ") });
                 println!(
                     "cpus/memory: {} / {}",
-                    text(&p["cpu_cores"]),
-                    p["memory_bytes"].as_u64().map_or("-".into(), macha_core::checks::human_bytes)
+                    opt(p.cpu_cores),
+                    p.memory_bytes.map_or("-".into(), macha_core::checks::human_bytes)
                 );
-                println!("services:    {}", p["services"].as_array().map_or(0, Vec::len));
+                println!("services:    {}", p.services.len());
             }
-            println!("first/last seen: {} / {}", ts(&v["first_seen"]), ts(&v["last_seen"]));
-            if let Some(audit) = v["audit"].as_array() {
-                println!("recent records:");
-                for a in audit.iter().take(15) {
-                    println!("  {} {:<8} {}", ts(&a["ts"]), text(&a["kind"]), text(&a["summary"]));
-                }
+            println!("first/last seen: {} / {}", h.first_seen, h.last_seen);
+            println!("recent records:");
+            for a in d.audit.iter().take(15) {
+                println!("  {} {:<8} {}", a.ts, a.kind.as_str(), a.summary);
             }
             Ok(0)
         }
@@ -240,57 +226,61 @@ pub fn run(cmd: SystemsCmd) -> CmdResult {
         SystemsCmd::Admit { host, client: opts } => {
             let v = client(&opts, true)?
                 .ok_or_else(|| fail(EXIT_USAGE, anyhow::format_err!("changes go through the daemon")))?
-                .call(&Request::AdmitHost { name: host })?;
+                .call(ops::AdmitHost { name: host })?;
             if opts.json {
-                return print_json(&v);
+                super::render::print_json(&v)?;
+                return Ok(0);
             }
-            if v["changed"] == true {
+            if v.changed {
                 println!(
                     "{}: admitted; Macha contacts it once its host key is pinned (macha-systems trust {})",
-                    text(&v["name"]),
-                    text(&v["name"])
+                    v.name, v.name
                 );
             } else {
-                println!("{}: already {}", text(&v["name"]), text(&v["state"]));
+                println!("{}: already {}", v.name, crate::api::reply::standing_str(v.state));
             }
             Ok(0)
         }
         SystemsCmd::Forget { host, client: opts } => {
             let v = client(&opts, true)?
                 .ok_or_else(|| fail(EXIT_USAGE, anyhow::format_err!("changes go through the daemon")))?
-                .call(&Request::ForgetHost { name: host })?;
+                .call(ops::ForgetHost { name: host })?;
             if opts.json {
-                return print_json(&v);
+                super::render::print_json(&v)?;
+                return Ok(0);
             }
-            println!("{}: forgotten (never contacted again; pinned keys removed)", text(&v["name"]));
+            println!("{}: forgotten (never contacted again; pinned keys removed)", v.name);
             Ok(0)
         }
     }
 }
 
+/// What `trust --json` prints: the scan and the result of pinning.
+#[derive(Debug, serde::Serialize)]
+struct TrustOutput<'a> {
+    scan: &'a KeyScan,
+    trust: &'a TrustResult,
+}
+
 fn trust(host: &str, fingerprints: Vec<String>, yes: bool, opts: &ClientOpts) -> CmdResult {
     let mut c =
         client(opts, true)?.ok_or_else(|| fail(EXIT_USAGE, anyhow::format_err!("changes go through the daemon")))?;
-    let scan = c.call(&Request::ScanHost { name: host.to_owned() })?;
-    let name = text(&scan["name"]);
-    let presented: Vec<(String, String)> = scan["keys"]
-        .as_array()
-        .map(|a| a.iter().map(|k| (text(&k["algorithm"]), text(&k["fingerprint"]))).collect())
-        .unwrap_or_default();
+    let scan = c.call(ops::ScanHost { name: host.to_owned() })?;
+    let name = scan.name.clone();
     if !opts.json {
-        println!("{name} ({}, port {}) presents:", text(&scan["address"]), text(&scan["port"]));
-        for (alg, fp) in &presented {
-            println!("  {alg:<20} {fp}");
+        println!("{name} ({}, port {}) presents:", scan.address, scan.port);
+        for k in &scan.keys {
+            println!("  {:<20} {}", k.algorithm, k.fingerprint);
         }
-        let pinned: Vec<String> =
-            scan["pinned"].as_array().map(|a| a.iter().map(|k| text(&k["fingerprint"])).collect()).unwrap_or_default();
-        if !pinned.is_empty() {
+        if !scan.pinned.is_empty() {
+            let pinned: Vec<&str> = scan.pinned.iter().map(|k| k.fingerprint.as_str()).collect();
             println!("pinned now: {}", pinned.join(", "));
         }
     }
+    let presented: Vec<String> = scan.keys.iter().map(|k| k.fingerprint.clone()).collect();
     let chosen: Vec<String> = if !fingerprints.is_empty() {
         for f in &fingerprints {
-            if !presented.iter().any(|(_, p)| p == f) {
+            if !presented.contains(f) {
                 return Err(fail(
                     EXIT_DATAERR,
                     anyhow::format_err!("{name} does not present a key with fingerprint {f}; nothing was pinned"),
@@ -299,7 +289,7 @@ fn trust(host: &str, fingerprints: Vec<String>, yes: bool, opts: &ClientOpts) ->
         }
         fingerprints
     } else if yes {
-        presented.iter().map(|(_, f)| f.clone()).collect()
+        presented
     } else if std::io::stdin().is_terminal() {
         print!(
             "Compare these with the host's own (on it: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub).\n\
@@ -312,7 +302,7 @@ fn trust(host: &str, fingerprints: Vec<String>, yes: bool, opts: &ClientOpts) ->
             println!("nothing pinned");
             return Ok(1);
         }
-        presented.iter().map(|(_, f)| f.clone()).collect()
+        presented
     } else {
         return Err(fail(
             EXIT_USAGE,
@@ -321,12 +311,12 @@ fn trust(host: &str, fingerprints: Vec<String>, yes: bool, opts: &ClientOpts) ->
             ),
         ));
     };
-    let v = c.call(&Request::TrustHost { name: name.clone(), fingerprints: chosen })?;
+    let v = c.call(ops::TrustHost { name: name.clone(), fingerprints: chosen })?;
     if opts.json {
-        return print_json(&serde_json::json!({"scan": scan, "trust": v}));
+        super::render::print_json(&TrustOutput { scan: &scan, trust: &v })?;
+        return Ok(0);
     }
-    let pinned: Vec<String> =
-        v["pinned"].as_array().map(|a| a.iter().map(|k| text(&k["fingerprint"])).collect()).unwrap_or_default();
+    let pinned: Vec<&str> = v.pinned.iter().map(|k| k.fingerprint.as_str()).collect();
     println!("{name}: pinned {}; trusted (observed, and actions may run)", pinned.join(", "));
     Ok(0)
 }

@@ -15,7 +15,8 @@ pub mod server;
 pub mod units;
 
 use crate::agent::{AgentMsg, AgentService};
-use crate::api::{ErrorCode, Request, Response};
+use crate::api::reply::{CheckMode, CheckReport, StatusInfo};
+use crate::api::{ErrorCode, Request, Response, ops};
 use crate::config::Config;
 use crate::engine::{ActionOutcome, Engine, Work};
 use crate::fleet::{Fleet, FleetEvent};
@@ -158,14 +159,17 @@ impl Shared {
     }
 
     fn status(&self) -> Response {
-        Response::ok(serde_json::json!({
-            "autonomy": self.config.autonomy,
-            "uptime_secs": self.started.elapsed().as_secs(),
-            "database": self.config.database,
-            "systemd": match self.sources.systemd.get() { Ok(_) => "connected".to_owned(), Err(e) => format!("unavailable: {e}") },
-            "version": env!("CARGO_PKG_VERSION"),
-            "ssh": self.fleet.stats(),
-        }))
+        Response::reply::<ops::Status>(&StatusInfo {
+            autonomy: self.config.autonomy,
+            uptime_secs: self.started.elapsed().as_secs(),
+            database: self.config.database.display().to_string(),
+            systemd: match self.sources.systemd.get() {
+                Ok(_) => "connected".to_owned(),
+                Err(e) => format!("unavailable: {e}"),
+            },
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            ssh: self.fleet.stats().as_ref().map(crate::wire::ssh_stats),
+        })
     }
 }
 
@@ -440,7 +444,7 @@ fn start_cycle(shared: &Arc<Shared>, engine: &EngineHandle, reply: Option<onesho
             shared.cycle_running.store(false, Ordering::Release);
         }
         let response = match result {
-            Ok(Ok(v)) => Response::ok(v),
+            Ok(Ok(report)) => Response::reply::<ops::RunCheck>(&report),
             Ok(Err(err)) => {
                 tracing::error!("cycle failed: {err:#}");
                 Response::err(ErrorCode::Internal, format!("{err:#}"))
@@ -454,7 +458,7 @@ fn start_cycle(shared: &Arc<Shared>, engine: &EngineHandle, reply: Option<onesho
 }
 
 /// One cycle over a collected snapshot, on the engine thread.
-fn cycle(engine: &mut Engine, shared: &Shared, snapshot: &Snapshot) -> anyhow::Result<serde_json::Value> {
+fn cycle(engine: &mut Engine, shared: &Shared, snapshot: &Snapshot) -> anyhow::Result<CheckReport> {
     shared.save_journal_cursor(engine);
     let correlation_id = crate::correlation_id();
     let (report, work) = engine.cycle(snapshot, &correlation_id)?;
@@ -469,9 +473,14 @@ fn cycle(engine: &mut Engine, shared: &Shared, snapshot: &Snapshot) -> anyhow::R
         micros = snapshot.collect_micros,
         "cycle done"
     );
-    let mut out =
-        crate::engine::check_output(snapshot, &report, engine.autonomy(), "daemon", &engine.config().database);
-    out["analysis"] = analysis;
+    let out = crate::wire::check_report(
+        snapshot,
+        &report,
+        engine.autonomy(),
+        CheckMode::Daemon,
+        &engine.config().database,
+        Some(analysis),
+    );
     shared.spawn_work(work);
     // Retention and downsampling of the history, in bounded batches (cheap when nothing is due).
     engine.maintain(crate::now());

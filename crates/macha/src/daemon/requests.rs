@@ -5,70 +5,92 @@
 
 use super::Shared;
 use super::server::{self, Peer};
-use crate::api::{ErrorCode, Request, Response};
+use crate::api::reply::{ApprovalDetail, ApproveResult, IssueDetail, RejectResult};
+use crate::api::{ErrorCode, Request, Response, ops};
 use crate::engine::Engine;
+use crate::wire;
 use macha_store::{AuditKind, NewAudit, Severity};
 
 /// Answers one request on the engine thread. `Status`, `RunCheck`, key scans and the streamed
-/// requests are dispatched by the loop before they get here.
+/// requests are dispatched by the loop before they get here. Each answer is built with
+/// `Response::reply::<Op>`, so its type is the one the client decodes.
 pub(super) fn answer(engine: &mut Engine, shared: &Shared, request: Request, peer: Peer) -> Response {
     let now = crate::now();
     let who = server::peer_name(peer);
     if request.is_write() && !server::is_admin(peer, shared.admin_gid) {
         return deny(engine, &request, peer);
     }
-    let result: anyhow::Result<serde_json::Value> = (|| match request {
+    let result: anyhow::Result<Response> = (|| match request {
         Request::Status | Request::RunCheck => {
             Err(BadRequest(format!("{} is answered by the loop", request.op())).into())
         }
-        Request::ListIssues { states, host, limit } => {
-            let states = parse_list(&states, macha_core::issue::IssueState::parse)?;
-            Ok(v(&engine.store().list_issues(&macha_store::IssueQuery { states, host, limit })?))
+        Request::ListIssues(ops::ListIssues { states, host, limit }) => {
+            let issues = engine.store().list_issues(&macha_store::IssueQuery { states, host, limit })?;
+            Ok(Response::reply::<ops::ListIssues>(&issues.iter().map(wire::issue).collect()))
         }
-        Request::ShowIssue { id } => {
+        Request::ShowIssue(ops::ShowIssue { id }) => {
             let issue = engine.store().get_issue(id)?.ok_or_else(|| NotFound(format!("issue {id} does not exist")))?;
             let audit =
                 engine.store().query_audit(&macha_store::AuditQuery { issue_id: Some(id), ..Default::default() })?;
-            Ok(serde_json::json!({"issue": issue, "audit": audit}))
+            Ok(Response::reply::<ops::ShowIssue>(&IssueDetail {
+                issue: wire::issue(&issue),
+                audit: wire::audit_entries(&audit),
+            }))
         }
-        Request::ResolveIssue { id, note } => Ok(v(&engine.manual_issue(id, false, &who, note.as_deref(), now)?)),
-        Request::CloseIssue { id, note } => Ok(v(&engine.manual_issue(id, true, &who, note.as_deref(), now)?)),
-        Request::ListApprovals { states, limit } => {
-            let states = parse_list(&states, macha_core::approval::ApprovalState::parse)?;
-            Ok(v(&engine.store().list_approvals(&states, limit)?))
+        Request::ResolveIssue(ops::ResolveIssue { id, note }) => Ok(Response::reply::<ops::ResolveIssue>(
+            &wire::issue(&engine.manual_issue(id, false, &who, note.as_deref(), now)?),
+        )),
+        Request::CloseIssue(ops::CloseIssue { id, note }) => Ok(Response::reply::<ops::CloseIssue>(&wire::issue(
+            &engine.manual_issue(id, true, &who, note.as_deref(), now)?,
+        ))),
+        Request::ListApprovals(ops::ListApprovals { states, limit }) => {
+            let approvals = engine.store().list_approvals(&states, limit)?;
+            Ok(Response::reply::<ops::ListApprovals>(&approvals.iter().map(wire::approval).collect()))
         }
-        Request::ShowApproval { id } => {
+        Request::ShowApproval(ops::ShowApproval { id }) => {
             let a =
                 engine.store().get_approval(id)?.ok_or_else(|| NotFound(format!("approval {id} does not exist")))?;
             let audit =
                 engine.store().query_audit(&macha_store::AuditQuery { approval_id: Some(id), ..Default::default() })?;
-            Ok(serde_json::json!({"approval": a, "audit": audit}))
+            Ok(Response::reply::<ops::ShowApproval>(&ApprovalDetail {
+                approval: wire::approval(&a),
+                audit: wire::audit_entries(&audit),
+            }))
         }
-        Request::Approve { id, note } => {
+        Request::Approve(ops::Approve { id, note }) => {
             let (decision, work) = engine.approve(id, &who, note.as_deref(), now)?;
             let action_id = work.as_ref().map(|w| w.action_id);
             shared.spawn_work(work.into_iter().collect());
-            Ok(serde_json::json!({"approval_id": id, "decision": decision, "action_id": action_id}))
+            Ok(Response::reply::<ops::Approve>(&ApproveResult { approval_id: id, decision, action_id }))
         }
-        Request::Reject { id, note } => {
+        Request::Reject(ops::Reject { id, note }) => {
             engine.reject(id, &who, note.as_deref(), now)?;
-            Ok(serde_json::json!({"approval_id": id, "state": "rejected"}))
+            Ok(Response::reply::<ops::Reject>(&RejectResult {
+                approval_id: id,
+                state: macha_core::approval::ApprovalState::Rejected,
+            }))
         }
-        Request::QueryAudit { query } => Ok(v(&engine.store().query_audit(&query)?)),
-        Request::PruneAudit { upto_id, hash } => Ok(v(&engine.store_mut().prune_audit(upto_id, &hash, &who, now)?)),
-        Request::ListPrompts { request_id, limit } => crate::agent::list_prompts(engine, request_id, limit),
-        Request::ListHosts | Request::ShowHost { .. } | Request::AdmitHost { .. } | Request::ForgetHost { .. } => {
+        Request::QueryAudit(ops::QueryAudit { filter }) => {
+            let records = engine.store().query_audit(&wire::audit_query(&filter))?;
+            Ok(Response::reply::<ops::QueryAudit>(&wire::audit_entries(&records)))
+        }
+        Request::PruneAudit(ops::PruneAudit { upto_id, hash }) => {
+            let summary = engine.store_mut().prune_audit(upto_id, &hash, &who, now)?;
+            Ok(Response::reply::<ops::PruneAudit>(&wire::prune_result(&summary)))
+        }
+        Request::ListPrompts(r) => Ok(Response::reply::<ops::ListPrompts>(&crate::agent::list_prompts(engine, &r)?)),
+        Request::ListHosts | Request::ShowHost(_) | Request::AdmitHost(_) | Request::ForgetHost(_) => {
             shared.fleet.api(engine, request, &who)
         }
-        Request::ScanHost { .. } | Request::TrustHost { .. } => {
+        Request::ScanHost(_) | Request::TrustHost(_) => {
             Err(BadRequest(format!("{} is answered after a key scan", request.op())).into())
         }
-        Request::Ask { .. } | Request::Chat { .. } | Request::Discuss { .. } => {
+        Request::Ask(_) | Request::Chat(_) | Request::Discuss(_) => {
             Err(BadRequest(format!("{} is answered as a stream", request.op())).into())
         }
     })();
     match result {
-        Ok(data) => Response::ok(data),
+        Ok(response) => response,
         Err(e) => {
             let code = if e.downcast_ref::<NotFound>().is_some() {
                 ErrorCode::NotFound
@@ -111,11 +133,3 @@ struct NotFound(String);
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct BadRequest(String);
-
-fn parse_list<T>(items: &[String], parse: impl Fn(&str) -> Option<T>) -> anyhow::Result<Vec<T>> {
-    items.iter().map(|s| parse(s).ok_or_else(|| BadRequest(format!("unknown state {s:?}")).into())).collect()
-}
-
-fn v<T: serde::Serialize>(x: &T) -> serde_json::Value {
-    serde_json::to_value(x).unwrap_or(serde_json::Value::Null)
-}

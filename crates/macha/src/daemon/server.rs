@@ -95,8 +95,14 @@ async fn connection(stream: UnixStream, events: mpsc::Sender<ApiCall>, stop: Can
                 return;
             }
             Ok(_) => {
-                match std::str::from_utf8(&line).map_err(|e| e.to_string()).and_then(|s| api::parse_request(s.trim())) {
-                    Err(e) => Response::err(api::ErrorCode::BadRequest, e),
+                let parsed = std::str::from_utf8(&line)
+                    .map_err(|e| api::Refusal {
+                        code: api::ErrorCode::BadRequest,
+                        message: format!("bad request: {e}"),
+                    })
+                    .and_then(|s| api::parse_request(s.trim()));
+                match parsed {
+                    Err(refusal) => Response::err(refusal.code, refusal.message),
                     Ok(request) if request.is_streamed() => {
                         // Event lines, then one final response line (the agent's streamed answers).
                         let (tx, mut rx) = mpsc::unbounded_channel::<api::StreamLine>();
@@ -141,8 +147,7 @@ async fn connection(stream: UnixStream, events: mpsc::Sender<ApiCall>, stop: Can
 }
 
 async fn write_response(write: &mut tokio::net::unix::OwnedWriteHalf, r: &Response) -> std::io::Result<()> {
-    let mut s =
-        serde_json::to_string(r).unwrap_or_else(|_| r#"{"ok":false,"code":"internal","error":"encoding"}"#.into());
+    let mut s = r.to_line();
     s.push('\n');
     write.write_all(s.as_bytes()).await
 }

@@ -16,5 +16,6 @@ mod daemon;
 mod daemon_lab;
 mod fleet_lab;
 mod nix_module;
+mod protocol;
 mod socket_auth;
 mod tidy;

@@ -116,10 +116,10 @@ fn malformed_requests_get_clear_errors_and_the_daemon_survives() {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap_or_else(|e| panic!("{e}"));
     let mut r = BufReader::new(s.try_clone().unwrap_or_else(|e| panic!("{e}")));
     for (line, want) in [
-        ("{\"op\":\"rm_rf\"}\n", "bad_request"),
+        ("{\"v\":1,\"req\":{\"op\":\"rm_rf\"}}\n", "bad_request"),
         ("not json\n", "bad_request"),
-        ("{\"op\":\"show_issue\",\"id\":424242}\n", "not_found"),
-        ("{\"op\":\"status\"}\n", "\"ok\":true"),
+        ("{\"v\":1,\"req\":{\"op\":\"show_issue\",\"id\":424242}}\n", "not_found"),
+        ("{\"v\":1,\"req\":{\"op\":\"status\"}}\n", "\"ok\":true"),
     ] {
         s.write_all(line.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
         let mut answer = String::new();

@@ -336,3 +336,86 @@ fn the_loop_event_type_is_named_only_in_the_daemon_module() {
         }
     }
 }
+
+/// Functions of the CLI allowed to read JSON by string key, with the reason.
+const DYNAMIC_JSON: [(&str, &str, &str); 1] = [(
+    "chat.rs",
+    "fn prompt_body(",
+    "a prompt's body exactly as sent to the model server: its shape is the server's API, not Macha's",
+)];
+
+/// Whether `line` indexes or looks up JSON by a string key: `x["key"]`, `.get("key")`.
+fn string_key_lookup(line: &str) -> bool {
+    let bytes = line.as_bytes();
+    let indexed = line.match_indices("[\"").any(|(i, _)| {
+        i > 0 && {
+            let before = bytes[i - 1];
+            before.is_ascii_alphanumeric() || before == b'_' || before == b']' || before == b')'
+        }
+    });
+    indexed || line.contains(".get(\"")
+}
+
+#[test]
+fn string_key_lookup_finds_indexing_and_not_arrays() {
+    assert!(string_key_lookup(r#"let x = v["approval_id"].as_i64();"#));
+    assert!(string_key_lookup(r#"d["memory_some"]["avg60"]"#));
+    assert!(string_key_lookup(r#"f(x)["k"]"#));
+    assert!(string_key_lookup(r#"if body.get("format").is_some() {"#));
+    assert!(!string_key_lookup(r#"for n in ["cpu", "memory"] {"#));
+    assert!(!string_key_lookup(r#"let v = vec!["macha", "check"];"#));
+    assert!(!string_key_lookup(r#"Applet::try_parse_from(["macha", "x"])"#));
+}
+
+#[test]
+fn the_cli_reads_typed_answers_not_json_by_string_key() {
+    let mut files = Vec::new();
+    rust_files(&root().join("crates/macha/src/cli"), &mut files);
+    assert!(files.len() >= 5, "{files:?}");
+    let mut found = Vec::new();
+    for path in files {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut allowed = false;
+        for (n, line) in text.lines().enumerate() {
+            if DYNAMIC_JSON.iter().any(|(file, start, _)| *file == name && line.contains(start)) {
+                allowed = true;
+            } else if allowed && line.starts_with('}') {
+                allowed = false;
+                continue;
+            }
+            if !allowed && string_key_lookup(line) {
+                found.push(format!("{}:{}: {}", relative(&path), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the CLI reads JSON by string key; decode a macha-api type instead (or list a truly dynamic function \
+         in DYNAMIC_JSON with its reason): {found:#?}"
+    );
+}
+
+#[test]
+fn the_api_crate_needs_neither_the_store_nor_a_runtime() {
+    let manifest = std::fs::read_to_string(root().join("crates/macha-api/Cargo.toml")).unwrap_or_default();
+    assert!(manifest.contains("[dependencies]"), "{manifest}");
+    let deps: Vec<&str> = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .unwrap_or_default()
+        .lines()
+        .take_while(|l| !l.starts_with('['))
+        .filter_map(|l| l.split(['=', '.', ' ']).next().filter(|d| !d.is_empty()))
+        .collect();
+    assert!(deps.contains(&"macha-core") && deps.contains(&"serde"), "{deps:?}");
+    for banned in ["macha-store", "tokio", "zbus", "rusqlite", "macha-agent", "macha-ssh"] {
+        assert!(!deps.contains(&banned), "macha-api depends on {banned}: {deps:?}");
+    }
+    let mut files = Vec::new();
+    rust_files(&root().join("crates/macha-api/src"), &mut files);
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(!text.contains("macha_store"), "{} names the store", relative(&path));
+    }
+}

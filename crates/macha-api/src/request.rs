@@ -1,0 +1,105 @@
+//! The request enum: every operation of the socket, tagged by `op`.
+
+use crate::ops;
+use serde::{Deserialize, Serialize};
+
+/// One request, as it goes inside the frame's `req`. Each variant holds its operation's type from
+/// [`ops`]; unknown operations and unknown fields are refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Daemon status: autonomy, uptime, sources.
+    Status,
+    /// Run one cycle now and return its report.
+    RunCheck,
+    ListIssues(ops::ListIssues),
+    ShowIssue(ops::ShowIssue),
+    ResolveIssue(ops::ResolveIssue),
+    CloseIssue(ops::CloseIssue),
+    ListApprovals(ops::ListApprovals),
+    ShowApproval(ops::ShowApproval),
+    Approve(ops::Approve),
+    Reject(ops::Reject),
+    /// Audit records; `after_id` lets `--follow` poll.
+    QueryAudit(ops::QueryAudit),
+    /// One question to the model (streamed; `macha-ask`).
+    Ask(ops::Ask),
+    /// One turn of a chat (streamed; `macha-chat`). The conversation id comes back in the first
+    /// event; sending it again continues the conversation with its history.
+    Chat(ops::Chat),
+    /// One turn of a discussion of a pending approval (streamed; `macha-approve discuss`).
+    Discuss(ops::Discuss),
+    /// The prompt log: exactly what was sent to the model, redacted (`macha-logs prompts`).
+    ListPrompts(ops::ListPrompts),
+    /// The host registry (`macha-systems list`).
+    ListHosts,
+    /// One registered host with its profile and recent records (`macha-systems show`).
+    ShowHost(ops::ShowHost),
+    /// The keys a host presents, with fingerprints (`macha-systems trust`, before confirming).
+    ScanHost(ops::ScanHost),
+    /// Pins the presented keys with these fingerprints and makes the host trusted.
+    TrustHost(ops::TrustHost),
+    /// Lets Macha contact a discovered (or new) host, for observation.
+    AdmitHost(ops::AdmitHost),
+    /// Stops contacting a host and removes its pinned keys; its history stays.
+    ForgetHost(ops::ForgetHost),
+    /// Deletes exported audit records (admin only).
+    PruneAudit(ops::PruneAudit),
+}
+
+impl Request {
+    /// Whether the request needs an admin: it changes state, or it talks to the model (whose
+    /// proposals the policy may execute), or it reveals what was sent to the model, or it makes
+    /// Macha contact a host (a key scan).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Request::ResolveIssue(_)
+                | Request::CloseIssue(_)
+                | Request::Approve(_)
+                | Request::Reject(_)
+                | Request::Ask(_)
+                | Request::Chat(_)
+                | Request::Discuss(_)
+                | Request::ListPrompts(_)
+                | Request::ScanHost(_)
+                | Request::TrustHost(_)
+                | Request::AdmitHost(_)
+                | Request::ForgetHost(_)
+                | Request::PruneAudit(_)
+        )
+    }
+
+    /// Whether the answer is streamed: event lines, then one final answer line.
+    pub fn is_streamed(&self) -> bool {
+        matches!(self, Request::Ask(_) | Request::Chat(_) | Request::Discuss(_))
+    }
+
+    /// The operation's name on the wire.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::RunCheck => "run_check",
+            Request::ListIssues(_) => "list_issues",
+            Request::ShowIssue(_) => "show_issue",
+            Request::ResolveIssue(_) => "resolve_issue",
+            Request::CloseIssue(_) => "close_issue",
+            Request::ListApprovals(_) => "list_approvals",
+            Request::ShowApproval(_) => "show_approval",
+            Request::Approve(_) => "approve",
+            Request::Reject(_) => "reject",
+            Request::QueryAudit(_) => "query_audit",
+            Request::Ask(_) => "ask",
+            Request::Chat(_) => "chat",
+            Request::Discuss(_) => "discuss",
+            Request::ListPrompts(_) => "list_prompts",
+            Request::ListHosts => "list_hosts",
+            Request::ShowHost(_) => "show_host",
+            Request::ScanHost(_) => "scan_host",
+            Request::TrustHost(_) => "trust_host",
+            Request::AdmitHost(_) => "admit_host",
+            Request::ForgetHost(_) => "forget_host",
+            Request::PruneAudit(_) => "prune_audit",
+        }
+    }
+}
