@@ -146,6 +146,23 @@ impl Store {
         Ok(problems)
     }
 
+    /// Runs `PRAGMA quick_check`: every page and record is read and checked for consistency (not
+    /// the indexes' contents), which finds overwritten or torn pages in a fraction of the time of
+    /// [`Store::integrity_check`]. Returns the problems found; empty means sound. The daemon runs
+    /// it at every start.
+    pub fn quick_check(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("PRAGMA quick_check")?;
+        let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+        let mut problems = Vec::new();
+        for row in rows {
+            let line = row?;
+            if line != "ok" {
+                problems.push(line);
+            }
+        }
+        Ok(problems)
+    }
+
     /// Starts a write transaction that takes the write lock at once, so that it cannot fail half-way
     /// with `SQLITE_BUSY` on lock upgrade.
     pub(crate) fn write_txn(&mut self) -> Result<rusqlite::Transaction<'_>> {

@@ -10,6 +10,7 @@
 //! over 100 ms is logged with what it handled. "One writer" holds: only the engine thread writes.
 
 pub mod engine_thread;
+pub mod lock;
 mod requests;
 pub mod server;
 pub mod units;
@@ -195,7 +196,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating the state directory {}", config.state_dir.display()))?;
     let _ = std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o700));
+    // One daemon per database: a second one exits here, naming the first.
+    let _lock = lock::DatabaseLock::acquire(&config.database)?;
     let store = Store::open(&config.database).with_context(|| format!("opening {}", config.database.display()))?;
+    // Overwritten or torn pages are found before anything is read from or written to them.
+    let problems = store.quick_check().with_context(|| format!("checking {}", config.database.display()))?;
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "the database {} is damaged ({}{}); refusing to start on it: restore it from a backup (or move it \
+             away to start with an empty history)",
+            config.database.display(),
+            problems.iter().take(3).cloned().collect::<Vec<_>>().join("; "),
+            if problems.len() > 3 { format!("; and {} more", problems.len() - 3) } else { String::new() }
+        );
+    }
     let now = crate::now();
     let mut engine = Engine::new(store, config.clone(), true, now)?;
     let host = HostName::local();
