@@ -177,6 +177,31 @@ fn write_client(opts: &ClientOpts) -> Result<Client, super::Failure> {
     Ok(Client::connect(&socket_path(opts, &config), Duration::from_secs(120))?)
 }
 
+/// `macha status`: the daemon's own summary (answered by its event loop, so it answers even while
+/// the database is slow).
+pub fn status(opts: &ClientOpts) -> CmdResult {
+    let config = load_config(opts.config.as_deref(), Scope::User)?;
+    let mut client = Client::connect(&socket_path(opts, &config), Duration::from_secs(10))?;
+    let s = client.call(crate::api::ops::Status)?;
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(0);
+    }
+    println!(
+        "macha {} — autonomy {}, up {}",
+        s.version,
+        s.autonomy,
+        humantime::format_duration(Duration::from_secs(s.uptime_secs))
+    );
+    println!("database: {}", s.database);
+    println!("systemd:  {}", s.systemd);
+    match &s.ssh {
+        Some(ssh) => println!("ssh:      {} hosts connected, {} connections opened", ssh.connected, ssh.connects),
+        None => println!("ssh:      not available"),
+    }
+    Ok(0)
+}
+
 fn parse_states<T>(states: &[String], parse: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, super::Failure> {
     states
         .iter()

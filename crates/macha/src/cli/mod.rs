@@ -91,6 +91,11 @@ pub struct AskArgs {
 pub enum Cmd {
     /// Run one check cycle now (through the daemon if it runs, else standalone).
     Check(CheckArgs),
+    /// The daemon's status: autonomy, uptime, database, systemd and SSH (anyone may ask).
+    Status {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Run the daemon (what macha.service starts).
     Daemon(DaemonArgs),
     /// Validate a configuration file and print it resolved.
@@ -474,6 +479,7 @@ fn dispatch(applet: Applet) -> CmdResult {
     match applet {
         Applet::Macha { cmd } => match cmd {
             Cmd::Check(a) => check::run(&a),
+            Cmd::Status { client } => commands::status(&client),
             Cmd::Daemon(a) => commands::daemon(&a),
             Cmd::CheckConfig(a) => commands::check_config(&a),
             Cmd::Policy { cmd } => commands::policy(cmd),

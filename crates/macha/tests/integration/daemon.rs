@@ -80,3 +80,48 @@ fn a_wrong_configuration_is_refused_at_start_with_the_reason() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A second daemon on the same database exits naming the first one's PID, and leaves the first
+/// one's socket alone (it used to start and take the socket over).
+#[test]
+fn a_second_daemon_on_the_same_database_is_refused_and_names_the_first() {
+    let first = TestDaemon::builder().start();
+    let out = Command::new(env!("CARGO_BIN_EXE_macha"))
+        .args(["daemon", "--config"])
+        .arg(first.path("macha.toml"))
+        .env("MACHA_LOG", "error")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.status.success(), "the second daemon must not run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("PID {}", first.pid())), "{err}");
+    assert!(err.contains("one daemon per database"), "{err}");
+    // The first daemon still answers on its socket.
+    let status = first.json(&["status", "--json"]);
+    assert!(status.get("uptime_secs").is_some(), "{status}");
+}
+
+/// A database whose pages were overwritten (a disk error, a stray write) is found damaged at
+/// start, and the daemon refuses to run on it instead of reading or extending garbage.
+#[test]
+fn a_damaged_database_is_refused_at_start() {
+    let mut d = TestDaemon::builder().start();
+    d.stop();
+    let db = d.db();
+    // Overwrite two pages in the middle of the file with garbage.
+    let mut bytes = std::fs::read(&db).unwrap_or_else(|e| panic!("{e}"));
+    assert!(bytes.len() > 4 * 4096, "the database is unexpectedly small: {}", bytes.len());
+    for b in &mut bytes[4096 * 2..4096 * 4] {
+        *b = 0xA5;
+    }
+    std::fs::write(&db, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_macha"))
+        .args(["daemon", "--config"])
+        .arg(d.path("macha.toml"))
+        .env("MACHA_LOG", "error")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("damaged") || err.contains("malformed") || err.contains("not a database"), "{err}");
+}
