@@ -50,6 +50,9 @@ impl Printer {
             }
             return;
         }
+        // Model text, tool names and arguments reach the terminal cleaned of control sequences.
+        let scrubbed = super::term::scrub(e.clone());
+        let Ok(e) = &scrubbed else { return };
         let mut err = std::io::stderr();
         match e {
             StreamEvent::Token { text } => {
@@ -86,7 +89,7 @@ impl Printer {
             return;
         }
         if !self.streamed {
-            print!("{}", data.answer);
+            print!("{}", super::term::clean(&data.answer));
         }
         println!();
         self.streamed = false;
@@ -186,6 +189,7 @@ pub fn prompts(request_id: Option<i64>, limit: Option<u32>, opts: &ClientOpts) -
         super::render::print_json(&log)?;
         return Ok(0);
     }
+    let log = super::term::scrub(log)?;
     if log.prompts.is_empty() {
         println!("no prompts recorded{}", request_id.map(|r| format!(" for request {r}")).unwrap_or_default());
     }

@@ -85,7 +85,7 @@ fn print(out: &CheckReport, json: bool) -> CmdResult {
     if json {
         super::render::print_json(out)?;
     } else {
-        super::render::check(out);
+        super::render::check(out)?;
     }
     Ok(match out.status {
         CheckStatus::Healthy => 0,

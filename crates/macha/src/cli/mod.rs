@@ -12,6 +12,7 @@ mod check;
 mod commands;
 mod render;
 pub mod systems;
+pub mod term;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -176,6 +177,10 @@ pub struct ClientOpts {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Print text exactly as received: control characters and escape sequences from logs, hosts
+    /// or the model are kept (by default they are removed before they reach the terminal).
+    #[arg(long, global = true)]
+    pub raw: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -466,6 +471,8 @@ pub fn main() -> ExitCode {
         restore_default_sigpipe();
     }
     crate::logging::init(if daemon { crate::logging::Mode::Daemon } else { crate::logging::Mode::Cli });
+    // `--raw` (a global flag of the client commands, validated by the parser above): before `--`.
+    term::set_raw(std::env::args_os().take_while(|a| a != "--").any(|a| a == "--raw"));
     match dispatch(applet) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {

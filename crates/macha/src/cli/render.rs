@@ -106,6 +106,7 @@ pub fn approvals(records: &[ApprovalView], json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(&records);
     }
+    let records = &super::term::scrub(records.to_vec())?;
     if records.is_empty() {
         println!("no approval requests");
         return Ok(());
@@ -128,6 +129,7 @@ pub fn approval(detail: &crate::api::reply::ApprovalDetail, json: bool) -> anyho
     if json {
         return print_json(detail);
     }
+    let detail = &super::term::scrub(detail.clone())?;
     let r = &detail.approval;
     println!("approval {}: {}", r.id, r.state.as_str());
     println!("  action:     {}", describe_action(&r.action));
@@ -156,6 +158,7 @@ pub fn issues(records: &[IssueView], json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(&records);
     }
+    let records = &super::term::scrub(records.to_vec())?;
     if records.is_empty() {
         println!("no issues");
         return Ok(());
@@ -179,6 +182,7 @@ pub fn issue(detail: &crate::api::reply::IssueDetail, json: bool) -> anyhow::Res
     if json {
         return print_json(detail);
     }
+    let detail = &super::term::scrub(detail.clone())?;
     let r = &detail.issue;
     println!("issue {}: {} ({})", r.id, r.state.as_str(), r.severity.as_str());
     println!("  {}", r.summary);
@@ -203,6 +207,13 @@ pub fn audit_section(trail: &[AuditEntry]) {
 }
 
 pub fn audit(records: &[AuditEntry], json: bool) -> anyhow::Result<()> {
+    let scrubbed;
+    let records = if json {
+        records
+    } else {
+        scrubbed = super::term::scrub(records.to_vec())?;
+        &scrubbed[..]
+    };
     for r in records {
         if json {
             println!("{}", serde_json::to_string(&serde_json::to_value(r)?)?);
@@ -235,7 +246,8 @@ fn gib(bytes: u64) -> f64 {
 }
 
 /// The human form of a check result.
-pub fn check(out: &CheckReport) {
+pub fn check(out: &CheckReport) -> anyhow::Result<()> {
+    let out = &super::term::scrub(out.clone())?;
     println!(
         "macha check: {} on {} at {} ({} mode, autonomy {}, collected in {} µs)",
         out.status.as_str().to_uppercase(),
@@ -327,4 +339,5 @@ pub fn check(out: &CheckReport) {
             println!("  (standalone: nothing is executed or queued; the daemon acts on these)");
         }
     }
+    Ok(())
 }

@@ -149,6 +149,7 @@ pub fn run(cmd: SystemsCmd) -> CmdResult {
                 super::render::print_json(&hosts)?;
                 return Ok(0);
             }
+            let hosts = super::term::scrub(hosts)?;
             if hosts.is_empty() {
                 println!("no hosts registered (add [hosts.<name>] to the configuration, or enable discovery)");
                 return Ok(0);
@@ -185,6 +186,7 @@ pub fn run(cmd: SystemsCmd) -> CmdResult {
                 super::render::print_json(&d)?;
                 return Ok(0);
             }
+            let d = super::term::scrub(d)?;
             let h = &d.host;
             println!("host:        {}", h.name);
             println!("state:       {} (source {})", h.state_str(), h.source.as_str());

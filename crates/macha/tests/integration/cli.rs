@@ -251,3 +251,37 @@ fn an_empty_journal_is_unavailable_never_zero_errors() {
     );
     assert_eq!(out.status.code(), Some(3));
 }
+
+/// Text from logs, hosts or the model that reaches a terminal is stripped of control sequences
+/// (screen clear, title, clipboard write, hidden text); `--json` escapes them; `--raw` keeps them.
+#[test]
+fn hostile_text_never_reaches_the_terminal_raw() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("macha.db");
+    let hostile = "unit failed\u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{1b}[2J\u{1b}[8mhidden\u{1b}[0m\u{202e}done";
+    {
+        let mut store = macha_store::Store::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        let rec = macha_store::NewAudit::new(
+            macha_core::Timestamp::from_secs(1_700_000_000),
+            macha_store::AuditKind::Alert,
+            macha_store::Severity::Warning,
+            "local",
+            hostile,
+        );
+        store.append_audit(&rec).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let text = macha().args(["logs", "audit", "--db"]).arg(&db).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(text.status.success(), "{}", String::from_utf8_lossy(&text.stderr));
+    let out = String::from_utf8_lossy(&text.stdout);
+    assert!(out.contains("unit failed") && out.contains("hidden") && out.contains("done"), "{out}");
+    for c in ['\u{1b}', '\u{7}', '\u{202e}', '\u{9b}'] {
+        assert!(!out.contains(c), "{c:?} reached the terminal: {out:?}");
+    }
+    let json = macha().args(["logs", "audit", "--json", "--db"]).arg(&db).output().unwrap_or_else(|e| panic!("{e}"));
+    let line = String::from_utf8_lossy(&json.stdout);
+    assert!(!line.contains('\u{1b}') && line.contains("\\u001b"), "{line}");
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["summary"], hostile, "JSON keeps the exact text");
+    let raw = macha().args(["logs", "audit", "--raw", "--db"]).arg(&db).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(String::from_utf8_lossy(&raw.stdout).contains('\u{1b}'), "--raw prints the bytes as they are");
+}
