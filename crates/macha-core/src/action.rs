@@ -338,6 +338,13 @@ impl Action {
         if hosts.len() > HOSTS_MAX {
             return Err(ActionError::Invalid(format!("{} hosts named; the limit is {HOSTS_MAX}", hosts.len())));
         }
+        // A host named twice would run the action twice there (and read as "one host" to the
+        // policy): never valid.
+        for (i, h) in hosts.iter().enumerate() {
+            if hosts[..i].contains(h) {
+                return Err(ActionError::Invalid(format!("host {h} is named more than once")));
+            }
+        }
         match self {
             Action::JournalVacuum { max_age_days: d, .. } | Action::CollectGarbage { older_than_days: d, .. }
                 if !(1..=3650).contains(d) =>
@@ -536,6 +543,17 @@ mod tests {
         assert_eq!(b.hosts().as_slice(), [HostName::local()]);
         let m = ok(r#"{ "kind": "reboot", "host": ["a.lan", "b.lan"], "reason": "kernel" }"#);
         assert!(m.hosts().is_multi());
+    }
+
+    #[test]
+    fn a_host_named_twice_is_invalid() {
+        let doc = r#"{"kind":"restart_unit","host":["local","local"],"unit":"nginx","reason":"r"}"#;
+        let err = Action::from_json(doc).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("named more than once"), "{err}");
+        let doc = r#"{"kind":"restart_unit","host":["web1","db1","web1"],"unit":"nginx","reason":"r"}"#;
+        assert!(Action::from_json(doc).is_err());
+        let ok = r#"{"kind":"restart_unit","host":["web1","db1"],"unit":"nginx","reason":"r"}"#;
+        assert!(Action::from_json(ok).is_ok());
     }
 
     #[test]

@@ -643,6 +643,7 @@ mod tests {
             fs_type: "ext4".into(),
             total_bytes: total,
             available_bytes: avail,
+            used_bytes: None,
             total_inodes: 1000,
             free_inodes: 900,
             read_only: false,

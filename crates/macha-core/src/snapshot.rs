@@ -169,15 +169,26 @@ pub struct Filesystem {
     pub fs_type: String,
     pub total_bytes: u64,
     pub available_bytes: u64,
+    /// Space in use (`f_blocks - f_bfree`): what `df` calls Used. `None` from an observer that
+    /// did not report it (older probes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_bytes: Option<u64>,
     pub total_inodes: u64,
     pub free_inodes: u64,
     pub read_only: bool,
 }
 
 impl Filesystem {
-    /// Used share of the space an unprivileged user can use, 0-100 (as `df` reports it).
+    /// Used share of the space an unprivileged user can use, 0-100, as `df` reports it:
+    /// used / (used + available), so blocks reserved for root count as neither. Without a used
+    /// figure, the share of the total that is not available (which counts the reserve as used).
     pub fn used_percent(&self) -> Option<f64> {
-        (self.total_bytes > 0).then(|| 100.0 * (1.0 - self.available_bytes as f64 / self.total_bytes as f64))
+        match self.used_bytes {
+            Some(used) if used.saturating_add(self.available_bytes) > 0 => {
+                Some(100.0 * used as f64 / (used.saturating_add(self.available_bytes)) as f64)
+            }
+            _ => (self.total_bytes > 0).then(|| 100.0 * (1.0 - self.available_bytes as f64 / self.total_bytes as f64)),
+        }
     }
     /// Used share of inodes, 0-100; `None` for filesystems without a fixed inode table (btrfs, …).
     pub fn inodes_used_percent(&self) -> Option<f64> {
@@ -326,6 +337,32 @@ pub struct Hardware {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_full_is_what_df_says() {
+        // 100 GiB filesystem, 80 GiB used, 15 GiB available, 5 GiB reserved for root: df says 85 %
+        // (80 / 95), not 85 % of the total counted the other way round.
+        let g = 1u64 << 30;
+        let fs = Filesystem {
+            mount_point: "/".into(),
+            device: "/dev/sda1".into(),
+            fs_type: "ext4".into(),
+            total_bytes: 100 * g,
+            available_bytes: 15 * g,
+            used_bytes: Some(80 * g),
+            total_inodes: 0,
+            free_inodes: 0,
+            read_only: false,
+        };
+        let p = fs.used_percent().unwrap_or_default();
+        assert!((p - 84.21).abs() < 0.01, "{p}");
+        // A nearly empty filesystem with a large reserve is nearly empty, as df says.
+        let fresh = Filesystem { used_bytes: Some(g), available_bytes: 94 * g, ..fs.clone() };
+        assert!(fresh.used_percent().unwrap_or_default() < 1.1);
+        // Without a used figure (an older probe): the old estimate.
+        let old = Filesystem { used_bytes: None, ..fs };
+        assert!((old.used_percent().unwrap_or_default() - 85.0).abs() < 0.01);
+    }
 
     #[test]
     fn section_names_match_the_fields() {

@@ -48,6 +48,7 @@ pub fn stat_mount(entry: &MountEntry) -> Result<Filesystem, ObserveError> {
         fs_type: entry.fs_type.clone(),
         total_bytes: wide(st.blocks()).saturating_mul(fragment),
         available_bytes: wide(st.blocks_available()).saturating_mul(fragment),
+        used_bytes: Some(wide(st.blocks()).saturating_sub(wide(st.blocks_free())).saturating_mul(fragment)),
         total_inodes: wide(st.files()),
         free_inodes: wide(st.files_free()),
         read_only: entry.read_only() || st.flags().contains(FsFlags::ST_RDONLY),

@@ -418,16 +418,44 @@ pub fn user_state_dir() -> PathBuf {
     }
 }
 
+/// The largest configuration file read (far above any real one).
+pub const CONFIG_MAX: usize = 1024 * 1024;
+
+/// A parser error without a quoted line longer than a terminal line: the TOML parser quotes the
+/// offending line, which may be kilobytes (or a secret) long.
+fn short_error(e: &str) -> String {
+    e.lines()
+        .map(|l| {
+            if l.chars().count() > 200 {
+                format!("{}… ({} characters)", l.chars().take(120).collect::<String>(), l.chars().count())
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 impl Config {
     /// Parses a TOML document (stage one) and resolves it (stage two).
     pub fn from_toml(text: &str, scope: Scope) -> anyhow::Result<Config> {
-        let file: FileConfig = toml::from_str(text).map_err(|e| anyhow::format_err!("{e}"))?;
+        if text.len() > CONFIG_MAX {
+            bail!("the configuration is {} bytes; the limit is {CONFIG_MAX}", text.len());
+        }
+        let file: FileConfig =
+            toml::from_str(text).map_err(|e| anyhow::format_err!("{}", short_error(&e.to_string())))?;
         Config::resolve(file, scope)
     }
 
     /// Reads `path`; a missing file is an error naming it.
     pub fn load(path: &Path, scope: Scope) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        use std::io::Read;
+        let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        // Bounded: a huge file is refused after reading one byte past the limit, never loaded whole.
+        let mut text = String::new();
+        file.take(CONFIG_MAX as u64 + 1)
+            .read_to_string(&mut text)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         Config::from_toml(&text, scope).with_context(|| format!("invalid configuration in {}", path.display()))
     }
 

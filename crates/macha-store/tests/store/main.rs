@@ -40,6 +40,7 @@ pub fn snapshot(host: &str, ts: i64) -> Snapshot {
                 fs_type: "ext4".to_owned(),
                 total_bytes: 100 << 30,
                 available_bytes: (40 + i as u64) << 30,
+                used_bytes: None,
                 total_inodes: 6_000_000,
                 free_inodes: 5_000_000,
                 read_only: false,

@@ -93,6 +93,14 @@ pub fn policy(cmd: PolicyCmd) -> CmdResult {
                 .take(DOCUMENT_MAX as u64 + 1)
                 .read_to_string(&mut doc)
                 .map_err(|e| fail(EXIT_DATAERR, anyhow::format_err!("reading the action from stdin: {e}")))?;
+            // The size is checked on what was sent, before anything is trimmed: a document cut at
+            // the limit could hide what follows it (a second action) and be judged without it.
+            if doc.len() > DOCUMENT_MAX {
+                return Err(fail(
+                    EXIT_DATAERR,
+                    anyhow::format_err!("the action document exceeds {DOCUMENT_MAX} bytes; nothing was judged"),
+                ));
+            }
             let action = Action::from_json(doc.trim()).map_err(|e| fail(EXIT_DATAERR, e.into()))?;
             let protected = config.protected();
             let flap = FlapGuard::new(config.flap_limit, config.flap_window);

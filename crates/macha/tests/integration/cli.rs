@@ -285,3 +285,42 @@ fn hostile_text_never_reaches_the_terminal_raw() {
     let raw = macha().args(["logs", "audit", "--raw", "--db"]).arg(&db).output().unwrap_or_else(|e| panic!("{e}"));
     assert!(String::from_utf8_lossy(&raw.stdout).contains('\u{1b}'), "--raw prints the bytes as they are");
 }
+
+/// `check-config` reads a bounded amount (a 20 MiB file is refused, not loaded), and an invalid
+/// 40 KB line is not echoed back whole.
+#[test]
+fn check_config_is_bounded_and_does_not_echo_huge_lines() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let big = dir.path().join("big.toml");
+    let mut text = String::from("autonomy = \"suggest\"\n");
+    while text.len() < 20 * 1024 * 1024 {
+        text.push_str("# padding padding padding padding padding padding padding padding padding\n");
+    }
+    std::fs::write(&big, &text).unwrap_or_else(|e| panic!("{e}"));
+    let out = macha().arg("check-config").arg(&big).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("limit"), "{err}");
+    let long = dir.path().join("long.toml");
+    std::fs::write(&long, format!("autonomy = \"{}\n", "x".repeat(40 * 1024))).unwrap_or_else(|e| panic!("{e}"));
+    let out = macha().arg("check-config").arg(&long).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.status.success());
+    assert!(out.stderr.len() < 2048, "stderr is {} bytes: the line was echoed", out.stderr.len());
+}
+
+/// A document padded past the limit, hiding a second action after the padding, is refused as too
+/// large; it is never cut at the limit and judged on its first part.
+#[test]
+fn policy_check_refuses_a_padded_document_instead_of_judging_its_start() {
+    let first = r#"{"kind":"restart_unit","unit":"nginx","reason":"r"}"#;
+    let hidden = r#"{"kind":"reboot","reason":"r"}"#;
+    let doc = format!("{first}{}{hidden}", " ".repeat(128 * 1024));
+    let out = run_with_stdin(&["policy", "check", "--autonomy", "auto-full", "--json"], &doc);
+    assert_eq!(out.status.code(), Some(65), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exceeds"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty());
+    // A host named twice is invalid, not "one host".
+    let twice = r#"{"kind":"restart_unit","host":["local","local"],"unit":"nginx","reason":"r"}"#;
+    let out = run_with_stdin(&["policy", "check", "--autonomy", "auto-full"], twice);
+    assert_eq!(out.status.code(), Some(65));
+}
