@@ -20,7 +20,9 @@
 //! 3 (loop devices, mounts, cgroups); without it they are skipped.
 //!
 //! `MACHA_BENCH_BIN` runs this daemon binary instead of the one cargo builds;
-//! `MACHA_BENCH_BASELINE` runs another one first (an older build, for a before/after table);
+//! `MACHA_BENCH_BASELINE` runs another one first (an older build, for a before/after table). Both
+//! must be named `macha` (the binary is multicall: it acts by its own name). The protocol is the
+//! same newline-delimited JSON in every version measured so far;
 //! `MACHA_BENCH_RATE` sets the write rate of scenario 2 (default 1,000/s);
 //! `MACHA_BENCH_SLOW_SECS` bounds scenario 3 (default 30 s).
 
@@ -29,6 +31,7 @@
 mod support;
 
 use macha_store::{AuditQuery, Order, Store};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -67,18 +70,19 @@ impl Stats {
     fn of(mut v: Vec<f64>) -> Stats {
         v.sort_by(f64::total_cmp);
         let pct = |p: f64| {
-            if v.is_empty() {
-                f64::NAN
-            } else {
-                v[(((v.len() - 1) as f64) * p).round() as usize]
-            }
+            if v.is_empty() { f64::NAN } else { v[(((v.len() - 1) as f64) * p).round() as usize] }
         };
         Stats { n: v.len(), p50: pct(0.5), p99: pct(0.99), max: v.last().copied().unwrap_or(f64::NAN) }
     }
 
     fn parse(s: &str) -> Option<Stats> {
         let f: Vec<&str> = s.split_whitespace().collect();
-        Some(Stats { n: f.first()?.parse().ok()?, p50: f.get(1)?.parse().ok()?, p99: f.get(2)?.parse().ok()?, max: f.get(3)?.parse().ok()? })
+        Some(Stats {
+            n: f.first()?.parse().ok()?,
+            p50: f.get(1)?.parse().ok()?,
+            p99: f.get(2)?.parse().ok()?,
+            max: f.get(3)?.parse().ok()?,
+        })
     }
 
     fn line(&self) -> String {
@@ -127,6 +131,45 @@ fn last_audit_id(db: &Path) -> i64 {
         .ok()
         .and_then(|r| r.first().map(|r| r.id))
         .unwrap_or(0)
+}
+
+/// CPU time, time waiting for a CPU (run queue) and timeslices of the daemon's threads, summed
+/// per thread name, from `/proc/<pid>/task/*/schedstat` (nanoseconds).
+fn thread_times(pid: u32) -> BTreeMap<String, [u64; 3]> {
+    let mut out: BTreeMap<String, [u64; 3]> = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default().trim().to_owned();
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        let f: Vec<u64> = stat.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        if f.len() == 3 {
+            let e = out.entry(comm).or_default();
+            for i in 0..3 {
+                e[i] += f[i];
+            }
+        }
+    }
+    out
+}
+
+/// The difference of two [`thread_times`] as text: per thread name, CPU ms, run-queue wait ms and
+/// the mean wait per timeslice in µs.
+fn thread_report(before: &BTreeMap<String, [u64; 3]>, after: &BTreeMap<String, [u64; 3]>) -> String {
+    let mut parts = Vec::new();
+    for (name, a) in after {
+        let b = before.get(name).copied().unwrap_or_default();
+        let (run, wait, slices) = (a[0].saturating_sub(b[0]), a[1].saturating_sub(b[1]), a[2].saturating_sub(b[2]));
+        if slices == 0 {
+            continue;
+        }
+        parts.push(format!(
+            "{name}: cpu {:.0} ms, waited for a cpu {:.0} ms ({:.0} µs per slice)",
+            run as f64 / 1e6,
+            wait as f64 / 1e6,
+            wait as f64 / 1e3 / slices as f64
+        ));
+    }
+    parts.join("; ")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -375,6 +418,10 @@ struct Figures {
     /// Audit records appended per second during the measurement.
     write_rate: f64,
     load: Option<LoadReport>,
+    /// The daemon's threads over the measurement ([`thread_report`]).
+    threads: String,
+    /// The machine's load average (1 min) at the end.
+    loadavg: String,
 }
 
 /// Measures both requests at once for at most `cap`, with `load` running from a second before.
@@ -390,6 +437,7 @@ fn measure(d: &TestDaemon, load: Option<Load>, cap: Duration) -> Result<Figures,
     };
     let db = d.db();
     let id0 = last_audit_id(&db);
+    let times0 = thread_times(d.pid());
     let t0 = Instant::now();
     let deadline = t0 + cap;
     let engine = {
@@ -400,6 +448,9 @@ fn measure(d: &TestDaemon, load: Option<Load>, cap: Duration) -> Result<Figures,
     let (engine, e2) = engine.join().map_err(|_| "the sampler panicked".to_owned())?;
     let elapsed = t0.elapsed().as_secs_f64();
     let id1 = last_audit_id(&db);
+    let threads = thread_report(&times0, &thread_times(d.pid()));
+    let loadavg =
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').next().unwrap_or_default().to_owned();
     let load = generator.and_then(LoadGenerator::finish);
     Ok(Figures {
         status: Stats::of(status),
@@ -407,14 +458,13 @@ fn measure(d: &TestDaemon, load: Option<Load>, cap: Duration) -> Result<Figures,
         errors: e1 + e2,
         write_rate: (id1 - id0) as f64 / elapsed,
         load,
+        threads,
+        loadavg,
     })
 }
 
 fn print_row(daemon: &str, scenario: &str, request: &str, s: &Stats) {
-    println!(
-        "{daemon:<8} {scenario:<44} {request:<30} {:>6} {:>9.2} {:>9.2} {:>9.2}",
-        s.n, s.p50, s.p99, s.max
-    );
+    println!("{daemon:<8} {scenario:<44} {request:<30} {:>6} {:>9.2} {:>9.2} {:>9.2}", s.n, s.p50, s.p99, s.max);
 }
 
 fn print_figures(daemon: &str, scenario: &str, f: &Figures) {
@@ -430,6 +480,7 @@ fn print_figures(daemon: &str, scenario: &str, f: &Figures) {
     if f.errors > 0 {
         println!("{daemon:<8} {scenario:<44} {} requests failed", f.errors);
     }
+    println!("{daemon:<8} {scenario:<44} load average {}; {}", f.loadavg, f.threads);
 }
 
 fn skipped(daemon: &str, scenario: &str, why: &str) {
@@ -537,7 +588,8 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("--load-generator") {
         return load_generator(&args[2..]);
     }
-    let this = std::env::var_os("MACHA_BENCH_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_macha")), PathBuf::from);
+    let this =
+        std::env::var_os("MACHA_BENCH_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_macha")), PathBuf::from);
     let baseline = std::env::var_os("MACHA_BENCH_BASELINE").map(PathBuf::from);
     if let Some(b) = &baseline {
         println!("before = {}", b.display());
