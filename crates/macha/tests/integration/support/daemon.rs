@@ -48,6 +48,7 @@ pub struct Builder {
     env: Vec<(OsString, OsString)>,
     ready: Ready,
     prepare: Option<Prepare>,
+    binary: PathBuf,
 }
 
 impl Builder {
@@ -115,6 +116,13 @@ impl Builder {
         self
     }
 
+    /// The `macha` binary to run as the daemon (another build, such as an older commit's, for a
+    /// comparison); the one cargo builds unless set.
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Builder {
+        self.binary = path.into();
+        self
+    }
+
     /// `start` returns once the daemon's first cycle is in the audit trail.
     pub fn wait_for_first_cycle(mut self) -> Builder {
         self.ready = Ready::FirstCycle;
@@ -159,7 +167,7 @@ impl Builder {
         }
         let config = dir.path().join("macha.toml");
         std::fs::write(&config, self.config_text(dir.path())).unwrap_or_else(|e| panic!("{e}"));
-        let mut d = TestDaemon { child: None, dir, log: self.log, env: self.env };
+        let mut d = TestDaemon { child: None, dir, log: self.log, env: self.env, binary: self.binary };
         d.spawn();
         match self.ready {
             Ready::Socket => {
@@ -181,6 +189,7 @@ pub struct TestDaemon {
     pub dir: tempfile::TempDir,
     log: String,
     env: Vec<(OsString, OsString)>,
+    binary: PathBuf,
 }
 
 impl TestDaemon {
@@ -196,6 +205,7 @@ impl TestDaemon {
             env: Vec::new(),
             ready: Ready::Socket,
             prepare: None,
+            binary: PathBuf::from(env!("CARGO_BIN_EXE_macha")),
         }
     }
 
@@ -205,12 +215,13 @@ impl TestDaemon {
             .append(true)
             .open(self.path("daemon.log"))
             .unwrap_or_else(|e| panic!("{e}"));
-        let child = Command::new(env!("CARGO_BIN_EXE_macha"))
+        let child = Command::new(&self.binary)
             .args(["daemon", "--config"])
             .arg(self.path("macha.toml"))
             .env("MACHA_LOG", &self.log)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(log)
+            .stdout(log.try_clone().unwrap_or_else(|e| panic!("{e}")))
+            .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("{e}"));
         self.child = Some(child);
