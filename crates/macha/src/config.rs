@@ -37,6 +37,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "journal.window",
     "flap.limit",
     "flap.window",
+    "policy.cleanup_min_age_days",
     "approvals.expiry",
     "executor.timeout",
     "executor.verify_delay",
@@ -73,6 +74,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "llm.concurrency",
     "llm.redact_patterns",
     "llm.readable_paths",
+    "llm.may_execute",
     "notifications.gotify.url",
     "notifications.gotify.token_file",
 ];
@@ -92,6 +94,7 @@ pub struct FileConfig {
     pub systemd: SystemdSection,
     pub journal: JournalSection,
     pub flap: FlapSection,
+    pub policy: PolicySection,
     pub approvals: ApprovalsSection,
     pub executor: ExecutorSection,
     pub issues: IssuesSection,
@@ -157,6 +160,9 @@ pub struct LlmSection {
     pub redact_patterns: Vec<String>,
     /// Files (or directories, ending in `/`) the model's `read_file` tool may read.
     pub readable_paths: Option<Vec<String>>,
+    /// The action kinds a model's proposal may execute without a person (within the autonomy
+    /// level); default `["diagnostic"]`.
+    pub may_execute: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -238,6 +244,8 @@ pub struct LlmConfig {
     pub concurrency: u32,
     pub redact_patterns: Vec<String>,
     pub readable_paths: Vec<String>,
+    /// The kinds a model's proposal may execute without a person.
+    pub may_execute: Vec<macha_core::ActionKind>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -278,6 +286,14 @@ pub struct JournalSection {
 pub struct FlapSection {
     pub limit: Option<u32>,
     pub window: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicySection {
+    /// Journal vacuums and garbage collections of anything younger than this many days need a
+    /// person (default 7).
+    pub cleanup_min_age_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -331,6 +347,7 @@ pub struct Config {
     pub flap_limit: u32,
     #[serde(with = "humantime_serde_compat")]
     pub flap_window: Duration,
+    pub cleanup_min_age_days: u32,
     #[serde(with = "humantime_serde_compat")]
     pub approval_expiry: Duration,
     #[serde(with = "humantime_serde_compat")]
@@ -573,6 +590,25 @@ impl Config {
         if let Some(p) = readable_paths.iter().find(|p| !p.starts_with('/') || p.contains("..")) {
             bail!("llm.readable_paths: {p:?} must be an absolute path without '..'");
         }
+        let may_execute = match &f.llm.may_execute {
+            None => macha_core::policy::DEFAULT_MODEL_MAY_EXECUTE.to_vec(),
+            Some(kinds) => kinds
+                .iter()
+                .map(|k| {
+                    macha_core::ActionKind::parse(k).with_context(|| {
+                        format!(
+                            "llm.may_execute: {k:?} is not an action kind (kinds: {})",
+                            macha_core::ActionKind::ALL.map(|k| k.as_str()).join(", ")
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        };
+        let cleanup_min_age_days =
+            f.policy.cleanup_min_age_days.unwrap_or(macha_core::policy::DEFAULT_CLEANUP_MIN_AGE_DAYS);
+        if !(1..=3650).contains(&cleanup_min_age_days) {
+            bail!("policy.cleanup_min_age_days = {cleanup_min_age_days} is outside 1-3650");
+        }
         let llm = LlmConfig {
             enable: f.llm.enable.unwrap_or(false),
             backend,
@@ -587,6 +623,7 @@ impl Config {
             concurrency,
             redact_patterns: f.llm.redact_patterns.clone(),
             readable_paths,
+            may_execute,
         };
         let gotify = match (&f.notifications.gotify.url, &f.notifications.gotify.token_file) {
             (None, None) => None,
@@ -624,6 +661,7 @@ impl Config {
             journal_window: duration("journal.window", &f.journal.window, s(600), s(60))?,
             flap_limit,
             flap_window: duration("flap.window", &f.flap.window, macha_core::flap::DEFAULT_WINDOW, s(60))?,
+            cleanup_min_age_days,
             approval_expiry: duration("approvals.expiry", &f.approvals.expiry, s(24 * 3600), s(60))?,
             executor_timeout: duration("executor.timeout", &f.executor.timeout, s(90), s(1))?,
             verify_delay: duration("executor.verify_delay", &f.executor.verify_delay, s(3), Duration::ZERO)?,
@@ -636,6 +674,14 @@ impl Config {
 
     pub fn protected(&self) -> ProtectedUnits {
         ProtectedUnits::new(&self.protected_extra)
+    }
+
+    /// The limits that depend on the proposer and the arguments.
+    pub fn policy_limits(&self) -> macha_core::policy::PolicyLimits {
+        macha_core::policy::PolicyLimits {
+            model_may_execute: self.llm.may_execute.iter().copied().collect(),
+            cleanup_min_age_days: self.cleanup_min_age_days,
+        }
     }
 }
 
@@ -670,6 +716,10 @@ directory = "/var/log/journal/remote"
 [flap]
 limit = 2
 window = "10m"
+[policy]
+cleanup_min_age_days = 10
+[llm]
+may_execute = ["diagnostic", "restart_unit"]
 [approvals]
 expiry = "1h"
 [executor]
@@ -686,6 +736,14 @@ journalctl = "/run/current-system/sw/bin/journalctl"
         let c = Config::from_toml(text, Scope::System).unwrap_or_else(|e| panic!("{e:#}"));
         assert_eq!(c.autonomy, Autonomy::AutoSafe);
         assert_eq!(c.database, PathBuf::from("/tmp/m/macha.db"));
+        let limits = c.policy_limits();
+        assert_eq!(limits.cleanup_min_age_days, 10);
+        assert_eq!(
+            limits.model_may_execute,
+            [macha_core::ActionKind::Diagnostic, macha_core::ActionKind::RestartUnit].into_iter().collect()
+        );
+        let d = Config::defaults(Scope::System).unwrap_or_else(|e| panic!("{e:#}")).policy_limits();
+        assert_eq!(d, macha_core::policy::PolicyLimits::default());
         assert_eq!(c.thresholds.disk_warn_percent, 80.0);
         assert_eq!(c.thresholds.disk_critical_percent, 95.0);
         assert!(
@@ -710,6 +768,8 @@ journalctl = "/run/current-system/sw/bin/journalctl"
             ("[tools]\njournalctl = \"journalctl\"", "absolute"),
             ("protected_units = [\"a;b\"]", "protected_units"),
             ("[flap]\nlimit = 0", "flap.limit"),
+            ("[llm]\nmay_execute = [\"run_shell\"]", "llm.may_execute"),
+            ("[policy]\ncleanup_min_age_days = 0", "policy.cleanup_min_age_days"),
             ("autonomy = ", "TOML parse error"),
         ] {
             let err = match Config::from_toml(text, Scope::System) {

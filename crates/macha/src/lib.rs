@@ -13,6 +13,7 @@ pub mod engine;
 pub mod fleet;
 pub mod logging;
 pub mod observe;
+pub mod policy_inputs;
 
 /// A new correlation id: ties together everything that happened because of one trigger.
 pub fn correlation_id() -> String {

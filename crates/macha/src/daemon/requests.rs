@@ -46,7 +46,7 @@ pub(super) fn answer(engine: &mut Engine, shared: &Shared, request: Request, pee
         }
         Request::Approve { id, note } => {
             let (decision, work) = engine.approve(id, &who, note.as_deref(), now)?;
-            let action_id = work.as_ref().map(|w| w.action_id);
+            let action_id = work.as_ref().map(|w| w.ticket.action_id);
             shared.spawn_work(work.into_iter().collect());
             Ok(serde_json::json!({"approval_id": id, "decision": decision, "action_id": action_id}))
         }
