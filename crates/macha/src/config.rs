@@ -604,8 +604,8 @@ impl Config {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?,
         };
-        let cleanup_min_age_days =
-            f.policy.cleanup_min_age_days.unwrap_or(macha_core::policy::DEFAULT_CLEANUP_MIN_AGE_DAYS);
+        let default_floor = macha_core::policy::DEFAULT_CLEANUP_MIN_AGE_DAYS;
+        let cleanup_min_age_days = f.policy.cleanup_min_age_days.unwrap_or(default_floor);
         if !(1..=3650).contains(&cleanup_min_age_days) {
             bail!("policy.cleanup_min_age_days = {cleanup_min_age_days} is outside 1-3650");
         }

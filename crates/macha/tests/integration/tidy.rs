@@ -330,3 +330,20 @@ fn the_loop_event_type_is_named_only_in_the_daemon_module() {
         }
     }
 }
+
+/// A person's approval reaches the policy only as evidence made from a stored approval record:
+/// `ApprovalEvidence::from_stored_approval` is called by the store's `ApprovalRecord::evidence` and
+/// by the core's own tests, nowhere else.
+#[test]
+fn approval_evidence_is_made_only_from_stored_approvals() {
+    let mut callers = Vec::new();
+    for (path, text) in sources() {
+        let rel = relative(&path);
+        let code = without_tests(&text);
+        if code.contains("ApprovalEvidence::from_stored_approval(") && rel != "crates/macha-store/src/approvals.rs" {
+            callers.push(rel);
+        }
+    }
+    // The definition itself names the function only as `fn from_stored_approval`.
+    assert!(callers.is_empty(), "approval evidence made outside the store: {callers:?}");
+}
