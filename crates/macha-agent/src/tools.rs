@@ -748,7 +748,11 @@ mod tests {
         };
         let offered = [ToolName::ProposeAction];
         let call = |args: serde_json::Value| {
-            parse_call_scoped(&RawToolCall { id: None, name: "propose_action".into(), arguments: args }, &offered, Some(&scope))
+            parse_call_scoped(
+                &RawToolCall { id: None, name: "propose_action".into(), arguments: args },
+                &offered,
+                Some(&scope),
+            )
         };
         assert!(matches!(
             call(serde_json::json!({"kind": "restart_unit", "unit": "nginx", "reason": "failed"})),
@@ -757,7 +761,8 @@ mod tests {
         let vacuum = call(serde_json::json!({"kind": "journal_vacuum", "max_age_days": 1, "reason": "space"}));
         let err = vacuum.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("not offered for this incident") && err.contains("restart_unit"), "{err}");
-        let other_host = call(serde_json::json!({"kind": "restart_unit", "host": "web1.lan", "unit": "nginx", "reason": "r"}));
+        let other_host =
+            call(serde_json::json!({"kind": "restart_unit", "host": "web1.lan", "unit": "nginx", "reason": "r"}));
         let err = other_host.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("not part of this incident"), "{err}");
         // Without a scope (a chat), the policy alone decides.

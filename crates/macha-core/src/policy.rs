@@ -811,7 +811,8 @@ fn decide_as(action: &Action, kind: ActionKind, origin: &Origin, ctx: &PolicyCon
     // The flap guard comes first among the escalations: an approval does not lift it.
     if row.class != Class::ReadOnly {
         for host in action.hosts().as_slice() {
-            if let FlapStatus::Exceeded { recent, limit, window } = inputs.flap.status(&flap_key(host, action), now.mono)
+            if let FlapStatus::Exceeded { recent, limit, window } =
+                inputs.flap.status(&flap_key(host, action), now.mono)
             {
                 let after = if approval.is_some() { "; an approval does not lift the flap limit" } else { "" };
                 return Ruling::Approval(mk(
@@ -870,7 +871,12 @@ mod tests {
     const NOW: Now = Now::new(Timestamp(1_800_000_000_000), crate::Mono(0));
     const RULE: Origin = Origin::Person { uid: 0 };
 
-    fn inputs(autonomy: Autonomy, protected: &ProtectedUnits, flap: &FlapGuard, hosts: &BTreeSet<HostName>) -> PolicyInputs {
+    fn inputs(
+        autonomy: Autonomy,
+        protected: &ProtectedUnits,
+        flap: &FlapGuard,
+        hosts: &BTreeSet<HostName>,
+    ) -> PolicyInputs {
         PolicyInputs {
             flap: flap.clone(),
             known_hosts: hosts.clone(),
@@ -955,7 +961,7 @@ mod tests {
             {
                 for action in every_kind(u) {
                     let inp = inputs(autonomy, &protected, &flap, &hosts);
-            let ctx = inp.context();
+                    let ctx = inp.context();
                     let ruling = decide(&action, &RULE, &ctx, NOW);
                     let want = expected(action.kind(), autonomy, is_protected);
                     assert_eq!(ruling.verdict(), want, "{} at {autonomy}: {:?}", action.describe(), ruling.decision());
@@ -1031,7 +1037,7 @@ mod tests {
         let flap = FlapGuard::new(3, Duration::from_secs(1800));
         let hosts = BTreeSet::new();
         let inp = inputs(Autonomy::AutoFull, &protected, &flap, &hosts);
-            let ctx = inp.context();
+        let ctx = inp.context();
         for u in ["multi-user.target", "-.mount", "system.slice", "init.scope", "dev-sda.device", "swapfile.swap"] {
             let a = Action::RestartUnit { host: local(), unit: unit(u), reason: String::new() };
             assert_eq!(decide(&a, &RULE, &ctx, NOW).verdict(), Verdict::Deny, "{u}");
@@ -1052,7 +1058,7 @@ mod tests {
             flap.record(&key, NOW.mono);
         }
         let inp = inputs(Autonomy::AutoFull, &protected, &flap, &hosts);
-            let ctx = inp.context();
+        let ctx = inp.context();
         let r = decide(&a, &RULE, &ctx, NOW);
         assert_eq!(r.verdict(), Verdict::Approval);
         assert_eq!(r.decision().rule, "flap-limit");
@@ -1109,12 +1115,12 @@ mod tests {
         let db = HostName::parse("db1.lan").unwrap_or_else(|e| panic!("{e}"));
         let a = Action::RestartUnit { host: Hosts::One(web.clone()), unit: unit("nginx"), reason: String::new() };
         let inp = inputs(Autonomy::AutoFull, &protected, &flap, &hosts);
-            let ctx = inp.context();
+        let ctx = inp.context();
         assert_eq!(decide(&a, &RULE, &ctx, NOW).decision().rule, "unknown-host");
         hosts.insert(web.clone());
         hosts.insert(db.clone());
         let inp = inputs(Autonomy::AutoFull, &protected, &flap, &hosts);
-            let ctx = inp.context();
+        let ctx = inp.context();
         assert_eq!(decide(&a, &RULE, &ctx, NOW).verdict(), Verdict::Execute);
         let m = Action::RestartUnit { host: Hosts::Many(vec![web, db]), unit: unit("nginx"), reason: String::new() };
         let r = decide(&m, &RULE, &ctx, NOW);
@@ -1170,7 +1176,11 @@ mod tests {
             ] {
                 let r = decide(&action, &RULE, &inp.context(), NOW);
                 if days < 7 {
-                    assert_eq!((r.verdict(), r.decision().rule.as_str()), (Verdict::Approval, "cleanup-floor"), "{days}");
+                    assert_eq!(
+                        (r.verdict(), r.decision().rule.as_str()),
+                        (Verdict::Approval, "cleanup-floor"),
+                        "{days}"
+                    );
                 } else {
                     assert_eq!(r.verdict(), Verdict::Execute, "{days}");
                 }
@@ -1283,7 +1293,8 @@ mod tests {
         let inp = PolicyInputs::new(Autonomy::AutoSafe, ProtectedUnits::new::<&str>(&[]));
         let reboot = Action::Reboot { host: local(), reason: "kernel update".into() };
         let stored = serde_json::to_value(&reboot).unwrap_or_else(|e| panic!("{e}"));
-        for state in [ApprovalState::Pending, ApprovalState::Rejected, ApprovalState::Expired, ApprovalState::Executed] {
+        for state in [ApprovalState::Pending, ApprovalState::Rejected, ApprovalState::Expired, ApprovalState::Executed]
+        {
             assert!(ApprovalEvidence::from_stored_approval(4, state, &stored).is_none(), "{state:?}");
         }
         let ev = evidence(4, &reboot);
@@ -1350,6 +1361,8 @@ mod tests {
         assert!(!gc.authorises(&cmd("/run/current-system/sw/bin/journalctl", &["--vacuum-time=14d"])));
         let diag = permit(&every_kind("nginx").remove(8));
         assert_eq!(diag.action().kind(), ActionKind::Diagnostic);
-        assert!(!diag.authorises(&cmd(systemctl, &["status", "--no-pager", "--full", "--lines=20", "--", "nginx.service"])));
+        assert!(
+            !diag.authorises(&cmd(systemctl, &["status", "--no-pager", "--full", "--lines=20", "--", "nginx.service"]))
+        );
     }
 }

@@ -220,7 +220,9 @@ impl Executor {
                     }
                 }
                 Err(e) => {
-                    return ActionOutcome::failed(format!("cannot observe {unit}{on} before restarting it: {e}; nothing was sent"));
+                    return ActionOutcome::failed(format!(
+                        "cannot observe {unit}{on} before restarting it: {e}; nothing was sent"
+                    ));
                 }
             }
         }

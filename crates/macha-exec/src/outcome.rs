@@ -340,7 +340,10 @@ mod tests {
         let full = restart_permit(Autonomy::AutoFull);
         for state in ["inactive", "deactivating", "maintenance"] {
             let refused = restart_of_stopped(&safe, &unit("nginx"), "", &seen(state));
-            assert!(refused.as_ref().is_some_and(|o| !o.succeeded && o.detail.contains("does not cover a start")), "{state}");
+            assert!(
+                refused.as_ref().is_some_and(|o| !o.succeeded && o.detail.contains("does not cover a start")),
+                "{state}"
+            );
             assert_eq!(restart_of_stopped(&full, &unit("nginx"), "", &seen(state)), None, "{state}");
         }
         for state in ["active", "failed", "activating", "reloading"] {

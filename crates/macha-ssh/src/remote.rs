@@ -249,10 +249,12 @@ mod tests {
         let t = tools();
         assert!(!t.has("sh"), "unknown tools are dropped");
         assert!(!t.has("grep"), "relative paths are dropped");
-        let cmd = t
-            .command("systemctl")
-            .unwrap_or_else(|e| panic!("{e}"))
-            .args(["--no-ask-password", "restart", "--", "lab-demo.service"]);
+        let cmd = t.command("systemctl").unwrap_or_else(|e| panic!("{e}")).args([
+            "--no-ask-password",
+            "restart",
+            "--",
+            "lab-demo.service",
+        ]);
         let rc = RemoteCommand::new(cmd, Duration::from_millis(30_500))
             .sudo(&restart_permit("lab-demo", "c1"))
             .unwrap_or_else(|e| panic!("{e}"));
@@ -309,9 +311,12 @@ mod tests {
             t.command("systemctl").unwrap_or_else(|e| panic!("{e}")).args(args.iter().map(|s| (*s).to_owned()))
         };
         let permit = restart_permit("lab-demo", "c1");
-        let ok = RemoteCommand::new(systemctl(&["--no-ask-password", "restart", "--", "lab-demo.service"]), Duration::from_secs(5))
-            .sudo(&permit)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let ok = RemoteCommand::new(
+            systemctl(&["--no-ask-password", "restart", "--", "lab-demo.service"]),
+            Duration::from_secs(5),
+        )
+        .sudo(&permit)
+        .unwrap_or_else(|e| panic!("{e}"));
         assert!(ok.is_sudo() && ok.may_run_on(&h("c1")) && !ok.may_run_on(&h("c2")));
         for args in [
             &["--no-ask-password", "stop", "--", "lab-demo.service"][..],

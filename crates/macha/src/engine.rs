@@ -18,7 +18,9 @@ use macha_core::approval::ApprovalState;
 use macha_core::checks::{self, CheckHistory, CheckName, Evaluation, Finding};
 use macha_core::flap::flap_key;
 use macha_core::issue::{IssueEvent, IssueState, Lifecycle, Observation, ReopenRule, fingerprint};
-use macha_core::policy::{self, Autonomy, Class, Decision, Permit, PermitId, PolicyInputs, Ruling, UnitActivity, Verdict};
+use macha_core::policy::{
+    self, Autonomy, Class, Decision, Permit, PermitId, PolicyInputs, Ruling, UnitActivity, Verdict,
+};
 use macha_core::snapshot::Snapshot;
 use macha_core::{HostName, Timestamp};
 use macha_store::{
@@ -438,9 +440,10 @@ impl Engine {
                         } else {
                             format!("issue {} came back: {}", issue.id, finding.summary)
                         };
-                        let audit = NewAudit::new(now, AuditKind::Issue, audit_severity(finding.severity), host, summary)
-                            .with_correlation_id(correlation_id)
-                            .with_subject(&finding.subject);
+                        let audit =
+                            NewAudit::new(now, AuditKind::Issue, audit_severity(finding.severity), host, summary)
+                                .with_correlation_id(correlation_id)
+                                .with_subject(&finding.subject);
                         let changes = IssueChanges {
                             summary: Some(finding.summary.clone()),
                             details: Some(details),
@@ -765,7 +768,12 @@ impl Engine {
     }
 
     /// [`Engine::finish_action`] once the receipt was checked.
-    pub(crate) fn record_outcome(&mut self, ticket: Ticket, outcome: &ActionOutcome, now: Timestamp) -> anyhow::Result<()> {
+    pub(crate) fn record_outcome(
+        &mut self,
+        ticket: Ticket,
+        outcome: &ActionOutcome,
+        now: Timestamp,
+    ) -> anyhow::Result<()> {
         let Ticket { action, approval_id, action_id, issue_id, correlation_id, .. } = ticket;
         let action = &action;
         let host = action.hosts().as_slice().first().map_or("local", HostName::as_str).to_owned();
@@ -865,8 +873,15 @@ impl Engine {
         )
         .with_correlation_id(&correlation_id)
         .with_subject(action.subject());
-        let approved =
-            self.store.transition_approval(id, ApprovalState::Pending, ApprovalState::Approved, by, note, now, &audit)?;
+        let approved = self.store.transition_approval(
+            id,
+            ApprovalState::Pending,
+            ApprovalState::Approved,
+            by,
+            note,
+            now,
+            &audit,
+        )?;
         // The approval enters the policy only as evidence made from the stored record, bound to the
         // exact stored action; the proposer is the one who asked for it.
         let ctx = match approved.evidence() {

@@ -814,4 +814,3 @@ fn a_restart_of_a_unit_seen_stopped_is_decided_as_a_start() {
     assert_eq!(result.decision.verdict, Verdict::Execute);
     assert!(work.is_some_and(|w| !w.permit.allows_start()));
 }
-

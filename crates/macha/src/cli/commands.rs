@@ -142,8 +142,13 @@ pub fn verdict_for_table(kind: ActionKind, autonomy: Autonomy) -> policy::Verdic
     let mut inputs = PolicyInputs::new(autonomy, policy::ProtectedUnits::new::<&str>(&[]));
     inputs.flap = FlapGuard::new(u32::MAX, Duration::from_secs(1));
     let origin = macha_core::action::Origin::Rule { check: "policy-table".into() };
-    policy::decide(&sample, &origin, &inputs.context(), macha_core::Now::new(macha_core::Timestamp(0), macha_core::Mono(0)))
-        .verdict()
+    policy::decide(
+        &sample,
+        &origin,
+        &inputs.context(),
+        macha_core::Now::new(macha_core::Timestamp(0), macha_core::Mono(0)),
+    )
+    .verdict()
 }
 
 /// Where a read comes from: the daemon, or a database file opened read-only.
