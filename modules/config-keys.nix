@@ -43,6 +43,8 @@ rec {
     "checkInterval" = "check_interval";
     "protectedServices" = "protected_units";
     "adminGroup" = "admin_group";
+    "modelMayExecute" = "llm.may_execute";
+    "cleanupMinAgeDays" = "policy.cleanup_min_age_days";
     "models.triage" = "llm.models.triage";
     "models.analysis" = "llm.models.analysis";
     "models.embedding" = "llm.models.embedding";
@@ -127,6 +129,8 @@ rec {
   defaults = {
     autonomyLevel = "suggest";
     checkInterval = "60s";
+    modelMayExecute = [ "diagnostic" ];
+    cleanupMinAgeDays = 7;
     models = {
       triage = "qwen2.5:3b";
       analysis = "qwen2.5:14b";
@@ -149,6 +153,7 @@ rec {
     let
       llm = dropNulls {
         url = cfg.ollama.url;
+        may_execute = cfg.modelMayExecute;
         models = dropNulls {
           inherit (cfg.models) triage analysis embedding;
         };
@@ -163,6 +168,7 @@ rec {
       check_interval = cfg.checkInterval;
       protected_units = cfg.protectedServices;
       admin_group = cfg.adminGroup;
+      policy.cleanup_min_age_days = cfg.cleanupMinAgeDays;
       inherit llm;
       hosts =
         if cfg.hosts == { } then

@@ -297,6 +297,44 @@ in
       '';
     };
 
+    modelMayExecute = mkOption {
+      type = types.listOf (
+        types.enum [
+          "diagnostic"
+          "reset_failed"
+          "restart_unit"
+          "journal_vacuum"
+          "collect_garbage"
+          "start_unit"
+          "store_verify"
+          "stop_unit"
+          "store_repair"
+          "config_change"
+          "reboot"
+          "nixos_switch"
+        ]
+      );
+      default = keys.defaults.modelMayExecute;
+      example = [
+        "diagnostic"
+        "reset_failed"
+      ];
+      description = ''
+        Action kinds the language model's proposals may execute without a person, within the
+        autonomy level (`llm.may_execute`). Everything else the model proposes waits for an
+        approval. The default lets it run read-only diagnostics only.
+      '';
+    };
+
+    cleanupMinAgeDays = mkOption {
+      type = types.ints.between 1 3650;
+      default = keys.defaults.cleanupMinAgeDays;
+      description = ''
+        Journal vacuums and garbage collections of anything younger than this many days always
+        need a person, whoever proposes them (`policy.cleanup_min_age_days`).
+      '';
+    };
+
     adminGroup = mkOption {
       type = types.nullOr types.str;
       default = null;

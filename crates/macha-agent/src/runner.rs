@@ -140,6 +140,9 @@ pub struct Runner<'a> {
     /// Marks this request's data blocks; unpredictable to the authors of the data.
     pub nonce: String,
     pub seq: std::sync::atomic::AtomicU32,
+    /// In an incident analysis: the kinds and hosts `propose_action` accepts (others are refused
+    /// when the call is parsed, with an error the model sees).
+    pub scope: Option<tools::ProposalScope>,
 }
 
 impl std::fmt::Debug for Runner<'_> {
@@ -157,7 +160,22 @@ impl<'a> Runner<'a> {
         events: Option<EventSink>,
         nonce: String,
     ) -> Runner<'a> {
-        Runner { backend, host, redactor, config, events, nonce, seq: std::sync::atomic::AtomicU32::new(0) }
+        Runner {
+            backend,
+            host,
+            redactor,
+            config,
+            events,
+            nonce,
+            seq: std::sync::atomic::AtomicU32::new(0),
+            scope: None,
+        }
+    }
+
+    /// Limits `propose_action` to `scope` (an incident analysis: the offered kinds, its hosts).
+    pub fn with_proposal_scope(mut self, scope: tools::ProposalScope) -> Runner<'a> {
+        self.scope = Some(scope);
+        self
     }
 
     fn emit(&self, e: AgentEvent) {
@@ -319,7 +337,7 @@ impl<'a> Runner<'a> {
                     name: shown_name.clone(),
                     arguments: redact_value(self.redactor, &raw.arguments),
                 });
-                let content = match tools::parse_call(raw, offered) {
+                let content = match tools::parse_call_scoped(raw, offered, self.scope.as_ref()) {
                     Err(e) => {
                         let msg = e.to_string();
                         self.emit(AgentEvent::ToolRefused { name: shown_name.clone(), error: msg.clone() });

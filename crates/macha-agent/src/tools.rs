@@ -446,8 +446,46 @@ fn shorten(s: &str) -> String {
     out
 }
 
+/// What `propose_action` accepts during an incident analysis: the kinds offered for the incident,
+/// on the incident's hosts. The schema shown to the model is trimmed to the kinds too, but only
+/// this check, when the call is parsed, holds: anything else is refused with an error the model
+/// sees, before it reaches the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProposalScope {
+    pub kinds: Vec<ActionKind>,
+    pub hosts: Vec<HostName>,
+}
+
+impl ProposalScope {
+    /// Why `action` is outside the scope, if it is.
+    pub fn check(&self, action: &Action) -> Result<(), String> {
+        if !self.kinds.contains(&action.kind()) {
+            let kinds: Vec<&str> = self.kinds.iter().map(|k| k.as_str()).collect();
+            return Err(format!(
+                "{} is not offered for this incident; propose one of: {}",
+                action.kind(),
+                kinds.join(", ")
+            ));
+        }
+        if let Some(h) = action.hosts().as_slice().iter().find(|h| !self.hosts.contains(h)) {
+            let hosts: Vec<&str> = self.hosts.iter().map(HostName::as_str).collect();
+            return Err(format!("host {h} is not part of this incident; its hosts are: {}", hosts.join(", ")));
+        }
+        Ok(())
+    }
+}
+
 /// Parses a model's call against the tools offered.
 pub fn parse_call(raw: &RawToolCall, offered: &[ToolName]) -> Result<ToolCall, ToolError> {
+    parse_call_scoped(raw, offered, None)
+}
+
+/// [`parse_call`], with `propose_action` limited to `scope` when there is one.
+pub fn parse_call_scoped(
+    raw: &RawToolCall,
+    offered: &[ToolName],
+    scope: Option<&ProposalScope>,
+) -> Result<ToolCall, ToolError> {
     let names = || offered.iter().map(|t| t.as_str().to_owned()).collect::<Vec<_>>();
     let Some(tool) = ToolName::parse(raw.name.trim()) else {
         return Err(ToolError::Unknown { name: shorten(&raw.name), offered: names() });
@@ -522,6 +560,9 @@ pub fn parse_call(raw: &RawToolCall, offered: &[ToolName]) -> Result<ToolCall, T
         ToolName::ProposeAction => {
             let doc = args.to_string();
             let action = Action::from_json(&doc).map_err(|e| bad(e.to_string()))?;
+            if let Some(scope) = scope {
+                scope.check(&action).map_err(bad)?;
+            }
             ToolCall::ProposeAction(Box::new(action))
         }
     })
@@ -695,5 +736,44 @@ mod tests {
         ] {
             assert!(list.check(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Finding: an incident offered restart_unit/reset_failed, the model sent journal_vacuum and it
+    /// reached the policy. In an analysis, other kinds and hosts are refused at parse time.
+    #[test]
+    fn an_incident_accepts_only_its_kinds_and_hosts() {
+        let scope = ProposalScope {
+            kinds: vec![ActionKind::RestartUnit, ActionKind::ResetFailed],
+            hosts: vec![HostName::local()],
+        };
+        let offered = [ToolName::ProposeAction];
+        let call = |args: serde_json::Value| {
+            parse_call_scoped(
+                &RawToolCall { id: None, name: "propose_action".into(), arguments: args },
+                &offered,
+                Some(&scope),
+            )
+        };
+        assert!(matches!(
+            call(serde_json::json!({"kind": "restart_unit", "unit": "nginx", "reason": "failed"})),
+            Ok(ToolCall::ProposeAction(_))
+        ));
+        let vacuum = call(serde_json::json!({"kind": "journal_vacuum", "max_age_days": 1, "reason": "space"}));
+        let err = vacuum.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("not offered for this incident") && err.contains("restart_unit"), "{err}");
+        let other_host =
+            call(serde_json::json!({"kind": "restart_unit", "host": "web1.lan", "unit": "nginx", "reason": "r"}));
+        let err = other_host.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("not part of this incident"), "{err}");
+        // Without a scope (a chat), the policy alone decides.
+        let free = parse_call(
+            &RawToolCall {
+                id: None,
+                name: "propose_action".into(),
+                arguments: serde_json::json!({"kind": "journal_vacuum", "max_age_days": 1, "reason": "space"}),
+            },
+            &offered,
+        );
+        assert!(free.is_ok());
     }
 }

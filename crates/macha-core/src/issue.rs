@@ -2,8 +2,11 @@
 //! open → acting → resolved → closed → archived.
 //!
 //! Architecture invariant: an issue becomes `resolved` only on [`Observation::Clear`], i.e. when its
-//! check actually ran with data and saw the condition gone (or the executor verified the fix).
-//! [`Observation::Unknown`] (missing data, a failed probe, a dead model) changes nothing.
+//! own check actually ran with data and saw the condition gone (or a person resolved it). An
+//! action's outcome never resolves an issue, however well it was verified: a finished action puts
+//! the issue back to `open`, and the next observation of its check decides. [`Observation::Unknown`]
+//! (missing data, a failed probe, a dead model) changes nothing. An issue that comes back too often
+//! within a window is flapping ([`ReopenRule`]).
 
 use crate::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -71,7 +74,8 @@ pub enum IssueEvent {
     Observed(Observation),
     /// An action for this issue was permitted (executing now or queued for approval).
     ActionStarted,
-    /// The action finished; `verified` says whether the condition was observed gone afterwards.
+    /// The action finished; `verified` says whether the executor saw the action do what it was for.
+    /// Either way the issue goes back to `open`: only its check resolves it.
     ActionFinished {
         verified: bool,
     },
@@ -121,8 +125,7 @@ impl Lifecycle {
             (Open | Acting, IssueEvent::Observed(Observation::Clear)) => Some(to(Resolved)),
             (_, IssueEvent::Observed(_)) => None,
             (Open, IssueEvent::ActionStarted) => Some(to(Acting)),
-            (Acting, IssueEvent::ActionFinished { verified: true }) => Some(to(Resolved)),
-            (Acting, IssueEvent::ActionFinished { verified: false }) => Some(to(Open)),
+            (Acting, IssueEvent::ActionFinished { .. }) => Some(to(Open)),
             (Open | Acting, IssueEvent::ManualResolve) => Some(to(Resolved)),
             (Open | Acting | Resolved, IssueEvent::ManualClose) => Some(to(Closed)),
             (Resolved, IssueEvent::Tick { close_after, .. }) if now.since(self.since) >= *close_after => {
@@ -133,6 +136,36 @@ impl Lifecycle {
             }
             _ => None,
         }
+    }
+}
+
+/// When an issue is flapping: it came back `limit` times within `window`. A flapping issue is
+/// analysed once, not at every reopening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReopenRule {
+    pub limit: u32,
+    pub window: Duration,
+}
+
+impl Default for ReopenRule {
+    fn default() -> Self {
+        ReopenRule { limit: 3, window: Duration::from_secs(30 * 60) }
+    }
+}
+
+impl ReopenRule {
+    /// Notes a reopening at `now` after the earlier ones: returns the reopenings still within the
+    /// window (the new one included, at most `limit` kept) and whether the issue is flapping.
+    pub fn note(&self, earlier: &[Timestamp], now: Timestamp) -> (Vec<Timestamp>, bool) {
+        let mut kept: Vec<Timestamp> =
+            earlier.iter().copied().filter(|t| *t <= now && now.since(*t) < self.window).collect();
+        kept.push(now);
+        let limit = self.limit.max(1) as usize;
+        if kept.len() > limit {
+            kept.drain(..kept.len() - limit);
+        }
+        let flapping = kept.len() >= limit;
+        (kept, flapping)
     }
 }
 
@@ -171,7 +204,10 @@ mod tests {
         assert_eq!(l.state, IssueState::Acting);
         let failed = l.apply(at(3), &IssueEvent::ActionFinished { verified: false });
         assert_eq!(failed.map(|f| f.state), Some(IssueState::Open));
+        // Even a verified action leaves the issue to its check.
         let l = l.apply(at(3), &IssueEvent::ActionFinished { verified: true }).unwrap_or_else(|| l.clone());
+        assert_eq!(l.state, IssueState::Open);
+        let l = l.apply(at(3), &IssueEvent::Observed(Observation::Clear)).unwrap_or_else(|| l.clone());
         assert_eq!(l.state, IssueState::Resolved);
         // Not closed before the delay, closed after it.
         assert_eq!(l.apply(at(100), &TICK), None);
@@ -199,5 +235,35 @@ mod tests {
             let expect = state.is_active().then_some(IssueState::Resolved);
             assert_eq!(r, expect, "{state}");
         }
+    }
+
+    /// Finding: a read-only diagnostic "verified" resolved a journal-error issue. No action outcome
+    /// resolves an issue in any state; only an observation of its check does.
+    #[test]
+    fn no_action_outcome_resolves() {
+        for state in IssueState::ALL {
+            let l = Lifecycle { state, since: T0, last_seen: T0, recurrences: 0 };
+            for verified in [true, false] {
+                let next = l.apply(at(1), &IssueEvent::ActionFinished { verified }).map(|l| l.state);
+                assert_ne!(next, Some(IssueState::Resolved), "{state} verified={verified}");
+            }
+        }
+    }
+
+    #[test]
+    fn three_reopenings_in_the_window_flap() {
+        let rule = ReopenRule::default();
+        let (kept, flapping) = rule.note(&[], at(0));
+        assert!(!flapping);
+        let (kept, flapping) = rule.note(&kept, at(60));
+        assert!(!flapping);
+        let (kept, flapping) = rule.note(&kept, at(120));
+        assert!(flapping);
+        assert_eq!(kept.len(), 3);
+        // Spread over more than the window: not flapping.
+        let (kept, _) = rule.note(&[], at(0));
+        let (kept, _) = rule.note(&kept, at(1000));
+        let (kept, flapping) = rule.note(&kept, at(1900));
+        assert!(!flapping, "{kept:?}");
     }
 }

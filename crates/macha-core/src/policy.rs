@@ -1,18 +1,25 @@
 //! The one policy gate.
 //!
-//! [`decide`] turns an [`Action`] plus context into a [`Ruling`]: execute (with a [`Permit`]), queue
-//! for approval, or deny — with the risk and the reason. Risk comes from [`POLICY_TABLE`] in code,
-//! never from whoever proposed the action. Deny by default: anything not explicitly allowed for the
-//! autonomy level is not executed.
+//! [`decide`] turns an [`Action`], who proposed it ([`Origin`]) and the context into a [`Ruling`]:
+//! execute (with a [`Permit`]), queue for approval, or deny — with the risk and the reason. Risk comes
+//! from [`POLICY_TABLE`] in code and from the action's arguments (a clean-up younger than the floor,
+//! a restart of a stopped unit), never from whoever proposed the action. Deny by default: anything
+//! not explicitly allowed for the autonomy level and the proposer is not executed.
 //!
-//! Architecture invariant: a [`Permit`] can only be constructed here. The executor accepts nothing
-//! else, so nothing executes without having passed this function.
+//! Architecture invariant: a [`Permit`] can only be constructed here, and a person's approval only
+//! enters as [`ApprovalEvidence`] built from a stored approval record, bound to the exact stored
+//! action by its digest. The executor accepts nothing else and consumes the permit, so nothing
+//! executes without having passed this function, and a permit runs once.
 
-use crate::action::{Action, ActionKind};
+use crate::action::{Action, ActionKind, Origin};
+use crate::approval::ApprovalState;
+use crate::command::{Command, Tools, command_for};
 use crate::flap::{FlapGuard, FlapStatus, flap_key};
 use crate::{HostName, Now, Timestamp, UnitName};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How much Macha may do on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -215,53 +222,82 @@ pub fn row(kind: ActionKind) -> PolicyRow {
 /// are never touched: restarting `multi-user.target` or `-.mount` is not remediation.
 pub const MANAGED_UNIT_TYPES: [&str; 4] = ["service", "socket", "timer", "path"];
 
-/// Built-in protected units (patterns on the unit stem; a trailing `*` is a prefix match). They can
-/// be added to by configuration, never removed.
-pub const BUILTIN_PROTECTED: &[&str] = &[
-    // remote access
-    "ssh",
-    "sshd",
-    "openssh",
-    "openssh-server",
-    "sshd-keygen",
-    "sshd@*",
-    // the system bus and authorisation
-    "dbus",
-    "dbus-*",
-    "messagebus",
-    "polkit",
-    // network management
-    "NetworkManager",
-    "NetworkManager-*",
-    "network-manager",
-    "networking",
-    "network-online",
-    "network-setup",
-    "network-addresses-*",
-    "wpa_supplicant",
-    "wpa_supplicant-*",
-    "iwd",
-    "dhcpcd",
-    "connman",
-    "firewall",
-    "nftables",
-    // systemd's own core units (journald, logind, networkd, resolved, udevd, …)
-    "systemd-*",
-    "init",
-    "user@*",
-    "user-runtime-dir@*",
-    "getty@*",
-    "serial-getty@*",
-    "autovt@*",
-    "console-getty",
-    "emergency",
-    "rescue",
-    // Nix
-    "nix-daemon",
-    // Macha itself
-    "macha",
-    "macha-*",
+const REMOTE_ACCESS: &str = "remote access: Macha (on other hosts) and people reach the host through it";
+const BUS: &str = "the system bus and authorisation: unit control itself goes through them";
+const NETWORK: &str = "network management: stopping it can cut the host off";
+const OVERLAY: &str = "VPN or overlay network: stopping it can cut Macha and people off from the host";
+const SECRETS: &str = "installs secrets: a restart can leave services without their keys";
+const CORE: &str = "systemd's own core units: the system itself";
+const CONSOLE: &str = "console and emergency access: the way back in when the network is gone";
+const DISPLAY: &str = "display manager: a restart ends every graphical session";
+
+/// Built-in protected units: a pattern on the unit stem (a trailing `*` is a prefix match; a plain
+/// name also matches its template instances, `name@…`) and why it is protected. They can be added to
+/// by configuration, never removed.
+pub const BUILTIN_PROTECTED: &[(&str, &str)] = &[
+    ("ssh", REMOTE_ACCESS),
+    ("sshd", REMOTE_ACCESS),
+    ("sshd@*", REMOTE_ACCESS),
+    ("ssh@*", REMOTE_ACCESS),
+    ("openssh", REMOTE_ACCESS),
+    ("openssh-server", REMOTE_ACCESS),
+    ("sshd-keygen", "creates the SSH host keys remote access is checked against"),
+    ("dbus", BUS),
+    ("dbus-*", BUS),
+    ("messagebus", BUS),
+    ("polkit", BUS),
+    ("NetworkManager", NETWORK),
+    ("NetworkManager-*", NETWORK),
+    ("network-manager", NETWORK),
+    ("networking", NETWORK),
+    ("network-online", NETWORK),
+    ("network-setup", NETWORK),
+    ("network-addresses-*", NETWORK),
+    ("wpa_supplicant", NETWORK),
+    ("wpa_supplicant-*", NETWORK),
+    ("iwd", NETWORK),
+    ("dhcpcd", NETWORK),
+    ("connman", NETWORK),
+    ("firewall", "the firewall: a restart can drop the rules that let Macha in (or keep others out)"),
+    ("nftables", "the firewall: a restart can drop the rules that let Macha in (or keep others out)"),
+    ("nscd", "name service cache: user and host lookups (including Macha's own logins) go through it"),
+    ("tailscaled", OVERLAY),
+    ("tailscaled-*", OVERLAY),
+    ("tailscale-*", OVERLAY),
+    ("wireguard-*", OVERLAY),
+    ("wg-quick@*", OVERLAY),
+    ("wg-quick-*", OVERLAY),
+    ("openvpn*", OVERLAY),
+    ("zerotier-one", OVERLAY),
+    ("netbird", OVERLAY),
+    ("netbird-*", OVERLAY),
+    ("nebula*", OVERLAY),
+    ("sops-install-secrets*", SECRETS),
+    ("agenix*", SECRETS),
+    ("vault-agent*", SECRETS),
+    ("systemd-*", CORE),
+    ("init", CORE),
+    ("user@*", "a user's service manager: stopping it ends their sessions"),
+    ("user-runtime-dir@*", "a user's service manager: stopping it ends their sessions"),
+    ("getty@*", CONSOLE),
+    ("serial-getty@*", CONSOLE),
+    ("autovt@*", CONSOLE),
+    ("console-getty", CONSOLE),
+    ("emergency", CONSOLE),
+    ("rescue", CONSOLE),
+    ("debug-shell", "a root shell on tty9 without a password: starting it opens the console to anyone"),
+    ("display-manager", DISPLAY),
+    ("gdm", DISPLAY),
+    ("sddm", DISPLAY),
+    ("lightdm", DISPLAY),
+    ("nix-daemon", "the Nix daemon: builds and every store change go through it"),
+    ("nixos-upgrade", "automatic upgrades: running it deploys a new system, which is a person's decision"),
+    ("macha", "Macha itself"),
+    ("macha-*", "Macha itself"),
 ];
+
+/// The reason given for protected units added by configuration.
+pub const CONFIGURED_REASON: &str = "listed in protected_units";
 
 /// Alias groups: a unit is protected if any name in its group is.
 const ALIASES: &[&[&str]] = &[
@@ -275,56 +311,86 @@ const ALIASES: &[&[&str]] = &[
     &["nix-daemon", "nix"],
 ];
 
-/// The set of protected unit patterns: the built-in list plus configured additions.
+/// The set of protected unit patterns, each with its reason: the built-in list plus configured
+/// additions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtectedUnits {
-    patterns: BTreeSet<String>,
+    patterns: BTreeMap<String, &'static str>,
+}
+
+/// Why a unit is protected: the pattern that matched (and through which alias) and its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Protection {
+    /// The pattern, with `(alias of …)` when it matched through an alias.
+    pub pattern: String,
+    pub reason: &'static str,
+}
+
+impl std::fmt::Display for Protection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.pattern, self.reason)
+    }
 }
 
 impl ProtectedUnits {
     /// The built-in list plus `extra` (unit names or stem patterns with a trailing `*`). Entries are
-    /// normalised: `nginx.service` and `nginx` mean the same.
+    /// normalised: `nginx.service` and `nginx` mean the same. An extra entry never replaces a
+    /// built-in one (nor its reason): the list can only grow.
     pub fn new<S: AsRef<str>>(extra: &[S]) -> ProtectedUnits {
-        let mut patterns: BTreeSet<String> = BUILTIN_PROTECTED.iter().map(|s| (*s).to_owned()).collect();
+        let mut patterns: BTreeMap<String, &'static str> =
+            BUILTIN_PROTECTED.iter().map(|(p, r)| ((*p).to_owned(), *r)).collect();
         for e in extra {
             let e = e.as_ref();
             let stem = e.rsplit_once('.').filter(|(_, t)| crate::names::UNIT_TYPES.contains(t)).map_or(e, |(s, _)| s);
             if !stem.is_empty() {
-                patterns.insert(stem.to_owned());
+                patterns.entry(stem.to_owned()).or_insert(CONFIGURED_REASON);
             }
         }
         ProtectedUnits { patterns }
     }
 
     pub fn patterns(&self) -> impl Iterator<Item = &str> {
-        self.patterns.iter().map(String::as_str)
+        self.patterns.keys().map(String::as_str)
     }
 
-    fn matches_stem(&self, stem: &str) -> Option<&str> {
-        self.patterns.iter().map(String::as_str).find(|p| match p.strip_suffix('*') {
-            Some(prefix) => stem.starts_with(prefix),
-            None => *p == stem || stem.strip_prefix(*p).is_some_and(|rest| rest.starts_with('@')),
-        })
+    /// Every pattern with its reason.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &'static str)> {
+        self.patterns.iter().map(|(p, r)| (p.as_str(), *r))
     }
 
-    /// The pattern that protects `unit`, if any: by its stem, its template, or any alias of it.
-    /// Matching is case-sensitive except for the alias table, as systemd's names are.
-    pub fn protecting(&self, unit: &UnitName) -> Option<String> {
+    fn matches_stem(&self, stem: &str) -> Option<(&str, &'static str)> {
+        self.patterns
+            .iter()
+            .find(|(p, _)| match p.strip_suffix('*') {
+                Some(prefix) => stem.starts_with(prefix),
+                None => *p == stem || stem.strip_prefix(p.as_str()).is_some_and(|rest| rest.starts_with('@')),
+            })
+            .map(|(p, r)| (p.as_str(), *r))
+    }
+
+    /// Why `unit` is protected, if it is: by its stem, its template, or any alias of it. Matching is
+    /// case-sensitive except for the alias table, as systemd's names are.
+    pub fn protection(&self, unit: &UnitName) -> Option<Protection> {
         let stem = unit.stem();
-        if let Some(p) = self.matches_stem(stem) {
-            return Some(p.to_owned());
+        if let Some((p, reason)) = self.matches_stem(stem) {
+            return Some(Protection { pattern: p.to_owned(), reason });
         }
         let lower = stem.to_ascii_lowercase();
         for group in ALIASES {
             if group.iter().any(|a| a.eq_ignore_ascii_case(&lower)) {
                 for alias in *group {
-                    if let Some(p) = self.matches_stem(alias) {
-                        return Some(format!("{p} (alias of {stem})"));
+                    if let Some((p, reason)) = self.matches_stem(alias) {
+                        return Some(Protection { pattern: format!("{p} (alias of {stem})"), reason });
                     }
                 }
             }
         }
         None
+    }
+
+    /// The pattern that protects `unit`, if any (see [`ProtectedUnits::protection`]).
+    pub fn protecting(&self, unit: &UnitName) -> Option<String> {
+        self.protection(unit).map(|p| p.pattern)
     }
 }
 
@@ -357,34 +423,200 @@ pub struct Decision {
     /// The rule that decided, for machines and tests.
     pub rule: String,
     pub autonomy: Autonomy,
+    /// The kind the action was decided as, when it differs from its own (a restart of a stopped
+    /// unit is decided as a start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_as: Option<ActionKind>,
 }
 
-/// Everything the gate needs besides the action.
-#[derive(Debug)]
-pub struct PolicyContext<'a> {
+/// What a unit was last seen doing, as far as Macha knows (from snapshots and unit events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitActivity {
+    /// `active`, `reloading`, `activating` (including a pending automatic restart), `refreshing`.
+    Running,
+    /// `failed`: restarting it is the routine remediation.
+    Failed,
+    /// `inactive` or `deactivating`: someone or something stopped it; "restarting" it starts it.
+    Stopped,
+}
+
+impl UnitActivity {
+    /// From systemd's `ActiveState`; `None` for anything else (unknown, so decided as proposed).
+    pub fn from_active_state(s: &str) -> Option<UnitActivity> {
+        match s {
+            "active" | "reloading" | "activating" | "refreshing" => Some(UnitActivity::Running),
+            "failed" => Some(UnitActivity::Failed),
+            "inactive" | "deactivating" => Some(UnitActivity::Stopped),
+            _ => None,
+        }
+    }
+}
+
+/// The last known activity of units, by host and unit.
+pub type UnitStates = BTreeMap<(HostName, UnitName), UnitActivity>;
+
+/// The default floor of clean-ups: vacuuming the journal or collecting garbage younger than this
+/// many days needs a person.
+pub const DEFAULT_CLEANUP_MIN_AGE_DAYS: u32 = 7;
+
+/// What the model's proposals may execute by default: read-only diagnostics only.
+pub const DEFAULT_MODEL_MAY_EXECUTE: [ActionKind; 1] = [ActionKind::Diagnostic];
+
+/// Limits that depend on who proposed and on the arguments (`llm.may_execute`,
+/// `policy.cleanup_min_age_days`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyLimits {
+    /// The kinds a model's proposal may execute without a person (still within the autonomy
+    /// level); every other kind the model proposes goes to approval.
+    pub model_may_execute: BTreeSet<ActionKind>,
+    /// Journal vacuums and garbage collections of anything younger than this need a person.
+    pub cleanup_min_age_days: u32,
+}
+
+impl Default for PolicyLimits {
+    fn default() -> Self {
+        PolicyLimits {
+            model_may_execute: DEFAULT_MODEL_MAY_EXECUTE.into_iter().collect(),
+            cleanup_min_age_days: DEFAULT_CLEANUP_MIN_AGE_DAYS,
+        }
+    }
+}
+
+/// Everything the gate knows besides the action and the approval, owned: built once from the
+/// configuration and the store (the daemon and `macha policy check` build it with the same code)
+/// and kept up to date by the engine.
+#[derive(Debug, Clone)]
+pub struct PolicyInputs {
     pub autonomy: Autonomy,
-    pub protected: &'a ProtectedUnits,
-    pub flap: &'a FlapGuard,
+    pub protected: ProtectedUnits,
+    pub flap: FlapGuard,
     /// Hosts other than `local` that actions may target (trusted hosts of the registry).
-    pub known_hosts: &'a BTreeSet<HostName>,
-    /// A person approved exactly this action (approval id). Turns `approval` into `execute`; never
-    /// turns `deny` into anything else.
-    pub approved: Option<i64>,
+    pub known_hosts: BTreeSet<HostName>,
+    pub limits: PolicyLimits,
+    pub unit_states: UnitStates,
 }
 
-/// Permission to execute one action, once. Only [`decide`] constructs it.
+impl PolicyInputs {
+    /// Inputs with the default flap guard and limits, no trusted hosts and no known unit states.
+    pub fn new(autonomy: Autonomy, protected: ProtectedUnits) -> PolicyInputs {
+        PolicyInputs {
+            autonomy,
+            protected,
+            flap: FlapGuard::new(crate::flap::DEFAULT_LIMIT, crate::flap::DEFAULT_WINDOW),
+            known_hosts: BTreeSet::new(),
+            limits: PolicyLimits::default(),
+            unit_states: UnitStates::new(),
+        }
+    }
+
+    /// The context of a decision without a person's approval.
+    pub fn context(&self) -> PolicyContext<'_> {
+        PolicyContext { inputs: self, approval: None }
+    }
+}
+
+/// The SHA-256 of an action's JSON (a `serde_json::Value`, whose objects keep their keys sorted),
+/// in hex: what an approval's evidence binds to.
+pub fn action_digest(action_json: &serde_json::Value) -> String {
+    let text = serde_json::to_string(action_json).unwrap_or_default();
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn digest_of(action: &Action) -> String {
+    action_digest(&serde_json::to_value(action).unwrap_or(serde_json::Value::Null))
+}
+
+/// Proof that a person approved one stored action: the approval's id and the digest of the exact
+/// action stored with it. Built only from an approval record in state `approved`
+/// (`macha_store::ApprovalRecord::evidence`); [`decide`] checks the digest against the action it
+/// decides, so the evidence of one approval never permits anything else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalEvidence {
+    id: i64,
+    digest: String,
+}
+
+impl ApprovalEvidence {
+    /// Evidence from a stored approval: its id, its state and the action as stored. `None` unless
+    /// the state is `approved`. Only the store's approval record calls this (a tidy test checks).
+    pub fn from_stored_approval(
+        id: i64,
+        state: ApprovalState,
+        stored_action: &serde_json::Value,
+    ) -> Option<ApprovalEvidence> {
+        (state == ApprovalState::Approved).then(|| ApprovalEvidence { id, digest: action_digest(stored_action) })
+    }
+
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+}
+
+/// Everything the gate needs besides the action and its origin: the inputs, and optionally a
+/// person's approval. The approval can only be given as [`ApprovalEvidence`].
+#[derive(Debug, Clone)]
+pub struct PolicyContext<'a> {
+    inputs: &'a PolicyInputs,
+    approval: Option<ApprovalEvidence>,
+}
+
+impl<'a> PolicyContext<'a> {
+    pub fn new(inputs: &'a PolicyInputs) -> PolicyContext<'a> {
+        PolicyContext { inputs, approval: None }
+    }
+
+    /// With a person's approval. It turns `approval` into `execute` only for the exact action it was
+    /// given for, never turns `deny` into anything else, and does not lift the flap guard.
+    pub fn with_approval(mut self, evidence: ApprovalEvidence) -> PolicyContext<'a> {
+        self.approval = Some(evidence);
+        self
+    }
+
+    pub fn inputs(&self) -> &PolicyInputs {
+        self.inputs
+    }
+
+    pub fn autonomy(&self) -> Autonomy {
+        self.inputs.autonomy
+    }
+}
+
+/// Every permit's serial number, unique within the process.
+static PERMIT_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+/// Permission to execute one action, once. Only [`decide`] constructs it; the executor consumes it.
 #[derive(Debug)]
 #[must_use = "a permit that is not executed means the action silently did not run"]
 pub struct Permit {
+    serial: u64,
     action: Action,
+    digest: String,
+    origin: Origin,
     decision: Decision,
     approval_id: Option<i64>,
     issued_at: Timestamp,
+    allows_start: bool,
+}
+
+/// The identity of a permit: what a receipt names, so an outcome is recorded against the permit it
+/// came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PermitId {
+    pub serial: u64,
+    /// The digest of the permitted action ([`action_digest`]).
+    pub action_digest: String,
+    pub approval_id: Option<i64>,
+    pub issued_at: Timestamp,
 }
 
 impl Permit {
     pub fn action(&self) -> &Action {
         &self.action
+    }
+    pub fn origin(&self) -> &Origin {
+        &self.origin
     }
     pub fn decision(&self) -> &Decision {
         &self.decision
@@ -394,6 +626,48 @@ impl Permit {
     }
     pub fn issued_at(&self) -> Timestamp {
         self.issued_at
+    }
+    pub fn id(&self) -> PermitId {
+        PermitId {
+            serial: self.serial,
+            action_digest: self.digest.clone(),
+            approval_id: self.approval_id,
+            issued_at: self.issued_at,
+        }
+    }
+
+    /// Whether this permit also covers starting its unit: a restart of a unit that turns out to be
+    /// stopped is a start, and the executor refuses it unless this is true (the policy would have
+    /// let a start of the same unit execute too).
+    pub fn allows_start(&self) -> bool {
+        self.allows_start
+    }
+
+    /// Whether `cmd` is exactly what this permit allows to run with privileges (`sudo -n` on another
+    /// host): `systemctl --no-ask-password VERB -- UNIT` of a unit action, or the fixed command of a
+    /// command action that changes the host. Read-only diagnostics never need privileges.
+    pub fn authorises(&self, cmd: &Command) -> bool {
+        let program = cmd.program().rsplit('/').next().unwrap_or_default();
+        let unit_verbs: &[&str] = match &self.action {
+            Action::RestartUnit { .. } if self.allows_start => &["restart", "start"],
+            Action::RestartUnit { .. } => &["restart"],
+            Action::StartUnit { .. } => &["start"],
+            Action::StopUnit { .. } => &["stop"],
+            Action::ResetFailed { .. } => &["reset-failed"],
+            Action::Diagnostic { .. } | Action::Reboot { .. } | Action::ConfigChange { .. } => return false,
+            Action::NixosSwitch { .. } => return false,
+            Action::JournalVacuum { .. }
+            | Action::CollectGarbage { .. }
+            | Action::StoreVerify { .. }
+            | Action::StoreRepair { .. } => {
+                let tools = Tools::new().with(program, cmd.program());
+                return command_for(&self.action, &tools).is_ok_and(|expected| expected == *cmd);
+            }
+        };
+        let Some(unit) = self.action.unit() else { return false };
+        program == "systemctl"
+            && matches!(cmd.argv(), [flag, verb, sep, u]
+                if flag == "--no-ask-password" && unit_verbs.contains(&verb.as_str()) && sep == "--" && u == unit.as_str())
     }
 }
 
@@ -418,18 +692,66 @@ impl Ruling {
     }
 }
 
+/// The kind an action is decided as: a restart of a unit known to be stopped on any of its hosts is
+/// a start.
+fn effective_kind(action: &Action, inputs: &PolicyInputs) -> ActionKind {
+    if let Action::RestartUnit { unit, host, .. } = action {
+        let stopped = host
+            .as_slice()
+            .iter()
+            .any(|h| inputs.unit_states.get(&(h.clone(), unit.clone())) == Some(&UnitActivity::Stopped));
+        if stopped {
+            return ActionKind::StartUnit;
+        }
+    }
+    action.kind()
+}
+
+/// The days of a clean-up, if the action is one.
+fn cleanup_days(action: &Action) -> Option<u32> {
+    match action {
+        Action::JournalVacuum { max_age_days, .. } => Some(*max_age_days),
+        Action::CollectGarbage { older_than_days, .. } => Some(*older_than_days),
+        _ => None,
+    }
+}
+
 /// The gate. Pure and total: every input gets a ruling, nothing panics. A permit is stamped with
 /// `now.wall`; the flap guard counts on `now.mono`.
-pub fn decide(action: &Action, ctx: &PolicyContext<'_>, now: Now) -> Ruling {
-    let row = row(action.kind());
+pub fn decide(action: &Action, origin: &Origin, ctx: &PolicyContext<'_>, now: Now) -> Ruling {
+    let kind = effective_kind(action, ctx.inputs);
+    let ruling = decide_as(action, kind, origin, ctx, now);
+    match ruling {
+        Ruling::Execute(mut permit) => {
+            // A restart covers a start if the unit is known stopped (decided as a start above) or if
+            // a start of the same unit would execute here too.
+            permit.allows_start = match action {
+                Action::RestartUnit { .. } if kind == ActionKind::StartUnit => true,
+                Action::RestartUnit { .. } => {
+                    matches!(decide_as(action, ActionKind::StartUnit, origin, ctx, now), Ruling::Execute(_))
+                }
+                Action::StartUnit { .. } => true,
+                _ => false,
+            };
+            Ruling::Execute(permit)
+        }
+        other => other,
+    }
+}
+
+fn decide_as(action: &Action, kind: ActionKind, origin: &Origin, ctx: &PolicyContext<'_>, now: Now) -> Ruling {
+    let inputs = ctx.inputs;
+    let row = row(kind);
     let multi = action.hosts().is_multi();
     let risk = if multi { row.risk.raised() } else { row.risk };
+    let decided_as = (kind != action.kind()).then_some(kind);
     let mk = |verdict: Verdict, rule: &str, reason: String| Decision {
         verdict,
         risk,
         reason,
         rule: rule.to_owned(),
-        autonomy: ctx.autonomy,
+        autonomy: inputs.autonomy,
+        decided_as,
     };
     let deny = |rule: &str, reason: String| Ruling::Deny(mk(Verdict::Deny, rule, reason));
 
@@ -437,11 +759,11 @@ pub fn decide(action: &Action, ctx: &PolicyContext<'_>, now: Now) -> Ruling {
     if let Err(e) = action.validate() {
         return deny("invalid", e.to_string());
     }
-    if ctx.autonomy == Autonomy::Observe {
+    if inputs.autonomy == Autonomy::Observe {
         return deny("observe", "autonomy level observe: Macha executes nothing".into());
     }
     for host in action.hosts().as_slice() {
-        if !host.is_local() && !ctx.known_hosts.contains(host) {
+        if !host.is_local() && !inputs.known_hosts.contains(host) {
             return deny("unknown-host", format!("host {host} is not a trusted host of the registry"));
         }
     }
@@ -452,63 +774,121 @@ pub fn decide(action: &Action, ctx: &PolicyContext<'_>, now: Now) -> Ruling {
         if !MANAGED_UNIT_TYPES.contains(&unit.unit_type()) {
             return deny("unit-type", format!("{unit}: Macha only acts on {} units", MANAGED_UNIT_TYPES.join("/")));
         }
-        if let Some(p) = ctx.protected.protecting(unit) {
+        if let Some(p) = inputs.protected.protection(unit) {
             return deny("protected", format!("{unit} is protected (matches {p}); Macha never acts on it"));
         }
     }
-
-    let approved = |reason: String, rule: &str| match ctx.approved {
-        Some(id) => Ruling::Execute(Permit {
+    let digest = digest_of(action);
+    // An approval's evidence belongs to exactly one stored action.
+    let approval = match &ctx.approval {
+        Some(ev) if ev.digest != digest => {
+            return deny(
+                "approval-mismatch",
+                format!("approval {} was given for a different action; nothing is permitted by it", ev.id),
+            );
+        }
+        Some(ev) => Some(ev.id),
+        None => None,
+    };
+    let as_start = if decided_as.is_some() { " (the unit is stopped: a restart starts it)" } else { "" };
+    let permit = |decision: Decision| {
+        Ruling::Execute(Permit {
+            serial: PERMIT_SERIAL.fetch_add(1, Ordering::Relaxed),
             action: action.clone(),
-            decision: mk(Verdict::Execute, "approved", format!("approved by a person (approval {id}); {reason}")),
-            approval_id: Some(id),
+            digest: digest.clone(),
+            origin: origin.clone(),
+            decision,
+            approval_id: approval,
             issued_at: now.wall,
-        }),
+            allows_start: false,
+        })
+    };
+    let approved = |reason: String, rule: &str| match approval {
+        Some(id) => permit(mk(Verdict::Execute, "approved", format!("approved by a person (approval {id}); {reason}"))),
         None => Ruling::Approval(mk(Verdict::Approval, rule, reason)),
     };
 
+    // The flap guard comes first among the escalations: an approval does not lift it.
+    if row.class != Class::ReadOnly {
+        for host in action.hosts().as_slice() {
+            if let FlapStatus::Exceeded { recent, limit, window } =
+                inputs.flap.status(&flap_key(host, action), now.mono)
+            {
+                let after = if approval.is_some() { "; an approval does not lift the flap limit" } else { "" };
+                return Ruling::Approval(mk(
+                    Verdict::Approval,
+                    "flap-limit",
+                    format!(
+                        "flap limit: {} ran {recent} times in the last {} min (limit {limit}); escalated to a person{after}",
+                        action.describe(),
+                        window.as_secs() / 60
+                    ),
+                ));
+            }
+        }
+    }
     if multi {
         return approved("the action touches several hosts".into(), "multi-host");
     }
     let Some(min) = row.class.min_autonomy() else {
-        return approved(row.note.to_owned(), "always-approval");
+        return approved(format!("{}{as_start}", row.note), "always-approval");
     };
-    if row.class != Class::ReadOnly {
-        for host in action.hosts().as_slice() {
-            if let FlapStatus::Exceeded { recent, limit, window } = ctx.flap.status(&flap_key(host, action), now.mono) {
-                return approved(
-                    format!(
-                        "flap limit: {} ran {recent} times in the last {} min (limit {limit}); escalated to a person",
-                        action.describe(),
-                        window.as_secs() / 60
-                    ),
-                    "flap-limit",
-                );
-            }
-        }
-    }
-    if ctx.autonomy >= min {
-        return Ruling::Execute(Permit {
-            action: action.clone(),
-            decision: mk(
-                Verdict::Execute,
-                "autonomy",
-                format!("{} is allowed at {} ({})", action.kind(), ctx.autonomy, row.note),
+    if let Some(days) = cleanup_days(action)
+        && days < inputs.limits.cleanup_min_age_days
+    {
+        return approved(
+            format!(
+                "{} of anything younger than {} days ({days} asked) needs a person",
+                action.kind(),
+                inputs.limits.cleanup_min_age_days
             ),
-            approval_id: ctx.approved,
-            issued_at: now.wall,
-        });
+            "cleanup-floor",
+        );
     }
-    approved(format!("{} needs autonomy {min} or a person's approval", action.kind()), "autonomy")
+    if inputs.autonomy < min {
+        return approved(format!("{kind} needs autonomy {min} or a person's approval{as_start}"), "autonomy");
+    }
+    if *origin == Origin::Model && !inputs.limits.model_may_execute.contains(&kind) {
+        return approved(
+            format!("the model proposed {kind}{as_start}; a model's proposal of it needs a person (llm.may_execute)"),
+            "model-proposal",
+        );
+    }
+    permit(mk(
+        Verdict::Execute,
+        if approval.is_some() { "approved" } else { "autonomy" },
+        format!("{kind} is allowed at {} ({}){as_start}", inputs.autonomy, row.note),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::action::{DiagnosticArgs, DiagnosticName, Hosts, SwitchTarget};
     use std::time::Duration;
 
     const NOW: Now = Now::new(Timestamp(1_800_000_000_000), crate::Mono(0));
+    const RULE: Origin = Origin::Person { uid: 0 };
+
+    fn inputs(
+        autonomy: Autonomy,
+        protected: &ProtectedUnits,
+        flap: &FlapGuard,
+        hosts: &BTreeSet<HostName>,
+    ) -> PolicyInputs {
+        PolicyInputs {
+            flap: flap.clone(),
+            known_hosts: hosts.clone(),
+            ..PolicyInputs::new(autonomy, protected.clone())
+        }
+    }
+
+    fn evidence(id: i64, action: &Action) -> ApprovalEvidence {
+        let stored = serde_json::to_value(action).unwrap_or_else(|e| panic!("{e}"));
+        ApprovalEvidence::from_stored_approval(id, ApprovalState::Approved, &stored)
+            .unwrap_or_else(|| panic!("approved evidence"))
+    }
 
     fn unit(s: &str) -> UnitName {
         UnitName::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
@@ -580,14 +960,9 @@ mod tests {
                 [("nginx", false), ("sshd", true), ("ssh.socket", true), ("postgresql.service", true)]
             {
                 for action in every_kind(u) {
-                    let ctx = PolicyContext {
-                        autonomy,
-                        protected: &protected,
-                        flap: &flap,
-                        known_hosts: &hosts,
-                        approved: None,
-                    };
-                    let ruling = decide(&action, &ctx, NOW);
+                    let inp = inputs(autonomy, &protected, &flap, &hosts);
+                    let ctx = inp.context();
+                    let ruling = decide(&action, &RULE, &ctx, NOW);
                     let want = expected(action.kind(), autonomy, is_protected);
                     assert_eq!(ruling.verdict(), want, "{} at {autonomy}: {:?}", action.describe(), ruling.decision());
                     assert_eq!(ruling.decision().risk, row(action.kind()).risk);
@@ -605,11 +980,10 @@ mod tests {
         let hosts = BTreeSet::new();
         for autonomy in Autonomy::ALL {
             for action in every_kind("sshd").into_iter().chain(every_kind("nginx")) {
-                let base =
-                    PolicyContext { autonomy, protected: &protected, flap: &flap, known_hosts: &hosts, approved: None };
-                let before = decide(&action, &base, NOW).verdict();
-                let ctx = PolicyContext { approved: Some(7), ..base };
-                let after = decide(&action, &ctx, NOW);
+                let inp = inputs(autonomy, &protected, &flap, &hosts);
+                let before = decide(&action, &RULE, &inp.context(), NOW).verdict();
+                let ctx = inp.context().with_approval(evidence(7, &action));
+                let after = decide(&action, &RULE, &ctx, NOW);
                 match before {
                     Verdict::Deny => assert_eq!(after.verdict(), Verdict::Deny),
                     Verdict::Approval | Verdict::Execute => {
@@ -652,7 +1026,7 @@ mod tests {
         ] {
             assert!(p.protecting(&unit(u)).is_some(), "{u} not protected");
         }
-        for u in ["nginx", "sshguard", "postgresql-backup", "dbusy", "my-ssh-tunnel", "nixos-upgrade"] {
+        for u in ["nginx", "sshguard", "postgresql-backup", "dbusy", "my-ssh-tunnel", "nixos-rebuild-helper"] {
             assert_eq!(p.protecting(&unit(u)), None, "{u} wrongly protected");
         }
     }
@@ -662,16 +1036,11 @@ mod tests {
         let protected = ProtectedUnits::new::<&str>(&[]);
         let flap = FlapGuard::new(3, Duration::from_secs(1800));
         let hosts = BTreeSet::new();
-        let ctx = PolicyContext {
-            autonomy: Autonomy::AutoFull,
-            protected: &protected,
-            flap: &flap,
-            known_hosts: &hosts,
-            approved: Some(1),
-        };
+        let inp = inputs(Autonomy::AutoFull, &protected, &flap, &hosts);
+        let ctx = inp.context();
         for u in ["multi-user.target", "-.mount", "system.slice", "init.scope", "dev-sda.device", "swapfile.swap"] {
             let a = Action::RestartUnit { host: local(), unit: unit(u), reason: String::new() };
-            assert_eq!(decide(&a, &ctx, NOW).verdict(), Verdict::Deny, "{u}");
+            assert_eq!(decide(&a, &RULE, &ctx, NOW).verdict(), Verdict::Deny, "{u}");
         }
     }
 
@@ -683,24 +1052,14 @@ mod tests {
         let a = Action::RestartUnit { host: local(), unit: unit("nginx"), reason: String::new() };
         let key = flap_key(&HostName::local(), &a);
         for i in 0..3 {
-            let ctx = PolicyContext {
-                autonomy: Autonomy::AutoFull,
-                protected: &protected,
-                flap: &flap,
-                known_hosts: &hosts,
-                approved: None,
-            };
-            assert_eq!(decide(&a, &ctx, NOW).verdict(), Verdict::Execute, "run {i}");
+            let inp = inputs(Autonomy::AutoFull, &protected, &flap, &hosts);
+            let ctx = inp.context();
+            assert_eq!(decide(&a, &RULE, &ctx, NOW).verdict(), Verdict::Execute, "run {i}");
             flap.record(&key, NOW.mono);
         }
-        let ctx = PolicyContext {
-            autonomy: Autonomy::AutoFull,
-            protected: &protected,
-            flap: &flap,
-            known_hosts: &hosts,
-            approved: None,
-        };
-        let r = decide(&a, &ctx, NOW);
+        let inp = inputs(Autonomy::AutoFull, &protected, &flap, &hosts);
+        let ctx = inp.context();
+        let r = decide(&a, &RULE, &ctx, NOW);
         assert_eq!(r.verdict(), Verdict::Approval);
         assert_eq!(r.decision().rule, "flap-limit");
         // diagnostics are never flap-limited; other units are unaffected
@@ -710,11 +1069,11 @@ mod tests {
             args: DiagnosticArgs::default(),
             reason: String::new(),
         };
-        assert_eq!(decide(&d, &ctx, NOW).verdict(), Verdict::Execute);
+        assert_eq!(decide(&d, &RULE, &ctx, NOW).verdict(), Verdict::Execute);
         let other = Action::RestartUnit { host: local(), unit: unit("other"), reason: String::new() };
-        assert_eq!(decide(&other, &ctx, NOW).verdict(), Verdict::Execute);
+        assert_eq!(decide(&other, &RULE, &ctx, NOW).verdict(), Verdict::Execute);
         // after the window it may run again
-        assert_eq!(decide(&a, &ctx, NOW.plus(Duration::from_secs(1801))).verdict(), Verdict::Execute);
+        assert_eq!(decide(&a, &RULE, &ctx, NOW.plus(Duration::from_secs(1801))).verdict(), Verdict::Execute);
     }
 
     #[test]
@@ -733,22 +1092,17 @@ mod tests {
                 now = now.plus(minute);
             }
             now.wall = Timestamp(now.wall.0 + step * 60_000);
-            let ctx = PolicyContext {
-                autonomy: Autonomy::AutoFull,
-                protected: &protected,
-                flap: &flap,
-                known_hosts: &hosts,
-                approved: None,
-            };
-            let r = decide(&a, &ctx, now);
+            let inp = inputs(Autonomy::AutoFull, &protected, &flap, &hosts);
+            let ctx = inp.context();
+            let r = decide(&a, &RULE, &ctx, now);
             assert_eq!(r.decision().rule, "flap-limit", "step {step} min: {:?}", r.decision());
             // The permit of the next allowed run carries the stepped wall time it was issued at.
             let later = now.plus(minute * 27);
-            match decide(&a, &ctx, later) {
+            match decide(&a, &RULE, &ctx, later) {
                 Ruling::Execute(p) => assert_eq!(p.issued_at(), later.wall, "step {step} min"),
                 other => panic!("step {step} min: not allowed one window after the first run: {:?}", other.decision()),
             }
-            assert_eq!(decide(&a, &ctx, now.plus(minute * 26)).decision().rule, "flap-limit", "step {step} min");
+            assert_eq!(decide(&a, &RULE, &ctx, now.plus(minute * 26)).decision().rule, "flap-limit", "step {step} min");
         }
     }
 
@@ -760,26 +1114,16 @@ mod tests {
         let web = HostName::parse("web1.lan").unwrap_or_else(|e| panic!("{e}"));
         let db = HostName::parse("db1.lan").unwrap_or_else(|e| panic!("{e}"));
         let a = Action::RestartUnit { host: Hosts::One(web.clone()), unit: unit("nginx"), reason: String::new() };
-        let ctx = PolicyContext {
-            autonomy: Autonomy::AutoFull,
-            protected: &protected,
-            flap: &flap,
-            known_hosts: &hosts,
-            approved: None,
-        };
-        assert_eq!(decide(&a, &ctx, NOW).decision().rule, "unknown-host");
+        let inp = inputs(Autonomy::AutoFull, &protected, &flap, &hosts);
+        let ctx = inp.context();
+        assert_eq!(decide(&a, &RULE, &ctx, NOW).decision().rule, "unknown-host");
         hosts.insert(web.clone());
         hosts.insert(db.clone());
-        let ctx = PolicyContext {
-            autonomy: Autonomy::AutoFull,
-            protected: &protected,
-            flap: &flap,
-            known_hosts: &hosts,
-            approved: None,
-        };
-        assert_eq!(decide(&a, &ctx, NOW).verdict(), Verdict::Execute);
+        let inp = inputs(Autonomy::AutoFull, &protected, &flap, &hosts);
+        let ctx = inp.context();
+        assert_eq!(decide(&a, &RULE, &ctx, NOW).verdict(), Verdict::Execute);
         let m = Action::RestartUnit { host: Hosts::Many(vec![web, db]), unit: unit("nginx"), reason: String::new() };
-        let r = decide(&m, &ctx, NOW);
+        let r = decide(&m, &RULE, &ctx, NOW);
         assert_eq!((r.verdict(), r.decision().risk), (Verdict::Approval, Risk::High));
     }
 
@@ -788,5 +1132,237 @@ mod tests {
         for k in ActionKind::ALL {
             assert_eq!(POLICY_TABLE.iter().filter(|r| r.kind == k).count(), 1, "{k}");
         }
+    }
+
+    fn restart(u: &str) -> Action {
+        Action::RestartUnit { host: local(), unit: unit(u), reason: "test".into() }
+    }
+
+    /// Finding: a model's journal vacuum ran at auto-safe. Now a model's proposal executes only the
+    /// kinds of `llm.may_execute` (default: diagnostics); the rest goes to a person.
+    #[test]
+    fn model_proposals_execute_only_what_llm_may_execute() {
+        let mut inp = PolicyInputs::new(Autonomy::AutoFull, ProtectedUnits::new::<&str>(&[]));
+        let rule = Origin::Rule { check: "disk_space".into() };
+        for action in every_kind("nginx") {
+            let by_rule = decide(&action, &rule, &inp.context(), NOW);
+            let by_model = decide(&action, &Origin::Model, &inp.context(), NOW);
+            match action.kind() {
+                ActionKind::Diagnostic => assert_eq!(by_model.verdict(), Verdict::Execute),
+                _ if by_rule.verdict() == Verdict::Execute => {
+                    assert_eq!(by_model.verdict(), Verdict::Approval, "{}", action.describe());
+                    assert_eq!(by_model.decision().rule, "model-proposal");
+                }
+                _ => assert_eq!(by_model.verdict(), by_rule.verdict(), "{}", action.describe()),
+            }
+        }
+        // Configured kinds execute (within the autonomy level); a person's approval covers the rest.
+        inp.limits.model_may_execute.insert(ActionKind::RestartUnit);
+        assert_eq!(decide(&restart("nginx"), &Origin::Model, &inp.context(), NOW).verdict(), Verdict::Execute);
+        let vacuum = Action::JournalVacuum { host: local(), max_age_days: 30, reason: "r".into() };
+        assert_eq!(decide(&vacuum, &Origin::Model, &inp.context(), NOW).verdict(), Verdict::Approval);
+        let ctx = inp.context().with_approval(evidence(3, &vacuum));
+        assert_eq!(decide(&vacuum, &Origin::Model, &ctx, NOW).verdict(), Verdict::Execute);
+    }
+
+    /// Finding: vacuum and GC were "safe" from 1 day up. Younger than the floor needs a person.
+    #[test]
+    fn cleanup_younger_than_the_floor_needs_a_person() {
+        let mut inp = PolicyInputs::new(Autonomy::AutoFull, ProtectedUnits::new::<&str>(&[]));
+        for days in [1, 6, 7, 30] {
+            for action in [
+                Action::JournalVacuum { host: local(), max_age_days: days, reason: "r".into() },
+                Action::CollectGarbage { host: local(), older_than_days: days, reason: "r".into() },
+            ] {
+                let r = decide(&action, &RULE, &inp.context(), NOW);
+                if days < 7 {
+                    assert_eq!(
+                        (r.verdict(), r.decision().rule.as_str()),
+                        (Verdict::Approval, "cleanup-floor"),
+                        "{days}"
+                    );
+                } else {
+                    assert_eq!(r.verdict(), Verdict::Execute, "{days}");
+                }
+            }
+        }
+        inp.limits.cleanup_min_age_days = 31;
+        let gc = Action::CollectGarbage { host: local(), older_than_days: 30, reason: "r".into() };
+        assert_eq!(decide(&gc, &RULE, &inp.context(), NOW).decision().rule, "cleanup-floor");
+    }
+
+    /// Finding: `restart_unit` of a stopped unit started it at auto-safe. It is decided as a start
+    /// when the unit is known stopped, and the permit says whether it covers a start.
+    #[test]
+    fn restart_of_a_stopped_unit_is_decided_as_a_start() {
+        let mut inp = PolicyInputs::new(Autonomy::AutoSafe, ProtectedUnits::new::<&str>(&[]));
+        let key = (HostName::local(), unit("nginx"));
+        // Unknown state: a restart, which does not cover a start at auto-safe.
+        match decide(&restart("nginx"), &RULE, &inp.context(), NOW) {
+            Ruling::Execute(p) => assert!(!p.allows_start()),
+            other => panic!("{:?}", other.decision()),
+        }
+        for (state, verdict) in [
+            (UnitActivity::Running, Verdict::Execute),
+            (UnitActivity::Failed, Verdict::Execute),
+            (UnitActivity::Stopped, Verdict::Approval),
+        ] {
+            inp.unit_states.insert(key.clone(), state);
+            let r = decide(&restart("nginx"), &RULE, &inp.context(), NOW);
+            assert_eq!(r.verdict(), verdict, "{state:?}: {:?}", r.decision());
+        }
+        let r = decide(&restart("nginx"), &RULE, &inp.context(), NOW);
+        assert_eq!(r.decision().decided_as, Some(ActionKind::StartUnit));
+        assert!(r.decision().reason.contains("stopped"), "{}", r.decision().reason);
+        // At auto-full a start is allowed, so the permit covers it.
+        inp.autonomy = Autonomy::AutoFull;
+        match decide(&restart("nginx"), &RULE, &inp.context(), NOW) {
+            Ruling::Execute(p) => assert!(p.allows_start()),
+            other => panic!("{:?}", other.decision()),
+        }
+        inp.unit_states.clear();
+        match decide(&restart("nginx"), &RULE, &inp.context(), NOW) {
+            Ruling::Execute(p) => assert!(p.allows_start()),
+            other => panic!("{:?}", other.decision()),
+        }
+        assert_eq!(UnitActivity::from_active_state("inactive"), Some(UnitActivity::Stopped));
+        assert_eq!(UnitActivity::from_active_state("activating"), Some(UnitActivity::Running));
+        assert_eq!(UnitActivity::from_active_state("maintenance"), None);
+    }
+
+    /// Finding: VPN daemons, secret installers, debug-shell, nixos-upgrade and nscd were allowed.
+    #[test]
+    fn protected_by_default_with_reasons() {
+        let p = ProtectedUnits::new::<&str>(&[]);
+        for u in [
+            "tailscaled",
+            "tailscaled-autoconnect",
+            "wireguard-wg0",
+            "wg-quick@wg0",
+            "wg-quick-wg0",
+            "openvpn-office",
+            "openvpn@client",
+            "zerotier-one",
+            "netbird",
+            "netbird-wt0",
+            "nebula@mesh",
+            "sops-install-secrets",
+            "sops-install-secrets-for-users",
+            "agenix",
+            "agenix-install-secrets",
+            "vault-agent-default",
+            "debug-shell",
+            "nixos-upgrade",
+            "nscd",
+            "polkit",
+            "display-manager",
+            "gdm",
+            "sddm",
+            "lightdm",
+            "sshd.socket",
+            "sshd@1-10.0.0.1:22-10.0.0.2:5000",
+            "ssh@0-10.0.0.1:22-10.0.0.2:5000",
+        ] {
+            let why = p.protection(&unit(u)).unwrap_or_else(|| panic!("{u} not protected"));
+            assert!(!why.reason.is_empty() && why.reason != CONFIGURED_REASON, "{u}: {why}");
+        }
+        assert!(BUILTIN_PROTECTED.iter().all(|(pattern, reason)| !pattern.is_empty() && reason.len() > 10));
+        let inp = PolicyInputs::new(Autonomy::AutoFull, p);
+        let r = decide(&restart("tailscaled"), &RULE, &inp.context(), NOW);
+        assert_eq!(r.decision().rule, "protected");
+        assert!(r.decision().reason.contains("VPN"), "{}", r.decision().reason);
+    }
+
+    /// Configuration extends the list; it never shortens it, nor replaces a built-in reason.
+    #[test]
+    fn configuration_extends_never_shortens() {
+        let builtin = ProtectedUnits::new::<&str>(&[]);
+        let configured = ProtectedUnits::new(&["sshd", "postgresql.service", "tailscaled", "backup-*"]);
+        for (pattern, reason) in builtin.entries() {
+            assert_eq!(configured.entries().find(|(p, _)| *p == pattern).map(|(_, r)| r), Some(reason), "{pattern}");
+        }
+        assert_eq!(configured.protection(&unit("postgresql")).map(|p| p.reason), Some(CONFIGURED_REASON));
+        assert!(configured.protection(&unit("backup-db")).is_some());
+        assert_eq!(configured.patterns().count(), builtin.patterns().count() + 2);
+    }
+
+    /// Finding: any code could set `approved`. Approval now enters only as evidence bound to the
+    /// exact stored action, and only from a record in state `approved`.
+    #[test]
+    fn approval_evidence_binds_to_the_exact_action() {
+        let inp = PolicyInputs::new(Autonomy::AutoSafe, ProtectedUnits::new::<&str>(&[]));
+        let reboot = Action::Reboot { host: local(), reason: "kernel update".into() };
+        let stored = serde_json::to_value(&reboot).unwrap_or_else(|e| panic!("{e}"));
+        for state in [ApprovalState::Pending, ApprovalState::Rejected, ApprovalState::Expired, ApprovalState::Executed]
+        {
+            assert!(ApprovalEvidence::from_stored_approval(4, state, &stored).is_none(), "{state:?}");
+        }
+        let ev = evidence(4, &reboot);
+        match decide(&reboot, &RULE, &inp.context().with_approval(ev.clone()), NOW) {
+            Ruling::Execute(p) => {
+                assert_eq!(p.approval_id(), Some(4));
+                assert_eq!(p.id().action_digest, action_digest(&stored));
+            }
+            other => panic!("{:?}", other.decision()),
+        }
+        // The same evidence for another action (even one differing only in its reason) permits nothing.
+        for other in [
+            Action::Reboot { host: local(), reason: "something else".into() },
+            Action::StopUnit { host: local(), unit: unit("nginx"), reason: "kernel update".into() },
+        ] {
+            let r = decide(&other, &RULE, &inp.context().with_approval(ev.clone()), NOW);
+            assert_eq!((r.verdict(), r.decision().rule.as_str()), (Verdict::Deny, "approval-mismatch"));
+        }
+        // Every permit has its own serial: two permits for the same action are two permits.
+        let a = decide(&reboot, &RULE, &inp.context().with_approval(ev.clone()), NOW);
+        let b = decide(&reboot, &RULE, &inp.context().with_approval(ev), NOW);
+        match (a, b) {
+            (Ruling::Execute(a), Ruling::Execute(b)) => assert_ne!(a.id().serial, b.id().serial),
+            _ => panic!("not permitted"),
+        }
+    }
+
+    /// Finding: an approval turned a flap-guard stop into execute, contrary to the docs.
+    #[test]
+    fn an_approval_does_not_lift_the_flap_guard() {
+        let mut inp = PolicyInputs::new(Autonomy::AutoFull, ProtectedUnits::new::<&str>(&[]));
+        let a = restart("nginx");
+        let key = flap_key(&HostName::local(), &a);
+        for _ in 0..3 {
+            inp.flap.record(&key, NOW.mono);
+        }
+        let r = decide(&a, &RULE, &inp.context().with_approval(evidence(9, &a)), NOW);
+        assert_eq!((r.verdict(), r.decision().rule.as_str()), (Verdict::Approval, "flap-limit"));
+        assert!(r.decision().reason.contains("does not lift"), "{}", r.decision().reason);
+    }
+
+    /// Finding: privileged SSH needed no permit. A permit authorises exactly its own command.
+    #[test]
+    fn a_permit_authorises_only_its_own_privileged_command() {
+        let inp = PolicyInputs::new(Autonomy::AutoFull, ProtectedUnits::new::<&str>(&[]));
+        let permit = |a: &Action| match decide(a, &RULE, &inp.context(), NOW) {
+            Ruling::Execute(p) => p,
+            other => panic!("{:?}", other.decision()),
+        };
+        let cmd = |prog: &str, args: &[&str]| {
+            Command::new(prog).unwrap_or_else(|e| panic!("{e}")).args(args.iter().map(|s| (*s).to_owned()))
+        };
+        let systemctl = "/run/current-system/sw/bin/systemctl";
+        let r = permit(&restart("nginx"));
+        assert!(r.authorises(&cmd(systemctl, &["--no-ask-password", "restart", "--", "nginx.service"])));
+        assert!(r.authorises(&cmd(systemctl, &["--no-ask-password", "start", "--", "nginx.service"])));
+        assert!(!r.authorises(&cmd(systemctl, &["--no-ask-password", "stop", "--", "nginx.service"])));
+        assert!(!r.authorises(&cmd(systemctl, &["--no-ask-password", "restart", "--", "sshd.service"])));
+        assert!(!r.authorises(&cmd("/bin/sh", &["--no-ask-password", "restart", "--", "nginx.service"])));
+        let gc = permit(&Action::CollectGarbage { host: local(), older_than_days: 14, reason: "r".into() });
+        let nix_gc = "/run/current-system/sw/bin/nix-collect-garbage";
+        assert!(gc.authorises(&cmd(nix_gc, &["--delete-older-than", "14d"])));
+        assert!(!gc.authorises(&cmd(nix_gc, &["--delete-older-than", "1d"])));
+        assert!(!gc.authorises(&cmd("/run/current-system/sw/bin/journalctl", &["--vacuum-time=14d"])));
+        let diag = permit(&every_kind("nginx").remove(8));
+        assert_eq!(diag.action().kind(), ActionKind::Diagnostic);
+        assert!(
+            !diag.authorises(&cmd(systemctl, &["status", "--no-pager", "--full", "--lines=20", "--", "nginx.service"]))
+        );
     }
 }

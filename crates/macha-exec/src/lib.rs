@@ -1,8 +1,9 @@
 //! The one executor: carries out what the policy permitted, then verifies the outcome by observing
 //! again, and reports the truth.
 //!
-//! Its only entry point, [`Executor::execute`], takes a [`Permit`] (which only
-//! `macha_core::policy::decide` constructs). An action runs on each of its hosts through one of two
+//! Its only entry point, [`Executor::execute`], consumes a [`Permit`] (which only
+//! `macha_core::policy::decide` constructs) and returns a [`Receipt`]: the outcome and the permit's
+//! identity. A permit runs once. An action runs on each of its hosts through one of two
 //! backends — this host ([`local`]: systemd over D-Bus for units, an argv command spawned directly
 //! with a cleared environment otherwise) or another host ([`remote`]: the same jobs over the one SSH
 //! module) — while what an action means is written once, here and in [`outcome`]: which job or
@@ -15,7 +16,7 @@ pub mod outcome;
 pub mod remote;
 
 pub use local::{Local, OUTPUT_MAX};
-pub use outcome::{ActionOutcome, UnitVerb};
+pub use outcome::{ActionOutcome, Receipt, UnitVerb};
 pub use remote::Remote;
 
 use macha_core::command::{self, Command};
@@ -67,7 +68,7 @@ impl Via<'_> {
     async fn unit_job(&self, permit: &Permit, verb: UnitVerb, unit: &UnitName, timeout: Duration) -> JobEnd {
         match self {
             Via::Local(l) => l.unit_job(permit, timeout).await,
-            Via::Remote(s) => s.unit_job(verb, unit, timeout).await,
+            Via::Remote(s) => s.unit_job(permit, verb, unit, timeout).await,
         }
     }
 
@@ -85,7 +86,8 @@ impl Via<'_> {
         }
     }
 
-    async fn run(&self, cmd: Command, privileged: bool, timeout: Duration) -> Ran {
+    /// Runs `cmd`; on another host under `sudo -n` when `privileged` names the permit that covers it.
+    async fn run(&self, cmd: Command, privileged: Option<&Permit>, timeout: Duration) -> Ran {
         match self {
             Via::Local(l) => l.run(&cmd, timeout).await,
             Via::Remote(s) => s.run(cmd, privileged, timeout).await,
@@ -119,13 +121,15 @@ impl Executor {
         self
     }
 
-    /// Executes `permit` on each of its hosts and reports what happened. Never panics, never
-    /// returns without an outcome: an error is an outcome with `succeeded = false`. The action
-    /// succeeded only if it did on every host.
-    pub async fn execute(&self, permit: &Permit) -> ActionOutcome {
+    /// Executes `permit` on each of its hosts, consuming it, and reports what happened with the
+    /// permit's identity. Never panics, never returns without an outcome: an error is an outcome
+    /// with `succeeded = false`. The action succeeded only if it did on every host.
+    pub async fn execute(&self, permit: Permit) -> Receipt {
+        let id = permit.id();
+        let permit = &permit;
         let hosts = permit.action().hosts().as_slice();
         let runs = hosts.iter().map(|h| async move { (h.clone(), self.on_host(h, permit).await) });
-        outcome::combine(futures_util::future::join_all(runs).await)
+        Receipt::new(outcome::combine(futures_util::future::join_all(runs).await), id)
     }
 
     async fn on_host(&self, host: &HostName, permit: &Permit) -> ActionOutcome {
@@ -166,15 +170,15 @@ impl Executor {
                 ActionOutcome::failed(format!("rebooting{on} is not available in this version; nothing was sent"))
             }
             // Diagnostics only read; the rest change the host (as root on other hosts).
-            Action::Diagnostic { .. } => self.command_action(via, action, false).await,
+            Action::Diagnostic { .. } => self.command_action(via, action, None).await,
             Action::JournalVacuum { .. }
             | Action::CollectGarbage { .. }
             | Action::StoreVerify { .. }
-            | Action::StoreRepair { .. } => self.command_action(via, action, true).await,
+            | Action::StoreRepair { .. } => self.command_action(via, action, Some(permit)).await,
         }
     }
 
-    async fn command_action(&self, via: &Via<'_>, action: &Action, privileged: bool) -> ActionOutcome {
+    async fn command_action(&self, via: &Via<'_>, action: &Action, privileged: Option<&Permit>) -> ActionOutcome {
         let on = via.on();
         let cmd = match command::command_for(action, &via.tools()) {
             Ok(c) => c,
@@ -206,6 +210,21 @@ impl Executor {
                 }
             }
             Err(e) => return ActionOutcome::failed(format!("cannot resolve {unit}{on}: {e}; nothing was changed")),
+        }
+        // A restart of a stopped unit is a start: only if the permit covers one.
+        if verb == UnitVerb::Restart {
+            match via.unit_state(unit).await {
+                Ok(seen) => {
+                    if let Some(refused) = outcome::restart_of_stopped(permit, unit, &on, &seen) {
+                        return refused;
+                    }
+                }
+                Err(e) => {
+                    return ActionOutcome::failed(format!(
+                        "cannot observe {unit}{on} before restarting it: {e}; nothing was sent"
+                    ));
+                }
+            }
         }
         let what = match via.unit_job(permit, verb, unit, self.settings.timeout).await {
             JobEnd::Failed(o) => return o,

@@ -2,7 +2,7 @@
 //! alias re-check against the protected units, and how command results and several hosts'
 //! outcomes become one report.
 
-use macha_core::policy::ProtectedUnits;
+use macha_core::policy::{Permit, PermitId, ProtectedUnits, UnitActivity};
 use macha_core::{Action, HostName, UnitName};
 use serde::Serialize;
 
@@ -22,6 +22,47 @@ impl ActionOutcome {
     pub fn failed(detail: impl Into<String>) -> ActionOutcome {
         ActionOutcome { succeeded: false, verified: false, detail: detail.into(), output: None }
     }
+}
+
+/// What the executor hands back for a permit it consumed: the outcome and the permit's identity, so
+/// the outcome is recorded against the permit it came from. Only the executor makes a receipt of a
+/// run; [`Receipt::not_run`] records that a permit was consumed without a result (a panic).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Receipt {
+    outcome: ActionOutcome,
+    permit: PermitId,
+}
+
+impl Receipt {
+    pub(crate) fn new(outcome: ActionOutcome, permit: PermitId) -> Receipt {
+        Receipt { outcome, permit }
+    }
+
+    /// A failed receipt for a permit whose execution produced no outcome (the executor panicked).
+    pub fn not_run(permit: PermitId, detail: impl Into<String>) -> Receipt {
+        Receipt { outcome: ActionOutcome::failed(detail), permit }
+    }
+
+    pub fn outcome(&self) -> &ActionOutcome {
+        &self.outcome
+    }
+
+    pub fn permit(&self) -> &PermitId {
+        &self.permit
+    }
+}
+
+/// Before a restart: a unit that is not running and has not failed is stopped, and restarting it
+/// would start it. Refused unless the permit covers a start (`Permit::allows_start`); the
+/// policy decided the restart without knowing the unit was stopped.
+pub fn restart_of_stopped(permit: &Permit, unit: &UnitName, on: &str, seen: &ObservedUnit) -> Option<ActionOutcome> {
+    let stopped = matches!(UnitActivity::from_active_state(&seen.active_state), Some(UnitActivity::Stopped) | None);
+    (stopped && !permit.allows_start()).then(|| {
+        ActionOutcome::failed(format!(
+            "{unit}{on} is {} ({}): restarting it would start it, and this permit does not cover a start; nothing was sent",
+            seen.active_state, seen.sub_state
+        ))
+    })
 }
 
 /// The four unit jobs. Each action kind that acts on a unit maps to exactly one.
@@ -276,5 +317,37 @@ mod tests {
         assert_eq!(all.output.as_deref(), Some("== a\n1\n"));
         assert_eq!(combine(vec![(a, good.clone())]), good);
         assert!(!combine(Vec::new()).succeeded);
+    }
+
+    fn restart_permit(autonomy: macha_core::policy::Autonomy) -> Permit {
+        use macha_core::policy::{PolicyInputs, Ruling, decide};
+        let inputs = PolicyInputs::new(autonomy, ProtectedUnits::new::<&str>(&[]));
+        let action = Action::RestartUnit { host: Hosts::default(), unit: unit("nginx"), reason: "r".into() };
+        let now = macha_core::Now::new(macha_core::Timestamp(0), macha_core::Mono(0));
+        match decide(&action, &macha_core::action::Origin::Person { uid: 0 }, &inputs.context(), now) {
+            Ruling::Execute(p) => p,
+            other => panic!("{:?}", other.decision()),
+        }
+    }
+
+    /// Finding: `restart_unit` of a stopped unit started it at auto-safe. The executor looks first
+    /// and refuses unless the permit covers a start.
+    #[test]
+    fn a_restart_of_a_stopped_unit_needs_a_permit_that_covers_a_start() {
+        use macha_core::policy::Autonomy;
+        let seen = |state: &str| ObservedUnit { active_state: state.into(), sub_state: "x".into(), result: None };
+        let safe = restart_permit(Autonomy::AutoSafe);
+        let full = restart_permit(Autonomy::AutoFull);
+        for state in ["inactive", "deactivating", "maintenance"] {
+            let refused = restart_of_stopped(&safe, &unit("nginx"), "", &seen(state));
+            assert!(
+                refused.as_ref().is_some_and(|o| !o.succeeded && o.detail.contains("does not cover a start")),
+                "{state}"
+            );
+            assert_eq!(restart_of_stopped(&full, &unit("nginx"), "", &seen(state)), None, "{state}");
+        }
+        for state in ["active", "failed", "activating", "reloading"] {
+            assert_eq!(restart_of_stopped(&safe, &unit("nginx"), "", &seen(state)), None, "{state}");
+        }
     }
 }

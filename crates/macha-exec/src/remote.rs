@@ -2,12 +2,14 @@
 //! `systemctl --no-ask-password VERB -- UNIT` (allowed through polkit where the host grants it) and,
 //! only when that is refused for lack of privileges (so nothing ran), `sudo -n systemctl …`; the
 //! unit's names and state come from `systemctl show`. Commands that change the host run under
-//! `sudo -n`; diagnostics, which only read, do not. Only hosts the registry lists as reachable
+//! `sudo -n`, which takes the permit that covers exactly that command; diagnostics, which only read,
+//! do not. Only hosts the registry lists as reachable
 //! (trusted, with a pinned key) are contacted.
 
 use crate::outcome::{ActionOutcome, Exit, ObservedUnit};
 use crate::{JobEnd, Ran, UnitVerb};
 use macha_core::command::Command;
+use macha_core::policy::Permit;
 use macha_core::{HostName, UnitName};
 use macha_ssh::{RemoteCommand, RemoteOutput, RemoteTools, SshError, SshPool, Target};
 use std::collections::BTreeMap;
@@ -120,7 +122,7 @@ impl Session<'_> {
         })
     }
 
-    pub(crate) async fn unit_job(&self, verb: UnitVerb, unit: &UnitName, timeout: Duration) -> JobEnd {
+    pub(crate) async fn unit_job(&self, permit: &Permit, verb: UnitVerb, unit: &UnitName, timeout: Duration) -> JobEnd {
         let timeout = timeout.min(self.command_max);
         let host = self.host();
         let verb = verb.systemctl();
@@ -134,7 +136,10 @@ impl Session<'_> {
         let plain = RemoteCommand::new(cmd, timeout);
         let (rc, out) = match self.pool.run(&self.target, &plain).await {
             Ok(o) if !o.success() && refused(&o.stderr_line()) => {
-                let rc = plain.sudo();
+                let rc = match plain.sudo(permit) {
+                    Ok(rc) => rc,
+                    Err(e) => return JobEnd::Failed(ActionOutcome::failed(e.to_string())),
+                };
                 match self.pool.run(&self.target, &rc).await {
                     Ok(o) => (rc, o),
                     Err(e) => return JobEnd::Failed(ActionOutcome::failed(e.to_string())),
@@ -165,10 +170,16 @@ impl Session<'_> {
         JobEnd::Finished { done: true, result: "done".to_owned(), what: format!("systemctl {verb} on {host}") }
     }
 
-    pub(crate) async fn run(&self, cmd: Command, privileged: bool, timeout: Duration) -> Ran {
+    pub(crate) async fn run(&self, cmd: Command, privileged: Option<&Permit>, timeout: Duration) -> Ran {
         let timeout = timeout.min(self.command_max);
         let rc = RemoteCommand::new(cmd, timeout);
-        let rc = if privileged { rc.sudo() } else { rc };
+        let rc = match privileged {
+            Some(permit) => match rc.sudo(permit) {
+                Ok(rc) => rc,
+                Err(e) => return Ran::Failed(ActionOutcome::failed(e.to_string())),
+            },
+            None => rc,
+        };
         match self.pool.run(&self.target, &rc).await {
             Err(SshError::CommandTimeout { .. }) => Ran::Exited {
                 display: rc.display(),

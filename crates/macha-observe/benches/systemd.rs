@@ -9,9 +9,9 @@
 //! Without the lab it prints "lab systemd not available" and exits 0. The lab is found like the
 //! lab tests find it: `MACHA_LAB_SDUSER`, default `/run/macha-lab/sduser`.
 
-use macha_core::action::{Action, Hosts};
+use macha_core::action::{Action, Hosts, Origin};
 use macha_core::flap::FlapGuard;
-use macha_core::policy::{Autonomy, Permit, PolicyContext, ProtectedUnits, Ruling, decide};
+use macha_core::policy::{Autonomy, Permit, PolicyInputs, ProtectedUnits, Ruling, decide};
 use macha_core::{Mono, Now, Timestamp, UnitName};
 use macha_observe::systemd::{Bus, Systemd, UnitEvents};
 use std::collections::BTreeSet;
@@ -186,15 +186,10 @@ fn restart(unit: &UnitName) -> Result<Permit, Error> {
     let protected = ProtectedUnits::new::<&str>(&[]);
     let flap = FlapGuard::new(3, Duration::from_secs(1800));
     let hosts = BTreeSet::new();
-    let ctx = PolicyContext {
-        autonomy: Autonomy::AutoSafe,
-        protected: &protected,
-        flap: &flap,
-        known_hosts: &hosts,
-        approved: None,
-    };
+    let inputs = PolicyInputs { flap, known_hosts: hosts, ..PolicyInputs::new(Autonomy::AutoSafe, protected) };
+    let ctx = inputs.context();
     let action = Action::RestartUnit { host: Hosts::default(), unit: unit.clone(), reason: "benchmark".into() };
-    match decide(&action, &ctx, Now::new(Timestamp::from_secs(1_800_000_000), Mono(0))) {
+    match decide(&action, &Origin::Person { uid: 0 }, &ctx, Now::new(Timestamp::from_secs(1_800_000_000), Mono(0))) {
         Ruling::Execute(p) => Ok(p),
         other => Err(format!("not permitted: {:?}", other.decision()).into()),
     }

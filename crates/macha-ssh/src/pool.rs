@@ -338,7 +338,16 @@ impl SshPool {
     /// Runs `cmd` on `target`. Waits for a free session slot (at most `max_sessions` per host),
     /// connects if needed, and gives up locally `kill_after + 2 s` after the command's own limit
     /// (by when the remote `timeout` has killed it). A timed-out command is `CommandTimeout`.
+    /// A privileged command (`sudo -n`) runs only on a host its permit names; anywhere else nothing
+    /// is sent.
     pub async fn run(&self, target: &Target, cmd: &RemoteCommand) -> Result<RemoteOutput, SshError> {
+        if !cmd.may_run_on(&target.name) {
+            return Err(SshError::Invalid(format!(
+                "{} is permitted on other hosts than {}; nothing was sent",
+                cmd.display(),
+                target.name
+            )));
+        }
         let slot = self.slot(&target.name);
         let (conn, tools) = self.ensure(target, &slot).await?;
         let line = cmd.line(&tools, self.settings.kill_after)?;

@@ -1,12 +1,14 @@
 //! What runs on a remote host: the host as Macha addresses it ([`Target`]), the programs found on
 //! it ([`RemoteTools`]), and one command ([`RemoteCommand`]): an absolute program plus argv, with
 //! an optional `sudo -n` prefix, always wrapped in `timeout -k` so that the remote process dies on
-//! its own when its time is up, whatever happens to the connection.
+//! its own when its time is up, whatever happens to the connection. The `sudo -n` prefix takes the
+//! policy's [`Permit`]: only the exact command the permit covers, and only on its hosts.
 
 use crate::error::SshError;
 use crate::quote;
 use macha_core::HostName;
 use macha_core::command::{Command, Tools};
+use macha_core::policy::Permit;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -139,7 +141,8 @@ impl RemoteTools {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RemoteCommand {
     command: Command,
-    sudo: bool,
+    /// Under `sudo -n`: the hosts the permit names.
+    sudo: Option<Vec<HostName>>,
     timeout: Duration,
 }
 
@@ -151,13 +154,28 @@ fn secs(d: Duration) -> String {
 
 impl RemoteCommand {
     pub fn new(command: Command, timeout: Duration) -> RemoteCommand {
-        RemoteCommand { command, sudo: false, timeout }
+        RemoteCommand { command, sudo: None, timeout }
     }
 
-    /// Runs the program as root through `sudo -n` (never prompts: without a NOPASSWD rule it fails).
-    pub fn sudo(mut self) -> RemoteCommand {
-        self.sudo = true;
-        self
+    /// Runs the program as root through `sudo -n` (never prompts: without a NOPASSWD rule it fails),
+    /// if `permit` covers exactly this command (`Permit::authorises`); it then runs only on the
+    /// permit's hosts ([`RemoteCommand::may_run_on`]). Anything else is refused.
+    pub fn sudo(mut self, permit: &Permit) -> Result<RemoteCommand, SshError> {
+        if !permit.authorises(&self.command) {
+            return Err(SshError::Invalid(format!(
+                "the permit for {} does not cover `sudo -n {}`; nothing was sent",
+                permit.action().describe(),
+                self.command.display()
+            )));
+        }
+        self.sudo = Some(permit.action().hosts().as_slice().to_vec());
+        Ok(self)
+    }
+
+    /// Whether this command may be sent to `host`: any host for an unprivileged command, only the
+    /// permit's hosts under `sudo`.
+    pub fn may_run_on(&self, host: &HostName) -> bool {
+        self.sudo.as_ref().is_none_or(|hosts| hosts.contains(host))
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> RemoteCommand {
@@ -169,7 +187,7 @@ impl RemoteCommand {
         self.timeout
     }
     pub fn is_sudo(&self) -> bool {
-        self.sudo
+        self.sudo.is_some()
     }
     pub fn inner(&self) -> &Command {
         &self.command
@@ -180,7 +198,7 @@ impl RemoteCommand {
     /// the SIGTERM to the program.
     pub fn argv(&self, tools: &RemoteTools, kill_after: Duration) -> Result<Vec<String>, SshError> {
         let mut argv = vec![tools.path("timeout")?.to_owned(), "-k".into(), secs(kill_after), secs(self.timeout)];
-        if self.sudo {
+        if self.sudo.is_some() {
             argv.extend([tools.path("sudo")?.to_owned(), "-n".into(), "--".into()]);
         }
         argv.push(self.command.program().to_owned());
@@ -195,7 +213,7 @@ impl RemoteCommand {
 
     /// For logs and audit records.
     pub fn display(&self) -> String {
-        let prefix = if self.sudo { "sudo -n " } else { "" };
+        let prefix = if self.sudo.is_some() { "sudo -n " } else { "" };
         format!("{prefix}{}", self.command.display())
     }
 }
@@ -231,8 +249,15 @@ mod tests {
         let t = tools();
         assert!(!t.has("sh"), "unknown tools are dropped");
         assert!(!t.has("grep"), "relative paths are dropped");
-        let cmd = t.command("systemctl").unwrap_or_else(|e| panic!("{e}")).args(["restart", "--", "lab-demo.service"]);
-        let rc = RemoteCommand::new(cmd, Duration::from_millis(30_500)).sudo();
+        let cmd = t.command("systemctl").unwrap_or_else(|e| panic!("{e}")).args([
+            "--no-ask-password",
+            "restart",
+            "--",
+            "lab-demo.service",
+        ]);
+        let rc = RemoteCommand::new(cmd, Duration::from_millis(30_500))
+            .sudo(&restart_permit("lab-demo", "c1"))
+            .unwrap_or_else(|e| panic!("{e}"));
         let argv = rc.argv(&t, Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             argv,
@@ -245,18 +270,64 @@ mod tests {
                 "-n",
                 "--",
                 "/usr/bin/systemctl",
+                "--no-ask-password",
                 "restart",
                 "--",
                 "lab-demo.service"
             ]
         );
-        assert_eq!(rc.display(), "sudo -n /usr/bin/systemctl restart -- lab-demo.service");
+        assert_eq!(rc.display(), "sudo -n /usr/bin/systemctl --no-ask-password restart -- lab-demo.service");
         let line = rc.line(&t, Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(line, argv.join(" "));
         assert!(matches!(t.command("journalctl"), Err(SshError::ToolMissing { .. })));
         let no_timeout = RemoteTools::new(&h("c1"), [("systemctl".to_owned(), "/bin/systemctl".to_owned())]);
         assert!(rc.argv(&no_timeout, Duration::from_secs(1)).is_err(), "never runs without the timeout wrapper");
         assert!(is_timeout_status(Some(124)) && is_timeout_status(Some(137)) && !is_timeout_status(Some(1)));
+    }
+
+    /// A permit from the real policy gate for a restart of `unit` on `host`.
+    fn restart_permit(unit: &str, host: &str) -> Permit {
+        use macha_core::policy::{Autonomy, PolicyInputs, ProtectedUnits, Ruling, decide};
+        let action = macha_core::Action::RestartUnit {
+            host: macha_core::action::Hosts::One(h(host)),
+            unit: macha_core::UnitName::parse(unit).unwrap_or_else(|e| panic!("{e}")),
+            reason: "test".into(),
+        };
+        let mut inputs = PolicyInputs::new(Autonomy::AutoSafe, ProtectedUnits::new::<&str>(&[]));
+        inputs.known_hosts.insert(h(host));
+        let now = macha_core::Now::new(macha_core::Timestamp(0), macha_core::Mono(0));
+        match decide(&action, &macha_core::action::Origin::Person { uid: 0 }, &inputs.context(), now) {
+            Ruling::Execute(p) => p,
+            other => panic!("{:?}", other.decision()),
+        }
+    }
+
+    /// Finding: privileged SSH needed no permit. `sudo` takes the permit, refuses any command it
+    /// does not cover, and the command runs only on the permit's hosts.
+    #[test]
+    fn sudo_needs_the_permit_for_exactly_this_command() {
+        let t = tools();
+        let systemctl = |args: &[&str]| {
+            t.command("systemctl").unwrap_or_else(|e| panic!("{e}")).args(args.iter().map(|s| (*s).to_owned()))
+        };
+        let permit = restart_permit("lab-demo", "c1");
+        let ok = RemoteCommand::new(
+            systemctl(&["--no-ask-password", "restart", "--", "lab-demo.service"]),
+            Duration::from_secs(5),
+        )
+        .sudo(&permit)
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(ok.is_sudo() && ok.may_run_on(&h("c1")) && !ok.may_run_on(&h("c2")));
+        for args in [
+            &["--no-ask-password", "stop", "--", "lab-demo.service"][..],
+            &["--no-ask-password", "restart", "--", "sshd.service"][..],
+            &["reboot"][..],
+        ] {
+            let refused = RemoteCommand::new(systemctl(args), Duration::from_secs(5)).sudo(&permit);
+            assert!(matches!(refused, Err(SshError::Invalid(_))), "{args:?}");
+        }
+        let plain = RemoteCommand::new(systemctl(&["show", "--", "x.service"]), Duration::from_secs(5));
+        assert!(!plain.is_sudo() && plain.may_run_on(&h("c2")));
     }
 
     #[test]

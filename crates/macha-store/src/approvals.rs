@@ -60,6 +60,15 @@ pub struct ApprovalRecord {
     pub issue_id: Option<i64>,
 }
 
+impl ApprovalRecord {
+    /// The policy's evidence that a person approved exactly this stored action: its id and the
+    /// digest of the action as stored. `None` unless the approval is in state `approved`. This is
+    /// the only place such evidence is made (a tidy test checks).
+    pub fn evidence(&self) -> Option<macha_core::policy::ApprovalEvidence> {
+        macha_core::policy::ApprovalEvidence::from_stored_approval(self.id, self.state, &self.action)
+    }
+}
+
 const APPROVAL_COLUMNS: &str = "id, host, action, decision, reason, state, requested_by, requested_at, \
      expires_at, decided_by, decided_at, decision_note, finished_by, finished_at, result, correlation_id, issue_id";
 

@@ -365,7 +365,10 @@ mod tests {
             other => panic!("expected a conflict, got {other:?}"),
         }
 
-        let resolved = rec.lifecycle().apply(Timestamp(3_000), &IssueEvent::ActionFinished { verified: true }).unwrap();
+        let resolved = rec
+            .lifecycle()
+            .apply(Timestamp(3_000), &IssueEvent::Observed(macha_core::issue::Observation::Clear))
+            .unwrap();
         let changes = IssueChanges {
             resolution: Some("restarted".into()),
             details: Some(serde_json::json!({"attempts": 1})),

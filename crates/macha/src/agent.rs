@@ -453,6 +453,11 @@ async fn execute(shared: &Arc<Shared>, job: &Job, model: &str) -> Result<Answer,
                 Message::system(prompt::DIAGNOSE),
                 Message::user(prompt::incident(items, &context, &shared.redactor, &nonce)),
             ];
+            // `propose_action` accepts only the offered kinds, on the incident's hosts.
+            let scope = macha_agent::tools::ProposalScope {
+                kinds: kinds.clone(),
+                hosts: items.iter().filter_map(|i| HostName::parse(&i.host).ok()).collect(),
+            };
             let runner = Runner::new(
                 &*shared.backend,
                 &host,
@@ -460,7 +465,8 @@ async fn execute(shared: &Arc<Shared>, job: &Job, model: &str) -> Result<Answer,
                 shared.run_config(model, "analysis", false),
                 events,
                 nonce,
-            );
+            )
+            .with_proposal_scope(scope);
             let schema = output::schema::<Diagnosis>();
             let check = |t: &str| output::parse::<Diagnosis>(t).map(|_| ()).map_err(|e| e.to_string());
             let offered = macha_agent::tools::incident_specs(&names, &kinds);
@@ -894,6 +900,7 @@ pub fn after_findings(
     snapshot: Option<&Snapshot>,
     correlation_id: &str,
 ) -> Analysis {
+    after_resolutions(agent, engine);
     let Some(agent) = agent else {
         return Analysis::Disabled;
     };
@@ -949,7 +956,16 @@ pub fn after_findings(
     Analysis::Queued { request_id, last_error: last_error.map(|e| format!("analysis unavailable: {e}")) }
 }
 
-/// After a verified successful remediation: ask for one or two learnings (BATCH).
+/// After issues were observed gone following a verified remediation: ask for learnings about those
+/// remediations (never about a read-only action, nor one whose issue was not observed gone).
+pub fn after_resolutions(agent: Option<&AgentService>, engine: &mut Engine) {
+    for l in engine.take_learnings() {
+        after_success(agent, engine, &l.action, Some(l.issue_id), &l.correlation_id);
+    }
+}
+
+/// After a remediation whose issue its check then observed gone: ask for one or two learnings
+/// (BATCH).
 pub fn after_success(
     agent: Option<&AgentService>,
     engine: &mut Engine,

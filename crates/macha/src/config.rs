@@ -37,6 +37,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "journal.window",
     "flap.limit",
     "flap.window",
+    "policy.cleanup_min_age_days",
     "approvals.expiry",
     "executor.timeout",
     "executor.verify_delay",
@@ -78,6 +79,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "llm.redact_patterns",
     "llm.readable_paths",
     "llm.answer_max_bytes",
+    "llm.may_execute",
     "notifications.gotify.url",
     "notifications.gotify.token_file",
 ];
@@ -97,6 +99,7 @@ pub struct FileConfig {
     pub systemd: SystemdSection,
     pub journal: JournalSection,
     pub flap: FlapSection,
+    pub policy: PolicySection,
     pub approvals: ApprovalsSection,
     pub executor: ExecutorSection,
     pub issues: IssuesSection,
@@ -165,6 +168,9 @@ pub struct LlmSection {
     pub readable_paths: Option<Vec<String>>,
     /// The largest model answer (and prompt, conversation turn) stored; longer ones are cut.
     pub answer_max_bytes: Option<u64>,
+    /// The action kinds a model's proposal may execute without a person (within the autonomy
+    /// level); default `["diagnostic"]`.
+    pub may_execute: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -247,6 +253,8 @@ pub struct LlmConfig {
     pub redact_patterns: Vec<String>,
     pub readable_paths: Vec<String>,
     pub answer_max_bytes: u64,
+    /// The kinds a model's proposal may execute without a person.
+    pub may_execute: Vec<macha_core::ActionKind>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -287,6 +295,14 @@ pub struct JournalSection {
 pub struct FlapSection {
     pub limit: Option<u32>,
     pub window: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicySection {
+    /// Journal vacuums and garbage collections of anything younger than this many days need a
+    /// person (default 7).
+    pub cleanup_min_age_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -363,6 +379,7 @@ pub struct Config {
     pub flap_limit: u32,
     #[serde(with = "humantime_serde_compat")]
     pub flap_window: Duration,
+    pub cleanup_min_age_days: u32,
     #[serde(with = "humantime_serde_compat")]
     pub approval_expiry: Duration,
     #[serde(with = "humantime_serde_compat")]
@@ -638,6 +655,25 @@ impl Config {
         if !(4096..=64 * 1024 * 1024).contains(&answer_max_bytes) {
             bail!("llm.answer_max_bytes = {answer_max_bytes} is outside 4096-67108864");
         }
+        let may_execute = match &f.llm.may_execute {
+            None => macha_core::policy::DEFAULT_MODEL_MAY_EXECUTE.to_vec(),
+            Some(kinds) => kinds
+                .iter()
+                .map(|k| {
+                    macha_core::ActionKind::parse(k).with_context(|| {
+                        format!(
+                            "llm.may_execute: {k:?} is not an action kind (kinds: {})",
+                            macha_core::ActionKind::ALL.map(|k| k.as_str()).join(", ")
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        };
+        let default_floor = macha_core::policy::DEFAULT_CLEANUP_MIN_AGE_DAYS;
+        let cleanup_min_age_days = f.policy.cleanup_min_age_days.unwrap_or(default_floor);
+        if !(1..=3650).contains(&cleanup_min_age_days) {
+            bail!("policy.cleanup_min_age_days = {cleanup_min_age_days} is outside 1-3650");
+        }
         let llm = LlmConfig {
             answer_max_bytes,
             enable: f.llm.enable.unwrap_or(false),
@@ -653,6 +689,7 @@ impl Config {
             concurrency,
             redact_patterns: f.llm.redact_patterns.clone(),
             readable_paths,
+            may_execute,
         };
         let gotify = match (&f.notifications.gotify.url, &f.notifications.gotify.token_file) {
             (None, None) => None,
@@ -705,6 +742,7 @@ impl Config {
             journal_window: duration("journal.window", &f.journal.window, s(600), s(60))?,
             flap_limit,
             flap_window: duration("flap.window", &f.flap.window, macha_core::flap::DEFAULT_WINDOW, s(60))?,
+            cleanup_min_age_days,
             approval_expiry: duration("approvals.expiry", &f.approvals.expiry, s(24 * 3600), s(60))?,
             executor_timeout: duration("executor.timeout", &f.executor.timeout, s(90), s(1))?,
             verify_delay: duration("executor.verify_delay", &f.executor.verify_delay, s(3), Duration::ZERO)?,
@@ -728,6 +766,14 @@ impl Config {
             prompts_retention: self.history.prompts_retention,
             answer_max_bytes: usize::try_from(self.llm.answer_max_bytes).unwrap_or(usize::MAX),
             ..macha_store::Limits::default()
+        }
+    }
+
+    /// The limits that depend on the proposer and the arguments.
+    pub fn policy_limits(&self) -> macha_core::policy::PolicyLimits {
+        macha_core::policy::PolicyLimits {
+            model_may_execute: self.llm.may_execute.iter().copied().collect(),
+            cleanup_min_age_days: self.cleanup_min_age_days,
         }
     }
 }
@@ -764,6 +810,10 @@ directory = "/var/log/journal/remote"
 [flap]
 limit = 2
 window = "10m"
+[policy]
+cleanup_min_age_days = 10
+[llm]
+may_execute = ["diagnostic", "restart_unit"]
 [approvals]
 expiry = "1h"
 [executor]
@@ -791,6 +841,14 @@ journalctl = "/run/current-system/sw/bin/journalctl"
         assert_eq!(limits.history_retention, Duration::from_secs(90 * 86_400));
         assert_eq!(limits.prompts_retention, Duration::from_secs(7 * 86_400));
         assert_eq!(limits.answer_max_bytes, 256 * 1024);
+        let limits = c.policy_limits();
+        assert_eq!(limits.cleanup_min_age_days, 10);
+        assert_eq!(
+            limits.model_may_execute,
+            [macha_core::ActionKind::Diagnostic, macha_core::ActionKind::RestartUnit].into_iter().collect()
+        );
+        let d = Config::defaults(Scope::System).unwrap_or_else(|e| panic!("{e:#}")).policy_limits();
+        assert_eq!(d, macha_core::policy::PolicyLimits::default());
         assert_eq!(c.thresholds.disk_warn_percent, 80.0);
         assert_eq!(c.thresholds.disk_critical_percent, 95.0);
         assert!(
@@ -818,6 +876,8 @@ journalctl = "/run/current-system/sw/bin/journalctl"
             ("[history]\nretention = \"1d\"\nraw_retention = \"2d\"", "history.retention"),
             ("[history]\ndownsample = \"10s\"", "history.downsample"),
             ("[llm]\nanswer_max_bytes = 10", "llm.answer_max_bytes"),
+            ("[llm]\nmay_execute = [\"run_shell\"]", "llm.may_execute"),
+            ("[policy]\ncleanup_min_age_days = 0", "policy.cleanup_min_age_days"),
             ("autonomy = ", "TOML parse error"),
         ] {
             let err = match Config::from_toml(text, Scope::System) {

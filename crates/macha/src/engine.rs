@@ -2,17 +2,25 @@
 //!
 //! Synchronous and free of sockets and processes: it takes findings, observations, approvals and
 //! action outcomes, consults the core (lifecycle, policy, flap guard) and records every step in the
-//! store. What must run comes back as [`Work`] — a [`Permit`] plus the ids to report back with —
-//! for the async executor. Every record of one trigger carries the same correlation id.
+//! store. What must run comes back as [`Work`] — a [`Permit`] plus the [`Ticket`] to report back
+//! with — for the async executor, which consumes the permit and hands back a receipt. Every record
+//! of one trigger carries the same correlation id.
+//!
+//! Issues resolve only when their own check observes the condition gone: an action's outcome puts
+//! an issue back to `open` (a read-only action does not move it at all), and a remediation that
+//! was followed by that observation is what a learning may be asked about. An issue that keeps
+//! coming back is marked flapping and analysed once.
 
 use crate::config::Config;
 use anyhow::Context;
 use macha_core::action::{Action, Origin};
 use macha_core::approval::ApprovalState;
 use macha_core::checks::{self, CheckHistory, CheckName, Evaluation, Finding};
-use macha_core::flap::{FlapGuard, flap_key};
-use macha_core::issue::{IssueEvent, IssueState, Lifecycle, Observation, fingerprint};
-use macha_core::policy::{self, Autonomy, Decision, Permit, PolicyContext, ProtectedUnits, Ruling, Verdict};
+use macha_core::flap::flap_key;
+use macha_core::issue::{IssueEvent, IssueState, Lifecycle, Observation, ReopenRule, fingerprint};
+use macha_core::policy::{
+    self, Autonomy, Class, Decision, Permit, PermitId, PolicyInputs, Ruling, UnitActivity, Verdict,
+};
 use macha_core::snapshot::Snapshot;
 use macha_core::{HostName, Timestamp};
 use macha_store::{
@@ -20,18 +28,64 @@ use macha_store::{
     StoreError,
 };
 use serde::Serialize;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-/// Something the executor must carry out, then report with [`Engine::finish_action`].
+/// Something the executor must carry out (consuming the permit), then report with
+/// [`Engine::finish_action`] and the ticket.
 #[derive(Debug)]
 pub struct Work {
     pub permit: Permit,
+    pub ticket: Ticket,
+}
+
+/// What the engine needs back with an outcome: the permitted action, the permit's identity (which
+/// the receipt must name) and the ids the outcome is recorded against.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    pub action: Action,
+    pub permit_id: PermitId,
+    pub approval_id: Option<i64>,
     pub action_id: i64,
     pub issue_id: Option<i64>,
     pub correlation_id: String,
 }
 
-pub use macha_exec::ActionOutcome;
+/// A remediation followed by its issue's check observing the condition gone: what a learning may be
+/// asked about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Learnable {
+    pub action: String,
+    pub issue_id: i64,
+    pub correlation_id: String,
+}
+
+pub use macha_exec::{ActionOutcome, Receipt};
+
+/// Whether the policy table classes `action` as read-only (it never moves an issue).
+fn read_only(action: &Action) -> bool {
+    policy::row(action.kind()).class == Class::ReadOnly
+}
+
+/// Who proposed an approval, from its `requested_by` (see [`origin_name`]); unknown names are
+/// treated as the model's, the most restricted proposer.
+fn origin_of(requested_by: &str) -> Origin {
+    if let Some(check) = requested_by.strip_prefix("rule:") {
+        return Origin::Rule { check: check.to_owned() };
+    }
+    match requested_by.strip_prefix("uid:").and_then(|u| u.parse().ok()) {
+        Some(uid) => Origin::Person { uid },
+        None => Origin::Model,
+    }
+}
+
+/// An action's JSON without its free-text reason: what it would do, which approvals dedupe on.
+fn what_it_does(action_json: &serde_json::Value) -> serde_json::Value {
+    let mut v = action_json.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("reason");
+    }
+    v
+}
 
 /// What the engine did with one proposal.
 #[derive(Debug, Clone, Serialize)]
@@ -54,23 +108,29 @@ pub struct CycleReport {
 
 pub struct Engine {
     store: Store,
-    autonomy: Autonomy,
-    protected: ProtectedUnits,
-    flap: FlapGuard,
-    known_hosts: BTreeSet<HostName>,
+    /// What the policy knows (built with `policy_inputs::load`, as `macha policy check` does), kept
+    /// up to date: flap records as actions start, trusted hosts from the fleet, unit states from
+    /// snapshots and unit events.
+    policy: PolicyInputs,
     config: Config,
     history: CheckHistory,
     /// Whether the engine may create approvals and executions (false for a standalone check, which
     /// only reports what the policy would decide).
     acting: bool,
     /// Issues opened (or back) since the last [`Engine::take_new_issues`]: what the model may be
-    /// asked about. A healthy, unchanged cycle adds none.
+    /// asked about. A healthy, unchanged cycle adds none; a flapping issue is added once.
     new_issues: Vec<i64>,
+    /// Issues whose last action was a verified remediation, not yet observed gone.
+    remediated: BTreeMap<i64, (String, String)>,
+    /// Remediations followed by their issue's check observing it gone, since the last
+    /// [`Engine::take_learnings`].
+    learnable: Vec<Learnable>,
+    reopen: ReopenRule,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("autonomy", &self.autonomy).field("acting", &self.acting).finish()
+        f.debug_struct("Engine").field("autonomy", &self.policy.autonomy).field("acting", &self.acting).finish()
     }
 }
 
@@ -89,7 +149,6 @@ fn json<T: Serialize>(v: &T) -> serde_json::Value {
 impl Engine {
     /// `acting = false` makes a report-only engine: issues are tracked, nothing is queued or run.
     pub fn new(store: Store, config: Config, acting: bool, now: Timestamp) -> anyhow::Result<Engine> {
-        let mut flap = FlapGuard::new(config.flap_limit, config.flap_window);
         let mut store = store;
         let mut interrupted = Vec::new();
         store.set_limits(config.store_limits());
@@ -99,16 +158,10 @@ impl Engine {
             for a in &interrupted {
                 tracing::warn!(action_id = a.id, kind = %a.kind, target = %a.target, "action interrupted by a restart");
             }
-            // The flap guard survives restarts: reload what ran within its window.
-            let history = store.actions_since(now.minus(config.flap_window)).context("loading flap history")?;
-            let reloaded = flap.reload(history.iter().map(|a| (a.target.as_str(), a.ts_started)), crate::now_at(now));
-            if reloaded.clamped > 0 {
-                tracing::warn!(
-                    clamped = reloaded.clamped,
-                    "flap history stamped after now (wall clock set back?): counted as now"
-                );
-            }
         }
+        // The same inputs `macha policy check` builds: the flap guard survives restarts (reloaded
+        // from what ran within its window) and the registry's trusted hosts apply at once.
+        let policy = crate::policy_inputs::load(&config, Some(&store), crate::now_at(now))?;
         let history = store
             .get_kv("checks.history")
             .ok()
@@ -117,14 +170,14 @@ impl Engine {
             .unwrap_or_default();
         let mut engine = Engine {
             store,
-            autonomy: config.autonomy,
-            protected: config.protected(),
-            flap,
-            known_hosts: BTreeSet::new(),
+            policy,
             config,
             history,
             acting,
             new_issues: Vec::new(),
+            remediated: BTreeMap::new(),
+            learnable: Vec::new(),
+            reopen: ReopenRule::default(),
         };
         if acting {
             engine.move_on_after_interruption(&interrupted, now)?;
@@ -191,7 +244,26 @@ impl Engine {
         &self.config
     }
     pub fn autonomy(&self) -> Autonomy {
-        self.autonomy
+        self.policy.autonomy
+    }
+
+    /// What the policy knows right now.
+    pub fn policy_inputs(&self) -> &PolicyInputs {
+        &self.policy
+    }
+
+    /// Remediations followed by their issue observed gone, since the last call (for learnings).
+    pub fn take_learnings(&mut self) -> Vec<Learnable> {
+        std::mem::take(&mut self.learnable)
+    }
+
+    /// Notes what a unit was seen doing (the policy decides a restart of a stopped unit as a start).
+    fn note_unit(&mut self, host: &HostName, unit: &str, active_state: &str) {
+        let Ok(name) = macha_core::UnitName::parse(unit) else { return };
+        match UnitActivity::from_active_state(active_state) {
+            Some(a) => self.policy.unit_states.insert((host.clone(), name), a),
+            None => self.policy.unit_states.remove(&(host.clone(), name)),
+        };
     }
 
     /// The issues opened or come back since the last call (for the model's analysis).
@@ -202,17 +274,7 @@ impl Engine {
     /// The hosts other than `local` that actions may target: the trusted hosts of the registry
     /// (set by the fleet whenever the registry changes).
     pub fn set_known_hosts(&mut self, hosts: BTreeSet<HostName>) {
-        self.known_hosts = hosts;
-    }
-
-    fn ctx(&self, approved: Option<i64>) -> PolicyContext<'_> {
-        PolicyContext {
-            autonomy: self.autonomy,
-            protected: &self.protected,
-            flap: &self.flap,
-            known_hosts: &self.known_hosts,
-            approved,
-        }
+        self.policy.known_hosts = hosts;
     }
 
     /// One periodic cycle over a snapshot: evaluate, track issues, propose remediations, expire
@@ -224,6 +286,11 @@ impl Engine {
         let history = if snapshot.host.is_local() { &self.history } else { &no_history };
         let evaluation = checks::evaluate(snapshot, &self.config.thresholds, history);
         self.record_snapshot(snapshot, &evaluation)?;
+        if let Some(units) = snapshot.units.data() {
+            for u in &units.notable {
+                self.note_unit(&snapshot.host, &u.name, &u.active_state);
+            }
+        }
         let mut report = CycleReport {
             correlation_id: correlation_id.to_owned(),
             findings: evaluation.findings().cloned().collect(),
@@ -246,7 +313,7 @@ impl Engine {
             self.expire_approvals(now)?;
         }
         self.age_issues(now)?;
-        self.flap.prune(crate::mono_now());
+        self.policy.flap.prune(crate::mono_now());
         Ok((report, work))
     }
 
@@ -290,13 +357,18 @@ impl Engine {
         correlation_id: &str,
     ) -> anyhow::Result<(Vec<ProposalResult>, Vec<Work>)> {
         let now = finding.observed_at;
-        let issue = self.upsert_issue(finding, correlation_id)?;
+        let (issue, fresh) = self.upsert_issue(finding, correlation_id)?;
         if issue.state != IssueState::Open {
             return Ok((Vec::new(), Vec::new()));
         }
         let mut results = Vec::new();
         let mut work = Vec::new();
         for action in checks::remediations(finding) {
+            // A read-only action never moves the issue, so it would be proposed at every cycle:
+            // it runs once per opening (new, or come back).
+            if read_only(&action) && !fresh {
+                continue;
+            }
             let origin = Origin::Rule { check: finding.check.as_str().to_owned() };
             let (r, w) = self.propose(action, origin, Some(issue.id), now, correlation_id)?;
             results.push(r);
@@ -305,7 +377,9 @@ impl Engine {
         Ok((results, work))
     }
 
-    fn upsert_issue(&mut self, finding: &Finding, correlation_id: &str) -> anyhow::Result<IssueRecord> {
+    /// Opens or refreshes the finding's issue. Returns it and whether it was opened or came back
+    /// just now.
+    fn upsert_issue(&mut self, finding: &Finding, correlation_id: &str) -> anyhow::Result<(IssueRecord, bool)> {
         let now = finding.observed_at;
         let fp = finding.fingerprint();
         let host = finding.host.as_str();
@@ -333,29 +407,53 @@ impl Engine {
                 let issue = self.store.insert_issue(&new, &audit)?;
                 self.new_issues.push(issue.id);
                 tracing::info!(issue_id = issue.id, fingerprint = %fp, correlation_id, "issue opened: {}", finding.summary);
-                Ok(issue)
+                Ok((issue, true))
             }
             Some(issue) => {
                 let event = IssueEvent::Observed(Observation::Present);
                 match issue.lifecycle().apply(now, &event) {
                     Some(next) if next.state != issue.state => {
-                        let audit = NewAudit::new(
-                            now,
-                            AuditKind::Issue,
-                            audit_severity(finding.severity),
-                            host,
-                            format!("issue {} came back: {}", issue.id, finding.summary),
-                        )
-                        .with_correlation_id(correlation_id)
-                        .with_subject(&finding.subject);
-                        let changes =
-                            IssueChanges { summary: Some(finding.summary.clone()), ..IssueChanges::default() };
+                        // Reopenings within the window make it flapping: analysed once, not at
+                        // every reopening.
+                        let earlier: Vec<Timestamp> = issue.details["reopened_at"]
+                            .as_array()
+                            .map(|a| a.iter().filter_map(|t| t.as_i64()).map(Timestamp).collect())
+                            .unwrap_or_default();
+                        let was_flapping = issue.details["flapping"].as_bool() == Some(true);
+                        let (reopened_at, flapping) = self.reopen.note(&earlier, now);
+                        let mut details = json(finding);
+                        if let Some(o) = details.as_object_mut() {
+                            o.insert("reopened_at".into(), json(&reopened_at.iter().map(|t| t.0).collect::<Vec<_>>()));
+                            o.insert("flapping".into(), serde_json::Value::Bool(flapping));
+                        }
+                        let summary = if flapping {
+                            format!(
+                                "issue {} came back ({} times within {} min: flapping): {}",
+                                issue.id,
+                                reopened_at.len(),
+                                self.reopen.window.as_secs() / 60,
+                                finding.summary
+                            )
+                        } else {
+                            format!("issue {} came back: {}", issue.id, finding.summary)
+                        };
+                        let audit =
+                            NewAudit::new(now, AuditKind::Issue, audit_severity(finding.severity), host, summary)
+                                .with_correlation_id(correlation_id)
+                                .with_subject(&finding.subject);
+                        let changes = IssueChanges {
+                            summary: Some(finding.summary.clone()),
+                            details: Some(details),
+                            ..IssueChanges::default()
+                        };
                         let updated = self.store.update_issue(issue.id, issue.state, &next, &changes, &audit)?;
-                        self.new_issues.push(updated.id);
-                        Ok(updated)
+                        if !(flapping && was_flapping) {
+                            self.new_issues.push(updated.id);
+                        }
+                        Ok((updated, true))
                     }
-                    Some(_) => Ok(self.store.touch_issue(issue.id, issue.state, now)?),
-                    None => Ok(issue),
+                    Some(_) => Ok((self.store.touch_issue(issue.id, issue.state, now)?, false)),
+                    None => Ok((issue, false)),
                 }
             }
         }
@@ -401,7 +499,14 @@ impl Engine {
         .with_subject(&issue.subject);
         let changes = IssueChanges { resolution: Some(why.to_owned()), ..IssueChanges::default() };
         match self.store.update_issue(issue.id, issue.state, &next, &changes, &audit) {
-            Ok(_) => Ok(next.state == IssueState::Resolved),
+            Ok(_) => {
+                if next.state == IssueState::Resolved
+                    && let Some((action, correlation_id)) = self.remediated.remove(&issue.id)
+                {
+                    self.learnable.push(Learnable { action, issue_id: issue.id, correlation_id });
+                }
+                Ok(next.state == IssueState::Resolved)
+            }
             // Someone else moved it meanwhile (a person, an action outcome): theirs stands.
             Err(StoreError::Conflict { .. }) => Ok(false),
             Err(e) => Err(e.into()),
@@ -419,6 +524,7 @@ impl Engine {
         now: Timestamp,
         correlation_id: &str,
     ) -> anyhow::Result<(Vec<ProposalResult>, Vec<Work>)> {
+        self.note_unit(host, unit, active_state);
         match checks::unit_state_observation(active_state) {
             Observation::Present => {
                 let finding = checks::unit_failed_finding(host, unit, result, now);
@@ -426,9 +532,9 @@ impl Engine {
             }
             Observation::Clear => {
                 let fp = fingerprint(host.as_str(), CheckName::FailedUnit.as_str(), unit);
-                if let Some(issue) = self.store.active_issue_by_fingerprint(&fp)?
-                    && issue.state == IssueState::Open
-                {
+                // An observation of the issue's own check: it resolves the issue whether or not an
+                // action is still running for it.
+                if let Some(issue) = self.store.active_issue_by_fingerprint(&fp)? {
                     self.observe_issue(
                         &issue,
                         Observation::Clear,
@@ -452,7 +558,7 @@ impl Engine {
         now: Timestamp,
         correlation_id: &str,
     ) -> anyhow::Result<(ProposalResult, Option<Work>)> {
-        let ruling = policy::decide(&action, &self.ctx(None), crate::now_at(now));
+        let ruling = policy::decide(&action, &origin, &self.policy.context(), crate::now_at(now));
         let decision = ruling.decision().clone();
         let host = action.hosts().as_slice().first().map_or("local", HostName::as_str).to_owned();
         let audit_sev = match decision.verdict {
@@ -493,14 +599,32 @@ impl Engine {
         match ruling {
             Ruling::Deny(_) => Ok((result, None)),
             Ruling::Approval(decision) => {
-                // One pending request per action and issue is enough.
+                // One open request per thing it would do (kind, hosts, target, arguments — not the
+                // free-text reason, not the issue): a repeat attaches to it and is recorded.
                 let action_json = json(&action);
+                let wanted = what_it_does(&action_json);
                 let duplicate = self
                     .store
                     .list_approvals(&[ApprovalState::Pending, ApprovalState::Approved], None)?
                     .into_iter()
-                    .find(|a| a.action == action_json && a.issue_id == issue_id);
+                    .find(|a| what_it_does(&a.action) == wanted);
                 if let Some(existing) = duplicate {
+                    let by = origin_name(&origin);
+                    self.store.append_audit(
+                        &NewAudit::new(
+                            now,
+                            AuditKind::Approval,
+                            AuditSeverity::Info,
+                            &host,
+                            format!("approval {} proposed again by {by}: {}", existing.id, action.describe()),
+                        )
+                        .with_correlation_id(correlation_id)
+                        .with_subject(action.subject())
+                        .with_payload(serde_json::json!({
+                            "approval_id": existing.id, "proposed_again_by": by, "origin": origin,
+                            "issue_id": issue_id, "reason": action.reason(),
+                        })),
+                    )?;
                     result.approval_id = Some(existing.id);
                     return Ok((result, None));
                 }
@@ -527,14 +651,16 @@ impl Engine {
                 let record = self.store.create_approval(&new, &audit)?;
                 tracing::info!(approval_id = record.id, correlation_id, "queued for approval: {}", action.describe());
                 result.approval_id = Some(record.id);
-                if let Some(id) = issue_id {
+                if let Some(id) = issue_id
+                    && !read_only(&action)
+                {
                     self.issue_event(id, IssueEvent::ActionStarted, now, correlation_id, "an action awaits approval")?;
                 }
                 Ok((result, None))
             }
             Ruling::Execute(permit) => {
                 let work = self.start(permit, issue_id, now, correlation_id)?;
-                result.action_id = Some(work.action_id);
+                result.action_id = Some(work.ticket.action_id);
                 Ok((result, Some(work)))
             }
         }
@@ -572,12 +698,23 @@ impl Engine {
         .with_payload(serde_json::json!({"action": action, "decision": permit.decision()}));
         let action_id = self.store.record_action_started(&new, &audit)?;
         for h in action.hosts().as_slice() {
-            self.flap.record(&flap_key(h, action), crate::mono_now());
+            self.policy.flap.record(&flap_key(h, action), crate::mono_now());
         }
-        if let Some(id) = issue_id {
+        // A read-only action (a diagnostic) leaves its issue where it is.
+        if let Some(id) = issue_id
+            && !read_only(action)
+        {
             self.issue_event(id, IssueEvent::ActionStarted, now, correlation_id, "an action started")?;
         }
-        Ok(Work { permit, action_id, issue_id, correlation_id: correlation_id.to_owned() })
+        let ticket = Ticket {
+            action: action.clone(),
+            permit_id: permit.id(),
+            approval_id: permit.approval_id(),
+            action_id,
+            issue_id,
+            correlation_id: correlation_id.to_owned(),
+        };
+        Ok(Work { permit, ticket })
     }
 
     fn issue_event(
@@ -612,12 +749,30 @@ impl Engine {
         }
     }
 
-    /// Records what the executor reports, moves the issue and the approval on.
-    /// The permit inside `work` is consumed here: it was used once.
-    pub fn finish_action(&mut self, work: Work, outcome: &ActionOutcome, now: Timestamp) -> anyhow::Result<()> {
-        let Work { permit, action_id, issue_id, correlation_id } = work;
-        let approval_id = permit.approval_id();
-        let action = permit.action();
+    /// Records what the executor reports for the permit of `ticket` (the receipt must name that
+    /// permit; one that names another is recorded as a failure), moves the approval on and puts the
+    /// issue back to `open` for its check to decide.
+    pub fn finish_action(&mut self, ticket: Ticket, receipt: &Receipt, now: Timestamp) -> anyhow::Result<()> {
+        if *receipt.permit() != ticket.permit_id {
+            let mismatch = ActionOutcome::failed(format!(
+                "the executor's receipt names permit {} but this action ran under permit {}; recorded as failed",
+                receipt.permit().serial,
+                ticket.permit_id.serial
+            ));
+            return self.record_outcome(ticket, &mismatch, now);
+        }
+        self.record_outcome(ticket, receipt.outcome(), now)
+    }
+
+    /// [`Engine::finish_action`] once the receipt was checked.
+    pub(crate) fn record_outcome(
+        &mut self,
+        ticket: Ticket,
+        outcome: &ActionOutcome,
+        now: Timestamp,
+    ) -> anyhow::Result<()> {
+        let Ticket { action, approval_id, action_id, issue_id, correlation_id, .. } = ticket;
+        let action = &action;
         let host = action.hosts().as_slice().first().map_or("local", HostName::as_str).to_owned();
         let sev = if outcome.succeeded { AuditSeverity::Notice } else { AuditSeverity::Error };
         let verdict = match (outcome.succeeded, outcome.verified) {
@@ -643,10 +798,33 @@ impl Engine {
             &audit,
         )?;
         tracing::info!(action_id, correlation_id = %correlation_id, succeeded = outcome.succeeded, verified = outcome.verified, "{} {verdict}", action.describe());
-        if let Some(id) = issue_id {
+        // A read-only action never moves its issue; any other outcome puts it back to `open` and
+        // only its check resolves it. A verified remediation is remembered for a learning once the
+        // check has observed the condition gone (perhaps already, from a unit event).
+        if let Some(id) = issue_id
+            && !read_only(action)
+        {
             let verified = outcome.succeeded && outcome.verified;
-            let why = if verified { "the action was verified" } else { "the action did not fix it" };
+            let why = if verified {
+                "the action was verified; the check decides whether the issue is gone"
+            } else {
+                "the action did not do what it was for"
+            };
             self.issue_event(id, IssueEvent::ActionFinished { verified }, now, &correlation_id, why)?;
+            if verified {
+                let resolved = self.store.get_issue(id)?.is_some_and(|i| i.state == IssueState::Resolved);
+                if resolved {
+                    self.learnable.push(Learnable {
+                        action: action.describe(),
+                        issue_id: id,
+                        correlation_id: correlation_id.clone(),
+                    });
+                } else {
+                    self.remediated.insert(id, (action.describe(), correlation_id.clone()));
+                }
+            } else {
+                self.remediated.remove(&id);
+            }
         }
         if let Some(id) = approval_id {
             let to =
@@ -692,8 +870,22 @@ impl Engine {
         )
         .with_correlation_id(&correlation_id)
         .with_subject(action.subject());
-        self.store.transition_approval(id, ApprovalState::Pending, ApprovalState::Approved, by, note, now, &audit)?;
-        let ruling = policy::decide(&action, &self.ctx(Some(id)), crate::now_at(now));
+        let approved = self.store.transition_approval(
+            id,
+            ApprovalState::Pending,
+            ApprovalState::Approved,
+            by,
+            note,
+            now,
+            &audit,
+        )?;
+        // The approval enters the policy only as evidence made from the stored record, bound to the
+        // exact stored action; the proposer is the one who asked for it.
+        let ctx = match approved.evidence() {
+            Some(evidence) => self.policy.context().with_approval(evidence),
+            None => self.policy.context(),
+        };
+        let ruling = policy::decide(&action, &origin_of(&record.requested_by), &ctx, crate::now_at(now));
         let decision = ruling.decision().clone();
         self.store.append_audit(
             &NewAudit::new(

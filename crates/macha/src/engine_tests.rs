@@ -305,29 +305,40 @@ fn suggest_queues_one_approval_and_approving_re_decides_and_permits() {
     assert_eq!((decision.verdict, decision.rule.as_str()), (Verdict::Execute, "approved"));
     let work = work.expect("an approved, still allowed action is permitted");
     assert_eq!(work.permit.approval_id(), Some(id));
-    assert_eq!(work.issue_id, Some(issue.id));
-    assert_eq!(work.correlation_id, "c1", "the approval's trail keeps the original correlation id");
+    assert_eq!(work.ticket.issue_id, Some(issue.id));
+    assert_eq!(work.ticket.correlation_id, "c1", "the approval's trail keeps the original correlation id");
     let approved = approval(&e, id);
     assert_eq!(approved.state, ApprovalState::Approved);
     assert_eq!((approved.decided_by.as_deref(), approved.decision_note.as_deref()), (Some("alice"), Some("go ahead")));
     let logged = actions(&e);
     assert_eq!(logged.len(), 1);
-    assert_eq!((logged[0].id, logged[0].state), (work.action_id, ActionState::Running));
+    assert_eq!((logged[0].id, logged[0].state), (work.ticket.action_id, ActionState::Running));
     assert_eq!(logged[0].target, "local/restart_unit/nginx.service");
     assert_eq!((logged[0].approval_id, logged[0].issue_id), (Some(id), Some(issue.id)));
     let decisions = audit(&e, AuditKind::Decision);
     assert!(decisions.last().is_some_and(|d| d.starts_with("re-decided at execution: execute")), "{decisions:?}");
 
     // The executor reports success, verified.
-    let action_id = work.action_id;
-    e.finish_action(work, &outcome(true, true), at(130)).unwrap();
+    let action_id = work.ticket.action_id;
+    e.record_outcome(work.ticket, &outcome(true, true), at(130)).unwrap();
     let done = e.store().get_action(action_id).unwrap().unwrap();
     assert_eq!((done.state, done.ts_finished), (ActionState::Succeeded, Some(at(130))));
     let executed = approval(&e, id);
     assert_eq!((executed.state, executed.finished_by.as_deref()), (ApprovalState::Executed, Some("executor")));
+    // The outcome does not resolve the issue: its check does, when it observes the unit fine.
     let issue = only_issue(&e);
-    assert_eq!((issue.state, issue.resolution.as_deref()), (IssueState::Resolved, Some("the action was verified")));
+    assert_eq!(issue.state, IssueState::Open);
     assert!(audit(&e, AuditKind::Outcome)[0].contains("succeeded and verified"));
+    assert!(e.take_learnings().is_empty(), "nothing learnt before the check observed it gone");
+    e.cycle(&healthy(at(140)), "c3").unwrap();
+    let issue = only_issue(&e);
+    assert_eq!(
+        (issue.state, issue.resolution.as_deref()),
+        (IssueState::Resolved, Some("the check observed the condition gone"))
+    );
+    let learnt = e.take_learnings();
+    assert_eq!(learnt.len(), 1);
+    assert_eq!((learnt[0].issue_id, learnt[0].correlation_id.as_str()), (issue.id, "c1"));
     // Everything about this failure, from the finding to the outcome, carries one correlation id.
     let trail =
         e.store().query_audit(&AuditQuery { correlation_id: Some("c1".into()), ..AuditQuery::default() }).unwrap();
@@ -461,8 +472,8 @@ fn an_approved_action_that_is_not_verified_fails_its_approval_and_reopens_the_is
     let id = report.proposals[0].approval_id.unwrap();
     let (_, work) = e.approve(id, "alice", None, at(60)).unwrap();
     let work = work.unwrap();
-    let action_id = work.action_id;
-    e.finish_action(work, &outcome(true, false), at(70)).unwrap();
+    let action_id = work.ticket.action_id;
+    e.record_outcome(work.ticket, &outcome(true, false), at(70)).unwrap();
     assert_eq!(e.store().get_action(action_id).unwrap().unwrap().state, ActionState::Failed);
     let failed = approval(&e, id);
     assert_eq!((failed.state, failed.result.as_deref()), (ApprovalState::Failed, Some("job done")));
@@ -479,11 +490,11 @@ fn auto_safe_executes_and_a_failed_outcome_reopens_the_issue() {
     assert_eq!(work.len(), 1);
     let work = work.remove(0);
     assert_eq!(work.permit.approval_id(), None);
-    assert_eq!(report.proposals[0].action_id, Some(work.action_id));
+    assert_eq!(report.proposals[0].action_id, Some(work.ticket.action_id));
     assert_eq!(only_issue(&e).state, IssueState::Acting);
     assert!(approvals(&e).is_empty());
-    let action_id = work.action_id;
-    e.finish_action(work, &outcome(false, false), at(5)).unwrap();
+    let action_id = work.ticket.action_id;
+    e.record_outcome(work.ticket, &outcome(false, false), at(5)).unwrap();
     let done = e.store().get_action(action_id).unwrap().unwrap();
     assert_eq!((done.state, done.detail.as_deref()), (ActionState::Failed, Some("job done")));
     let issue = only_issue(&e);
@@ -495,7 +506,7 @@ fn auto_safe_executes_and_a_failed_outcome_reopens_the_issue() {
 fn failing_restart(e: &mut Engine, secs: u64) {
     let (report, mut work) = e.cycle(&nginx_failed(at(secs)), &format!("c{secs}")).unwrap();
     assert_eq!(work.len(), 1, "an execution at {secs}: {report:?}");
-    e.finish_action(work.remove(0), &outcome(false, false), at(secs + 5)).unwrap();
+    e.record_outcome(work.remove(0).ticket, &outcome(false, false), at(secs + 5)).unwrap();
 }
 
 #[test]
@@ -573,7 +584,7 @@ fn an_approval_left_approved_by_a_crash_fails_and_frees_its_issue() {
     // Approved, then the daemon died before the action was started or recorded.
     let (_, work) = e.approve(id, "alice", None, at(10)).unwrap();
     let work = work.unwrap();
-    let action_id = work.action_id;
+    let action_id = work.ticket.action_id;
     drop(work);
     drop(e);
     let e = db.engine(cfg, at(60));
@@ -614,4 +625,195 @@ fn a_person_proposal_on_a_protected_unit_is_denied_and_recorded() {
     let decisions = audit(&e, AuditKind::Decision);
     assert_eq!(decisions.len(), 1);
     assert!(decisions[0].starts_with("deny: "), "{decisions:?}");
+}
+
+/// A snapshot of the local host with a journal error burst of `unit` (only the journal observed).
+fn journal_burst(taken_at: Timestamp, unit: &str, errors: u32) -> Snapshot {
+    use macha_core::snapshot::{JournalSummary, UnitErrorCount};
+    let mut snap = Snapshot::all_unavailable(HostName::local(), taken_at, "not observed in this test");
+    snap.journal = Section::ok(JournalSummary {
+        window_secs: 600,
+        errors_total: errors,
+        by_unit: if errors == 0 { Vec::new() } else { vec![UnitErrorCount { unit: unit.into(), errors }] },
+        samples: Vec::new(),
+    });
+    snap
+}
+
+/// Finding: a read-only diagnostic resolved a journal-error issue ("the action was verified"), so it
+/// reopened at every cycle and was analysed each time. A diagnostic never moves its issue, runs once
+/// per opening, and the issue stays open while the unit still floods the journal.
+#[test]
+fn a_diagnostic_never_resolves_and_runs_once_per_opening() {
+    let db = Db::new();
+    let mut e = db.engine(config(Autonomy::AutoSafe), at(0));
+    let (report, mut work) = e.cycle(&journal_burst(at(0), "noisy.service", 50), "j1").unwrap();
+    assert!(!report.findings.is_empty(), "{report:?}");
+    assert_eq!(work.len(), 1, "the diagnostic runs: {report:?}");
+    assert_eq!(work[0].permit.action().kind(), macha_core::ActionKind::Diagnostic);
+    assert_eq!(e.take_new_issues().len(), 1);
+    assert_eq!(only_issue(&e).state, IssueState::Open, "a diagnostic does not make the issue acting");
+    e.record_outcome(work.remove(0).ticket, &outcome(true, true), at(3)).unwrap();
+    assert_eq!(only_issue(&e).state, IssueState::Open, "a verified diagnostic resolves nothing");
+    assert!(e.take_learnings().is_empty(), "no learning from a diagnostic");
+    // The unit still floods the journal: still open, no second diagnostic, nothing new to analyse.
+    for i in 1..=6 {
+        let (_, work) = e.cycle(&journal_burst(at(5 * i), "noisy.service", 50), "j2").unwrap();
+        assert!(work.is_empty(), "cycle {i}");
+        assert!(e.take_new_issues().is_empty(), "cycle {i}: re-analysed");
+    }
+    assert_eq!(only_issue(&e).state, IssueState::Open);
+    assert_eq!(actions(&e).len(), 1);
+    // Only the check's own observation resolves it.
+    e.cycle(&journal_burst(at(60), "noisy.service", 0), "j3").unwrap();
+    assert_eq!(only_issue(&e).state, IssueState::Resolved);
+}
+
+/// An issue that comes back three times within 30 minutes is flapping: analysed once, not at
+/// every reopening.
+#[test]
+fn an_issue_that_keeps_coming_back_is_flapping_and_analysed_once() {
+    let db = Db::new();
+    let mut e = db.engine(config(Autonomy::Observe), at(0));
+    e.cycle(&nginx_failed(at(0)), "f0").unwrap();
+    assert_eq!(e.take_new_issues().len(), 1);
+    let mut analysed = 0;
+    for i in 1..=6u64 {
+        e.cycle(&healthy(at(i * 60)), "ok").unwrap();
+        assert_eq!(only_issue(&e).state, IssueState::Resolved);
+        e.cycle(&nginx_failed(at(i * 60 + 30)), "back").unwrap();
+        analysed += e.take_new_issues().len();
+    }
+    let issue = only_issue(&e);
+    assert_eq!((issue.state, issue.recurrences), (IssueState::Open, 6));
+    assert_eq!(issue.details["flapping"], true);
+    // Reopenings 1 and 2 are analysed, the third marks it flapping and is analysed once, then none.
+    assert_eq!(analysed, 3);
+    assert!(audit(&e, AuditKind::Issue).iter().any(|a| a.contains("flapping")));
+}
+
+/// Finding: one model turn opened 50 pending approvals for the same restart (they deduped on the
+/// free-text reason). Approvals dedupe on what they would do; a repeat is recorded on the first.
+#[test]
+fn fifty_identical_model_proposals_open_one_approval() {
+    let db = Db::new();
+    let mut e = db.engine(config(Autonomy::AutoSafe), at(0));
+    let mut ids = BTreeSet::new();
+    for i in 0..50 {
+        let action = Action::RestartUnit {
+            host: Hosts::One(HostName::local()),
+            unit: UnitName::parse("nginx").unwrap(),
+            reason: format!("attempt {i}: the unit looks unhappy"),
+        };
+        let (result, work) = e.propose(action, Origin::Model, None, at(i), "m1").unwrap();
+        assert!(work.is_none(), "a model's restart is not executed by default");
+        assert_eq!(result.decision.rule, "model-proposal");
+        ids.insert(result.approval_id.unwrap());
+    }
+    assert_eq!(ids.len(), 1);
+    let pending = e.store().list_approvals(&[ApprovalState::Pending], None).unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].requested_by, "model");
+    let again = audit(&e, AuditKind::Approval).into_iter().filter(|a| a.contains("proposed again by model")).count();
+    assert_eq!(again, 49);
+    // Something different (another unit) is a request of its own.
+    let other = Action::RestartUnit {
+        host: Hosts::One(HostName::local()),
+        unit: UnitName::parse("redis").unwrap(),
+        reason: "attempt 0: the unit looks unhappy".into(),
+    };
+    let (result, _) = e.propose(other, Origin::Model, None, at(60), "m2").unwrap();
+    assert!(result.approval_id.is_some_and(|id| !ids.contains(&id)));
+}
+
+/// Finding: an approval turned a flap-guard stop into execute. An approved action over the flap
+/// limit is refused at execution, as the docs say.
+#[test]
+fn an_approval_does_not_lift_the_flap_limit() {
+    let db = Db::new();
+    let mut e = db.engine(config(Autonomy::AutoSafe), at(0));
+    failing_restart(&mut e, 0);
+    failing_restart(&mut e, 60);
+    let (report, work) = e.cycle(&nginx_failed(at(120)), "c3").unwrap();
+    assert!(work.is_empty());
+    assert_eq!(report.proposals[0].decision.rule, "flap-limit");
+    let id = report.proposals[0].approval_id.unwrap();
+    let (decision, work) = e.approve(id, "alice", None, at(130)).unwrap();
+    assert!(work.is_none(), "{decision:?}");
+    assert_eq!(decision.rule, "flap-limit");
+    assert_eq!(approval(&e, id).state, ApprovalState::Failed);
+}
+
+/// Finding: `macha policy check` built its context without trusted hosts or flap history. It now
+/// uses the engine's inputs builder and gives the daemon's verdict.
+#[test]
+fn policy_check_and_the_daemon_agree() {
+    use macha_store::{HostRecord, HostState};
+    let db = Db::new();
+    let cfg = config(Autonomy::AutoSafe);
+    let mut e = db.engine(cfg.clone(), at(0));
+    // A trusted host in the registry, and a flap history of nginx.
+    let record = HostRecord {
+        name: "web1.lan".into(),
+        address: None,
+        port: None,
+        user: None,
+        state: HostState::Trusted,
+        host_key: Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE3Wn2Fq1rVqg2m6mU4cI3u2FQ6r4n1XrP5pnlrkB3xS".into()),
+        os: None,
+        profile: serde_json::Value::Null,
+        first_seen: at(0),
+        last_seen: at(0),
+    };
+    let audit = NewAudit::new(at(0), AuditKind::Config, AuditSeverity::Info, "web1.lan", "trusted");
+    e.store_mut().put_fleet_host(&record, macha_store::HostSource::Config, None, &audit).unwrap();
+    let e_hosts = crate::policy_inputs::trusted_hosts(&e.store().list_fleet_hosts().unwrap(), "macha");
+    e.set_known_hosts(e_hosts);
+    failing_restart(&mut e, 0);
+    failing_restart(&mut e, 60);
+    let store = Store::open_read_only(db.path()).unwrap();
+    let now = at(120);
+    let restart = |h: &str, u: &str| Action::RestartUnit {
+        host: Hosts::One(host(h)),
+        unit: UnitName::parse(u).unwrap(),
+        reason: "r".into(),
+    };
+    let cases = [
+        (restart("local", "nginx"), Origin::Person { uid: 0 }, "flap-limit"),
+        (restart("web1.lan", "nginx"), Origin::Person { uid: 0 }, "autonomy"),
+        (restart("web2.lan", "nginx"), Origin::Person { uid: 0 }, "unknown-host"),
+        (restart("local", "redis"), Origin::Model, "model-proposal"),
+        (
+            Action::JournalVacuum { host: Hosts::One(HostName::local()), max_age_days: 1, reason: "r".into() },
+            Origin::Rule { check: "disk_space".into() },
+            "cleanup-floor",
+        ),
+    ];
+    for (action, origin, rule) in cases {
+        let cli = crate::policy_inputs::check(&cfg, Some(&store), &action, &origin, None, crate::now_at(now)).unwrap();
+        let (daemon, _) = e.propose(action.clone(), origin, None, now, "cmp").unwrap();
+        assert_eq!((cli.verdict, cli.rule.as_str()), (daemon.decision.verdict, rule), "{}", action.describe());
+        assert_eq!(cli.rule, daemon.decision.rule, "{}", action.describe());
+    }
+}
+
+/// A restart of a unit the engine saw stopped is decided as a start (approval at auto-safe).
+#[test]
+fn a_restart_of_a_unit_seen_stopped_is_decided_as_a_start() {
+    let db = Db::new();
+    let mut e = db.engine(config(Autonomy::AutoSafe), at(0));
+    e.unit_event(&HostName::local(), "debug-tool.service", "inactive", None, at(0), "u1").unwrap();
+    let action = Action::RestartUnit {
+        host: Hosts::One(HostName::local()),
+        unit: UnitName::parse("debug-tool").unwrap(),
+        reason: "r".into(),
+    };
+    let (result, work) = e.propose(action.clone(), Origin::Person { uid: 0 }, None, at(1), "p").unwrap();
+    assert!(work.is_none());
+    assert_eq!(result.decision.decided_as, Some(macha_core::ActionKind::StartUnit));
+    assert_eq!(result.decision.verdict, Verdict::Approval);
+    e.unit_event(&HostName::local(), "debug-tool.service", "active", None, at(2), "u2").unwrap();
+    let (result, work) = e.propose(action, Origin::Person { uid: 0 }, None, at(3), "p").unwrap();
+    assert_eq!(result.decision.verdict, Verdict::Execute);
+    assert!(work.is_some_and(|w| !w.permit.allows_start()));
 }

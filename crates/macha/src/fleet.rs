@@ -337,21 +337,16 @@ impl Fleet {
     fn reload(&self, engine: &mut Engine) -> anyhow::Result<()> {
         let hosts = engine.store().list_fleet_hosts()?;
         let mut targets = BTreeMap::new();
-        let mut trusted = BTreeSet::new();
         for h in &hosts {
             let Ok(t) = target_of(h, &self.settings.user) else { continue };
             if standing(h.record.state).may_connect() {
-                targets.insert(t.name.clone(), t.clone());
-            }
-            let key_changed = h.status.get("kind").and_then(|k| k.as_str()) == Some("host_key_changed");
-            if standing(h.record.state).may_act() && !key_changed {
-                trusted.insert(t.name);
+                targets.insert(t.name.clone(), t);
             }
         }
         if let Ok(mut t) = self.targets.write() {
             *t = targets;
         }
-        engine.set_known_hosts(trusted);
+        engine.set_known_hosts(crate::policy_inputs::trusted_hosts(&hosts, &self.settings.user));
         Ok(())
     }
 

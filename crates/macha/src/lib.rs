@@ -14,6 +14,7 @@ pub mod engine;
 pub mod fleet;
 pub mod logging;
 pub mod observe;
+pub mod policy_inputs;
 pub mod wire;
 
 /// A new correlation id: ties together everything that happened because of one trigger.

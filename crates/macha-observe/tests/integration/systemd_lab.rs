@@ -10,9 +10,9 @@
 //! The last tests need only `dbus-daemon`: a private bus with a stand-in `systemd1` name, to check
 //! the connection errors and what happens when the bus goes away.
 
-use macha_core::action::{Action, DiagnosticArgs, DiagnosticName, Hosts};
+use macha_core::action::{Action, DiagnosticArgs, DiagnosticName, Hosts, Origin};
 use macha_core::flap::FlapGuard;
-use macha_core::policy::{Autonomy, Permit, PolicyContext, ProtectedUnits, Ruling, decide};
+use macha_core::policy::{Autonomy, Permit, PolicyInputs, ProtectedUnits, Ruling, decide};
 use macha_core::{HostName, Mono, Now, Timestamp, UnitName};
 use macha_observe::systemd::{Bus, JobResult, Systemd, SystemdError, UnitEvent, UnitEvents};
 use std::collections::{BTreeSet, HashMap};
@@ -220,14 +220,9 @@ fn permit(action: Action, known_hosts: &[&str]) -> Permit {
     let flap = FlapGuard::new(3, Duration::from_secs(1800));
     let hosts: BTreeSet<HostName> =
         known_hosts.iter().map(|h| HostName::parse(h).unwrap_or_else(|e| panic!("{h}: {e}"))).collect();
-    let ctx = PolicyContext {
-        autonomy: Autonomy::AutoSafe,
-        protected: &protected,
-        flap: &flap,
-        known_hosts: &hosts,
-        approved: None,
-    };
-    match decide(&action, &ctx, Now::new(Timestamp::from_secs(1_800_000_000), Mono(0))) {
+    let inputs = PolicyInputs { flap, known_hosts: hosts, ..PolicyInputs::new(Autonomy::AutoSafe, protected) };
+    let ctx = inputs.context();
+    match decide(&action, &Origin::Person { uid: 0 }, &ctx, Now::new(Timestamp::from_secs(1_800_000_000), Mono(0))) {
         Ruling::Execute(p) => p,
         other => panic!("the policy did not permit {}: {:?}", action.describe(), other.decision()),
     }

@@ -13,9 +13,8 @@ use crate::wire;
 use anyhow::Context;
 use macha_core::action::{Action, ActionKind, DOCUMENT_MAX};
 use macha_core::flap::FlapGuard;
-use macha_core::policy::{self, Autonomy, PolicyContext};
+use macha_core::policy::{self, Autonomy, PolicyInputs};
 use macha_store::{AuditQuery, Store};
-use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -73,21 +72,27 @@ pub fn policy(cmd: PolicyCmd) -> CmdResult {
                 .collect();
             let patterns: Vec<&str> = protected.patterns().collect();
             if json {
+                let reasons: serde_json::Map<String, serde_json::Value> =
+                    protected.entries().map(|(p, r)| (p.to_owned(), serde_json::json!(r))).collect();
                 let doc = serde_json::json!({
                     "table": rows,
                     "protected_units": patterns,
+                    "protected_reasons": reasons,
+                    "model_may_execute": config.llm.may_execute,
+                    "cleanup_min_age_days": config.cleanup_min_age_days,
                     "managed_unit_types": policy::MANAGED_UNIT_TYPES,
                     "flap": {"limit": config.flap_limit, "window_secs": config.flap_window.as_secs()},
                     "rules": render::POLICY_RULES,
                 });
                 println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
-                render::policy_table(&patterns, &config);
+                render::policy_table(&protected, &config);
             }
             Ok(0)
         }
-        PolicyCmd::Check { autonomy, json, config } => {
-            let config = load_config(config.as_deref(), Scope::User)?;
+        PolicyCmd::Check { autonomy, origin, json, config, db } => {
+            // The daemon's view: the system scope's database unless told otherwise.
+            let config = load_config(config.as_deref(), Scope::System)?;
             let mut doc = String::new();
             std::io::stdin()
                 .take(DOCUMENT_MAX as u64 + 1)
@@ -102,24 +107,33 @@ pub fn policy(cmd: PolicyCmd) -> CmdResult {
                 ));
             }
             let action = Action::from_json(doc.trim()).map_err(|e| fail(EXIT_DATAERR, e.into()))?;
-            let protected = config.protected();
-            let flap = FlapGuard::new(config.flap_limit, config.flap_window);
-            let hosts = BTreeSet::new();
-            let ctx = PolicyContext {
-                autonomy: autonomy.into(),
-                protected: &protected,
-                flap: &flap,
-                known_hosts: &hosts,
-                approved: None,
+            let db = db.unwrap_or_else(|| config.database.clone());
+            let store = match Store::open_read_only(&db) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!(
+                        "macha: cannot read {} ({e}); deciding without trusted hosts or flap history",
+                        db.display()
+                    );
+                    None
+                }
             };
-            let ruling = policy::decide(&action, &ctx, crate::now_at(crate::now()));
-            let d = ruling.decision();
+            let origin = origin.origin();
+            let d = &crate::policy_inputs::check(
+                &config,
+                store.as_ref(),
+                &action,
+                &origin,
+                autonomy.map(Into::into),
+                crate::now_at(crate::now()),
+            )?;
             if json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&serde_json::json!({
                         "verdict": d.verdict, "risk": d.risk, "reason": d.reason, "rule": d.rule,
-                        "autonomy": d.autonomy, "action": action,
+                        "autonomy": d.autonomy, "action": action, "origin": origin,
+                        "decided_as": d.decided_as,
                     }))?
                 );
             } else {
@@ -128,8 +142,6 @@ pub fn policy(cmd: PolicyCmd) -> CmdResult {
                 println!("reason:  {}", d.reason);
                 println!("rule:    {}", d.rule);
             }
-            // The permit (if any) is dropped: `policy check` never executes.
-            drop(ruling);
             Ok(0)
         }
     }
@@ -138,11 +150,16 @@ pub fn policy(cmd: PolicyCmd) -> CmdResult {
 /// The verdict the table shows: for an unprotected unit on the local host, nothing approved.
 pub fn verdict_for_table(kind: ActionKind, autonomy: Autonomy) -> policy::Verdict {
     let sample = render::sample_action(kind);
-    let protected = policy::ProtectedUnits::new::<&str>(&[]);
-    let flap = FlapGuard::new(u32::MAX, Duration::from_secs(1));
-    let hosts = BTreeSet::new();
-    let ctx = PolicyContext { autonomy, protected: &protected, flap: &flap, known_hosts: &hosts, approved: None };
-    policy::decide(&sample, &ctx, macha_core::Now::new(macha_core::Timestamp(0), macha_core::Mono(0))).verdict()
+    let mut inputs = PolicyInputs::new(autonomy, policy::ProtectedUnits::new::<&str>(&[]));
+    inputs.flap = FlapGuard::new(u32::MAX, Duration::from_secs(1));
+    let origin = macha_core::action::Origin::Rule { check: "policy-table".into() };
+    policy::decide(
+        &sample,
+        &origin,
+        &inputs.context(),
+        macha_core::Now::new(macha_core::Timestamp(0), macha_core::Mono(0)),
+    )
+    .verdict()
 }
 
 /// Where a read comes from: the daemon, or a database file opened read-only.

@@ -237,16 +237,46 @@ pub enum PolicyCmd {
         #[arg(long, env = "MACHA_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Read a proposed action (JSON) on stdin and print the verdict, without executing anything.
+    /// Read a proposed action (JSON) on stdin and print the verdict the daemon would give, without
+    /// executing anything: the same configuration, trusted hosts and flap history (from the
+    /// daemon's database, read-only).
     Check {
+        /// Decide at this autonomy level instead of the configured one.
         #[arg(long, value_enum)]
-        autonomy: AutonomyArg,
+        autonomy: Option<AutonomyArg>,
+        /// Who proposes it: a rule, a person, or the model (whose proposals execute only what
+        /// `llm.may_execute` lists).
+        #[arg(long, value_enum, default_value = "person")]
+        origin: OriginArg,
         #[arg(long)]
         json: bool,
-        /// Configuration whose protected units apply.
+        /// Configuration whose protected units and limits apply.
         #[arg(long, env = "MACHA_CONFIG")]
         config: Option<PathBuf>,
+        /// The daemon's database (default: the configured one of the system daemon).
+        #[arg(long)]
+        db: Option<PathBuf>,
     },
+}
+
+/// Who proposes an action to `macha policy check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OriginArg {
+    Rule,
+    Person,
+    Model,
+}
+
+impl OriginArg {
+    /// The origin as the engine records it (a rule without a check name is `rule:cli`).
+    pub fn origin(self) -> macha_core::action::Origin {
+        use macha_core::action::Origin;
+        match self {
+            OriginArg::Rule => Origin::Rule { check: "cli".into() },
+            OriginArg::Person => Origin::Person { uid: nix::unistd::getuid().as_raw() },
+            OriginArg::Model => Origin::Model,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -536,8 +566,8 @@ fn unit_allowed(config: Option<&std::path::Path>, unit: &str) -> CmdResult {
         Ok(name) if !macha_core::policy::MANAGED_UNIT_TYPES.contains(&name.unit_type()) => {
             Err(format!("{} units are never managed", name.unit_type()))
         }
-        Ok(name) => match protected.protecting(&name) {
-            Some(pattern) => Err(format!("protected ({pattern})")),
+        Ok(name) => match protected.protection(&name) {
+            Some(p) => Err(format!("protected ({p})")),
             None => Ok(()),
         },
     };

@@ -8,15 +8,18 @@ use macha_core::snapshot::Section;
 use macha_core::{HostName, Timestamp, UnitName};
 
 /// The order in which the gate applies its rules, for `macha policy show`.
-pub const POLICY_RULES: [&str; 8] = [
+pub const POLICY_RULES: [&str; 11] = [
     "invalid: an action that does not validate is denied",
     "observe: at autonomy observe nothing executes (deny)",
     "unknown-host: a host that is not local or a trusted registry host is denied",
     "unit-type / protected: unit actions only on service/socket/timer/path units, never on protected units (deny)",
+    "restart of a stopped unit: decided as start_unit (the executor refuses a restart that would start a unit unless the permit covers a start)",
+    "approval-mismatch: an approval permits only the exact stored action it was given for (deny)",
+    "flap-limit: the same action on the same target too often within the window needs approval; an approval does not lift it",
     "multi-host: an action touching several hosts needs approval",
     "always-approval: power, stopping units, config changes, store repair and deployments need approval",
-    "flap-limit: the same action on the same target too often within the window needs approval",
-    "autonomy: executes if the autonomy level allows its class, else needs approval",
+    "cleanup-floor: a journal vacuum or garbage collection younger than policy.cleanup_min_age_days needs approval",
+    "autonomy / model-proposal: executes if the autonomy level allows its class and, for the model's proposals, llm.may_execute lists its kind; else needs approval",
 ];
 
 /// A representative action of each kind, on an unprotected unit of the local host.
@@ -51,7 +54,7 @@ pub fn sample_action(kind: ActionKind) -> Action {
     }
 }
 
-pub fn policy_table(protected: &[&str], config: &Config) {
+pub fn policy_table(protected: &policy::ProtectedUnits, config: &Config) {
     println!(
         "{:<16} {:<9} {:<16} {:<9} {:<9} {:<9} {:<9}  note",
         "kind", "risk", "class", "observe", "suggest", "auto-safe", "auto-full"
@@ -85,7 +88,15 @@ pub fn policy_table(protected: &[&str], config: &Config) {
         humantime::format_duration(config.flap_window)
     );
     println!("Unit actions only on: {}.", policy::MANAGED_UNIT_TYPES.join(", "));
-    println!("Protected units (never acted on; a trailing * is a prefix): {}", protected.join(" "));
+    println!(
+        "The model's proposals execute only: {} (llm.may_execute); clean-ups younger than {} days need a person.",
+        config.llm.may_execute.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
+        config.cleanup_min_age_days
+    );
+    println!("Protected units (never acted on; a trailing * is a prefix):");
+    for (pattern, reason) in protected.entries() {
+        println!("  {pattern:<28} {reason}");
+    }
 }
 
 fn ts(t: Timestamp) -> String {

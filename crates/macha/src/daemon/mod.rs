@@ -19,7 +19,7 @@ use crate::agent::{AgentMsg, AgentService};
 use crate::api::reply::{CheckMode, CheckReport, StatusInfo};
 use crate::api::{ErrorCode, Request, Response, ops};
 use crate::config::Config;
-use crate::engine::{ActionOutcome, Engine, Work};
+use crate::engine::{Engine, Receipt, Ticket, Work};
 use crate::fleet::{Fleet, FleetEvent};
 use crate::observe::{self, JournalState, Sources};
 use anyhow::Context;
@@ -52,8 +52,8 @@ const SLOW_TURN: Duration = Duration::from_millis(100);
 /// An execution's outcome, back from its task.
 #[derive(Debug)]
 pub struct Done {
-    work: Work,
-    outcome: ActionOutcome,
+    ticket: Ticket,
+    receipt: Receipt,
 }
 
 /// One turn of the loop: what woke it. Private to the loop; subsystems only know their own types.
@@ -134,18 +134,20 @@ impl Shared {
     /// Starts one task per permitted action. A panic inside the executor is caught and reported as
     /// a failed outcome, so no action is ever left `running`.
     pub(crate) fn spawn_work(&self, work: Vec<Work>) {
-        for w in work {
+        for Work { permit, ticket } in work {
             let executor = self.executor.clone();
             let done = self.done_tx.clone();
             self.tracker.spawn(async move {
-                let outcome = AssertUnwindSafe(executor.execute(&w.permit)).catch_unwind().await.unwrap_or_else(|p| {
+                // The executor consumes the permit; its receipt names it.
+                let receipt = AssertUnwindSafe(executor.execute(permit)).catch_unwind().await.unwrap_or_else(|p| {
                     let message = engine_thread::panic_message(p.as_ref());
-                    tracing::error!(action_id = w.action_id, "the executor panicked: {message}");
-                    ActionOutcome::failed(format!(
-                        "the executor failed unexpectedly ({message}); the outcome is unknown"
-                    ))
+                    tracing::error!(action_id = ticket.action_id, "the executor panicked: {message}");
+                    Receipt::not_run(
+                        ticket.permit_id.clone(),
+                        format!("the executor failed unexpectedly ({message}); the outcome is unknown"),
+                    )
                 });
-                let _ = done.send(Done { work: w, outcome }).await;
+                let _ = done.send(Done { ticket, receipt }).await;
             });
         }
     }
@@ -434,7 +436,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// Records an execution's outcome on the engine thread.
 fn finish(engine: &EngineHandle, done: Done) {
     engine.post("finish action", move |e| {
-        if let Err(err) = e.finish_action(done.work, &done.outcome, crate::now()) {
+        if let Err(err) = e.finish_action(done.ticket, &done.receipt, crate::now()) {
             tracing::error!("recording an outcome failed: {err:#}");
         }
     });
@@ -622,15 +624,12 @@ fn on_agent(shared: &Arc<Shared>, engine: &EngineHandle, msg: AgentMsg) {
 fn on_done(shared: &Arc<Shared>, engine: &EngineHandle, done: Done) {
     let s = Arc::clone(shared);
     engine.post("finish action", move |e| {
-        let Done { work, outcome } = done;
-        let learn = (outcome.succeeded && outcome.verified)
-            .then(|| (work.permit.action().describe(), work.issue_id, work.correlation_id.clone()));
-        if let Err(err) = e.finish_action(work, &outcome, crate::now()) {
+        let Done { ticket, receipt } = done;
+        if let Err(err) = e.finish_action(ticket, &receipt, crate::now()) {
             tracing::error!("recording an outcome failed: {err:#}");
             return;
         }
-        if let Some((action, issue_id, correlation_id)) = learn {
-            crate::agent::after_success(s.agent.as_ref(), e, &action, issue_id, &correlation_id);
-        }
+        // Learnings only from remediations whose issue its check has observed gone.
+        crate::agent::after_resolutions(s.agent.as_ref(), e);
     });
 }

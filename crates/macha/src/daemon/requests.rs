@@ -59,7 +59,7 @@ pub(super) fn answer(engine: &mut Engine, shared: &Shared, request: Request, pee
         }
         Request::Approve(ops::Approve { id, note }) => {
             let (decision, work) = engine.approve(id, &who, note.as_deref(), now)?;
-            let action_id = work.as_ref().map(|w| w.action_id);
+            let action_id = work.as_ref().map(|w| w.ticket.action_id);
             shared.spawn_work(work.into_iter().collect());
             Ok(Response::reply::<ops::Approve>(&ApproveResult { approval_id: id, decision, action_id }))
         }

@@ -1,7 +1,7 @@
 //! The agent against a real systemd (the lab's user manager): a unit fails, the daemon's analysis
 //! asks the (scripted) model, the model looks at the unit and proposes a restart, and the policy
-//! executes it at `auto-safe` — the same gate a rule's proposal goes through — and the outcome is
-//! verified. `#[ignore]`d: `tests/run.sh` (CI) runs it with the lab up.
+//! executes it at `auto-safe` because `llm.may_execute` lists `restart_unit` — the same gate a
+//! rule's proposal goes through, knowing who proposed — and the outcome is verified. `#[ignore]`d: `tests/run.sh` (CI) runs it with the lab up.
 
 use crate::support;
 
@@ -39,7 +39,8 @@ fn lab_a_failed_unit_is_diagnosed_and_the_models_restart_runs_at_auto_safe() {
         other,
     );
     let llm = format!(
-        "url = \"{}\"\ntimeout = \"10s\"\nmodels = {{ triage = \"scripted\", analysis = \"scripted\" }}",
+        "url = \"{}\"\ntimeout = \"10s\"\nmodels = {{ triage = \"scripted\", analysis = \"scripted\" }}\n\
+         may_execute = [\"diagnostic\", \"restart_unit\"]",
         model.url
     );
     let d = TestDaemon::builder().lab(&lab).autonomy("auto-safe").llm(&llm).wait_for_first_cycle().start();

@@ -70,13 +70,13 @@ fn lab_auto_safe_restarts_a_failed_unit_detected_by_signal() {
     assert_eq!(unit.active_state(), "active");
     let decisions = about(&daemon, AuditKind::Decision, &unit.name);
     assert!(decisions.iter().any(|d| d.summary.starts_with("execute:")), "{decisions:?}");
-    let issues = daemon.json(&["issues", "list", "--all", "--json"]);
-    let issue = issues
-        .as_array()
-        .and_then(|a| a.iter().find(|i| i["subject"] == unit.name.as_str()))
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(issue["state"], "resolved", "{issues}");
+    // Resolved by observation: systemd's signal that the unit is active again, not the outcome.
+    wait_for("the issue resolved by observation", || {
+        let issues = daemon.json(&["issues", "list", "--all", "--json"]);
+        issues
+            .as_array()
+            .is_some_and(|a| a.iter().any(|i| i["subject"] == unit.name.as_str() && i["state"] == "resolved"))
+    });
     // Everything about this failure carries one correlation id.
     let finding = &about(&daemon, AuditKind::Finding, &unit.name)[0];
     let outcome = &about(&daemon, AuditKind::Outcome, &unit.name)[0];

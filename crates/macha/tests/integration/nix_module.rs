@@ -78,6 +78,8 @@ const SAMPLE: &str = r#"{
   checkInterval = "30s";
   protectedServices = [ "postgresql" "backup-*" ];
   adminGroup = "wheel";
+  modelMayExecute = [ "diagnostic" "reset_failed" ];
+  cleanupMinAgeDays = 14;
   models = { triage = "qwen2.5:1.5b"; analysis = "qwen2.5:7b"; embedding = "all-minilm"; };
   ollama = { url = "http://gpu-box:11434"; };
   hosts = {
@@ -134,6 +136,8 @@ fn every_typed_option_round_trips_through_check_config() {
         ("/check_interval", serde_json::json!("30s")),
         ("/protected_extra", serde_json::json!(["postgresql", "backup-*"])),
         ("/admin_group", serde_json::json!("wheel")),
+        ("/llm/may_execute", serde_json::json!(["diagnostic", "reset_failed"])),
+        ("/cleanup_min_age_days", serde_json::json!(14)),
         ("/state_dir", serde_json::json!("/var/lib/macha")),
         ("/socket", serde_json::json!("/run/macha/macha.sock")),
         ("/llm/url", serde_json::json!("http://gpu-box:11434")),
@@ -165,6 +169,7 @@ fn the_module_defaults_are_the_daemon_defaults() {
     let settings = nix_eval(
         "keys.moduleSettings { autonomyLevel = keys.defaults.autonomyLevel; checkInterval = keys.defaults.checkInterval; \
          models = keys.defaults.models; protectedServices = [ ]; adminGroup = null; ollama.url = null; hosts = { }; \
+         modelMayExecute = keys.defaults.modelMayExecute; cleanupMinAgeDays = keys.defaults.cleanupMinAgeDays; \
          discovery = { enable = false; allowedDomains = [ ]; }; notifications.gotify = { url = null; tokenFile = null; }; }",
     );
     let (code, module, log) = check_config(&settings);
@@ -176,6 +181,7 @@ fn the_module_defaults_are_the_daemon_defaults() {
         "/check_interval",
         "/protected_extra",
         "/admin_group",
+        "/cleanup_min_age_days",
         "/state_dir",
         "/socket",
         "/database",

@@ -419,3 +419,20 @@ fn the_api_crate_needs_neither_the_store_nor_a_runtime() {
         assert!(!text.contains("macha_store"), "{} names the store", relative(&path));
     }
 }
+
+/// A person's approval reaches the policy only as evidence made from a stored approval record:
+/// `ApprovalEvidence::from_stored_approval` is called by the store's `ApprovalRecord::evidence` and
+/// by the core's own tests, nowhere else.
+#[test]
+fn approval_evidence_is_made_only_from_stored_approvals() {
+    let mut callers = Vec::new();
+    for (path, text) in sources() {
+        let rel = relative(&path);
+        let code = without_tests(&text);
+        if code.contains("ApprovalEvidence::from_stored_approval(") && rel != "crates/macha-store/src/approvals.rs" {
+            callers.push(rel);
+        }
+    }
+    // The definition itself names the function only as `fn from_stored_approval`.
+    assert!(callers.is_empty(), "approval evidence made outside the store: {callers:?}");
+}
