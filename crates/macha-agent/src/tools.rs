@@ -64,6 +64,20 @@ pub enum LogPriority {
 }
 
 impl LogPriority {
+    /// The syslog level (0 emerg … 7 debug).
+    pub fn level(self) -> u8 {
+        match self {
+            LogPriority::Emerg => 0,
+            LogPriority::Alert => 1,
+            LogPriority::Crit => 2,
+            LogPriority::Err => 3,
+            LogPriority::Warning => 4,
+            LogPriority::Notice => 5,
+            LogPriority::Info => 6,
+            LogPriority::Debug => 7,
+        }
+    }
+
     /// journalctl's `--priority` value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -615,6 +629,25 @@ impl FileAllowList {
     }
 }
 
+impl FileAllowList {
+    /// The directory a read of `path` starts from and the path below it: for a directory entry
+    /// the directory itself, for a file entry its parent. The longest matching entry wins. `None`
+    /// when no entry allows `path` (call [`FileAllowList::check`] first for the reason).
+    pub fn root_of<'a>(&self, path: &'a str) -> Option<(String, &'a str)> {
+        self.entries
+            .iter()
+            .filter_map(|e| match e.strip_suffix('/') {
+                Some(dir) => path.strip_prefix(e.as_str()).filter(|rel| !rel.is_empty()).map(|rel| (dir.to_owned(), rel)),
+                None if path == e => {
+                    let (parent, name) = path.rsplit_once('/')?;
+                    Some((if parent.is_empty() { "/".to_owned() } else { parent.to_owned() }, name))
+                }
+                None => None,
+            })
+            .max_by_key(|(root, _)| root.len())
+    }
+}
+
 impl Default for FileAllowList {
     fn default() -> Self {
         FileAllowList::new(DEFAULT_READABLE)
@@ -723,5 +756,9 @@ mod tests {
         ] {
             assert!(list.check(bad).is_err(), "{bad}");
         }
+        assert_eq!(list.root_of("/etc/nixos/hosts/web.nix"), Some(("/etc/nixos".to_owned(), "hosts/web.nix")));
+        assert_eq!(list.root_of("/etc/hosts"), Some(("/etc".to_owned(), "hosts")));
+        assert_eq!(list.root_of("/proc/pressure/cpu"), Some(("/proc/pressure".to_owned(), "cpu")));
+        assert_eq!(list.root_of("/etc/passwd"), None);
     }
 }

@@ -73,6 +73,8 @@ pub const CONFIG_KEYS: &[&str] = &[
     "llm.concurrency",
     "llm.redact_patterns",
     "llm.readable_paths",
+    "llm.answer_max_bytes",
+    "llm.check_ports",
     "notifications.gotify.url",
     "notifications.gotify.token_file",
 ];
@@ -157,6 +159,11 @@ pub struct LlmSection {
     pub redact_patterns: Vec<String>,
     /// Files (or directories, ending in `/`) the model's `read_file` tool may read.
     pub readable_paths: Option<Vec<String>>,
+    /// Most bytes of one model answer that are read (default 256 KiB); the rest is cut off.
+    pub answer_max_bytes: Option<u64>,
+    /// The TCP ports the model's `check_network` may probe, by host (`local` or a configured
+    /// host); a configured host's SSH port is always allowed.
+    pub check_ports: std::collections::BTreeMap<String, Vec<u16>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -238,6 +245,8 @@ pub struct LlmConfig {
     pub concurrency: u32,
     pub redact_patterns: Vec<String>,
     pub readable_paths: Vec<String>,
+    pub answer_max_bytes: usize,
+    pub check_ports: std::collections::BTreeMap<String, Vec<u16>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -573,6 +582,18 @@ impl Config {
         if let Some(p) = readable_paths.iter().find(|p| !p.starts_with('/') || p.contains("..")) {
             bail!("llm.readable_paths: {p:?} must be an absolute path without '..'");
         }
+        let answer_max_bytes = f.llm.answer_max_bytes.unwrap_or(256 * 1024);
+        if !(4096..=64 * 1024 * 1024).contains(&answer_max_bytes) {
+            bail!("llm.answer_max_bytes = {answer_max_bytes} is outside 4096-67108864");
+        }
+        for (host, ports) in &f.llm.check_ports {
+            if host != "local" && !hosts.iter().any(|h| h.name.as_str() == host) {
+                bail!("llm.check_ports.{host}: not \"local\" and not a configured host");
+            }
+            if ports.contains(&0) {
+                bail!("llm.check_ports.{host}: port 0 is not a port");
+            }
+        }
         let llm = LlmConfig {
             enable: f.llm.enable.unwrap_or(false),
             backend,
@@ -587,6 +608,8 @@ impl Config {
             concurrency,
             redact_patterns: f.llm.redact_patterns.clone(),
             readable_paths,
+            answer_max_bytes: usize::try_from(answer_max_bytes).unwrap_or(usize::MAX),
+            check_ports: f.llm.check_ports.clone(),
         };
         let gotify = match (&f.notifications.gotify.url, &f.notifications.gotify.token_file) {
             (None, None) => None,
