@@ -102,6 +102,8 @@ rec {
     "llm.concurrency"
     "llm.redact_patterns"
     "llm.readable_paths"
+    "llm.answer_max_bytes"
+    "llm.check_ports"
   ];
 
   # Options that configure the NixOS side (the unit, the user, companions), not a daemon key.
