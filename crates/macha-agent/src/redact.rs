@@ -18,7 +18,7 @@
 //! whatever they match is replaced whole. Ordinary log lines stay readable: a word like
 //! "password" alone masks nothing.
 
-use regex::{Captures, Regex};
+use regex::{Captures, Regex, RegexSet};
 use std::sync::LazyLock;
 
 /// What replaces a secret.
@@ -28,6 +28,8 @@ pub const MASK: &str = "[REDACTED]";
 #[derive(Debug, Clone)]
 pub struct Redactor {
     rules: Vec<Rule>,
+    /// All rules at once: one scan of the text says which rules can match at all.
+    set: Option<RegexSet>,
 }
 
 /// What a rule replaces.
@@ -197,6 +199,10 @@ static END_KEY: LazyLock<Option<Regex>> =
 /// patterns did not compile (they are constants; tested), every `-----BEGIN`/`-----END` counts,
 /// which only ever masks more.
 fn marker(line: &str, begin: bool) -> Option<(usize, usize)> {
+    // Most lines have no marker at all: skip the regex for them.
+    if !line.contains("-----") {
+        return None;
+    }
     let (re, fallback) = if begin { (&*BEGIN_KEY, "-----BEGIN") } else { (&*END_KEY, "-----END") };
     match re {
         Some(re) => re.find(line).map(|m| (m.start(), m.end())),
@@ -230,6 +236,9 @@ fn key_body_like(line: &str) -> bool {
 
 /// Whether a line's message is one long base64 run (a key body line arriving on its own).
 fn lone_key_line(line: &str) -> bool {
+    if line.len() < 40 {
+        return false;
+    }
     let msg = split_message(line).1.trim();
     msg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
         && looks_like_key_material(msg)
@@ -334,14 +343,16 @@ impl Redactor {
             }
             rules.push(Rule { name: format!("configured_{i}"), re: compile(p)?, keep: Keep::Nothing, accept: None });
         }
-        Ok(Redactor { rules })
+        // Without the set every rule scans the text on its own: slower, never less redaction.
+        let set = RegexSet::new(rules.iter().map(|r| r.re.as_str())).ok();
+        Ok(Redactor { rules, set })
     }
 
     /// Only the built-in rules.
     pub fn builtin() -> Redactor {
         // The built-in patterns are constants that compile (tested); an empty set would only ever
         // under-redact, so fall back to compiling them one by one and skipping none silently.
-        Redactor::new::<&str>(&[]).unwrap_or_else(|_| Redactor { rules: Vec::new() })
+        Redactor::new::<&str>(&[]).unwrap_or_else(|_| Redactor { rules: Vec::new(), set: None })
     }
 
     /// The names of the rules, for documentation and tests.
@@ -380,8 +391,15 @@ impl Redactor {
     /// Applies the rules to text the key-block pass has seen.
     fn rules(&self, text: String, count: &mut usize) -> String {
         let mut out = text;
-        for rule in &self.rules {
-            if !rule.re.is_match(&out) {
+        let hits = self.set.as_ref().map(|set| set.matches(&out));
+        for (i, rule) in self.rules.iter().enumerate() {
+            let possible = match &hits {
+                Some(h) => h.matched(i),
+                None => rule.re.is_match(&out),
+            };
+            // A replacement only ever inserts the mask, so a rule that matched nothing before
+            // cannot match after.
+            if !possible || !rule.re.is_match(&out) {
                 continue;
             }
             let replaced = rule.re.replace_all(&out, |c: &Captures<'_>| {
@@ -411,8 +429,14 @@ impl Redactor {
 
     /// Masks every secret in `text` (lines separated by `\n`, kept as they are).
     pub fn redact(&self, text: &str) -> Redacted {
-        let (lines, mut count) = Redactor::key_blocks(text.split('\n'));
-        let text = self.rules(lines.join("\n"), &mut count);
+        // The line pass only when a line could hold key material (most text has none).
+        let (text, mut count) = if text.contains("-----") || text.split('\n').any(lone_key_line) {
+            let (lines, count) = Redactor::key_blocks(text.split('\n'));
+            (lines.join("\n"), count)
+        } else {
+            (text.to_owned(), 0)
+        };
+        let text = self.rules(text, &mut count);
         Redacted { text, count }
     }
 
@@ -462,6 +486,7 @@ mod tests {
         assert!(Redactor::new::<&str>(&[]).is_ok());
         assert_eq!(Redactor::builtin().rule_names().len(), BUILTIN.len() + 2);
         assert!(BEGIN_KEY.is_some() && END_KEY.is_some());
+        assert!(Redactor::builtin().set.is_some());
     }
 
     #[test]

@@ -637,7 +637,9 @@ impl FileAllowList {
         self.entries
             .iter()
             .filter_map(|e| match e.strip_suffix('/') {
-                Some(dir) => path.strip_prefix(e.as_str()).filter(|rel| !rel.is_empty()).map(|rel| (dir.to_owned(), rel)),
+                Some(dir) => {
+                    path.strip_prefix(e.as_str()).filter(|rel| !rel.is_empty()).map(|rel| (dir.to_owned(), rel))
+                }
                 None if path == e => {
                     let (parent, name) = path.rsplit_once('/')?;
                     Some((if parent.is_empty() { "/".to_owned() } else { parent.to_owned() }, name))

@@ -435,7 +435,10 @@ fn a_fifty_megabyte_answer_is_cut_and_memory_stays_bounded() {
     let peak2 = status_kib(d2.pid(), "VmHWM");
     eprintln!("daemon peak RSS grew by {grew} KiB (streamed); second daemon peak {peak2} KiB (whole body)");
     assert!(grew < 24 * 1024, "the streamed answer grew the daemon's peak RSS by {grew} KiB");
-    assert!(peak2 < before + 24 * 1024, "the whole-body answer: peak RSS {peak2} KiB (first daemon started at {before})");
+    assert!(
+        peak2 < before + 24 * 1024,
+        "the whole-body answer: peak RSS {peak2} KiB (first daemon started at {before})"
+    );
     // Stored once, cut: the prompt log holds the answer at most once, marked truncated.
     let prompts = d.store().prompts(None, 100).unwrap_or_default();
     let logged = serde_json::to_string(&prompts).unwrap_or_default();

@@ -192,7 +192,10 @@ fn answer<'a>(
                     let _ = out.write(format!("{done}\n").as_bytes()).await;
                 } else {
                     let _ = out.head(200, "application/json").await;
-                    let open = format!("{{\"model\":{model},\"created_at\":\"{}\",\"done\":true,\"message\":{{\"role\":\"assistant\",\"content\":\"", now());
+                    let open = format!(
+                        "{{\"model\":{model},\"created_at\":\"{}\",\"done\":true,\"message\":{{\"role\":\"assistant\",\"content\":\"",
+                        now()
+                    );
                     if out.write(open.as_bytes()).await.is_err() {
                         return;
                     }
