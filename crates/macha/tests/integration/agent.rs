@@ -415,8 +415,11 @@ fn a_fifty_megabyte_answer_is_cut_and_memory_stays_bounded() {
     let out = d.cli_as("macha-ask", &["--json", "say a lot"], "");
     let (stdout, err) = text(&out);
     assert!(out.status.success(), "{err}");
-    let done: serde_json::Value =
-        stdout.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).last().unwrap_or_default();
+    let done: serde_json::Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .next_back()
+        .unwrap_or_default();
     let answer = done["result"]["answer"].as_str().or(done["answer"].as_str()).unwrap_or_default().to_owned();
     assert!(!answer.is_empty() && answer.len() <= 256 * 1024, "{} bytes of answer", answer.len());
     // Not streamed (a second ask in JSON tool mode is not streamed): the body is refused whole.
@@ -498,4 +501,35 @@ fn logs_are_redacted_before_filtering_and_only_working_tools_are_offered() {
     let tools: Vec<&str> =
         chats[0]["tools"].as_array().into_iter().flatten().filter_map(|t| t["function"]["name"].as_str()).collect();
     assert!(tools.contains(&"read_logs") && !tools.contains(&"search_knowledge"), "{tools:?}");
+}
+
+/// The journal window keeps the five latest error samples: of a key logged line by line, the BEGIN
+/// line has scrolled out, and body lines plus the END line are what the automatic analysis sees.
+#[test]
+fn an_analysis_never_carries_a_key_whose_begin_scrolled_out_of_the_samples() {
+    use macha_core::snapshot::{JournalSummary, Section, Snapshot};
+    let body = [
+        "MIIEowIBAAKCAQEA7xyzQWERTYuiop1234567890abcdEFGHijklMNOPqrstUVwxyz09",
+        "Qk1hbGljaW91c0tleU1hdGVyaWFsMTIzNDU2Nzg5MGFiY2RlZmdoaWprbG1ub3Bx",
+        "c2hvcnQrbGFzdA==",
+    ];
+    let mut samples: Vec<String> = body.iter().map(|b| format!("deploy.service: {b}")).collect();
+    samples.push("deploy.service: -----END RSA PRIVATE KEY-----".into());
+    samples.push("deploy.service: Main process exited, code=exited, status=1/FAILURE".into());
+    let host = macha_core::HostName::parse("local").unwrap_or_else(|e| panic!("{e}"));
+    let mut snap = Snapshot::all_unavailable(host, macha_core::Timestamp::from_millis(0), "test");
+    snap.journal = Section::ok(JournalSummary { window_secs: 600, errors_total: 5, by_unit: Vec::new(), samples });
+    let items = [macha_agent::prompt::IncidentItem {
+        issue_id: 1,
+        host: "local".into(),
+        check: "failed_unit".into(),
+        subject: "deploy.service".into(),
+        severity: "critical".into(),
+        summary: "deploy.service failed".into(),
+    }];
+    let prompt = macha::agent::incident_prompt(&items, Some(&snap), &macha_agent::Redactor::builtin(), "n0nce");
+    for b in body {
+        assert!(!prompt.contains(b), "{b} reached the prompt:\n{prompt}");
+    }
+    assert!(prompt.contains("Main process exited"), "the ordinary line stays: {prompt}");
 }
