@@ -533,3 +533,43 @@ fn an_analysis_never_carries_a_key_whose_begin_scrolled_out_of_the_samples() {
     }
     assert!(prompt.contains("Main process exited"), "the ordinary line stays: {prompt}");
 }
+
+#[test]
+fn a_cached_output_pages_to_the_model_as_it_is() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let big = dir.path().join("big.log");
+    let mut log = String::with_capacity(10 * 1024 * 1024 + 64);
+    let mut i = 0u64;
+    while log.len() < 10 * 1024 * 1024 {
+        log.push_str(&format!("Nov 21 10:00:00 web app[1]: request {i:09} served\n"));
+        i += 1;
+    }
+    std::fs::write(&big, &log).unwrap_or_else(|e| panic!("{e}"));
+    let model = Scripted::start(vec![
+        Reply::call("read_file", json!({"path": big.display().to_string()})),
+        Reply::call("get_cached_output", json!({"id": "c-1"})),
+        Reply::call("get_cached_output", json!({"id": "c-1", "offset": 5_000_000})),
+        Reply::text("done"),
+    ]);
+    let extra = format!("readable_paths = [\"{}/\"]", dir.path().display());
+    let d = TestDaemon::builder().autonomy("suggest").top(QUIET).llm(&llm(&model.url, &extra)).start();
+    let out = d.cli_as("macha-ask", &["page through the big log"], "");
+    assert!(out.status.success(), "{}", text(&out).1);
+    let chats = model.chats();
+    let last = |n: usize| {
+        chats[n]["messages"].as_array().and_then(|m| m.last().cloned()).unwrap_or_default()["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let first = last(2);
+    assert!(first.contains(&log[..3_000]), "the first page is not the output's start: {first}");
+    assert!(first.contains("[bytes 0-") && !first.contains("note: truncated"), "{first}");
+    let middle = last(3);
+    assert!(middle.contains(&log[5_000_000..5_003_000]), "the page at 5000000 is not verbatim: {middle}");
+    assert!(middle.contains("[bytes 5000000-"), "{middle}");
+    // The pages were neither summarised nor cached again.
+    let generates = model.requests().iter().filter(|(p, _)| p == "/api/generate").count();
+    assert_eq!(generates, 7, "only the first read was summarised");
+    assert!(d.store().cached_output("c-2", 0, 10).unwrap_or_default().is_none(), "a page was cached again");
+}
