@@ -109,6 +109,7 @@ rec {
     "llm.redact_patterns"
     "llm.readable_paths"
     "llm.answer_max_bytes"
+    "llm.check_ports"
   ];
 
   # Options that configure the NixOS side (the unit, the user, companions), not a daemon key.

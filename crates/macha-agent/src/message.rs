@@ -108,4 +108,7 @@ pub struct ChatResponse {
     /// Milliseconds from sending to the first streamed token (streaming only).
     pub first_token_ms: Option<u64>,
     pub total_ms: u64,
+    /// The answer was longer than `llm.answer_max_bytes` and was cut there (the rest was not read).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }

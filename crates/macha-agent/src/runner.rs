@@ -18,6 +18,12 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
+/// Most `propose_action` calls one turn may make; later ones are answered with an error the model
+/// sees, and are not decided.
+pub const MAX_PROPOSALS_PER_TURN: usize = 3;
+/// Most bytes of an invalid answer quoted back to the model in its history.
+pub const QUOTE_MAX: usize = 4 * 1024;
+
 /// How tools reach the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -125,6 +131,10 @@ pub struct TurnResult {
     pub first_prompt_estimate: usize,
     /// Milliseconds to the first streamed token of the first call.
     pub first_token_ms: Option<u64>,
+    /// An answer of this turn was longer than the answer cap and was cut (the prompt log holds
+    /// it once, as cut).
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// Checks a final answer; `Err` is quoted back to the model once.
@@ -245,6 +255,7 @@ impl<'a> Runner<'a> {
         let mut result = TurnResult::default();
         let mut invalid: Option<String> = None;
         let mut force_format = false;
+        let mut proposals = 0usize;
         let json_mode = self.config.tool_mode == ToolMode::Json;
         for step in 0..self.config.max_steps {
             let mut sent = history::prune(messages, self.config.budget.history_tokens());
@@ -277,6 +288,7 @@ impl<'a> Runner<'a> {
             if result.first_token_ms.is_none() {
                 result.first_token_ms = resp.first_token_ms;
             }
+            result.truncated |= resp.truncated;
 
             // What did the model do?
             let (calls, answer): (Vec<RawToolCall>, Option<String>) = if json_mode {
@@ -285,7 +297,7 @@ impl<'a> Runner<'a> {
                     Ok(Step::Answer(serde_json::Value::String(s))) => (Vec::new(), Some(s)),
                     Ok(Step::Answer(v)) => (Vec::new(), Some(v.to_string())),
                     Err(e) => {
-                        messages.push(Message::assistant(self.redactor.apply(&resp.content)));
+                        messages.push(Message::assistant(self.redactor.apply(budget::head(&resp.content, QUOTE_MAX))));
                         self.refuse(&mut invalid, e.to_string(), messages)?;
                         continue;
                     }
@@ -309,7 +321,7 @@ impl<'a> Runner<'a> {
                         return Ok(result);
                     }
                     Some(p) => {
-                        messages.push(Message::assistant(self.redactor.apply(&text)));
+                        messages.push(Message::assistant(self.redactor.apply(budget::head(&text, QUOTE_MAX))));
                         force_format = final_schema.is_some();
                         self.refuse(&mut invalid, p, messages)?;
                         continue;
@@ -344,7 +356,16 @@ impl<'a> Runner<'a> {
                         refused = Some(msg.clone());
                         format!("error: {msg}")
                     }
+                    Ok(call) if call.name() == ToolName::ProposeAction && proposals >= MAX_PROPOSALS_PER_TURN => {
+                        let msg =
+                            format!("at most {MAX_PROPOSALS_PER_TURN} proposals per turn; this one was not decided");
+                        self.emit(AgentEvent::ToolRefused { name: shown_name.clone(), error: msg.clone() });
+                        format!("error: {msg}")
+                    }
                     Ok(call) => {
+                        if call.name() == ToolName::ProposeAction {
+                            proposals += 1;
+                        }
                         result.calls.push(call.name().as_str().to_owned());
                         let name = call.name().as_str();
                         match self.host.run(call).await {
@@ -398,6 +419,12 @@ impl<'a> Runner<'a> {
     /// A tool's output as the model sees it: redacted, fenced, and within the budget (large
     /// outputs are cached and summarised chunk by chunk).
     pub async fn fit(&self, tool: &str, output: &str) -> String {
+        // A page of a cached output is already redacted and sized to fit: it goes to the model
+        // verbatim, never cached or summarised again.
+        if tool == ToolName::GetCachedOutput.as_str() {
+            self.emit(AgentEvent::ToolResult { name: tool.to_owned(), bytes: output.len(), note: None });
+            return prompt::tool_result(tool, &self.nonce, output, None);
+        }
         // Large outputs are redacted off the async thread (the daemon's runtime is single-threaded).
         let red = if output.len() > 64 * 1024 {
             let (redactor, text) = (self.redactor.clone(), output.to_owned());

@@ -64,6 +64,20 @@ pub enum LogPriority {
 }
 
 impl LogPriority {
+    /// The syslog level (0 emerg … 7 debug).
+    pub fn level(self) -> u8 {
+        match self {
+            LogPriority::Emerg => 0,
+            LogPriority::Alert => 1,
+            LogPriority::Crit => 2,
+            LogPriority::Err => 3,
+            LogPriority::Warning => 4,
+            LogPriority::Notice => 5,
+            LogPriority::Info => 6,
+            LogPriority::Debug => 7,
+        }
+    }
+
     /// journalctl's `--priority` value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -142,13 +156,6 @@ pub struct NetworkArgs {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SearchArgs {
-    #[schemars(length(min = 1, max = 256))]
-    pub query: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct CachedArgs {
     /// The id a truncated tool result named.
     #[schemars(length(min = 1, max = 64))]
@@ -169,13 +176,12 @@ pub enum ToolName {
     Hardware,
     CheckNetwork,
     ListHosts,
-    SearchKnowledge,
     GetCachedOutput,
     ProposeAction,
 }
 
 impl ToolName {
-    pub const ALL: [ToolName; 10] = [
+    pub const ALL: [ToolName; 9] = [
         ToolName::GetSnapshot,
         ToolName::UnitStatus,
         ToolName::ReadLogs,
@@ -183,7 +189,6 @@ impl ToolName {
         ToolName::Hardware,
         ToolName::CheckNetwork,
         ToolName::ListHosts,
-        ToolName::SearchKnowledge,
         ToolName::GetCachedOutput,
         ToolName::ProposeAction,
     ];
@@ -202,7 +207,6 @@ impl ToolName {
             ToolName::Hardware => "hardware",
             ToolName::CheckNetwork => "check_network",
             ToolName::ListHosts => "list_hosts",
-            ToolName::SearchKnowledge => "search_knowledge",
             ToolName::GetCachedOutput => "get_cached_output",
             ToolName::ProposeAction => "propose_action",
         }
@@ -221,9 +225,8 @@ impl ToolName {
             ToolName::ReadLogs => "Recent journal lines, filtered by unit, priority, time and text.",
             ToolName::ReadFile => "Read an allow-listed file (configuration, /proc).",
             ToolName::Hardware => "CPU, GPUs (temperature, memory), block and USB devices.",
-            ToolName::CheckNetwork => "Whether a TCP port on a known host accepts connections.",
+            ToolName::CheckNetwork => "Whether a TCP port of a known host's configured services accepts connections.",
             ToolName::ListHosts => "The hosts Macha knows.",
-            ToolName::SearchKnowledge => "Search configurations and learned knowledge.",
             ToolName::GetCachedOutput => "Read more of a large tool result by its id.",
             ToolName::ProposeAction => {
                 "Propose one action. Macha's policy decides: run, ask a person, or refuse. You are told which."
@@ -245,7 +248,6 @@ impl ToolName {
             ToolName::ReadFile => schema_of::<FileArgs>(),
             ToolName::Hardware | ToolName::ListHosts => schema_of::<NoArgs>(),
             ToolName::CheckNetwork => schema_of::<NetworkArgs>(),
-            ToolName::SearchKnowledge => schema_of::<SearchArgs>(),
             ToolName::GetCachedOutput => schema_of::<CachedArgs>(),
             ToolName::ProposeAction => action_parameters(),
         }
@@ -405,7 +407,6 @@ pub enum ToolCall {
     Hardware,
     CheckNetwork(NetworkArgs),
     ListHosts,
-    SearchKnowledge(SearchArgs),
     GetCachedOutput(CachedArgs),
     ProposeAction(Box<Action>),
 }
@@ -420,7 +421,6 @@ impl ToolCall {
             ToolCall::Hardware => ToolName::Hardware,
             ToolCall::CheckNetwork(_) => ToolName::CheckNetwork,
             ToolCall::ListHosts => ToolName::ListHosts,
-            ToolCall::SearchKnowledge(_) => ToolName::SearchKnowledge,
             ToolCall::GetCachedOutput(_) => ToolName::GetCachedOutput,
             ToolCall::ProposeAction(_) => ToolName::ProposeAction,
         }
@@ -475,6 +475,41 @@ impl ProposalScope {
     }
 }
 
+/// Most bytes of one tool call's arguments (as JSON).
+pub const ARGUMENTS_MAX: usize = 16 * 1024;
+
+/// The size of `v` written as compact JSON, counted without building the text; stops counting
+/// once past [`ARGUMENTS_MAX`].
+fn json_size(v: &serde_json::Value) -> usize {
+    fn walk(v: &serde_json::Value, n: &mut usize) {
+        if *n > ARGUMENTS_MAX {
+            return;
+        }
+        match v {
+            serde_json::Value::Null => *n += 4,
+            serde_json::Value::Bool(_) => *n += 5,
+            serde_json::Value::Number(x) => *n += x.to_string().len(),
+            serde_json::Value::String(s) => *n += s.len() + 2,
+            serde_json::Value::Array(a) => {
+                *n += 2 + a.len();
+                for x in a {
+                    walk(x, n);
+                }
+            }
+            serde_json::Value::Object(o) => {
+                *n += 2 + o.len();
+                for (k, x) in o {
+                    *n += k.len() + 3;
+                    walk(x, n);
+                }
+            }
+        }
+    }
+    let mut n = 0;
+    walk(v, &mut n);
+    n
+}
+
 /// Parses a model's call against the tools offered.
 pub fn parse_call(raw: &RawToolCall, offered: &[ToolName]) -> Result<ToolCall, ToolError> {
     parse_call_scoped(raw, offered, None)
@@ -494,15 +529,18 @@ pub fn parse_call_scoped(
         return Err(ToolError::NotOffered { name: tool.as_str().to_owned(), offered: names() });
     }
     let bad = |reason: String| ToolError::BadArguments { tool: tool.as_str(), reason };
+    // No tool takes more than a few hundred bytes; a larger call is refused before it is parsed.
+    let size = match &raw.arguments {
+        serde_json::Value::String(s) => s.len(),
+        v => json_size(v),
+    };
+    if size > ARGUMENTS_MAX {
+        return Err(bad(format!("{size} bytes of arguments; at most {ARGUMENTS_MAX} are accepted")));
+    }
     // OpenAI-style servers send the arguments as a JSON string; some models send nothing.
     let args = match &raw.arguments {
         serde_json::Value::String(s) if s.trim().is_empty() => serde_json::json!({}),
-        serde_json::Value::String(s) => {
-            if s.len() > macha_core::action::DOCUMENT_MAX {
-                return Err(bad(format!("{} bytes of arguments", s.len())));
-            }
-            serde_json::from_str(s).map_err(|e| bad(format!("not JSON: {e}")))?
-        }
+        serde_json::Value::String(s) => serde_json::from_str(s).map_err(|e| bad(format!("not JSON: {e}")))?,
         serde_json::Value::Null => serde_json::json!({}),
         v => v.clone(),
     };
@@ -542,13 +580,6 @@ pub fn parse_call_scoped(
         ToolName::ListHosts => {
             let _: NoArgs = typed(args).map_err(bad)?;
             ToolCall::ListHosts
-        }
-        ToolName::SearchKnowledge => {
-            let a: SearchArgs = typed(args).map_err(bad)?;
-            if a.query.trim().is_empty() || a.query.len() > 256 {
-                return Err(bad("query must be 1-256 bytes".into()));
-            }
-            ToolCall::SearchKnowledge(a)
         }
         ToolName::GetCachedOutput => {
             let a: CachedArgs = typed(args).map_err(bad)?;
@@ -639,6 +670,27 @@ impl FileAllowList {
     }
 }
 
+impl FileAllowList {
+    /// The directory a read of `path` starts from and the path below it: for a directory entry
+    /// the directory itself, for a file entry its parent. The longest matching entry wins. `None`
+    /// when no entry allows `path` (call [`FileAllowList::check`] first for the reason).
+    pub fn root_of<'a>(&self, path: &'a str) -> Option<(String, &'a str)> {
+        self.entries
+            .iter()
+            .filter_map(|e| match e.strip_suffix('/') {
+                Some(dir) => {
+                    path.strip_prefix(e.as_str()).filter(|rel| !rel.is_empty()).map(|rel| (dir.to_owned(), rel))
+                }
+                None if path == e => {
+                    let (parent, name) = path.rsplit_once('/')?;
+                    Some((if parent.is_empty() { "/".to_owned() } else { parent.to_owned() }, name))
+                }
+                None => None,
+            })
+            .max_by_key(|(root, _)| root.len())
+    }
+}
+
 impl Default for FileAllowList {
     fn default() -> Self {
         FileAllowList::new(DEFAULT_READABLE)
@@ -711,6 +763,17 @@ mod tests {
         );
         assert!(err("propose_action", serde_json::json!("{not json")).contains("not JSON"));
         assert!(err("get_cached_output", serde_json::json!({"id": "../../etc/shadow"})).contains("cache id"));
+        // Oversized arguments, as an object or as a string, are refused before parsing.
+        let big = "x".repeat(ARGUMENTS_MAX);
+        assert!(err("read_logs", serde_json::json!({"grep": big})).contains("bytes of arguments"));
+        assert!(err("read_logs", serde_json::json!(format!("{{\"grep\":\"{big}\"}}"))).contains("bytes of arguments"));
+        let many: Vec<serde_json::Value> = (0..4000).map(|i| serde_json::json!(i)).collect();
+        assert!(
+            err("propose_action", serde_json::json!({"kind": "reboot", "reason": "", "x": many}))
+                .contains("bytes of arguments")
+        );
+        // search_knowledge is not a tool (there is no knowledge index to search).
+        assert!(err("search_knowledge", serde_json::json!({"query": "nginx"})).contains("there is no tool"));
         let only_read = parse_call(
             &RawToolCall { id: None, name: "propose_action".into(), arguments: serde_json::json!({}) },
             &[ToolName::UnitStatus],
@@ -736,6 +799,10 @@ mod tests {
         ] {
             assert!(list.check(bad).is_err(), "{bad}");
         }
+        assert_eq!(list.root_of("/etc/nixos/hosts/web.nix"), Some(("/etc/nixos".to_owned(), "hosts/web.nix")));
+        assert_eq!(list.root_of("/etc/hosts"), Some(("/etc".to_owned(), "hosts")));
+        assert_eq!(list.root_of("/proc/pressure/cpu"), Some(("/proc/pressure".to_owned(), "cpu")));
+        assert_eq!(list.root_of("/etc/passwd"), None);
     }
 
     /// Finding: an incident offered restart_unit/reset_failed, the model sent journal_vacuum and it

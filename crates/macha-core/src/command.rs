@@ -6,6 +6,7 @@
 //! typed values (validated unit names, bounded integers) become single argv elements, after a `--`
 //! where the tool supports it.
 
+use crate::UnitName;
 use crate::action::{Action, DiagnosticArgs, DiagnosticName};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -55,11 +56,18 @@ impl Command {
     }
 }
 
+/// The whole environment of every process Macha starts: spawners call `env_clear()` and then set
+/// exactly these (nothing of the daemon's own environment is inherited).
+pub const SPAWN_ENV: [(&str, &str); 3] =
+    [("PATH", "/run/current-system/sw/bin:/usr/bin:/bin"), ("LC_ALL", "C"), ("SYSTEMD_PAGER", "")];
+
 /// External tools by name → absolute path, resolved once by the daemon at start (on NixOS, store
-/// paths from the module). The core only looks them up.
+/// paths from the module), plus the journal directory every `journalctl` reads (`journal.directory`).
+/// The core only looks them up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tools {
     paths: BTreeMap<&'static str, String>,
+    journal_directory: Option<String>,
 }
 
 /// Every external program Macha may run.
@@ -79,6 +87,25 @@ impl Tools {
         }
         self
     }
+    /// Every `journalctl` built here reads this directory instead of the system journal; ignored
+    /// unless absolute.
+    pub fn with_journal_directory(mut self, dir: &str) -> Tools {
+        if dir.starts_with('/') && !dir.contains('\0') {
+            self.journal_directory = Some(dir.to_owned());
+        }
+        self
+    }
+    pub fn journal_directory(&self) -> Option<&str> {
+        self.journal_directory.as_deref()
+    }
+    /// `journalctl` with `--directory=` when one is configured.
+    fn journalctl(&self) -> Result<Command, CommandError> {
+        let c = self.get("journalctl")?;
+        Ok(match &self.journal_directory {
+            Some(d) => c.arg(format!("--directory={d}")),
+            None => c,
+        })
+    }
     pub fn get(&self, name: &'static str) -> Result<Command, CommandError> {
         match self.paths.get(name) {
             Some(p) => Command::new(p),
@@ -88,6 +115,35 @@ impl Tools {
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
         self.paths.iter().map(|(k, v)| (*k, v.as_str()))
     }
+}
+
+/// A read of recent journal lines (the model's `read_logs`), from typed, bounded values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogQuery {
+    pub unit: Option<UnitName>,
+    /// This syslog priority (0 emerg … 7 debug) or more severe.
+    pub priority: Option<u8>,
+    /// Most lines (clamped to 1-1000).
+    pub lines: u32,
+    /// How far back (clamped to 1-10080 minutes).
+    pub since_minutes: u32,
+}
+
+/// `journalctl --no-pager --output=short-iso --quiet [--directory=…] --lines=N --since=-Nmin
+/// [--priority=P] [--unit=U]`: the one argv of the model's log reads.
+pub fn read_logs(q: &LogQuery, tools: &Tools) -> Result<Command, CommandError> {
+    let mut c = tools
+        .journalctl()?
+        .args(["--no-pager", "--output=short-iso", "--quiet"])
+        .arg(format!("--lines={}", q.lines.clamp(1, 1000)))
+        .arg(format!("--since=-{}min", q.since_minutes.clamp(1, 10080)));
+    if let Some(p) = q.priority {
+        c = c.arg(format!("--priority={}", p.min(7)));
+    }
+    if let Some(u) = &q.unit {
+        c = c.arg(format!("--unit={}", u.as_str()));
+    }
+    Ok(c)
 }
 
 /// The command for an action that runs as a process. Unit actions go over D-Bus, config changes and
@@ -122,13 +178,13 @@ fn diagnostic_command(name: DiagnosticName, args: &DiagnosticArgs, tools: &Tools
             tools.get("systemctl")?.args(["status", "--no-pager", "--full", "--lines=20", "--"]).arg(unit)
         }
         DiagnosticName::UnitLogs => tools
-            .get("journalctl")?
+            .journalctl()?
             .args(["--no-pager", "--output=short-iso", "--lines", &lines, "--since", &since, "--unit"])
             .arg(unit),
         DiagnosticName::FailedUnits => {
             tools.get("systemctl")?.args(["list-units", "--failed", "--no-pager", "--plain"])
         }
-        DiagnosticName::JournalErrors => tools.get("journalctl")?.args([
+        DiagnosticName::JournalErrors => tools.journalctl()?.args([
             "--no-pager",
             "--output=short-iso",
             "--priority=err",
@@ -180,6 +236,42 @@ mod tests {
             assert!(c.program().starts_with('/'));
             assert!(c.argv().iter().all(|a| !a.contains(['|', ';', '&', '`', '$', '>', '<', '\n'])));
         }
+    }
+
+    #[test]
+    fn journal_reads_take_the_configured_directory() {
+        let unit = crate::UnitName::parse("nginx").unwrap_or_else(|e| panic!("{e}"));
+        let args = DiagnosticArgs { unit: Some(unit.clone()), ..Default::default() };
+        let logs = Action::Diagnostic {
+            host: Hosts::default(),
+            name: DiagnosticName::UnitLogs,
+            args: args.clone(),
+            reason: String::new(),
+        };
+        let with_dir = tools().with_journal_directory("/var/log/journal-remote");
+        let c = command_for(&logs, &with_dir).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.argv().contains(&"--directory=/var/log/journal-remote".to_owned()), "{}", c.display());
+        let c = command_for(&logs, &tools()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!c.argv().iter().any(|a| a.starts_with("--directory")), "{}", c.display());
+        assert!(tools().with_journal_directory("relative").journal_directory().is_none());
+        // The model's reads: typed values only, bounded, the directory included.
+        let q = LogQuery { unit: Some(unit), priority: Some(9), lines: 100_000, since_minutes: 0 };
+        let c = read_logs(&q, &with_dir).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.program(), "/usr/bin/journalctl");
+        assert_eq!(
+            c.argv(),
+            [
+                "--directory=/var/log/journal-remote",
+                "--no-pager",
+                "--output=short-iso",
+                "--quiet",
+                "--lines=1000",
+                "--since=-1min",
+                "--priority=7",
+                "--unit=nginx.service"
+            ]
+        );
+        assert_eq!(read_logs(&q, &Tools::new()), Err(CommandError::ToolMissing { tool: "journalctl" }));
     }
 
     #[test]

@@ -230,6 +230,8 @@ pub async fn probe(config: &JournalConfig) -> Result<(), String> {
     let program = config.journalctl.display().to_string();
     let mut cmd = Command::new(&config.journalctl);
     cmd.args(["--lines=1", "--output=json", "--no-pager", "--output-fields=MESSAGE"])
+        .env_clear()
+        .envs(macha_core::command::SPAWN_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -275,6 +277,8 @@ async fn run_once(
     let program = config.journalctl.display().to_string();
     let mut child = Command::new(&config.journalctl)
         .args(&args)
+        .env_clear()
+        .envs(macha_core::command::SPAWN_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -96,6 +96,8 @@ pub fn find_nvidia_smi(dirs: &[PathBuf]) -> Option<PathBuf> {
 pub fn query(path: &Path, timeout: Duration) -> Result<Vec<NvidiaReading>, NvidiaSmiError> {
     let mut child = Command::new(path)
         .args(NVIDIA_SMI_ARGS)
+        .env_clear()
+        .envs(macha_core::command::SPAWN_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

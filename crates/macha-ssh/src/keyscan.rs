@@ -20,6 +20,7 @@ pub async fn scan(keyscan: &Path, target: &Target, timeout: Duration) -> Result<
     cmd.args(["-T", &secs.to_string(), "-p", &target.port.to_string(), "-t", "ed25519,ecdsa,rsa", "--"])
         .arg(&target.address)
         .env_clear()
+        .envs(macha_core::command::SPAWN_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -270,6 +270,7 @@ impl SshPool {
         let mut cmd = tokio::process::Command::new(&self.settings.ssh);
         cmd.args(self.settings.master_args(target, &ctl, &log))
             .env_clear()
+            .envs(macha_core::command::SPAWN_ENV)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

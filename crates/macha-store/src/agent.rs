@@ -365,22 +365,36 @@ impl Store {
     }
 
     /// Up to `len` bytes of a cached output from byte `offset` (at character boundaries), and its
-    /// total size. `None` if there is no such id.
+    /// total size. `None` if there is no such id. Only the page is read out of the database, so
+    /// paging through a large output costs a page at a time.
     pub fn cached_output(&self, id: &str, offset: u64, len: usize) -> Result<Option<(String, usize)>> {
         let Some(n) = id.strip_prefix("c-").and_then(|n| n.parse::<i64>().ok()) else { return Ok(None) };
-        let content: Option<String> =
-            self.conn.query_row("SELECT content FROM output_cache WHERE id = ?1", [n], |row| row.get(0)).optional()?;
-        Ok(content.map(|c| {
-            let total = c.len();
-            let mut start = usize::try_from(offset).unwrap_or(usize::MAX).min(total);
-            while start < total && !c.is_char_boundary(start) {
-                start += 1;
-            }
-            let mut end = start.saturating_add(len).min(total);
-            while end > start && !c.is_char_boundary(end) {
-                end -= 1;
-            }
-            (c[start..end].to_owned(), total)
+        let exists: Option<i64> =
+            self.conn.query_row("SELECT id FROM output_cache WHERE id = ?1", [n], |row| row.get(0)).optional()?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        // Incremental blob I/O reads only the page (plus 3 bytes on each side: a character is at
+        // most 4 bytes), never the whole output.
+        let blob = self.conn.blob_open(rusqlite::MAIN_DB, c"output_cache", c"content", n, true)?;
+        let total = blob.len();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(total);
+        let want = len.saturating_add(6).min(total - start);
+        let mut bytes = vec![0u8; want];
+        blob.read_at_exact(&mut bytes, start)?;
+        let row = Some((total, bytes));
+        Ok(row.map(|(total, bytes)| {
+            // Skip a character cut at the start; end at the last whole character within `len`.
+            let skip = bytes.iter().take(3).take_while(|b| (**b & 0xC0) == 0x80).count();
+            let rest = &bytes[skip..];
+            let mut end = rest.len().min(len);
+            let text = loop {
+                match std::str::from_utf8(&rest[..end]) {
+                    Ok(t) => break t,
+                    Err(e) => end = e.valid_up_to(),
+                }
+            };
+            (text.to_owned(), total)
         }))
     }
 
@@ -527,6 +541,31 @@ mod tests {
         assert_eq!(total, 20_000);
         assert_eq!(part, "éé");
         assert!(store.cached_output("c-999", 0, 5).unwrap().is_none());
+        assert_eq!(store.cached_output(&id, 20_000, 5).unwrap().unwrap().0, "");
+        assert_eq!(store.cached_output(&id, u64::MAX, 5).unwrap().unwrap().0, "");
+        // Paging through 10 MB (multi-byte characters at every page edge) gives the text back
+        // exactly.
+        let mut ten = String::with_capacity(10 * 1024 * 1024 + 64);
+        let mut i = 0u64;
+        while ten.len() < 10 * 1024 * 1024 {
+            ten.push_str(&format!("Zeile {i} — größer ✓\n"));
+            i += 1;
+        }
+        let ten_id = store.cache_output(None, "read_file", &ten, Timestamp(1_000)).unwrap();
+        let (mut at, mut pages, mut back) = (0u64, 0, String::with_capacity(ten.len()));
+        loop {
+            let (page, total) = store.cached_output(&ten_id, at, 3_500).unwrap().unwrap();
+            assert_eq!(total, ten.len());
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 3_500);
+            at += page.len() as u64;
+            back.push_str(&page);
+            pages += 1;
+        }
+        assert_eq!(back, ten);
+        assert!(pages > 2_900, "{pages} pages");
         assert!(store.cached_output("../x", 0, 5).unwrap().is_none());
         // A week later the entry is gone.
         store

@@ -74,7 +74,7 @@ pub enum AgentCall {
     Finish { id: i64, outcome: Result<String, String>, audits: Vec<(Option<i64>, NewAudit)> },
     Record(Box<NewPrompt>),
     Cache { request_id: i64, tool: String, text: String, reply: oneshot::Sender<Result<String, String>> },
-    Cached { id: String, offset: u64, reply: oneshot::Sender<Result<String, String>> },
+    Cached { id: String, offset: u64, len: usize, reply: oneshot::Sender<Result<String, String>> },
     Propose { action: Box<Action>, issue_id: Option<i64>, correlation_id: String, reply: oneshot::Sender<String> },
     Converse { conversation: String, approval_id: Option<i64>, turns: Vec<(String, String, Option<String>)> },
     Learn { entries: Vec<NewKnowledge> },
@@ -137,7 +137,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
     let t = Timeouts::from_request(config.llm.timeout);
     Ok(match config.llm.backend {
-        LlmBackend::Ollama => Arc::new(OllamaBackend::new(&config.llm.url, t)?),
+        LlmBackend::Ollama => Arc::new(
+            OllamaBackend::new(&config.llm.url, t)?
+                .with_answer_max(usize::try_from(config.llm.answer_max_bytes).unwrap_or(usize::MAX)),
+        ),
         LlmBackend::Openai => {
             let key = match &config.llm.api_key_file {
                 Some(p) => Some(
@@ -146,7 +149,10 @@ pub fn backend(config: &Config) -> anyhow::Result<Arc<dyn Backend>> {
                 ),
                 None => None,
             };
-            Arc::new(OpenAiBackend::new(&config.llm.url, key, t)?)
+            Arc::new(
+                OpenAiBackend::new(&config.llm.url, key, t)?
+                    .with_answer_max(usize::try_from(config.llm.answer_max_bytes).unwrap_or(usize::MAX)),
+            )
         }
     })
 }
@@ -570,60 +576,55 @@ impl DaemonHost {
         rx.await.map(|b| *b).map_err(|_| "the daemon is stopping".to_owned())
     }
 
+    /// Journal lines through the one command builder (`journal.directory` included), spawned
+    /// with a cleared environment; redacted as a whole sequence first (a key split over entries is
+    /// masked), and only then filtered, so a filter never picks secret lines out of their context.
     async fn read_logs(&self, a: macha_agent::tools::LogsArgs) -> Result<String, String> {
-        let a = &a;
         let journalctl = crate::observe::journalctl_path(&self.shared.config)?;
-        let mut cmd = tokio::process::Command::new(&journalctl);
-        cmd.args(["--no-pager", "--output=short-iso", "--quiet"])
-            .arg(format!("--lines={}", a.lines.unwrap_or(100).min(macha_agent::tools::LOG_LINES_MAX)))
-            .arg(format!("--since=-{}s", u64::from(a.since_minutes.unwrap_or(60)) * 60))
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        if let Some(p) = a.priority {
-            cmd.arg(format!("--priority={}", p.as_str()));
-        }
-        if let Some(u) = &a.unit {
-            cmd.arg(format!("--unit={}", u.as_str()));
-        }
+        let mut tools = macha_core::command::Tools::new().with("journalctl", &journalctl.display().to_string());
         if let Some(d) = &self.shared.config.journal_directory {
-            cmd.arg(format!("--directory={}", d.display()));
+            tools = tools.with_journal_directory(&d.display().to_string());
         }
-        let out = tokio::time::timeout(Duration::from_secs(15), cmd.output())
+        let query = macha_core::command::LogQuery {
+            unit: a.unit.clone(),
+            priority: a.priority.map(macha_agent::tools::LogPriority::level),
+            lines: a.lines.unwrap_or(100).min(macha_agent::tools::LOG_LINES_MAX),
+            since_minutes: a.since_minutes.unwrap_or(60),
+        };
+        let cmd = macha_core::command::read_logs(&query, &tools).map_err(|e| e.to_string())?;
+        let child = tokio::process::Command::new(cmd.program())
+            .args(cmd.argv())
+            .env_clear()
+            .envs(macha_core::command::SPAWN_ENV)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", cmd.program()))?;
+        let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
             .await
             .map_err(|_| "journalctl did not finish within 15 s".to_owned())?
-            .map_err(|e| format!("cannot run {}: {e}", journalctl.display()))?;
+            .map_err(|e| format!("cannot run {}: {e}", cmd.program()))?;
         if !out.status.success() {
-            return Err(format!("journalctl failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            let err = String::from_utf8_lossy(&out.stderr[..out.stderr.len().min(4096)]).into_owned();
+            return Err(format!("journalctl failed: {}", self.shared.redactor.apply(err.trim())));
         }
         let text = String::from_utf8_lossy(&out.stdout[..out.stdout.len().min(READ_MAX as usize)]).into_owned();
+        let red = self.shared.redactor.apply(&text);
         Ok(match &a.grep {
-            Some(g) => text.lines().filter(|l| l.contains(g.as_str())).collect::<Vec<_>>().join("\n"),
-            None => text,
+            Some(g) => red.lines().filter(|l| l.contains(g.as_str())).collect::<Vec<_>>().join("\n"),
+            None => red,
         })
     }
 
+    /// An allow-listed file, opened beneath its allowed root without a gap between check and
+    /// open (`crate::beneath`).
     async fn read_file(&self, path: String) -> Result<String, String> {
-        let path = path.as_str();
-        self.shared.allow.check(path)?;
-        // Check again on the real path: a symlink must not lead out of the allow-list.
-        let real = tokio::fs::canonicalize(path).await.map_err(|e| format!("{path}: {e}"))?;
-        let real_s = real.to_string_lossy().into_owned();
-        if real_s != path {
-            self.shared.allow.check(&real_s).map_err(|e| format!("{path} resolves to {real_s}: {e}"))?;
-        }
-        let meta = tokio::fs::metadata(&real).await.map_err(|e| format!("{path}: {e}"))?;
-        if !meta.is_file() {
-            return Err(format!("{path} is not a regular file"));
-        }
-        use tokio::io::AsyncReadExt;
-        let file = tokio::fs::File::open(&real).await.map_err(|e| format!("{path}: {e}"))?;
-        let mut buf = Vec::new();
-        file.take(READ_MAX).read_to_end(&mut buf).await.map_err(|e| format!("{path}: {e}"))?;
-        let mut text = String::from_utf8_lossy(&buf).into_owned();
-        if meta.len() > READ_MAX {
-            text.push_str(&format!("\n[the file has {} bytes; only the first {READ_MAX} were read]", meta.len()));
-        }
-        Ok(text)
+        let allow = self.shared.allow.clone();
+        tokio::task::spawn_blocking(move || crate::beneath::read(&allow, &path, READ_MAX))
+            .await
+            .map_err(|e| format!("the read failed: {e}"))?
     }
 
     async fn unit_status(&self, unit: macha_core::UnitName) -> Result<String, String> {
@@ -632,19 +633,31 @@ impl DaemonHost {
         rx.await.unwrap_or_else(|_| Err("the daemon is stopping".into()))
     }
 
+    /// A TCP connect to a port of a configured service: `llm.check_ports` by host, plus a
+    /// configured host's SSH port. Any other port is refused (the model cannot scan).
     async fn check_network(&self, host: HostName, port: u16) -> Result<String, String> {
         let host = &host;
-        let address = if host.is_local() {
-            "127.0.0.1".to_owned()
+        let config = &self.shared.config;
+        let (address, mut allowed) = if host.is_local() {
+            ("127.0.0.1".to_owned(), Vec::new())
         } else {
-            self.shared
-                .config
+            config
                 .hosts
                 .iter()
                 .find(|h| &h.name == host)
-                .map(|h| h.address.clone())
+                .map(|h| (h.address.clone(), vec![h.port]))
                 .ok_or_else(|| format!("{host} is not a known host (see list_hosts)"))?
         };
+        allowed.extend(config.llm.check_ports.get(host.as_str()).into_iter().flatten().copied());
+        allowed.sort_unstable();
+        allowed.dedup();
+        if !allowed.contains(&port) {
+            let list = allowed.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
+            return Err(format!(
+                "port {port} of {host} is not a configured service port; allowed: {}",
+                if list.is_empty() { "none (llm.check_ports lists them)".to_owned() } else { list }
+            ));
+        }
         let started = Instant::now();
         match tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect((address.as_str(), port)))
             .await
@@ -692,12 +705,14 @@ impl DaemonHost {
                 lines.extend(self.shared.config.hosts.iter().map(|h| format!("{} ({})", h.name, h.address)));
                 Ok(lines.join("\n"))
             }
-            ToolCall::SearchKnowledge(_) => {
-                Ok("not indexed: configuration and knowledge search is not available in this version".into())
-            }
             ToolCall::GetCachedOutput(a) => {
                 let (reply, rx) = oneshot::channel();
-                let call = AgentCall::Cached { id: a.id, offset: a.offset.unwrap_or(0), reply };
+                // One page fits the per-tool budget, so it goes to the model as it is.
+                let len = Budget::new(self.shared.config.llm.context_tokens)
+                    .tool_output_bytes()
+                    .min(macha_agent::budget::CHUNK_BYTES)
+                    .saturating_sub(128);
+                let call = AgentCall::Cached { id: a.id, offset: a.offset.unwrap_or(0), len, reply };
                 self.ask_loop(call, rx).await.unwrap_or_else(|| Err("the daemon is stopping".into()))
             }
             ToolCall::ProposeAction(action) => {
@@ -793,8 +808,8 @@ pub fn handle_call(engine: &mut Engine, call: AgentCall) -> anyhow::Result<Vec<W
             let r = engine.store_mut().cache_output(Some(request_id), &tool, &text, now).map_err(|e| e.to_string());
             let _ = reply.send(r);
         }
-        AgentCall::Cached { id, offset, reply } => {
-            let r = match engine.store().cached_output(&id, offset, macha_agent::budget::CHUNK_BYTES) {
+        AgentCall::Cached { id, offset, len, reply } => {
+            let r = match engine.store().cached_output(&id, offset, len) {
                 Ok(Some((text, total))) => {
                     let end = offset + text.len() as u64;
                     Ok(format!(
@@ -859,7 +874,7 @@ async fn unit_status(sources: &Sources, unit: &macha_core::UnitName) -> Result<S
 
 /// Deterministic context for an incident from the snapshot: the failed units' states and the
 /// journal error lines that mention the issues' subjects.
-fn incident_context(items: &[IncidentItem], snapshot: Option<&Snapshot>) -> Vec<ContextBlock> {
+fn incident_context(items: &[IncidentItem], snapshot: Option<&Snapshot>, redactor: &Redactor) -> Vec<ContextBlock> {
     let Some(snap) = snapshot else { return Vec::new() };
     let mut out = Vec::new();
     if let Some(units) = snap.units.data() {
@@ -882,8 +897,10 @@ fn incident_context(items: &[IncidentItem], snapshot: Option<&Snapshot>) -> Vec<
     }
     if let Some(j) = snap.journal.data() {
         let stems: Vec<&str> = items.iter().map(|i| i.subject.trim_end_matches(".service")).collect();
+        // Redacted as one sequence before filtering: a key logged line by line stays masked.
+        let samples = redactor.redact_lines(&j.samples);
         let lines: Vec<&str> =
-            j.samples.iter().map(String::as_str).filter(|s| stems.iter().any(|st| s.contains(st))).take(10).collect();
+            samples.iter().map(String::as_str).filter(|s| stems.iter().any(|st| s.contains(st))).take(10).collect();
         if !lines.is_empty() {
             out.push(ContextBlock { source: "journal:errors".into(), text: lines.join("\n") });
         }
@@ -920,7 +937,7 @@ pub fn after_findings(
             });
         }
     }
-    let context = incident_context(&items, snapshot);
+    let context = incident_context(&items, snapshot, &agent.shared.redactor);
     let new = NewAgentRequest {
         kind: "analysis".into(),
         priority: Priority::Autonomous.as_str().into(),
@@ -1154,5 +1171,5 @@ pub fn incident_prompt(
     redactor: &Redactor,
     nonce: &str,
 ) -> String {
-    prompt::incident(items, &incident_context(items, snapshot), redactor, nonce)
+    prompt::incident(items, &incident_context(items, snapshot, redactor), redactor, nonce)
 }

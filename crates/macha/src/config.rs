@@ -80,6 +80,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "llm.readable_paths",
     "llm.answer_max_bytes",
     "llm.may_execute",
+    "llm.check_ports",
     "notifications.gotify.url",
     "notifications.gotify.token_file",
 ];
@@ -171,6 +172,9 @@ pub struct LlmSection {
     /// The action kinds a model's proposal may execute without a person (within the autonomy
     /// level); default `["diagnostic"]`.
     pub may_execute: Option<Vec<String>>,
+    /// The TCP ports the model's `check_network` may probe, by host (`local` or a configured
+    /// host); a configured host's SSH port is always allowed.
+    pub check_ports: std::collections::BTreeMap<String, Vec<u16>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -255,6 +259,7 @@ pub struct LlmConfig {
     pub answer_max_bytes: u64,
     /// The kinds a model's proposal may execute without a person.
     pub may_execute: Vec<macha_core::ActionKind>,
+    pub check_ports: std::collections::BTreeMap<String, Vec<u16>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -674,6 +679,14 @@ impl Config {
         if !(1..=3650).contains(&cleanup_min_age_days) {
             bail!("policy.cleanup_min_age_days = {cleanup_min_age_days} is outside 1-3650");
         }
+        for (host, ports) in &f.llm.check_ports {
+            if host != "local" && !hosts.iter().any(|h| h.name.as_str() == host) {
+                bail!("llm.check_ports.{host}: not \"local\" and not a configured host");
+            }
+            if ports.contains(&0) {
+                bail!("llm.check_ports.{host}: port 0 is not a port");
+            }
+        }
         let llm = LlmConfig {
             answer_max_bytes,
             enable: f.llm.enable.unwrap_or(false),
@@ -690,6 +703,7 @@ impl Config {
             redact_patterns: f.llm.redact_patterns.clone(),
             readable_paths,
             may_execute,
+            check_ports: f.llm.check_ports.clone(),
         };
         let gotify = match (&f.notifications.gotify.url, &f.notifications.gotify.token_file) {
             (None, None) => None,

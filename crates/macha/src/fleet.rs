@@ -1008,7 +1008,7 @@ pub async fn discover(
         None => cmd.arg("--merge"),
     };
     cmd.env_clear()
-        .env("LC_ALL", "C")
+        .envs(macha_core::command::SPAWN_ENV)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

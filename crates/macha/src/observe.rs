@@ -118,6 +118,8 @@ pub async fn journal_once(config: &Config, now: Timestamp) -> Result<JournalSumm
     let mut cmd = tokio::process::Command::new(&journalctl);
     cmd.args(["--output=json", "--priority=err", "--no-pager"])
         .arg(format!("--since=-{}s", config.journal_window.as_secs()))
+        .env_clear()
+        .envs(macha_core::command::SPAWN_ENV)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     if let Some(d) = &config.journal_directory {

@@ -30,7 +30,14 @@ pub enum BackendError {
     Protocol(String),
     #[error("the configuration is not usable: {0}")]
     Config(String),
+    #[error("the model server's answer is larger than {0} bytes; it was cut off and refused")]
+    TooLarge(usize),
 }
+
+/// Default most bytes of one answer's text (`llm.answer_max_bytes`).
+pub const ANSWER_MAX_DEFAULT: usize = 256 * 1024;
+/// What a whole response body may add to the answer's text: the JSON envelope, tool calls.
+pub const ENVELOPE_MAX: usize = 64 * 1024;
 
 fn humantime_secs(d: Duration) -> String {
     if d.subsec_millis() == 0 { format!("{} s", d.as_secs()) } else { format!("{:.1} s", d.as_secs_f64()) }
@@ -99,6 +106,41 @@ pub(crate) async fn within<T>(
         Ok(r) => r,
         Err(_) => Err(BackendError::Timeout(limit)),
     }
+}
+
+/// Reads a whole response body, at most `max` bytes: a larger one is [`BackendError::TooLarge`],
+/// and nothing past the limit is read. Each chunk must come within `idle`.
+pub(crate) async fn body_capped(
+    resp: reqwest::Response,
+    max: usize,
+    idle: Duration,
+    url: &str,
+) -> Result<Vec<u8>, BackendError> {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    loop {
+        let next = tokio::time::timeout(idle, stream.next()).await.map_err(|_| BackendError::Stalled(idle))?;
+        let Some(chunk) = next else { return Ok(out) };
+        let chunk = chunk.map_err(|e| describe_reqwest(url, &e))?;
+        if out.len() + chunk.len() > max {
+            return Err(BackendError::TooLarge(max));
+        }
+        out.extend_from_slice(&chunk);
+    }
+}
+
+/// Cuts `text` to at most `max` bytes at a character boundary; whether it cut.
+pub(crate) fn cut(text: &mut String, max: usize) -> bool {
+    if text.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while end > 0 && !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    true
 }
 
 /// Parses and checks a server URL (http or https, with a host).

@@ -1,8 +1,14 @@
-//! The Ollama backend, through `ollama-rs` (default features off: no OpenSSL). Only its request,
-//! response and streaming types are used; its automatic tool executor (`Coordinator`) never is:
-//! Macha runs the tool loop itself, so every call goes through Macha's validation and policy.
+//! The Ollama backend, through `ollama-rs` (default features off: no OpenSSL). Only its request
+//! and response types are used; its automatic tool executor (`Coordinator`) never is: Macha runs
+//! the tool loop itself, so every call goes through Macha's validation and policy. Chat and
+//! generate requests are sent by Macha's own HTTP client, which reads an answer only up to
+//! `llm.answer_max_bytes`: a streamed answer is cut there (and marked cut), a whole body over it
+//! is refused.
 
-use super::{Backend, BackendError, Timeouts, TokenSink, describe_reqwest, http_client, parse_url, within};
+use super::{
+    ANSWER_MAX_DEFAULT, Backend, BackendError, ENVELOPE_MAX, Timeouts, TokenSink, body_capped, cut, describe_reqwest,
+    http_client, parse_url, within,
+};
 use crate::message::{ChatRequest, ChatResponse, GenOptions, Message, RawToolCall, Role};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
@@ -10,6 +16,7 @@ use ollama_rs::Ollama;
 use ollama_rs::error::OllamaError;
 use ollama_rs::generation::chat::request::ChatMessageRequest;
 use ollama_rs::generation::chat::{ChatMessage, ChatMessageResponse, MessageRole};
+use ollama_rs::generation::completion::GenerationResponse;
 use ollama_rs::generation::completion::request::GenerationRequest;
 use ollama_rs::generation::embeddings::request::{EmbeddingsInput, GenerateEmbeddingsRequest};
 use ollama_rs::generation::parameters::{FormatType, JsonStructure};
@@ -21,8 +28,10 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub struct OllamaBackend {
     client: Ollama,
+    http: reqwest::Client,
     url: String,
     timeouts: Timeouts,
+    answer_max: usize,
 }
 
 impl OllamaBackend {
@@ -34,8 +43,94 @@ impl OllamaBackend {
                 "llm.url {url:?} is https, and this build has no TLS (build macha-agent with the `tls` feature, or use a local http endpoint)"
             )));
         }
-        let client = Ollama::builder().url(parsed).reqwest_client(http_client(&timeouts)?).build();
-        Ok(OllamaBackend { client, url: url.to_owned(), timeouts })
+        let http = http_client(&timeouts)?;
+        let client = Ollama::builder().url(parsed).reqwest_client(http.clone()).build();
+        Ok(OllamaBackend { client, http, url: url.to_owned(), timeouts, answer_max: ANSWER_MAX_DEFAULT })
+    }
+
+    /// The most bytes of one answer's text that are read (`llm.answer_max_bytes`).
+    pub fn with_answer_max(mut self, bytes: usize) -> OllamaBackend {
+        self.answer_max = bytes.max(1024);
+        self
+    }
+
+    /// Posts `body` to `/api/<path>`; a status other than success is an error with the body's
+    /// first bytes.
+    async fn post(&self, path: &str, body: &serde_json::Value) -> Result<reqwest::Response, BackendError> {
+        let url = format!("{}/api/{path}", self.url.trim_end_matches('/'));
+        let resp = self.http.post(&url).json(body).send().await.map_err(|e| describe_reqwest(&self.url, &e))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = match body_capped(resp, 4096, self.timeouts.idle, &self.url).await {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(_) => String::new(),
+        };
+        let detail = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or(text);
+        Err(BackendError::Server(format!("HTTP {status}: {}", shorten(&detail))))
+    }
+
+    /// A streamed chat answer (NDJSON), read up to the answer cap.
+    async fn read_stream(
+        &self,
+        resp: reqwest::Response,
+        tokens: Option<&TokenSink>,
+        started: Instant,
+    ) -> Result<ChatResponse, BackendError> {
+        let mut out = ChatResponse::default();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut stream = resp.bytes_stream();
+        loop {
+            let next = tokio::time::timeout(self.timeouts.idle, stream.next())
+                .await
+                .map_err(|_| BackendError::Stalled(self.timeouts.idle))?;
+            let Some(bytes) = next else { break };
+            let bytes =
+                bytes.map_err(|_| BackendError::Protocol("the answer stream broke off (connection error)".into()))?;
+            buf.extend_from_slice(&bytes);
+            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let v: serde_json::Value = serde_json::from_slice(&line)
+                    .map_err(|e| BackendError::Protocol(format!("bad stream line: {e}")))?;
+                if let Some(e) = v.get("error") {
+                    return Err(BackendError::Server(shorten(e.as_str().unwrap_or("error in the stream"))));
+                }
+                let chunk: ChatMessageResponse =
+                    serde_json::from_value(v).map_err(|e| BackendError::Protocol(format!("bad stream line: {e}")))?;
+                if !chunk.message.content.is_empty() {
+                    if out.first_token_ms.is_none() {
+                        out.first_token_ms = Some(millis(started));
+                    }
+                    if let Some(t) = tokens {
+                        let _ = t.send(chunk.message.content.clone());
+                    }
+                    out.content.push_str(&chunk.message.content);
+                }
+                out.tool_calls.extend(calls(&chunk.message));
+                if out.content.len() > self.answer_max || out.tool_calls.len() > 64 {
+                    // Stop reading: the rest of the answer is never taken in.
+                    cut(&mut out.content, self.answer_max);
+                    out.tool_calls.truncate(64);
+                    out.truncated = true;
+                    return Ok(out);
+                }
+                if chunk.done {
+                    finish(&chunk, &mut out);
+                    return Ok(out);
+                }
+            }
+            if buf.len() > self.answer_max + ENVELOPE_MAX {
+                return Err(BackendError::TooLarge(self.answer_max + ENVELOPE_MAX));
+            }
+        }
+        Err(BackendError::Protocol("the answer stream ended before the model finished (no \"done\")".into()))
     }
 
     fn error(&self, e: OllamaError) -> BackendError {
@@ -143,47 +238,24 @@ impl Backend for OllamaBackend {
     ) -> BoxFuture<'a, Result<ChatResponse, BackendError>> {
         Box::pin(async move {
             let started = Instant::now();
-            let request = request(req)?;
+            let mut body = serde_json::to_value(request(req)?)
+                .map_err(|e| BackendError::Config(format!("cannot write the request: {e}")))?;
+            body["stream"] = serde_json::Value::Bool(req.stream);
             within(self.timeouts.request, async {
-                let mut out = ChatResponse::default();
-                if req.stream {
-                    let mut stream = self.client.send_chat_messages_stream(request).await.map_err(|e| self.error(e))?;
-                    let mut done = false;
-                    loop {
-                        let next = tokio::time::timeout(self.timeouts.idle, stream.next())
-                            .await
-                            .map_err(|_| BackendError::Stalled(self.timeouts.idle))?;
-                        let Some(item) = next else { break };
-                        let chunk = item.map_err(|()| {
-                            BackendError::Protocol("the answer stream broke off (connection error)".into())
-                        })?;
-                        if !chunk.message.content.is_empty() {
-                            if out.first_token_ms.is_none() {
-                                out.first_token_ms = Some(millis(started));
-                            }
-                            if let Some(t) = &tokens {
-                                let _ = t.send(chunk.message.content.clone());
-                            }
-                            out.content.push_str(&chunk.message.content);
-                        }
-                        out.tool_calls.extend(calls(&chunk.message));
-                        if chunk.done {
-                            finish(&chunk, &mut out);
-                            done = true;
-                            break;
-                        }
-                    }
-                    if !done {
-                        return Err(BackendError::Protocol(
-                            "the answer stream ended before the model finished (no \"done\")".into(),
-                        ));
-                    }
+                let resp = self.post("chat", &body).await?;
+                let mut out = if req.stream {
+                    self.read_stream(resp, tokens.as_ref(), started).await?
                 } else {
-                    let resp = self.client.send_chat_messages(request).await.map_err(|e| self.error(e))?;
-                    out.content = resp.message.content.clone();
+                    let bytes =
+                        body_capped(resp, self.answer_max + ENVELOPE_MAX, self.timeouts.idle, &self.url).await?;
+                    let resp: ChatMessageResponse = serde_json::from_slice(&bytes)
+                        .map_err(|e| BackendError::Protocol(format!("the answer is not JSON: {e}")))?;
+                    let mut out = ChatResponse { content: resp.message.content.clone(), ..ChatResponse::default() };
                     out.tool_calls = calls(&resp.message);
                     finish(&resp, &mut out);
-                }
+                    out.truncated = cut(&mut out.content, self.answer_max);
+                    out
+                };
                 out.total_ms = millis(started);
                 Ok(out)
             })
@@ -201,15 +273,24 @@ impl Backend for OllamaBackend {
         Box::pin(async move {
             let started = Instant::now();
             let req = GenerationRequest::new(model.to_owned(), prompt).system(system).options(options(opts));
+            let mut body = serde_json::to_value(req)
+                .map_err(|e| BackendError::Config(format!("cannot write the request: {e}")))?;
+            body["stream"] = serde_json::Value::Bool(false);
             within(self.timeouts.request, async {
-                let r = self.client.generate(req).await.map_err(|e| self.error(e))?;
+                let resp = self.post("generate", &body).await?;
+                let bytes = body_capped(resp, self.answer_max + ENVELOPE_MAX, self.timeouts.idle, &self.url).await?;
+                let r: GenerationResponse = serde_json::from_slice(&bytes)
+                    .map_err(|e| BackendError::Protocol(format!("the answer is not JSON: {e}")))?;
+                let mut content = r.response;
+                let truncated = cut(&mut content, self.answer_max);
                 Ok(ChatResponse {
-                    content: r.response,
+                    content,
                     tool_calls: Vec::new(),
                     prompt_tokens: r.prompt_eval_count,
                     completion_tokens: r.eval_count,
                     first_token_ms: None,
                     total_ms: millis(started),
+                    truncated,
                 })
             })
             .await

@@ -1,7 +1,10 @@
 //! The OpenAI-compatible backend (`/v1/chat/completions`, `/v1/models`, `/v1/embeddings`), as
 //! llama.cpp's server, vLLM and others speak it. Plain reqwest; server-sent events for streams.
 
-use super::{Backend, BackendError, Timeouts, TokenSink, describe_reqwest, http_client, parse_url, within};
+use super::{
+    ANSWER_MAX_DEFAULT, Backend, BackendError, ENVELOPE_MAX, Timeouts, TokenSink, body_capped, cut, describe_reqwest,
+    http_client, parse_url, within,
+};
 use crate::backend::ollama::millis;
 use crate::message::{ChatRequest, ChatResponse, GenOptions, Message, RawToolCall, Role};
 use futures_util::StreamExt;
@@ -17,6 +20,7 @@ pub struct OpenAiBackend {
     base: String,
     api_key: Option<String>,
     timeouts: Timeouts,
+    answer_max: usize,
 }
 
 impl std::fmt::Debug for OpenAiBackend {
@@ -41,7 +45,14 @@ impl OpenAiBackend {
             base: base.trim_end_matches('/').to_owned(),
             api_key: api_key.map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()),
             timeouts,
+            answer_max: ANSWER_MAX_DEFAULT,
         })
+    }
+
+    /// The most bytes of one answer's text that are read (`llm.answer_max_bytes`).
+    pub fn with_answer_max(mut self, bytes: usize) -> OpenAiBackend {
+        self.answer_max = bytes.max(1024);
+        self
     }
 
     fn post(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
@@ -241,6 +252,22 @@ impl StreamState {
         }
     }
 
+    /// Bytes accumulated so far (text and tool-call arguments).
+    pub fn size(&self) -> usize {
+        self.out.content.len() + self.calls.iter().map(|(_, n, a)| n.len() + a.len()).sum::<usize>()
+    }
+
+    /// Ends the answer at `max` bytes of text, marked cut; the stream is not read further.
+    pub fn cut_at(mut self, max: usize) -> ChatResponse {
+        cut(&mut self.out.content, max);
+        self.out.truncated = true;
+        for (id, name, args) in self.calls {
+            let arguments = serde_json::from_str(&args).unwrap_or(Value::Null);
+            self.out.tool_calls.push(RawToolCall { id, name, arguments });
+        }
+        self.out
+    }
+
     /// The answer, once the stream ended properly.
     pub fn finish(mut self) -> Result<ChatResponse, BackendError> {
         if !self.done && !self.finished {
@@ -278,6 +305,7 @@ impl Backend for OpenAiBackend {
                     let mut first: Option<u64> = None;
                     let mut buf: Vec<u8> = Vec::new();
                     let mut stream = resp.bytes_stream();
+                    let mut cut_off = false;
                     loop {
                         let next = tokio::time::timeout(self.timeouts.idle, stream.next())
                             .await
@@ -299,18 +327,26 @@ impl Backend for OpenAiBackend {
                         if state.done {
                             break;
                         }
-                        if buf.len() > 4 * 1024 * 1024 {
-                            return Err(BackendError::Protocol("a stream event larger than 4 MiB".into()));
+                        if state.size() > self.answer_max {
+                            // Stop reading: the rest of the answer is never taken in.
+                            cut_off = true;
+                            break;
+                        }
+                        if buf.len() > self.answer_max + ENVELOPE_MAX {
+                            return Err(BackendError::TooLarge(self.answer_max + ENVELOPE_MAX));
                         }
                     }
-                    let mut out = state.finish()?;
+                    let mut out = if cut_off { state.cut_at(self.answer_max) } else { state.finish()? };
                     out.first_token_ms = first;
                     out
                 } else {
-                    let bytes = resp.bytes().await.map_err(|e| describe_reqwest(&self.base, &e))?;
+                    let bytes =
+                        body_capped(resp, self.answer_max + ENVELOPE_MAX, self.timeouts.idle, &self.base).await?;
                     let v: Value = serde_json::from_slice(&bytes)
                         .map_err(|e| BackendError::Protocol(format!("the answer is not JSON: {e}")))?;
-                    parse_completion(&v)?
+                    let mut out = parse_completion(&v)?;
+                    out.truncated = cut(&mut out.content, self.answer_max);
+                    out
                 };
                 out.total_ms = millis(started);
                 Ok(out)

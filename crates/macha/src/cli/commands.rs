@@ -404,7 +404,9 @@ fn audit_log(f: &LogFilter, kinds: Vec<AuditKind>) -> CmdResult {
 fn service_log(since: Option<&str>, follow: bool, limit: Option<u32>) -> CmdResult {
     let journalctl = which::which("journalctl").map_err(|e| anyhow::format_err!("journalctl is not available: {e}"))?;
     let mut cmd = std::process::Command::new(journalctl);
-    cmd.args(["--unit", "macha.service", "--no-pager", "--output", "short-iso"]);
+    cmd.args(["--unit", "macha.service", "--no-pager", "--output", "short-iso"])
+        .env_clear()
+        .envs(macha_core::command::SPAWN_ENV);
     if let Some(s) = since {
         let d =
             humantime::parse_duration(s).map_err(|e| fail(EXIT_USAGE, anyhow::format_err!("--since {s:?}: {e}")))?;

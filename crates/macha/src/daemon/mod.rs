@@ -106,7 +106,10 @@ fn resolve_tools(config: &Config) -> Tools {
             tools = tools.with(name, &p);
         }
     }
-    tools
+    match &config.journal_directory {
+        Some(d) => tools.with_journal_directory(&d.display().to_string()),
+        None => tools,
+    }
 }
 
 /// What the loop, its tasks and the engine thread's jobs share.

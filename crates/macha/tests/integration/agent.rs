@@ -393,3 +393,185 @@ fn the_ollama_backend_speaks_tags_generate_and_embed() {
     let err = rt.block_on(down.models()).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.starts_with("cannot reach the model server at http://127.0.0.1:9"), "{err}");
 }
+
+/// A value from `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field).and_then(|v| v.trim_start_matches(':').split_whitespace().next()))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_fifty_megabyte_answer_is_cut_and_memory_stays_bounded() {
+    const HUGE: usize = 50 * 1024 * 1024;
+    let model = Scripted::start(vec![Reply::Huge(HUGE)]);
+    let d = TestDaemon::builder().autonomy("suggest").top(QUIET).llm(&llm(&model.url, "timeout = \"60s\"")).start();
+    let pid = d.pid();
+    let before = status_kib(pid, "VmHWM");
+    // Streamed (an ask): cut at the cap, marked cut, answered.
+    let out = d.cli_as("macha-ask", &["--json", "say a lot"], "");
+    let (stdout, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    let done: serde_json::Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .next_back()
+        .unwrap_or_default();
+    let answer = done["result"]["answer"].as_str().or(done["answer"].as_str()).unwrap_or_default().to_owned();
+    assert!(!answer.is_empty() && answer.len() <= 256 * 1024, "{} bytes of answer", answer.len());
+    // Not streamed (a second ask in JSON tool mode is not streamed): the body is refused whole.
+    model.push(vec![Reply::Huge(HUGE)]);
+    let d2 = TestDaemon::builder()
+        .autonomy("suggest")
+        .top(QUIET)
+        .llm(&llm(&model.url, "timeout = \"60s\"\ntool_mode = \"json\""))
+        .start();
+    let out2 = d2.cli_as("macha-ask", &["say a lot again"], "");
+    let (_, err2) = text(&out2);
+    assert_eq!(out2.status.code(), Some(69), "{err2}");
+    assert!(err2.contains("larger than") && err2.contains("cut off and refused"), "{err2}");
+    // Memory: the peak resident set of each daemon grew by far less than the answer.
+    let grew = status_kib(pid, "VmHWM").saturating_sub(before);
+    let peak2 = status_kib(d2.pid(), "VmHWM");
+    eprintln!("daemon peak RSS grew by {grew} KiB (streamed); second daemon peak {peak2} KiB (whole body)");
+    assert!(grew < 24 * 1024, "the streamed answer grew the daemon's peak RSS by {grew} KiB");
+    assert!(
+        peak2 < before + 24 * 1024,
+        "the whole-body answer: peak RSS {peak2} KiB (first daemon started at {before})"
+    );
+    // Stored once, cut: the prompt log holds the answer at most once, marked truncated.
+    let prompts = d.store().prompts(None, 100).unwrap_or_default();
+    let logged = serde_json::to_string(&prompts).unwrap_or_default();
+    assert!(logged.len() < 2 * 256 * 1024 + 64 * 1024, "{} bytes in the prompt log", logged.len());
+    // The runner marks the answer truncated; when the record is over the store's cap as well, the
+    // store keeps its start and marks the record cut (with the size received).
+    assert!(logged.contains("\"truncated\":true") || prompts.iter().any(|p| p.cut), "the cut is not recorded");
+    let db = std::fs::metadata(d.dir.path().join("state/macha.db")).map(|m| m.len()).unwrap_or(0);
+    let wal = std::fs::metadata(d.dir.path().join("state/macha.db-wal")).map(|m| m.len()).unwrap_or(0);
+    eprintln!("database {db} bytes, WAL {wal} bytes");
+    assert!(db + wal < 8 * 1024 * 1024, "the database grew to {} bytes", db + wal);
+}
+
+#[test]
+fn logs_are_redacted_before_filtering_and_only_working_tools_are_offered() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let log = dir.path().join("journal.txt");
+    let body = "MIIEowIBAAKCAQEA7xyzQWERTYuiop1234567890abcdEFGHijklMNOPqrstUVwxyz0987";
+    std::fs::write(
+        &log,
+        format!(
+            "2026-11-21T10:00:00+0000 web deploy[7]: -----BEGIN RSA PRIVATE KEY-----\n\
+             2026-11-21T10:00:00+0000 web deploy[7]: {body}\n\
+             2026-11-21T10:00:00+0000 web deploy[7]: c2hvcnQrbGFzdA==\n\
+             2026-11-21T10:00:00+0000 web deploy[7]: -----END RSA PRIVATE KEY-----\n\
+             2026-11-21T10:00:01+0000 web app[9]: MYSQL_PWD=Hunter2Db mysqldump shop\n\
+             2026-11-21T10:00:02+0000 web app[9]: mysql -u root --password S3cretArg shop\n"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let journalctl = fake_journalctl(dir.path(), &log);
+    let model = Scripted::start(vec![
+        // A filter that picks the key's body lines out of their BEGIN/END context.
+        Reply::call("read_logs", json!({"grep": "MIIEow"})),
+        Reply::call("read_logs", json!({"grep": "c2hvcnQ"})),
+        Reply::call("read_logs", json!({"grep": "shop"})),
+        // A port no configured service has.
+        Reply::call("check_network", json!({"host": "local", "port": 6379})),
+        Reply::text("done"),
+    ]);
+    let d = TestDaemon::builder()
+        .autonomy("suggest")
+        .top(&format!("[tools]\njournalctl = \"{}\"", journalctl.display()))
+        .top(QUIET)
+        .llm(&llm(&model.url, "check_ports = { local = [8080] }"))
+        .start();
+    let out = d.cli_as("macha-ask", &["look at the deploy"], "");
+    assert!(out.status.success(), "{}", text(&out).1);
+    let sent = serde_json::to_string(&model.requests()).unwrap_or_default();
+    for secret in [body, "c2hvcnQrbGFzdA", "Hunter2Db", "S3cretArg"] {
+        assert!(!sent.contains(secret), "{secret} was sent to the model");
+    }
+    assert!(sent.contains("mysqldump shop"), "ordinary text stays readable");
+    // check_network refused the port with an error the model saw.
+    let chats = model.chats();
+    let refused = chats[4]["messages"].to_string();
+    assert!(refused.contains("port 6379 of local is not a configured service port; allowed: 8080"), "{refused}");
+    // search_knowledge is no longer offered.
+    let tools: Vec<&str> =
+        chats[0]["tools"].as_array().into_iter().flatten().filter_map(|t| t["function"]["name"].as_str()).collect();
+    assert!(tools.contains(&"read_logs") && !tools.contains(&"search_knowledge"), "{tools:?}");
+}
+
+/// The journal window keeps the five latest error samples: of a key logged line by line, the BEGIN
+/// line has scrolled out, and body lines plus the END line are what the automatic analysis sees.
+#[test]
+fn an_analysis_never_carries_a_key_whose_begin_scrolled_out_of_the_samples() {
+    use macha_core::snapshot::{JournalSummary, Section, Snapshot};
+    let body = [
+        "MIIEowIBAAKCAQEA7xyzQWERTYuiop1234567890abcdEFGHijklMNOPqrstUVwxyz09",
+        "Qk1hbGljaW91c0tleU1hdGVyaWFsMTIzNDU2Nzg5MGFiY2RlZmdoaWprbG1ub3Bx",
+        "c2hvcnQrbGFzdA==",
+    ];
+    let mut samples: Vec<String> = body.iter().map(|b| format!("deploy.service: {b}")).collect();
+    samples.push("deploy.service: -----END RSA PRIVATE KEY-----".into());
+    samples.push("deploy.service: Main process exited, code=exited, status=1/FAILURE".into());
+    let host = macha_core::HostName::parse("local").unwrap_or_else(|e| panic!("{e}"));
+    let mut snap = Snapshot::all_unavailable(host, macha_core::Timestamp::from_millis(0), "test");
+    snap.journal = Section::ok(JournalSummary { window_secs: 600, errors_total: 5, by_unit: Vec::new(), samples });
+    let items = [macha_agent::prompt::IncidentItem {
+        issue_id: 1,
+        host: "local".into(),
+        check: "failed_unit".into(),
+        subject: "deploy.service".into(),
+        severity: "critical".into(),
+        summary: "deploy.service failed".into(),
+    }];
+    let prompt = macha::agent::incident_prompt(&items, Some(&snap), &macha_agent::Redactor::builtin(), "n0nce");
+    for b in body {
+        assert!(!prompt.contains(b), "{b} reached the prompt:\n{prompt}");
+    }
+    assert!(prompt.contains("Main process exited"), "the ordinary line stays: {prompt}");
+}
+
+#[test]
+fn a_cached_output_pages_to_the_model_as_it_is() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let big = dir.path().join("big.log");
+    let mut log = String::with_capacity(10 * 1024 * 1024 + 64);
+    let mut i = 0u64;
+    while log.len() < 10 * 1024 * 1024 {
+        log.push_str(&format!("Nov 21 10:00:00 web app[1]: request {i:09} served\n"));
+        i += 1;
+    }
+    std::fs::write(&big, &log).unwrap_or_else(|e| panic!("{e}"));
+    let model = Scripted::start(vec![
+        Reply::call("read_file", json!({"path": big.display().to_string()})),
+        Reply::call("get_cached_output", json!({"id": "c-1"})),
+        Reply::call("get_cached_output", json!({"id": "c-1", "offset": 5_000_000})),
+        Reply::text("done"),
+    ]);
+    let extra = format!("readable_paths = [\"{}/\"]", dir.path().display());
+    let d = TestDaemon::builder().autonomy("suggest").top(QUIET).llm(&llm(&model.url, &extra)).start();
+    let out = d.cli_as("macha-ask", &["page through the big log"], "");
+    assert!(out.status.success(), "{}", text(&out).1);
+    let chats = model.chats();
+    let last = |n: usize| {
+        chats[n]["messages"].as_array().and_then(|m| m.last().cloned()).unwrap_or_default()["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let first = last(2);
+    assert!(first.contains(&log[..3_000]), "the first page is not the output's start: {first}");
+    assert!(first.contains("[bytes 0-") && !first.contains("note: truncated"), "{first}");
+    let middle = last(3);
+    assert!(middle.contains(&log[5_000_000..5_003_000]), "the page at 5000000 is not verbatim: {middle}");
+    assert!(middle.contains("[bytes 5000000-"), "{middle}");
+    // The pages were neither summarised nor cached again.
+    let generates = model.requests().iter().filter(|(p, _)| p == "/api/generate").count();
+    assert_eq!(generates, 7, "only the first read was summarised");
+    assert!(d.store().cached_output("c-2", 0, 10).unwrap_or_default().is_none(), "a page was cached again");
+}

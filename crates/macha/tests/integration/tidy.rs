@@ -88,7 +88,7 @@ const SPAWNING_FILES: &[(&str, &str)] = &[
     ("crates/macha-observe/src/nvidia.rs", "`nvidia-smi`, only when it is installed, under a timeout"),
     ("crates/macha-ssh/src/keyscan.rs", "`ssh-keyscan`, to show the keys a host presents before a person pins one"),
     ("crates/macha-ssh/src/pool.rs", "the OpenSSH master of each host: the one SSH module"),
-    ("crates/macha/src/agent.rs", "`journalctl` for the model's read-only log tool"),
+    ("crates/macha/src/agent.rs", "`journalctl` for the model's read-only log tool (argv from `macha_core::command`)"),
     (
         "crates/macha/src/cli/commands.rs",
         "`journalctl --unit macha.service` for `macha logs`, in the CLI's own process",
@@ -149,6 +149,49 @@ fn processes_are_started_only_in_the_listed_files() {
     );
     let stale: Vec<_> = listed.difference(&found).collect();
     assert!(stale.is_empty(), "these SPAWNING_FILES entries start no process any more; remove them: {stale:#?}");
+}
+
+/// The builder chain of each process started in `text`: from `Command::new(` to the call that
+/// starts it (`.spawn()`, `.output()`, `.status()`), statements in between included.
+fn spawn_chains(text: &str) -> Vec<(usize, &str)> {
+    let starts = [".spawn()", ".output()", ".status()"];
+    text.match_indices("Command::new(")
+        .map(|(i, _)| {
+            let rest = &text[i..];
+            let end = starts.iter().filter_map(|s| rest.find(s).map(|j| j + s.len())).min().unwrap_or(rest.len());
+            (text[..i].lines().count(), &rest[..end])
+        })
+        .collect()
+}
+
+#[test]
+fn every_spawn_clears_its_environment() {
+    // The detector itself.
+    let good = "let mut c = Command::new(p);\n c.arg(x).env_clear().envs(SPAWN_ENV);\n let o = c.output().await;";
+    let bad = "let mut c = Command::new(p);\n c.arg(x);\n let o = c.output().await; c2.env_clear();";
+    assert!(spawn_chains(good).iter().all(|(_, chain)| chain.contains(".env_clear()")));
+    assert!(spawn_chains(bad).iter().any(|(_, chain)| !chain.contains(".env_clear()")));
+
+    let mut missing = Vec::new();
+    let mut seen = 0;
+    for (path, text) in sources() {
+        let rel = relative(&path);
+        if rel.split('/').nth(2) != Some("src") || !names_process_command(&text) {
+            continue;
+        }
+        for (line, chain) in spawn_chains(without_tests(&text)) {
+            seen += 1;
+            if !chain.contains(".env_clear()") || !chain.contains("SPAWN_ENV") {
+                missing.push(format!("{rel}:{line}"));
+            }
+        }
+    }
+    assert!(seen >= 9, "found only {seen} spawns; the detector is broken");
+    assert!(
+        missing.is_empty(),
+        "these spawns inherit the daemon's environment (add .env_clear().envs(macha_core::command::SPAWN_ENV)): \
+         {missing:#?}"
+    );
 }
 
 /// Configuration keys that are parsed and validated but that nothing reads yet.

@@ -23,6 +23,9 @@ pub enum Reply {
     Delay(Duration, Box<Reply>),
     /// An HTTP error.
     Status(u16, String),
+    /// A hostile answer of this many bytes of text (streamed in 64 KiB pieces, or one body),
+    /// written until the client stops reading.
+    Huge(usize),
 }
 
 impl Reply {
@@ -172,6 +175,38 @@ fn answer<'a>(
             }
             Reply::Status(code, text) => {
                 let _ = out.json(code, &json!({"error": text})).await;
+            }
+            Reply::Huge(n) => {
+                let piece = "A".repeat(64 * 1024);
+                let mut sent = 0;
+                if stream {
+                    let _ = out.head(200, "application/x-ndjson").await;
+                    while sent < n {
+                        let chunk = json!({"model": model, "created_at": now(), "message": message(&piece, &[]), "done": false});
+                        if out.write(format!("{chunk}\n").as_bytes()).await.is_err() {
+                            return;
+                        }
+                        sent += piece.len();
+                    }
+                    done["message"] = message("", &[]);
+                    let _ = out.write(format!("{done}\n").as_bytes()).await;
+                } else {
+                    let _ = out.head(200, "application/json").await;
+                    let open = format!(
+                        "{{\"model\":{model},\"created_at\":\"{}\",\"done\":true,\"message\":{{\"role\":\"assistant\",\"content\":\"",
+                        now()
+                    );
+                    if out.write(open.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    while sent < n {
+                        if out.write(piece.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        sent += piece.len();
+                    }
+                    let _ = out.write(b"\"}}").await;
+                }
             }
             Reply::Raw(text) => {
                 let _ = out.head(200, "application/json").await;
