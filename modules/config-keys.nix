@@ -43,6 +43,7 @@ rec {
     "checkInterval" = "check_interval";
     "protectedServices" = "protected_units";
     "adminGroup" = "admin_group";
+    "viewerGroup" = "viewer_group";
     "modelMayExecute" = "llm.may_execute";
     "cleanupMinAgeDays" = "policy.cleanup_min_age_days";
     "models.triage" = "llm.models.triage";
@@ -169,6 +170,7 @@ rec {
       check_interval = cfg.checkInterval;
       protected_units = cfg.protectedServices;
       admin_group = cfg.adminGroup;
+      viewer_group = cfg.viewerGroup;
       policy.cleanup_min_age_days = cfg.cleanupMinAgeDays;
       inherit llm;
       hosts =

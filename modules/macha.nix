@@ -345,6 +345,18 @@ in
       '';
     };
 
+    viewerGroup = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "macha-viewers";
+      description = ''
+        Members of this group may read issues, approvals, the audit trail, the hosts and the last
+        check report through the local socket, and ask the model (whose proposals are then queued
+        for an admin, never executed). Everyone may read the status summary. `null`: the admin
+        group.
+      '';
+    };
+
     hosts = mkOption {
       type = types.attrsOf (types.submodule hostModule);
       default = { };

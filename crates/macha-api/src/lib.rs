@@ -29,7 +29,7 @@ pub use frame::{
 };
 pub use ops::Call;
 pub use reply::StreamEvent;
-pub use request::Request;
+pub use request::{Request, Tier};
 
 /// The protocol both ends must speak. Bumped on any incompatible change of the framing, a request
 /// or an answer (docs/decisions/0007-typed-api.md). Lines without a version are protocol 0, the

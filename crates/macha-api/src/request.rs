@@ -47,27 +47,63 @@ pub enum Request {
     PruneAudit(ops::PruneAudit),
 }
 
+/// The access tiers, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    Anyone,
+    Viewer,
+    Admin,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Anyone => "anyone",
+            Tier::Viewer => "viewer",
+            Tier::Admin => "admin",
+        }
+    }
+}
+
 impl Request {
-    /// Whether the request needs an admin: it changes state, or it talks to the model (whose
-    /// proposals the policy may execute), or it reveals what was sent to the model, or it makes
-    /// Macha contact a host (a key scan).
-    pub fn is_write(&self) -> bool {
-        matches!(
-            self,
+    /// Who may make the request (the daemon checks the caller's kernel credentials):
+    /// - anyone: the status summary;
+    /// - viewers (the viewer group, root and admins): issues, approvals, the audit trail, the
+    ///   hosts, the last check report, and questions to the model — whose proposals, for a viewer,
+    ///   are queued for an admin and never executed;
+    /// - admins (root and the admin group): everything that changes state, a new check cycle,
+    ///   discussing an approval with the model, the prompt log, and contacting hosts.
+    pub fn tier(&self) -> Tier {
+        match self {
+            Request::Status => Tier::Anyone,
+            Request::RunCheck
+            | Request::ListIssues(_)
+            | Request::ShowIssue(_)
+            | Request::ListApprovals(_)
+            | Request::ShowApproval(_)
+            | Request::QueryAudit(_)
+            | Request::ListHosts
+            | Request::ShowHost(_)
+            | Request::Ask(_)
+            | Request::Chat(_) => Tier::Viewer,
             Request::ResolveIssue(_)
-                | Request::CloseIssue(_)
-                | Request::Approve(_)
-                | Request::Reject(_)
-                | Request::Ask(_)
-                | Request::Chat(_)
-                | Request::Discuss(_)
-                | Request::ListPrompts(_)
-                | Request::ScanHost(_)
-                | Request::TrustHost(_)
-                | Request::AdmitHost(_)
-                | Request::ForgetHost(_)
-                | Request::PruneAudit(_)
-        )
+            | Request::CloseIssue(_)
+            | Request::Approve(_)
+            | Request::Reject(_)
+            | Request::Discuss(_)
+            | Request::ListPrompts(_)
+            | Request::ScanHost(_)
+            | Request::TrustHost(_)
+            | Request::AdmitHost(_)
+            | Request::ForgetHost(_)
+            | Request::PruneAudit(_) => Tier::Admin,
+        }
+    }
+
+    /// Whether the request needs an admin (see [`Request::tier`]).
+    pub fn is_write(&self) -> bool {
+        self.tier() == Tier::Admin
     }
 
     /// Whether the answer is streamed: event lines, then one final answer line.

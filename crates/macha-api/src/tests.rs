@@ -67,7 +67,7 @@ fn writes_and_streams_are_classified() {
     assert!(Reject { id: 1, note: None }.into_request().is_write());
     assert!(!ListApprovals::default().into_request().is_write());
     let ask = Ask { question: "why?".into() }.into_request();
-    assert!(ask.is_write() && ask.is_streamed());
+    assert!(!ask.is_write() && ask.is_streamed() && ask.tier() == crate::Tier::Viewer);
     assert!(ListPrompts::default().into_request().is_write());
     assert!(!ListPrompts::default().into_request().is_streamed());
     assert!(!Status.into_request().is_write());

@@ -50,6 +50,14 @@ impl Receipt {
     pub fn permit(&self) -> &PermitId {
         &self.permit
     }
+
+    /// The receipt with its texts (detail and output) passed through `redact` before they are
+    /// stored; what happened (succeeded, verified) and the permit it names stay as they are.
+    pub fn redacted(mut self, redact: impl Fn(&str) -> String) -> Receipt {
+        self.outcome.detail = redact(&self.outcome.detail);
+        self.outcome.output = self.outcome.output.as_deref().map(&redact);
+        self
+    }
 }
 
 /// Before a restart: a unit that is not running and has not failed is stopped, and restarting it
@@ -232,6 +240,22 @@ pub fn combine(outcomes: Vec<(HostName, ActionOutcome)>) -> ActionOutcome {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_redacted_receipt_keeps_what_happened_and_its_permit() {
+        let outcome = ActionOutcome {
+            succeeded: true,
+            verified: true,
+            detail: "journalctl exited 0".into(),
+            output: Some("MYSQL_PWD=hunter2 connected".into()),
+        };
+        let permit =
+            PermitId { serial: 1, action_digest: "d".into(), approval_id: None, issued_at: macha_core::Timestamp(0) };
+        let r = Receipt::new(outcome, permit.clone()).redacted(|t| t.replace("hunter2", "[REDACTED]"));
+        assert_eq!(r.outcome().output.as_deref(), Some("MYSQL_PWD=[REDACTED] connected"));
+        assert!(r.outcome().succeeded && r.outcome().verified);
+        assert_eq!(r.permit(), &permit);
+    }
     use macha_core::action::Hosts;
 
     fn unit(s: &str) -> UnitName {

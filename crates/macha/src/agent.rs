@@ -70,14 +70,44 @@ pub enum ObserveCall {
 /// What the agent asks of the engine (the only place that touches the store).
 #[derive(Debug)]
 pub enum AgentCall {
-    Start { id: i64, model: String },
-    Finish { id: i64, outcome: Result<String, String>, audits: Vec<(Option<i64>, NewAudit)> },
+    Start {
+        id: i64,
+        model: String,
+    },
+    Finish {
+        id: i64,
+        outcome: Result<String, String>,
+        audits: Vec<(Option<i64>, NewAudit)>,
+    },
     Record(Box<NewPrompt>),
-    Cache { request_id: i64, tool: String, text: String, reply: oneshot::Sender<Result<String, String>> },
-    Cached { id: String, offset: u64, len: usize, reply: oneshot::Sender<Result<String, String>> },
-    Propose { action: Box<Action>, issue_id: Option<i64>, correlation_id: String, reply: oneshot::Sender<String> },
-    Converse { conversation: String, approval_id: Option<i64>, turns: Vec<(String, String, Option<String>)> },
-    Learn { entries: Vec<NewKnowledge> },
+    Cache {
+        request_id: i64,
+        tool: String,
+        text: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    Cached {
+        id: String,
+        offset: u64,
+        len: usize,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// `queue_only`: the model works for a viewer; whatever the policy says, nothing executes.
+    Propose {
+        action: Box<Action>,
+        issue_id: Option<i64>,
+        correlation_id: String,
+        queue_only: bool,
+        reply: oneshot::Sender<String>,
+    },
+    Converse {
+        conversation: String,
+        approval_id: Option<i64>,
+        turns: Vec<(String, String, Option<String>)>,
+    },
+    Learn {
+        entries: Vec<NewKnowledge>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -89,9 +119,25 @@ enum Mode {
 
 #[derive(Debug)]
 enum JobKind {
-    Analysis { items: Vec<IncidentItem>, context: Vec<ContextBlock>, correlation_id: String },
-    Converse { mode: Mode, conversation: String, history: Vec<Message>, text: String, who: String },
-    Learning { prompt: String, source: String },
+    Analysis {
+        items: Vec<IncidentItem>,
+        context: Vec<ContextBlock>,
+        correlation_id: String,
+    },
+    /// `admin`: whether the person may let the model's proposals run by the policy; a viewer's
+    /// conversation has its proposals queued for an admin, whatever `llm.may_execute` allows.
+    Converse {
+        mode: Mode,
+        conversation: String,
+        history: Vec<Message>,
+        text: String,
+        who: String,
+        admin: bool,
+    },
+    Learning {
+        prompt: String,
+        source: String,
+    },
 }
 
 #[derive(Debug)]
@@ -438,7 +484,9 @@ async fn execute(shared: &Arc<Shared>, job: &Job, model: &str) -> Result<Answer,
         JobKind::Analysis { correlation_id, .. } => correlation_id.clone(),
         _ => crate::correlation_id(),
     };
-    let host = DaemonHost { shared: Arc::clone(shared), request_id: job.request_id, correlation_id, issue_ids };
+    let queue_only = matches!(&job.kind, JobKind::Converse { admin: false, .. });
+    let host =
+        DaemonHost { shared: Arc::clone(shared), request_id: job.request_id, correlation_id, issue_ids, queue_only };
     let nonce = shared.nonce();
     match &job.kind {
         JobKind::Analysis { items, context, .. } => {
@@ -482,7 +530,7 @@ async fn execute(shared: &Arc<Shared>, job: &Job, model: &str) -> Result<Answer,
                 .map_err(|e| e.to_string())?;
             Ok(Answer { answer: turn.text.clone(), turn })
         }
-        JobKind::Converse { mode, conversation, history, text, who } => {
+        JobKind::Converse { mode, conversation, history, text, who, .. } => {
             let system = match mode {
                 Mode::Chat | Mode::Ask => prompt::CHAT.to_owned(),
                 Mode::Discuss { context, .. } => {
@@ -567,6 +615,8 @@ struct DaemonHost {
     request_id: i64,
     correlation_id: String,
     issue_ids: Vec<i64>,
+    /// The model works for a viewer: its proposals are queued for an admin, never executed.
+    queue_only: bool,
 }
 
 impl DaemonHost {
@@ -721,6 +771,7 @@ impl DaemonHost {
                     action,
                     issue_id: pick_issue(&self.issue_ids),
                     correlation_id: self.correlation_id.clone(),
+                    queue_only: self.queue_only,
                     reply,
                 };
                 Ok(self.ask_loop(call, rx).await.unwrap_or_else(|| "not decided: the daemon is stopping".into()))
@@ -822,8 +873,12 @@ pub fn handle_call(engine: &mut Engine, call: AgentCall) -> anyhow::Result<Vec<W
             };
             let _ = reply.send(r);
         }
-        AgentCall::Propose { action, issue_id, correlation_id, reply } => {
-            let (result, work) = engine.propose(*action, Origin::Model, issue_id, now, &correlation_id)?;
+        AgentCall::Propose { action, issue_id, correlation_id, queue_only, reply } => {
+            let (result, work) = if queue_only {
+                engine.propose_queued(*action, Origin::Model, issue_id, now, &correlation_id)?
+            } else {
+                engine.propose(*action, Origin::Model, issue_id, now, &correlation_id)?
+            };
             let d = &result.decision;
             let text = match (d.verdict, result.approval_id, result.action_id) {
                 (macha_core::policy::Verdict::Execute, _, Some(id)) => {
@@ -1021,7 +1076,7 @@ pub fn after_success(
 
 /// A streamed request from the socket (chat, ask, discuss): checks, records and queues it; the
 /// answer and the events go to `sink`, ending with one final response.
-pub fn stream(engine: &mut Engine, agent: Option<&AgentService>, request: Request, who: &str, sink: Sink) {
+pub fn stream(engine: &mut Engine, agent: Option<&AgentService>, request: Request, who: &str, admin: bool, sink: Sink) {
     let Some(agent) = agent else {
         let _ = sink.send(StreamLine::Done(Response::err(
             ErrorCode::Unavailable,
@@ -1114,7 +1169,7 @@ pub fn stream(engine: &mut Engine, agent: Option<&AgentService>, request: Reques
         request_id,
         priority: Priority::Interactive,
         queued_at: Instant::now(),
-        kind: JobKind::Converse { mode, conversation, history, text, who: who.to_owned() },
+        kind: JobKind::Converse { mode, conversation, history, text, who: who.to_owned(), admin },
         sink: Some(sink.clone()),
     };
     if let Err(e) = agent.queue(job) {

@@ -26,6 +26,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "check_interval",
     "protected_units",
     "admin_group",
+    "viewer_group",
     "paths.state_dir",
     "paths.database",
     "paths.socket",
@@ -96,6 +97,9 @@ pub struct FileConfig {
     pub protected_units: Vec<String>,
     /// Members of this group (and root) may approve, reject, resolve and close.
     pub admin_group: Option<String>,
+    /// Members of this group may read issues, approvals, the audit trail, hosts and the last
+    /// report, and ask the model (its proposals queued for an admin). Default: the admin group.
+    pub viewer_group: Option<String>,
     pub paths: PathsSection,
     pub systemd: SystemdSection,
     pub journal: JournalSection,
@@ -371,6 +375,8 @@ pub struct Config {
     pub check_interval: Duration,
     pub protected_extra: Vec<String>,
     pub admin_group: Option<String>,
+    /// The viewer group (the admin group when not set).
+    pub viewer_group: Option<String>,
     pub state_dir: PathBuf,
     pub database: PathBuf,
     pub socket: PathBuf,
@@ -534,6 +540,11 @@ impl Config {
             && (g.is_empty() || g.contains(['/', ':', '\n']))
         {
             bail!("admin_group = {g:?} is not a group name");
+        }
+        if let Some(g) = &f.viewer_group
+            && (g.is_empty() || g.contains(['/', ':', '\n']))
+        {
+            bail!("viewer_group = {g:?} is not a group name");
         }
         let thresholds = f.thresholds.clone().unwrap_or_default();
         thresholds.validate().map_err(|e| anyhow::format_err!("thresholds: {e}"))?;
@@ -745,6 +756,7 @@ impl Config {
             check_interval: duration("check_interval", &f.check_interval, s(60), s(5))?,
             protected_extra: f.protected_units.clone(),
             admin_group: f.admin_group.clone(),
+            viewer_group: f.viewer_group.clone().or_else(|| f.admin_group.clone()),
             state_dir,
             database,
             socket,

@@ -550,6 +550,23 @@ impl Engine {
     }
 
     /// Runs one proposal through the policy and records the decision; queues or permits it.
+    /// Like [`Engine::propose`], for a model working for a viewer (who may not let anything run):
+    /// the decision is made with no kind the model may execute, so what it proposes is queued for
+    /// an admin (or denied), never executed.
+    pub fn propose_queued(
+        &mut self,
+        action: Action,
+        origin: Origin,
+        issue_id: Option<i64>,
+        now: Timestamp,
+        correlation_id: &str,
+    ) -> anyhow::Result<(ProposalResult, Option<Work>)> {
+        let allowed = std::mem::take(&mut self.policy.limits.model_may_execute);
+        let result = self.propose(action, origin, issue_id, now, correlation_id);
+        self.policy.limits.model_may_execute = allowed;
+        result
+    }
+
     pub fn propose(
         &mut self,
         action: Action,

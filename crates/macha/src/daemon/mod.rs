@@ -25,6 +25,7 @@ use crate::observe::{self, JournalState, Sources};
 use anyhow::Context;
 use engine_thread::EngineHandle;
 use futures_util::FutureExt;
+use macha_api::Tier;
 use macha_core::HostName;
 use macha_core::command::Tools;
 use macha_core::journal::ErrorWindow;
@@ -117,6 +118,7 @@ pub(crate) struct Shared {
     config: Config,
     executor: Executor,
     admin_gid: Option<u32>,
+    viewer_gid: Option<u32>,
     host: HostName,
     started: Instant,
     agent: Option<AgentService>,
@@ -131,6 +133,13 @@ pub(crate) struct Shared {
     journal_cursor: Mutex<Option<String>>,
     /// A periodic cycle is collecting or being evaluated: the next tick does not start another.
     cycle_running: AtomicBool,
+    /// The last cycle's report: what a viewer's `macha check` gets (only admins start a cycle).
+    last_report: Mutex<Option<CheckReport>>,
+    /// Journal messages are redacted as they arrive (key blocks split over entries included),
+    /// before they enter the error window whose samples reports and the model see.
+    journal_redactor: Mutex<macha_agent::redact::LineRedactor>,
+    /// Execution outputs are redacted before they are stored (viewers read the trail).
+    redactor: macha_agent::Redactor,
 }
 
 impl Shared {
@@ -140,6 +149,7 @@ impl Shared {
         for Work { permit, ticket } in work {
             let executor = self.executor.clone();
             let done = self.done_tx.clone();
+            let redactor = self.redactor.clone();
             self.tracker.spawn(async move {
                 // The executor consumes the permit; its receipt names it.
                 let receipt = AssertUnwindSafe(executor.execute(permit)).catch_unwind().await.unwrap_or_else(|p| {
@@ -150,6 +160,8 @@ impl Shared {
                         format!("the executor failed unexpectedly ({message}); the outcome is unknown"),
                     )
                 });
+                // Diagnostic output can hold secrets; it is stored (and shown to viewers) redacted.
+                let receipt = receipt.redacted(|t| redactor.apply(t));
                 let _ = done.send(Done { ticket, receipt }).await;
             });
         }
@@ -306,6 +318,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = server::bind(&config.socket)?;
     tracker.spawn(server::serve(listener, api_tx, stop.clone()));
     let admin_gid = server::admin_gid(config.admin_group.as_deref());
+    let viewer_gid = server::admin_gid(config.viewer_group.as_deref());
 
     // Signals.
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -323,6 +336,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
     ))?;
 
+    let redactor = macha_agent::Redactor::new(&config.llm.redact_patterns).context("llm.redact_patterns")?;
     // From here on the engine lives on its own thread.
     let (engine, engine_thread) =
         EngineHandle::start(engine, tokio::runtime::Handle::current()).context("starting the engine thread")?;
@@ -330,6 +344,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config: config.clone(),
         executor,
         admin_gid,
+        viewer_gid,
         host,
         started,
         agent,
@@ -340,6 +355,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         fleet_tx,
         journal_cursor: Mutex::new(None),
         cycle_running: AtomicBool::new(false),
+        last_report: Mutex::new(None),
+        journal_redactor: Mutex::new(macha_agent::redact::LineRedactor::new()),
+        redactor,
     });
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("watching")]);
@@ -503,6 +521,7 @@ fn cycle(engine: &mut Engine, shared: &Shared, snapshot: &Snapshot) -> anyhow::R
     shared.spawn_work(work);
     // Retention and downsampling of the history, in bounded batches (cheap when nothing is due).
     engine.maintain(crate::now());
+    *lock(&shared.last_report) = Some(out.clone());
     Ok(out)
 }
 
@@ -545,13 +564,15 @@ fn on_journal(shared: &Shared, engine: &EngineHandle, event: JournalEvent) {
     match event {
         JournalEvent::Entry(entry) => {
             let at = macha_core::Timestamp::from_millis(i64::try_from(entry.realtime_usec / 1000).unwrap_or(0));
+            // Redacted before it is kept: the window's samples reach reports, viewers and the model.
+            let message = shared.redactor.redact_entry(&mut lock(&shared.journal_redactor), &entry.message);
             {
                 let mut state = lock(&shared.sources.journal);
                 match &mut *state {
-                    JournalState::Following(w) => w.record(entry.unit.as_deref(), at, &entry.message),
+                    JournalState::Following(w) => w.record(entry.unit.as_deref(), at, &message),
                     other => {
                         let mut w = ErrorWindow::new(window);
-                        w.record(entry.unit.as_deref(), at, &entry.message);
+                        w.record(entry.unit.as_deref(), at, &message);
                         *other = JournalState::Following(w);
                     }
                 }
@@ -576,7 +597,25 @@ fn on_api(shared: &Arc<Shared>, engine: &EngineHandle, call: ApiCall) {
         ApiCall::Once { request: Request::Status, reply, .. } => {
             let _ = reply.send(shared.status());
         }
-        ApiCall::Once { request: Request::RunCheck, reply, .. } => start_cycle(shared, engine, Some(reply)),
+        ApiCall::Once { request: Request::RunCheck, peer, reply } => {
+            match server::access(peer, shared.admin_gid, shared.viewer_gid) {
+                // Only an admin starts a cycle (it records and may act).
+                Tier::Admin => start_cycle(shared, engine, Some(reply)),
+                // A viewer gets the last report; nothing runs because of a read.
+                Tier::Viewer => {
+                    let last = lock(&shared.last_report).clone();
+                    let _ = reply.send(match last {
+                        Some(report) => Response::reply::<ops::RunCheck>(&report),
+                        None => Response::err(ErrorCode::Unavailable, "no cycle has finished yet; ask again shortly"),
+                    });
+                }
+                Tier::Anyone => {
+                    engine.post("api denial", move |e| {
+                        let _ = reply.send(requests::deny(e, &Request::RunCheck, peer));
+                    });
+                }
+            }
+        }
         ApiCall::Once { request, peer, reply }
             if Fleet::is_deferred(&request) && server::is_admin(peer, shared.admin_gid) =>
         {
@@ -595,10 +634,12 @@ fn on_api(shared: &Arc<Shared>, engine: &EngineHandle, call: ApiCall) {
         ApiCall::Stream { request, peer, sink } => {
             let s = Arc::clone(shared);
             engine.post("api stream", move |e| {
-                if request.is_write() && !server::is_admin(peer, s.admin_gid) {
+                let tier = server::access(peer, s.admin_gid, s.viewer_gid);
+                if tier < request.tier() {
                     let _ = sink.send(crate::api::StreamLine::Done(requests::deny(e, &request, peer)));
                 } else {
-                    crate::agent::stream(e, s.agent.as_ref(), request, &server::peer_name(peer), sink);
+                    let admin = tier == Tier::Admin;
+                    crate::agent::stream(e, s.agent.as_ref(), request, &server::peer_name(peer), admin, sink);
                 }
             });
         }

@@ -17,7 +17,8 @@ use macha_store::{AuditKind, NewAudit, Severity};
 pub(super) fn answer(engine: &mut Engine, shared: &Shared, request: Request, peer: Peer) -> Response {
     let now = crate::now();
     let who = server::peer_name(peer);
-    if request.is_write() && !server::is_admin(peer, shared.admin_gid) {
+    let tier = server::access(peer, shared.admin_gid, shared.viewer_gid);
+    if tier < request.tier() {
         return deny(engine, &request, peer);
     }
     let result: anyhow::Result<Response> = (|| match request {
@@ -25,6 +26,7 @@ pub(super) fn answer(engine: &mut Engine, shared: &Shared, request: Request, pee
             Err(BadRequest(format!("{} is answered by the loop", request.op())).into())
         }
         Request::ListIssues(ops::ListIssues { states, host, limit }) => {
+            let limit = Some(page(limit));
             let issues = engine.store().list_issues(&macha_store::IssueQuery { states, host, limit })?;
             Ok(Response::reply::<ops::ListIssues>(&issues.iter().map(wire::issue).collect()))
         }
@@ -44,6 +46,7 @@ pub(super) fn answer(engine: &mut Engine, shared: &Shared, request: Request, pee
             &engine.manual_issue(id, true, &who, note.as_deref(), now)?,
         ))),
         Request::ListApprovals(ops::ListApprovals { states, limit }) => {
+            let limit = Some(page(limit));
             let approvals = engine.store().list_approvals(&states, limit)?;
             Ok(Response::reply::<ops::ListApprovals>(&approvals.iter().map(wire::approval).collect()))
         }
@@ -70,7 +73,9 @@ pub(super) fn answer(engine: &mut Engine, shared: &Shared, request: Request, pee
                 state: macha_core::approval::ApprovalState::Rejected,
             }))
         }
-        Request::QueryAudit(ops::QueryAudit { filter }) => {
+        Request::QueryAudit(ops::QueryAudit { mut filter }) => {
+            // Paged by the daemon: at most `LIST_MAX` records an answer; follow with `after_id`.
+            filter.limit = Some(page(filter.limit));
             let records = engine.store().query_audit(&wire::audit_query(&filter))?;
             Ok(Response::reply::<ops::QueryAudit>(&wire::audit_entries(&records)))
         }
@@ -114,16 +119,34 @@ pub(super) fn answer(engine: &mut Engine, shared: &Shared, request: Request, pee
 }
 
 /// Refuses a request that needs an admin, and audits the refusal.
+/// The most records one list answer carries (the default when none is asked: 100). Larger
+/// results are paged: audit queries with `after_id`, the others by state and host.
+pub(super) const LIST_MAX: u32 = 500;
+
+fn page(limit: Option<u32>) -> u32 {
+    limit.unwrap_or(100).clamp(1, LIST_MAX)
+}
+
+/// Whom a tier names, for refusals.
+fn who_may(tier: macha_api::Tier) -> &'static str {
+    match tier {
+        macha_api::Tier::Anyone => "anyone",
+        macha_api::Tier::Viewer => "root, the admin group or the viewer group",
+        macha_api::Tier::Admin => "root or the admin group",
+    }
+}
+
 pub(super) fn deny(engine: &mut Engine, request: &Request, peer: Peer) -> Response {
     let who = server::peer_name(peer);
-    let summary = format!("denied {} to {who}: not root and not in the admin group", request.op());
+    let needs = who_may(request.tier());
+    let summary = format!("denied {} to {who}: it needs {needs}", request.op());
     let audit = NewAudit::new(crate::now(), AuditKind::AuthDenied, Severity::Warning, "local", summary.clone())
         .with_payload(serde_json::json!({"uid": peer.uid, "gid": peer.gid, "pid": peer.pid, "request": request}));
     if let Err(e) = engine.store_mut().append_audit(&audit) {
         tracing::error!("cannot audit a denial: {e}");
     }
     tracing::warn!(uid = peer.uid, "{summary}");
-    Response::err(ErrorCode::Denied, format!("permission denied: {} needs root or the admin group", request.op()))
+    Response::err(ErrorCode::Denied, format!("permission denied: {} needs {needs}", request.op()))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -2,6 +2,7 @@
 //! request lines and hands them to the daemon loop. It decides nothing itself.
 
 use crate::api::{self, Request, Response};
+use macha_api::Tier;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -167,6 +168,17 @@ pub fn is_admin(peer: Peer, admin_gid: Option<u32>) -> bool {
 }
 
 /// The gid of the admin group, if configured and it exists.
+/// What `peer` may do: admin (root or the admin group), viewer (the viewer group), or anyone.
+pub fn access(peer: Peer, admin_gid: Option<u32>, viewer_gid: Option<u32>) -> Tier {
+    if is_admin(peer, admin_gid) {
+        Tier::Admin
+    } else if viewer_gid.is_some() && is_admin(peer, viewer_gid) {
+        Tier::Viewer
+    } else {
+        Tier::Anyone
+    }
+}
+
 pub fn admin_gid(group: Option<&str>) -> Option<u32> {
     let name = group?;
     match nix::unistd::Group::from_name(name) {

@@ -78,6 +78,7 @@ const SAMPLE: &str = r#"{
   checkInterval = "30s";
   protectedServices = [ "postgresql" "backup-*" ];
   adminGroup = "wheel";
+  viewerGroup = "adm";
   modelMayExecute = [ "diagnostic" "reset_failed" ];
   cleanupMinAgeDays = 14;
   models = { triage = "qwen2.5:1.5b"; analysis = "qwen2.5:7b"; embedding = "all-minilm"; };
@@ -168,7 +169,7 @@ fn every_typed_option_round_trips_through_check_config() {
 fn the_module_defaults_are_the_daemon_defaults() {
     let settings = nix_eval(
         "keys.moduleSettings { autonomyLevel = keys.defaults.autonomyLevel; checkInterval = keys.defaults.checkInterval; \
-         models = keys.defaults.models; protectedServices = [ ]; adminGroup = null; ollama.url = null; hosts = { }; \
+         models = keys.defaults.models; protectedServices = [ ]; adminGroup = null; viewerGroup = null; ollama.url = null; hosts = { }; \
          modelMayExecute = keys.defaults.modelMayExecute; cleanupMinAgeDays = keys.defaults.cleanupMinAgeDays; \
          discovery = { enable = false; allowedDomains = [ ]; }; notifications.gotify = { url = null; tokenFile = null; }; }",
     );

@@ -1,6 +1,7 @@
-//! The local API's authorisation, with a real daemon, a real socket and a real second uid: a
-//! client process that runs as `nobody` may read but not approve, and the denial is audited.
-//! Needs root (to start a process as another uid); CI runs as root.
+//! The local API's authorisation, with a real daemon, a real socket and real other uids: anyone
+//! gets the status summary; a viewer (the viewer group) reads and gets the last report but
+//! neither approves nor starts a cycle; everyone else is refused reads too; every denial is
+//! audited. Needs root (to start a process as another uid); CI runs as root.
 
 use crate::support::daemon::TestDaemon;
 use macha_core::Timestamp;
@@ -11,13 +12,18 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+/// `nobody` in the group `nogroup`, which the daemon below makes its viewer group.
 const NOBODY: u32 = 65534;
+/// A uid and gid in no group the daemon knows: anyone.
+const STRANGER: u32 = 65533;
 
 /// A daemon at autonomy observe whose database already holds a pending approval for a read-only
 /// diagnostic, as the daemon would have queued it; its socket reachable by other uids.
 fn start_daemon() -> TestDaemon {
     let daemon = TestDaemon::builder()
         .autonomy("observe")
+        .top("viewer_group = \"nogroup\"\n")
+        .wait_for_first_cycle()
         .prepare(|dir| {
             std::fs::create_dir_all(dir.join("state")).unwrap_or_else(|e| panic!("{e}"));
             let mut store = Store::open(dir.join("state/macha.db")).unwrap_or_else(|e| panic!("{e}"));
@@ -59,36 +65,52 @@ fn client(socket: &Path, uid: Option<u32>, args: &[&str]) -> Output {
 }
 
 #[test]
-fn nobody_may_read_but_not_approve_and_denials_are_audited() {
+fn viewers_read_strangers_get_status_only_and_denials_are_audited() {
     if !nix::unistd::Uid::effective().is_root() {
-        panic!("this test starts a client as uid {NOBODY} and must run as root");
+        panic!("this test starts clients as uids {NOBODY} and {STRANGER} and must run as root");
     }
     let mut daemon = start_daemon();
 
-    // Read: allowed for nobody.
+    // Anyone: the status summary, nothing else (not even the list of approvals or the report).
+    let out = client(&daemon.socket(), Some(STRANGER), &["status", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for args in [&["approve", "list"][..], &["issues", "list"], &["logs", "audit"], &["check"]] {
+        let out = client(&daemon.socket(), Some(STRANGER), args);
+        assert_eq!(out.status.code(), Some(77), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("viewer group"), "{args:?}");
+    }
+
+    // A viewer reads.
     let out = client(&daemon.socket(), Some(NOBODY), &["approve", "list", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
     let id = list[0]["id"].as_i64().unwrap_or(-1);
+    // A viewer's check is the last report: no cycle runs because of it.
+    let cycles = daemon.history().len();
+    let out = client(&daemon.socket(), Some(NOBODY), &["check", "--json"]);
+    assert!(matches!(out.status.code(), Some(0..=3)), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(report["mode"], "daemon", "{report}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(daemon.history().len(), cycles, "a viewer's check started a cycle");
 
-    // Write: denied, with exit code 77 and a clear message.
+    // Writes: denied, with exit code 77 and a clear message.
     let out = client(&daemon.socket(), Some(NOBODY), &["approve", "approve", &id.to_string()]);
     assert_eq!(out.status.code(), Some(77), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
     let out = client(&daemon.socket(), Some(NOBODY), &["issues", "close", "1"]);
     assert_eq!(out.status.code(), Some(77));
-    // Talking to the model is for admins too (it reads logs and files on the daemon's behalf).
+    // A viewer may ask the model (here it is not enabled: unavailable, not denied); a stranger may not.
     let out = client(&daemon.socket(), Some(NOBODY), &["ask", "what is wrong?"]);
+    assert_eq!(out.status.code(), Some(69), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = client(&daemon.socket(), Some(STRANGER), &["ask", "what is wrong?"]);
     assert_eq!(out.status.code(), Some(77), "{}", String::from_utf8_lossy(&out.stderr));
 
-    // The request is still pending, and the denial is in the audit trail with the uid.
+    // The request is still pending, and the denials are in the audit trail with the uids.
     let out = client(&daemon.socket(), None, &["approve", "show", &id.to_string(), "--json"]);
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     assert_eq!(shown["approval"]["state"], "pending");
-    let out = client(&daemon.socket(), None, &["logs", "audit", "--json"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.lines().any(|l| l.contains("auth_denied") && l.contains("65534")), "{text}");
 
     // Root may approve; at autonomy observe the re-decided policy refuses, and that is recorded.
     let out = client(&daemon.socket(), None, &["approve", "approve", &id.to_string(), "--json"]);
@@ -104,8 +126,8 @@ fn nobody_may_read_but_not_approve_and_denials_are_audited() {
     let denied = store
         .query_audit(&AuditQuery { kinds: vec![AuditKind::AuthDenied], ..AuditQuery::default() })
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(denied.len(), 3, "{denied:?}");
-    assert!(denied.iter().all(|d| d.payload["uid"] == NOBODY));
+    let by = |uid: u32| denied.iter().filter(|d| d.payload["uid"] == uid).count();
+    assert_eq!((by(STRANGER), by(NOBODY)), (5, 2), "{denied:?}");
 }
 
 #[test]
