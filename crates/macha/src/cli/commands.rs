@@ -372,7 +372,9 @@ fn audit_log(f: &LogFilter, kinds: Vec<AuditKind>) -> CmdResult {
         kinds,
         min_severity,
         limit: Some(f.limit.unwrap_or(100)),
-        order: Order::NewestFirst,
+        after_id: f.after_id,
+        // A page after an id reads forward; otherwise the newest, shown oldest first.
+        order: if f.after_id.is_some() { Order::OldestFirst } else { Order::NewestFirst },
         ..AuditFilter::default()
     };
     let mut fetch = |filter: &AuditFilter| -> Result<Vec<crate::api::reply::AuditEntry>, super::Failure> {
@@ -382,12 +384,14 @@ fn audit_log(f: &LogFilter, kinds: Vec<AuditKind>) -> CmdResult {
         }
     };
     let mut records = fetch(&filter)?;
-    records.reverse();
+    if f.after_id.is_none() {
+        records.reverse();
+    }
     let mut last = records.iter().map(|r| r.id).max();
     render::audit(&records, f.client.json)?;
     if f.follow {
         filter.order = Order::OldestFirst;
-        filter.limit = Some(1000);
+        filter.limit = Some(500);
         loop {
             std::thread::sleep(Duration::from_secs(1));
             filter.after_id = Some(last.unwrap_or(0));

@@ -343,6 +343,9 @@ pub struct LogFilter {
     /// Keep printing new records as they are written.
     #[arg(long, short = 'f')]
     pub follow: bool,
+    /// Records after this id, oldest first (page through the trail: pass the last id shown).
+    #[arg(long)]
+    pub after_id: Option<i64>,
 }
 
 #[derive(Debug, Subcommand)]
