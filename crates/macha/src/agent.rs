@@ -1215,7 +1215,12 @@ fn approval_context(engine: &Engine, id: i64) -> Result<String, String> {
 
 /// `macha-logs prompts`: the prompt log (admin only; it holds redacted logs and files).
 pub fn list_prompts(engine: &Engine, r: &ops::ListPrompts) -> anyhow::Result<PromptLog> {
-    let prompts = engine.store().prompts(r.request_id, r.limit.unwrap_or(20).min(500))?;
+    prompt_log(engine.store(), r)
+}
+
+/// The prompt log from a store (the daemon's, or a database file given with `--db`).
+pub fn prompt_log(store: &macha_store::Store, r: &ops::ListPrompts) -> anyhow::Result<PromptLog> {
+    let prompts = store.prompts(r.request_id, r.limit.unwrap_or(20).min(500))?;
     Ok(PromptLog { prompts: prompts.iter().map(crate::wire::prompt).collect() })
 }
 

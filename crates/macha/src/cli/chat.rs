@@ -183,8 +183,16 @@ pub fn discuss(id: i64, opts: &ClientOpts) -> CmdResult {
 }
 
 pub fn prompts(request_id: Option<i64>, limit: Option<u32>, opts: &ClientOpts) -> CmdResult {
-    let mut client = connect(opts)?;
-    let log = client.call(ops::ListPrompts { request_id, limit })?;
+    let req = ops::ListPrompts { request_id, limit };
+    // A database file is read directly (read-only); otherwise the daemon answers (admins only).
+    let log = match &opts.db {
+        Some(db) => {
+            let store = macha_store::Store::open_read_only(db)
+                .map_err(|e| fail(super::EXIT_DATAERR, anyhow::format_err!("opening {}: {e}", db.display())))?;
+            crate::agent::prompt_log(&store, &req)?
+        }
+        None => connect(opts)?.call(req)?,
+    };
     if opts.json {
         super::render::print_json(&log)?;
         return Ok(0);

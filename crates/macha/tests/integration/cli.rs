@@ -324,3 +324,17 @@ fn policy_check_refuses_a_padded_document_instead_of_judging_its_start() {
     let out = run_with_stdin(&["policy", "check", "--autonomy", "auto-full"], twice);
     assert_eq!(out.status.code(), Some(65));
 }
+
+/// `logs prompts --db FILE` reads the file (it used to be refused as if it wrote).
+#[test]
+fn the_prompt_log_of_a_database_file_is_read() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("macha.db");
+    drop(macha_store::Store::open(&db).unwrap_or_else(|e| panic!("{e}")));
+    let out = macha().args(["logs", "prompts", "--db"]).arg(&db).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no prompts recorded"));
+    let out = macha().args(["logs", "prompts", "--json", "--db"]).arg(&db).output().unwrap_or_else(|e| panic!("{e}"));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(v["prompts"].as_array().map(Vec::len), Some(0), "{v}");
+}
