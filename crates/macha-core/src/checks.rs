@@ -576,7 +576,36 @@ pub fn unit_state_observation(active_state: &str) -> Observation {
 
 /// The deterministic remediation rules: which actions a finding proposes. The policy decides them
 /// like any other proposal.
-pub fn remediations(f: &Finding) -> Vec<Action> {
+/// What a host has that clean-ups need, as its snapshot showed: a Nix store (for garbage
+/// collection) and a readable journal (for a vacuum). A clean-up is proposed only where it can
+/// work: a full `/` on a host without Nix gets no garbage collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostTools {
+    pub nix: bool,
+    pub journal: bool,
+}
+
+impl HostTools {
+    /// Everything (for findings whose remediations need neither, such as a failed unit).
+    pub const ALL: HostTools = HostTools { nix: true, journal: true };
+
+    /// From a snapshot: Nix when its Nix section was observed, a journal when its journal was.
+    pub fn of(snapshot: &crate::snapshot::Snapshot) -> HostTools {
+        HostTools { nix: snapshot.nix.data().is_some(), journal: snapshot.journal.data().is_some() }
+    }
+}
+
+pub fn remediations(f: &Finding, tools: HostTools) -> Vec<Action> {
+    let mut actions = remediations_of(f);
+    actions.retain(|a| match a {
+        Action::CollectGarbage { .. } => tools.nix,
+        Action::JournalVacuum { .. } => tools.journal,
+        _ => true,
+    });
+    actions
+}
+
+fn remediations_of(f: &Finding) -> Vec<Action> {
     let host = Hosts::One(f.host.clone());
     let unit = || UnitName::parse(&f.subject).ok();
     match f.check {
@@ -691,7 +720,7 @@ mod tests {
         assert_eq!(f[0].fingerprint(), "local/failed_unit/nginx.service");
         assert!(f[0].summary.contains("exit-code"));
         assert_eq!(ev.observe(CheckName::FailedUnit, "nginx.service"), Observation::Present);
-        assert_eq!(remediations(f[0]).first().map(Action::kind), Some(crate::ActionKind::RestartUnit));
+        assert_eq!(remediations(f[0], HostTools::ALL).first().map(Action::kind), Some(crate::ActionKind::RestartUnit));
         snap.units = Section::ok(units(&[]));
         let ev = evaluate(&snap, &Thresholds::default(), &CheckHistory::default());
         assert_eq!(ev.observe(CheckName::FailedUnit, "nginx.service"), Observation::Clear);

@@ -299,8 +299,9 @@ impl Engine {
             proposals: Vec::new(),
         };
         let mut work = Vec::new();
+        let tools = checks::HostTools::of(snapshot);
         for finding in evaluation.findings() {
-            let (proposals, w) = self.handle_finding(finding, correlation_id)?;
+            let (proposals, w) = self.handle_finding(finding, tools, correlation_id)?;
             report.proposals.extend(proposals);
             work.extend(w);
         }
@@ -354,6 +355,7 @@ impl Engine {
     pub fn handle_finding(
         &mut self,
         finding: &Finding,
+        tools: checks::HostTools,
         correlation_id: &str,
     ) -> anyhow::Result<(Vec<ProposalResult>, Vec<Work>)> {
         let now = finding.observed_at;
@@ -363,7 +365,7 @@ impl Engine {
         }
         let mut results = Vec::new();
         let mut work = Vec::new();
-        for action in checks::remediations(finding) {
+        for action in checks::remediations(finding, tools) {
             // A read-only action never moves the issue, so it would be proposed at every cycle:
             // it runs once per opening (new, or come back).
             if read_only(&action) && !fresh {
@@ -528,7 +530,8 @@ impl Engine {
         match checks::unit_state_observation(active_state) {
             Observation::Present => {
                 let finding = checks::unit_failed_finding(host, unit, result, now);
-                self.handle_finding(&finding, correlation_id)
+                // A failed unit's remediation (a restart) needs neither Nix nor the journal.
+                self.handle_finding(&finding, checks::HostTools::ALL, correlation_id)
             }
             Observation::Clear => {
                 let fp = fingerprint(host.as_str(), CheckName::FailedUnit.as_str(), unit);
