@@ -170,7 +170,9 @@ pub async fn identify(pool: &SshPool, target: &Target, timeout: Duration) -> Res
     let cpuinfo = pool.read_file(target, "/proc/cpuinfo", 1024 * 1024);
     let uname = async {
         match cmd(&tools, "uname", &["-s", "-r", "-m"], timeout) {
-            Ok(c) => pool.run(target, &c.output_max(4096)).await.ok().filter(RemoteOutput::success).map(|o| o.stdout_text()),
+            Ok(c) => {
+                pool.run(target, &c.output_max(4096)).await.ok().filter(RemoteOutput::success).map(|o| o.stdout_text())
+            }
             Err(_) => None,
         }
     };
@@ -404,14 +406,8 @@ async fn run_parts(
         &mut on_unit,
         timeouts,
     );
-    let journal_run = streamed(
-        pool,
-        target,
-        "journal",
-        cmd(tools, "journalctl", &journal_args, t),
-        &mut on_journal,
-        timeouts,
-    );
+    let journal_run =
+        streamed(pool, target, "journal", cmd(tools, "journalctl", &journal_args, t), &mut on_journal, timeouts);
     let state = capped(pool, target, "state", cmd(tools, "systemctl", &["is-system-running"], t), STATE_MAX, timeouts);
     let df = capped(pool, target, "df", cmd(tools, "df", &df_args, t), DF_MAX, timeouts);
     let ps = capped(pool, target, "ps", cmd(tools, "ps", &["-e", "-o", "pid=,rss=,times=,comm="], t), PS_MAX, timeouts);
@@ -423,7 +419,8 @@ async fn run_parts(
             None
         }
     };
-    let (files, units_r, journal_r, state, df, ps, nix) = tokio::join!(files, units_run, journal_run, state, df, ps, nix);
+    let (files, units_r, journal_r, state, df, ps, nix) =
+        tokio::join!(files, units_run, journal_run, state, df, ps, nix);
     Ok(Parts {
         files: Some(files?.map(|()| grep)),
         units: Some(units_r?.map(|()| units)),
@@ -1093,7 +1090,10 @@ mod tests {
             state: Some(Ok("degraded\n".into())),
             df: Some(Ok(DF.into())),
             ps: Some(Ok("1 100 1 init\n".into())),
-            journal: Some(Ok(JournalParser::from_text(r#"{"__CURSOR":"s=1;i=1","__REALTIME_TIMESTAMP":"1000000000","PRIORITY":"3","MESSAGE":"boom","_SYSTEMD_UNIT":"lab-demo.service"}"#, Duration::from_secs(600)))),
+            journal: Some(Ok(JournalParser::from_text(
+                r#"{"__CURSOR":"s=1;i=1","__REALTIME_TIMESTAMP":"1000000000","PRIORITY":"3","MESSAGE":"boom","_SYSTEMD_UNIT":"lab-demo.service"}"#,
+                Duration::from_secs(600),
+            ))),
             nix: None,
         };
         let mut mem = HostMemory::default();

@@ -173,7 +173,10 @@ impl Store {
         for (host, audit) in new {
             non_empty("host name", &host.name)?;
             if host.state != HostState::Discovered {
-                return Err(StoreError::Invalid { what: "host state", reason: format!("{}: only discovered hosts are registered here", host.name) });
+                return Err(StoreError::Invalid {
+                    what: "host state",
+                    reason: format!("{}: only discovered hosts are registered here", host.name),
+                });
             }
             let profile = to_json("host profile", &host.profile)?;
             let n = tx
@@ -351,10 +354,15 @@ mod tests {
     fn discovered_hosts_are_capped_evicting_the_least_recently_seen() {
         let (_dir, mut store) = temp_store();
         // People's and the configuration's hosts, which are never evicted.
-        store.put_fleet_host(&host("kept-config", HostState::Configured), HostSource::Config, None, &audit("c")).unwrap();
-        store.put_fleet_host(&host("kept-admitted", HostState::Admitted), HostSource::Journal, None, &audit("a")).unwrap();
+        store
+            .put_fleet_host(&host("kept-config", HostState::Configured), HostSource::Config, None, &audit("c"))
+            .unwrap();
+        store
+            .put_fleet_host(&host("kept-admitted", HostState::Admitted), HostSource::Journal, None, &audit("a"))
+            .unwrap();
         let at = |name: &str, t: i64| {
-            let h = HostRecord { first_seen: Timestamp(t), last_seen: Timestamp(t), ..host(name, HostState::Discovered) };
+            let h =
+                HostRecord { first_seen: Timestamp(t), last_seen: Timestamp(t), ..host(name, HostState::Discovered) };
             (h, audit(&format!("discovered {name}")))
         };
         let bye = |names: &[String]| audit(&format!("evicted {}", names.join(",")));

@@ -91,6 +91,8 @@ pub struct Observed {
     pub result: Result<Snapshot, SshError>,
     pub identity: Option<Identity>,
     pub memory: HostMemory,
+    /// From the tick to the observation's start (waiting for a slot).
+    pub queued: Duration,
     pub elapsed: Duration,
 }
 
@@ -451,6 +453,7 @@ impl Fleet {
                             host: name,
                             identity: None,
                             memory: HostMemory::default(),
+                            queued: Duration::ZERO,
                             elapsed: Duration::ZERO,
                         };
                         let _ = tx.send(crate::daemon::Event::Fleet(FleetEvent::Observed(Box::new(observed)))).await;
@@ -478,9 +481,11 @@ impl Fleet {
             let deadline = self.settings.deadline(identify);
             let slots = if suspect { &self.suspect } else { &self.parallel };
             let (pool, spec, tx, slots) = (Arc::clone(pool), self.settings.spec.clone(), tx.clone(), Arc::clone(slots));
+            let spawned = Instant::now();
             tracker.spawn(async move {
                 let _permit = slots.acquire_owned().await;
                 let started = Instant::now();
+                let queued = started.duration_since(spawned);
                 let shared = Arc::new(Mutex::new(memory));
                 let work = observe_host(&pool, &target, &spec, Arc::clone(&shared), identify);
                 let (result, identity) = match tokio::time::timeout(deadline, work).await {
@@ -495,7 +500,8 @@ impl Fleet {
                     ),
                 };
                 let memory = std::mem::take(&mut *lock(&shared));
-                let observed = Observed { host: target.name, result, identity, memory, elapsed: started.elapsed() };
+                let observed =
+                    Observed { host: target.name, result, identity, memory, queued, elapsed: started.elapsed() };
                 let _ = tx.send(crate::daemon::Event::Fleet(FleetEvent::Observed(Box::new(observed)))).await;
             });
         }
@@ -587,15 +593,15 @@ impl Fleet {
         }
         let previous = host.status.get("kind").and_then(|k| k.as_str()).map(str::to_owned);
         let elapsed_ms = u64::try_from(o.elapsed.as_millis()).unwrap_or(u64::MAX);
+        let queued_ms = u64::try_from(o.queued.as_millis()).unwrap_or(u64::MAX);
         let connects = self.pool.as_ref().map_or(0, |p| p.connects(&o.host));
-        let backoff_doc = health.map(|(failures, wait)| {
-            serde_json::json!({"failures": failures, "retry_at": now.plus(wait)})
-        });
+        let backoff_doc =
+            health.map(|(failures, wait)| serde_json::json!({"failures": failures, "retry_at": now.plus(wait)}));
         let name = o.host.as_str();
         let snapshot = match o.result {
             Ok(snapshot) => {
                 let status = serde_json::json!({
-                    "ok": true, "kind": "ok", "at": now, "last_ok": now, "elapsed_ms": elapsed_ms,
+                    "ok": true, "kind": "ok", "at": now, "last_ok": now, "elapsed_ms": elapsed_ms, "queued_ms": queued_ms,
                     "connects": connects, "unavailable_sections": snapshot.unavailable_sections().len(),
                     "backoff": backoff_doc,
                 });
@@ -618,7 +624,8 @@ impl Fleet {
             Err(e) => {
                 let status = serde_json::json!({
                     "ok": false, "kind": e.kind(), "reason": e.to_string(), "at": now,
-                    "last_ok": host.status.get("last_ok"), "elapsed_ms": elapsed_ms, "connects": connects,
+                    "last_ok": host.status.get("last_ok"), "elapsed_ms": elapsed_ms, "queued_ms": queued_ms,
+                    "connects": connects,
                     "backoff": backoff_doc,
                 });
                 engine.store_mut().set_host_status(name, &status, None)?;
@@ -754,7 +761,9 @@ impl Fleet {
         let mut admitted = 0usize;
         for (name, raw, pattern) in &inside {
             if admitted >= ADMITTED_PER_PASS {
-                tracing::info!("discovery: more than {ADMITTED_PER_PASS} new names in the allowed domains; the rest wait");
+                tracing::info!(
+                    "discovery: more than {ADMITTED_PER_PASS} new names in the allowed domains; the rest wait"
+                );
                 break;
             }
             let existing = engine.store().get_fleet_host(name.as_str())?;
@@ -773,7 +782,9 @@ impl Fleet {
             let record = HostRecord { state: HostState::Admitted, ..discovered_record(name, now) };
             let audit = NewAudit::new(now, AuditKind::Config, Severity::Notice, name.as_str(), summary)
                 .with_subject("host")
-                .with_payload(serde_json::json!({"raw_hostname": raw, "state": HostState::Admitted, "source": "journal"}));
+                .with_payload(
+                    serde_json::json!({"raw_hostname": raw, "state": HostState::Admitted, "source": "journal"}),
+                );
             match engine.store_mut().put_fleet_host(&record, HostSource::Journal, expected, &audit) {
                 Ok(_) => {
                     changed = true;
@@ -1629,6 +1640,7 @@ mod tests {
             result,
             identity: None,
             memory: HostMemory { timed_out, ..HostMemory::default() },
+            queued: Duration::ZERO,
             elapsed: Duration::from_secs(1),
         }))
     }
@@ -1639,7 +1651,11 @@ mod tests {
         let waits: Vec<u64> = (1..=6).map(|n| backoff(n, i).as_secs()).collect();
         assert_eq!(waits, [0, 60, 180, 420, 600, 600]);
         assert_eq!(backoff(u32::MAX, i), BACKOFF_MAX);
-        assert_eq!(backoff(9, Duration::from_secs(3600)), Duration::from_secs(3600), "at most one interval when longer");
+        assert_eq!(
+            backoff(9, Duration::from_secs(3600)),
+            Duration::from_secs(3600),
+            "at most one interval when longer"
+        );
         assert_eq!((suspect_slots(16), suspect_slots(2), suspect_slots(1)), (4, 1, 1));
     }
 
@@ -1650,13 +1666,15 @@ mod tests {
             "[hosts.c1]\naddress = \"10.0.0.1\"\nhost_key = \"{KEY}\"\n[hosts.c2]\naddress = \"10.0.0.2\"\nhost_key = \"{KEY}\"\n"
         );
         let (_cfg, mut engine, fleet) = engine_and_fleet(dir.path(), &hosts);
-        let down = || Err(SshError::ConnectTimeout { host: "c1".into(), after: Duration::from_secs(15), detail: "x".into() });
+        let down =
+            || Err(SshError::ConnectTimeout { host: "c1".into(), after: Duration::from_secs(15), detail: "x".into() });
         let health = |f: &Fleet, n: &str| lock(&f.state).health.get(&h(n)).map(|hl| hl.failures);
         for _ in 0..3 {
             fleet.handle(&mut engine, observed("c1", down(), 0)).unwrap_or_else(|e| panic!("{e:#}"));
         }
         assert_eq!(health(&fleet, "c1"), Some(3));
-        let wait = lock(&fleet.state).health.get(&h("c1")).map(|hl| hl.retry_at.saturating_duration_since(Instant::now()));
+        let wait =
+            lock(&fleet.state).health.get(&h("c1")).map(|hl| hl.retry_at.saturating_duration_since(Instant::now()));
         let interval = fleet.settings.interval;
         assert!(wait.is_some_and(|w| w > interval * 2 && w <= interval * 3), "{wait:?}");
         let status = engine.store().get_fleet_host("c1").ok().flatten().map(|h| h.status).unwrap_or_default();
@@ -1740,6 +1758,7 @@ mod tests {
             result: Ok(snap),
             identity: Some(identity),
             memory: HostMemory::default(),
+            queued: Duration::ZERO,
             elapsed: Duration::from_secs(2),
         }));
         let work = fleet.handle(&mut engine, event).unwrap_or_else(|e| panic!("{e:#}"));
@@ -1753,7 +1772,14 @@ mod tests {
         // In the order written, time never goes backwards: first contact, snapshot, finding,
         // decision, action.
         for pair in trail.windows(2) {
-            assert!(pair[0].ts <= pair[1].ts, "{} at {} before {} at {}", pair[0].summary, pair[0].ts, pair[1].summary, pair[1].ts);
+            assert!(
+                pair[0].ts <= pair[1].ts,
+                "{} at {} before {} at {}",
+                pair[0].summary,
+                pair[0].ts,
+                pair[1].summary,
+                pair[1].ts
+            );
         }
         let snapshot_at = trail.iter().find(|r| r.kind == AuditKind::Snapshot).map_or(Timestamp(i64::MAX), |r| r.ts);
         let actions = engine.store().actions_since(Timestamp(0)).unwrap_or_default();
