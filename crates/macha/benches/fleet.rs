@@ -296,7 +296,8 @@ fn daemon(hosts: &[Host], blocked: &[String], key: &Path, cycles: usize, interva
         let mut c = macha::api::Client::connect(&socket, Duration::from_secs(10)).ok();
         c.as_mut().and_then(|c| c.call(&macha::api::Request::Status).ok()).unwrap_or_default()
     };
-    let healthy: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).filter(|n| !blocked.iter().any(|b| b == n)).collect();
+    let healthy: Vec<&str> =
+        hosts.iter().map(|h| h.name.as_str()).filter(|n| !blocked.iter().any(|b| b == n)).collect();
     // The tick index of a result: the last tick at or before its probe started.
     let tick_of = |ticks: &[i64], r: &Result_| ticks.iter().rposition(|t| *t <= r.start);
     let complete = |ticks: &[i64], results: &[Result_], k: usize| {
@@ -358,10 +359,8 @@ fn daemon(hosts: &[Host], blocked: &[String], key: &Path, cycles: usize, interva
     let mut lateness = Vec::new();
     let steady_ticks: Vec<usize> = (1..ticks.len()).filter(|k| complete(&ticks, &results, *k)).collect();
     for &k in &steady_ticks {
-        let mine: Vec<&Result_> = results
-            .iter()
-            .filter(|r| tick_of(&ticks, r) == Some(k) && healthy.contains(&r.host.as_str()))
-            .collect();
+        let mine: Vec<&Result_> =
+            results.iter().filter(|r| tick_of(&ticks, r) == Some(k) && healthy.contains(&r.host.as_str())).collect();
         spans.push(mine.iter().map(|r| r.end - ticks[k]).max().unwrap_or(0));
         lateness.extend(mine.iter().map(|r| r.end - ticks[k]));
     }

@@ -284,8 +284,12 @@ fn lab_auto_safe_restarts_a_failed_unit_on_a_container() {
     assert_eq!(lab.active_state("c2", "lab-demo.service"), "active");
     let decisions = d.records(AuditKind::Decision, "c2");
     assert!(about(&decisions, "lab-demo.service").iter().any(|r| r.summary.starts_with("execute:")), "{decisions:?}");
-    // Only c2 was touched.
-    assert!(d.records(AuditKind::Action, "c1").is_empty() && d.records(AuditKind::Action, "c3").is_empty());
+    // Only c2's unit was touched (the containers share this machine's disk: when it is nearly
+    // full, clean-up actions on every host are legitimate and not what this test is about).
+    assert!(
+        about(&d.records(AuditKind::Action, "c1"), "lab-demo").is_empty()
+            && about(&d.records(AuditKind::Action, "c3"), "lab-demo").is_empty()
+    );
     let issues = d.json_as("macha-issues", &["list", "--all", "--json"]);
     let issue = issues.as_array().and_then(|a| a.iter().find(|i| i["host"] == "c2")).cloned().unwrap_or_default();
     assert_eq!(
@@ -348,9 +352,12 @@ fn lab_a_protected_unit_on_a_container_is_never_restarted() {
     });
     std::thread::sleep(Duration::from_secs(11));
     assert_eq!(lab.active_state("c3", "lab-demo.service"), "failed");
-    assert!(d.records(AuditKind::Action, "c3").is_empty(), "nothing ran");
-    assert!(d.json_as("macha-approve", &["list", "--json"]).as_array().is_some_and(Vec::is_empty), "nothing queued");
+    assert!(about(&d.records(AuditKind::Action, "c3"), "lab-demo").is_empty(), "nothing ran");
     lab.repair_demo("c3");
+    let queued = d.json_as("macha-approve", &["list", "--json"]);
+    let about_demo =
+        queued.as_array().map_or(0, |a| a.iter().filter(|r| r["action"]["unit"] == "lab-demo.service").count());
+    assert_eq!(about_demo, 0, "nothing queued: {queued}");
 }
 
 #[test]
@@ -367,12 +374,24 @@ fn lab_a_changed_host_key_is_refused_alerted_and_nothing_is_sent() {
     });
     let h = d.host("c3");
     assert_eq!(h["status"]["kind"], "host_key_changed", "{h}");
+    let alerted = d
+        .records(AuditKind::Alert, "c3")
+        .iter()
+        .find(|r| r.summary.contains("host key of c3 changed"))
+        .map_or(i64::MAX, |r| r.ts.millis());
     // A failure on c3 now gets no action: the host is out of the policy's trusted hosts, and no
     // command reaches it (sshd on c3 accepted no login since the key changed).
     lab.break_demo("c3");
     std::thread::sleep(Duration::from_secs(11));
     assert_eq!(lab.active_state("c3", "lab-demo.service"), "failed");
-    assert!(d.records(AuditKind::Action, "c3").is_empty());
+    // No action at all since the alert (before it, a clean-up of a nearly full disk may have run).
+    let after_alert: Vec<String> = d
+        .records(AuditKind::Action, "c3")
+        .iter()
+        .filter(|r| r.ts.millis() > alerted)
+        .map(|r| r.summary.clone())
+        .collect();
+    assert!(after_alert.is_empty(), "{after_alert:?}");
     // Only what the restarted sshd (the one with the new key) logged counts.
     let log = lab.sshd_log_since("c3", since);
     let after = log.rsplit("Server listening").next().unwrap_or_default();
