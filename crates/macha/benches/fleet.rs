@@ -308,25 +308,34 @@ fn daemon(hosts: &[Host], blocked: &[String], key: &Path, cycles: usize, interva
             .collect();
         done.len() == healthy.len()
     };
-    let deadline = Instant::now() + Duration::from_secs(120 + (interval + 2) * (cycles as u64 + 2));
+    // Every healthy host answered once: the end of the first cycle (however many ticks it took).
+    let first_done = |results: &[Result_]| -> Option<i64> {
+        let mut firsts: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+        for r in results.iter().filter(|r| healthy.contains(&r.host.as_str())) {
+            let e = firsts.entry(r.host.as_str()).or_insert(r.end);
+            *e = (*e).min(r.end);
+        }
+        (firsts.len() == healthy.len()).then(|| firsts.values().copied().max().unwrap_or(0))
+    };
+    let deadline = Instant::now() + Duration::from_secs(180 + (interval + 2) * (cycles as u64 + 2));
     let mut after_first: Option<(u64, u64, Option<u64>, i64)> = None;
     let mut queued_max = 0u64;
     let mut queued: Vec<i64> = Vec::new();
     let mut seen_status = std::collections::BTreeSet::new();
     loop {
         let (ticks, results) = records();
-        if after_first.is_none() && !ticks.is_empty() && complete(&ticks, &results, 0) {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
-            after_first = Some((cpu_ticks(pid), ssh_cpu_ticks(&needle), status()["ssh"]["connects"].as_u64(), now));
+        if after_first.is_none()
+            && let Some(done) = first_done(&results)
+        {
+            after_first = Some((cpu_ticks(pid), ssh_cpu_ticks(&needle), status()["ssh"]["connects"].as_u64(), done));
         }
         // How long healthy hosts waited for a slot (their last status; sampled every poll).
-        if after_first.is_some()
+        if let Some((_, _, _, t1)) = after_first
             && let Ok(store) = Store::open_read_only(&db)
         {
             for h in store.list_fleet_hosts().unwrap_or_default() {
                 if let (Some(at), Some(q)) = (h.status["at"].as_i64(), h.status["queued_ms"].as_u64())
+                    && at > t1
                     && healthy.contains(&h.record.name.as_str())
                     && seen_status.insert((h.record.name.clone(), at))
                 {
@@ -335,7 +344,12 @@ fn daemon(hosts: &[Host], blocked: &[String], key: &Path, cycles: usize, interva
                 }
             }
         }
-        let enough = ticks.len() > cycles && complete(&ticks, &results, cycles - 1);
+        // Enough: `cycles - 1` ticks after the first cycle, the last of them complete.
+        let steady: Vec<usize> = match after_first {
+            Some((_, _, _, t1)) => (0..ticks.len()).filter(|k| ticks[*k] >= t1).collect(),
+            None => Vec::new(),
+        };
+        let enough = steady.len() > cycles - 1 && complete(&ticks, &results, steady[cycles - 2]);
         if enough || Instant::now() > deadline {
             break;
         }
@@ -349,25 +363,25 @@ fn daemon(hosts: &[Host], blocked: &[String], key: &Path, cycles: usize, interva
     drop(running);
     let (ticks, results) = records();
     let first_tick = ticks.first().copied().unwrap_or(0);
-    let first = results
-        .iter()
-        .filter(|r| tick_of(&ticks, r) == Some(0) && healthy.contains(&r.host.as_str()))
-        .map(|r| r.end - first_tick)
-        .max()
-        .unwrap_or(0);
+    let t1 = after_first.map_or(i64::MAX, |a| a.3);
+    let first = first_done(&results).map_or(-1, |done| done - first_tick);
     let mut spans = Vec::new();
     let mut lateness = Vec::new();
-    let steady_ticks: Vec<usize> = (1..ticks.len()).filter(|k| complete(&ticks, &results, *k)).collect();
+    // The ticks waited for, after the first cycle (the one after them may have just begun).
+    let waited: Vec<usize> = (0..ticks.len()).filter(|k| ticks[*k] >= t1).take(cycles - 1).collect();
+    let steady_ticks: Vec<usize> = waited.iter().copied().filter(|k| complete(&ticks, &results, *k)).collect();
     for &k in &steady_ticks {
-        let mine: Vec<&Result_> =
-            results.iter().filter(|r| tick_of(&ticks, r) == Some(k) && healthy.contains(&r.host.as_str())).collect();
+        let mine: Vec<&Result_> = results
+            .iter()
+            .filter(|r| tick_of(&ticks, r) == Some(k) && healthy.contains(&r.host.as_str()))
+            .collect();
         spans.push(mine.iter().map(|r| r.end - ticks[k]).max().unwrap_or(0));
         lateness.extend(mine.iter().map(|r| r.end - ticks[k]));
     }
-    let incomplete = ticks.len().saturating_sub(1).saturating_sub(steady_ticks.len());
+    let incomplete = waited.len() - steady_ticks.len();
     let attempts_blocked = results.iter().filter(|r| blocked.contains(&r.host)).count();
-    let (cpu1, ssh1, connects1, t1) = after_first.unwrap_or((0, 0, None, 0));
-    let ticks_after = ticks.iter().filter(|t| **t > t1).count().max(1);
+    let (cpu1, ssh1, connects1, _) = after_first.unwrap_or((0, 0, None, 0));
+    let ticks_after = ticks.iter().filter(|t| **t >= t1).count().max(1);
     let per_host_cycle = |d: u64| {
         let ms = d as f64 * 10.0 / (ticks_after as f64 * hosts.len() as f64);
         format!("{ms:.2} ms")
@@ -388,14 +402,14 @@ fn daemon(hosts: &[Host], blocked: &[String], key: &Path, cycles: usize, interva
             format!("{} / {}, every {interval} s", healthy.len(), blocked.len()),
         ),
         (
-            "daemon: ticks; steady ticks every healthy host answered; incomplete".into(),
-            format!("{}; {}; {incomplete}", ticks.len(), steady_ticks.len()),
+            "daemon: ticks after the first cycle: every healthy host answered / not".into(),
+            format!("{} / {incomplete}", steady_ticks.len()),
         ),
-        ("daemon: first cycle (first tick to last healthy first result)".into(), format!("{first} ms")),
+        ("daemon: first cycle (first tick to every healthy host's first result)".into(), format!("{first} ms")),
         ("daemon: steady cycle span (tick to last healthy result), median / max".into(), format!("{p50} / {pmax} ms")),
         ("daemon: healthy result after its tick, median / p95 / max".into(), format!("{l50} / {l95} / {lmax} ms")),
         (
-            "daemon: healthy hosts' wait for a slot, median / max".into(),
+            "daemon: healthy hosts' wait for a slot after the first cycle, median / max".into(),
             format!("{} / {queued_max} ms", percentile(&mut queued, 0.5)),
         ),
         ("daemon: attempts on black-holed hosts (all ticks)".into(), attempts_blocked.to_string()),
