@@ -335,7 +335,7 @@ fn daemon(hosts: &[Host], blocked: &[String], key: &Path, cycles: usize, interva
         {
             for h in store.list_fleet_hosts().unwrap_or_default() {
                 if let (Some(at), Some(q)) = (h.status["at"].as_i64(), h.status["queued_ms"].as_u64())
-                    && at > t1
+                    && at > t1 + i64::try_from(interval * 1000).unwrap_or(0)
                     && healthy.contains(&h.record.name.as_str())
                     && seen_status.insert((h.record.name.clone(), at))
                 {
@@ -371,10 +371,8 @@ fn daemon(hosts: &[Host], blocked: &[String], key: &Path, cycles: usize, interva
     let waited: Vec<usize> = (0..ticks.len()).filter(|k| ticks[*k] >= t1).take(cycles - 1).collect();
     let steady_ticks: Vec<usize> = waited.iter().copied().filter(|k| complete(&ticks, &results, *k)).collect();
     for &k in &steady_ticks {
-        let mine: Vec<&Result_> = results
-            .iter()
-            .filter(|r| tick_of(&ticks, r) == Some(k) && healthy.contains(&r.host.as_str()))
-            .collect();
+        let mine: Vec<&Result_> =
+            results.iter().filter(|r| tick_of(&ticks, r) == Some(k) && healthy.contains(&r.host.as_str())).collect();
         spans.push(mine.iter().map(|r| r.end - ticks[k]).max().unwrap_or(0));
         lateness.extend(mine.iter().map(|r| r.end - ticks[k]));
     }
@@ -409,7 +407,7 @@ fn daemon(hosts: &[Host], blocked: &[String], key: &Path, cycles: usize, interva
         ("daemon: steady cycle span (tick to last healthy result), median / max".into(), format!("{p50} / {pmax} ms")),
         ("daemon: healthy result after its tick, median / p95 / max".into(), format!("{l50} / {l95} / {lmax} ms")),
         (
-            "daemon: healthy hosts' wait for a slot after the first cycle, median / max".into(),
+            "daemon: healthy hosts' wait for a slot (a tick after the first cycle), median / max".into(),
             format!("{} / {queued_max} ms", percentile(&mut queued, 0.5)),
         ),
         ("daemon: attempts on black-holed hosts (all ticks)".into(), attempts_blocked.to_string()),

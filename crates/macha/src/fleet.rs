@@ -483,7 +483,7 @@ impl Fleet {
             let (pool, spec, tx, slots) = (Arc::clone(pool), self.settings.spec.clone(), tx.clone(), Arc::clone(slots));
             let spawned = Instant::now();
             tracker.spawn(async move {
-                let _permit = slots.acquire_owned().await;
+                let permit = slots.acquire_owned().await;
                 let started = Instant::now();
                 let queued = started.duration_since(spawned);
                 let shared = Arc::new(Mutex::new(memory));
@@ -499,6 +499,9 @@ impl Fleet {
                         None,
                     ),
                 };
+                // The slot is free once the host is observed, whether or not the loop has taken
+                // the result yet.
+                drop(permit);
                 let memory = std::mem::take(&mut *lock(&shared));
                 let observed =
                     Observed { host: target.name, result, identity, memory, queued, elapsed: started.elapsed() };
