@@ -435,7 +435,7 @@ fn main() {
         std::process::exit(1);
     };
     // Every k-th host black-holed (h10, h20, … for 10 %).
-    let every = if percent == 0 { usize::MAX } else { (100 / percent).max(1) };
+    let every = 100usize.checked_div(percent).map_or(usize::MAX, |e| e.max(1));
     let blocked: Vec<String> =
         hosts.iter().enumerate().filter(|(i, _)| (i + 1) % every == 0).map(|(_, h)| h.name.clone()).collect();
     let healthy: Vec<Host> = hosts
