@@ -1,7 +1,7 @@
 //! The fleet against real hosts: the real `macha daemon` binary observing and acting on the
 //! systemd-nspawn containers of `tests/lab/nspawn.sh up 3` (c1..c3: systemd as PID 1, sshd, user
 //! `macha` with the lab key and `sudo`), over SSH, with `sudo -n systemctl` for unit actions; and,
-//! for transport faults, the netns sshd hosts of `tests/lab/netns-sshd.sh up 4` (h1..h4).
+//! for transport faults, the netns sshd hosts of `tests/lab/netns-sshd.sh up 8` (h1..h8).
 //!
 //! The labs are found through `MACHA_LAB_NSPAWN` (default `/run/macha-lab/nspawn`) and
 //! `MACHA_LAB_NETNS` (default `/run/macha-lab/netns`), where `up` writes an `inventory` (name,
