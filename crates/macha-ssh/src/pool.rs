@@ -10,7 +10,7 @@
 //! longer local deadline, so a hung command is killed on the host before Macha stops waiting.
 
 use crate::error::{SshError, classify_connect_failure};
-use crate::remote::{REMOTE_TOOLS, RemoteCommand, RemoteTools, SEARCH_DIRS, Target, is_timeout_status};
+use crate::remote::{Ending, REMOTE_TOOLS, RemoteCommand, RemoteTools, SEARCH_DIRS, Target, ending};
 use macha_core::HostName;
 use openssh::Session;
 use openssh_sftp_client::{Sftp, SftpOptions};
@@ -50,7 +50,8 @@ pub struct SshSettings {
     /// `ControlPersist`: an idle master exits after this long (a safety net for masters a crashed
     /// daemon left behind; the pool itself closes its masters).
     pub persist: Duration,
-    /// The most output kept per stream of one command.
+    /// The most standard output kept of one command whose own cap is not set
+    /// (`RemoteCommand::output_max`; the observation commands all set theirs).
     pub output_max: usize,
 }
 
@@ -69,7 +70,7 @@ impl SshSettings {
             server_alive_count_max: 3,
             max_sessions: 8,
             persist: Duration::from_secs(600),
-            output_max: 4 * 1024 * 1024,
+            output_max: 1024 * 1024,
         }
     }
 
@@ -134,7 +135,7 @@ pub struct RemoteOutput {
     pub status: Option<i32>,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
-    /// Output beyond `output_max` was discarded.
+    /// Standard output beyond the command's cap was discarded.
     pub truncated: bool,
     #[serde(serialize_with = "ser_millis")]
     pub elapsed: Duration,
@@ -339,9 +340,37 @@ impl SshPool {
     /// Runs `cmd` on `target`. Waits for a free session slot (at most `max_sessions` per host),
     /// connects if needed, and gives up locally `kill_after + 2 s` after the command's own limit
     /// (by when the remote `timeout` has killed it). A timed-out command is `CommandTimeout`.
-    /// A privileged command (`sudo -n`) runs only on a host its permit names; anywhere else nothing
-    /// is sent.
+    /// Standard output is kept up to the command's cap (`RemoteCommand::output_max`, else the
+    /// pool's `output_max`); the rest is read and discarded (`truncated`).
     pub async fn run(&self, target: &Target, cmd: &RemoteCommand) -> Result<RemoteOutput, SshError> {
+        let max = cmd.output_cap().unwrap_or(self.settings.output_max);
+        let mut kept: Vec<u8> = Vec::new();
+        let mut truncated = false;
+        let result = {
+            let mut sink = |chunk: &[u8]| {
+                let room = max.saturating_sub(kept.len());
+                truncated |= chunk.len() > room;
+                kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            };
+            self.run_streaming(target, cmd, &mut sink).await
+        };
+        let mut out = result?;
+        out.stdout = kept;
+        out.truncated |= truncated;
+        Ok(out)
+    }
+
+    /// Runs `cmd` on `target` like [`SshPool::run`], handing its standard output to `sink` chunk
+    /// by chunk as it arrives instead of keeping it: a parser that reads line by line holds only
+    /// what it needs, whatever the size of the output. The returned output has no `stdout`.
+    pub async fn run_streaming(
+        &self,
+        target: &Target,
+        cmd: &RemoteCommand,
+        sink: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> Result<RemoteOutput, SshError> {
+        // A privileged command (`sudo -n`) runs only on a host its permit names; anywhere else
+        // nothing is sent.
         if !cmd.may_run_on(&target.name) {
             return Err(SshError::Invalid(format!(
                 "{} is permitted on other hosts than {}; nothing was sent",
@@ -362,7 +391,7 @@ impl SshPool {
         let attempts = async {
             let mut attempt = 0u32;
             loop {
-                match exec(&conn, &line, self.settings.output_max).await {
+                match exec(&conn, &line, &mut *sink).await {
                     Err(ExecError::Open(e)) if attempt < 8 && conn.session.check().await.is_ok() => {
                         attempt += 1;
                         tracing::debug!(host = %target.name, attempt, "channel refused ({e}); opening again");
@@ -400,17 +429,15 @@ impl SshPool {
                         detail: "the connection dropped while the command ran".into(),
                     });
                 }
-                Ok(RemoteOutput {
-                    status: None,
-                    stdout: vec![],
-                    stderr: vec![],
-                    truncated: false,
-                    elapsed: started.elapsed(),
-                })
+                let elapsed = started.elapsed();
+                if ending(None, elapsed, cmd.timeout()) == Ending::TimedOut {
+                    return Err(timed_out());
+                }
+                Ok(RemoteOutput { status: None, stdout: vec![], stderr: vec![], truncated: false, elapsed })
             }
             Ok(Ok(mut out)) => {
                 out.elapsed = started.elapsed();
-                if is_timeout_status(out.status) {
+                if ending(out.status, out.elapsed, cmd.timeout()) == Ending::TimedOut {
                     return Err(timed_out());
                 }
                 Ok(out)
@@ -515,8 +542,12 @@ enum ExecError {
     Terminated,
 }
 
-/// Runs one line over the master and collects its output.
-async fn exec(conn: &Conn, line: &str, max: usize) -> Result<RemoteOutput, ExecError> {
+/// The most standard error kept per command (it only becomes a one-line reason).
+pub const STDERR_MAX: usize = 16 * 1024;
+
+/// Runs one line over the master: standard output goes to `sink` as it arrives, standard error
+/// is kept up to [`STDERR_MAX`].
+async fn exec(conn: &Conn, line: &str, sink: &mut (dyn FnMut(&[u8]) + Send)) -> Result<RemoteOutput, ExecError> {
     let mut child = conn
         .session
         .raw_command(line)
@@ -528,8 +559,12 @@ async fn exec(conn: &Conn, line: &str, max: usize) -> Result<RemoteOutput, ExecE
         .map_err(ExecError::Open)?;
     let mut stdout = child.stdout().take();
     let mut stderr = child.stderr().take();
-    let ((out, t1), (err, t2)) =
-        tokio::join!(read_capped(stdout.as_mut(), max), read_capped(stderr.as_mut(), 64 * 1024));
+    let mut err = Vec::new();
+    let mut keep_err = |chunk: &[u8]| {
+        let room = STDERR_MAX.saturating_sub(err.len());
+        err.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    };
+    tokio::join!(drain(stdout.as_mut(), sink), drain(stderr.as_mut(), &mut keep_err));
     drop((stdout, stderr));
     let status = match child.wait().await {
         Ok(s) => s.code(),
@@ -537,24 +572,18 @@ async fn exec(conn: &Conn, line: &str, max: usize) -> Result<RemoteOutput, ExecE
         Err(openssh::Error::RemoteProcessTerminated) => return Err(ExecError::Terminated),
         Err(e) => return Err(ExecError::Ssh(e)),
     };
-    Ok(RemoteOutput { status, stdout: out, stderr: err, truncated: t1 || t2, elapsed: Duration::ZERO })
+    Ok(RemoteOutput { status, stdout: Vec::new(), stderr: err, truncated: false, elapsed: Duration::ZERO })
 }
 
-/// Reads a stream to its end, keeping the first `max` bytes (the rest is read and dropped, so the
-/// remote side never blocks on a full channel).
-async fn read_capped<R: AsyncRead + Unpin>(stream: Option<&mut R>, max: usize) -> (Vec<u8>, bool) {
-    let mut kept = Vec::new();
-    let mut truncated = false;
-    let Some(stream) = stream else { return (kept, truncated) };
+/// Reads a stream to its end, handing every chunk to `sink` (which keeps what it needs: the
+/// stream is always read to the end, so the remote side never blocks on a full channel).
+async fn drain<R: AsyncRead + Unpin>(stream: Option<&mut R>, sink: &mut (dyn FnMut(&[u8]) + Send)) {
+    let Some(stream) = stream else { return };
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return (kept, truncated),
-            Ok(n) => {
-                let room = max.saturating_sub(kept.len());
-                truncated |= n > room;
-                kept.extend_from_slice(&buf[..n.min(room)]);
-            }
+            Ok(0) | Err(_) => return,
+            Ok(n) => sink(&buf[..n]),
         }
     }
 }

@@ -18,7 +18,7 @@
 
 use crate::error::SshError;
 use crate::pool::{RemoteOutput, SshPool};
-use crate::remote::{RemoteCommand, RemoteTools, Target};
+use crate::remote::{RemoteCommand, RemoteTools, Target, describe_status};
 use macha_core::fleet::{OsFamily, OsInfo, detect_os};
 use macha_core::journal::ErrorWindow;
 use macha_core::snapshot::{
@@ -29,7 +29,8 @@ use macha_core::{HostName, Timestamp};
 use macha_parse::mounts::{DEFAULT_EXCLUDED_MOUNT_PREFIXES, DEFAULT_NETWORK_FS_TYPES, DEFAULT_PSEUDO_FS_TYPES};
 use macha_parse::procfs;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The `/proc` files read in one `grep`.
@@ -52,6 +53,65 @@ pub const JOURNAL_LINES: u32 = 2000;
 /// Processes listed per ranking (as the local observer).
 pub const TOP_N: usize = 5;
 
+/// The most bytes of each `/proc` file kept from the `grep` (what its parser needs; a file
+/// beyond its cap makes its sections unavailable, except the mount table, which only adds
+/// read-only flags and is cut).
+pub const PROC_FILE_MAX: [(&str, usize); 8] = [
+    ("/proc/stat", 256 * 1024),
+    ("/proc/meminfo", 16 * 1024),
+    ("/proc/loadavg", 1024),
+    ("/proc/pressure/cpu", 1024),
+    ("/proc/pressure/memory", 1024),
+    ("/proc/pressure/io", 1024),
+    ("/proc/net/dev", 128 * 1024),
+    ("/proc/self/mountinfo", 256 * 1024),
+];
+/// Standard output kept of `ps` (about 25,000 processes).
+pub const PS_MAX: usize = 1024 * 1024;
+/// Standard output kept of `df`.
+pub const DF_MAX: usize = 256 * 1024;
+/// Standard output kept of `systemctl is-system-running`.
+pub const STATE_MAX: usize = 1024;
+/// Standard output kept of `ls /nix/var/nix/profiles`.
+pub const NIX_MAX: usize = 256 * 1024;
+/// Standard output kept of `macha probe --json` (a snapshot document is tens of KiB).
+pub const MACHA_PROBE_MAX: usize = 1024 * 1024;
+/// The longest line the streaming parsers (units, journal, `/proc`) keep; the rest of a longer
+/// line is dropped.
+pub const LINE_MAX: usize = 64 * 1024;
+/// The most units listed by name (failed, notable) in one snapshot; the counts stay exact.
+pub const UNITS_LISTED_MAX: usize = 256;
+/// The most bytes the journal's error window holds (256 units × 62 buckets, five samples).
+pub const JOURNAL_WINDOW_BYTES: usize = 512 * 1024;
+
+const fn proc_files_max() -> usize {
+    let mut sum = 0;
+    let mut i = 0;
+    while i < PROC_FILE_MAX.len() {
+        sum += PROC_FILE_MAX[i].1;
+        i += 1;
+    }
+    sum
+}
+
+/// What one probe of the command set holds at most, per host, whatever the host prints (the
+/// caps of the kept outputs, one line buffer per streamed command, the units listed with seven
+/// properties of at most 256 characters, the journal's window, and standard error and a 16 KiB
+/// read buffer per command): about 3.5 MiB. Allocation can round each buffer up to twice its
+/// content. Realistic hosts print far less (tens of KiB).
+pub const PROBE_BYTES_MAX: usize = proc_files_max()
+    + PS_MAX
+    + DF_MAX
+    + STATE_MAX
+    + NIX_MAX
+    + 3 * LINE_MAX
+    + UNITS_LISTED_MAX * 7 * 256
+    + JOURNAL_WINDOW_BYTES
+    + 7 * (crate::pool::STDERR_MAX + 16 * 1024);
+
+// docs/fleet.md states the bound as "about 3.5 MiB": the build fails if the caps grow past it.
+const _: () = assert!(PROBE_BYTES_MAX > 3 * 1024 * 1024 && PROBE_BYTES_MAX <= 3584 * 1024);
+
 /// What one probe needs to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeSpec {
@@ -72,6 +132,9 @@ pub struct HostMemory {
     pub process_times: Option<(HashMap<i32, u64>, Timestamp)>,
     pub os: Option<OsFamily>,
     pub hardware: Option<Hardware>,
+    /// Commands of the last probe that hit their time limit (a hung host: the fleet schedules
+    /// it apart from the healthy ones).
+    pub timed_out: usize,
 }
 
 /// What `macha probe --json` prints: the host's own snapshot, versioned.
@@ -107,10 +170,12 @@ pub async fn identify(pool: &SshPool, target: &Target, timeout: Duration) -> Res
             Err(_) => pool.read_file(target, "/usr/lib/os-release", 64 * 1024).await.ok(),
         }
     };
-    let cpuinfo = pool.read_file(target, "/proc/cpuinfo", 4 * 1024 * 1024);
+    let cpuinfo = pool.read_file(target, "/proc/cpuinfo", 1024 * 1024);
     let uname = async {
         match cmd(&tools, "uname", &["-s", "-r", "-m"], timeout) {
-            Ok(c) => pool.run(target, &c).await.ok().filter(RemoteOutput::success).map(|o| o.stdout_text()),
+            Ok(c) => {
+                pool.run(target, &c.output_max(4096)).await.ok().filter(RemoteOutput::success).map(|o| o.stdout_text())
+            }
             Err(_) => None,
         }
     };
@@ -121,7 +186,8 @@ pub async fn identify(pool: &SshPool, target: &Target, timeout: Duration) -> Res
             &["list-units", "--type=service", "--state=running", "--plain", "--no-legend", "--no-pager", "--full"],
             timeout,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .output_max(256 * 1024);
         let out = pool.run(target, &c).await.map_err(|e| e.to_string())?;
         if !out.success() {
             return Err(format!("systemctl list-units failed: {}", out.stderr_line()));
@@ -157,20 +223,23 @@ pub fn parse_running_services(text: &str) -> Vec<String> {
     out
 }
 
-/// The raw output of each part of the command set (or why it failed).
+/// What each part of the command set gave (or why it failed). The units and the journal are
+/// parsed as their output streams in; the other parts are kept up to their caps.
 #[derive(Debug, Clone, Default)]
 pub struct Parts {
-    pub files: Option<Result<String, String>>,
-    pub units: Option<Result<String, String>>,
+    pub files: Option<Result<GrepFiles, String>>,
+    pub units: Option<Result<UnitsParser, String>>,
     pub state: Option<Result<String, String>>,
     pub df: Option<Result<String, String>>,
     pub ps: Option<Result<String, String>>,
-    pub journal: Option<Result<String, String>>,
+    pub journal: Option<Result<JournalParser, String>>,
     pub nix: Option<Result<String, String>>,
 }
 
 /// Observes `target` once. `Err` only when the host could not be reached at all (connection,
 /// host key, authentication); every other failure is an `Unavailable` section of the snapshot.
+/// `now` is when the probe starts; the snapshot is stamped when its last output arrived, so that
+/// whatever it causes comes after it in time.
 pub async fn observe(
     pool: &SshPool,
     target: &Target,
@@ -180,21 +249,24 @@ pub async fn observe(
 ) -> Result<Snapshot, SshError> {
     let started = Instant::now();
     let tools = pool.tools(target).await?;
+    let timeouts = AtomicUsize::new(0);
     if spec.prefer_macha && tools.has("macha") {
-        match probe_with_macha(pool, target, &tools, spec).await {
+        match probe_with_macha(pool, target, &tools, spec, &timeouts).await {
             Ok(mut snap) => {
                 snap.host = target.name.clone();
-                snap.taken_at = now;
+                snap.taken_at = now.plus(started.elapsed());
                 apply_cpu_rate(&mut snap, memory);
                 snap.collect_micros = micros(started);
+                memory.timed_out = 0;
                 return Ok(snap);
             }
             Err(e) => tracing::info!(host = %target.name, "macha probe failed, using the command set: {e}"),
         }
     }
-    let parts = run_parts(pool, target, &tools, spec, memory.os == Some(OsFamily::Nixos)).await?;
-    let mut snap = assemble(&target.name, now, &parts, spec, memory);
+    let parts = run_parts(pool, target, &tools, spec, memory.os == Some(OsFamily::Nixos), &timeouts).await?;
+    let mut snap = assemble(&target.name, now.plus(started.elapsed()), &parts, memory);
     snap.collect_micros = micros(started);
+    memory.timed_out = timeouts.load(Ordering::Relaxed);
     Ok(snap)
 }
 
@@ -207,11 +279,21 @@ async fn probe_with_macha(
     target: &Target,
     tools: &RemoteTools,
     spec: &ProbeSpec,
+    timeouts: &AtomicUsize,
 ) -> Result<Snapshot, String> {
     let c = cmd(tools, "macha", &["probe", "--json"], spec.timeout).map_err(|e| e.to_string())?;
-    let out = pool.run(target, &c).await.map_err(|e| e.to_string())?;
+    let out = match pool.run(target, &c.output_max(MACHA_PROBE_MAX)).await {
+        Ok(out) => out,
+        Err(e) => {
+            if matches!(e, SshError::CommandTimeout { .. }) {
+                timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            return Err(e.to_string());
+        }
+    };
     if !out.success() || out.truncated {
-        return Err(format!("exit {:?}: {}", out.status, out.stderr_line()));
+        let why = if out.truncated { "larger than the limit".to_owned() } else { describe_status(out.status) };
+        return Err(format!("{why}: {}", out.stderr_line()));
     }
     let doc: ProbeDocument =
         serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable probe output: {e}"))?;
@@ -221,6 +303,67 @@ async fn probe_with_macha(
     Ok(doc.snapshot)
 }
 
+/// One part's outcome: `Err` only when the connection failed (the probe fails); `Ok(Err(reason))`
+/// when the command did (its sections are unavailable). Timeouts are counted.
+type PartResult<T> = Result<Result<T, String>, SshError>;
+
+fn part_error(e: SshError, timeouts: &AtomicUsize) -> PartResult<()> {
+    match e {
+        SshError::Disconnected { .. } => Err(e),
+        SshError::CommandTimeout { .. } => {
+            timeouts.fetch_add(1, Ordering::Relaxed);
+            Ok(Err(e.to_string()))
+        }
+        other => Ok(Err(other.to_string())),
+    }
+}
+
+/// Runs a part whose output is kept (up to its cap).
+async fn capped(
+    pool: &SshPool,
+    target: &Target,
+    name: &'static str,
+    c: Result<RemoteCommand, SshError>,
+    max: usize,
+    timeouts: &AtomicUsize,
+) -> PartResult<String> {
+    let c = match c {
+        Ok(c) => c.output_max(max),
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    match pool.run(target, &c).await {
+        Ok(out) => Ok(classify_output(name, &out)),
+        Err(e) => part_error(e, timeouts).map(|r| r.map(|()| String::new())),
+    }
+}
+
+/// Runs a part whose output is handed line by line to `on_line` as it arrives.
+async fn streamed(
+    pool: &SshPool,
+    target: &Target,
+    name: &'static str,
+    c: Result<RemoteCommand, SshError>,
+    on_line: &mut (dyn FnMut(&str) + Send),
+    timeouts: &AtomicUsize,
+) -> PartResult<()> {
+    let c = match c {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let mut lines = LineSplitter::new(LINE_MAX);
+    let result = {
+        let mut sink = |chunk: &[u8]| lines.feed(chunk, &mut *on_line);
+        pool.run_streaming(target, &c, &mut sink).await
+    };
+    match result {
+        Ok(out) => {
+            lines.finish(&mut *on_line);
+            Ok(classify_output(name, &out).map(|_| ()))
+        }
+        Err(e) => part_error(e, timeouts),
+    }
+}
+
 /// Runs the command set, all parts at once. Fails only if the connection itself fails.
 async fn run_parts(
     pool: &SshPool,
@@ -228,6 +371,7 @@ async fn run_parts(
     tools: &RemoteTools,
     spec: &ProbeSpec,
     nixos: bool,
+    timeouts: &AtomicUsize,
 ) -> Result<Parts, SshError> {
     let t = spec.timeout;
     let mut files_args = vec!["-H", "-a", "-s", "--", ""];
@@ -242,90 +386,66 @@ async fn run_parts(
     let mut df_args: Vec<&str> = vec!["-l", "-B1", "--output=size,avail,itotal,iavail,fstype,source,target"];
     df_args.extend(df_excludes.iter().map(String::as_str));
     let property = format!("--property={UNIT_PROPERTIES}");
-    let plan: [(&str, Result<RemoteCommand, SshError>); 7] = [
-        ("files", cmd(tools, "grep", &files_args, t)),
-        ("units", cmd(tools, "systemctl", &["show", "--no-pager", &property, "--", "*"], t)),
-        ("state", cmd(tools, "systemctl", &["is-system-running"], t)),
-        ("df", cmd(tools, "df", &df_args, t)),
-        ("ps", cmd(tools, "ps", &["-e", "-o", "pid=,rss=,times=,comm="], t)),
-        (
-            "journal",
-            cmd(
-                tools,
-                "journalctl",
-                &[
-                    "--output=json",
-                    "--priority=err",
-                    "--no-pager",
-                    "--output-fields=MESSAGE,PRIORITY,_SYSTEMD_UNIT,UNIT,SYSLOG_IDENTIFIER",
-                    &since,
-                    &lines,
-                ],
-                t,
-            ),
-        ),
-        ("nix", cmd(tools, "ls", &["-l", "--time-style=+%s", "/nix/var/nix/profiles/"], t)),
+    let journal_args = [
+        "--output=json",
+        "--priority=err",
+        "--no-pager",
+        "--output-fields=MESSAGE,PRIORITY,_SYSTEMD_UNIT,UNIT,SYSLOG_IDENTIFIER",
+        &since,
+        &lines,
     ];
-    let run = |c: Result<RemoteCommand, SshError>, name: &'static str| async move {
-        let c = match c {
-            Ok(c) => c,
-            Err(e) => return (name, Ok(Err(e.to_string()))),
-        };
-        match pool.run(target, &c).await {
-            Ok(out) => (name, Ok(Ok(out))),
-            // Only a failed connection fails the probe; a command that failed is its section's reason.
-            Err(e) if matches!(e, SshError::Disconnected { .. }) => (name, Err(e)),
-            Err(e) => (name, Ok(Err(e.to_string()))),
+
+    let mut grep = GrepFiles::default();
+    let mut units = UnitsParser::default();
+    let mut journal = JournalParser::new(spec.journal_window);
+    let (mut on_grep, mut on_unit, mut on_journal) =
+        (|l: &str| grep.line(l), |l: &str| units.line(l), |l: &str| journal.line(l));
+    let files = streamed(pool, target, "files", cmd(tools, "grep", &files_args, t), &mut on_grep, timeouts);
+    let units_run = streamed(
+        pool,
+        target,
+        "units",
+        cmd(tools, "systemctl", &["show", "--no-pager", &property, "--", "*"], t),
+        &mut on_unit,
+        timeouts,
+    );
+    let journal_run =
+        streamed(pool, target, "journal", cmd(tools, "journalctl", &journal_args, t), &mut on_journal, timeouts);
+    let state = capped(pool, target, "state", cmd(tools, "systemctl", &["is-system-running"], t), STATE_MAX, timeouts);
+    let df = capped(pool, target, "df", cmd(tools, "df", &df_args, t), DF_MAX, timeouts);
+    let ps = capped(pool, target, "ps", cmd(tools, "ps", &["-e", "-o", "pid=,rss=,times=,comm="], t), PS_MAX, timeouts);
+    let nix = async {
+        if nixos {
+            let c = cmd(tools, "ls", &["-l", "--time-style=+%s", "/nix/var/nix/profiles/"], t);
+            Some(capped(pool, target, "nix", c, NIX_MAX, timeouts).await)
+        } else {
+            None
         }
     };
-    let mut futures = Vec::new();
-    for (name, c) in plan {
-        if name == "nix" && !nixos {
-            continue;
-        }
-        let static_name: &'static str = match name {
-            "files" => "files",
-            "units" => "units",
-            "state" => "state",
-            "df" => "df",
-            "ps" => "ps",
-            "journal" => "journal",
-            _ => "nix",
-        };
-        futures.push(run(c, static_name));
-    }
-    let results = futures_util::future::join_all(futures).await;
-    let mut parts = Parts::default();
-    for (name, r) in results {
-        let r = r?;
-        let text = match r {
-            Err(reason) => Err(reason),
-            Ok(out) => classify_output(name, &out),
-        };
-        let slot = match name {
-            "files" => &mut parts.files,
-            "units" => &mut parts.units,
-            "state" => &mut parts.state,
-            "df" => &mut parts.df,
-            "ps" => &mut parts.ps,
-            "journal" => &mut parts.journal,
-            _ => &mut parts.nix,
-        };
-        *slot = Some(text);
-    }
-    Ok(parts)
+    let (files, units_r, journal_r, state, df, ps, nix) =
+        tokio::join!(files, units_run, journal_run, state, df, ps, nix);
+    Ok(Parts {
+        files: Some(files?.map(|()| grep)),
+        units: Some(units_r?.map(|()| units)),
+        state: Some(state?),
+        df: Some(df?),
+        ps: Some(ps?),
+        journal: Some(journal_r?.map(|()| journal)),
+        nix: nix.transpose()?,
+    })
 }
 
 /// Which exit codes still carry usable output: `grep` exits 2 when one of the files is missing
 /// (the others are still printed), `systemctl is-system-running` exits non-zero unless running.
+/// Streamed parts have no `stdout` here: their parsers judge what arrived.
 fn classify_output(name: &str, out: &RemoteOutput) -> Result<String, String> {
     let usable = match name {
-        "files" => matches!(out.status, Some(0 | 2)) && !out.stdout.is_empty(),
+        "files" => matches!(out.status, Some(0 | 2)),
         "state" => !out.stdout.is_empty(),
         "df" => matches!(out.status, Some(0 | 1)) && !out.stdout.is_empty(),
         _ => out.success(),
     };
-    if out.truncated && name != "journal" {
+    if out.truncated {
         return Err(format!("{name}: output larger than the limit"));
     }
     if name == "journal" {
@@ -343,20 +463,61 @@ fn classify_output(name: &str, out: &RemoteOutput) -> Result<String, String> {
         Ok(out.stdout_text())
     } else {
         let err = out.stderr_line();
-        Err(if err.is_empty() { format!("exit status {:?}", out.status) } else { err })
+        Err(if err.is_empty() { describe_status(out.status) } else { err })
+    }
+}
+
+/// Splits a byte stream into lines for the streaming parsers, holding at most one partial line
+/// of `max` bytes; a longer line is cut to its first `max` bytes.
+#[derive(Debug)]
+pub struct LineSplitter {
+    buf: Vec<u8>,
+    max: usize,
+    cut: bool,
+}
+
+impl LineSplitter {
+    pub fn new(max: usize) -> LineSplitter {
+        LineSplitter { buf: Vec::new(), max, cut: false }
+    }
+
+    /// Feeds a chunk; every line it completes goes to `on_line` (without its newline).
+    pub fn feed(&mut self, chunk: &[u8], on_line: &mut (dyn FnMut(&str) + Send)) {
+        let mut rest = chunk;
+        while let Some(i) = rest.iter().position(|b| *b == b'\n') {
+            self.push(&rest[..i]);
+            on_line(&String::from_utf8_lossy(&self.buf));
+            self.buf.clear();
+            self.cut = false;
+            rest = &rest[i + 1..];
+        }
+        self.push(rest);
+    }
+
+    /// The last line, if the stream did not end with a newline.
+    pub fn finish(&mut self, on_line: &mut (dyn FnMut(&str) + Send)) {
+        if !self.buf.is_empty() {
+            on_line(&String::from_utf8_lossy(&self.buf));
+        }
+        self.buf = Vec::new();
+    }
+
+    fn push(&mut self, part: &[u8]) {
+        let room = self.max.saturating_sub(self.buf.len());
+        self.cut |= part.len() > room;
+        self.buf.extend_from_slice(&part[..part.len().min(room)]);
     }
 }
 
 /// Turns the parts into a snapshot. Pure, apart from updating `memory`.
-pub fn assemble(host: &HostName, now: Timestamp, parts: &Parts, spec: &ProbeSpec, memory: &mut HostMemory) -> Snapshot {
+pub fn assemble(host: &HostName, now: Timestamp, parts: &Parts, memory: &mut HostMemory) -> Snapshot {
     let mut snap = Snapshot::all_unavailable(host.clone(), now, "not observed");
     let missing = |what: &str| format!("{what}: not run");
     // /proc files.
     match &parts.files {
-        Some(Ok(text)) => {
-            let files = split_grep(text, &PROC_FILES);
-            let get = |f: &str| files.get(f).map(String::as_str);
-            let need = |f: &str| get(f).ok_or_else(|| format!("{f} could not be read"));
+        Some(Ok(files)) => {
+            let get = |f: &str| files.get(f);
+            let need = |f: &str| files.need(f);
             snap.cpu = Section::from_result(need("/proc/stat").and_then(procfs::parse_stat).map(|s| Cpu {
                 logical_cpus: s.logical_cpus,
                 usage_percent: None,
@@ -396,7 +557,7 @@ pub fn assemble(host: &HostName, now: Timestamp, parts: &Parts, spec: &ProbeSpec
                 Some(Ok(s)) => s.trim().to_owned(),
                 _ => "unknown".to_owned(),
             };
-            Section::from_result(parse_units(units, &system_state))
+            Section::from_result(units.clone().finish(&system_state))
         }
         (Some(Err(e)), _) => Section::unavailable(format!("systemctl: {e}")),
         (None, _) => Section::unavailable(missing("systemctl")),
@@ -407,7 +568,7 @@ pub fn assemble(host: &HostName, now: Timestamp, parts: &Parts, spec: &ProbeSpec
         None => Section::unavailable(missing("ps")),
     };
     snap.journal = match &parts.journal {
-        Some(Ok(text)) => Section::ok(journal_summary(text, spec.journal_window, now)),
+        Some(Ok(journal)) => Section::ok(journal.summary(now)),
         Some(Err(e)) => Section::unavailable(format!("journalctl: {e}")),
         None => Section::unavailable(missing("journalctl")),
     };
@@ -461,65 +622,134 @@ fn pressure<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<Pressure, Stri
     })
 }
 
-/// Splits `grep -H` output back into files: every line is `<file>:<line>`; only the files asked for
-/// are recognised (a line of one file never passes for another).
-pub fn split_grep<'a>(text: &str, files: &[&'a str]) -> BTreeMap<&'a str, String> {
-    let mut out: BTreeMap<&'a str, String> = BTreeMap::new();
-    for line in text.lines() {
-        // Longest name first, so "/proc/stat" never claims a line of "/proc/stat_x".
-        let hit = files
-            .iter()
-            .filter(|f| line.len() > f.len() && line.starts_with(**f) && line.as_bytes()[f.len()] == b':')
-            .max_by_key(|f| f.len());
-        if let Some(f) = hit {
-            let body = out.entry(*f).or_default();
-            body.push_str(&line[f.len() + 1..]);
-            body.push('\n');
-        }
-    }
-    out
+/// The `/proc` files of one `grep -H`, split back apart as its lines arrive: every line is
+/// `<file>:<line>`; only the files asked for are recognised (a line of one file never passes for
+/// another), and each file is kept up to its cap in [`PROC_FILE_MAX`].
+#[derive(Debug, Clone, Default)]
+pub struct GrepFiles {
+    files: BTreeMap<&'static str, String>,
+    /// Files that went beyond their cap.
+    overflow: BTreeSet<&'static str>,
 }
 
-/// Parses `systemctl show --property=… -- '*'`: blocks of `Key=value` lines separated by blank
-/// lines, one per loaded unit.
-pub fn parse_units(text: &str, system_state: &str) -> Result<Units, String> {
-    let mut units: Vec<UnitState> = Vec::new();
-    let mut block: HashMap<&str, &str> = HashMap::new();
-    let mut flush = |block: &mut HashMap<&str, &str>| {
-        if let Some(id) = block.get("Id").filter(|s| !s.is_empty()) {
-            let get = |k: &str| block.get(k).map(|s| (*s).to_owned()).unwrap_or_default();
-            let is_service = id.ends_with(".service");
-            units.push(UnitState {
-                name: (*id).to_owned(),
-                description: get("Description").chars().take(256).collect(),
-                load_state: get("LoadState"),
-                active_state: get("ActiveState"),
-                sub_state: get("SubState"),
-                result: block.get("Result").filter(|_| is_service).map(|s| (*s).to_owned()),
-                n_restarts: if is_service { block.get("NRestarts").and_then(|s| s.parse().ok()) } else { None },
-            });
+impl GrepFiles {
+    /// Takes one line of the `grep` output.
+    pub fn line(&mut self, line: &str) {
+        // Longest name first, so "/proc/stat" never claims a line of "/proc/stat_x".
+        let hit = PROC_FILE_MAX
+            .iter()
+            .filter(|(f, _)| line.len() > f.len() && line.starts_with(*f) && line.as_bytes()[f.len()] == b':')
+            .max_by_key(|(f, _)| f.len());
+        let Some((f, max)) = hit else { return };
+        let body = &line[f.len() + 1..];
+        let kept = self.files.entry(*f).or_default();
+        if kept.len() + body.len() + 1 > *max {
+            self.overflow.insert(*f);
+            return;
         }
-        block.clear();
-    };
-    for line in text.lines() {
+        kept.push_str(body);
+        kept.push('\n');
+    }
+
+    /// The text of `file`, if it was read (possibly cut at its cap).
+    pub fn get(&self, file: &str) -> Option<&str> {
+        self.files.get(file).map(String::as_str)
+    }
+
+    /// The whole text of `file`, or why there is none.
+    pub fn need(&self, file: &str) -> Result<&str, String> {
+        if self.overflow.contains(file) {
+            let max = PROC_FILE_MAX.iter().find(|(f, _)| *f == file).map_or(0, |(_, m)| *m);
+            return Err(format!("{file} is larger than the {max} bytes read of it"));
+        }
+        self.get(file).ok_or_else(|| format!("{file} could not be read"))
+    }
+
+    /// From a whole `grep -H` output.
+    pub fn from_text(text: &str) -> GrepFiles {
+        let mut g = GrepFiles::default();
+        text.lines().for_each(|l| g.line(l));
+        g
+    }
+}
+
+/// Splits `grep -H` output back into files (see [`GrepFiles`]).
+pub fn split_grep(text: &str) -> BTreeMap<&'static str, String> {
+    GrepFiles::from_text(text).files
+}
+
+/// Parses `systemctl show --property=… -- '*'` as it streams in: blocks of `Key=value` lines
+/// separated by blank lines, one per loaded unit. Holds one block and the units worth listing
+/// (failed or restarted), at most [`UNITS_LISTED_MAX`] of them by name; the counts stay exact.
+#[derive(Debug, Clone, Default)]
+pub struct UnitsParser {
+    block: BTreeMap<String, String>,
+    total: u32,
+    notable: Vec<UnitState>,
+    failed: Vec<String>,
+    failed_total: usize,
+}
+
+impl UnitsParser {
+    /// Takes one line of the output.
+    pub fn line(&mut self, line: &str) {
         if line.trim().is_empty() {
-            flush(&mut block);
-            continue;
+            self.flush();
+            return;
         }
-        if let Some((k, v)) = line.split_once('=') {
-            block.insert(k, v);
+        if let Some((k, v)) = line.split_once('=')
+            && UNIT_PROPERTIES.split(',').any(|p| p == k)
+        {
+            self.block.insert(k.to_owned(), v.chars().take(256).collect());
         }
     }
-    flush(&mut block);
-    if units.is_empty() {
-        return Err("systemctl listed no units".into());
+
+    fn flush(&mut self) {
+        let block = std::mem::take(&mut self.block);
+        let Some(id) = block.get("Id").filter(|s| !s.is_empty()) else { return };
+        let get = |k: &str| block.get(k).cloned().unwrap_or_default();
+        let is_service = id.ends_with(".service");
+        let unit = UnitState {
+            name: id.clone(),
+            description: get("Description"),
+            load_state: get("LoadState"),
+            active_state: get("ActiveState"),
+            sub_state: get("SubState"),
+            result: block.get("Result").filter(|_| is_service).cloned(),
+            n_restarts: if is_service { block.get("NRestarts").and_then(|s| s.parse().ok()) } else { None },
+        };
+        self.total = self.total.saturating_add(1);
+        let failed = unit.active_state == "failed";
+        if failed {
+            self.failed_total += 1;
+            if self.failed.len() < UNITS_LISTED_MAX {
+                self.failed.push(unit.name.clone());
+            }
+        }
+        if (failed || unit.n_restarts.is_some_and(|n| n > 0)) && self.notable.len() < UNITS_LISTED_MAX {
+            self.notable.push(unit);
+        }
     }
-    let failed: Vec<String> = units.iter().filter(|u| u.active_state == "failed").map(|u| u.name.clone()).collect();
-    let total = u32::try_from(units.len()).unwrap_or(u32::MAX);
-    let notable: Vec<UnitState> =
-        units.into_iter().filter(|u| u.active_state == "failed" || u.n_restarts.is_some_and(|n| n > 0)).collect();
-    let system_state = if system_state.is_empty() { "unknown".to_owned() } else { system_state.to_owned() };
-    Ok(Units { system_state, total, notable, failed })
+
+    /// The units section, with the system state from `systemctl is-system-running`.
+    pub fn finish(mut self, system_state: &str) -> Result<Units, String> {
+        self.flush();
+        if self.total == 0 {
+            return Err("systemctl listed no units".into());
+        }
+        if self.failed_total > self.failed.len() {
+            tracing::debug!(failed = self.failed_total, "more failed units than listed");
+        }
+        let system_state = if system_state.is_empty() { "unknown".to_owned() } else { system_state.to_owned() };
+        Ok(Units { system_state, total: self.total, notable: self.notable, failed: self.failed })
+    }
+}
+
+/// Parses a whole `systemctl show` output (see [`UnitsParser`]).
+pub fn parse_units(text: &str, system_state: &str) -> Result<Units, String> {
+    let mut p = UnitsParser::default();
+    text.lines().for_each(|l| p.line(l));
+    p.finish(system_state)
 }
 
 /// Parses `df -B1 --output=size,avail,itotal,iavail,fstype,source,target` (the mount point last,
@@ -640,16 +870,46 @@ pub fn parse_ps(text: &str, now: Timestamp, memory: &mut HostMemory) -> Result<P
     Ok(Processes { total, top_cpu, top_rss })
 }
 
-/// journalctl JSON lines → the error window's summary.
-pub fn journal_summary(text: &str, window: Duration, now: Timestamp) -> JournalSummary {
-    let mut w = ErrorWindow::new(window);
-    for line in text.lines().filter(|l| !l.is_empty()) {
+/// journalctl JSON lines, as they stream in, into the error window (bounded whatever the number
+/// of entries: `macha_core::journal::ErrorWindow`).
+#[derive(Debug, Clone)]
+pub struct JournalParser {
+    window: ErrorWindow,
+}
+
+impl JournalParser {
+    pub fn new(window: Duration) -> JournalParser {
+        JournalParser { window: ErrorWindow::new(window) }
+    }
+
+    /// Takes one JSON line; unreadable lines are skipped.
+    pub fn line(&mut self, line: &str) {
+        if line.is_empty() {
+            return;
+        }
         if let Ok(entry) = macha_parse::journal::parse_entry(line.as_bytes(), 3) {
-            w.record(entry.unit.as_deref(), Timestamp::from_millis(entry.realtime_millis()), &entry.message);
+            self.window.record(entry.unit.as_deref(), Timestamp::from_millis(entry.realtime_millis()), &entry.message);
         }
     }
-    w.prune(now);
-    w.summary(now)
+
+    /// The summary at `now`.
+    pub fn summary(&self, now: Timestamp) -> JournalSummary {
+        let mut w = self.window.clone();
+        w.prune(now);
+        w.summary(now)
+    }
+
+    /// From a whole output.
+    pub fn from_text(text: &str, window: Duration) -> JournalParser {
+        let mut p = JournalParser::new(window);
+        text.lines().for_each(|l| p.line(l));
+        p
+    }
+}
+
+/// journalctl JSON lines → the error window's summary.
+pub fn journal_summary(text: &str, window: Duration, now: Timestamp) -> JournalSummary {
+    JournalParser::from_text(text, window).summary(now)
 }
 
 /// Parses `ls -l --time-style=+%s /nix/var/nix/profiles/`: the `system-N-link` generations (with
@@ -714,18 +974,67 @@ mod tests {
 
     const DF: &str = "   1B-blocks       Avail   Inodes    IFree Type     Filesystem     Mounted on\n270553174016 77587779584 16777216 16348131 overlay  overlay        /\n10000 5000 100 50 ext4 /dev/vdb /srv\n2000 1000 10 5 ext4 /dev/vdc /mnt/with space\n10000 5000 100 50 ext4 /dev/vdb /srv\n1 1 1 1 ext4 /dev/x /run/netns/foo\n";
 
-    fn spec() -> ProbeSpec {
-        ProbeSpec { timeout: Duration::from_secs(10), journal_window: Duration::from_secs(600), prefer_macha: false }
+    #[test]
+    fn grep_output_splits_by_file() {
+        let files = split_grep(GREP);
+        assert_eq!(files.get("/proc/loadavg").map(String::as_str), Some("0.50 0.40 0.30 2/170 99\n"));
+        assert!(files.get("/proc/meminfo").is_some_and(|m| m.starts_with("MemTotal:")));
+        let tricky = split_grep("/proc/stat_x:1\n/proc/stat:cpu 1\nnoise\n/proc/pressure/cpu:x\n");
+        assert_eq!(tricky.get("/proc/stat").map(String::as_str), Some("cpu 1\n"));
+        assert_eq!(tricky.get("/proc/pressure/cpu").map(String::as_str), Some("x\n"));
+        assert_eq!(tricky.len(), 2, "{tricky:?}");
     }
 
     #[test]
-    fn grep_output_splits_by_file() {
-        let files = split_grep(GREP, &PROC_FILES);
-        assert_eq!(files.get("/proc/loadavg").map(String::as_str), Some("0.50 0.40 0.30 2/170 99\n"));
-        assert!(files.get("/proc/meminfo").is_some_and(|m| m.starts_with("MemTotal:")));
-        let tricky = split_grep("/proc/stat_x:1\n/proc/stat:cpu 1\nnoise\n", &["/proc/stat", "/proc/stat_x"]);
-        assert_eq!(tricky.get("/proc/stat").map(String::as_str), Some("cpu 1\n"));
-        assert_eq!(tricky.get("/proc/stat_x").map(String::as_str), Some("1\n"));
+    fn each_proc_file_is_kept_up_to_its_cap() {
+        // A mount table larger than its cap is cut (it only adds flags); a /proc/stat larger than
+        // its cap makes its sections unavailable instead of parsing half of it.
+        let mut g = GrepFiles::default();
+        let line = format!("/proc/self/mountinfo:{}", "m".repeat(1000));
+        for _ in 0..1000 {
+            g.line(&line);
+        }
+        g.line("/proc/loadavg:0.50 0.40 0.30 2/170 99");
+        let kept = g.get("/proc/self/mountinfo").map_or(0, str::len);
+        assert!(kept > 200 * 1024 && kept <= 256 * 1024, "{kept}");
+        assert!(g.need("/proc/self/mountinfo").is_err());
+        assert_eq!(g.need("/proc/loadavg"), Ok("0.50 0.40 0.30 2/170 99\n"));
+        let stat = format!("/proc/stat:intr {}", "1 ".repeat(200 * 1024));
+        g.line(&stat);
+        g.line(&stat);
+        assert!(g.need("/proc/stat").is_err_and(|e| e.contains("larger than")));
+    }
+
+    #[test]
+    fn lines_are_split_across_chunks_and_cut_at_the_limit() {
+        let mut lines: Vec<String> = Vec::new();
+        let mut split = LineSplitter::new(8);
+        let mut push = |l: &str| lines.push(l.to_owned());
+        for chunk in [&b"ab"[..], b"c\nde", b"f\n0123456789abcdef\nlast"] {
+            split.feed(chunk, &mut push);
+        }
+        split.finish(&mut push);
+        assert_eq!(lines, ["abc", "def", "01234567", "last"]);
+    }
+
+    #[test]
+    fn units_stream_keeps_counts_exact_and_lists_bounded() {
+        let mut p = UnitsParser::default();
+        for i in 0..(UNITS_LISTED_MAX + 500) {
+            for l in [
+                format!("Id=u{i}.service"),
+                "ActiveState=failed".to_owned(),
+                format!("Description={}", "d".repeat(10_000)),
+                "Unasked=ignored".to_owned(),
+                String::new(),
+            ] {
+                p.line(&l);
+            }
+        }
+        let u = p.finish("degraded").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(u.total as usize, UNITS_LISTED_MAX + 500);
+        assert_eq!((u.failed.len(), u.notable.len()), (UNITS_LISTED_MAX, UNITS_LISTED_MAX));
+        assert_eq!(u.notable[0].description.len(), 256);
     }
 
     #[test]
@@ -742,7 +1051,7 @@ mod tests {
 
     #[test]
     fn df_rows_with_spaces_duplicates_and_flags() {
-        let mountinfo = split_grep(GREP, &PROC_FILES).remove("/proc/self/mountinfo");
+        let mountinfo = split_grep(GREP).remove("/proc/self/mountinfo");
         let fs = parse_df(DF, mountinfo.as_deref()).unwrap_or_else(|e| panic!("{e}"));
         let mounts: Vec<&str> = fs.iter().map(|f| f.mount_point.as_str()).collect();
         assert_eq!(mounts, ["/", "/srv", "/mnt/with space"]);
@@ -772,17 +1081,24 @@ mod tests {
     #[test]
     fn assemble_all_sections_and_cpu_rate() {
         let parts = Parts {
-            files: Some(Ok(GREP.into())),
-            units: Some(Ok(SHOW.into())),
+            files: Some(Ok(GrepFiles::from_text(GREP))),
+            units: Some(Ok({
+                let mut p = UnitsParser::default();
+                SHOW.lines().for_each(|l| p.line(l));
+                p
+            })),
             state: Some(Ok("degraded\n".into())),
             df: Some(Ok(DF.into())),
             ps: Some(Ok("1 100 1 init\n".into())),
-            journal: Some(Ok(r#"{"__CURSOR":"s=1;i=1","__REALTIME_TIMESTAMP":"1000000000","PRIORITY":"3","MESSAGE":"boom","_SYSTEMD_UNIT":"lab-demo.service"}"#.into())),
+            journal: Some(Ok(JournalParser::from_text(
+                r#"{"__CURSOR":"s=1;i=1","__REALTIME_TIMESTAMP":"1000000000","PRIORITY":"3","MESSAGE":"boom","_SYSTEMD_UNIT":"lab-demo.service"}"#,
+                Duration::from_secs(600),
+            ))),
             nix: None,
         };
         let mut mem = HostMemory::default();
         let now = Timestamp::from_millis(1_000_000);
-        let s = assemble(&host(), now, &parts, &spec(), &mut mem);
+        let s = assemble(&host(), now, &parts, &mut mem);
         let unavailable: Vec<&str> = s.unavailable_sections().iter().map(|(n, _)| *n).collect();
         assert_eq!(unavailable, ["nix", "hardware"], "{:?}", s.unavailable_sections());
         assert_eq!(s.cpu.data().map(|c| (c.logical_cpus, c.usage_percent)), Some((2, None)));
@@ -790,8 +1106,8 @@ mod tests {
         assert_eq!(s.journal.data().map(|j| j.errors_total), Some(1));
         // Second probe: 100 more busy ticks of 200 → 50 %.
         let grep2 = GREP.replace("cpu  100 0 50 800 50", "cpu  200 0 50 850 100");
-        let parts2 = Parts { files: Some(Ok(grep2)), ..parts.clone() };
-        let s2 = assemble(&host(), now.plus(Duration::from_secs(60)), &parts2, &spec(), &mut mem);
+        let parts2 = Parts { files: Some(Ok(GrepFiles::from_text(&grep2))), ..parts.clone() };
+        let s2 = assemble(&host(), now.plus(Duration::from_secs(60)), &parts2, &mut mem);
         assert_eq!(s2.cpu.data().and_then(|c| c.usage_percent), Some(50.0));
         assert_eq!(s2.cpu.data().and_then(|c| c.window_ms), Some(60_000));
         // A part that failed is its sections' reason.
@@ -800,7 +1116,7 @@ mod tests {
             files: Some(Err("grep: not found".into())),
             ..parts
         };
-        let s3 = assemble(&host(), now, &failed, &spec(), &mut HostMemory::default());
+        let s3 = assemble(&host(), now, &failed, &mut HostMemory::default());
         assert!(s3.units.unavailable_reason().is_some_and(|r| r.contains("not been booted")));
         assert!(s3.cpu.unavailable_reason().is_some_and(|r| r.contains("grep: not found")));
     }

@@ -144,6 +144,9 @@ pub struct RemoteCommand {
     /// Under `sudo -n`: the hosts the permit names.
     sudo: Option<Vec<HostName>>,
     timeout: Duration,
+    /// The most standard output kept (`None`: the pool's `output_max`). The rest is read and
+    /// discarded, so the remote side never blocks.
+    output_max: Option<usize>,
 }
 
 /// Seconds for `timeout(1)`, with millisecond precision.
@@ -154,7 +157,18 @@ fn secs(d: Duration) -> String {
 
 impl RemoteCommand {
     pub fn new(command: Command, timeout: Duration) -> RemoteCommand {
-        RemoteCommand { command, sudo: None, timeout }
+        RemoteCommand { command, sudo: None, timeout, output_max: None }
+    }
+
+    /// Keeps at most `max` bytes of standard output (what the parser of this command needs).
+    pub fn output_max(mut self, max: usize) -> RemoteCommand {
+        self.output_max = Some(max);
+        self
+    }
+
+    /// The cap set with [`RemoteCommand::output_max`], if any.
+    pub fn output_cap(&self) -> Option<usize> {
+        self.output_max
     }
 
     /// Runs the program as root through `sudo -n` (never prompts: without a NOPASSWD rule it fails),
@@ -221,6 +235,38 @@ impl RemoteCommand {
 /// Exit codes of `timeout(1)` that mean the limit was hit (124: TERM sent; 137: KILL).
 pub fn is_timeout_status(code: Option<i32>) -> bool {
     matches!(code, Some(124 | 137))
+}
+
+/// How a remote command ended, from its exit status and how long it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// It exited by itself with this code.
+    Exited(i32),
+    /// Its time limit was hit: `timeout` exited 124 or 137, or the process was killed by a signal
+    /// once the limit had passed. `timeout -k` sends SIGKILL to its whole process group, itself
+    /// included, so a command that ignored SIGTERM ends without any exit code at all.
+    TimedOut,
+    /// Killed by a signal before its limit (the OOM killer, a person).
+    Killed,
+}
+
+/// Classifies an exit status (`None`: killed by a signal) of a command limited to `limit` that
+/// ran for `elapsed`.
+pub fn ending(status: Option<i32>, elapsed: Duration, limit: Duration) -> Ending {
+    match status {
+        s if is_timeout_status(s) => Ending::TimedOut,
+        Some(code) => Ending::Exited(code),
+        None if elapsed >= limit => Ending::TimedOut,
+        None => Ending::Killed,
+    }
+}
+
+/// An exit status for people: "exit status 3", or "killed by a signal".
+pub fn describe_status(status: Option<i32>) -> String {
+    match status {
+        Some(code) => format!("exit status {code}"),
+        None => "killed by a signal".to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -328,6 +374,21 @@ mod tests {
         }
         let plain = RemoteCommand::new(systemctl(&["show", "--", "x.service"]), Duration::from_secs(5));
         assert!(!plain.is_sudo() && plain.may_run_on(&h("c2")));
+    }
+
+    #[test]
+    fn a_command_killed_at_its_limit_is_a_timeout() {
+        let limit = Duration::from_secs(2);
+        let (short, long) = (Duration::from_millis(300), Duration::from_millis(2_100));
+        assert_eq!(ending(Some(0), short, limit), Ending::Exited(0));
+        assert_eq!(ending(Some(3), long, limit), Ending::Exited(3));
+        assert_eq!(ending(Some(124), long, limit), Ending::TimedOut);
+        assert_eq!(ending(Some(137), long, limit), Ending::TimedOut);
+        // `timeout -k` kills its own process group: no exit code, past the limit.
+        assert_eq!(ending(None, long, limit), Ending::TimedOut);
+        assert_eq!(ending(None, short, limit), Ending::Killed);
+        assert_eq!(describe_status(None), "killed by a signal");
+        assert_eq!(describe_status(Some(2)), "exit status 2");
     }
 
     #[test]

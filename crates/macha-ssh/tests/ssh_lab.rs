@@ -201,6 +201,31 @@ async fn lab_a_hung_command_is_killed_on_the_host() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "lab: needs tests/lab/netns-sshd.sh up 4"]
+async fn lab_a_command_that_ignores_sigterm_is_killed_and_reads_as_a_timeout() {
+    let lab = lab();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pool = lab.pool(&dir, &[("h2", "h2")]);
+    let t = lab.target("h2");
+    // `timeout -k 5s 1s`: SIGTERM is ignored, so 5 s later SIGKILL goes to the whole process
+    // group, `timeout` included: the session ends without an exit code.
+    let marker = format!("4{}.{}", std::process::id() % 1000, 11);
+    // A process that ignores SIGTERM (perl, not a shell: nothing in this tree spawns a shell).
+    let script = format!("$SIG{{TERM}} = 'IGNORE'; exec 'sleep', '{marker}'");
+    let started = Instant::now();
+    let r = pool.run(&t, &RemoteCommand::new(command("/usr/bin/perl", &["-e", &script]), Duration::from_secs(1))).await;
+    let took = started.elapsed();
+    assert!(matches!(r, Err(SshError::CommandTimeout { .. })), "{r:?}");
+    let text = r.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains("did not finish within 1000 ms"), "{text}");
+    // Ended by the remote SIGKILL (after 1 + 5 s), not by the local deadline (1 + 5 + 2 s).
+    assert!(took >= Duration::from_secs(6) && took < Duration::from_millis(7_500), "{took:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(processes_with(&format!("sleep {marker}")).is_empty(), "the remote sleep survived");
+    assert_eq!(pool.connects(&h("h2")), 1, "the connection stays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "lab: needs tests/lab/netns-sshd.sh up 4"]
 async fn lab_unknown_and_changed_host_keys_are_refused() {
     let lab = lab();
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

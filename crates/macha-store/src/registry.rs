@@ -48,6 +48,15 @@ pub struct FleetHost {
     pub status: serde_json::Value,
 }
 
+/// What [`Store::register_discovered`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiscoveryChanges {
+    /// Names newly registered.
+    pub added: Vec<String>,
+    /// Names deleted to keep the discovered hosts within the cap (least recently seen first).
+    pub evicted: Vec<String>,
+}
+
 const COLUMNS: &str = "name, address, port, user, state, host_key, os, profile, first_seen, last_seen, source, status";
 
 fn fleet_host_from_row(row: &Row<'_>) -> rusqlite::Result<FleetHost> {
@@ -134,6 +143,91 @@ impl Store {
             .query_row([&host.name], fleet_host_from_row)?;
         tx.commit()?;
         Ok(stored)
+    }
+
+    /// Registers what one discovery pass saw of the names outside the allowed domains, in one
+    /// transaction: `seen` names already registered as discovered get `last_seen = now`; each of
+    /// `new` (state discovered, source journal) is inserted with its audit record unless its name
+    /// is registered already; then, while more than `cap` hosts are discovered, the least recently
+    /// seen discovered hosts that came from the journal are deleted (never a configured, admitted,
+    /// trusted or forgotten one: a person's decisions and the history of contacted hosts stay),
+    /// with one audit record `evicted` (given the evicted names) for them all.
+    pub fn register_discovered(
+        &mut self,
+        seen: &[String],
+        new: &[(HostRecord, NewAudit)],
+        now: Timestamp,
+        cap: usize,
+        evicted: impl FnOnce(&[String]) -> NewAudit,
+    ) -> Result<DiscoveryChanges> {
+        let tx = self.write_txn()?;
+        {
+            let mut touch = tx.prepare_cached(
+                "UPDATE hosts SET last_seen = max(last_seen, ?2) WHERE name = ?1 AND state = 'discovered'",
+            )?;
+            for name in seen {
+                touch.execute(params![name, now.millis()])?;
+            }
+        }
+        let mut added = Vec::new();
+        for (host, audit) in new {
+            non_empty("host name", &host.name)?;
+            if host.state != HostState::Discovered {
+                return Err(StoreError::Invalid {
+                    what: "host state",
+                    reason: format!("{}: only discovered hosts are registered here", host.name),
+                });
+            }
+            let profile = to_json("host profile", &host.profile)?;
+            let n = tx
+                .prepare_cached(
+                    "INSERT INTO hosts (name, address, port, user, state, host_key, os, profile, first_seen, last_seen, source) \
+                     VALUES (?1, ?2, ?3, ?4, 'discovered', ?5, ?6, ?7, ?8, ?9, 'journal') ON CONFLICT (name) DO NOTHING",
+                )?
+                .execute(params![
+                    host.name,
+                    host.address,
+                    host.port,
+                    host.user,
+                    host.host_key,
+                    host.os,
+                    profile,
+                    host.first_seen.millis(),
+                    host.last_seen.millis(),
+                ])?;
+            if n == 1 {
+                insert_audit(&tx, audit, &Link::default())?;
+                added.push(host.name.clone());
+            }
+        }
+        let count: i64 = tx.query_row("SELECT count(*) FROM hosts WHERE state = 'discovered'", [], |r| r.get(0))?;
+        let excess = usize::try_from(count).unwrap_or(0).saturating_sub(cap);
+        let mut gone = Vec::new();
+        if excess > 0 {
+            let mut oldest = tx.prepare_cached(
+                "SELECT name FROM hosts WHERE state = 'discovered' AND source = 'journal' \
+                 ORDER BY last_seen, first_seen, name LIMIT ?1",
+            )?;
+            gone = oldest
+                .query_map([i64::try_from(excess).unwrap_or(i64::MAX)], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut delete =
+                tx.prepare_cached("DELETE FROM hosts WHERE name = ?1 AND state = 'discovered' AND source = 'journal'")?;
+            for name in &gone {
+                delete.execute([name])?;
+            }
+        }
+        if !gone.is_empty() {
+            insert_audit(&tx, &evicted(&gone), &Link::default())?;
+        }
+        tx.commit()?;
+        Ok(DiscoveryChanges { added, evicted: gone })
+    }
+
+    /// How many hosts are registered as discovered.
+    pub fn count_discovered(&self) -> Result<usize> {
+        let n: i64 = self.conn.query_row("SELECT count(*) FROM hosts WHERE state = 'discovered'", [], |r| r.get(0))?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     /// Records the outcome of a contact: the status, and (when the host answered) `last_seen`.
@@ -254,5 +348,41 @@ mod tests {
         assert!(store.get_fleet_host("db1").unwrap().is_none());
         let json = serde_json::to_value(store.get_fleet_host("web1").unwrap().unwrap()).unwrap();
         assert_eq!((json["state"].as_str(), json["port"].as_u64()), (Some("admitted"), Some(22)));
+    }
+
+    #[test]
+    fn discovered_hosts_are_capped_evicting_the_least_recently_seen() {
+        let (_dir, mut store) = temp_store();
+        // People's and the configuration's hosts, which are never evicted.
+        store
+            .put_fleet_host(&host("kept-config", HostState::Configured), HostSource::Config, None, &audit("c"))
+            .unwrap();
+        store
+            .put_fleet_host(&host("kept-admitted", HostState::Admitted), HostSource::Journal, None, &audit("a"))
+            .unwrap();
+        let at = |name: &str, t: i64| {
+            let h =
+                HostRecord { first_seen: Timestamp(t), last_seen: Timestamp(t), ..host(name, HostState::Discovered) };
+            (h, audit(&format!("discovered {name}")))
+        };
+        let bye = |names: &[String]| audit(&format!("evicted {}", names.join(",")));
+        let first: Vec<_> = (0..5).map(|i| at(&format!("junk{i}"), 10 + i)).collect();
+        let c = store.register_discovered(&[], &first, Timestamp(20), 4, bye).unwrap();
+        assert_eq!((c.added.len(), c.evicted.as_slice()), (5, &["junk0".to_owned()][..]));
+        // junk1 is seen again (it becomes the most recent); two new names push out junk2 and junk3.
+        let again = [at("junk1", 30), at("new1", 30), at("new2", 31)];
+        let c = store.register_discovered(&["junk1".to_owned()], &again, Timestamp(30), 4, bye).unwrap();
+        assert_eq!(c.added, ["new1", "new2"]);
+        assert_eq!(c.evicted, ["junk2", "junk3"]);
+        let mut names: Vec<String> = store.list_fleet_hosts().unwrap().into_iter().map(|h| h.record.name).collect();
+        names.sort();
+        assert_eq!(names, ["junk1", "junk4", "kept-admitted", "kept-config", "new1", "new2"]);
+        assert_eq!(store.count_discovered().unwrap(), 4);
+        // A name registered in another state is left alone; not a second record either.
+        let c = store.register_discovered(&[], &[at("kept-config", 40)], Timestamp(40), 4, bye).unwrap();
+        assert_eq!(c, DiscoveryChanges::default());
+        assert_eq!(store.get_fleet_host("kept-config").unwrap().unwrap().record.state, HostState::Configured);
+        let trail = store.query_audit(&AuditQuery::default()).unwrap();
+        assert_eq!(trail.iter().filter(|a| a.summary.starts_with("evicted")).count(), 2);
     }
 }

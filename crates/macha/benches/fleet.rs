@@ -1,17 +1,25 @@
 //! Fleet benchmark, printed as a table (not timed tests), against the netns sshd hosts of
-//! `tests/lab/netns-sshd.sh up 50` (h1..h50, each a real sshd in its own network namespace):
+//! `tests/lab/netns-sshd.sh up N` (h1..hN, each a real sshd in its own network namespace):
 //!
-//! 1. The SSH layer alone: `macha_ssh::probe::observe` of every host at once (parallelism as the
-//!    daemon's default, 16), cycle after cycle: the first cycle (connects and first contacts), then
-//!    the steady cycles, and the SSH connections opened per cycle after the first.
-//! 2. The real `macha daemon` with the 50 hosts configured: the span of each cycle (first probe
-//!    start to last result, from its audit records), the connections it opened after its first
-//!    cycle, and its peak memory (`VmHWM`), beside the memory of its 50 `ssh` masters.
+//! 1. The SSH layer alone: `macha_ssh::probe::observe` of every healthy host at once
+//!    (parallelism as the daemon's default, 16), cycle after cycle: the first cycle (connects and
+//!    first contacts), then the steady cycles, and the SSH connections opened per cycle after the
+//!    first.
+//! 2. The real `macha daemon` with the N hosts configured, a share of them black-holed (nft drop
+//!    on port 22, `netns-sshd.sh block`) before it starts. Cycles are the daemon's ticks (its local
+//!    snapshot records): a remote result belongs to the last tick before its probe started, and
+//!    its lateness is its arrival minus that tick. Reported: the first cycle (from the first tick
+//!    to the last healthy host's first result: connects and first contacts), the steady cycles'
+//!    spans and the healthy hosts' lateness, how long healthy hosts waited for a slot, the
+//!    attempts on black-holed hosts, the controller's CPU per host per cycle (the daemon and its
+//!    `ssh` masters, from `/proc/<pid>/stat`), its memory (`VmHWM`, `VmRSS`) and its masters'.
 //!
 //! `MACHA_LAB_NETNS` (default `/run/macha-lab/netns`) and `MACHA_LAB` (default
-//! `/var/cache/macha-lab`) find the lab; `MACHA_BENCH_HOSTS` (default 50) and
-//! `MACHA_BENCH_CYCLES` (default 6) size the run; `MACHA_BENCH_PARALLELISM` (default 16, the
-//! daemon's default) sets how many hosts the SSH layer part observes at once.
+//! `/var/cache/macha-lab`) find the lab; `MACHA_BENCH_HOSTS` (default 50), `MACHA_BENCH_CYCLES`
+//! (default 6), `MACHA_BENCH_INTERVAL` (seconds between ticks, default 10) and
+//! `MACHA_BENCH_BLACKHOLED` (percent of hosts black-holed, spread through the names, default 0)
+//! size the run; `MACHA_BENCH_PARALLELISM` (default 16, the daemon's default) sets how many hosts
+//! the SSH layer part observes at once. Memory is in MiB (`/proc` reports kB = KiB: ÷ 1024).
 
 use macha_core::HostName;
 use macha_ssh::probe::{self, HostMemory, ProbeSpec};
@@ -160,12 +168,84 @@ impl Drop for Running {
     }
 }
 
-fn daemon(hosts: &[Host], key: &Path, cycles: usize) -> Vec<(String, String)> {
+/// `utime + stime` of a process, in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(11) + n(12)
+}
+
+/// The CPU ticks of the `ssh` processes whose command line contains `needle`.
+fn ssh_cpu_ticks(needle: &str) -> u64 {
+    let mut sum = 0;
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if (cmd.starts_with("ssh ") || cmd.starts_with("/usr/bin/ssh ")) && cmd.contains(needle) {
+            sum += e.file_name().to_str().and_then(|p| p.parse().ok()).map_or(0, cpu_ticks);
+        }
+    }
+    sum
+}
+
+/// A `/proc/<pid>/status` value in kB (KiB).
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|v| v.split_whitespace().next()?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// One snapshot record: arrival (ms), probe start (ms), host.
+struct Result_ {
+    end: i64,
+    start: i64,
+    host: String,
+}
+
+fn percentile(v: &mut [i64], p: f64) -> i64 {
+    v.sort_unstable();
+    if v.is_empty() {
+        return 0;
+    }
+    let i = ((v.len() - 1) as f64 * p).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+struct Blocked<'a>(&'a [String]);
+impl Drop for Blocked<'_> {
+    fn drop(&mut self) {
+        for h in self.0 {
+            netns(&["unblock", h]);
+        }
+    }
+}
+
+fn netns(args: &[&str]) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/lab/netns-sshd.sh");
+    let mut cmd = Command::new(script);
+    cmd.args(args);
+    if let Ok(run) = std::env::var("MACHA_LAB_NETNS") {
+        cmd.env("MACHA_LAB_RUN", run);
+    }
+    let ok = cmd.status().is_ok_and(|s| s.success());
+    assert!(ok, "netns-sshd.sh {args:?} failed");
+}
+
+fn daemon(hosts: &[Host], blocked: &[String], key: &Path, cycles: usize, interval: u64) -> Vec<(String, String)> {
     let dir = tempfile::Builder::new().prefix("md").tempdir_in("/tmp").unwrap_or_else(|e| panic!("{e}"));
     let state = dir.path().join("state");
     let socket = dir.path().join("m.sock");
     let mut text = format!(
-        "autonomy = \"observe\"\ncheck_interval = \"10s\"\n[paths]\nstate_dir = \"{}\"\nsocket = \"{}\"\n[systemd]\nenable = false\n[journal]\nenable = false\n[ssh]\nuser = \"root\"\nkey = \"{}\"\n",
+        "autonomy = \"observe\"\ncheck_interval = \"{interval}s\"\n[paths]\nstate_dir = \"{}\"\nsocket = \"{}\"\n[systemd]\nenable = false\n[journal]\nenable = false\n[ssh]\nuser = \"root\"\nkey = \"{}\"\n",
         state.display(),
         socket.display(),
         key.display()
@@ -175,6 +255,10 @@ fn daemon(hosts: &[Host], key: &Path, cycles: usize) -> Vec<(String, String)> {
     }
     let config = dir.path().join("macha.toml");
     std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
+    for h in blocked {
+        netns(&["block", h]);
+    }
+    let _unblock = Blocked(blocked);
     let child = Command::new(binary())
         .args(["daemon", "--config"])
         .arg(&config)
@@ -184,83 +268,155 @@ fn daemon(hosts: &[Host], key: &Path, cycles: usize) -> Vec<(String, String)> {
     let pid = child.id();
     let running = Running(child);
     let db = state.join("macha.db");
-    let snapshots = || -> Vec<(i64, u64, String)> {
-        let Ok(store) = Store::open_read_only(&db) else { return Vec::new() };
-        let q = HistoryQuery { limit: Some(100_000), ..HistoryQuery::default() };
-        store
-            .query_history(&q)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| r.entry.host != "local")
-            .map(|r| (r.entry.ts.millis(), r.entry.collect_micros, r.entry.host))
-            .collect()
-    };
-    let status = || -> Option<u64> {
-        let mut c = macha::api::Client::connect(&socket, Duration::from_secs(10)).ok()?;
-        c.call(macha::api::ops::Status).ok()?.ssh.map(|s| s.connects)
-    };
-    let deadline = Instant::now() + Duration::from_secs(60 + 11 * cycles as u64);
-    let n = hosts.len();
-    let mut connects_after_first = None;
-    loop {
-        let s = snapshots();
-        let done = s.len();
-        if connects_after_first.is_none() && done >= n {
-            connects_after_first = status();
+    let needle = dir.path().display().to_string();
+    // (ticks, remote results) from the snapshot history: a local row per tick, a row per remote
+    // result stamped when its data was complete, with its collection time.
+    let records = || -> (Vec<i64>, Vec<Result_>) {
+        let Ok(store) = Store::open_read_only(&db) else { return (Vec::new(), Vec::new()) };
+        let q = HistoryQuery { limit: Some(1_000_000), ..HistoryQuery::default() };
+        let mut ticks = Vec::new();
+        let mut results = Vec::new();
+        for r in store.query_history(&q).unwrap_or_default() {
+            let e = r.entry;
+            if e.host == "local" {
+                ticks.push(e.ts.millis());
+                continue;
+            }
+            let micros = i64::try_from(e.collect_micros).unwrap_or(0);
+            results.push(Result_ { end: e.ts.millis(), start: e.ts.millis() - micros / 1000, host: e.host });
         }
-        if done >= n * cycles || Instant::now() > deadline {
+        ticks.sort_unstable();
+        (ticks, results)
+    };
+    let status = || -> serde_json::Value {
+        let mut c = macha::api::Client::connect(&socket, Duration::from_secs(10)).ok();
+        c.as_mut()
+            .and_then(|c| c.call(macha::api::ops::Status).ok())
+            .and_then(|s| serde_json::to_value(s).ok())
+            .unwrap_or_default()
+    };
+    let healthy: Vec<&str> =
+        hosts.iter().map(|h| h.name.as_str()).filter(|n| !blocked.iter().any(|b| b == n)).collect();
+    // The tick index of a result: the last tick at or before its probe started.
+    let tick_of = |ticks: &[i64], r: &Result_| ticks.iter().rposition(|t| *t <= r.start);
+    let complete = |ticks: &[i64], results: &[Result_], k: usize| {
+        let done: std::collections::BTreeSet<&str> = results
+            .iter()
+            .filter(|r| tick_of(ticks, r) == Some(k) && healthy.contains(&r.host.as_str()))
+            .map(|r| r.host.as_str())
+            .collect();
+        done.len() == healthy.len()
+    };
+    // Every healthy host answered once: the end of the first cycle (however many ticks it took).
+    let first_done = |results: &[Result_]| -> Option<i64> {
+        let mut firsts: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+        for r in results.iter().filter(|r| healthy.contains(&r.host.as_str())) {
+            let e = firsts.entry(r.host.as_str()).or_insert(r.end);
+            *e = (*e).min(r.end);
+        }
+        (firsts.len() == healthy.len()).then(|| firsts.values().copied().max().unwrap_or(0))
+    };
+    let deadline = Instant::now() + Duration::from_secs(180 + (interval + 2) * (cycles as u64 + 2));
+    let mut after_first: Option<(u64, u64, Option<u64>, i64)> = None;
+    let mut queued_max = 0u64;
+    let mut queued: Vec<i64> = Vec::new();
+    let mut seen_status = std::collections::BTreeSet::new();
+    loop {
+        let (ticks, results) = records();
+        if after_first.is_none()
+            && let Some(done) = first_done(&results)
+        {
+            after_first = Some((cpu_ticks(pid), ssh_cpu_ticks(&needle), status()["ssh"]["connects"].as_u64(), done));
+        }
+        // How long healthy hosts waited for a slot (their last status; sampled every poll).
+        if let Some((_, _, _, t1)) = after_first
+            && let Ok(store) = Store::open_read_only(&db)
+        {
+            for h in store.list_fleet_hosts().unwrap_or_default() {
+                if let (Some(at), Some(q)) = (h.status["at"].as_i64(), h.status["queued_ms"].as_u64())
+                    && at > t1 + i64::try_from(interval * 1000).unwrap_or(0)
+                    && healthy.contains(&h.record.name.as_str())
+                    && seen_status.insert((h.record.name.clone(), at))
+                {
+                    queued_max = queued_max.max(q);
+                    queued.push(i64::try_from(q).unwrap_or(i64::MAX));
+                }
+            }
+        }
+        // Enough: `cycles - 1` ticks after the first cycle, the last of them complete.
+        let steady: Vec<usize> = match after_first {
+            Some((_, _, _, t1)) => (0..ticks.len()).filter(|k| ticks[*k] >= t1).collect(),
+            None => Vec::new(),
+        };
+        let enough = steady.len() > cycles - 1 && complete(&ticks, &results, steady[cycles - 2]);
+        if enough || Instant::now() > deadline {
             break;
         }
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(500));
     }
-    let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_owned()))
-        .unwrap_or_default();
-    let connects_end = status();
-    let (masters, masters_rss, masters_pss) = ssh_memory_kib(&dir.path().display().to_string());
+    let hwm = status_kib(pid, "VmHWM:");
+    let rss = status_kib(pid, "VmRSS:");
+    let (cpu_end, ssh_cpu_end) = (cpu_ticks(pid), ssh_cpu_ticks(&needle));
+    let connects_end = status()["ssh"]["connects"].as_u64();
+    let (masters, masters_rss, masters_pss) = ssh_memory_kib(&needle);
     drop(running);
-    // Cycles: the snapshots of one tick form a cluster in time (ticks are 10 s apart, a cycle
-    // takes far less); a cycle is complete when every host is in its cluster.
-    let mut s: Vec<(i64, u64, String)> = snapshots();
-    s.sort_by_key(|(ts, _, _)| *ts);
-    let mut clusters: Vec<Vec<(i64, u64, String)>> = Vec::new();
-    for row in s {
-        match clusters.last_mut() {
-            Some(c) if c.last().is_some_and(|last| row.0 - last.0 < 3000) => c.push(row),
-            _ => clusters.push(vec![row]),
-        }
+    let (ticks, results) = records();
+    let first_tick = ticks.first().copied().unwrap_or(0);
+    let t1 = after_first.map_or(i64::MAX, |a| a.3);
+    let first = first_done(&results).map_or(-1, |done| done - first_tick);
+    let mut spans = Vec::new();
+    let mut lateness = Vec::new();
+    // The ticks waited for, after the first cycle (the one after them may have just begun).
+    let waited: Vec<usize> = (0..ticks.len()).filter(|k| ticks[*k] >= t1).take(cycles - 1).collect();
+    let steady_ticks: Vec<usize> = waited.iter().copied().filter(|k| complete(&ticks, &results, *k)).collect();
+    for &k in &steady_ticks {
+        let mine: Vec<&Result_> =
+            results.iter().filter(|r| tick_of(&ticks, r) == Some(k) && healthy.contains(&r.host.as_str())).collect();
+        spans.push(mine.iter().map(|r| r.end - ticks[k]).max().unwrap_or(0));
+        lateness.extend(mine.iter().map(|r| r.end - ticks[k]));
     }
-    let spans: Vec<Duration> = clusters
-        .iter()
-        .filter(|c| c.len() == n)
-        .map(|c| {
-            let start = c.iter().map(|r| r.0).min().unwrap_or(0);
-            let end = c.iter().map(|r| r.0 + i64::try_from(r.1 / 1000).unwrap_or(0)).max().unwrap_or(0);
-            Duration::from_millis(u64::try_from(end - start).unwrap_or(0))
-        })
-        .collect();
-    let complete = spans.len();
-    let first = spans.first().copied().unwrap_or_default();
-    let mut steady: Vec<Duration> = spans.iter().skip(1).copied().collect();
-    let max = steady.iter().max().copied().unwrap_or_default();
-    let steady_cycles = complete.saturating_sub(1).max(1) as f64;
-    let opened = match (connects_after_first, connects_end) {
-        (Some(a), Some(b)) => {
-            format!("{} (over {} cycles)", (b - a) as f64 / steady_cycles, complete.saturating_sub(1))
-        }
+    let incomplete = waited.len() - steady_ticks.len();
+    let attempts_blocked = results.iter().filter(|r| blocked.contains(&r.host)).count();
+    let (cpu1, ssh1, connects1, _) = after_first.unwrap_or((0, 0, None, 0));
+    let ticks_after = ticks.iter().filter(|t| **t >= t1).count().max(1);
+    let per_host_cycle = |d: u64| {
+        let ms = d as f64 * 10.0 / (ticks_after as f64 * hosts.len() as f64);
+        format!("{ms:.2} ms")
+    };
+    let opened = match (connects1, connects_end) {
+        (Some(a), Some(b)) => format!("{} (over {ticks_after} ticks)", (b - a) as f64 / ticks_after as f64),
         _ => "unknown".into(),
     };
+    let (p50, pmax) = (percentile(&mut spans.clone(), 0.5), percentile(&mut spans, 1.0));
+    let (l50, l95, lmax) = (
+        percentile(&mut lateness.clone(), 0.5),
+        percentile(&mut lateness.clone(), 0.95),
+        percentile(&mut lateness, 1.0),
+    );
     vec![
-        ("daemon: cycles completed by every host".into(), complete.to_string()),
-        ("daemon: first cycle span (connect, first contact, observe)".into(), ms(first)),
-        ("daemon: steady cycle span, median / max".into(), format!("{} / {}", ms(median(&mut steady)), ms(max))),
-        ("daemon: SSH connections opened per cycle after the first".into(), opened),
-        ("daemon: peak memory (VmHWM)".into(), hwm),
+        (
+            "daemon: hosts (healthy / black-holed), tick".into(),
+            format!("{} / {}, every {interval} s", healthy.len(), blocked.len()),
+        ),
+        (
+            "daemon: ticks after the first cycle: every healthy host answered / not".into(),
+            format!("{} / {incomplete}", steady_ticks.len()),
+        ),
+        ("daemon: first cycle (first tick to every healthy host's first result)".into(), format!("{first} ms")),
+        ("daemon: steady cycle span (tick to last healthy result), median / max".into(), format!("{p50} / {pmax} ms")),
+        ("daemon: healthy result after its tick, median / p95 / max".into(), format!("{l50} / {l95} / {lmax} ms")),
+        (
+            "daemon: healthy hosts' wait for a slot (a tick after the first cycle), median / max".into(),
+            format!("{} / {queued_max} ms", percentile(&mut queued, 0.5)),
+        ),
+        ("daemon: attempts on black-holed hosts (all ticks)".into(), attempts_blocked.to_string()),
+        ("daemon: SSH connections opened per tick after the first cycle".into(), opened),
+        ("daemon: CPU per host per cycle (steady)".into(), per_host_cycle(cpu_end.saturating_sub(cpu1))),
+        ("daemon's ssh masters: CPU per host per cycle".into(), per_host_cycle(ssh_cpu_end.saturating_sub(ssh1))),
+        ("daemon: peak memory (VmHWM) / at the end (VmRSS)".into(), format!("{} / {}", mib(hwm), mib(rss))),
         (
             "daemon's ssh masters: count / total RSS / total PSS".into(),
-            format!("{masters} / {} MiB / {} MiB", masters_rss / 1024, masters_pss / 1024),
+            format!("{masters} / {} / {}", mib(masters_rss), mib(masters_pss)),
         ),
     ]
 }
@@ -268,6 +424,8 @@ fn daemon(hosts: &[Host], key: &Path, cycles: usize) -> Vec<(String, String)> {
 fn main() {
     let n = env_num("MACHA_BENCH_HOSTS", 50);
     let cycles = env_num("MACHA_BENCH_CYCLES", 6).max(2);
+    let interval = env_num("MACHA_BENCH_INTERVAL", 10).max(1) as u64;
+    let percent = env_num("MACHA_BENCH_BLACKHOLED", 0).min(100);
     let Some((hosts, key)) = lab(n) else {
         eprintln!(
             "fleet bench: needs {n} netns sshd hosts: `tests/lab/netns-sshd.sh up {n}` (as root), then \
@@ -275,10 +433,24 @@ fn main() {
         );
         std::process::exit(1);
     };
+    // Every k-th host black-holed (h10, h20, … for 10 %).
+    let every = 100usize.checked_div(percent).map_or(usize::MAX, |e| e.max(1));
+    let blocked: Vec<String> =
+        hosts.iter().enumerate().filter(|(i, _)| (i + 1) % every == 0).map(|(_, h)| h.name.clone()).collect();
+    let healthy: Vec<Host> = hosts
+        .iter()
+        .filter(|h| !blocked.contains(&h.name))
+        .map(|h| Host { name: h.name.clone(), address: h.address.clone(), key: h.key.clone() })
+        .collect();
     let mut rows = Vec::new();
-    rows.extend(library(&hosts, &key, cycles));
-    rows.extend(daemon(&hosts, &key, cycles));
-    println!("\nfleet of {n} netns sshd hosts, {} cores", std::thread::available_parallelism().map_or(0, |c| c.get()));
+    rows.extend(library(&healthy, &key, cycles));
+    rows.extend(daemon(&hosts, &blocked, &key, cycles, interval));
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "\nfleet of {n} netns sshd hosts, {} cores, load average {}",
+        std::thread::available_parallelism().map_or(0, |c| c.get()),
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
     println!("| measure | value |\n|---|---|");
     for (k, v) in rows {
         println!("| {k} | {v} |");

@@ -39,8 +39,31 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
-/// The most distinct host names one discovery pass keeps.
+/// The most distinct host names one discovery pass keeps: the newest ones (the journal is read
+/// newest entry first), so old junk never hides a name seen since.
 pub const DISCOVERY_NAMES_MAX: usize = 10_000;
+/// The most hosts registered as discovered (outside the allowed domains, never admitted): beyond
+/// it, the least recently seen ones are deleted from the registry (their audit records stay).
+pub const DISCOVERED_MAX: usize = 1_000;
+/// The most names one discovery pass admits by an allowed domain (the rest wait for a later pass).
+pub const ADMITTED_PER_PASS: usize = 100;
+/// The longest a failing host waits between attempts (or one check interval, if that is longer).
+pub const BACKOFF_MAX: Duration = Duration::from_secs(600);
+
+/// The wait before the next attempt on a host that failed `failures` times in a row, with
+/// `interval` between ticks: none after the first failure (it is tried at the next tick, in the
+/// suspect slots), then 1, 3, 7, 15… intervals, at most [`BACKOFF_MAX`] (or one interval).
+pub fn backoff(failures: u32, interval: Duration) -> Duration {
+    let cap = BACKOFF_MAX.max(interval);
+    let factor = 1u32.checked_shl(failures.saturating_sub(1).min(20)).unwrap_or(u32::MAX).saturating_sub(1);
+    interval.saturating_mul(factor).min(cap)
+}
+
+/// How many suspect hosts (failing, backed off, or hung last time) are observed at once, beside
+/// the `ssh.parallelism` slots of the healthy ones: a quarter of those, at least one.
+pub fn suspect_slots(parallelism: usize) -> usize {
+    (parallelism / 4).max(1)
+}
 
 /// The standing the rules see for a registry state.
 pub fn standing(state: HostState) -> Standing {
@@ -68,6 +91,8 @@ pub struct Observed {
     pub result: Result<Snapshot, SshError>,
     pub identity: Option<Identity>,
     pub memory: HostMemory,
+    /// From the tick to the observation's start (waiting for a slot).
+    pub queued: Duration,
     pub elapsed: Duration,
 }
 
@@ -79,6 +104,13 @@ pub struct Scanned {
     target: Target,
     keys: Result<Vec<HostKey>, String>,
     reply: oneshot::Sender<Response>,
+}
+
+/// Whether actions may run on a registered host now: trusted, its key pinned, and not presenting
+/// a changed key. The policy's known hosts and the `actions` of `macha-systems list` are these.
+pub fn actionable(h: &FleetHost, pinned: bool) -> bool {
+    let key_changed = h.status.get("kind").and_then(|k| k.as_str()) == Some("host_key_changed");
+    standing(h.record.state).may_act() && pinned && !key_changed
 }
 
 /// How a host is reached, from its registry record.
@@ -107,6 +139,7 @@ struct Settings {
     window: Duration,
     journal_directory: Option<PathBuf>,
     own_names: Vec<String>,
+    interval: Duration,
 }
 
 impl Settings {
@@ -119,9 +152,20 @@ impl Settings {
     }
 }
 
+/// How a host fared lately, for scheduling: hosts that failed (or hung) are suspect, observed in
+/// their own slots and backed off.
+#[derive(Debug, Clone, Copy)]
+struct Health {
+    /// Failed observations in a row.
+    failures: u32,
+    /// Not tried again before this.
+    retry_at: Instant,
+}
+
 #[derive(Debug, Default)]
 struct State {
     in_flight: BTreeSet<HostName>,
+    health: BTreeMap<HostName, Health>,
     memory: BTreeMap<HostName, HostMemory>,
     identified: BTreeSet<HostName>,
     discovering: bool,
@@ -137,6 +181,7 @@ pub struct Fleet {
     settings: Settings,
     targets: Arc<RwLock<BTreeMap<HostName, Target>>>,
     parallel: Arc<Semaphore>,
+    suspect: Arc<Semaphore>,
     remote: Option<Remote>,
     state: Mutex<State>,
 }
@@ -200,14 +245,17 @@ impl Fleet {
             window: config.discovery.window,
             journal_directory: config.journal_directory.clone(),
             own_names,
+            interval: config.check_interval,
         };
         let targets = Arc::new(RwLock::new(BTreeMap::new()));
+        let parallelism = usize::try_from(config.ssh.parallelism).unwrap_or(16).max(1);
         let remote =
             pool.as_ref().ok().map(|p| Remote::new(Arc::clone(p), Arc::clone(&targets), config.ssh.command_timeout));
         let fleet = Fleet {
             keyscan: resolve("ssh-keyscan"),
             journalctl: crate::observe::journalctl_path(config).ok(),
-            parallel: Arc::new(Semaphore::new(usize::try_from(config.ssh.parallelism).unwrap_or(16).max(1))),
+            parallel: Arc::new(Semaphore::new(parallelism)),
+            suspect: Arc::new(Semaphore::new(suspect_slots(parallelism))),
             pool,
             settings,
             targets,
@@ -336,22 +384,31 @@ impl Fleet {
     /// (trusted, and not currently presenting a changed key).
     fn reload(&self, engine: &mut Engine) -> anyhow::Result<()> {
         let hosts = engine.store().list_fleet_hosts()?;
+        let kh = self.known_hosts()?;
         let mut targets = BTreeMap::new();
+        // The hosts actions may target: trusted, key pinned, key not changed.
+        let mut trusted = BTreeSet::new();
         for h in &hosts {
             let Ok(t) = target_of(h, &self.settings.user) else { continue };
             if standing(h.record.state).may_connect() {
-                targets.insert(t.name.clone(), t);
+                targets.insert(t.name.clone(), t.clone());
+            }
+            if actionable(h, !kh.keys_for(&t.name).is_empty()) {
+                trusted.insert(t.name);
             }
         }
         if let Ok(mut t) = self.targets.write() {
             *t = targets;
         }
-        engine.set_known_hosts(crate::policy_inputs::trusted_hosts(&hosts, &self.settings.user));
+        engine.set_known_hosts(trusted);
         Ok(())
     }
 
     /// One tick: an observation task for every contactable host not still being observed, and a
-    /// discovery pass if enabled.
+    /// discovery pass if enabled. Healthy hosts share the `ssh.parallelism` slots; suspect hosts
+    /// (whose last observation failed or hung) have their own few slots and wait out their
+    /// backoff, so they never hold a healthy host's slot. A host without a pinned key cannot be
+    /// connected to (strict host keys) and is not tried: its status says so once.
     pub fn tick(&self, engine: &Engine, tx: &mpsc::Sender<FleetEvent>, tracker: &TaskTracker) {
         if self.settings.discovery_enable {
             self.start_discovery(tx, tracker);
@@ -364,6 +421,14 @@ impl Fleet {
                 return;
             }
         };
+        let kh = match self.known_hosts() {
+            Ok(kh) => Some(kh),
+            Err(e) => {
+                tracing::error!("reading the known hosts: {e:#}");
+                None
+            }
+        };
+        let now = Instant::now();
         for h in hosts.iter().filter(|h| standing(h.record.state).may_connect()) {
             let target = match target_of(h, &self.settings.user) {
                 Ok(t) => t,
@@ -372,20 +437,51 @@ impl Fleet {
                     continue;
                 }
             };
-            let (memory, identify) = {
+            if kh.as_ref().is_some_and(|kh| kh.keys_for(&target.name).is_empty()) {
+                // Reported once (the status stays until a key is pinned), never contacted.
+                if h.status.get("kind").and_then(|k| k.as_str()) != Some("host_key_unknown")
+                    && lock(&self.state).in_flight.insert(target.name.clone())
+                {
+                    let (tx, name) = (tx.clone(), target.name.clone());
+                    tracker.spawn(async move {
+                        let observed = Observed {
+                            result: Err(SshError::HostKeyUnknown { host: name.to_string() }),
+                            host: name,
+                            identity: None,
+                            memory: HostMemory::default(),
+                            queued: Duration::ZERO,
+                            elapsed: Duration::ZERO,
+                        };
+                        let _ = tx.send(FleetEvent::Observed(Box::new(observed))).await;
+                    });
+                }
+                continue;
+            }
+            let (memory, identify, suspect) = {
                 let mut st = lock(&self.state);
+                let health = st.health.get(&target.name).copied();
+                if health.is_some_and(|hl| now < hl.retry_at) {
+                    tracing::debug!(host = %target.name, "backed off; skipped this tick");
+                    continue;
+                }
                 if !st.in_flight.insert(target.name.clone()) {
                     tracing::debug!(host = %target.name, "still being observed; skipped this tick");
                     continue;
                 }
-                (st.memory.remove(&target.name).unwrap_or_default(), !st.identified.contains(&target.name))
+                (
+                    st.memory.remove(&target.name).unwrap_or_default(),
+                    !st.identified.contains(&target.name),
+                    health.is_some_and(|hl| hl.failures > 0),
+                )
             };
             let deadline = self.settings.deadline(identify);
-            let (pool, spec, tx, parallel) =
-                (Arc::clone(pool), self.settings.spec.clone(), tx.clone(), Arc::clone(&self.parallel));
+            let slots = if suspect { &self.suspect } else { &self.parallel };
+            let (pool, spec, tx, slots) = (Arc::clone(pool), self.settings.spec.clone(), tx.clone(), Arc::clone(slots));
+            let spawned = Instant::now();
             tracker.spawn(async move {
-                let _permit = parallel.acquire_owned().await;
+                let permit = slots.acquire_owned().await;
                 let started = Instant::now();
+                let queued = started.duration_since(spawned);
                 let shared = Arc::new(Mutex::new(memory));
                 let work = observe_host(&pool, &target, &spec, Arc::clone(&shared), identify);
                 let (result, identity) = match tokio::time::timeout(deadline, work).await {
@@ -399,8 +495,12 @@ impl Fleet {
                         None,
                     ),
                 };
+                // The slot is free once the host is observed, whether or not the loop has taken
+                // the result yet.
+                drop(permit);
                 let memory = std::mem::take(&mut *lock(&shared));
-                let observed = Observed { host: target.name, result, identity, memory, elapsed: started.elapsed() };
+                let observed =
+                    Observed { host: target.name, result, identity, memory, queued, elapsed: started.elapsed() };
                 let _ = tx.send(FleetEvent::Observed(Box::new(observed))).await;
             });
         }
@@ -454,31 +554,55 @@ impl Fleet {
     }
 
     fn observed(&self, engine: &mut Engine, o: Observed) -> anyhow::Result<Vec<Work>> {
-        {
+        let failed = o.result.is_err() || o.memory.timed_out > 0;
+        let health = {
             let mut st = lock(&self.state);
             st.in_flight.remove(&o.host);
+            let timed_out = o.memory.timed_out;
             st.memory.insert(o.host.clone(), o.memory);
             if o.identity.is_some() {
                 st.identified.insert(o.host.clone());
             }
-        }
+            if matches!(o.result, Err(SshError::HostKeyUnknown { .. })) && o.elapsed.is_zero() {
+                // Not contacted (no pinned key): nothing to schedule.
+                None
+            } else if failed {
+                let failures = st.health.get(&o.host).map_or(0, |h| h.failures).saturating_add(1);
+                let wait = backoff(failures, self.settings.interval);
+                st.health.insert(o.host.clone(), Health { failures, retry_at: Instant::now() + wait });
+                tracing::debug!(host = %o.host, failures, timed_out, wait_s = wait.as_secs(), "suspect host backed off");
+                Some((failures, wait))
+            } else {
+                st.health.remove(&o.host);
+                None
+            }
+        };
         let Some(host) = engine.store().get_fleet_host(o.host.as_str())? else { return Ok(Vec::new()) };
         if !standing(host.record.state).may_connect() {
             return Ok(Vec::new());
         }
-        let now = crate::now();
+        // One time for everything this observation causes: when its data was complete (the
+        // snapshot's stamp), so that records, issues and actions come after the probe result.
+        let now = match &o.result {
+            Ok(snapshot) => snapshot.taken_at.min(crate::now()),
+            Err(_) => crate::now(),
+        };
         if let Some(id) = &o.identity {
             self.record_identity(engine, &host, id, o.result.as_ref().ok(), now)?;
         }
         let previous = host.status.get("kind").and_then(|k| k.as_str()).map(str::to_owned);
         let elapsed_ms = u64::try_from(o.elapsed.as_millis()).unwrap_or(u64::MAX);
+        let queued_ms = u64::try_from(o.queued.as_millis()).unwrap_or(u64::MAX);
         let connects = self.pool.as_ref().map_or(0, |p| p.connects(&o.host));
+        let backoff_doc =
+            health.map(|(failures, wait)| serde_json::json!({"failures": failures, "retry_at": now.plus(wait)}));
         let name = o.host.as_str();
         let snapshot = match o.result {
             Ok(snapshot) => {
                 let status = serde_json::json!({
-                    "ok": true, "kind": "ok", "at": now, "last_ok": now, "elapsed_ms": elapsed_ms,
+                    "ok": true, "kind": "ok", "at": now, "last_ok": now, "elapsed_ms": elapsed_ms, "queued_ms": queued_ms,
                     "connects": connects, "unavailable_sections": snapshot.unavailable_sections().len(),
+                    "backoff": backoff_doc,
                 });
                 engine.store_mut().set_host_status(name, &status, Some(now))?;
                 if previous.as_deref().is_some_and(|p| p != "ok") {
@@ -499,7 +623,9 @@ impl Fleet {
             Err(e) => {
                 let status = serde_json::json!({
                     "ok": false, "kind": e.kind(), "reason": e.to_string(), "at": now,
-                    "last_ok": host.status.get("last_ok"), "elapsed_ms": elapsed_ms, "connects": connects,
+                    "last_ok": host.status.get("last_ok"), "elapsed_ms": elapsed_ms, "queued_ms": queued_ms,
+                    "connects": connects,
+                    "backoff": backoff_doc,
                 });
                 engine.store_mut().set_host_status(name, &status, None)?;
                 if previous.as_deref() != Some(e.kind()) {
@@ -610,62 +736,101 @@ impl Fleet {
         };
         let now = crate::now();
         let own: Vec<&str> = self.settings.own_names.iter().map(String::as_str).collect();
-        let mut changed = false;
+        // Newest first (as read): the first DISCOVERED_MAX names outside the allowed domains, and
+        // up to ADMITTED_PER_PASS new names inside them, are this pass's.
+        let mut outside: Vec<(HostName, &str)> = Vec::new();
+        let mut inside: Vec<(HostName, &str, String)> = Vec::new();
+        let mut seen = BTreeSet::new();
         for raw in &names {
-            let (name, admitted_by) =
-                match rules::admission(raw, self.settings.domain.as_ref(), &self.settings.allowed, &own) {
-                    Admission::Ignored(reason) => {
-                        tracing::debug!(raw = %raw, "discovery ignores this name: {reason}");
-                        continue;
+            match rules::admission(raw, self.settings.domain.as_ref(), &self.settings.allowed, &own) {
+                Admission::Ignored(reason) => tracing::debug!(raw = %raw, "discovery ignores this name: {reason}"),
+                Admission::Discovered(n) => {
+                    if outside.len() < DISCOVERED_MAX && seen.insert(n.clone()) {
+                        outside.push((n, raw));
                     }
-                    Admission::Discovered(n) => (n, None),
-                    Admission::Admitted(n, p) => (n, Some(p)),
-                };
+                }
+                Admission::Admitted(n, p) => {
+                    if seen.insert(n.clone()) {
+                        inside.push((n, raw, p.to_string()));
+                    }
+                }
+            }
+        }
+        let mut changed = false;
+        let mut admitted = 0usize;
+        for (name, raw, pattern) in &inside {
+            if admitted >= ADMITTED_PER_PASS {
+                tracing::info!(
+                    "discovery: more than {ADMITTED_PER_PASS} new names in the allowed domains; the rest wait"
+                );
+                break;
+            }
             let existing = engine.store().get_fleet_host(name.as_str())?;
-            let (state, expected, summary) = match (&existing, &admitted_by) {
-                (None, None) => (
-                    HostState::Discovered,
+            let (expected, summary) = match &existing {
+                None => (
                     None,
                     format!(
-                        "discovered {name} in the journal: registered as untrusted; Macha will not contact it \
-                         unless a person admits it (`macha-systems admit {name}`)"
+                        "discovered {name} in the journal: admitted by the allowed domain {pattern}; observed once its host key is pinned"
                     ),
                 ),
-                (None, Some(p)) => (
-                    HostState::Admitted,
-                    None,
-                    format!(
-                        "discovered {name} in the journal: admitted by the allowed domain {p}; observed once its host key is pinned"
-                    ),
-                ),
-                (Some(h), Some(p)) if h.record.state == HostState::Discovered => (
-                    HostState::Admitted,
-                    Some(HostState::Discovered),
-                    format!("{name} admitted by the allowed domain {p}"),
-                ),
-                _ => continue,
+                Some(h) if h.record.state == HostState::Discovered => {
+                    (Some(HostState::Discovered), format!("{name} admitted by the allowed domain {pattern}"))
+                }
+                Some(_) => continue,
             };
-            let record = HostRecord {
-                name: name.as_str().to_owned(),
-                address: None,
-                port: None,
-                user: None,
-                state,
-                host_key: None,
-                os: None,
-                profile: serde_json::json!({}),
-                first_seen: now,
-                last_seen: now,
-            };
-            let severity = if state == HostState::Discovered { Severity::Warning } else { Severity::Notice };
-            let audit = NewAudit::new(now, AuditKind::Config, severity, name.as_str(), summary)
+            let record = HostRecord { state: HostState::Admitted, ..discovered_record(name, now) };
+            let audit = NewAudit::new(now, AuditKind::Config, Severity::Notice, name.as_str(), summary)
                 .with_subject("host")
-                .with_payload(serde_json::json!({"raw_hostname": raw, "state": state, "source": "journal"}));
+                .with_payload(
+                    serde_json::json!({"raw_hostname": raw, "state": HostState::Admitted, "source": "journal"}),
+                );
             match engine.store_mut().put_fleet_host(&record, HostSource::Journal, expected, &audit) {
-                Ok(_) => changed = true,
+                Ok(_) => {
+                    changed = true;
+                    admitted += 1;
+                }
                 Err(StoreError::Conflict { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
+        }
+        let mut again = Vec::new();
+        let mut new = Vec::new();
+        for (name, raw) in &outside {
+            match engine.store().get_fleet_host(name.as_str())? {
+                Some(h) if h.record.state == HostState::Discovered => again.push(name.as_str().to_owned()),
+                Some(_) => {}
+                None => {
+                    let summary = format!(
+                        "discovered {name} in the journal: registered as untrusted; Macha will not contact it \
+                         unless a person admits it (`macha-systems admit {name}`)"
+                    );
+                    let audit = NewAudit::new(now, AuditKind::Config, Severity::Warning, name.as_str(), summary)
+                        .with_subject("host")
+                        .with_payload(
+                            serde_json::json!({"raw_hostname": raw, "state": HostState::Discovered, "source": "journal"}),
+                        );
+                    new.push((discovered_record(name, now), audit));
+                }
+            }
+        }
+        if !again.is_empty() || !new.is_empty() {
+            let evicted = |gone: &[String]| {
+                NewAudit::new(
+                    now,
+                    AuditKind::Config,
+                    Severity::Notice,
+                    "local",
+                    format!(
+                        "{} discovered host name(s) removed from the registry (at most {DISCOVERED_MAX} are kept; the least recently seen go first): {}",
+                        gone.len(),
+                        gone.iter().take(20).cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+                .with_subject("discovery")
+                .with_payload(serde_json::json!({"evicted": gone}))
+            };
+            let c = engine.store_mut().register_discovered(&again, &new, now, DISCOVERED_MAX, evicted)?;
+            changed |= !c.added.is_empty() || !c.evicted.is_empty();
         }
         if changed {
             self.reload(engine)?;
@@ -820,6 +985,7 @@ impl Fleet {
             let mut st = lock(&self.state);
             st.identified.remove(name);
             st.memory.remove(name);
+            st.health.remove(name);
         }
         if let Ok(pool) = &self.pool {
             let (pool, name) = (Arc::clone(pool), name.clone());
@@ -966,6 +1132,22 @@ impl Fleet {
     }
 }
 
+/// A host first seen in the journal: only its name.
+fn discovered_record(name: &HostName, now: Timestamp) -> HostRecord {
+    HostRecord {
+        name: name.as_str().to_owned(),
+        address: None,
+        port: None,
+        user: None,
+        state: HostState::Discovered,
+        host_key: None,
+        os: None,
+        profile: serde_json::json!({}),
+        first_seen: now,
+        last_seen: now,
+    }
+}
+
 /// One host's observation: the first contact if it is due, then the probe.
 async fn observe_host(
     pool: &SshPool,
@@ -992,16 +1174,17 @@ async fn observe_host(
     (result, identity)
 }
 
-/// The `_HOSTNAME`s of the journal entries within `window`: `journalctl --output=json
-/// --output-fields=_HOSTNAME --since=-<window>`, over `--directory=<dir>` if given, else
-/// `--merge` (every journal on this host, the remote ones included).
+/// The `_HOSTNAME`s of the journal entries within `window`, newest first (distinct, at most
+/// [`DISCOVERY_NAMES_MAX`]): `journalctl --reverse --output=json --output-fields=_HOSTNAME
+/// --since=-<window>`, over `--directory=<dir>` if given, else `--merge` (every journal on this
+/// host, the remote ones included). Reading stops once the cap is reached.
 pub async fn discover(
     journalctl: &std::path::Path,
     dir: Option<&std::path::Path>,
     window: Duration,
 ) -> Result<Vec<String>, String> {
     let mut cmd = tokio::process::Command::new(journalctl);
-    cmd.args(["--output=json", "--output-fields=_HOSTNAME", "--no-pager", "--quiet"])
+    cmd.args(["--reverse", "--output=json", "--output-fields=_HOSTNAME", "--no-pager", "--quiet"])
         .arg(format!("--since=-{}s", window.as_secs().max(1)));
     match dir {
         Some(d) => cmd.arg(format!("--directory={}", d.display())),
@@ -1016,17 +1199,14 @@ pub async fn discover(
     let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", journalctl.display()))?;
     let Some(stdout) = child.stdout.take() else { return Err("journalctl: no output".into()) };
     let read = async {
-        let mut names = BTreeSet::new();
+        let mut names = NewestNames::new(DISCOVERY_NAMES_MAX);
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            if names.len() >= DISCOVERY_NAMES_MAX {
-                continue;
-            }
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
                 && let Some(h) = v.get("_HOSTNAME").and_then(|h| h.as_str())
-                && h.len() <= macha_core::names::HOST_NAME_MAX
+                && !names.add(h)
             {
-                names.insert(h.to_owned());
+                break;
             }
         }
         names
@@ -1034,6 +1214,11 @@ pub async fn discover(
     let names = tokio::time::timeout(Duration::from_secs(60), read)
         .await
         .map_err(|_| "journalctl did not finish within 60 s".to_owned())?;
+    if names.full() {
+        // Enough names: the older entries are not needed.
+        let _ = child.kill().await;
+        return Ok(names.into_vec());
+    }
     let status = child.wait().await.map_err(|e| e.to_string())?;
     if !status.success() {
         let mut err = String::new();
@@ -1046,7 +1231,42 @@ pub async fn discover(
             return Err(format!("journalctl exited with {status}: {}", err.trim()));
         }
     }
-    Ok(names.into_iter().collect())
+    Ok(names.into_vec())
+}
+
+/// Distinct host names in the order first met (newest first when the journal is read in
+/// reverse), at most `max`.
+#[derive(Debug)]
+struct NewestNames {
+    order: Vec<String>,
+    seen: std::collections::HashSet<String>,
+    max: usize,
+}
+
+impl NewestNames {
+    fn new(max: usize) -> NewestNames {
+        NewestNames { order: Vec::new(), seen: std::collections::HashSet::new(), max }
+    }
+
+    /// Adds a name (too long ones are skipped); false once the cap is reached.
+    fn add(&mut self, name: &str) -> bool {
+        if self.full() {
+            return false;
+        }
+        if name.len() <= macha_core::names::HOST_NAME_MAX && !self.seen.contains(name) {
+            self.seen.insert(name.to_owned());
+            self.order.push(name.to_owned());
+        }
+        !self.full()
+    }
+
+    fn full(&self) -> bool {
+        self.order.len() >= self.max
+    }
+
+    fn into_vec(self) -> Vec<String> {
+        self.order
+    }
 }
 
 #[cfg(test)]
@@ -1170,6 +1390,220 @@ mod tests {
         assert_eq!(state(&engine, "c2"), Some(HostState::Forgotten));
         assert_eq!(state(&engine, "c1"), Some(HostState::Trusted));
         fleet2.shutdown().await;
+    }
+
+    fn engine_and_fleet(dir: &std::path::Path, hosts: &str) -> (Config, Engine, Fleet) {
+        let cfg = config(dir, hosts);
+        let store = macha_store::Store::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        let now = crate::now();
+        let mut engine = Engine::new(store, cfg.clone(), true, now).unwrap_or_else(|e| panic!("{e:#}"));
+        let fleet = Fleet::start(&cfg, &mut engine, now).unwrap_or_else(|e| panic!("{e:#}"));
+        (cfg, engine, fleet)
+    }
+
+    fn h(name: &str) -> HostName {
+        HostName::parse(name).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn observed(host: &str, result: Result<Snapshot, SshError>, timed_out: usize) -> FleetEvent {
+        FleetEvent::Observed(Box::new(Observed {
+            host: h(host),
+            result,
+            identity: None,
+            memory: HostMemory { timed_out, ..HostMemory::default() },
+            queued: Duration::ZERO,
+            elapsed: Duration::from_secs(1),
+        }))
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let i = Duration::from_secs(60);
+        let waits: Vec<u64> = (1..=6).map(|n| backoff(n, i).as_secs()).collect();
+        assert_eq!(waits, [0, 60, 180, 420, 600, 600]);
+        assert_eq!(backoff(u32::MAX, i), BACKOFF_MAX);
+        assert_eq!(
+            backoff(9, Duration::from_secs(3600)),
+            Duration::from_secs(3600),
+            "at most one interval when longer"
+        );
+        assert_eq!((suspect_slots(16), suspect_slots(2), suspect_slots(1)), (4, 1, 1));
+    }
+
+    #[tokio::test]
+    async fn failing_and_hung_hosts_are_suspect_and_backed_off_per_host() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let hosts = format!(
+            "[hosts.c1]\naddress = \"10.0.0.1\"\nhost_key = \"{KEY}\"\n[hosts.c2]\naddress = \"10.0.0.2\"\nhost_key = \"{KEY}\"\n"
+        );
+        let (_cfg, mut engine, fleet) = engine_and_fleet(dir.path(), &hosts);
+        let down =
+            || Err(SshError::ConnectTimeout { host: "c1".into(), after: Duration::from_secs(15), detail: "x".into() });
+        let health = |f: &Fleet, n: &str| lock(&f.state).health.get(&h(n)).map(|hl| hl.failures);
+        for _ in 0..3 {
+            fleet.handle(&mut engine, observed("c1", down(), 0)).unwrap_or_else(|e| panic!("{e:#}"));
+        }
+        assert_eq!(health(&fleet, "c1"), Some(3));
+        let wait =
+            lock(&fleet.state).health.get(&h("c1")).map(|hl| hl.retry_at.saturating_duration_since(Instant::now()));
+        let interval = fleet.settings.interval;
+        assert!(wait.is_some_and(|w| w > interval * 2 && w <= interval * 3), "{wait:?}");
+        let status = engine.store().get_fleet_host("c1").ok().flatten().map(|h| h.status).unwrap_or_default();
+        assert_eq!(status["backoff"]["failures"], 3, "{status}");
+        // A host that answers but whose commands hung is suspect too; c1 is not affected by c2.
+        let snap = Snapshot::all_unavailable(h("c2"), crate::now(), "did not finish");
+        fleet.handle(&mut engine, observed("c2", Ok(snap.clone()), 2)).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!((health(&fleet, "c2"), health(&fleet, "c1")), (Some(1), Some(3)));
+        // A good observation clears it.
+        let ok = Snapshot::all_unavailable(h("c2"), crate::now(), "test");
+        fleet.handle(&mut engine, observed("c2", Ok(ok), 0)).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(health(&fleet, "c2"), None);
+        fleet.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn actions_only_where_the_host_can_be_acted_on() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let hosts = format!(
+            "[hosts.c1]\naddress = \"10.0.0.1\"\nhost_key = \"{KEY}\"\n[hosts.c2]\naddress = \"10.0.0.2\"\nhost_key = \"{KEY}\"\n"
+        );
+        let (cfg, mut engine, fleet) = engine_and_fleet(dir.path(), &hosts);
+        let actions = |engine: &mut Engine, name: &str| {
+            let list = fleet.api(engine, Request::ListHosts, "root").unwrap_or_else(|e| panic!("{e:#}"));
+            let hosts = list.into_reply::<crate::api::ops::ListHosts>().unwrap_or_else(|e| panic!("{e:?}"));
+            hosts.iter().find(|h| h.name == name).map(|h| serde_json::json!(h.actions))
+        };
+        assert_eq!(actions(&mut engine, "c1"), Some(serde_json::json!(true)));
+        // c1 presents another key: refused, not acted on, and the list says so.
+        let changed = SshError::HostKeyChanged { host: "c1".into(), detail: "x".into() };
+        fleet.handle(&mut engine, observed("c1", Err(changed), 0)).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(actions(&mut engine, "c1"), Some(serde_json::json!(false)));
+        assert_eq!(rule(&mut engine, "c1"), "unknown-host");
+        // c2's pinned key is removed from the known_hosts file: it cannot be contacted at all.
+        let mut kh = KnownHosts::load(&cfg.ssh.known_hosts).unwrap_or_else(|e| panic!("{e}"));
+        kh.remove(&h("c2"));
+        kh.save().unwrap_or_else(|e| panic!("{e}"));
+        fleet.reload(&mut engine).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(actions(&mut engine, "c2"), Some(serde_json::json!(false)));
+        assert_eq!(rule(&mut engine, "c2"), "unknown-host");
+        fleet.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn the_records_of_a_remote_observation_are_in_time_order() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let hosts = format!("[hosts.c1]\naddress = \"10.0.0.1\"\nhost_key = \"{KEY}\"\n");
+        let (_cfg, mut engine, fleet) = engine_and_fleet(dir.path(), &hosts);
+        // The probe's data was complete 3 s ago (the loop was busy since): a failed unit.
+        let taken_at = crate::now().minus(Duration::from_secs(3));
+        let mut snap = Snapshot::all_unavailable(h("c1"), taken_at, "test");
+        snap.units = macha_core::snapshot::Section::ok(macha_core::snapshot::Units {
+            system_state: "degraded".into(),
+            total: 1,
+            notable: vec![macha_core::snapshot::UnitState {
+                name: "lab-demo.service".into(),
+                description: "demo".into(),
+                load_state: "loaded".into(),
+                active_state: "failed".into(),
+                sub_state: "failed".into(),
+                result: Some("exit-code".into()),
+                n_restarts: Some(0),
+            }],
+            failed: vec!["lab-demo.service".into()],
+        });
+        let identity = Identity {
+            os: macha_core::fleet::detect_os(Some("ID=debian\nPRETTY_NAME=\"Debian 12\"\n"), None),
+            hardware: macha_core::snapshot::Hardware {
+                cpu_model: "x".into(),
+                physical_cores: 1,
+                logical_cpus: 1,
+                gpus: vec![],
+                gpu_notes: vec![],
+                usb: vec![],
+                block_devices: vec![],
+            },
+            running_services: Ok(vec!["ssh.service".into()]),
+            tools: macha_ssh::RemoteTools::default(),
+        };
+        let event = FleetEvent::Observed(Box::new(Observed {
+            host: h("c1"),
+            result: Ok(snap),
+            identity: Some(identity),
+            memory: HostMemory::default(),
+            queued: Duration::ZERO,
+            elapsed: Duration::from_secs(2),
+        }));
+        let work = fleet.handle(&mut engine, event).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(work.len(), 1, "a restart of the failed unit at auto-safe");
+        let trail = engine
+            .store()
+            .query_audit(&AuditQuery { host: Some("c1".into()), ..AuditQuery::default() })
+            .unwrap_or_default();
+        let kinds: Vec<AuditKind> = trail.iter().map(|r| r.kind).collect();
+        assert!(kinds.contains(&AuditKind::Action), "{kinds:?}");
+        // In the order written, time never goes backwards: first contact, finding, decision,
+        // action (the snapshot itself is a history row, checked below).
+        for pair in trail.windows(2) {
+            assert!(
+                pair[0].ts <= pair[1].ts,
+                "{} at {} before {} at {}",
+                pair[0].summary,
+                pair[0].ts,
+                pair[1].summary,
+                pair[1].ts
+            );
+        }
+        let history = engine.store().query_history(&macha_store::HistoryQuery::default()).unwrap_or_default();
+        let snapshot_at = history.iter().find(|r| r.entry.host == "c1").map_or(Timestamp(i64::MAX), |r| r.entry.ts);
+        assert!(trail.iter().all(|r| r.ts >= snapshot_at), "a record before the snapshot it came from");
+        let actions = engine.store().actions_since(Timestamp(0)).unwrap_or_default();
+        assert!(actions.iter().all(|a| a.ts_started >= snapshot_at), "{actions:?}");
+        let status = engine.store().get_fleet_host("c1").ok().flatten().map(|h| h.status).unwrap_or_default();
+        assert!(status["at"].as_i64().is_some_and(|at| at <= actions[0].ts_started.millis()), "{status}");
+        fleet.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn discovery_is_newest_first_and_the_discovered_hosts_are_capped() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let hosts = format!("[hosts.c1]\naddress = \"10.0.0.1\"\nhost_key = \"{KEY}\"\n");
+        let (_cfg, mut engine, fleet) = engine_and_fleet(dir.path(), &hosts);
+        // The journal read in reverse: the newest names first, then a flood of older junk.
+        let mut names = NewestNames::new(DISCOVERY_NAMES_MAX);
+        for n in ["web9", "fresh.example.org", "c1"] {
+            assert!(names.add(n));
+        }
+        for i in 0..(DISCOVERY_NAMES_MAX * 2) {
+            if !names.add(&format!("junk{i}.example.net")) {
+                break;
+            }
+        }
+        assert!(names.full());
+        let names = names.into_vec();
+        assert_eq!(names.len(), DISCOVERY_NAMES_MAX);
+        assert_eq!(&names[..3], ["web9", "fresh.example.org", "c1"]);
+        fleet.discovered(&mut engine, Ok(names)).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(state(&engine, "web9.lab.test"), Some(HostState::Admitted), "admitted despite the flood");
+        assert_eq!(state(&engine, "fresh.example.org"), Some(HostState::Discovered), "the newest kept");
+        assert_eq!(state(&engine, "c1"), Some(HostState::Trusted));
+        assert_eq!(engine.store().count_discovered().unwrap_or(0), DISCOVERED_MAX);
+        // A later pass with newer junk: the least recently seen discovered names go, never the
+        // configured, admitted or trusted hosts; a name seen again stays.
+        let later: Vec<String> = std::iter::once("fresh.example.org".to_owned())
+            .chain((0..500).map(|i| format!("newer{i}.example.net")))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        fleet.discovered(&mut engine, Ok(later)).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(engine.store().count_discovered().unwrap_or(0), DISCOVERED_MAX);
+        assert_eq!(state(&engine, "fresh.example.org"), Some(HostState::Discovered));
+        assert_eq!(state(&engine, "newer499.example.net"), Some(HostState::Discovered));
+        assert_eq!(state(&engine, "web9.lab.test"), Some(HostState::Admitted));
+        assert_eq!(state(&engine, "c1"), Some(HostState::Trusted));
+        // The first pass registered "fresh" and junk0..junk998; the oldest 500 of those went.
+        let evicted =
+            (0..DISCOVERED_MAX - 1).filter(|i| state(&engine, &format!("junk{i}.example.net")).is_none()).count();
+        assert_eq!(evicted, 500);
+        fleet.shutdown().await;
     }
 
     #[test]

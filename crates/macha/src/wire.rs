@@ -162,6 +162,7 @@ pub fn prompt(r: &macha_store::PromptRecord) -> PromptView {
 /// `default_user` the configured SSH user, `connects` the SSH masters opened to it.
 pub fn host(h: &macha_store::FleetHost, pinned: Vec<String>, default_user: &str, connects: u64) -> HostView {
     let standing = crate::fleet::standing(h.record.state);
+    let is_pinned = !pinned.is_empty();
     HostView {
         name: h.record.name.clone(),
         state: standing,
@@ -170,8 +171,10 @@ pub fn host(h: &macha_store::FleetHost, pinned: Vec<String>, default_user: &str,
             macha_store::HostSource::Journal => HostSource::Journal,
             macha_store::HostSource::Admin => HostSource::Admin,
         },
-        contacted: standing.may_connect(),
-        actions: standing.may_act(),
+        // Contacted only with a pinned key (strict host keys); actions only where the host can be
+        // acted on: trusted, key pinned, key not changed.
+        contacted: standing.may_connect() && is_pinned,
+        actions: crate::fleet::actionable(h, is_pinned),
         address: h.record.address.clone().unwrap_or_else(|| h.record.name.clone()),
         port: h.record.port.unwrap_or(22),
         user: h.record.user.clone().unwrap_or_else(|| default_user.to_owned()),
@@ -361,7 +364,8 @@ mod tests {
         };
         let view = host(&h, vec![], "macha", 0);
         assert_eq!((&view.status, view.role, view.address.as_str(), view.port), (&None, None, "c1", 22));
-        assert!(view.contacted && !view.actions);
+        // Admitted but no key pinned: never contacted (strict host keys), never acted on.
+        assert!(!view.contacted && !view.actions);
         assert_eq!(host_detail(view, &h, &[]).profile, None);
     }
 }

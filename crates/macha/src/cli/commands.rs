@@ -375,7 +375,6 @@ fn audit_log(f: &LogFilter, kinds: Vec<AuditKind>) -> CmdResult {
         after_id: f.after_id,
         // A page after an id reads forward; otherwise the newest, shown oldest first.
         order: if f.after_id.is_some() { Order::OldestFirst } else { Order::NewestFirst },
-        ..AuditFilter::default()
     };
     let mut fetch = |filter: &AuditFilter| -> Result<Vec<crate::api::reply::AuditEntry>, super::Failure> {
         match &mut source {

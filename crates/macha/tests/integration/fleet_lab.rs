@@ -1,7 +1,7 @@
 //! The fleet against real hosts: the real `macha daemon` binary observing and acting on the
 //! systemd-nspawn containers of `tests/lab/nspawn.sh up 3` (c1..c3: systemd as PID 1, sshd, user
 //! `macha` with the lab key and `sudo`), over SSH, with `sudo -n systemctl` for unit actions; and,
-//! for transport faults, the netns sshd hosts of `tests/lab/netns-sshd.sh up 4` (h1..h4).
+//! for transport faults, the netns sshd hosts of `tests/lab/netns-sshd.sh up 8` (h1..h8).
 //!
 //! The labs are found through `MACHA_LAB_NSPAWN` (default `/run/macha-lab/nspawn`) and
 //! `MACHA_LAB_NETNS` (default `/run/macha-lab/netns`), where `up` writes an `inventory` (name,
@@ -167,13 +167,15 @@ impl Daemon {
         let text = format!(
             "autonomy = \"{autonomy}\"\ncheck_interval = \"5s\"\n{top}[paths]\nstate_dir = \"{state}\"\nsocket = \"{sock}\"\n\
              [systemd]\nenable = false\n{journal}[executor]\nverify_delay = \"1s\"\ntimeout = \"20s\"\n\
-             [ssh]\nkey = \"{key}\"\nconnect_timeout = \"3s\"\ncommand_timeout = \"10s\"\n{user}{rest}",
+             [ssh]\nkey = \"{key}\"\nconnect_timeout = \"3s\"\ncommand_timeout = \"10s\"\n{user}{ssh}{rest}",
             top = extra.split("#tables\n").next().unwrap_or(""),
             state = dir.path().join("state").display(),
             sock = dir.path().join("m.sock").display(),
             journal = if extra.contains("[journal]") { "" } else { "[journal]\nenable = false\n" },
             key = cache().join("keys/id_ed25519").display(),
             user = if extra.contains("#user-root") { "user = \"root\"\n" } else { "" },
+            // Lines "#ssh KEY = VALUE" go into [ssh].
+            ssh = extra.lines().filter_map(|l| l.strip_prefix("#ssh ")).map(|l| format!("{l}\n")).collect::<String>(),
             rest = extra.split("#tables\n").nth(1).unwrap_or(""),
         );
         std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
@@ -291,8 +293,12 @@ fn lab_auto_safe_restarts_a_failed_unit_on_a_container() {
     assert_eq!(lab.active_state("c2", "lab-demo.service"), "active");
     let decisions = d.records(AuditKind::Decision, "c2");
     assert!(about(&decisions, "lab-demo.service").iter().any(|r| r.summary.starts_with("execute:")), "{decisions:?}");
-    // Only c2 was touched.
-    assert!(d.records(AuditKind::Action, "c1").is_empty() && d.records(AuditKind::Action, "c3").is_empty());
+    // Only c2's unit was touched (the containers share this machine's disk: when it is nearly
+    // full, clean-up actions on every host are legitimate and not what this test is about).
+    assert!(
+        about(&d.records(AuditKind::Action, "c1"), "lab-demo").is_empty()
+            && about(&d.records(AuditKind::Action, "c3"), "lab-demo").is_empty()
+    );
     // The outcome does not resolve the issue; the next observation of c2 does.
     wait_for("the issue resolved by the next observation of c2", || {
         let issues = d.json_as("macha-issues", &["list", "--all", "--json"]);
@@ -355,9 +361,12 @@ fn lab_a_protected_unit_on_a_container_is_never_restarted() {
     });
     std::thread::sleep(Duration::from_secs(11));
     assert_eq!(lab.active_state("c3", "lab-demo.service"), "failed");
-    assert!(d.records(AuditKind::Action, "c3").is_empty(), "nothing ran");
-    assert!(d.json_as("macha-approve", &["list", "--json"]).as_array().is_some_and(Vec::is_empty), "nothing queued");
+    assert!(about(&d.records(AuditKind::Action, "c3"), "lab-demo").is_empty(), "nothing ran");
     lab.repair_demo("c3");
+    let queued = d.json_as("macha-approve", &["list", "--json"]);
+    let about_demo =
+        queued.as_array().map_or(0, |a| a.iter().filter(|r| r["action"]["unit"] == "lab-demo.service").count());
+    assert_eq!(about_demo, 0, "nothing queued: {queued}");
 }
 
 #[test]
@@ -374,12 +383,24 @@ fn lab_a_changed_host_key_is_refused_alerted_and_nothing_is_sent() {
     });
     let h = d.host("c3");
     assert_eq!(h["status"]["kind"], "host_key_changed", "{h}");
+    let alerted = d
+        .records(AuditKind::Alert, "c3")
+        .iter()
+        .find(|r| r.summary.contains("host key of c3 changed"))
+        .map_or(i64::MAX, |r| r.ts.millis());
     // A failure on c3 now gets no action: the host is out of the policy's trusted hosts, and no
     // command reaches it (sshd on c3 accepted no login since the key changed).
     lab.break_demo("c3");
     std::thread::sleep(Duration::from_secs(11));
     assert_eq!(lab.active_state("c3", "lab-demo.service"), "failed");
-    assert!(d.records(AuditKind::Action, "c3").is_empty());
+    // No action at all since the alert (before it, a clean-up of a nearly full disk may have run).
+    let after_alert: Vec<String> = d
+        .records(AuditKind::Action, "c3")
+        .iter()
+        .filter(|r| r.ts.millis() > alerted)
+        .map(|r| r.summary.clone())
+        .collect();
+    assert!(after_alert.is_empty(), "{after_alert:?}");
     // Only what the restarted sshd (the one with the new key) logged counts.
     let log = lab.sshd_log_since("c3", since);
     let after = log.rsplit("Server listening").next().unwrap_or_default();
@@ -595,6 +616,96 @@ fn lab_black_holed_and_hung_hosts_do_not_delay_the_daemons_other_results() {
     let h1 = d.host("h1");
     assert_eq!(h1["status"]["ok"], true);
     assert_eq!(h1["connects"], 1);
+}
+
+/// The times (ms) of a host's snapshot records.
+fn snapshot_times(d: &Daemon, host: &str) -> Vec<i64> {
+    d.records(AuditKind::Snapshot, host).iter().map(|r| r.ts.millis()).collect()
+}
+
+#[test]
+#[ignore = "lab: needs tests/lab/netns-sshd.sh up 8"]
+fn lab_faulty_hosts_never_hold_the_healthy_hosts_slots() {
+    let _g = serial();
+    let dir = PathBuf::from(std::env::var("MACHA_LAB_NETNS").unwrap_or_else(|_| "/run/macha-lab/netns".into()));
+    let hosts = inventory(&dir, "netns-sshd.sh", 8);
+    let tables: String =
+        hosts.iter().take(8).map(|(n, a, k)| format!("[hosts.{n}]\naddress = \"{a}\"\nhost_key = \"{k}\"\n")).collect();
+    let netns = |args: &[&str]| {
+        let out = Command::new(root().join("tests/lab/netns-sshd.sh"))
+            .args(args)
+            .env("MACHA_LAB_RUN", &dir)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.status.success(), "netns-sshd.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // Two slots for healthy hosts (and one for suspect ones); four faulty hosts, twice the slots,
+    // first in the registry's order: h1 and h2 black-holed, h3 and h4 hung.
+    let faulty = ["h1", "h2", "h3", "h4"];
+    let healthy = ["h5", "h6", "h7", "h8"];
+    let all: Vec<&str> = faulty.iter().chain(healthy.iter()).copied().collect();
+    let d = Daemon::start("observe", &format!("#user-root\n#ssh parallelism = 2\n#tables\n{tables}"), &all);
+    struct Undo<'a>(&'a dyn Fn(&[&str]));
+    impl Drop for Undo<'_> {
+        fn drop(&mut self) {
+            for h in ["h1", "h2"] {
+                (self.0)(&["unblock", h]);
+            }
+            for h in ["h3", "h4"] {
+                (self.0)(&["unhang", h]);
+            }
+        }
+    }
+    let _undo = Undo(&netns);
+    for h in ["h1", "h2"] {
+        netns(&["block", h]);
+    }
+    for h in ["h3", "h4"] {
+        netns(&["hang", h]);
+    }
+    // Their first failure holds a slot (nothing knew yet); from then on they are suspect.
+    let suspect = |h: &str| d.host(h)["status"]["backoff"]["failures"].as_u64().is_some_and(|n| n >= 1);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !faulty.iter().all(|h| suspect(h)) {
+        assert!(Instant::now() < deadline, "the faulty hosts were not all marked suspect: {:?}", d.hosts());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // For 30 s (six ticks of 5 s), every result of a healthy host: how long it waited for a slot
+    // after its tick. Two slots for four healthy hosts that answer in a few hundred ms: well
+    // under a second; behind a faulty host it would be seconds.
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |t| t.as_millis() as i64);
+    let mut queued: std::collections::BTreeMap<(String, i64), u64> = std::collections::BTreeMap::new();
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until {
+        for h in d.hosts() {
+            let name = h["name"].as_str().unwrap_or_default().to_owned();
+            if let (Some(at), Some(q)) = (h["status"]["at"].as_i64(), h["status"]["queued_ms"].as_u64())
+                && at >= since
+            {
+                queued.insert((name, at), q);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for h in healthy {
+        let waits: Vec<u64> = queued.iter().filter(|((n, _), _)| n == h).map(|(_, q)| *q).collect();
+        assert!(waits.len() >= 4, "{h}: {} results seen in 30 s: {waits:?}", waits.len());
+        assert!(waits.iter().all(|q| *q < 1_500), "{h} waited behind the faulty hosts: {waits:?} ms");
+        let times: Vec<i64> = snapshot_times(&d, h).into_iter().filter(|t| *t >= since).collect();
+        assert!(times.len() >= 5, "{h}: {} results in 30 s", times.len());
+        assert_eq!(d.host(h)["status"]["ok"], true);
+    }
+    // The faulty ones are backed off: fewer attempts than ticks.
+    for h in faulty {
+        let attempts = snapshot_times(&d, h).into_iter().filter(|t| *t >= since).count();
+        assert!(attempts <= 4, "{h}: {attempts} attempts in 30 s despite the backoff");
+    }
+    let h1 = d.host("h1");
+    assert!(
+        ["timed_out", "connect_timeout", "unreachable", "disconnected"]
+            .contains(&h1["status"]["kind"].as_str().unwrap_or("")),
+        "{h1}"
+    );
 }
 
 /// Not a lab test: `macha probe --json` prints this host's snapshot as the versioned document the
