@@ -415,6 +415,28 @@ pub struct ContactStatus {
     pub reason: Option<String>,
     #[serde(default)]
     pub at: Option<Timestamp>,
+    /// The last successful observation.
+    #[serde(default)]
+    pub last_ok: Option<Timestamp>,
+    /// How long the observation took, and how long it waited for a slot first.
+    #[serde(default)]
+    pub elapsed_ms: Option<u64>,
+    #[serde(default)]
+    pub queued_ms: Option<u64>,
+    /// Sections of the last snapshot that could not be observed.
+    #[serde(default)]
+    pub unavailable_sections: Option<usize>,
+    /// Set while the host is suspect: its failures in a row and when it is tried again (it is
+    /// observed apart from the healthy hosts until it answers).
+    #[serde(default)]
+    pub backoff: Option<Backoff>,
+}
+
+/// A suspect host's backoff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backoff {
+    pub failures: u32,
+    pub retry_at: Timestamp,
 }
 
 /// One registered host.

@@ -151,8 +151,18 @@ impl Metrics {
 /// Name → reason: the unavailable sections, or the checks that could not run.
 pub type Reasons = BTreeMap<String, String>;
 
+/// A reason of at most [`REASON_MAX`] bytes that keeps its start and its end (where the verdict
+/// usually is: "`<long command>` did not finish within 5000 ms"), the middle replaced by `…`.
 fn cut_reason(s: &str) -> String {
-    crate::retention::cut_str(s, REASON_MAX).0.to_owned()
+    if s.len() <= REASON_MAX {
+        return s.to_owned();
+    }
+    let head = crate::retention::cut_str(s, REASON_MAX / 3).0;
+    let mut tail_start = s.len() - (REASON_MAX - head.len() - '…'.len_utf8());
+    while !s.is_char_boundary(tail_start) {
+        tail_start += 1;
+    }
+    format!("{head}…{}", &s[tail_start..])
 }
 
 /// A history row to write: one host at one cycle.
@@ -343,4 +353,22 @@ pub(crate) fn fold_bucket(conn: &rusqlite::Connection, start: i64, end: i64) -> 
         .prepare_cached("DELETE FROM history WHERE span_ms = 0 AND ts >= ?1 AND ts < ?2")?
         .execute(params![start, end])?;
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_reason_keeps_its_start_and_its_verdict() {
+        let long = format!("h3: `/usr/bin/timeout -k 2s 5s {}` did not finish within 5000 ms", "x".repeat(400));
+        let cut = cut_reason(&long);
+        assert!(cut.len() <= REASON_MAX, "{} bytes", cut.len());
+        assert!(cut.starts_with("h3: `/usr/bin/timeout") && cut.ends_with("did not finish within 5000 ms"), "{cut}");
+        assert!(cut.contains('…'));
+        let multibyte = "ü".repeat(200);
+        let cut = cut_reason(&multibyte);
+        assert!(cut.len() <= REASON_MAX && cut.chars().all(|c| c == 'ü' || c == '…'));
+        assert_eq!(cut_reason("short"), "short");
+    }
 }

@@ -620,7 +620,7 @@ fn lab_black_holed_and_hung_hosts_do_not_delay_the_daemons_other_results() {
 
 /// The times (ms) of a host's snapshot records.
 fn snapshot_times(d: &Daemon, host: &str) -> Vec<i64> {
-    d.records(AuditKind::Snapshot, host).iter().map(|r| r.ts.millis()).collect()
+    d.history(host).iter().map(|r| r.entry.ts.millis()).collect()
 }
 
 #[test]
