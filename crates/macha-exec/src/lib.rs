@@ -25,6 +25,9 @@ use macha_core::{Action, HostName, UnitName};
 use outcome::{Exit, ObservedUnit};
 use std::time::Duration;
 
+/// The most units one job may reach before the executor refuses it unread.
+pub const REACH_MAX: usize = 64;
+
 /// The settings every backend shares.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -63,6 +66,42 @@ impl Via<'_> {
             Via::Local(l) => l.unit_names(unit).await,
             Via::Remote(s) => s.unit_names(unit).await,
         }
+    }
+
+    async fn related_units(&self, unit: &UnitName, properties: &[&str]) -> Result<Vec<String>, String> {
+        match self {
+            Via::Local(l) => l.related_units(unit, properties).await,
+            Via::Remote(s) => s.related_units(unit, properties).await,
+        }
+    }
+
+    /// Every unit a job on `unit` would pull along, transitively, with the property that led to
+    /// it (`(name, "PartOf x.service")`-like text), at most [`REACH_MAX`] units.
+    async fn reach(&self, verb: UnitVerb, unit: &UnitName) -> Result<Vec<(String, String)>, String> {
+        let properties = verb.reach_properties();
+        let mut found: Vec<(String, String)> = Vec::new();
+        if properties.is_empty() {
+            return Ok(found);
+        }
+        let mut queue = vec![unit.clone()];
+        let mut seen = std::collections::BTreeSet::from([unit.as_str().to_owned()]);
+        while let Some(next) = queue.pop() {
+            for p in properties {
+                for name in self.related_units(&next, &[p]).await? {
+                    if !seen.insert(name.clone()) {
+                        continue;
+                    }
+                    if found.len() >= REACH_MAX {
+                        return Err(format!("{unit} reaches more than {REACH_MAX} units"));
+                    }
+                    found.push((name.clone(), format!("{p} of {next}")));
+                    if let Ok(u) = UnitName::parse(&name) {
+                        queue.push(u);
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn unit_job(&self, permit: &Permit, verb: UnitVerb, unit: &UnitName, timeout: Duration) -> JobEnd {
@@ -211,6 +250,21 @@ impl Executor {
             }
             Err(e) => return ActionOutcome::failed(format!("cannot resolve {unit}{on}: {e}; nothing was changed")),
         }
+        // A job's whole reach is judged: what it would stop, restart or start along with the unit
+        // (systemd propagates jobs through PartOf=, BindsTo=, Requires=, Wants=) must not be
+        // protected either. What it reached is named in the outcome.
+        let reach = match via.reach(verb, unit).await {
+            Ok(r) => r,
+            Err(e) => {
+                return ActionOutcome::failed(format!(
+                    "cannot tell what a {} of {unit}{on} would reach: {e}; nothing was sent",
+                    verb.systemctl()
+                ));
+            }
+        };
+        if let Some(refused) = outcome::protected_reach(&self.settings.protected, unit, &on, &reach) {
+            return refused;
+        }
         // A restart of a stopped unit is a start: only if the permit covers one.
         if verb == UnitVerb::Restart {
             match via.unit_state(unit).await {
@@ -239,9 +293,14 @@ impl Executor {
             JobEnd::Finished { done: true, what, .. } => format!("{what} done"),
         };
         tokio::time::sleep(self.settings.verify_delay).await;
-        match via.unit_state(unit).await {
+        let mut outcome = match via.unit_state(unit).await {
             Ok(seen) => outcome::verified_unit(verb, &what, unit, self.settings.verify_delay.as_millis(), &seen),
             Err(e) => outcome::unobserved_unit(&what, unit, &e),
+        };
+        if !reach.is_empty() {
+            let names: Vec<&str> = reach.iter().map(|(n, _)| n.as_str()).collect();
+            outcome.detail.push_str(&format!("; the job also reached {}", names.join(", ")));
         }
+        outcome
     }
 }

@@ -38,6 +38,11 @@ impl Local {
         Ok(std::iter::once(names.id).chain(names.names).collect())
     }
 
+    pub(crate) async fn related_units(&self, unit: &UnitName, properties: &[&str]) -> Result<Vec<String>, String> {
+        let systemd = self.systemd.get().map_err(|r| format!("systemd is not reachable ({r})"))?;
+        systemd.related_units(unit, properties).await.map_err(|e| e.to_string())
+    }
+
     pub(crate) async fn unit_job(&self, permit: &Permit, timeout: Duration) -> JobEnd {
         let systemd = match self.systemd.get() {
             Ok(s) => s,

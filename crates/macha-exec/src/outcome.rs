@@ -112,6 +112,18 @@ impl UnitVerb {
         }
     }
 
+    /// The unit properties that name what a job of this kind pulls along (systemd's job
+    /// propagation): a stop or restart also stops or restarts the units that are part of the unit
+    /// (`ConsistsOf`, from their `PartOf=`), bound to it (`BoundBy`) or require it (`RequiredBy`);
+    /// a start also starts what it requires, binds to or wants. Reset-failed pulls nothing along.
+    pub fn reach_properties(self) -> &'static [&'static str] {
+        match self {
+            UnitVerb::Restart | UnitVerb::Stop => &["ConsistsOf", "BoundBy", "RequiredBy"],
+            UnitVerb::Start => &["Requires", "BindsTo", "Wants"],
+            UnitVerb::ResetFailed => &[],
+        }
+    }
+
     /// The verification table: the `ActiveState`s that mean the job did what it was for.
     pub fn expected_states(self) -> &'static [&'static str] {
         match self {
@@ -138,6 +150,26 @@ pub fn protected_alias<'a>(
             let on = if host.is_local() { String::new() } else { format!(" on {host}") };
             return Some(ActionOutcome::failed(format!(
                 "{unit}{on} is also known as {n}, which is protected ({p}); nothing was sent"
+            )));
+        }
+    }
+    None
+}
+
+/// A job that would reach a protected unit (stop or restart it along with the target, or start
+/// it): refused before anything is sent, naming the unit and the way it is reached.
+pub fn protected_reach(
+    protected: &ProtectedUnits,
+    unit: &UnitName,
+    on: &str,
+    reach: &[(String, String)],
+) -> Option<ActionOutcome> {
+    for (name, via) in reach {
+        if let Ok(u) = UnitName::parse(name)
+            && let Some(p) = protected.protecting(&u)
+        {
+            return Some(ActionOutcome::failed(format!(
+                "the job on {unit}{on} would also reach {name} ({via}), which is protected ({p}); nothing was sent"
             )));
         }
     }
@@ -240,6 +272,26 @@ pub fn combine(outcomes: Vec<(HostName, ActionOutcome)>) -> ActionOutcome {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_reach_that_touches_a_protected_unit_refuses_and_names_the_way() {
+        let protected = ProtectedUnits::new(&["guarded"]);
+        let target = unit("lab-demo");
+        let reach = vec![
+            ("follower.service".to_owned(), "ConsistsOf of lab-demo.service".to_owned()),
+            ("sshd.service".to_owned(), "BoundBy of follower.service".to_owned()),
+        ];
+        let refused = protected_reach(&protected, &target, " on h1", &reach).unwrap();
+        assert!(!refused.succeeded);
+        assert!(refused.detail.contains("sshd.service (BoundBy of follower.service)"), "{}", refused.detail);
+        assert!(refused.detail.contains("on h1") && refused.detail.contains("nothing was sent"));
+        let configured = vec![("guarded.service".to_owned(), "ConsistsOf of lab-demo.service".to_owned())];
+        assert!(protected_reach(&protected, &target, "", &configured).is_some());
+        let harmless = vec![("follower.service".to_owned(), "ConsistsOf of lab-demo.service".to_owned())];
+        assert!(protected_reach(&protected, &target, "", &harmless).is_none());
+        assert!(UnitVerb::ResetFailed.reach_properties().is_empty());
+        assert!(UnitVerb::Restart.reach_properties().contains(&"ConsistsOf"));
+    }
 
     #[test]
     fn a_redacted_receipt_keeps_what_happened_and_its_permit() {

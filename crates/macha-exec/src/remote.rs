@@ -101,6 +101,16 @@ impl Session<'_> {
         Ok(properties(&out.stdout_text()))
     }
 
+    pub(crate) async fn related_units(&self, unit: &UnitName, properties: &[&str]) -> Result<Vec<String>, String> {
+        let shown = self.show(unit, &properties.join(","), SHOW_TIMEOUT.min(self.command_max)).await?;
+        Ok(properties
+            .iter()
+            .filter_map(|p| shown.get(*p))
+            .flat_map(|s| s.split_whitespace())
+            .map(str::to_owned)
+            .collect())
+    }
+
     pub(crate) async fn unit_names(&self, unit: &UnitName) -> Result<Vec<String>, String> {
         let names = self.show(unit, "Id,Names", SHOW_TIMEOUT.min(self.command_max)).await?;
         Ok(names

@@ -414,6 +414,17 @@ impl Systemd {
         Ok(CanonicalUnit { id, names, load_state })
     }
 
+    /// The units named by list properties of `unit` (such as `ConsistsOf`, `BoundBy`,
+    /// `RequiredBy`): what a job on it pulls along. A name systemd does not know has none.
+    pub async fn related_units(&self, unit: &UnitName, properties: &[&str]) -> Result<Vec<String>, SystemdError> {
+        let path = self.load(unit).await?;
+        let mut names = Vec::new();
+        for p in properties {
+            names.extend(self.get::<Vec<String>>(&path, UNIT_IFACE, p).await?);
+        }
+        Ok(names)
+    }
+
     /// Starts the event stream: `Manager.Subscribe()` plus the match rules, on a connection of its
     /// own. Events arrive as systemd emits them; nothing is polled.
     pub async fn subscribe(&self) -> Result<UnitEvents, SystemdError> {

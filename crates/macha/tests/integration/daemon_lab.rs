@@ -202,3 +202,42 @@ fn lab_a_daemon_killed_mid_action_loses_nothing() {
             .is_some_and(|a| a.iter().any(|i| i["subject"] == unit.name.as_str() && i["state"] == "resolved"))
     });
 }
+
+/// A job's whole reach is judged: restarting a unit also restarts what is `PartOf=` it, so a
+/// protected unit reachable that way makes the restart refused (nothing sent), and an unprotected
+/// one is named in the outcome.
+#[test]
+#[ignore = "lab: needs tests/lab/systemd-user.sh up"]
+fn lab_a_job_that_would_reach_a_protected_unit_is_refused_and_what_it_reaches_is_named() {
+    let _g = serial();
+    let lab = lab();
+    let target = lab.unit(&unique("mt-reach"));
+    let guarded_name = unique("mt-guarded");
+    let guarded = lab.unit_with(&guarded_name, &format!("[Unit]\nPartOf={}\n[Service]", target.name));
+    let follower = lab.unit_with(&unique("mt-follower"), &format!("[Unit]\nPartOf={}\n[Service]", target.name));
+    target.start();
+    guarded.start();
+    follower.start();
+    let daemon = start(&lab, "auto-safe", "1h", &format!("protected_units = [\"{guarded_name}\"]"), "");
+    target.kill();
+    wait_for("the restart refused because of its reach", || {
+        about(&daemon, AuditKind::Outcome, &target.name)
+            .iter()
+            .any(|r| r.summary.contains(&guarded.name) && r.summary.contains("protected"))
+    });
+    let outcome = about(&daemon, AuditKind::Outcome, &target.name).remove(0);
+    assert!(outcome.summary.contains("nothing was sent"), "{}", outcome.summary);
+    assert_ne!(target.active_state(), "active", "the target was restarted anyway");
+    drop(daemon);
+
+    // Without the protection the same restart runs, and names every unit it reached.
+    target.start();
+    follower.start();
+    let daemon = start(&lab, "auto-safe", "1h", "", "");
+    target.kill();
+    wait_for("a restart that names what it reached", || {
+        about(&daemon, AuditKind::Outcome, &target.name)
+            .iter()
+            .any(|r| r.summary.contains("also reached") && r.summary.contains(&follower.name))
+    });
+}
