@@ -21,14 +21,19 @@
 //! size the run; `MACHA_BENCH_PARALLELISM` (default 16, the daemon's default) sets how many hosts
 //! the SSH layer part observes at once. Memory is in MiB (`/proc` reports kB = KiB: ÷ 1024).
 
+#[path = "../tests/integration/support/mod.rs"]
+#[allow(dead_code, unused_imports, clippy::all)]
+mod support;
+
 use macha_core::HostName;
 use macha_ssh::probe::{self, HostMemory, ProbeSpec};
 use macha_ssh::{HostKey, KnownHosts, SshPool, SshSettings, Target};
 use macha_store::{HistoryQuery, Store};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::daemon::TestDaemon;
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -159,15 +164,6 @@ fn library(hosts: &[Host], key: &Path, cycles: usize) -> Vec<(String, String)> {
     ]
 }
 
-struct Running(Child);
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ =
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), nix::sys::signal::Signal::SIGTERM);
-        let _ = self.0.wait();
-    }
-}
-
 /// `utime + stime` of a process, in clock ticks (1/100 s).
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -241,34 +237,32 @@ fn netns(args: &[&str]) {
 }
 
 fn daemon(hosts: &[Host], blocked: &[String], key: &Path, cycles: usize, interval: u64) -> Vec<(String, String)> {
-    let dir = tempfile::Builder::new().prefix("md").tempdir_in("/tmp").unwrap_or_else(|e| panic!("{e}"));
-    let state = dir.path().join("state");
-    let socket = dir.path().join("m.sock");
-    let mut text = format!(
-        "autonomy = \"observe\"\ncheck_interval = \"{interval}s\"\n[paths]\nstate_dir = \"{}\"\nsocket = \"{}\"\n[systemd]\nenable = false\n[journal]\nenable = false\n[ssh]\nuser = \"root\"\nkey = \"{}\"\n",
-        state.display(),
-        socket.display(),
-        key.display()
-    );
+    let mut tables = String::new();
     for h in hosts {
-        text.push_str(&format!("[hosts.{}]\naddress = \"{}\"\nhost_key = \"{}\"\n", h.name, h.address, h.key));
+        tables.push_str(&format!("[hosts.{}]\naddress = \"{}\"\nhost_key = \"{}\"\n", h.name, h.address, h.key));
     }
-    let config = dir.path().join("macha.toml");
-    std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
+    let key = key.to_path_buf();
     for h in blocked {
         netns(&["block", h]);
     }
     let _unblock = Blocked(blocked);
-    let child = Command::new(binary())
-        .args(["daemon", "--config"])
-        .arg(&config)
-        .env("MACHA_LOG", "warn")
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let pid = child.id();
-    let running = Running(child);
+    // The one test daemon, with this bench's configuration and the build under test.
+    let running = TestDaemon::builder()
+        .binary(binary())
+        .config(move |dir| {
+            format!(
+                "autonomy = \"observe\"\ncheck_interval = \"{interval}s\"\n[paths]\nstate_dir = \"{}\"\nsocket = \"{}\"\n[systemd]\nenable = false\n[journal]\nenable = false\n[ssh]\nuser = \"root\"\nkey = \"{}\"\n{tables}",
+                dir.join("state").display(),
+                dir.join("macha.sock").display(),
+                key.display()
+            )
+        })
+        .no_wait()
+        .start();
+    let pid = running.pid();
+    let (state, socket) = (running.path("state"), running.socket());
     let db = state.join("macha.db");
-    let needle = dir.path().display().to_string();
+    let needle = running.dir.path().display().to_string();
     // (ticks, remote results) from the snapshot history: a local row per tick, a row per remote
     // result stamped when its data was complete, with its collection time.
     let records = || -> (Vec<i64>, Vec<Result_>) {

@@ -10,10 +10,11 @@
 //! `cargo test` needs no lab) and run one at a time (`tests/run.sh`, nextest group `lab`): they
 //! break units of shared containers and change a container's host key.
 
+use crate::support::daemon::TestDaemon;
 use macha_store::{AuditKind, AuditQuery, AuditRecord, Store};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -146,9 +147,9 @@ fn epoch() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// The one test daemon (`TestDaemon`), with this lab's configuration and helpers.
 struct Daemon {
-    child: Child,
-    dir: tempfile::TempDir,
+    d: TestDaemon,
 }
 
 impl Daemon {
@@ -158,36 +159,33 @@ impl Daemon {
         Daemon::start_with(autonomy, extra, wait_hosts, |_| {})
     }
 
-    fn start_with(autonomy: &str, extra: &str, wait_hosts: &[&str], prepare: impl FnOnce(&Path)) -> Daemon {
-        // Short: the control sockets live next to the daemon's socket (a socket path is ≤ 107 bytes).
-        let dir = tempfile::Builder::new().prefix("mf").tempdir_in("/tmp").unwrap_or_else(|e| panic!("{e}"));
-        std::fs::create_dir_all(dir.path().join("state")).unwrap_or_else(|e| panic!("{e}"));
-        prepare(dir.path());
-        let config = dir.path().join("macha.toml");
-        let text = format!(
-            "autonomy = \"{autonomy}\"\ncheck_interval = \"5s\"\n{top}[paths]\nstate_dir = \"{state}\"\nsocket = \"{sock}\"\n\
-             [systemd]\nenable = false\n{journal}[executor]\nverify_delay = \"1s\"\ntimeout = \"20s\"\n\
-             [ssh]\nkey = \"{key}\"\nconnect_timeout = \"3s\"\ncommand_timeout = \"10s\"\n{user}{ssh}{rest}",
-            top = extra.split("#tables\n").next().unwrap_or(""),
-            state = dir.path().join("state").display(),
-            sock = dir.path().join("m.sock").display(),
-            journal = if extra.contains("[journal]") { "" } else { "[journal]\nenable = false\n" },
-            key = cache().join("keys/id_ed25519").display(),
-            user = if extra.contains("#user-root") { "user = \"root\"\n" } else { "" },
-            // Lines "#ssh KEY = VALUE" go into [ssh].
-            ssh = extra.lines().filter_map(|l| l.strip_prefix("#ssh ")).map(|l| format!("{l}\n")).collect::<String>(),
-            rest = extra.split("#tables\n").nth(1).unwrap_or(""),
-        );
-        std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
-        let child = Command::new(env!("CARGO_BIN_EXE_macha"))
-            .args(["daemon", "--config"])
-            .arg(&config)
-            .env("MACHA_LOG", "info")
-            .stdout(std::fs::File::create(dir.path().join("daemon.log")).unwrap_or_else(|e| panic!("{e}")))
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let d = Daemon { child, dir };
+    fn start_with(autonomy: &str, extra: &str, wait_hosts: &[&str], prepare: impl FnOnce(&Path) + 'static) -> Daemon {
+        let (autonomy, extra) = (autonomy.to_owned(), extra.to_owned());
+        let d = TestDaemon::builder()
+            .log("info")
+            .prepare(move |dir| {
+                std::fs::create_dir_all(dir.join("state")).unwrap_or_else(|e| panic!("{e}"));
+                prepare(dir);
+            })
+            .config(move |dir| {
+                format!(
+                    "autonomy = \"{autonomy}\"\ncheck_interval = \"5s\"\n{top}[paths]\nstate_dir = \"{state}\"\nsocket = \"{sock}\"\n\
+                     [systemd]\nenable = false\n{journal}[executor]\nverify_delay = \"1s\"\ntimeout = \"20s\"\n\
+                     [ssh]\nkey = \"{key}\"\nconnect_timeout = \"3s\"\ncommand_timeout = \"10s\"\n{user}{ssh}{rest}",
+                    top = extra.split("#tables\n").next().unwrap_or(""),
+                    state = dir.join("state").display(),
+                    sock = dir.join("macha.sock").display(),
+                    journal = if extra.contains("[journal]") { "" } else { "[journal]\nenable = false\n" },
+                    key = cache().join("keys/id_ed25519").display(),
+                    user = if extra.contains("#user-root") { "user = \"root\"\n" } else { "" },
+                    // Lines "#ssh KEY = VALUE" go into [ssh].
+                    ssh = extra.lines().filter_map(|l| l.strip_prefix("#ssh ")).map(|l| format!("{l}\n")).collect::<String>(),
+                    rest = extra.split("#tables\n").nth(1).unwrap_or(""),
+                )
+            })
+            .no_wait()
+            .start();
+        let d = Daemon { d };
         for h in wait_hosts {
             wait_for(&format!("{h} observed"), || d.host(h)["status"]["ok"] == true);
         }
@@ -195,7 +193,7 @@ impl Daemon {
     }
 
     fn db(&self) -> PathBuf {
-        self.dir.path().join("state/macha.db")
+        self.d.dir.path().join("state/macha.db")
     }
 
     fn audit(&self) -> Vec<AuditRecord> {
@@ -220,14 +218,14 @@ impl Daemon {
 
     fn cli_as(&self, name: &str, args: &[&str]) -> Output {
         // Multicall: a link named like the command, as the package installs it.
-        let link = self.dir.path().join(name);
+        let link = self.d.dir.path().join(name);
         if !link.exists() {
             std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_macha"), &link).unwrap_or_else(|e| panic!("{e}"));
         }
         Command::new(&link)
             .args(args)
             .arg("--socket")
-            .arg(self.dir.path().join("m.sock"))
+            .arg(self.d.socket())
             .env("MACHA_LOG", "error")
             .env_remove("MACHA_CONFIG")
             .output()
@@ -247,21 +245,6 @@ impl Daemon {
 
     fn host(&self, name: &str) -> Value {
         self.hosts().into_iter().find(|h| h["name"] == name).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("--- daemon log (last lines, newest first):\n{}", tail.join("\n"));
-        }
     }
 }
 
@@ -462,7 +445,7 @@ fn lab_discovery_never_contacts_a_spoofed_name_and_profiles_an_allowed_one() {
         "[journal]\nenable = false\ndirectory = \"{}\"\n[discovery]\nenable = true\nallowed_domains = [\"*.lab.test\"]\ndomain = \"lab.test\"\n",
         journal.path().display()
     );
-    let d = Daemon::start_with("auto-safe", &extra, &[], |dir| {
+    let d = Daemon::start_with("auto-safe", &extra, &[], move |dir| {
         // The administrator provided the key of c2.lab.test (e.g. from programs.ssh.knownHosts).
         std::fs::write(dir.join("state/known_hosts"), format!("c2.lab.test {c2_key}\n"))
             .unwrap_or_else(|e| panic!("{e}"));

@@ -35,6 +35,7 @@ enum Ready {
 }
 
 type Prepare = Box<dyn FnOnce(&Path)>;
+type ConfigText = Box<dyn FnOnce(&Path) -> String>;
 
 /// How to start a [`TestDaemon`].
 pub struct Builder {
@@ -48,10 +49,19 @@ pub struct Builder {
     env: Vec<(OsString, OsString)>,
     ready: Ready,
     prepare: Option<Prepare>,
+    config: Option<ConfigText>,
     binary: PathBuf,
 }
 
 impl Builder {
+    /// The whole configuration file, written by `text` from the daemon's directory (its socket
+    /// must be `<dir>/macha.sock` and its state `<dir>/state`), instead of the one the builder
+    /// writes: for tests whose configuration is their subject (the fleet lab).
+    pub fn config(mut self, text: impl FnOnce(&Path) -> String + 'static) -> Builder {
+        self.config = Some(Box::new(text));
+        self
+    }
+
     /// `autonomy = "…"` (observe, suggest, auto-safe, auto-full); the configuration's default if
     /// not set.
     pub fn autonomy(mut self, autonomy: &str) -> Builder {
@@ -166,7 +176,11 @@ impl Builder {
             prepare(dir.path());
         }
         let config = dir.path().join("macha.toml");
-        std::fs::write(&config, self.config_text(dir.path())).unwrap_or_else(|e| panic!("{e}"));
+        let text = match self.config.take() {
+            Some(text) => text(dir.path()),
+            None => self.config_text(dir.path()),
+        };
+        std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
         let mut d = TestDaemon { child: None, dir, log: self.log, env: self.env, binary: self.binary };
         d.spawn();
         match self.ready {
@@ -205,6 +219,7 @@ impl TestDaemon {
             env: Vec::new(),
             ready: Ready::Socket,
             prepare: None,
+            config: None,
             binary: PathBuf::from(env!("CARGO_BIN_EXE_macha")),
         }
     }
