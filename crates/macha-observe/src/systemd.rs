@@ -479,13 +479,22 @@ impl Systemd {
         let sleep = tokio::time::sleep_until(deadline);
         tokio::pin!(sleep);
         // Keep draining signals while the call is in flight, so a burst of other jobs ending
-        // cannot fill the queue and stall the connection. Signals from before the reply cannot be
-        // about our job: systemd replies before the job can end, and D-Bus keeps their order.
+        // cannot fill the queue and stall the connection. The signals drained before the reply is
+        // taken are kept and looked at first: systemd sends the reply before the job can end, but
+        // when both have arrived, which of the two `select!` takes first is not defined — dropping
+        // those signals lost the end of a fast job (a unit failing at once) and waited for nothing.
+        let mut early: Vec<zbus::Message> = Vec::new();
         let job = loop {
             tokio::select! {
                 r = &mut send => break r.map_err(call_err(what()))?,
-                m = jobs.next() => if m.is_none() {
-                    return Err(self.disconnected(format!("stream ended during {}", what())));
+                m = jobs.next() => match m {
+                    Some(Ok(msg)) => {
+                        if early.len() < EARLY_SIGNALS_MAX {
+                            early.push(msg);
+                        }
+                    }
+                    Some(Err(_)) => {}
+                    None => return Err(self.disconnected(format!("stream ended during {}", what()))),
                 },
                 () = &mut sleep => return Err(timed_out("(no reply yet)")),
             }
@@ -493,14 +502,18 @@ impl Systemd {
         let job = job.as_str().to_owned();
         tracing::Span::current().record("job", job.as_str());
         debug!("job queued");
+        let mut early = early.into_iter();
         loop {
-            let msg = tokio::select! {
-                m = jobs.next() => match m {
-                    Some(Ok(msg)) => msg,
-                    Some(Err(_)) => continue,
-                    None => return Err(self.disconnected(format!("stream ended waiting for job {job}"))),
+            let msg = match early.next() {
+                Some(msg) => msg,
+                None => tokio::select! {
+                    m = jobs.next() => match m {
+                        Some(Ok(msg)) => msg,
+                        Some(Err(_)) => continue,
+                        None => return Err(self.disconnected(format!("stream ended waiting for job {job}"))),
+                    },
+                    () = &mut sleep => return Err(timed_out(&job)),
                 },
-                () = &mut sleep => return Err(timed_out(&job)),
             };
             if !sent_by(&msg, owner.as_deref()) {
                 warn!(sender = ?msg.header().sender().map(|s| s.as_str()), "dropped a JobRemoved not sent by systemd");
@@ -584,6 +597,10 @@ fn sent_by(msg: &Message, owner: Option<&str>) -> bool {
         _ => false,
     }
 }
+
+/// The most `JobRemoved` signals kept while a job's reply is awaited (ours cannot end before its
+/// reply is sent, so this only bounds what other jobs' ends can make us hold).
+const EARLY_SIGNALS_MAX: usize = 1024;
 
 fn job_removed_rule() -> zbus::Result<MatchRule<'static>> {
     MatchRule::builder()
