@@ -9,7 +9,8 @@
 # printing each crashing input and the panic it causes. docs/fuzzing.md has the targets and figures.
 #
 # Environment: MACHA_FUZZ_TARGET_DIR (default fuzz/target), MACHA_FUZZ_OUT (default fuzz/out; the
-# run writes MACHA_FUZZ_OUT/TARGET, replacing an earlier run's), MACHA_FUZZ_NICE (default 10).
+# run writes MACHA_FUZZ_OUT/TARGET, replacing an earlier run's), MACHA_FUZZ_NICE (default 10),
+# MACHA_FUZZ_EXECS (stop after this many executions, if that comes before SECONDS).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
@@ -54,11 +55,15 @@ echo "== fuzzing $target for ${seconds}s"
 export AFL_NO_UI=1 AFL_NO_AFFINITY=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1
 export AFL_NO_CRASH_README=1 AFL_SKIP_CRASHES=0
 log="$out_root/$target.log"
+limit=()
+if [ -n "${MACHA_FUZZ_EXECS:-}" ]; then
+  limit=(-E "$MACHA_FUZZ_EXECS")
+fi
 status=0
 # -V stops fuzzing after that many seconds; the outer timeout only guards against a fuzzer that
 # does not stop (calibration of the seeds happens before the clock starts).
 timeout --kill-after=30 $((seconds + 300)) \
-  nice -n "$nice_level" cargo afl fuzz -i "corpus/$target" -o "$out_dir" -V "$seconds" -- "$bin" \
+  nice -n "$nice_level" cargo afl fuzz -i "corpus/$target" -o "$out_dir" -V "$seconds" "${limit[@]}" -- "$bin" \
   >"$log" 2>&1 || status=$?
 stats="$out_dir/default/fuzzer_stats"
 if [ ! -f "$stats" ]; then

@@ -8,9 +8,9 @@ fn main() {
         let doc = macha_fuzz::text(data);
         let Ok(action) = Action::from_json(&doc) else { return };
         let _ = (action.kind(), action.hosts(), action.reason());
-        let again = serde_json::to_string(&action).map_err(|e| e.to_string()).and_then(|s| {
-            Action::from_json(&s).map_err(|e| format!("{e}: {s}"))
-        });
+        let again = serde_json::to_string(&action)
+            .map_err(|e| e.to_string())
+            .and_then(|s| Action::from_json(&s).map_err(|e| format!("{e}: {s}")));
         match again {
             Ok(back) => assert_eq!(back, action, "the action changed in its round trip"),
             Err(e) => panic!("an accepted action does not parse again: {e}"),

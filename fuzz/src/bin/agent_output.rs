@@ -11,11 +11,7 @@ fn main() {
             let _ = output::retry_prompt(&e.to_string());
         }
         if let Ok(l) = output::parse::<Learnings>(&answer) {
-            assert!(
-                (1..=2).contains(&l.learnings.len()),
-                "accepted {} learnings",
-                l.learnings.len()
-            );
+            assert!((1..=2).contains(&l.learnings.len()), "accepted {} learnings", l.learnings.len());
         }
         match output::parse_step(&answer) {
             Ok(Step::Call(raw)) => {

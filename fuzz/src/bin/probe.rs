@@ -13,11 +13,8 @@ use std::time::Duration;
 
 fn main() {
     let Ok(host) = HostName::parse("web1.example.org") else { return };
-    let spec = ProbeSpec {
-        timeout: Duration::from_secs(10),
-        journal_window: Duration::from_secs(600),
-        prefer_macha: false,
-    };
+    let spec =
+        ProbeSpec { timeout: Duration::from_secs(10), journal_window: Duration::from_secs(600), prefer_macha: false };
     let thresholds = Thresholds::default();
     afl::fuzz!(|data: &[u8]| {
         let p = macha_fuzz::parts(data, 7);

@@ -17,9 +17,7 @@ fn check(raw: &RawToolCall, scope: &ProposalScope, files: &FileAllowList) {
     if let Ok(ToolCall::ReadFile(args)) = parse_call(raw, &ToolName::ALL)
         && files.check(&args.path).is_ok()
     {
-        let Some((root, rel)) = files.root_of(&args.path) else {
-            panic!("{:?} is allowed but has no root", args.path)
-        };
+        let Some((root, rel)) = files.root_of(&args.path) else { panic!("{:?} is allowed but has no root", args.path) };
         let joined = if root == "/" { format!("/{rel}") } else { format!("{root}/{rel}") };
         assert_eq!(joined, args.path, "the root and relative path do not make the path");
         assert!(!rel.is_empty() && !rel.starts_with('/'), "relative path {rel:?}");
@@ -36,11 +34,8 @@ fn main() {
         }
         let text = macha_fuzz::text(data);
         let (name, arguments) = text.split_once('\n').unwrap_or((&text, ""));
-        let raw = RawToolCall {
-            id: None,
-            name: name.to_owned(),
-            arguments: serde_json::Value::String(arguments.to_owned()),
-        };
+        let raw =
+            RawToolCall { id: None, name: name.to_owned(), arguments: serde_json::Value::String(arguments.to_owned()) };
         check(&raw, &scope, &files);
     });
 }
