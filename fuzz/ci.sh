@@ -27,7 +27,7 @@ if ! out=$(cargo afl config --build 2>&1); then
 fi
 echo "== building every target"
 started=$(date +%s)
-nice -n "${MACHA_FUZZ_NICE:-10}" cargo afl build --release --locked
+nice -n "${MACHA_FUZZ_NICE:-10}" cargo afl build --release
 echo "build: $(($(date +%s) - started))s"
 
 failed=()

@@ -41,7 +41,7 @@ fi
 export CARGO_TARGET_DIR="${MACHA_FUZZ_TARGET_DIR:-$here/target}"
 nice_level="${MACHA_FUZZ_NICE:-10}"
 echo "== building $target"
-nice -n "$nice_level" cargo afl build --release --locked --bin "$target"
+nice -n "$nice_level" cargo afl build --release --bin "$target"
 bin="$CARGO_TARGET_DIR/release/$target"
 
 out_root="${MACHA_FUZZ_OUT:-$here/out}"
