@@ -51,7 +51,10 @@ impl UnitName {
         if !raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.' | b'\\' | b'@' | b'-')) {
             return Err(NameError::UnitBadChar(truncate(raw)));
         }
-        if raw.starts_with('-') && raw != "-.mount" || raw.starts_with('.') || raw.contains("..") {
+        // A trailing dot is refused too: `foo.` would become `foo..service`, a name this function
+        // itself refuses, so it could not be read back from the store or the wire.
+        if raw.starts_with('-') && raw != "-.mount" || raw.starts_with('.') || raw.ends_with('.') || raw.contains("..")
+        {
             return Err(NameError::UnitMalformed(truncate(raw)));
         }
         let has_type = raw.rsplit_once('.').is_some_and(|(stem, ty)| !stem.is_empty() && UNIT_TYPES.contains(&ty));
@@ -244,6 +247,19 @@ mod tests {
             assert!(UnitName::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(UnitName::parse(&"a".repeat(300)), Err(NameError::UnitTooLong));
+    }
+
+    /// Found by the `action` fuzz target: `backup@daily.` was accepted as `backup@daily..service`,
+    /// which does not parse again.
+    #[test]
+    fn a_trailing_dot_is_refused_and_every_accepted_name_parses_again() {
+        for bad in ["backup@daily.", "nginx.", "a.b.", "x@y.1.", "-.mount."] {
+            assert!(matches!(UnitName::parse(bad), Err(NameError::UnitMalformed(_))), "{bad:?} accepted");
+        }
+        for good in ["ssh", "nginx.service", "getty@tty1", "foo.bar", "-.mount", "backup@daily.1.timer", "a.b.c"] {
+            let first = UnitName::parse(good).unwrap_or_else(|e| panic!("{good:?}: {e}"));
+            assert_eq!(UnitName::parse(first.as_str()), Ok(first.clone()), "{good:?} does not parse again");
+        }
     }
 
     #[test]
