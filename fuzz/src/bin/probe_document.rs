@@ -2,7 +2,7 @@
 //! as the probe reads it, then checked by the core's rules and their remediations, which is what
 //! the daemon does with a remote snapshot.
 
-use macha_core::checks::{CheckHistory, Thresholds, evaluate, remediations};
+use macha_core::checks::{CheckHistory, HostTools, Thresholds, evaluate, remediations};
 use macha_ssh::probe::{PROBE_DOCUMENT_VERSION, ProbeDocument};
 
 fn main() {
@@ -14,7 +14,7 @@ fn main() {
         }
         let evaluation = evaluate(&doc.snapshot, &thresholds, &CheckHistory::default());
         for f in evaluation.findings() {
-            let _ = remediations(f);
+            let _ = remediations(f, HostTools::of(&doc.snapshot));
         }
     });
 }
