@@ -457,13 +457,30 @@ pub enum Admission {
 }
 
 /// The discovery rule for one raw `_HOSTNAME`: validate, complete with `domain`, skip this host's
-/// own names, and admit only names matching an allowed-domain pattern.
-pub fn admission(raw: &str, domain: Option<&HostName>, allowed: &[DomainPattern], own_names: &[&str]) -> Admission {
+/// own names and the names of hosts already registered (`registered`: their full names; a short
+/// name or a trailing-dot form of one of them is that host, not a new one), and admit only names
+/// matching an allowed-domain pattern.
+pub fn admission(
+    raw: &str,
+    domain: Option<&HostName>,
+    allowed: &[DomainPattern],
+    own_names: &[&str],
+    registered: &[&str],
+) -> Admission {
     let trimmed = raw.trim();
     let name = match complete_name(trimmed, domain) {
         Ok(n) => n,
         Err(e) => return Admission::Ignored(e.to_string()),
     };
+    let bare = trimmed.trim_end_matches('.');
+    let short_raw = !bare.contains('.');
+    if let Some(r) = registered.iter().find(|r| {
+        r.eq_ignore_ascii_case(name.as_str())
+            || r.eq_ignore_ascii_case(bare)
+            || (short_raw && r.split('.').next().is_some_and(|s| s.eq_ignore_ascii_case(bare)))
+    }) {
+        return Admission::Ignored(format!("{trimmed} names the registered host {r}"));
+    }
     let short = name.as_str().split('.').next().unwrap_or_default();
     if name.is_local() || short == "localhost" {
         return Admission::Ignored(format!("{name} is a local name"));
@@ -584,6 +601,21 @@ mod tests {
     }
 
     #[test]
+    fn a_registered_hosts_short_name_or_trailing_dot_is_that_host_not_a_new_one() {
+        let d = h("lab.test");
+        let allowed = vec![DomainPattern::parse("*.lab.test").unwrap_or_else(|e| panic!("{e}"))];
+        let registered = ["web1.prod.example", "c2.lab.test"];
+        for raw in ["web1", "WEB1", "web1.", "web1.prod.example.", "c2", "c2.lab.test.", "C2.LAB.TEST"] {
+            let a = admission(raw, Some(&d), &allowed, &[], &registered);
+            assert!(matches!(&a, Admission::Ignored(why) if why.contains("registered host")), "{raw}: {a:?}");
+        }
+        // A different name in the allowed domain is still a new host, and a dotted name that only
+        // shares a first label is not the registered one.
+        assert!(matches!(admission("c3", Some(&d), &allowed, &[], &registered), Admission::Admitted(..)));
+        assert!(matches!(admission("web1.evil.test", Some(&d), &allowed, &[], &registered), Admission::Discovered(_)));
+    }
+
+    #[test]
     fn names_complete_and_admission() {
         let d = h("lab.test");
         assert_eq!(complete_name("c1", Some(&d)), Ok(h("c1.lab.test")));
@@ -591,11 +623,11 @@ mod tests {
         assert_eq!(complete_name("c1", None), Ok(h("c1")));
         let allowed = [DomainPattern::parse("*.lab.test").unwrap_or_else(|e| panic!("{e}"))];
         assert_eq!(
-            admission("c2", Some(&d), &allowed, &["macha"]),
+            admission("c2", Some(&d), &allowed, &["macha"], &[]),
             Admission::Admitted(h("c2.lab.test"), allowed[0].clone())
         );
         assert_eq!(
-            admission("evil.attacker.org", Some(&d), &allowed, &[]),
+            admission("evil.attacker.org", Some(&d), &allowed, &[], &[]),
             Admission::Discovered(h("evil.attacker.org"))
         );
         for raw in [
@@ -610,7 +642,7 @@ mod tests {
             "macha.lab.test",
         ] {
             assert!(
-                matches!(admission(raw, Some(&d), &allowed, &["macha", "macha.lab.test"]), Admission::Ignored(_)),
+                matches!(admission(raw, Some(&d), &allowed, &["macha", "macha.lab.test"], &[]), Admission::Ignored(_)),
                 "{raw:?}"
             );
         }

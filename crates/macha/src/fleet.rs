@@ -736,13 +736,23 @@ impl Fleet {
         };
         let now = crate::now();
         let own: Vec<&str> = self.settings.own_names.iter().map(String::as_str).collect();
+        // Hosts already known (other than by a log): a short name or a trailing-dot form of one of
+        // them in a log is that host, never a new one to register or contact.
+        let known: Vec<String> = engine
+            .store()
+            .list_fleet_hosts()?
+            .into_iter()
+            .filter(|h| !matches!(standing(h.record.state), Standing::Discovered | Standing::Forgotten))
+            .map(|h| h.record.name)
+            .collect();
+        let known: Vec<&str> = known.iter().map(String::as_str).collect();
         // Newest first (as read): the first DISCOVERED_MAX names outside the allowed domains, and
         // up to ADMITTED_PER_PASS new names inside them, are this pass's.
         let mut outside: Vec<(HostName, &str)> = Vec::new();
         let mut inside: Vec<(HostName, &str, String)> = Vec::new();
         let mut seen = BTreeSet::new();
         for raw in &names {
-            match rules::admission(raw, self.settings.domain.as_ref(), &self.settings.allowed, &own) {
+            match rules::admission(raw, self.settings.domain.as_ref(), &self.settings.allowed, &own, &known) {
                 Admission::Ignored(reason) => tracing::debug!(raw = %raw, "discovery ignores this name: {reason}"),
                 Admission::Discovered(n) => {
                     if outside.len() < DISCOVERED_MAX && seen.insert(n.clone()) {
@@ -1331,11 +1341,12 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e:#}"));
         assert_eq!(state(&engine, "web1.lab.test"), Some(HostState::Admitted));
         assert_eq!(state(&engine, "evil.example.org"), Some(HostState::Discovered));
-        assert_eq!(state(&engine, "c1.lab.test"), Some(HostState::Admitted), "short names get the domain");
+        // "C1" is the configured host c1 (a short name of a registered host), not a new c1.lab.test.
+        assert_eq!(state(&engine, "c1.lab.test"), None, "a registered host's short name is that host");
         assert_eq!(state(&engine, "c1"), Some(HostState::Trusted), "a configured host is not touched");
         let names: Vec<String> =
             engine.store().list_fleet_hosts().unwrap_or_default().into_iter().map(|h| h.record.name).collect();
-        assert_eq!(names, ["c1", "c1.lab.test", "c2", "evil.example.org", "web1.lab.test"]);
+        assert_eq!(names, ["c1", "c2", "evil.example.org", "web1.lab.test"]);
         assert!(
             fleet
                 .targets

@@ -23,7 +23,7 @@ fn main() {
             last = last.max(at);
             window.record(entry.unit.as_deref(), at, &entry.message);
             if let Some(h) = &entry.hostname {
-                let _ = admission(h, domain.as_ref(), &allowed, &["self", "self.example.org"]);
+                let _ = admission(h, domain.as_ref(), &allowed, &["self", "self.example.org"], &["web1.example.org"]);
             }
         }
         window.prune(last);
