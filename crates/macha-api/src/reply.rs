@@ -124,9 +124,14 @@ pub enum Analysis {
     /// The language model is not enabled.
     #[serde(rename = "disabled")]
     Disabled,
-    /// No new issues: no model call.
+    /// No new issues: no model call. `last_error` says when the previous analysis failed (a
+    /// report never reads as if all was well after a failure).
     #[serde(rename = "not needed")]
-    NotNeeded { reason: String },
+    NotNeeded {
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_error: Option<String>,
+    },
     /// An analysis was queued; it runs later, the cycle does not wait.
     #[serde(rename = "queued")]
     Queued {

@@ -977,7 +977,8 @@ pub fn after_findings(
         return Analysis::Disabled;
     };
     if new_issues.is_empty() {
-        return Analysis::NotNeeded { reason: "no new issues".into() };
+        let last_error = lock(&agent.shared.last_error).clone().map(|e| format!("analysis unavailable: {e}"));
+        return Analysis::NotNeeded { reason: "no new issues".into(), last_error };
     }
     let mut items = Vec::new();
     for id in new_issues {

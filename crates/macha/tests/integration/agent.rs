@@ -131,6 +131,14 @@ fn a_dead_backend_fails_closed_and_loudly() {
             .iter()
             .any(|a| a.summary.starts_with("analysis unavailable:") && a.issue_id.is_some())
     );
+    // The next report has no new issue to analyse, and still says the last analysis failed.
+    let (v, _) = check(&d);
+    assert_eq!(v["analysis"]["state"], "not needed", "{}", v["analysis"]);
+    assert!(
+        v["analysis"]["last_error"].as_str().is_some_and(|e| e.contains("cannot reach the model server")),
+        "{}",
+        v["analysis"]
+    );
     // Nothing was resolved because the analysis failed.
     let issues = d.json(&["issues", "list", "--all", "--json"]);
     assert!(
