@@ -317,8 +317,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The local API.
     let listener = server::bind(&config.socket)?;
     tracker.spawn(server::serve(listener, api_tx, stop.clone()));
-    let admin_gid = server::admin_gid(config.admin_group.as_deref());
-    let viewer_gid = server::admin_gid(config.viewer_group.as_deref());
+    let admin_gid = server::group_gid(config.admin_group.as_deref(), "admin");
+    let viewer_gid = server::group_gid(config.viewer_group.as_deref(), "viewer");
 
     // Signals.
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -454,12 +454,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Records an execution's outcome on the engine thread.
+/// Records an execution's outcome (on the engine thread); whether it was recorded.
+fn record_outcome(e: &mut Engine, done: Done) -> bool {
+    match e.finish_action(done.ticket, &done.receipt, crate::now()) {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::error!("recording an outcome failed: {err:#}");
+            false
+        }
+    }
+}
+
+/// Records an outcome while stopping (no learning hook: the agent is going away).
 fn finish(engine: &EngineHandle, done: Done) {
     engine.post("finish action", move |e| {
-        if let Err(err) = e.finish_action(done.ticket, &done.receipt, crate::now()) {
-            tracing::error!("recording an outcome failed: {err:#}");
-        }
+        record_outcome(e, done);
     });
 }
 
@@ -617,7 +626,8 @@ fn on_api(shared: &Arc<Shared>, engine: &EngineHandle, call: ApiCall) {
             }
         }
         ApiCall::Once { request, peer, reply }
-            if Fleet::is_deferred(&request) && server::is_admin(peer, shared.admin_gid) =>
+            if Fleet::is_deferred(&request)
+                && server::access(peer, shared.admin_gid, shared.viewer_gid) == Tier::Admin =>
         {
             // Key scans contact the host: answered from a task when the scan is done.
             let s = Arc::clone(shared);
@@ -668,9 +678,7 @@ fn on_agent(shared: &Arc<Shared>, engine: &EngineHandle, msg: AgentMsg) {
 fn on_done(shared: &Arc<Shared>, engine: &EngineHandle, done: Done) {
     let s = Arc::clone(shared);
     engine.post("finish action", move |e| {
-        let Done { ticket, receipt } = done;
-        if let Err(err) = e.finish_action(ticket, &receipt, crate::now()) {
-            tracing::error!("recording an outcome failed: {err:#}");
+        if !record_outcome(e, done) {
             return;
         }
         // Learnings only from remediations whose issue its check has observed gone.

@@ -153,12 +153,9 @@ async fn write_response(write: &mut tokio::net::unix::OwnedWriteHalf, r: &Respon
     write.write_all(s.as_bytes()).await
 }
 
-/// Whether `peer` may change state: root, or a member (primary or supplementary) of `admin_gid`.
-pub fn is_admin(peer: Peer, admin_gid: Option<u32>) -> bool {
-    if peer.uid == 0 {
-        return true;
-    }
-    let Some(gid) = admin_gid else { return false };
+/// Whether `peer` is a member (primary or supplementary) of `gid`.
+fn in_group(peer: Peer, gid: Option<u32>) -> bool {
+    let Some(gid) = gid else { return false };
     if peer.gid == gid {
         return true;
     }
@@ -167,24 +164,26 @@ pub fn is_admin(peer: Peer, admin_gid: Option<u32>) -> bool {
     nix::unistd::getgrouplist(&name, user.gid).map(|groups| groups.iter().any(|g| g.as_raw() == gid)).unwrap_or(false)
 }
 
-/// The gid of the admin group, if configured and it exists.
 /// What `peer` may do: admin (root or the admin group), viewer (the viewer group), or anyone.
+/// The one place a caller's credentials become a tier.
 pub fn access(peer: Peer, admin_gid: Option<u32>, viewer_gid: Option<u32>) -> Tier {
-    if is_admin(peer, admin_gid) {
+    if peer.uid == 0 || in_group(peer, admin_gid) {
         Tier::Admin
-    } else if viewer_gid.is_some() && is_admin(peer, viewer_gid) {
+    } else if in_group(peer, viewer_gid) {
         Tier::Viewer
     } else {
         Tier::Anyone
     }
 }
 
-pub fn admin_gid(group: Option<&str>) -> Option<u32> {
+/// The gid of a configured group (`role`: "admin" or "viewer", for the warning), if it exists.
+pub fn group_gid(group: Option<&str>, role: &str) -> Option<u32> {
     let name = group?;
     match nix::unistd::Group::from_name(name) {
         Ok(Some(g)) => Some(g.gid.as_raw()),
         _ => {
-            tracing::warn!("admin group {name:?} does not exist; only root may approve");
+            let who = if role == "admin" { "only root may approve" } else { "only root and admins may read" };
+            tracing::warn!("{role} group {name:?} does not exist; {who}");
             None
         }
     }
