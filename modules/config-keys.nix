@@ -48,7 +48,6 @@ rec {
     "cleanupMinAgeDays" = "policy.cleanup_min_age_days";
     "models.triage" = "llm.models.triage";
     "models.analysis" = "llm.models.analysis";
-    "models.embedding" = "llm.models.embedding";
     "ollama.url" = "llm.url";
     "hosts.<name>.address" = "hosts.<name>.address";
     "hosts.<name>.user" = "hosts.<name>.user";
@@ -57,8 +56,7 @@ rec {
     "hosts.<name>.tags" = "hosts.<name>.tags";
     "discovery.enable" = "discovery.enable";
     "discovery.allowedDomains" = "discovery.allowed_domains";
-    "notifications.gotify.url" = "notifications.gotify.url";
-    "notifications.gotify.tokenFile" = "notifications.gotify.token_file";
+    "modelApiKeyFile" = "llm.api_key_file";
   };
 
   # Keys the module sets to what the unit provides (StateDirectory, RuntimeDirectory); they cannot
@@ -102,7 +100,6 @@ rec {
     "discovery.window"
     "llm.enable"
     "llm.backend"
-    "llm.api_key_file"
     "llm.timeout"
     "llm.context_tokens"
     "llm.tool_mode"
@@ -136,13 +133,13 @@ rec {
     models = {
       triage = "qwen2.5:3b";
       analysis = "qwen2.5:14b";
-      embedding = "nomic-embed-text";
     };
   };
 
-  # Where the unit's credential (LoadCredential) for the Gotify token appears to the daemon.
-  gotifyCredential = "gotify-token";
-  gotifyTokenPath = "/run/credentials/macha.service/${gotifyCredential}";
+  # Where the unit's credential (LoadCredential) for the model server's API key appears to the
+  # daemon.
+  apiKeyCredential = "llm-api-key";
+  apiKeyPath = "/run/credentials/macha.service/${apiKeyCredential}";
 
   # The paths of `settings` owned by typed options or fixed by the module.
   ownedPaths = unique (map ownedPath (builtins.attrValues typed ++ builtins.attrNames fixed));
@@ -156,13 +153,10 @@ rec {
       llm = dropNulls {
         url = cfg.ollama.url;
         may_execute = cfg.modelMayExecute;
+        api_key_file = if cfg.modelApiKeyFile == null then null else apiKeyPath;
         models = dropNulls {
-          inherit (cfg.models) triage analysis embedding;
+          inherit (cfg.models) triage analysis;
         };
-      };
-      gotify = dropNulls {
-        url = cfg.notifications.gotify.url;
-        token_file = if cfg.notifications.gotify.tokenFile == null then null else gotifyTokenPath;
       };
     in
     dropNulls {
@@ -188,7 +182,6 @@ rec {
         inherit (cfg.discovery) enable;
         allowed_domains = cfg.discovery.allowedDomains;
       };
-      notifications = if gotify == { } then null else { inherit gotify; };
     };
 
   # `fixed` as nested settings.

@@ -259,11 +259,6 @@ in
         default = keys.defaults.models.analysis;
         description = "Larger model for analysis and chat.";
       };
-      embedding = mkOption {
-        type = types.str;
-        default = keys.defaults.models.embedding;
-        description = "Embedding model.";
-      };
     };
 
     ollama = {
@@ -383,23 +378,15 @@ in
       };
     };
 
-    notifications.gotify = {
-      url = mkOption {
-        type = types.nullOr types.str;
-        default = null;
-        example = "https://gotify.example.org";
-        description = "Gotify server for notifications.";
-      };
-      tokenFile = mkOption {
-        type = types.nullOr types.externalPath;
-        default = null;
-        example = "/run/secrets/macha-gotify-token";
-        description = ''
-          File holding the Gotify application token. It is read by systemd (as root) and handed
-          to the daemon as a credential, so it may be readable by root only; it never enters the
-          Nix store or the configuration file.
-        '';
-      };
+    modelApiKeyFile = mkOption {
+      type = types.nullOr types.externalPath;
+      default = null;
+      example = "/run/secrets/macha-llm-api-key";
+      description = ''
+        File holding the API key of an OpenAI-compatible model server (sent as a bearer token).
+        It is read by systemd (as root) and handed to the daemon as a credential, so it may be
+        readable by root only; it never enters the Nix store or the configuration file.
+      '';
     };
 
     environmentFile = mkOption {
@@ -410,7 +397,7 @@ in
         Environment file for the unit (systemd `EnvironmentFile=`, read by systemd as root). The
         daemon reads `MACHA_LOG` (log filter, e.g. `macha=debug`; `RUST_LOG` as a fallback); the
         commands it runs get a cleared environment. Secrets belong in files
-        (`notifications.gotify.tokenFile`, `settings.llm.api_key_file`), not here.
+        (`modelApiKeyFile`), not here.
       '';
     };
 
@@ -479,10 +466,6 @@ in
           ) (nixPathsIn [ ] cfg.settings);
         }
         {
-          assertion = (cfg.notifications.gotify.url == null) == (cfg.notifications.gotify.tokenFile == null);
-          message = "services.macha.notifications.gotify needs both `url` and `tokenFile` (a file with the application token, e.g. from agenix or sops-nix; the token itself never goes into the configuration).";
-        }
-        {
           assertion = !(cfg.hosts ? local);
           message = "services.macha.hosts.local: \"local\" is this host, which Macha always manages; give the managed host another name.";
         }
@@ -510,7 +493,6 @@ in
         loadModels = lib.unique [
           cfg.models.triage
           cfg.models.analysis
-          cfg.models.embedding
         ];
       };
 
@@ -547,8 +529,8 @@ in
           TimeoutStopSec = "30s";
           EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
           LoadCredential = lib.optional (
-            cfg.notifications.gotify.tokenFile != null
-          ) "${keys.gotifyCredential}:${cfg.notifications.gotify.tokenFile}";
+            cfg.modelApiKeyFile != null
+          ) "${keys.apiKeyCredential}:${cfg.modelApiKeyFile}";
 
           # A fixed system user, not DynamicUser: the same UID on every host of the fleet, a
           # stable owner for the database and SSH key, and a name for the polkit rule.
@@ -592,7 +574,7 @@ in
           RestrictAddressFamilies = [
             # D-Bus (systemd), the local socket, the journal, the nix-daemon socket.
             "AF_UNIX"
-            # Exception: the model server, Gotify and managed hosts over SSH can be anywhere.
+            # Exception: the model server and managed hosts over SSH can be anywhere.
             "AF_INET"
             "AF_INET6"
             # Exception: `ip` and `ss` diagnostics, and address lookups (getaddrinfo).

@@ -33,7 +33,7 @@ pkgs.testers.runNixOSTest {
     # The secrets: outside the store, root only, present before the unit starts.
     systemd.tmpfiles.rules = [
       "d /run/macha-secrets 0700 root root -"
-      "f /run/macha-secrets/gotify-token 0400 root root - secret-gotify-token-4711"
+      "f /run/macha-secrets/llm-api-key 0400 root root - secret-llm-api-key-4711"
       "f /run/macha-secrets/macha.env 0400 root root - MACHA_LOG=macha=debug"
     ];
     # Units for the polkit rule: one Macha may control, two protected by configuration
@@ -68,9 +68,9 @@ pkgs.testers.runNixOSTest {
 
       with subtest("secrets stay out of the store and the configuration"):
           for f in ["/etc/macha/macha.toml", "/etc/systemd/system/macha.service"]:
-              machine.succeed(f"test -r {f} && ! grep -q secret-gotify-token {f}")
-          machine.succeed("systemctl show -p LoadCredential macha.service | grep -F gotify-token:/run/macha-secrets/gotify-token")
-          machine.succeed("grep -qx secret-gotify-token-4711 /run/credentials/macha.service/gotify-token")
+              machine.succeed(f"test -r {f} && ! grep -q secret-llm-api-key {f}")
+          machine.succeed("systemctl show -p LoadCredential macha.service | grep -F llm-api-key:/run/macha-secrets/llm-api-key")
+          machine.succeed("grep -qx secret-llm-api-key-4711 /run/credentials/macha.service/llm-api-key")
           machine.succeed("systemctl show -p EnvironmentFiles macha.service | grep -F /run/macha-secrets/macha.env")
           pid = machine.succeed("systemctl show -p MainPID --value macha.service").strip()
           machine.succeed(f"tr '\\0' '\\n' < /proc/{pid}/environ | grep -qx MACHA_LOG=macha=debug")

@@ -306,6 +306,20 @@ impl LineRedactor {
     }
 }
 
+/// The rules for the configured patterns: each compiles and none is empty.
+fn configured_rules<S: AsRef<str>>(extra: &[S]) -> Result<Vec<Rule>, RedactError> {
+    let mut rules = Vec::with_capacity(extra.len());
+    for (i, p) in extra.iter().enumerate() {
+        let p = p.as_ref();
+        if p.is_empty() {
+            return Err(RedactError { pattern: String::new(), reason: "an empty pattern matches everything".into() });
+        }
+        let re = Regex::new(p).map_err(|e| RedactError { pattern: p.to_owned(), reason: e.to_string() })?;
+        rules.push(Rule { name: format!("configured_{i}"), re, keep: Keep::Nothing, accept: None });
+    }
+    Ok(rules)
+}
+
 impl Redactor {
     /// The built-in rules plus `extra` patterns from the configuration.
     pub fn new<S: AsRef<str>>(extra: &[S]) -> Result<Redactor, RedactError> {
@@ -333,19 +347,16 @@ impl Redactor {
             keep: Keep::Nothing,
             accept: Some(|s: &str| !has_public_prefix(s) && looks_like_key_material(s)),
         });
-        for (i, p) in extra.iter().enumerate() {
-            let p = p.as_ref();
-            if p.is_empty() {
-                return Err(RedactError {
-                    pattern: String::new(),
-                    reason: "an empty pattern matches everything".into(),
-                });
-            }
-            rules.push(Rule { name: format!("configured_{i}"), re: compile(p)?, keep: Keep::Nothing, accept: None });
-        }
+        rules.extend(configured_rules(extra)?);
         // Without the set every rule scans the text on its own: slower, never less redaction.
         let set = RegexSet::new(rules.iter().map(|r| r.re.as_str())).ok();
         Ok(Redactor { rules, set })
+    }
+
+    /// Checks configured patterns the way [`Redactor::new`] would take them, without compiling the
+    /// built-in rules (the configuration is validated before any redactor is built).
+    pub fn check_patterns<S: AsRef<str>>(extra: &[S]) -> Result<(), RedactError> {
+        configured_rules(extra).map(drop)
     }
 
     /// Only the built-in rules.

@@ -53,6 +53,19 @@ call!(Status, unit, StatusInfo);
 pub struct RunCheck;
 call!(RunCheck, unit, CheckReport);
 
+/// The last reports of remote hosts (`macha check --host H`, `--all`): every registered host that
+/// is observed when `hosts` is empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostReports {
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Only hosts with this configured tag.
+    #[serde(default)]
+    pub tag: Option<String>,
+}
+call!(HostReports, Vec<CheckReport>);
+
 /// Issues in these states (all when empty), of one host, at most `limit`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

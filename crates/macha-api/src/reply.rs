@@ -37,27 +37,9 @@ pub struct SshStats {
     pub per_host: BTreeMap<String, u64>,
 }
 
-/// The overall result of a check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckStatus {
-    Healthy,
-    Warning,
-    Critical,
-    /// Nothing found, but some source could not be observed.
-    Unknown,
-}
-
-impl CheckStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CheckStatus::Healthy => "healthy",
-            CheckStatus::Warning => "warning",
-            CheckStatus::Critical => "critical",
-            CheckStatus::Unknown => "unknown",
-        }
-    }
-}
+/// The overall result of a check: one word for a host, the same everywhere (its rules and exit
+/// codes are [`macha_core::checks::Verdict`]'s).
+pub use macha_core::checks::Verdict as CheckStatus;
 
 /// Who ran a check: the daemon (which records and acts), or a standalone CLI (which never acts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +47,8 @@ impl CheckStatus {
 pub enum CheckMode {
     Daemon,
     Standalone,
+    /// A remote host's last observation by the daemon.
+    Fleet,
 }
 
 impl CheckMode {
@@ -72,6 +56,7 @@ impl CheckMode {
         match self {
             CheckMode::Daemon => "daemon",
             CheckMode::Standalone => "standalone",
+            CheckMode::Fleet => "fleet",
         }
     }
 }
@@ -165,6 +150,10 @@ pub struct CheckReport {
     /// The daemon's analysis of new issues (absent from a standalone check).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<Analysis>,
+    /// Set when the report is older than the host's observation interval allows (the host has not
+    /// been observed since; the status is then `unknown`), saying since when and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale: Option<String>,
 }
 
 /// The severity of an audit record or an issue.
@@ -461,6 +450,9 @@ pub struct HostView {
     pub role: Option<Role>,
     /// SHA256 fingerprints of the pinned host keys.
     pub pinned: Vec<String>,
+    /// The configured tags (`hosts.<name>.tags`).
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// The last contact; `None` before the first.
     pub status: Option<ContactStatus>,
     /// SSH master connections opened to it since the daemon started.

@@ -12,6 +12,8 @@ pub enum Request {
     Status,
     /// Run one cycle now and return its report.
     RunCheck,
+    /// The last report of each remote host (`macha check --host`, `--all`).
+    HostReports(ops::HostReports),
     ListIssues(ops::ListIssues),
     ShowIssue(ops::ShowIssue),
     ResolveIssue(ops::ResolveIssue),
@@ -78,6 +80,7 @@ impl Request {
         match self {
             Request::Status => Tier::Anyone,
             Request::RunCheck
+            | Request::HostReports(_)
             | Request::ListIssues(_)
             | Request::ShowIssue(_)
             | Request::ListApprovals(_)
@@ -116,6 +119,7 @@ impl Request {
         match self {
             Request::Status => "status",
             Request::RunCheck => "run_check",
+            Request::HostReports(_) => "host_reports",
             Request::ListIssues(_) => "list_issues",
             Request::ShowIssue(_) => "show_issue",
             Request::ResolveIssue(_) => "resolve_issue",

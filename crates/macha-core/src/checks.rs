@@ -43,10 +43,13 @@ pub enum CheckName {
     NixStoreGrowth,
     NixGenerations,
     GpuTemperature,
+    /// The host itself could not be observed, wholly or mostly, or its commands timed out: a
+    /// finding of its own, so that a blind spot is an issue and never silence.
+    Observation,
 }
 
 impl CheckName {
-    pub const ALL: [CheckName; 10] = [
+    pub const ALL: [CheckName; 11] = [
         CheckName::FailedUnit,
         CheckName::RestartLoop,
         CheckName::DiskSpace,
@@ -57,6 +60,7 @@ impl CheckName {
         CheckName::NixStoreGrowth,
         CheckName::NixGenerations,
         CheckName::GpuTemperature,
+        CheckName::Observation,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -70,6 +74,7 @@ impl CheckName {
             CheckName::NixStoreGrowth => "nix_store_growth",
             CheckName::NixGenerations => "nix_generations",
             CheckName::GpuTemperature => "gpu_temperature",
+            CheckName::Observation => "observation",
         }
     }
     pub fn parse(s: &str) -> Option<CheckName> {
@@ -548,7 +553,122 @@ pub fn evaluate(snap: &Snapshot, th: &Thresholds, history: &CheckHistory) -> Eva
         Section::Unavailable { reason } => push(CheckName::GpuTemperature, need("hardware", Some(reason))),
     }
 
+    // Observation: always runs (it judges the snapshot itself), so it resolves only when the host
+    // is observed again.
+    let findings = match visibility(snap) {
+        Visibility::Complete | Visibility::Partial { .. } => Vec::new(),
+        Visibility::Degraded { reason } | Visibility::Blind { reason } => {
+            vec![finding(CheckName::Observation, OBSERVATION_SUBJECT.into(), Severity::Warning, reason)]
+        }
+    };
+    push(CheckName::Observation, CheckResult::Ran { findings, coverage: Coverage::All });
+
     Evaluation { host: host.clone(), outcomes }
+}
+
+/// The subject of every [`CheckName::Observation`] finding (one per host).
+pub const OBSERVATION_SUBJECT: &str = "sections";
+
+/// How much of a host one snapshot saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visibility {
+    /// Every section.
+    Complete,
+    /// Some sections are missing (a host without Nix, a container without systemd), no command
+    /// timed out and most were observed.
+    Partial { unavailable: usize },
+    /// A command timed out, or most sections are missing: what was seen cannot stand for the host.
+    Degraded { reason: String },
+    /// Nothing was observed.
+    Blind { reason: String },
+}
+
+impl Visibility {
+    /// The word for a host's contact state: `ok`, `degraded` or `unknown`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Visibility::Complete | Visibility::Partial { .. } => "ok",
+            Visibility::Degraded { .. } => "degraded",
+            Visibility::Blind { .. } => "unknown",
+        }
+    }
+}
+
+/// Judges a snapshot's coverage: blind when no section was observed, degraded when a command timed
+/// out or more than half of the sections are unavailable.
+pub fn visibility(snap: &Snapshot) -> Visibility {
+    let missing = snap.unavailable_sections();
+    let total = crate::snapshot::SECTION_NAMES.len();
+    let names = || missing.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+    let host = &snap.host;
+    if missing.len() == total {
+        let reason = missing.first().map_or("unknown", |(_, r)| *r);
+        return Visibility::Blind { reason: format!("nothing on {host} could be observed: {reason}") };
+    }
+    if snap.timed_out > 0 {
+        let n = snap.timed_out;
+        let what = if n == 1 { "1 command".to_owned() } else { format!("{n} commands") };
+        return Visibility::Degraded { reason: format!("{what} timed out on {host}; unavailable: {}", names()) };
+    }
+    if missing.len() * 2 > total {
+        return Visibility::Degraded {
+            reason: format!("{} of {total} sections of {host} are unavailable: {}", missing.len(), names()),
+        };
+    }
+    if missing.is_empty() { Visibility::Complete } else { Visibility::Partial { unavailable: missing.len() } }
+}
+
+/// The one status word of a host after a cycle, the same for the local host, remote hosts, the
+/// history and every exit code: critical when a finding is critical; warning when another
+/// finding is; unknown when a section was missing or the observation itself is a finding (a host
+/// that could not be observed is never healthy); healthy otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Healthy,
+    Unknown,
+    Warning,
+    Critical,
+}
+
+impl Verdict {
+    pub fn of<'a>(snap: &Snapshot, findings: impl IntoIterator<Item = &'a Finding>) -> Verdict {
+        let mut worst: Option<Severity> = None;
+        let mut blind_spot = false;
+        for f in findings {
+            if f.check == CheckName::Observation {
+                blind_spot = true;
+            } else {
+                worst = worst.max(Some(f.severity));
+            }
+        }
+        match worst {
+            Some(Severity::Critical) => Verdict::Critical,
+            Some(_) => Verdict::Warning,
+            None if blind_spot || snap.timed_out > 0 || !snap.unavailable_sections().is_empty() => Verdict::Unknown,
+            None => Verdict::Healthy,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Healthy => "healthy",
+            Verdict::Unknown => "unknown",
+            Verdict::Warning => "warning",
+            Verdict::Critical => "critical",
+        }
+    }
+
+    /// The exit code of `macha check` (monitoring-plugin convention): 0 healthy, 1 warning,
+    /// 2 critical, 3 unknown.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Healthy => 0,
+            Verdict::Warning => 1,
+            Verdict::Critical => 2,
+            Verdict::Unknown => 3,
+        }
+    }
 }
 
 /// The finding for a unit that a systemd signal reported in `failed`, without waiting for a cycle.
@@ -638,7 +758,8 @@ fn remediations_of(f: &Finding) -> Vec<Action> {
         CheckName::MemoryPressure
         | CheckName::SustainedLoad
         | CheckName::NixStoreGrowth
-        | CheckName::GpuTemperature => Vec::new(),
+        | CheckName::GpuTemperature
+        | CheckName::Observation => Vec::new(),
     }
 }
 
@@ -703,11 +824,61 @@ mod tests {
     fn unavailable_sections_are_unknown_never_clear() {
         let snap = Snapshot::all_unavailable(host(), NOW, "no system bus");
         let ev = evaluate(&snap, &Thresholds::default(), &CheckHistory::default());
-        assert_eq!(ev.findings().count(), 0);
-        assert_eq!(ev.unknown().count(), CheckName::ALL.len());
-        for check in CheckName::ALL {
+        // The one finding is the blind spot itself; every other check is unknown.
+        let f: Vec<_> = ev.findings().collect();
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].check, CheckName::Observation);
+        assert!(f[0].summary.contains("nothing on local could be observed: no system bus"), "{}", f[0].summary);
+        assert_eq!(ev.unknown().count(), CheckName::ALL.len() - 1);
+        for check in CheckName::ALL.into_iter().filter(|c| *c != CheckName::Observation) {
             assert_eq!(ev.observe(check, "nginx.service"), Observation::Unknown, "{check}");
         }
+        assert_eq!(Verdict::of(&snap, ev.findings()), Verdict::Unknown);
+    }
+
+    #[test]
+    fn a_blind_or_mostly_unseen_or_timed_out_host_is_never_ok() {
+        let th = Thresholds::default();
+        let observation = |snap: &Snapshot| {
+            let ev = evaluate(snap, &th, &CheckHistory::default());
+            let f: Vec<Finding> = ev.findings().filter(|f| f.check == CheckName::Observation).cloned().collect();
+            (
+                visibility(snap).word(),
+                f.len(),
+                Verdict::of(snap, ev.findings()),
+                ev.observe(CheckName::Observation, OBSERVATION_SUBJECT),
+            )
+        };
+        let mut snap = Snapshot::all_unavailable(host(), NOW, "timed out");
+        assert_eq!(observation(&snap), ("unknown", 1, Verdict::Unknown, Observation::Present));
+        // Five of eleven observed: more than half missing is degraded.
+        snap.units = Section::ok(units(&[]));
+        snap.load = Section::ok(Load { one: 0.1, five: 0.1, fifteen: 0.1, runnable: 1, processes: 9 });
+        snap.network = Section::ok(Vec::new());
+        snap.filesystems = Section::ok(Vec::new());
+        snap.journal =
+            Section::ok(JournalSummary { window_secs: 600, errors_total: 0, by_unit: Vec::new(), samples: Vec::new() });
+        assert_eq!(observation(&snap), ("degraded", 1, Verdict::Unknown, Observation::Present));
+        match visibility(&snap) {
+            Visibility::Degraded { reason } => assert!(reason.contains("6 of 11 sections"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        // Six observed: partial, no finding (a host without Nix or GPUs is normal), still unknown.
+        snap.processes = Section::ok(Processes { total: 9, top_cpu: Vec::new(), top_rss: Vec::new() });
+        assert_eq!(observation(&snap), ("ok", 0, Verdict::Unknown, Observation::Clear));
+        // A timed-out command degrades the host whatever else was seen.
+        snap.timed_out = 1;
+        assert_eq!(observation(&snap), ("degraded", 1, Verdict::Unknown, Observation::Present));
+        // A real finding outranks the blind spot; a clean, complete snapshot is healthy.
+        snap.units = Section::ok(units(&["nginx.service"]));
+        assert_eq!(observation(&snap).2, Verdict::Critical);
+        assert_eq!(Verdict::Critical.exit_code(), 2);
+        assert_eq!(Verdict::Unknown.exit_code(), 3);
+        assert!(
+            Verdict::Critical > Verdict::Warning
+                && Verdict::Warning > Verdict::Unknown
+                && Verdict::Unknown > Verdict::Healthy
+        );
     }
 
     #[test]
@@ -715,7 +886,7 @@ mod tests {
         let mut snap = Snapshot::all_unavailable(host(), NOW, "x");
         snap.units = Section::ok(units(&["nginx.service"]));
         let ev = evaluate(&snap, &Thresholds::default(), &CheckHistory::default());
-        let f: Vec<_> = ev.findings().collect();
+        let f: Vec<_> = ev.findings().filter(|f| f.check != CheckName::Observation).collect();
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].fingerprint(), "local/failed_unit/nginx.service");
         assert!(f[0].summary.contains("exit-code"));
@@ -731,7 +902,11 @@ mod tests {
         let mut snap = Snapshot::all_unavailable(host(), NOW, "x");
         snap.filesystems = Section::ok(vec![fs("/", 100, 3), fs("/home", 100, 12), fs("/data", 100, 50)]);
         let ev = evaluate(&snap, &Thresholds::default(), &CheckHistory::default());
-        let sev: Vec<_> = ev.findings().map(|f| (f.subject.as_str(), f.severity)).collect();
+        let sev: Vec<_> = ev
+            .findings()
+            .filter(|f| f.check == CheckName::DiskSpace)
+            .map(|f| (f.subject.as_str(), f.severity))
+            .collect();
         assert_eq!(sev, [("/", Severity::Critical), ("/home", Severity::Warning)]);
         assert_eq!(ev.observe(CheckName::DiskSpace, "/data"), Observation::Clear);
         // A mount point that was not observed is unknown, not clear.

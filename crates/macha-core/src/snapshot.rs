@@ -55,6 +55,10 @@ pub struct Snapshot {
     pub taken_at: Timestamp,
     /// How long collecting the snapshot took, in microseconds.
     pub collect_micros: u64,
+    /// Commands or calls that hit their time limit while the snapshot was taken (their sections
+    /// are unavailable; a host where any did is degraded: [`crate::checks::visibility`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub timed_out: u32,
     pub cpu: Section<Cpu>,
     pub memory: Section<Memory>,
     pub load: Section<Load>,
@@ -76,6 +80,7 @@ impl Snapshot {
             host,
             taken_at,
             collect_micros: 0,
+            timed_out: 0,
             cpu: Section::unavailable(reason),
             memory: Section::unavailable(reason),
             load: Section::unavailable(reason),
@@ -107,6 +112,10 @@ impl Snapshot {
         ];
         all.into_iter().filter_map(|(n, r)| r.map(|r| (n, r))).collect()
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Cumulative CPU time counters from `/proc/stat`, in clock ticks. Usage is the delta between two

@@ -297,6 +297,19 @@ impl LocalObserver {
         Section::from_result(procfs::read_net_dev(&self.config.proc_root))
     }
 
+    /// Takes the first sample of CPU and per-process times for a one-shot observation (a
+    /// standalone `macha check`, `macha probe`) that has no earlier one: a [`collect`] some time
+    /// later reports CPU and per-process CPU % over that window instead of nothing. A CPU sample
+    /// carried over with [`ObserveConfig::previous_cpu`] is kept.
+    ///
+    /// [`collect`]: LocalObserver::collect
+    pub fn prime(&mut self, now: Timestamp) {
+        if self.previous_cpu.is_none() {
+            let _ = self.cpu(now);
+        }
+        let _ = self.processes(now);
+    }
+
     /// Process count and the top processes by CPU and by resident memory, from one read of
     /// `/proc/<pid>/stat` per process.
     ///
@@ -456,6 +469,7 @@ impl LocalObserver {
             host,
             taken_at: now,
             collect_micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            timed_out: 0,
             cpu,
             memory,
             load,

@@ -154,9 +154,68 @@ pub fn parse_entry(line: &[u8], max_priority: u8) -> Result<JournalEntry, SkipRe
     Ok(JournalEntry { cursor, realtime_usec, unit, priority, message, hostname: name(&raw.hostname) })
 }
 
+/// What one journalctl read produced, line by line. Output that is not journal JSON (a broken,
+/// replaced or wrapped journalctl that still exits 0) must make the journal section unavailable,
+/// never read as "no errors": [`ReadTally::verdict`] says which.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadTally {
+    /// Lines that were journal entries (including ones above the priority asked for).
+    pub entries: u64,
+    /// Lines that were not: not JSON, or without a cursor, timestamp or priority, or too long.
+    pub unreadable: u64,
+}
+
+impl ReadTally {
+    /// Counts one line's outcome.
+    pub fn add<T>(&mut self, outcome: &Result<T, SkipReason>) {
+        match outcome {
+            Ok(_) | Err(SkipReason::AbovePriority) => self.entries = self.entries.saturating_add(1),
+            Err(_) => self.unreadable = self.unreadable.saturating_add(1),
+        }
+    }
+
+    /// `Err` with the reason when more than one line in a hundred was unreadable (journalctl's
+    /// own output always parses; a rare oversized entry is tolerated, a stream of text is not).
+    pub fn verdict(&self) -> Result<(), String> {
+        let total = self.entries.saturating_add(self.unreadable);
+        if self.unreadable == 0 || self.unreadable.saturating_mul(100) <= total {
+            return Ok(());
+        }
+        Err(format!(
+            "{} of {total} lines of journalctl's output were not journal entries (JSON with a cursor, \
+             timestamp and priority)",
+            self.unreadable
+        ))
+    }
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_that_is_mostly_not_journal_json_is_refused() {
+        let good = line(r#","MESSAGE":"x""#);
+        let mut t = ReadTally::default();
+        for _ in 0..200 {
+            t.add(&parse_entry(&good, 3));
+        }
+        // Debug-level entries are still entries (journalctl filters; a stand-in may not).
+        let debug = String::from_utf8(good.clone()).unwrap().replace(r#""PRIORITY":"3""#, r#""PRIORITY":"7""#);
+        t.add(&parse_entry(debug.as_bytes(), 3));
+        assert_eq!(t, ReadTally { entries: 201, unreadable: 0 });
+        t.add(&parse_entry(b"Segmentation fault", 3));
+        t.add(&parse_entry(b"{}", 3));
+        assert!(t.verdict().is_ok(), "2 in 203 is tolerated: {t:?}");
+        let mut garbage = ReadTally::default();
+        for l in ["hello", "-- No entries --", "[1,2,3]", ""] {
+            garbage.add(&parse_entry(l.as_bytes(), 3));
+        }
+        let why = garbage.verdict().unwrap_err();
+        assert!(why.contains("4 of 4 lines"), "{why}");
+        assert!(ReadTally::default().verdict().is_ok(), "no output is an empty journal, not garbage");
+    }
 
     const C: &str = "s=2d87a39ef1b24ab3b6ef31bd1e9928c7;i=1;b=0123;m=3e8;t=660cee9d5f54c;x=890b3c91d46f6221";
 

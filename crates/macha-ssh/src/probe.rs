@@ -257,6 +257,7 @@ pub async fn observe(
                 snap.taken_at = now.plus(started.elapsed());
                 apply_cpu_rate(&mut snap, memory);
                 snap.collect_micros = micros(started);
+                // The host's own count stays in the snapshot; none of our commands hung.
                 memory.timed_out = 0;
                 return Ok(snap);
             }
@@ -266,8 +267,13 @@ pub async fn observe(
     let parts = run_parts(pool, target, &tools, spec, memory.os == Some(OsFamily::Nixos), &timeouts).await?;
     let mut snap = assemble(&target.name, now.plus(started.elapsed()), &parts, memory);
     snap.collect_micros = micros(started);
-    memory.timed_out = timeouts.load(Ordering::Relaxed);
+    snap.timed_out = count(&timeouts);
+    memory.timed_out = snap.timed_out as usize;
     Ok(snap)
+}
+
+fn count(timeouts: &AtomicUsize) -> u32 {
+    u32::try_from(timeouts.load(Ordering::Relaxed)).unwrap_or(u32::MAX)
 }
 
 fn micros(since: Instant) -> u64 {
@@ -383,7 +389,7 @@ async fn run_parts(
         .chain(DEFAULT_NETWORK_FS_TYPES)
         .flat_map(|t| ["-x".to_owned(), (*t).to_owned()])
         .collect();
-    let mut df_args: Vec<&str> = vec!["-l", "-B1", "--output=size,avail,itotal,iavail,fstype,source,target"];
+    let mut df_args: Vec<&str> = vec!["-l", "-B1", "--output=size,used,avail,itotal,iavail,fstype,source,target"];
     df_args.extend(df_excludes.iter().map(String::as_str));
     let property = format!("--property={UNIT_PROPERTIES}");
     let journal_args = [
@@ -568,7 +574,10 @@ pub fn assemble(host: &HostName, now: Timestamp, parts: &Parts, memory: &mut Hos
         None => Section::unavailable(missing("ps")),
     };
     snap.journal = match &parts.journal {
-        Some(Ok(journal)) => Section::ok(journal.summary(now)),
+        Some(Ok(journal)) => match journal.summary(now) {
+            Ok(summary) => Section::ok(summary),
+            Err(e) => Section::unavailable(format!("journalctl: {e}")),
+        },
         Some(Err(e)) => Section::unavailable(format!("journalctl: {e}")),
         None => Section::unavailable(missing("journalctl")),
     };
@@ -758,15 +767,15 @@ pub fn parse_df(text: &str, mountinfo: Option<&str>) -> Result<Vec<Filesystem>, 
     let mounts = mountinfo.and_then(|m| macha_parse::mounts::parse_mountinfo(m.as_bytes()).ok()).unwrap_or_default();
     let mut out: Vec<Filesystem> = Vec::new();
     for line in text.lines().skip(1) {
-        let (fields, rest) = fields_and_rest(line, 6);
-        if fields.len() < 6 {
+        let (fields, rest) = fields_and_rest(line, 7);
+        if fields.len() < 7 {
             continue;
         }
-        let nums: Vec<Option<u64>> = fields[..4].iter().map(|v| v.parse().ok()).collect();
-        let (fs_type, source) = (fields[4], fields[5]);
+        let nums: Vec<Option<u64>> = fields[..5].iter().map(|v| v.parse().ok()).collect();
+        let (fs_type, source) = (fields[5], fields[6]);
         // The rest of the line, as printed (spaces inside the mount point kept).
         let target = rest.trim();
-        let (Some(size), Some(avail)) = (nums[0], nums[1]) else { continue };
+        let (Some(size), Some(avail)) = (nums[0], nums[2]) else { continue };
         if target.is_empty() || !target.starts_with('/') {
             continue;
         }
@@ -782,9 +791,10 @@ pub fn parse_df(text: &str, mountinfo: Option<&str>) -> Result<Vec<Filesystem>, 
             fs_type: fs_type.to_owned(),
             total_bytes: size,
             available_bytes: avail,
-            used_bytes: None,
-            total_inodes: nums[2].unwrap_or(0),
-            free_inodes: nums[3].unwrap_or(0),
+            // df's Used, so that "% full" is df's: used / (used + available).
+            used_bytes: nums[1],
+            total_inodes: nums[3].unwrap_or(0),
+            free_inodes: nums[4].unwrap_or(0),
             read_only,
         });
     }
@@ -875,28 +885,33 @@ pub fn parse_ps(text: &str, now: Timestamp, memory: &mut HostMemory) -> Result<P
 #[derive(Debug, Clone)]
 pub struct JournalParser {
     window: ErrorWindow,
+    tally: macha_parse::journal::ReadTally,
 }
 
 impl JournalParser {
     pub fn new(window: Duration) -> JournalParser {
-        JournalParser { window: ErrorWindow::new(window) }
+        JournalParser { window: ErrorWindow::new(window), tally: Default::default() }
     }
 
-    /// Takes one JSON line; unreadable lines are skipped.
+    /// Takes one JSON line; unreadable lines are skipped and counted.
     pub fn line(&mut self, line: &str) {
         if line.is_empty() {
             return;
         }
-        if let Ok(entry) = macha_parse::journal::parse_entry(line.as_bytes(), 3) {
+        let parsed = macha_parse::journal::parse_entry(line.as_bytes(), 3);
+        self.tally.add(&parsed);
+        if let Ok(entry) = parsed {
             self.window.record(entry.unit.as_deref(), Timestamp::from_millis(entry.realtime_millis()), &entry.message);
         }
     }
 
-    /// The summary at `now`.
-    pub fn summary(&self, now: Timestamp) -> JournalSummary {
+    /// The summary at `now`, or why the output cannot stand for the journal (it was mostly not
+    /// journal JSON: [`macha_parse::journal::ReadTally::verdict`]).
+    pub fn summary(&self, now: Timestamp) -> Result<JournalSummary, String> {
+        self.tally.verdict()?;
         let mut w = self.window.clone();
         w.prune(now);
-        w.summary(now)
+        Ok(w.summary(now))
     }
 
     /// From a whole output.
@@ -905,11 +920,6 @@ impl JournalParser {
         text.lines().for_each(|l| p.line(l));
         p
     }
-}
-
-/// journalctl JSON lines → the error window's summary.
-pub fn journal_summary(text: &str, window: Duration, now: Timestamp) -> JournalSummary {
-    JournalParser::from_text(text, window).summary(now)
 }
 
 /// Parses `ls -l --time-style=+%s /nix/var/nix/profiles/`: the `system-N-link` generations (with
@@ -972,7 +982,7 @@ mod tests {
 
     const SHOW: &str = "Id=lab-demo.service\nDescription=Lab demo service (breakable)\nLoadState=loaded\nActiveState=failed\nSubState=failed\nResult=exit-code\nNRestarts=0\n\nResult=success\nNRestarts=3\nId=flappy.service\nDescription=Flappy\nLoadState=loaded\nActiveState=active\nSubState=running\n\nId=ssh.socket\nDescription=OpenBSD Secure Shell server socket\nLoadState=loaded\nActiveState=active\nSubState=listening\nResult=success\n\nId=ssh.service\nDescription=OpenBSD Secure Shell server\nLoadState=loaded\nActiveState=active\nSubState=running\nResult=success\nNRestarts=0\n";
 
-    const DF: &str = "   1B-blocks       Avail   Inodes    IFree Type     Filesystem     Mounted on\n270553174016 77587779584 16777216 16348131 overlay  overlay        /\n10000 5000 100 50 ext4 /dev/vdb /srv\n2000 1000 10 5 ext4 /dev/vdc /mnt/with space\n10000 5000 100 50 ext4 /dev/vdb /srv\n1 1 1 1 ext4 /dev/x /run/netns/foo\n";
+    const DF: &str = "   1B-blocks         Used       Avail   Inodes    IFree Type     Filesystem     Mounted on\n270553174016 179201052672 77587779584 16777216 16348131 overlay  overlay        /\n10000 4000 5000 100 50 ext4 /dev/vdb /srv\n2000 1000 1000 10 5 ext4 /dev/vdc /mnt/with space\n10000 4000 5000 100 50 ext4 /dev/vdb /srv\n1 1 1 1 1 ext4 /dev/x /run/netns/foo\n";
 
     #[test]
     fn grep_output_splits_by_file() {
@@ -1057,6 +1067,11 @@ mod tests {
         assert_eq!(mounts, ["/", "/srv", "/mnt/with space"]);
         assert_eq!(fs[0].total_bytes, 270_553_174_016);
         assert_eq!((fs[1].read_only, fs[0].read_only), (true, false));
+        // "% full" is df's: used / (used + available), the root reserve counted as neither
+        // (179,201,052,672 / 256,788,832,256 = 69.8 %, where 1 - avail/size would say 71.3 %).
+        assert_eq!(fs[0].used_bytes, Some(179_201_052_672));
+        let pct = fs[0].used_percent().unwrap_or_default();
+        assert!((pct - 69.79).abs() < 0.01, "{pct}");
         assert!(parse_df("header only\n", None).is_err());
     }
 
@@ -1104,6 +1119,14 @@ mod tests {
         assert_eq!(s.cpu.data().map(|c| (c.logical_cpus, c.usage_percent)), Some((2, None)));
         assert_eq!(s.memory.data().map(|m| m.total_bytes), Some(8_000_000 * 1024));
         assert_eq!(s.journal.data().map(|j| j.errors_total), Some(1));
+        // A journalctl that prints something else with exit 0 is not "0 errors".
+        let garbage = Parts {
+            journal: Some(Ok(JournalParser::from_text("Segmentation fault\nhello\n", Duration::from_secs(600)))),
+            ..parts.clone()
+        };
+        let g = assemble(&host(), now, &garbage, &mut HostMemory::default());
+        let why = g.journal.unavailable_reason().unwrap_or_default();
+        assert!(why.starts_with("journalctl: 2 of 2 lines") && why.contains("not journal entries"), "{why}");
         // Second probe: 100 more busy ticks of 200 → 50 %.
         let grep2 = GREP.replace("cpu  100 0 50 800 50", "cpu  200 0 50 850 100");
         let parts2 = Parts { files: Some(Ok(GrepFiles::from_text(&grep2))), ..parts.clone() };
@@ -1124,9 +1147,11 @@ mod tests {
     #[test]
     fn nix_profiles() {
         let ls = "total 0\nlrwxrwxrwx 1 root root 15 1700000300 system -> system-3-link\nlrwxrwxrwx 1 root root 90 1700000000 system-2-link -> /nix/store/aaa-nixos-system-2\nlrwxrwxrwx 1 root root 90 1700000300 system-3-link -> /nix/store/bbb-nixos-system-3\nlrwxrwxrwx 1 root root 60 1700000300 default -> /nix/var/nix/profiles/default-1-link\n";
-        let fs =
-            parse_df("h\n100 40 1 1 ext4 /dev/a /\n50 10 1 1 ext4 /dev/b /nix\n60 10 1 1 ext4 /dev/c /nixos\n", None)
-                .unwrap_or_else(|e| panic!("{e}"));
+        let fs = parse_df(
+            "h\n100 60 40 1 1 ext4 /dev/a /\n50 40 10 1 1 ext4 /dev/b /nix\n60 50 10 1 1 ext4 /dev/c /nixos\n",
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let n = parse_profiles(ls, Some(&fs)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(n.generations.iter().map(|g| (g.number, g.current)).collect::<Vec<_>>(), [(2, false), (3, true)]);
         assert_eq!(n.current_system, "/nix/store/bbb-nixos-system-3");

@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::error::StoreError;
 use crate::row::{enum_col, json_col, non_empty, ts_col};
 use macha_core::Timestamp;
-use macha_core::checks::{Evaluation, Severity as CheckSeverity};
+use macha_core::checks::{Evaluation, Verdict};
 use macha_core::snapshot::Snapshot;
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
@@ -181,21 +181,19 @@ pub struct NewHistory {
 }
 
 impl NewHistory {
-    /// The summary of one cycle: the status `macha check` would report (critical if a finding is
-    /// critical, warning if there is any finding, unknown if a source was unavailable, else
-    /// healthy), the counts, the reasons (each cut to [`REASON_MAX`] bytes) and the numbers.
+    /// The summary of one cycle: the status `macha check` would report
+    /// ([`macha_core::checks::Verdict`]), the counts, the reasons (each cut to [`REASON_MAX`] bytes) and the numbers.
     pub fn from_snapshot(snap: &Snapshot, ev: &Evaluation) -> NewHistory {
         let unavailable: Reasons = snap
             .unavailable_sections()
             .into_iter()
             .map(|(name, reason)| (name.to_owned(), cut_reason(reason)))
             .collect();
-        let worst = ev.findings().map(|f| f.severity).max();
-        let status = match worst {
-            Some(CheckSeverity::Critical) => HostStatus::Critical,
-            Some(_) => HostStatus::Warning,
-            None if !unavailable.is_empty() => HostStatus::Unknown,
-            None => HostStatus::Healthy,
+        let status = match Verdict::of(snap, ev.findings()) {
+            Verdict::Critical => HostStatus::Critical,
+            Verdict::Warning => HostStatus::Warning,
+            Verdict::Unknown => HostStatus::Unknown,
+            Verdict::Healthy => HostStatus::Healthy,
         };
         NewHistory {
             host: snap.host.as_str().to_owned(),

@@ -207,6 +207,7 @@ impl AgentService {
     /// Starts the scheduler task, if the agent is enabled.
     pub fn start(
         config: &Config,
+        redactor: Redactor,
         events: mpsc::Sender<AgentMsg>,
         tracker: &TaskTracker,
         stop: CancellationToken,
@@ -220,7 +221,7 @@ impl AgentService {
                 LlmBackend::Ollama => "ollama",
                 LlmBackend::Openai => "openai",
             },
-            redactor: Redactor::new(&config.llm.redact_patterns)?,
+            redactor,
             config: config.clone(),
             allow: FileAllowList::new(&config.llm.readable_paths),
             events,

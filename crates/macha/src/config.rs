@@ -74,7 +74,6 @@ pub const CONFIG_KEYS: &[&str] = &[
     "llm.context_tokens",
     "llm.models.triage",
     "llm.models.analysis",
-    "llm.models.embedding",
     "llm.tool_mode",
     "llm.concurrency",
     "llm.redact_patterns",
@@ -82,8 +81,6 @@ pub const CONFIG_KEYS: &[&str] = &[
     "llm.answer_max_bytes",
     "llm.may_execute",
     "llm.check_ports",
-    "notifications.gotify.url",
-    "notifications.gotify.token_file",
 ];
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -117,7 +114,6 @@ pub struct FileConfig {
     pub hosts: std::collections::BTreeMap<String, HostSection>,
     pub discovery: DiscoverySection,
     pub llm: LlmSection,
-    pub notifications: NotificationsSection,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -186,21 +182,6 @@ pub struct LlmSection {
 pub struct ModelsSection {
     pub triage: Option<String>,
     pub analysis: Option<String>,
-    pub embedding: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NotificationsSection {
-    pub gotify: GotifySection,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GotifySection {
-    pub url: Option<String>,
-    /// A file holding the application token (never the token itself in the configuration).
-    pub token_file: Option<PathBuf>,
 }
 
 /// SSH settings, resolved.
@@ -215,6 +196,11 @@ pub struct SshConfig {
     pub command_timeout: Duration,
     pub max_sessions: u32,
     pub parallelism: u32,
+}
+
+/// A host tag: what `macha check --tag` and `macha-systems list --tag` select by.
+pub fn valid_tag(t: &str) -> bool {
+    (1..=64).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// One configured host, resolved.
@@ -255,7 +241,6 @@ pub struct LlmConfig {
     pub context_tokens: u32,
     pub triage_model: String,
     pub analysis_model: String,
-    pub embedding_model: String,
     pub tool_mode: String,
     pub concurrency: u32,
     pub redact_patterns: Vec<String>,
@@ -264,12 +249,6 @@ pub struct LlmConfig {
     /// The kinds a model's proposal may execute without a person.
     pub may_execute: Vec<macha_core::ActionKind>,
     pub check_ports: std::collections::BTreeMap<String, Vec<u16>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct GotifyConfig {
-    pub url: String,
-    pub token_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -408,7 +387,6 @@ pub struct Config {
     pub hosts: Vec<HostConfig>,
     pub discovery: DiscoveryConfig,
     pub llm: LlmConfig,
-    pub gotify: Option<GotifyConfig>,
 }
 
 mod humantime_serde_compat {
@@ -467,16 +445,28 @@ fn short_error(e: &str) -> String {
 impl Config {
     /// Parses a TOML document (stage one) and resolves it (stage two).
     pub fn from_toml(text: &str, scope: Scope) -> anyhow::Result<Config> {
+        Config::parse(text, scope).map(|(_, config)| config)
+    }
+
+    /// The file as written (normalised: comments and defaults left out) and what it resolves to.
+    /// `toml::to_string` of the first reads back to the same configuration (`check-config`).
+    pub fn parse(text: &str, scope: Scope) -> anyhow::Result<(FileConfig, Config)> {
         if text.len() > CONFIG_MAX {
             bail!("the configuration is {} bytes; the limit is {CONFIG_MAX}", text.len());
         }
         let file: FileConfig =
             toml::from_str(text).map_err(|e| anyhow::format_err!("{}", short_error(&e.to_string())))?;
-        Config::resolve(file, scope)
+        let config = Config::resolve(file.clone(), scope)?;
+        Ok((file, config))
     }
 
     /// Reads `path`; a missing file is an error naming it.
     pub fn load(path: &Path, scope: Scope) -> anyhow::Result<Config> {
+        Config::load_file(path, scope).map(|(_, config)| config)
+    }
+
+    /// [`Config::parse`] of the file at `path`, read up to the size limit.
+    pub fn load_file(path: &Path, scope: Scope) -> anyhow::Result<(FileConfig, Config)> {
         use std::io::Read;
         let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
         // Bounded: a huge file is refused after reading one byte past the limit, never loaded whole.
@@ -484,7 +474,7 @@ impl Config {
         file.take(CONFIG_MAX as u64 + 1)
             .read_to_string(&mut text)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        Config::from_toml(&text, scope).with_context(|| format!("invalid configuration in {}", path.display()))
+        Config::parse(&text, scope).with_context(|| format!("invalid configuration in {}", path.display()))
     }
 
     /// The embedded defaults (no file).
@@ -601,6 +591,9 @@ impl Config {
             {
                 bail!("hosts.{name}.host_key must look like \"ssh-ed25519 AAAA…\"");
             }
+            if let Some(t) = h.tags.iter().find(|t| !valid_tag(t)) {
+                bail!("hosts.{name}.tags: {t:?} is not a tag (1-64 letters, digits, '-', '_' or '.')");
+            }
             hosts.push(HostConfig {
                 name: host,
                 address,
@@ -657,7 +650,7 @@ impl Config {
         if !(1..=16).contains(&concurrency) {
             bail!("llm.concurrency = {concurrency} is outside 1-16");
         }
-        macha_agent::Redactor::new(&f.llm.redact_patterns)
+        macha_agent::Redactor::check_patterns(&f.llm.redact_patterns)
             .map_err(|e| anyhow::format_err!("llm.redact_patterns: {e}"))?;
         let readable_paths = f
             .llm
@@ -708,28 +701,12 @@ impl Config {
             context_tokens,
             triage_model: model(&f.llm.models.triage, "qwen2.5:3b"),
             analysis_model: model(&f.llm.models.analysis, "qwen2.5:14b"),
-            embedding_model: model(&f.llm.models.embedding, "nomic-embed-text"),
             tool_mode,
             concurrency,
             redact_patterns: f.llm.redact_patterns.clone(),
             readable_paths,
             may_execute,
             check_ports: f.llm.check_ports.clone(),
-        };
-        let gotify = match (&f.notifications.gotify.url, &f.notifications.gotify.token_file) {
-            (None, None) => None,
-            (Some(url), Some(token_file)) => {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    bail!("notifications.gotify.url = {url:?} must start with http:// or https://");
-                }
-                if !token_file.is_absolute() {
-                    bail!("notifications.gotify.token_file must be an absolute path");
-                }
-                Some(GotifyConfig { url: url.clone(), token_file: token_file.clone() })
-            }
-            _ => bail!(
-                "notifications.gotify needs both url and token_file (the token itself never goes in the configuration)"
-            ),
         };
         let day = s(86_400);
         let prompts_retention = duration("history.prompts_retention", &f.history.prompts_retention, 30 * day, day)?;
@@ -751,7 +728,6 @@ impl Config {
             hosts,
             discovery,
             llm,
-            gotify,
             autonomy,
             check_interval: duration("check_interval", &f.check_interval, s(60), s(5))?,
             protected_extra: f.protected_units.clone(),
@@ -858,7 +834,11 @@ disk_warn_percent = 80.0
 [tools]
 journalctl = "/run/current-system/sw/bin/journalctl"
 "#;
-        let c = Config::from_toml(text, Scope::System).unwrap_or_else(|e| panic!("{e:#}"));
+        let (file, c) = Config::parse(text, Scope::System).unwrap_or_else(|e| panic!("{e:#}"));
+        // What `check-config` prints reads back to the same configuration.
+        let printed = toml::to_string(&file).unwrap_or_else(|e| panic!("{e}"));
+        let again = Config::from_toml(&printed, Scope::System).unwrap_or_else(|e| panic!("{e:#}\n{printed}"));
+        assert_eq!(serde_json::to_value(&again).ok(), serde_json::to_value(&c).ok(), "{printed}");
         assert_eq!(c.autonomy, Autonomy::AutoSafe);
         assert_eq!(c.database, PathBuf::from("/tmp/m/macha.db"));
         let limits = c.store_limits();
@@ -898,6 +878,10 @@ journalctl = "/run/current-system/sw/bin/journalctl"
             ("[tools]\nsh = \"/bin/sh\"", "unknown tool"),
             ("[tools]\njournalctl = \"journalctl\"", "absolute"),
             ("protected_units = [\"a;b\"]", "protected_units"),
+            ("[hosts.web1]\ntags = [\"a b\"]", "is not a tag"),
+            ("[hosts.web1]\ntags = [\"\"]", "is not a tag"),
+            ("[notifications.gotify]\nurl = \"https://g\"", "unknown field"),
+            ("[llm.models]\nembedding = \"x\"", "unknown field"),
             ("[flap]\nlimit = 0", "flap.limit"),
             ("[history]\nretention = \"1d\"\nraw_retention = \"2d\"", "history.retention"),
             ("[history]\ndownsample = \"10s\"", "history.downsample"),

@@ -97,7 +97,7 @@ pub struct ProposalResult {
 }
 
 /// A summary of one cycle, returned to `macha check` through the API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct CycleReport {
     pub correlation_id: String,
     pub findings: Vec<Finding>,

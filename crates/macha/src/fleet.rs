@@ -17,11 +17,12 @@
 //!   pinned in Macha's known_hosts (`macha_ssh::KnownHosts`).
 //! - The targets the executor (`macha_exec::Remote`) may reach, kept in step with the registry.
 
-use crate::api::reply::{HostChange, KeyScan, TrustResult};
+use crate::api::reply::{CheckMode, CheckReport, CheckStatus, HostChange, KeyScan, TrustResult};
 use crate::api::{ErrorCode, Request, Response, ops};
 use crate::config::Config;
 use crate::engine::{Engine, Work};
 use anyhow::Context;
+use macha_core::checks::Visibility;
 use macha_core::fleet::{self as rules, Admission, DomainPattern, Standing};
 use macha_core::snapshot::Snapshot;
 use macha_core::{HostName, Timestamp};
@@ -140,6 +141,10 @@ struct Settings {
     journal_directory: Option<PathBuf>,
     own_names: Vec<String>,
     interval: Duration,
+    /// The daemon's database (named in the hosts' reports).
+    database: PathBuf,
+    /// Configured tags by host.
+    tags: BTreeMap<HostName, Vec<String>>,
 }
 
 impl Settings {
@@ -170,6 +175,8 @@ struct State {
     identified: BTreeSet<HostName>,
     discovering: bool,
     discovery_error: Option<String>,
+    /// Each remote host's last report (`macha check --host`), as its last cycle produced it.
+    reports: BTreeMap<HostName, CheckReport>,
 }
 
 /// The daemon's fleet: registry, observation scheduling, discovery and trust.
@@ -246,6 +253,8 @@ impl Fleet {
             journal_directory: config.journal_directory.clone(),
             own_names,
             interval: config.check_interval,
+            database: config.database.clone(),
+            tags: config.hosts.iter().map(|h| (h.name.clone(), h.tags.clone())).collect(),
         };
         let targets = Arc::new(RwLock::new(BTreeMap::new()));
         let parallelism = usize::try_from(config.ssh.parallelism).unwrap_or(16).max(1);
@@ -599,24 +608,41 @@ impl Fleet {
         let name = o.host.as_str();
         let snapshot = match o.result {
             Ok(snapshot) => {
+                // Reached is not observed: a probe whose commands timed out or that saw little of
+                // the host leaves it degraded or unknown, at once, with an alert (and, through the
+                // observation check, an issue).
+                let visibility = macha_core::checks::visibility(&snapshot);
+                let kind = visibility.word();
+                let reason = match &visibility {
+                    Visibility::Degraded { reason } | Visibility::Blind { reason } => Some(reason.clone()),
+                    Visibility::Complete | Visibility::Partial { .. } => None,
+                };
                 let status = serde_json::json!({
-                    "ok": true, "kind": "ok", "at": now, "last_ok": now, "elapsed_ms": elapsed_ms, "queued_ms": queued_ms,
+                    "ok": kind == "ok", "kind": kind, "reason": reason, "at": now,
+                    "last_ok": if kind == "ok" { json(&now) } else { host.status.get("last_ok").cloned().unwrap_or_default() },
+                    "elapsed_ms": elapsed_ms, "queued_ms": queued_ms,
                     "connects": connects, "unavailable_sections": snapshot.unavailable_sections().len(),
                     "backoff": backoff_doc,
                 });
                 engine.store_mut().set_host_status(name, &status, Some(now))?;
-                if previous.as_deref().is_some_and(|p| p != "ok") {
-                    engine.store_mut().append_audit(
-                        &NewAudit::new(
-                            now,
-                            AuditKind::Alert,
-                            Severity::Notice,
-                            name,
-                            format!("{name} is reachable again"),
-                        )
-                        .with_subject("host"),
-                    )?;
-                    self.reload(engine)?;
+                if previous.as_deref() != Some(kind) {
+                    let (severity, summary) = match &reason {
+                        Some(reason) => (Severity::Warning, format!("{name} is {kind}: {reason}")),
+                        None if previous.is_some() => {
+                            (Severity::Notice, format!("{name} is reachable and observed again"))
+                        }
+                        None => (Severity::Info, String::new()),
+                    };
+                    if !summary.is_empty() {
+                        engine.store_mut().append_audit(
+                            &NewAudit::new(now, AuditKind::Alert, severity, name, summary)
+                                .with_subject("host")
+                                .with_payload(serde_json::json!({"kind": kind, "reason": reason})),
+                        )?;
+                    }
+                    if previous.as_deref().is_some_and(|p| p != "ok" && p != "degraded" && p != "unknown") {
+                        self.reload(engine)?;
+                    }
                 }
                 snapshot
             }
@@ -660,6 +686,15 @@ impl Fleet {
         };
         let correlation_id = crate::correlation_id();
         let (report, work) = engine.cycle(&snapshot, &correlation_id)?;
+        let check = crate::wire::check_report(
+            &snapshot,
+            &report,
+            engine.autonomy(),
+            CheckMode::Fleet,
+            &self.settings.database,
+            None,
+        );
+        lock(&self.state).reports.insert(o.host.clone(), check);
         tracing::debug!(
             host = name,
             correlation_id = %correlation_id,
@@ -989,6 +1024,48 @@ impl Fleet {
         Ok(())
     }
 
+    /// A host's last report: as its last cycle made it; `unknown` and marked stale when that is
+    /// older than three intervals (plus one observation's deadline); `unknown` with the contact's
+    /// reason when the daemon has not observed it since it started.
+    fn report(&self, engine: &Engine, h: &FleetHost, now: Timestamp) -> CheckReport {
+        let name = match HostName::parse(&h.record.name) {
+            Ok(n) => n,
+            Err(_) => HostName::local(),
+        };
+        let contact = h.status.get("reason").and_then(|r| r.as_str()).map(str::to_owned);
+        let last = lock(&self.state).reports.get(&name).cloned();
+        let Some(mut report) = last else {
+            let reason = match contact {
+                Some(r) => format!("not observed since the daemon started: {r}"),
+                None => "not observed since the daemon started".to_owned(),
+            };
+            let snapshot = Snapshot::all_unavailable(name, now, &reason);
+            let empty = crate::engine::CycleReport::default();
+            let mut report = crate::wire::check_report(
+                &snapshot,
+                &empty,
+                engine.autonomy(),
+                CheckMode::Fleet,
+                &self.settings.database,
+                None,
+            );
+            report.stale = Some(reason);
+            return report;
+        };
+        let stale_after = self.settings.interval * 3 + self.settings.deadline(false);
+        let age =
+            Duration::from_millis(u64::try_from(now.millis().saturating_sub(report.taken_at.millis())).unwrap_or(0));
+        if age > stale_after {
+            report.status = CheckStatus::Unknown;
+            let ago = humantime::format_duration(Duration::from_secs(age.as_secs()));
+            report.stale = Some(match contact {
+                Some(r) => format!("last observed {ago} ago; not since: {r}"),
+                None => format!("last observed {ago} ago; not since"),
+            });
+        }
+        report
+    }
+
     /// Drops what Macha holds for a host's connection (the next contact starts afresh).
     fn forget_connection(&self, name: &HostName) {
         {
@@ -996,6 +1073,7 @@ impl Fleet {
             st.identified.remove(name);
             st.memory.remove(name);
             st.health.remove(name);
+            st.reports.remove(name);
         }
         if let Ok(pool) = &self.pool {
             let (pool, name) = (Arc::clone(pool), name.clone());
@@ -1011,6 +1089,28 @@ impl Fleet {
                 let kh = self.known_hosts()?;
                 let hosts = engine.store().list_fleet_hosts()?;
                 Ok(Response::reply::<ops::ListHosts>(&hosts.iter().map(|h| self.summary(h, &kh)).collect()))
+            }
+            Request::HostReports(ops::HostReports { hosts, tag }) => {
+                let mut hosts = if hosts.is_empty() {
+                    let all = engine.store().list_fleet_hosts()?;
+                    all.into_iter().filter(|h| standing(h.record.state).may_connect()).collect()
+                } else {
+                    hosts.iter().map(|n| self.lookup(engine, n)).collect::<anyhow::Result<Vec<_>>>()?
+                };
+                if let Some(tag) = &tag {
+                    hosts.retain(|h| {
+                        HostName::parse(&h.record.name)
+                            .ok()
+                            .and_then(|n| self.settings.tags.get(&n))
+                            .is_some_and(|t| t.contains(tag))
+                    });
+                    if hosts.is_empty() {
+                        return Err(StoreError::NotFound { entity: "host", id: 0 })
+                            .with_context(|| format!("no observed host has the tag {tag:?}"));
+                    }
+                }
+                let reports: Vec<CheckReport> = hosts.iter().map(|h| self.report(engine, h, now)).collect();
+                Ok(Response::reply::<ops::HostReports>(&reports))
             }
             Request::ShowHost(ops::ShowHost { name }) => {
                 let h = self.lookup(engine, &name)?;
@@ -1131,7 +1231,8 @@ impl Fleet {
             (Ok(p), Some(n)) => p.connects(n),
             _ => 0,
         };
-        crate::wire::host(h, pinned, &self.settings.user, connects)
+        let tags = name.as_ref().and_then(|n| self.settings.tags.get(n)).cloned().unwrap_or_default();
+        crate::wire::host(h, pinned, tags, &self.settings.user, connects)
     }
 
     /// Closes every SSH master.
@@ -1469,6 +1570,126 @@ mod tests {
         let ok = Snapshot::all_unavailable(h("c2"), crate::now(), "test");
         fleet.handle(&mut engine, observed("c2", Ok(ok), 0)).unwrap_or_else(|e| panic!("{e:#}"));
         assert_eq!(health(&fleet, "c2"), None);
+        fleet.shutdown().await;
+    }
+
+    /// A snapshot of `host` with six of eleven sections observed (units, load, network,
+    /// filesystems, journal, processes): partial, never degraded by itself.
+    fn mostly_seen(host: &str) -> Snapshot {
+        use macha_core::snapshot::{JournalSummary, Load, Processes, Section, Units};
+        let mut s = Snapshot::all_unavailable(h(host), crate::now(), "not in this test");
+        s.units =
+            Section::ok(Units { system_state: "running".into(), total: 3, notable: Vec::new(), failed: Vec::new() });
+        s.load = Section::ok(Load { one: 0.0, five: 0.0, fifteen: 0.0, runnable: 1, processes: 3 });
+        s.network = Section::ok(Vec::new());
+        s.filesystems = Section::ok(Vec::new());
+        s.processes = Section::ok(Processes { total: 3, top_cpu: Vec::new(), top_rss: Vec::new() });
+        s.journal =
+            Section::ok(JournalSummary { window_secs: 600, errors_total: 0, by_unit: Vec::new(), samples: Vec::new() });
+        s
+    }
+
+    #[tokio::test]
+    async fn a_host_that_answers_but_is_not_observed_is_degraded_at_once_with_an_alert_and_an_issue() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let hosts = format!("[hosts.c1]\naddress = \"10.0.0.1\"\nhost_key = \"{KEY}\"\n");
+        let (_cfg, mut engine, fleet) = engine_and_fleet(dir.path(), &hosts);
+        let kind = |e: &Engine| {
+            let st = e.store().get_fleet_host("c1").ok().flatten().map(|h| h.status).unwrap_or_default();
+            st["kind"].as_str().unwrap_or_default().to_owned()
+        };
+        let open_observation = |e: &Engine| {
+            e.store()
+                .list_issues(&macha_store::IssueQuery::default())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|i| {
+                    i.check_name == "observation" && i.host == "c1" && i.state == macha_core::issue::IssueState::Open
+                })
+                .count()
+        };
+        let alerts = |e: &Engine| {
+            e.store()
+                .query_audit(&AuditQuery { host: Some("c1".into()), ..AuditQuery::default() })
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|a| a.kind == AuditKind::Alert)
+                .map(|a| a.summary)
+                .collect::<Vec<_>>()
+        };
+        let reports = |f: &Fleet, e: &mut Engine| {
+            let r = f
+                .api(e, Request::HostReports(ops::HostReports { hosts: vec!["c1".into()], tag: None }), "test")
+                .unwrap_or_else(|e| panic!("{e:#}"));
+            let v = r.into_reply::<ops::HostReports>().unwrap_or_else(|e| panic!("{e:?}"));
+            v.into_iter().map(|r| r.status).collect::<Vec<_>>()
+        };
+        // Before any observation the report says so, as unknown.
+        assert_eq!(reports(&fleet, &mut engine), [CheckStatus::Unknown]);
+
+        // Every command timed out, yet the connection worked: unknown at once, not "ok".
+        let blind = Snapshot { timed_out: 9, ..Snapshot::all_unavailable(h("c1"), crate::now(), "command timed out") };
+        fleet.handle(&mut engine, observed("c1", Ok(blind), 9)).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(kind(&engine), "unknown");
+        assert_eq!(open_observation(&engine), 1);
+        assert!(
+            alerts(&engine).iter().any(|a| a.starts_with("c1 is unknown: nothing on c1 could be observed")),
+            "{:?}",
+            alerts(&engine)
+        );
+        assert_eq!(reports(&fleet, &mut engine), [CheckStatus::Unknown]);
+
+        // One command timed out among answers: degraded, the issue stays open.
+        let slow = Snapshot { timed_out: 1, ..mostly_seen("c1") };
+        fleet.handle(&mut engine, observed("c1", Ok(slow), 1)).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(kind(&engine), "degraded");
+        assert_eq!(open_observation(&engine), 1);
+        assert!(
+            alerts(&engine).iter().any(|a| a.starts_with("c1 is degraded: 1 command timed out on c1")),
+            "{:?}",
+            alerts(&engine)
+        );
+
+        // Observed again: ok, the issue resolved by its own check, an alert saying so.
+        fleet.handle(&mut engine, observed("c1", Ok(mostly_seen("c1")), 0)).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(kind(&engine), "ok");
+        assert_eq!(open_observation(&engine), 0);
+        assert!(alerts(&engine).iter().any(|a| a == "c1 is reachable and observed again"), "{:?}", alerts(&engine));
+        // Partly seen (no Nix, no GPUs) is unknown in the report, never healthy.
+        assert_eq!(reports(&fleet, &mut engine), [CheckStatus::Unknown]);
+        fleet.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn tags_select_hosts_for_reports_and_views() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let hosts = format!(
+            "[hosts.c1]\naddress = \"10.0.0.1\"\nhost_key = \"{KEY}\"\ntags = [\"web\", \"eu\"]\n\
+             [hosts.c2]\naddress = \"10.0.0.2\"\nhost_key = \"{KEY}\"\ntags = [\"db\"]\n"
+        );
+        let (_cfg, mut engine, fleet) = engine_and_fleet(dir.path(), &hosts);
+        let names = |f: &Fleet, e: &mut Engine, tag: &str| {
+            f.api(e, Request::HostReports(ops::HostReports { hosts: Vec::new(), tag: Some(tag.into()) }), "test")
+                .map(|r| {
+                    r.into_reply::<ops::HostReports>()
+                        .unwrap_or_else(|e| panic!("{e:?}"))
+                        .into_iter()
+                        .map(|r| r.host.as_str().to_owned())
+                        .collect::<Vec<_>>()
+                })
+                .map_err(|e| format!("{e:#}"))
+        };
+        assert_eq!(names(&fleet, &mut engine, "web"), Ok(vec!["c1".to_owned()]));
+        assert_eq!(names(&fleet, &mut engine, "db"), Ok(vec!["c2".to_owned()]));
+        let none = names(&fleet, &mut engine, "nope").unwrap_err();
+        assert!(none.contains("no observed host has the tag \"nope\""), "{none}");
+        let views = fleet
+            .api(&mut engine, Request::ListHosts, "test")
+            .unwrap_or_else(|e| panic!("{e:#}"))
+            .into_reply::<ops::ListHosts>()
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let c1 = views.iter().find(|v| v.name == "c1").map(|v| v.tags.clone());
+        assert_eq!(c1, Some(vec!["web".to_owned(), "eu".to_owned()]));
         fleet.shutdown().await;
     }
 

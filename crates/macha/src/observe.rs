@@ -86,7 +86,10 @@ impl Sources {
             Ok(sd) => match tokio::time::timeout(Duration::from_secs(10), sd.list_units()).await {
                 Ok(Ok(units)) => Section::ok(units),
                 Ok(Err(e)) => Section::unavailable(format!("systemd: {e}")),
-                Err(_) => Section::unavailable("systemd did not answer ListUnits within 10 s"),
+                Err(_) => {
+                    snap.timed_out = snap.timed_out.saturating_add(1);
+                    Section::unavailable("systemd did not answer ListUnits within 10 s")
+                }
             },
         };
         snap.journal = match self.journal.lock() {
@@ -103,6 +106,34 @@ impl Sources {
         snap.collect_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         snap
     }
+}
+
+/// The shortest window over which a one-shot observation measures CPU % ([`one_shot`]).
+pub const ONE_SHOT_WINDOW: Duration = Duration::from_millis(250);
+
+/// One observation of this host without a daemon (standalone `macha check`, `macha probe`): the
+/// CPU and process counters are sampled first and the snapshot taken at least
+/// [`ONE_SHOT_WINDOW`] later (the journal and systemd are read in between), so CPU % and the
+/// per-process CPU % are measured, never empty.
+pub async fn one_shot(config: &Config, previous_cpu: Option<macha_observe::CpuSample>) -> Snapshot {
+    let started = std::time::Instant::now();
+    let mut observer =
+        LocalObserver::new(macha_observe::ObserveConfig { previous_cpu, ..macha_observe::ObserveConfig::system() });
+    observer.prime(crate::now());
+    let journal = if config.journal_enable {
+        match journal_once(config, crate::now()).await {
+            Ok(summary) => JournalState::Summary(summary),
+            Err(reason) => JournalState::Unavailable(reason),
+        }
+    } else {
+        JournalState::Unavailable("disabled in the configuration (journal.enable = false)".into())
+    };
+    let systemd = SystemdLink::new(connect_systemd(config).await);
+    if let Some(rest) = ONE_SHOT_WINDOW.checked_sub(started.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    let sources = Sources { observer: Arc::new(Mutex::new(observer)), systemd, journal: Arc::new(Mutex::new(journal)) };
+    sources.collect(&HostName::local(), crate::now()).await
 }
 
 /// A one-shot read of the recent error entries (for a standalone `macha check`): runs
@@ -134,11 +165,15 @@ pub async fn journal_once(config: &Config, now: Timestamp) -> Result<JournalSumm
         return Err(format!("journalctl failed ({}): {}", out.status, stderr.trim()));
     }
     let mut window = ErrorWindow::new(config.journal_window);
+    let mut tally = macha_parse::journal::ReadTally::default();
     for line in out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        if let Ok(entry) = macha_parse::journal::parse_entry(line, 3) {
+        let parsed = macha_parse::journal::parse_entry(line, 3);
+        tally.add(&parsed);
+        if let Ok(entry) = parsed {
             let at = Timestamp::from_millis(i64::try_from(entry.realtime_usec / 1000).unwrap_or(0));
             window.record(entry.unit.as_deref(), at, &entry.message);
         }
     }
+    tally.verdict()?;
     Ok(window.summary(now))
 }

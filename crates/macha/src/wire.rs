@@ -11,7 +11,6 @@ use macha_api::reply::{
     HostDetail, HostSource, HostView, IssueView, KeyView, PromptView, Proposal, SectionState, Sections, Severity,
     SshStats, StreamEvent, UnknownCheck,
 };
-use macha_core::checks;
 use macha_core::policy::Autonomy;
 use macha_core::snapshot::{Section, Snapshot};
 
@@ -160,7 +159,13 @@ pub fn prompt(r: &macha_store::PromptRecord) -> PromptView {
 
 /// A registry host as the API shows it. `pinned` are the fingerprints of its pinned keys,
 /// `default_user` the configured SSH user, `connects` the SSH masters opened to it.
-pub fn host(h: &macha_store::FleetHost, pinned: Vec<String>, default_user: &str, connects: u64) -> HostView {
+pub fn host(
+    h: &macha_store::FleetHost,
+    pinned: Vec<String>,
+    tags: Vec<String>,
+    default_user: &str,
+    connects: u64,
+) -> HostView {
     let standing = crate::fleet::standing(h.record.state);
     let is_pinned = !pinned.is_empty();
     HostView {
@@ -181,6 +186,7 @@ pub fn host(h: &macha_store::FleetHost, pinned: Vec<String>, default_user: &str,
         os: h.record.os.clone(),
         role: h.record.profile.get("role").and_then(|r| serde_json::from_value(r.clone()).ok()),
         pinned,
+        tags,
         // `{}` before the first contact.
         status: serde_json::from_value::<ContactStatus>(h.status.clone()).ok(),
         connects,
@@ -232,14 +238,7 @@ pub fn check_report(
     database: &std::path::Path,
     analysis: Option<Analysis>,
 ) -> CheckReport {
-    let worst = report.findings.iter().map(|f| f.severity).max();
-    let unavailable = snapshot.unavailable_sections();
-    let status = match worst {
-        Some(checks::Severity::Critical) => CheckStatus::Critical,
-        Some(_) => CheckStatus::Warning,
-        None if !unavailable.is_empty() => CheckStatus::Unknown,
-        None => CheckStatus::Healthy,
-    };
+    let status = CheckStatus::of(snapshot, &report.findings);
     fn state<T>(s: &Section<T>) -> SectionState {
         match s.unavailable_reason() {
             Some(reason) => SectionState::Unavailable { reason: reason.to_owned() },
@@ -290,6 +289,7 @@ pub fn check_report(
         correlation_id: report.correlation_id.clone(),
         snapshot: snapshot.clone(),
         analysis,
+        stale: None,
     }
 }
 
@@ -362,7 +362,7 @@ mod tests {
             source: macha_store::HostSource::Admin,
             status: serde_json::json!({}),
         };
-        let view = host(&h, vec![], "macha", 0);
+        let view = host(&h, vec![], vec![], "macha", 0);
         assert_eq!((&view.status, view.role, view.address.as_str(), view.port), (&None, None, "c1", 22));
         // Admitted but no key pinned: never contacted (strict host keys), never acted on.
         assert!(!view.contacted && !view.actions);

@@ -43,10 +43,6 @@
     url = "http://127.0.0.1:11434";
     triage_model = "qwen2.5:1.5b";
     analysis_model = "qwen2.5:7b";
-    embedding_model = "all-minilm";
-  };
-  gotify = {
-    url = "https://gotify.example.org";
-    token_file = "/run/credentials/macha.service/gotify-token";
+    api_key_file = "/run/credentials/macha.service/llm-api-key";
   };
 }

@@ -17,7 +17,6 @@ in
     models = {
       triage = "qwen2.5:1.5b";
       analysis = "qwen2.5:7b";
-      embedding = "all-minilm";
     };
     ollama = {
       enable = true;
@@ -45,10 +44,7 @@ in
       enable = true;
       allowedDomains = [ "*.lab.example.org" ];
     };
-    notifications.gotify = {
-      url = "https://gotify.example.org";
-      tokenFile = "/run/macha-secrets/gotify-token";
-    };
+    modelApiKeyFile = "/run/macha-secrets/llm-api-key";
     environmentFile = "/run/macha-secrets/macha.env";
     settings = {
       flap.limit = 2;

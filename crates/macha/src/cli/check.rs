@@ -8,18 +8,20 @@ use crate::api::reply::{CheckMode, CheckReport, CheckStatus};
 use crate::api::{Client, ClientError, ops};
 use crate::config::Scope;
 use crate::engine::Engine;
-use crate::observe::{self, JournalState, Sources};
+use crate::observe;
 use anyhow::Context;
 use macha_core::HostName;
 use macha_core::snapshot::Snapshot;
-use macha_observe::{CpuSample, LocalObserver, ObserveConfig};
-use std::sync::{Arc, Mutex};
+use macha_observe::CpuSample;
 use std::time::Duration;
 
 const CPU_SEED_KEY: &str = "observe.cpu_sample";
 
 pub fn run(args: &CheckArgs) -> CmdResult {
     let config = load_config(args.client.config.as_deref(), Scope::User)?;
+    if args.all || !args.host.is_empty() || args.tag.is_some() {
+        return hosts(args, &config);
+    }
     if !args.standalone && args.client.db.is_none() {
         let socket = args.client.socket.clone().unwrap_or_else(|| config.socket.clone());
         match Client::connect(&socket, Duration::from_secs(120)) {
@@ -52,23 +54,7 @@ fn standalone(config: crate::config::Config, db: &std::path::Path) -> anyhow::Re
     let now = crate::now();
     let mut engine = Engine::new(store, config.clone(), false, now)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let snapshot: Snapshot = runtime.block_on(async {
-        let observer = LocalObserver::new(ObserveConfig { previous_cpu, ..ObserveConfig::system() });
-        let journal = if config.journal_enable {
-            match observe::journal_once(&config, now).await {
-                Ok(summary) => JournalState::Summary(summary),
-                Err(reason) => JournalState::Unavailable(reason),
-            }
-        } else {
-            JournalState::Unavailable("disabled in the configuration (journal.enable = false)".into())
-        };
-        let sources = Sources {
-            observer: Arc::new(Mutex::new(observer)),
-            systemd: observe::SystemdLink::new(observe::connect_systemd(&config).await),
-            journal: Arc::new(Mutex::new(journal)),
-        };
-        sources.collect(&HostName::local(), now).await
-    });
+    let snapshot: Snapshot = runtime.block_on(observe::one_shot(&config, previous_cpu));
     if let Some(cpu) = snapshot.cpu.data()
         && let Ok(s) = serde_json::to_string(&(cpu.ticks, snapshot.taken_at.millis()))
     {
@@ -80,6 +66,62 @@ fn standalone(config: crate::config::Config, db: &std::path::Path) -> anyhow::Re
     Ok(crate::wire::check_report(&snapshot, &report, engine.autonomy(), CheckMode::Standalone, db, None))
 }
 
+/// `--host H…` and `--all`: the local host checked now, remote hosts' last reports from the
+/// daemon (which alone observes them). The exit code is the worst status (critical, warning,
+/// unknown, healthy), with the same codes as for one host.
+fn hosts(args: &CheckArgs, config: &crate::config::Config) -> CmdResult {
+    let local =
+        args.all || (args.tag.is_none() && args.host.iter().any(|h| HostName::parse(h).is_ok_and(|n| n.is_local())));
+    let remote: Vec<String> =
+        args.host.iter().filter(|h| !HostName::parse(h).is_ok_and(|n| n.is_local())).cloned().collect();
+    let socket = args.client.socket.clone().unwrap_or_else(|| config.socket.clone());
+    let mut reports = Vec::new();
+    let mut client = match Client::connect(&socket, Duration::from_secs(120)) {
+        Ok(c) => Some(c),
+        Err(ClientError::Connect { .. }) if !args.all && remote.is_empty() && args.tag.is_none() => None,
+        Err(ClientError::Connect { .. }) => {
+            eprintln!(
+                "macha: remote hosts are observed by the daemon, which is not answering at {}; \
+                 their status is unknown",
+                socket.display()
+            );
+            return Ok(CheckStatus::Unknown.exit_code());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if local {
+        reports.push(match client.as_mut() {
+            Some(c) => c.call(ops::RunCheck)?,
+            None => standalone(config.clone(), &args.client.db.clone().unwrap_or_else(|| config.database.clone()))?,
+        });
+    }
+    if let Some(c) = client.as_mut()
+        && (args.all || !remote.is_empty() || args.tag.is_some())
+    {
+        reports.extend(c.call(ops::HostReports { hosts: remote, tag: args.tag.clone() })?);
+    }
+    let worst = reports.iter().map(|r| r.status).max().unwrap_or(CheckStatus::Unknown);
+    if args.client.json {
+        if reports.len() == 1 && !args.all && args.tag.is_none() {
+            super::render::print_json(&reports[0])?;
+        } else {
+            super::render::print_json(&reports)?;
+        }
+    } else {
+        for (i, r) in reports.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            super::render::check(r)?;
+        }
+        if reports.len() > 1 {
+            println!();
+            super::render::check_summary(&reports)?;
+        }
+    }
+    Ok(worst.exit_code())
+}
+
 /// Prints a check result and returns the exit code for its status.
 fn print(out: &CheckReport, json: bool) -> CmdResult {
     if json {
@@ -87,10 +129,5 @@ fn print(out: &CheckReport, json: bool) -> CmdResult {
     } else {
         super::render::check(out)?;
     }
-    Ok(match out.status {
-        CheckStatus::Healthy => 0,
-        CheckStatus::Warning => 1,
-        CheckStatus::Critical => 2,
-        CheckStatus::Unknown => 3,
-    })
+    Ok(out.status.exit_code())
 }

@@ -37,12 +37,15 @@ pub fn daemon(args: &DaemonArgs) -> CmdResult {
 
 pub fn check_config(args: &CheckConfigArgs) -> CmdResult {
     let path = args.file.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
-    let config = Config::load(&path, Scope::System).map_err(|e| fail(EXIT_DATAERR, e))?;
+    let (file, config) = Config::load_file(&path, Scope::System).map_err(|e| fail(EXIT_DATAERR, e))?;
     if args.json {
+        // Every effective value, defaults included (not a configuration file).
         println!("{}", serde_json::to_string_pretty(&config)?);
     } else {
-        println!("{}: ok", path.display());
-        println!("{}", toml::to_string(&config).unwrap_or_default());
+        // The file as read, normalised: a valid configuration that reads back to the same values
+        // (what is not set takes its default; `--json` shows every effective value).
+        println!("# {}: ok", path.display());
+        println!("{}", toml::to_string(&file)?);
     }
     Ok(0)
 }

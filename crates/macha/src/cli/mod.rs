@@ -188,8 +188,19 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub client: ClientOpts,
     /// Never ask the daemon; observe and record in the standalone store.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["host", "all", "tag"])]
     pub standalone: bool,
+    /// Report this host instead of the local one (repeatable; `local` is this host). Remote hosts
+    /// are observed by the daemon: their last report, `unknown` when it is stale.
+    #[arg(long, value_name = "HOST")]
+    pub host: Vec<String>,
+    /// Report this host and every observed remote host; the exit code is the worst status.
+    #[arg(long, conflicts_with = "host")]
+    pub all: bool,
+    /// Only remote hosts with this configured tag (`hosts.<name>.tags`); with `--host`, those of
+    /// them that have it.
+    #[arg(long, value_name = "TAG", conflicts_with = "all")]
+    pub tag: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -257,6 +257,19 @@ fn gib(bytes: u64) -> f64 {
 }
 
 /// The human form of a check result.
+/// One line per host after several reports: the status words, worst first.
+pub fn check_summary(reports: &[CheckReport]) -> anyhow::Result<()> {
+    let mut rows: Vec<&CheckReport> = reports.iter().collect();
+    rows.sort_by(|a, b| b.status.cmp(&a.status).then_with(|| a.host.as_str().cmp(b.host.as_str())));
+    println!("{:<32} {:<9} {:<9} observed", "host", "status", "findings");
+    for r in rows {
+        let host = super::term::clean(r.host.as_str());
+        let note = r.stale.as_deref().map(|s| format!(" (stale: {})", super::term::clean(s))).unwrap_or_default();
+        println!("{host:<32} {:<9} {:<9} {}{note}", r.status.as_str(), r.findings.len(), r.taken_at_text);
+    }
+    Ok(())
+}
+
 pub fn check(out: &CheckReport) -> anyhow::Result<()> {
     let out = &super::term::scrub(out.clone())?;
     println!(
@@ -268,6 +281,9 @@ pub fn check(out: &CheckReport) -> anyhow::Result<()> {
         out.autonomy.as_str(),
         out.collect_micros
     );
+    if let Some(stale) = &out.stale {
+        println!("stale: {stale}");
+    }
     println!();
     println!("sources:");
     let s = &out.snapshot;

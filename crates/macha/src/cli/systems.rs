@@ -23,6 +23,9 @@ pub enum SystemsCmd {
     List {
         #[command(flatten)]
         client: ClientOpts,
+        /// Only hosts with this configured tag (`hosts.<name>.tags`).
+        #[arg(long, value_name = "TAG")]
+        tag: Option<String>,
     },
     /// One host in full: profile, pinned keys, last contact, recent records.
     Show {
@@ -86,30 +89,41 @@ fn client(opts: &ClientOpts, write: bool) -> Result<Option<Client>, super::Failu
     }
 }
 
+/// What the standalone registry views need besides the database: the pinned keys, the default
+/// user and the configured tags.
+struct Offline {
+    kh: Option<macha_ssh::KnownHosts>,
+    user: String,
+    tags: std::collections::BTreeMap<macha_core::HostName, Vec<String>>,
+}
+
 /// The registry from the database file, converted as the daemon converts it.
-fn from_db(opts: &ClientOpts) -> Result<(macha_store::Store, Option<macha_ssh::KnownHosts>, String), super::Failure> {
+fn from_db(opts: &ClientOpts) -> Result<(macha_store::Store, Offline), super::Failure> {
     let config = load_config(opts.config.as_deref(), Scope::User)?;
     let db = opts.db.clone().unwrap_or_else(|| config.database.clone());
     let store = macha_store::Store::open_read_only(&db)?;
     let kh = macha_ssh::KnownHosts::load(&config.ssh.known_hosts).ok();
-    Ok((store, kh, config.ssh.user.clone()))
+    let tags = config.hosts.iter().map(|h| (h.name.clone(), h.tags.clone())).collect();
+    Ok((store, Offline { kh, user: config.ssh.user.clone(), tags }))
 }
 
-fn view(h: &macha_store::FleetHost, kh: Option<&macha_ssh::KnownHosts>, user: &str) -> HostView {
-    let pinned: Vec<String> = match (kh, macha_core::HostName::parse(&h.record.name)) {
-        (Some(kh), Ok(n)) => kh.keys_for(&n).iter().map(macha_ssh::HostKey::fingerprint).collect(),
+fn view(h: &macha_store::FleetHost, off: &Offline) -> HostView {
+    let name = macha_core::HostName::parse(&h.record.name);
+    let pinned: Vec<String> = match (&off.kh, &name) {
+        (Some(kh), Ok(n)) => kh.keys_for(n).iter().map(macha_ssh::HostKey::fingerprint).collect(),
         _ => Vec::new(),
     };
-    crate::wire::host(h, pinned, user, 0)
+    let tags = name.ok().and_then(|n| off.tags.get(&n)).cloned().unwrap_or_default();
+    crate::wire::host(h, pinned, tags, &off.user, 0)
 }
 
 fn list_from_db(opts: &ClientOpts) -> Result<Vec<HostView>, super::Failure> {
-    let (store, kh, user) = from_db(opts)?;
-    Ok(store.list_fleet_hosts()?.iter().map(|h| view(h, kh.as_ref(), &user)).collect())
+    let (store, off) = from_db(opts)?;
+    Ok(store.list_fleet_hosts()?.iter().map(|h| view(h, &off)).collect())
 }
 
 fn show_from_db(opts: &ClientOpts, name: &str) -> Result<HostDetail, super::Failure> {
-    let (store, kh, user) = from_db(opts)?;
+    let (store, off) = from_db(opts)?;
     let h = store
         .get_fleet_host(name)?
         .ok_or_else(|| fail(EXIT_DATAERR, anyhow::format_err!("{name} is not a registered host")))?;
@@ -119,7 +133,7 @@ fn show_from_db(opts: &ClientOpts, name: &str) -> Result<HostDetail, super::Fail
         order: macha_store::Order::NewestFirst,
         ..macha_store::AuditQuery::default()
     })?;
-    Ok(crate::wire::host_detail(view(&h, kh.as_ref(), &user), &h, &audit))
+    Ok(crate::wire::host_detail(view(&h, &off), &h, &audit))
 }
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
@@ -140,11 +154,14 @@ fn role(r: Option<macha_core::fleet::Role>) -> String {
 
 pub fn run(cmd: SystemsCmd) -> CmdResult {
     match cmd {
-        SystemsCmd::List { client: opts } => {
-            let hosts = match client(&opts, false)? {
+        SystemsCmd::List { client: opts, tag } => {
+            let mut hosts = match client(&opts, false)? {
                 Some(mut c) => c.call(ops::ListHosts)?,
                 None => list_from_db(&opts)?,
             };
+            if let Some(tag) = &tag {
+                hosts.retain(|h| h.tags.contains(tag));
+            }
             if opts.json {
                 super::render::print_json(&hosts)?;
                 return Ok(0);
@@ -327,26 +344,8 @@ fn trust(host: &str, fingerprints: Vec<String>, yes: bool, opts: &ClientOpts) ->
 /// records nothing, executes nothing.
 pub fn probe(args: &ProbeArgs) -> CmdResult {
     let config = load_config(args.config.as_deref(), Scope::User)?;
-    let now = crate::now();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let snapshot = runtime.block_on(async {
-        let journal = if config.journal_enable {
-            match crate::observe::journal_once(&config, now).await {
-                Ok(summary) => crate::observe::JournalState::Summary(summary),
-                Err(reason) => crate::observe::JournalState::Unavailable(reason),
-            }
-        } else {
-            crate::observe::JournalState::Unavailable("disabled in the configuration (journal.enable = false)".into())
-        };
-        let sources = crate::observe::Sources {
-            observer: std::sync::Arc::new(std::sync::Mutex::new(macha_observe::LocalObserver::new(
-                macha_observe::ObserveConfig::system(),
-            ))),
-            systemd: crate::observe::SystemdLink::new(crate::observe::connect_systemd(&config).await),
-            journal: std::sync::Arc::new(std::sync::Mutex::new(journal)),
-        };
-        sources.collect(&macha_core::HostName::local(), now).await
-    });
+    let snapshot = runtime.block_on(crate::observe::one_shot(&config, None));
     let doc = macha_ssh::ProbeDocument { version: macha_ssh::probe::PROBE_DOCUMENT_VERSION, snapshot };
     println!("{}", serde_json::to_string(&doc)?);
     Ok(0)

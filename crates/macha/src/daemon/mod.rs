@@ -306,7 +306,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // The language model: a scheduler task, fed by the loop; the cycle never waits for it.
     let _ = engine.store_mut().close_interrupted_agent_requests(now);
-    let agent = match AgentService::start(&config, agent_tx, &tracker, stop.clone()) {
+    // Compiled once: the journal, receipts and the model's inputs share these rules.
+    let redactor = macha_agent::Redactor::new(&config.llm.redact_patterns).context("llm.redact_patterns")?;
+    let agent = match AgentService::start(&config, redactor.clone(), agent_tx, &tracker, stop.clone()) {
         Ok(a) => a,
         Err(e) => {
             engine.alert(now, &format!("the language model is unavailable: {e:#}"), serde_json::Value::Null)?;
@@ -336,7 +338,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
     ))?;
 
-    let redactor = macha_agent::Redactor::new(&config.llm.redact_patterns).context("llm.redact_patterns")?;
     // From here on the engine lives on its own thread.
     let (engine, engine_thread) =
         EngineHandle::start(engine, tokio::runtime::Handle::current()).context("starting the engine thread")?;

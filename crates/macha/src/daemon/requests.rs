@@ -84,9 +84,11 @@ pub(super) fn answer(engine: &mut Engine, shared: &Shared, request: Request, pee
             Ok(Response::reply::<ops::PruneAudit>(&wire::prune_result(&summary)))
         }
         Request::ListPrompts(r) => Ok(Response::reply::<ops::ListPrompts>(&crate::agent::list_prompts(engine, &r)?)),
-        Request::ListHosts | Request::ShowHost(_) | Request::AdmitHost(_) | Request::ForgetHost(_) => {
-            shared.fleet.api(engine, request, &who)
-        }
+        Request::ListHosts
+        | Request::HostReports(_)
+        | Request::ShowHost(_)
+        | Request::AdmitHost(_)
+        | Request::ForgetHost(_) => shared.fleet.api(engine, request, &who),
         Request::ScanHost(_) | Request::TrustHost(_) => {
             Err(BadRequest(format!("{} is answered after a key scan", request.op())).into())
         }

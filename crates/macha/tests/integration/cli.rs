@@ -140,6 +140,10 @@ fn standalone_check_reports_every_section() {
     }
     assert_eq!(v["sections"]["units"]["status"], "unavailable");
     assert_ne!(v["status"], "healthy", "an unobserved source can never be healthy");
+    // A one-shot check measures CPU % (per process too) over a short window of its own.
+    let procs = &v["snapshot"]["processes"]["data"]["top_cpu"];
+    assert!(procs.as_array().is_some_and(|p| !p.is_empty() && p.iter().all(|p| p["cpu_percent"].is_f64())), "{procs}");
+    assert!(v["snapshot"]["cpu"]["data"]["usage_percent"].is_f64(), "{}", v["snapshot"]["cpu"]);
     assert_eq!(
         out.status.code(),
         Some(match v["status"].as_str() {
@@ -175,6 +179,22 @@ fn check_config_accepts_good_and_explains_bad() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     assert_eq!(v["autonomy"], "auto-safe");
+    // The printed configuration is a configuration: it reads back to the same values.
+    std::fs::write(
+        &good,
+        "[approvals]\nexpiry = \"2h\"\n[llm]\nmay_execute = [\"diagnostic\"]\n[hosts.web1]\naddress = \"10.0.0.1\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let effective = |path: &std::path::Path| {
+        let out = macha().args(["check-config", "--json"]).arg(path).output().unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    let printed = macha().args(["check-config"]).arg(&good).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(printed.status.success());
+    let again = dir.path().join("again.toml");
+    std::fs::write(&again, &printed.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(effective(&again), effective(&good), "{}", String::from_utf8_lossy(&printed.stdout));
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "autonomy = \"auto-safe\"\nchek_interval = \"30s\"\n").unwrap_or_else(|e| panic!("{e}"));
     let out = macha().args(["check-config"]).arg(&bad).output().unwrap_or_else(|e| panic!("{e}"));

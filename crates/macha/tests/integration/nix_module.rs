@@ -81,14 +81,14 @@ const SAMPLE: &str = r#"{
   viewerGroup = "adm";
   modelMayExecute = [ "diagnostic" "reset_failed" ];
   cleanupMinAgeDays = 14;
-  models = { triage = "qwen2.5:1.5b"; analysis = "qwen2.5:7b"; embedding = "all-minilm"; };
+  models = { triage = "qwen2.5:1.5b"; analysis = "qwen2.5:7b"; };
   ollama = { url = "http://gpu-box:11434"; };
   hosts = {
     web1 = { address = "10.0.0.11"; user = "ops"; port = 2222; hostKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA web1"; tags = [ "web" "eu" ]; };
     db1 = { address = "db1"; user = null; port = 22; hostKey = null; tags = [ ]; };
   };
   discovery = { enable = true; allowedDomains = [ "*.lab.example.org" ]; };
-  notifications.gotify = { url = "https://gotify.example.org"; tokenFile = "/run/secrets/gotify"; };
+  modelApiKeyFile = "/run/secrets/llm-api-key";
 }"#;
 
 #[test]
@@ -144,12 +144,10 @@ fn every_typed_option_round_trips_through_check_config() {
         ("/llm/url", serde_json::json!("http://gpu-box:11434")),
         ("/llm/triage_model", serde_json::json!("qwen2.5:1.5b")),
         ("/llm/analysis_model", serde_json::json!("qwen2.5:7b")),
-        ("/llm/embedding_model", serde_json::json!("all-minilm")),
         ("/discovery/enable", serde_json::json!(true)),
         ("/discovery/allowed_domains", serde_json::json!(["*.lab.example.org"])),
-        ("/gotify/url", serde_json::json!("https://gotify.example.org")),
-        // The token file reaches the daemon as the unit's credential, never the file's contents.
-        ("/gotify/token_file", serde_json::json!("/run/credentials/macha.service/gotify-token")),
+        // The key file reaches the daemon as the unit's credential, never the file's contents.
+        ("/llm/api_key_file", serde_json::json!("/run/credentials/macha.service/llm-api-key")),
     ];
     for (pointer, want) in expect {
         assert_eq!(c.pointer(pointer), Some(&want), "{pointer} in {c:#}");
@@ -171,7 +169,7 @@ fn the_module_defaults_are_the_daemon_defaults() {
         "keys.moduleSettings { autonomyLevel = keys.defaults.autonomyLevel; checkInterval = keys.defaults.checkInterval; \
          models = keys.defaults.models; protectedServices = [ ]; adminGroup = null; viewerGroup = null; ollama.url = null; hosts = { }; \
          modelMayExecute = keys.defaults.modelMayExecute; cleanupMinAgeDays = keys.defaults.cleanupMinAgeDays; \
-         discovery = { enable = false; allowedDomains = [ ]; }; notifications.gotify = { url = null; tokenFile = null; }; }",
+         discovery = { enable = false; allowedDomains = [ ]; }; modelApiKeyFile = null; }",
     );
     let (code, module, log) = check_config(&settings);
     assert_eq!(code, 0, "{log}");
@@ -188,7 +186,6 @@ fn the_module_defaults_are_the_daemon_defaults() {
         "/database",
         "/llm",
         "/discovery",
-        "/gotify",
         "/hosts",
     ] {
         assert_eq!(module.pointer(pointer), daemon.pointer(pointer), "the module's default for {pointer} differs");

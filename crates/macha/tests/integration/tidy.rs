@@ -196,14 +196,8 @@ fn every_spawn_clears_its_environment() {
 
 /// Configuration keys that are parsed and validated but that nothing reads yet.
 const KNOWN_UNUSED: &[&str] = &[
-    // Used by nothing yet; remove from this list when a feature reads it or the key is removed.
-    "hosts.<name>.tags",
-    // Used by nothing yet; remove from this list when a feature reads it or the key is removed.
-    "llm.models.embedding",
-    // Used by nothing yet; remove from this list when a feature reads it or the key is removed.
-    "notifications.gotify.url",
-    // Used by nothing yet; remove from this list when a feature reads it or the key is removed.
-    "notifications.gotify.token_file",
+    // Empty: a key is read by a feature or it is not a key. Add one here only with the feature
+    // that will read it named beside it.
 ];
 
 /// `text` up to its first `#[cfg(test)]`: the code without its test module (test modules come
