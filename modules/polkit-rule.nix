@@ -8,7 +8,10 @@
 #   * units: the decision is Macha's own policy code, run as a helper (`macha unit-allowed`): a
 #     managed unit type (service, socket, timer, path) that no protected pattern covers — the
 #     built-in list (ssh, dbus, polkit, network managers, systemd-*, nix-daemon, macha itself, …)
-#     plus the configured additions in `policyConfig`. A helper that fails or times out refuses.
+#     plus the configured additions in `policyConfig`. A helper that fails or times out refuses;
+#   * one exception: `start` of `reboot.target`, how Macha reboots this host once a person has
+#     approved it (Macha's policy never lets a reboot run without an approval; logind's
+#     inhibitor locks are read first).
 # Every other action of `user` falls through to the default (administrator authentication, which
 # a daemon cannot give). Plain Nix: `macha` and `policyConfig` are store paths given by the module.
 {
@@ -27,6 +30,9 @@
     if (["start", "stop", "restart", "reset-failed"].indexOf(verb) < 0) {
       polkit.log("macha: refused " + verb + " " + unit + ": not a verb Macha uses");
       return polkit.Result.NO;
+    }
+    if (verb === "start" && unit === "reboot.target") {
+      return polkit.Result.YES;
     }
     if (typeof unit !== "string" || unit === "") {
       polkit.log("macha: refused " + verb + ": no unit named");

@@ -205,9 +205,12 @@ impl Executor {
             Action::NixosSwitch { .. } => {
                 ActionOutcome::failed("NixOS deployment is not available in this version; nothing was run")
             }
-            Action::Reboot { .. } => {
-                ActionOutcome::failed(format!("rebooting{on} is not available in this version; nothing was sent"))
-            }
+            Action::Reboot { .. } => match via {
+                Via::Local(local) => local.reboot(permit, self.settings.timeout).await,
+                Via::Remote(_) => ActionOutcome::failed(format!(
+                    "rebooting{on} is not available (only this host reboots, over D-Bus); nothing was sent"
+                )),
+            },
             // Diagnostics only read; the rest change the host (as root on other hosts).
             Action::Diagnostic { .. } => self.command_action(via, action, None).await,
             Action::JournalVacuum { .. }

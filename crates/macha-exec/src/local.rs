@@ -62,6 +62,29 @@ impl Local {
         }
     }
 
+    /// A permitted reboot of this host over D-Bus ([`macha_observe::systemd::Systemd::reboot`]).
+    /// Succeeded once systemd queued it; verified only when the host is back with another boot id,
+    /// which this daemon (going down with it) cannot see.
+    pub(crate) async fn reboot(&self, permit: &Permit, timeout: Duration) -> ActionOutcome {
+        let systemd = match self.systemd.get() {
+            Ok(s) => s,
+            Err(r) => return ActionOutcome::failed(format!("systemd is not reachable ({r}); nothing was sent")),
+        };
+        match systemd.reboot(permit, timeout).await {
+            Ok(job) => ActionOutcome {
+                succeeded: true,
+                verified: false,
+                detail: format!(
+                    "{} started ({job}): the host is going down; the reboot is confirmed when the host is back \
+                     with a new boot id",
+                    macha_observe::systemd::REBOOT_TARGET
+                ),
+                output: None,
+            },
+            Err(e) => ActionOutcome::failed(format!("reboot refused: {e}; nothing was changed")),
+        }
+    }
+
     pub(crate) async fn unit_state(&self, unit: &UnitName) -> Result<ObservedUnit, String> {
         let systemd = self.systemd.get().map_err(|r| format!("systemd is not reachable ({r})"))?;
         let s = systemd.unit_state(unit).await.map_err(|e| e.to_string())?;

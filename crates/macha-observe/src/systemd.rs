@@ -28,15 +28,15 @@
 //! sees every restart as it happens.
 
 use futures_util::stream::StreamExt;
-use macha_core::UnitName;
 use macha_core::action::Action;
 use macha_core::policy::Permit;
 use macha_core::snapshot::{UnitState, Units};
+use macha_core::{HostName, UnitName};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::time::Duration;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 use zbus::message::Type as MessageType;
 use zbus::{Connection, MatchRule, Message, MessageStream, OwnedObjectPath, OwnedVariant};
 
@@ -83,6 +83,38 @@ trait Manager {
     fn system_state(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn version(&self) -> zbus::Result<String>;
+}
+
+/// The one logind call Macha makes: reading the inhibitor locks before a reboot.
+#[zbus::proxy(
+    interface = "org.freedesktop.login1.Manager",
+    default_service = "org.freedesktop.login1",
+    default_path = "/org/freedesktop/login1"
+)]
+trait Login {
+    /// `(what, who, why, mode, uid, pid)` per lock.
+    fn list_inhibitors(&self) -> zbus::Result<Vec<(String, String, String, String, u32, u32)>>;
+}
+
+/// The unit a reboot starts, and how (`systemctl reboot` does the same through logind).
+pub const REBOOT_TARGET: &str = "reboot.target";
+const REBOOT_MODE: &str = "replace-irreversibly";
+
+/// Whether inhibitor locks forbid a reboot now: a `block` lock on `shutdown` does (a `delay` lock
+/// only delays). `Err` names who holds it and why. Pure: the locks come from logind.
+pub fn reboot_blocked(locks: &[(String, String, String, String, u32, u32)]) -> Result<(), String> {
+    let blocking: Vec<String> = locks
+        .iter()
+        .filter(|(what, _, _, mode, _, _)| mode == "block" && what.split(':').any(|w| w == "shutdown"))
+        .map(|(_, who, why, _, _, pid)| {
+            format!(
+                "{} (pid {pid}): {}",
+                macha_core::journal::sanitize(who, 64),
+                macha_core::journal::sanitize(why, 200)
+            )
+        })
+        .collect();
+    if blocking.is_empty() { Ok(()) } else { Err(format!("a shutdown is inhibited by {}", blocking.join("; "))) }
 }
 
 /// Which bus the systemd manager is on.
@@ -310,6 +342,41 @@ impl Systemd {
     /// The manager's `Version` (`252.39-1~deb12u2`, …).
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// Reboots this host for a permitted `reboot` of host `local`: `StartUnit("reboot.target",
+    /// "replace-irreversibly")`, and nothing else. On the system bus logind's inhibitor locks are
+    /// read first and a `block` lock on shutdown refuses the reboot (an unreadable lock list
+    /// refuses too: fail closed); a user manager (a session or explicit bus) has no logind to ask.
+    /// Returns the job's path once systemd queued it: its end is the host going down, so it is not
+    /// waited for.
+    pub async fn reboot(&self, permit: &Permit, timeout: Duration) -> Result<String, SystemdError> {
+        let action = permit.action();
+        let local = action.hosts().as_slice().iter().all(HostName::is_local) && action.hosts().as_slice().len() == 1;
+        if !matches!(action, Action::Reboot { .. }) || !local {
+            return Err(SystemdError::Refused(format!("{} is not a reboot of this host", action.describe())));
+        }
+        let within = |what: &'static str| {
+            move |_| SystemdError::Refused(format!("{what} did not answer within {}s", timeout.as_secs()))
+        };
+        if self.bus == Bus::System {
+            let login = LoginProxy::builder(&self.conn)
+                .cache_properties(zbus::proxy::CacheProperties::No)
+                .build()
+                .await
+                .map_err(call_err("logind proxy"))?;
+            let locks = tokio::time::timeout(timeout, login.list_inhibitors())
+                .await
+                .map_err(within("logind"))?
+                .map_err(call_err("ListInhibitors (needed before a reboot)"))?;
+            reboot_blocked(&locks).map_err(SystemdError::Refused)?;
+        }
+        let job = tokio::time::timeout(timeout, self.manager.start_unit(REBOOT_TARGET, REBOOT_MODE))
+            .await
+            .map_err(within("systemd"))?
+            .map_err(call_err(format!("StartUnit({REBOOT_TARGET}, {REBOOT_MODE})")))?;
+        info!(job = job.as_str(), "reboot queued");
+        Ok(job.as_str().to_owned())
     }
 
     /// The units section: `ListUnits` once, `SystemState`, and for the notable units (every failed
@@ -991,6 +1058,24 @@ mod tests {
         for action in refused {
             assert!(matches!(unit_call(&action), Err(SystemdError::Refused(_))), "{}", action.describe());
         }
+    }
+
+    #[test]
+    fn only_a_block_lock_on_shutdown_stops_a_reboot() {
+        let lock = |what: &str, mode: &str| {
+            (what.to_owned(), "fwupd".to_owned(), "updating \u{1b}[2Jfirmware".to_owned(), mode.to_owned(), 0, 42)
+        };
+        assert!(reboot_blocked(&[]).is_ok());
+        assert!(
+            reboot_blocked(&[
+                lock("shutdown", "delay"),
+                lock("sleep", "block"),
+                lock("idle:handle-lid-switch", "block")
+            ])
+            .is_ok()
+        );
+        let why = reboot_blocked(&[lock("sleep:shutdown", "block")]).err().unwrap_or_default();
+        assert_eq!(why, "a shutdown is inhibited by fwupd (pid 42): updating firmware");
     }
 
     #[test]

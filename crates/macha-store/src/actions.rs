@@ -209,10 +209,11 @@ impl Store {
     /// Marks every running action failed with detail [`INTERRUPTED`], each with an audit record
     /// (kind `action`, severity `warning`, the action's host and correlation id), all in one
     /// transaction. Call it once at daemon start, before executing anything. Returns the actions
-    /// it closed.
-    pub fn mark_interrupted_actions(&mut self, now: Timestamp) -> Result<Vec<ActionRecord>> {
+    /// it closed. `keep` is an action that outlives the daemon on purpose (a reboot waiting to be
+    /// confirmed by a new boot id); it stays running.
+    pub fn mark_interrupted_actions(&mut self, now: Timestamp, keep: Option<i64>) -> Result<Vec<ActionRecord>> {
         let tx = self.write_txn()?;
-        let interrupted = running(&tx)?;
+        let interrupted: Vec<ActionRecord> = running(&tx)?.into_iter().filter(|a| Some(a.id) != keep).collect();
         let mut closed = Vec::with_capacity(interrupted.len());
         for action in interrupted {
             let id = action.id;
@@ -303,14 +304,14 @@ mod tests {
         drop(store); // The daemon dies here.
         let mut store = Store::open(dir.path().join("macha.db")).unwrap();
         assert_eq!(store.running_actions().unwrap().len(), 1);
-        let closed = store.mark_interrupted_actions(Timestamp(9_000)).unwrap();
+        let closed = store.mark_interrupted_actions(Timestamp(9_000), None).unwrap();
         assert_eq!(closed.len(), 1);
         assert_eq!(
             (closed[0].id, closed[0].state, closed[0].detail.as_deref()),
             (a, ActionState::Failed, Some(INTERRUPTED))
         );
         assert!(store.running_actions().unwrap().is_empty());
-        assert!(store.mark_interrupted_actions(Timestamp(9_001)).unwrap().is_empty());
+        assert!(store.mark_interrupted_actions(Timestamp(9_001), None).unwrap().is_empty());
         let records = store.query_audit(&AuditQuery { action_id: Some(a), ..Default::default() }).unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!((records[1].severity, records[1].correlation_id.as_deref()), (Severity::Warning, Some("corr-1000")));

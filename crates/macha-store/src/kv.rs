@@ -12,6 +12,12 @@ impl Store {
         Ok(stmt.query_row([key], |row| row.get(0)).optional()?)
     }
 
+    /// Removes `key` (nothing if it is not there).
+    pub fn delete_kv(&mut self, key: &str) -> Result<()> {
+        self.conn.prepare_cached("DELETE FROM kv WHERE key = ?1")?.execute([key])?;
+        Ok(())
+    }
+
     /// Stores `value` under `key`, replacing any previous value, durably.
     pub fn set_kv(&mut self, key: &str, value: &str) -> Result<()> {
         non_empty("kv key", key)?;

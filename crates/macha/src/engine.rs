@@ -61,6 +61,37 @@ pub struct Learnable {
 
 pub use macha_exec::{ActionOutcome, Receipt};
 
+/// A reboot of this host that systemd queued, waiting for its proof: the host back with another
+/// boot id. Kept in the store (it must outlive the daemon, which goes down with the host); the
+/// action and its approval stay open until [`Engine::confirm_reboot`] settles them.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+struct PendingReboot {
+    action: Action,
+    action_id: i64,
+    approval_id: Option<i64>,
+    issue_id: Option<i64>,
+    correlation_id: String,
+    /// The boot id when the reboot was queued.
+    boot_id: String,
+    queued_at: Timestamp,
+}
+
+const PENDING_REBOOT: &str = "reboot.pending";
+/// How long a queued reboot may take to bring the host down before it counts as failed.
+pub const REBOOT_GRACE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// The queued reboot waiting for its proof, if any (an unreadable record is none: logged).
+fn pending_reboot(store: &Store) -> Option<PendingReboot> {
+    let raw = store.get_kv(PENDING_REBOOT).ok().flatten()?;
+    match serde_json::from_str(&raw) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!("the queued reboot's record is unreadable ({e}); it is not confirmed");
+            None
+        }
+    }
+}
+
 /// Whether the policy table classes `action` as read-only (it never moves an issue).
 fn read_only(action: &Action) -> bool {
     policy::row(action.kind()).class == Class::ReadOnly
@@ -117,6 +148,9 @@ pub struct Engine {
     /// Whether the engine may create approvals and executions (false for a standalone check, which
     /// only reports what the policy would decide).
     acting: bool,
+    /// This boot's id (`/proc/sys/kernel/random/boot_id`), set by the daemon: what proves a reboot.
+    /// `None`: a reboot is recorded as succeeded but not verified.
+    boot_id: Option<String>,
     /// Issues opened (or back) since the last [`Engine::take_new_issues`]: what the model may be
     /// asked about. A healthy, unchanged cycle adds none; a flapping issue is added once.
     new_issues: Vec<i64>,
@@ -152,9 +186,12 @@ impl Engine {
         let mut store = store;
         let mut interrupted = Vec::new();
         store.set_limits(config.store_limits());
+        let pending_reboot = pending_reboot(&store);
         if acting {
-            // Actions a crash interrupted are closed as failed before anything new runs.
-            interrupted = store.mark_interrupted_actions(now).context("closing interrupted actions")?;
+            // Actions a crash interrupted are closed as failed before anything new runs; a reboot
+            // waiting for its proof is not interrupted (confirm_reboot settles it).
+            let keep = pending_reboot.as_ref().map(|p| p.action_id);
+            interrupted = store.mark_interrupted_actions(now, keep).context("closing interrupted actions")?;
             for a in &interrupted {
                 tracing::warn!(action_id = a.id, kind = %a.kind, target = %a.target, "action interrupted by a restart");
             }
@@ -174,15 +211,52 @@ impl Engine {
             config,
             history,
             acting,
+            boot_id: None,
             new_issues: Vec::new(),
             remediated: BTreeMap::new(),
             learnable: Vec::new(),
             reopen: ReopenRule::default(),
         };
         if acting {
-            engine.move_on_after_interruption(&interrupted, now)?;
+            let keep = pending_reboot.as_ref().and_then(|p| p.approval_id);
+            engine.move_on_after_interruption(&interrupted, keep, now)?;
         }
         Ok(engine)
+    }
+
+    /// This boot's id, from the daemon (which reads it at start).
+    pub fn set_boot_id(&mut self, boot_id: Option<String>) {
+        self.boot_id = boot_id;
+    }
+
+    /// Settles a queued reboot of this host: succeeded and verified once the boot id changed;
+    /// failed if the host is still on the same boot after [`REBOOT_GRACE`]; succeeded but not
+    /// verified when the boot id cannot be read. Called at start and with every maintenance.
+    pub fn confirm_reboot(&mut self, now: Timestamp) -> anyhow::Result<()> {
+        let Some(p) = pending_reboot(&self.store) else { return Ok(()) };
+        let outcome = match self.boot_id.as_deref() {
+            Some(current) if current != p.boot_id => ActionOutcome {
+                succeeded: true,
+                verified: true,
+                detail: format!("the host is back with boot id {current} (was {})", p.boot_id),
+                output: None,
+            },
+            Some(_) if now.since(p.queued_at) <= REBOOT_GRACE => return Ok(()),
+            Some(_) => ActionOutcome::failed(format!(
+                "the host did not go down within {} min of the reboot being queued (same boot id {})",
+                REBOOT_GRACE.as_secs() / 60,
+                p.boot_id
+            )),
+            None => ActionOutcome {
+                succeeded: true,
+                verified: false,
+                detail: "the boot id cannot be read, so the reboot cannot be confirmed".into(),
+                output: None,
+            },
+        };
+        self.store.delete_kv(PENDING_REBOOT)?;
+        let PendingReboot { action, action_id, approval_id, issue_id, correlation_id, .. } = p;
+        self.settle(&action, action_id, approval_id, issue_id, &correlation_id, &outcome, now)
     }
 
     /// After a crash: the issues and approvals of interrupted actions move on as if the action had
@@ -191,6 +265,7 @@ impl Engine {
     fn move_on_after_interruption(
         &mut self,
         interrupted: &[macha_store::ActionRecord],
+        keep_approval: Option<i64>,
         now: Timestamp,
     ) -> anyhow::Result<()> {
         const WHY: &str = "the action was interrupted by a restart";
@@ -201,6 +276,9 @@ impl Engine {
         }
         // Every action was closed above, so an approval still `approved` has nothing left running.
         for approval in self.store.list_approvals(&[ApprovalState::Approved], None)? {
+            if Some(approval.id) == keep_approval {
+                continue;
+            }
             let audit = NewAudit::new(
                 now,
                 AuditKind::Approval,
@@ -328,6 +406,11 @@ impl Engine {
     /// Downsamples and deletes what has aged out (history, prompts, cached outputs,
     /// conversations), in bounded batches; cheap when nothing is due. Failures are logged.
     pub fn maintain(&mut self, now: Timestamp) {
+        if self.acting
+            && let Err(e) = self.confirm_reboot(now)
+        {
+            tracing::warn!("settling a queued reboot failed: {e:#}");
+        }
         match self.store.maintain(now) {
             Ok(m) if !m.is_idle() => tracing::debug!(?m, "store maintenance"),
             Ok(_) => {}
@@ -792,7 +875,52 @@ impl Engine {
         now: Timestamp,
     ) -> anyhow::Result<()> {
         let Ticket { action, approval_id, action_id, issue_id, correlation_id, .. } = ticket;
-        let action = &action;
+        // A local reboot that systemd queued is proven only by the host coming back: it stays
+        // open (action running, approval approved) until then.
+        if let (Action::Reboot { host, .. }, true, Some(boot_id)) = (&action, outcome.succeeded, &self.boot_id)
+            && host.as_slice().iter().all(HostName::is_local)
+            && !outcome.verified
+        {
+            let pending = PendingReboot {
+                action: action.clone(),
+                action_id,
+                approval_id,
+                issue_id,
+                correlation_id: correlation_id.clone(),
+                boot_id: boot_id.clone(),
+                queued_at: now,
+            };
+            self.store.set_kv(PENDING_REBOOT, &serde_json::to_string(&pending)?)?;
+            self.store.append_audit(
+                &NewAudit::new(
+                    now,
+                    AuditKind::Action,
+                    AuditSeverity::Notice,
+                    "local",
+                    format!("{} queued: {}; it is confirmed when the host is back", action.describe(), outcome.detail),
+                )
+                .with_correlation_id(&correlation_id)
+                .with_subject(action.subject()),
+            )?;
+            return Ok(());
+        }
+        self.settle(&action, action_id, approval_id, issue_id, &correlation_id, outcome, now)
+    }
+
+    /// Records an action's outcome: the action row and its audit record, the issue and the
+    /// approval moved on.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &mut self,
+        action: &Action,
+        action_id: i64,
+        approval_id: Option<i64>,
+        issue_id: Option<i64>,
+        correlation_id: &str,
+        outcome: &ActionOutcome,
+        now: Timestamp,
+    ) -> anyhow::Result<()> {
+        let correlation_id = correlation_id.to_owned();
         let host = action.hosts().as_slice().first().map_or("local", HostName::as_str).to_owned();
         let sev = if outcome.succeeded { AuditSeverity::Notice } else { AuditSeverity::Error };
         let verdict = match (outcome.succeeded, outcome.verified) {

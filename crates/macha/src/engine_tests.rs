@@ -847,3 +847,69 @@ fn a_restart_of_a_unit_seen_stopped_is_decided_as_a_start() {
     assert_eq!(result.decision.verdict, Verdict::Execute);
     assert!(work.is_some_and(|w| !w.permit.allows_start()));
 }
+
+/// Queues an approved local reboot on an engine whose boot id is `boot`; returns the action and
+/// approval ids.
+fn queued_reboot(e: &mut Engine, boot: &str, secs: u64) -> (i64, i64) {
+    e.set_boot_id(Some(boot.to_owned()));
+    let reboot = Action::Reboot { host: Hosts::One(HostName::local()), reason: "kernel update".into() };
+    let (result, work) = e.propose(reboot, Origin::Person { uid: 0 }, None, at(secs), "r1").unwrap();
+    assert!(work.is_none(), "a reboot always waits for a person: {result:?}");
+    let id = result.approval_id.unwrap();
+    let (_, work) = e.approve(id, "alice", None, at(secs + 10)).unwrap();
+    let work = work.unwrap();
+    let action_id = work.ticket.action_id;
+    e.record_outcome(work.ticket, &outcome(true, false), at(secs + 11)).unwrap();
+    (action_id, id)
+}
+
+#[test]
+fn a_queued_reboot_is_confirmed_by_a_new_boot_id_across_the_restart() {
+    let db = Db::new();
+    let mut e = db.engine(config(Autonomy::AutoFull), at(0));
+    let (action_id, id) = queued_reboot(&mut e, "boot-a", 0);
+    // Queued, not settled: the action runs on and the approval stays approved.
+    assert_eq!(e.store().get_action(action_id).unwrap().unwrap().state, ActionState::Running);
+    assert_eq!(approval(&e, id).state, ApprovalState::Approved);
+    assert!(
+        audit(&e, AuditKind::Action)
+            .iter()
+            .any(|a| a.contains("queued") && a.contains("confirmed when the host is back"))
+    );
+    // The same boot, within the grace: nothing yet.
+    e.maintain(at(60));
+    assert_eq!(e.store().get_action(action_id).unwrap().unwrap().state, ActionState::Running);
+    drop(e);
+    // The daemon starts on the new boot: not an interrupted action, but a verified reboot.
+    let mut e = db.engine(config(Autonomy::AutoFull), at(120));
+    assert_eq!(e.store().get_action(action_id).unwrap().unwrap().state, ActionState::Running);
+    assert_eq!(approval(&e, id).state, ApprovalState::Approved, "not failed as interrupted");
+    e.set_boot_id(Some("boot-b".into()));
+    e.confirm_reboot(at(121)).unwrap();
+    assert_eq!(e.store().get_action(action_id).unwrap().unwrap().state, ActionState::Succeeded);
+    assert_eq!(approval(&e, id).state, ApprovalState::Executed);
+    let outcomes = audit(&e, AuditKind::Outcome);
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| o.contains("succeeded and verified: the host is back with boot id boot-b (was boot-a)")),
+        "{outcomes:?}"
+    );
+    // Settled once.
+    e.confirm_reboot(at(122)).unwrap();
+    assert_eq!(audit(&e, AuditKind::Outcome).len(), outcomes.len());
+}
+
+#[test]
+fn a_queued_reboot_that_never_happens_fails_after_the_grace() {
+    let db = Db::new();
+    let mut e = db.engine(config(Autonomy::AutoFull), at(0));
+    let (action_id, id) = queued_reboot(&mut e, "boot-a", 0);
+    let grace = REBOOT_GRACE.as_secs();
+    e.maintain(at(grace));
+    assert_eq!(e.store().get_action(action_id).unwrap().unwrap().state, ActionState::Running);
+    e.maintain(at(grace + 60));
+    assert_eq!(e.store().get_action(action_id).unwrap().unwrap().state, ActionState::Failed);
+    assert_eq!(approval(&e, id).state, ApprovalState::Failed);
+    assert!(audit(&e, AuditKind::Outcome).iter().any(|o| o.contains("did not go down within 15 min")));
+}

@@ -124,7 +124,7 @@ fn child(db: &Path, seed: u64) {
     c.out.write_all(b"\n").unwrap();
 
     // What the daemon does at start: close what the previous run left running.
-    let closed = c.store.mark_interrupted_actions(Timestamp(c.now)).unwrap();
+    let closed = c.store.mark_interrupted_actions(Timestamp(c.now), None).unwrap();
     if !closed.is_empty() {
         let list = ids(&closed.iter().map(|a| a.id).collect::<Vec<_>>());
         c.report(format_args!("interrupted {list}"));

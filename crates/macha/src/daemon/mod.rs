@@ -229,6 +229,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let now = crate::now();
     let mut engine = Engine::new(store, config.clone(), true, now)?;
+    // A reboot queued before this start is proven by a new boot id.
+    engine.set_boot_id(crate::observe::boot_id());
+    engine.confirm_reboot(now)?;
     let host = HostName::local();
 
     let stop = CancellationToken::new();

@@ -88,3 +88,48 @@ fn learning(unit: &str) -> String {
     }]})
     .to_string()
 }
+
+/// A person approves the model's reboot proposal, and this host reboots over D-Bus with the
+/// permit: `StartUnit("reboot.target", "replace-irreversibly")`, the job queued and recorded as
+/// queued — the action and its approval stay open until the host is back with a new boot id
+/// (`engine::tests::a_queued_reboot_*` cover that part with simulated boot ids). Stand-in: `reboot.target`
+/// here is a user unit of the lab's manager, because the test machine cannot be rebooted; the
+/// call, its mode, the permit and the job are the real ones. A user manager has no logind, so the
+/// inhibitor check (system bus only) is covered by `reboot_blocked`'s unit test.
+#[test]
+#[ignore = "lab: needs tests/lab/systemd-user.sh up"]
+fn lab_an_approved_reboot_starts_reboot_target_over_dbus() {
+    let lab = support::lab::lab();
+    let target = lab.unit_file("reboot.target", "[Unit]\nDescription=stand-in for reboot.target (macha lab)\n");
+    let model = Scripted::start(vec![
+        Reply::call("propose_action", json!({"kind": "reboot", "reason": "a new kernel is installed"})),
+        Reply::text("I asked for a reboot."),
+    ]);
+    let llm = format!(
+        "url = \"{}\"\ntimeout = \"10s\"\nmodels = {{ triage = \"scripted\", analysis = \"scripted\" }}",
+        model.url
+    );
+    let d = TestDaemon::builder().lab(&lab).autonomy("auto-full").llm(&llm).interval("1h").start();
+    let asked = d.cli_as("macha-ask", &["anything to do?"], "");
+    assert!(asked.status.success(), "{}", String::from_utf8_lossy(&asked.stderr));
+    // Even at auto-full a reboot waits for a person.
+    let pending = d.json(&["approve", "list", "--json"]);
+    let id = pending
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["action"]["kind"] == "reboot"))
+        .and_then(|r| r["id"].as_i64())
+        .unwrap_or_else(|| panic!("no pending reboot: {pending}"));
+    assert_eq!(target.active_state(), "inactive");
+    let out = d.json(&["approve", "approve", &id.to_string(), "--json"]);
+    assert_eq!(out["decision"]["verdict"], "execute", "{out}");
+    wait_for("reboot.target started", Duration::from_secs(30), || target.active_state() == "active");
+    wait_for("the reboot recorded as queued", Duration::from_secs(30), || {
+        d.audit(AuditKind::Action).iter().any(|r| r.summary.contains("reboot") && r.summary.contains("queued"))
+    });
+    assert!(
+        d.audit(AuditKind::Outcome).iter().all(|r| !r.summary.contains("reboot")),
+        "no outcome before the host is back"
+    );
+    let shown = d.json(&["approve", "show", &id.to_string(), "--json"]);
+    assert_eq!(shown["approval"]["state"], "approved", "{shown}");
+}

@@ -49,6 +49,20 @@ impl Lab {
         self.unit_with(name, "")
     }
 
+    /// A unit of any type with exactly this file content (`name` with its suffix); removed on drop.
+    pub fn unit_file(&self, name: &str, content: &str) -> TestUnit {
+        let file = self.dir.join(format!("home/.config/systemd/user/{name}"));
+        std::fs::write(&file, content).unwrap_or_else(|e| panic!("{e}"));
+        let out = self.manager("Reload", "", &[]);
+        assert!(out.status.success(), "Reload: {}", String::from_utf8_lossy(&out.stderr));
+        TestUnit {
+            name: name.to_owned(),
+            file,
+            flag: self.dir.join(format!("home/{name}.fail")),
+            lab: Lab { dir: self.dir.clone(), address: self.address.clone() },
+        }
+    }
+
     /// Like [`Lab::unit`], with extra `[Service]` lines.
     pub fn unit_with(&self, name: &str, extra: &str) -> TestUnit {
         let flag = self.dir.join(format!("home/{name}.fail"));
