@@ -45,3 +45,13 @@ else
   echo "tests/run.sh: not root: the lab tier (real systemd) is skipped; run as root for the full suite" >&2
   cargo nextest run --workspace --no-fail-fast
 fi
+
+# Coverage-guided fuzzing, a short pass over every parser of untrusted bytes (docs/fuzzing.md):
+# MACHA_FUZZ_SECONDS per target (default 20; 0 skips it). The instrumented build is kept between
+# runs on this machine (as root in /var/cache/macha-fuzz, else under target/).
+fuzz_seconds=${MACHA_FUZZ_SECONDS:-20}
+if [ "$fuzz_seconds" != 0 ]; then
+  if [ $lab = 1 ]; then fuzz_cache=/var/cache/macha-fuzz; else fuzz_cache="$PWD/target/fuzz-cache"; fi
+  MACHA_FUZZ_TARGET_DIR=${MACHA_FUZZ_TARGET_DIR:-$fuzz_cache/target} MACHA_FUZZ_OUT=${MACHA_FUZZ_OUT:-$fuzz_cache/ci-out} \
+    bash fuzz/ci.sh "$fuzz_seconds"
+fi
