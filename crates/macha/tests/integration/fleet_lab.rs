@@ -579,10 +579,33 @@ fn lab_black_holed_and_hung_hosts_do_not_delay_the_daemons_other_results() {
     wait_for("h3's hung probe reported", || {
         d.history("h3").last().is_some_and(|r| r.entry.unavailable.values().any(|why| why.contains("did not finish")))
     });
+    // Reached is not observed: h3 answers but its commands time out, so it is degraded (or, with
+    // nothing read, unknown) at that very observation, with an alert and an issue; never "ok".
+    wait_for("h3 degraded or unknown", || {
+        ["degraded", "unknown"].contains(&d.host("h3")["status"]["kind"].as_str().unwrap_or(""))
+    });
+    assert!(
+        d.records(AuditKind::Alert, "h3")
+            .iter()
+            .any(|r| r.summary.starts_with("h3 is degraded") || r.summary.starts_with("h3 is unknown")),
+        "{:?}",
+        d.records(AuditKind::Alert, "h3").iter().map(|r| &r.summary).collect::<Vec<_>>()
+    );
+    let issues = d.json_as("macha-issues", &["list", "--json"]);
+    assert!(
+        issues.as_array().is_some_and(|a| a.iter().any(|i| i["host"] == "h3" && i["check_name"] == "observation")),
+        "{issues}"
+    );
+    // …and `macha check --host` says so with the same words and exit code as for this host.
+    let out = d.cli_as("macha", &["check", "--host", "h3", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!((out.status.code(), report["status"].as_str()), (Some(3), Some("unknown")), "{report}");
     wait_for("h4 reported unreachable", || d.host("h4")["status"]["ok"] == false);
+    // Black-holed mid-connection, its commands time out on the open master: degraded or unknown
+    // at once (it used to read "ok" until the next connection attempt failed), or a failure.
     let h4 = d.host("h4");
     assert!(
-        ["timed_out", "connect_timeout", "unreachable", "disconnected"]
+        ["degraded", "unknown", "timed_out", "connect_timeout", "unreachable", "disconnected"]
             .contains(&h4["status"]["kind"].as_str().unwrap_or("")),
         "{h4}"
     );
