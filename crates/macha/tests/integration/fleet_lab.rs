@@ -685,8 +685,11 @@ fn lab_faulty_hosts_never_hold_the_healthy_hosts_slots() {
     while Instant::now() < until {
         for h in d.hosts() {
             let name = h["name"].as_str().unwrap_or_default().to_owned();
+            // Only observations whose tick came after every faulty host was suspect: one queued
+            // before that may have waited behind a faulty host's first attempt, which is allowed.
+            let elapsed = h["status"]["elapsed_ms"].as_i64().unwrap_or(0);
             if let (Some(at), Some(q)) = (h["status"]["at"].as_i64(), h["status"]["queued_ms"].as_u64())
-                && at >= since
+                && at - elapsed - q as i64 >= since
             {
                 queued.insert((name, at), q);
             }
