@@ -123,13 +123,21 @@ pub struct DiagnosticArgs {
     pub since_minutes: Option<u32>,
 }
 
-/// What to switch to in a NixOS deployment.
+/// What a NixOS deployment switches from and to: two built system closures. An approval of a
+/// deployment is bound to exactly this pair (and the host): a rebuilt closure, or a host that runs
+/// something else by the time it executes, needs a new approval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchTarget {
-    /// A flake reference such as `/etc/nixos#web1` or `git+https://…#web1`.
+    /// The system to activate (`/nix/store/…-nixos-system-…`).
+    pub system: crate::StorePath,
+    /// The system the host ran when the deployment was prepared: what it must still run when the
+    /// deployment starts, and what a rollback returns to (never a relative "previous generation").
+    pub previous: crate::StorePath,
+    /// Where `system` was built from (a flake reference), for people; nothing builds from it here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
-    pub flake: String,
+    pub flake: Option<String>,
 }
 
 /// One action. `kind` selects the variant; every variant names its host(s) and a reason.
@@ -386,13 +394,19 @@ impl Action {
                     return Err(ActionError::Invalid("patch is empty".into()));
                 }
             }
-            Action::NixosSwitch { target, .. } => {
-                len("target.flake", &target.flake, FLAKE_MAX)?;
-                let ok = !target.flake.is_empty()
-                    && !target.flake.starts_with('-')
-                    && target.flake.bytes().all(|b| b.is_ascii_alphanumeric() || b"/:#.?=&_+-~@%,".contains(&b));
-                if !ok {
-                    return Err(ActionError::Invalid("target.flake is not a plain flake reference".into()));
+            Action::NixosSwitch { target, host, .. } => {
+                if let Some(flake) = &target.flake {
+                    len("target.flake", flake, FLAKE_MAX)?;
+                    let ok = !flake.is_empty()
+                        && !flake.starts_with('-')
+                        && flake.bytes().all(|b| b.is_ascii_alphanumeric() || b"/:#.?=&_+-~@%,".contains(&b));
+                    if !ok {
+                        return Err(ActionError::Invalid("target.flake is not a plain flake reference".into()));
+                    }
+                }
+                // One host per deployment action: each host has its own previous system.
+                if host.as_slice().len() != 1 {
+                    return Err(ActionError::Invalid("a deployment names exactly one host".into()));
                 }
             }
             _ => {}
@@ -471,7 +485,7 @@ impl Action {
                 None => name.as_str().to_owned(),
             },
             Action::ConfigChange { path, .. } => path.clone(),
-            Action::NixosSwitch { target, .. } => target.flake.clone(),
+            Action::NixosSwitch { target, .. } => target.system.name().to_owned(),
             other => other.unit().map_or_else(|| "-".to_owned(), |u| u.to_string()),
         }
     }
@@ -580,8 +594,11 @@ mod tests {
             r#"{"kind":"diagnostic","name":"unit_logs","args":{"unit":"x","grep":"; id"},"reason":""}"#,
             r#"{"kind":"config_change","path":"etc/nixos/configuration.nix","patch":"x","reason":""}"#,
             r#"{"kind":"config_change","path":"/etc/nixos/../shadow","patch":"x","reason":""}"#,
-            r#"{"kind":"nixos_switch","target":{"flake":"--impure"},"reason":""}"#,
-            r#"{"kind":"nixos_switch","target":{"flake":"/etc/nixos#x;id"},"reason":""}"#,
+            r#"{"kind":"nixos_switch","target":{"flake":"--impure","system":"/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq-s","previous":"/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq-s"},"reason":""}"#,
+            r#"{"kind":"nixos_switch","target":{"flake":"/etc/nixos#x;id","system":"/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq-s","previous":"/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq-s"},"reason":""}"#,
+            r#"{"kind":"nixos_switch","target":{"system":"/nix/store/x-s","previous":"/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq-s"},"reason":""}"#,
+            r#"{"kind":"nixos_switch","target":{"system":"/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq-s/bin","previous":"/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq-s"},"reason":""}"#,
+            r#"{"kind":"nixos_switch","host":["a","b"],"target":{"system":"/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq-s","previous":"/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq-s"},"reason":""}"#,
             r#"{"kind":"journal_vacuum","max_age_days":0,"reason":""}"#,
             r#"{"kind":"restart_unit","host":[],"unit":"x","reason":""}"#,
             r#"["restart_unit"]"#,

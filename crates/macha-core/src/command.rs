@@ -6,8 +6,8 @@
 //! typed values (validated unit names, bounded integers) become single argv elements, after a `--`
 //! where the tool supports it.
 
-use crate::UnitName;
 use crate::action::{Action, DiagnosticArgs, DiagnosticName};
+use crate::{StorePath, UnitName};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -71,8 +71,18 @@ pub struct Tools {
 }
 
 /// Every external program Macha may run.
-pub const TOOL_NAMES: [&str; 8] =
-    ["systemctl", "journalctl", "nix-collect-garbage", "nix-store", "nix-env", "df", "ip", "ss"];
+pub const TOOL_NAMES: [&str; 10] = [
+    "systemctl",
+    "journalctl",
+    "nix-collect-garbage",
+    "nix-store",
+    "nix-env",
+    "df",
+    "ip",
+    "ss",
+    "systemd-run",
+    "readlink",
+];
 
 impl Tools {
     pub fn new() -> Tools {
@@ -167,6 +177,200 @@ pub fn command_for(action: &Action, tools: &Tools) -> Result<Command, CommandErr
         Action::ConfigChange { .. } => Err(CommandError::NotACommand("a config change")),
         Action::NixosSwitch { .. } => Err(CommandError::NotACommand("a deployment")),
     }
+}
+
+/// Where a deployment's GC roots live on the host: the old and the new system of each deployment,
+/// so that neither the system being activated nor the rollback target can be collected.
+pub const DEPLOY_GCROOTS: &str = "/nix/var/nix/gcroots/macha";
+/// The system profile a committed deployment becomes the newest generation of.
+pub const SYSTEM_PROFILE: &str = "/nix/var/nix/profiles/system";
+
+/// One step of a NixOS deployment on a host (docs/deploy.md), each a fixed command built here:
+/// store paths and the deployment's id (hexadecimal, from the permit) are single arguments, the
+/// activations run in transient units named after the deployment so that a dropped connection
+/// neither kills them nor lets them run twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeployStep<'a> {
+    /// `readlink -e /run/current-system` (read-only).
+    CurrentSystem,
+    /// The failed units, one per line (read-only).
+    FailedUnits,
+    /// Transient units of any deployment, and NixOS's own switch unit, while active (read-only).
+    Switching,
+    /// Free space of the filesystem holding `path` (read-only).
+    FreeSpace { path: &'a str },
+    /// Whether a store path is valid on the host (read-only).
+    Valid { path: &'a StorePath },
+    /// A GC root for `path` under [`DEPLOY_GCROOTS`] (`<id>-old`, `<id>-new`).
+    PinRoot { id: &'a str, role: &'static str, path: &'a StorePath },
+    /// The dead-man switch: a timer that activates `previous` after `secs`, unless disarmed.
+    Arm { id: &'a str, previous: &'a StorePath, secs: u64 },
+    /// The timer's state (read-only).
+    ArmState { id: &'a str },
+    /// Disarms the dead-man switch.
+    Disarm { id: &'a str },
+    /// `switch-to-configuration test` of `system` in the transient unit `macha-deploy-<id>`,
+    /// waited for up to `secs`; the unit stays (with its result) until [`DeployStep::Cleanup`].
+    Activate { id: &'a str, system: &'a StorePath, previous: &'a StorePath, secs: u64 },
+    /// The activation unit's state and result (read-only): what a reconnect reads instead of
+    /// activating again.
+    ActivationState { id: &'a str },
+    /// `switch-to-configuration test` of `previous`, now, in `macha-rollback-now-<id>`.
+    Rollback { id: &'a str, previous: &'a StorePath, secs: u64 },
+    /// The system profile's new generation.
+    SetProfile { system: &'a StorePath },
+    /// `switch-to-configuration boot`: the boot entry.
+    Boot { system: &'a StorePath },
+    /// Stops the activation unit (kept for its result until now).
+    Cleanup { id: &'a str },
+}
+
+impl DeployStep<'_> {
+    /// Whether the step changes the host (it runs with privileges, under the deployment's permit).
+    pub fn changes_the_host(&self) -> bool {
+        !matches!(
+            self,
+            DeployStep::CurrentSystem
+                | DeployStep::FailedUnits
+                | DeployStep::Switching
+                | DeployStep::FreeSpace { .. }
+                | DeployStep::Valid { .. }
+                | DeployStep::ArmState { .. }
+                | DeployStep::ActivationState { .. }
+        )
+    }
+}
+
+/// Whether `id` can be a deployment id: 1-32 lowercase hexadecimal characters.
+pub fn valid_deploy_id(id: &str) -> bool {
+    (1..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The command of one deployment step.
+pub fn deploy_command(step: &DeployStep<'_>, tools: &Tools) -> Result<Command, CommandError> {
+    let id_ok = |id: &str| {
+        if valid_deploy_id(id) {
+            Ok(())
+        } else {
+            Err(CommandError::NotACommand("a deployment id that is not hexadecimal"))
+        }
+    };
+    let secs = |s: u64| s.clamp(1, 86_400);
+    let switch = |p: &StorePath| p.join("bin/switch-to-configuration");
+    Ok(match step {
+        DeployStep::CurrentSystem => tools.get("readlink")?.args(["-e", "--", "/run/current-system"]),
+        DeployStep::FailedUnits => tools.get("systemctl")?.args([
+            "list-units",
+            "--state=failed",
+            "--plain",
+            "--no-legend",
+            "--no-pager",
+            "--full",
+        ]),
+        DeployStep::Switching => tools.get("systemctl")?.args([
+            "list-units",
+            "--state=active,activating",
+            "--plain",
+            "--no-legend",
+            "--no-pager",
+            "--full",
+            "--",
+            "macha-deploy-*",
+            "macha-rollback-now-*",
+            "nixos-rebuild-switch-to-configuration.service",
+        ]),
+        DeployStep::FreeSpace { path } => {
+            if !path.starts_with('/') || path.contains("..") {
+                return Err(CommandError::NotAbsolute((*path).to_owned()));
+            }
+            tools.get("df")?.args(["-B1", "--output=avail", "--", path])
+        }
+        DeployStep::Valid { path } => tools.get("nix-store")?.args(["--check-validity", path.as_str()]),
+        DeployStep::PinRoot { id, role, path } => {
+            id_ok(id)?;
+            tools.get("nix-store")?.args([
+                "--realise".to_owned(),
+                "--add-root".to_owned(),
+                format!("{DEPLOY_GCROOTS}/{id}-{role}"),
+                path.as_str().to_owned(),
+            ])
+        }
+        DeployStep::Arm { id, previous, secs: s } => {
+            id_ok(id)?;
+            tools.get("systemd-run")?.args([
+                format!("--unit=macha-rollback-{id}"),
+                format!("--description=macha deployment {id}: roll back to {previous} unless confirmed"),
+                format!("--on-active={}s", secs(*s)),
+                "--timer-property=AccuracySec=1s".to_owned(),
+                "--property=Type=oneshot".to_owned(),
+                "--quiet".to_owned(),
+                "--".to_owned(),
+                switch(previous),
+                "test".to_owned(),
+            ])
+        }
+        DeployStep::ArmState { id } => {
+            id_ok(id)?;
+            tools.get("systemctl")?.args([
+                "show".to_owned(),
+                "--property=LoadState,ActiveState".to_owned(),
+                "--".to_owned(),
+                format!("macha-rollback-{id}.timer"),
+                format!("macha-rollback-{id}.service"),
+            ])
+        }
+        DeployStep::Disarm { id } => {
+            id_ok(id)?;
+            tools.get("systemctl")?.args(["stop".to_owned(), "--".to_owned(), format!("macha-rollback-{id}.timer")])
+        }
+        DeployStep::Activate { id, system, previous, secs: s } => {
+            id_ok(id)?;
+            tools.get("systemd-run")?.args([
+                format!("--unit=macha-deploy-{id}"),
+                format!("--description=macha deployment {id}: {previous} -> {system}"),
+                "--wait".to_owned(),
+                "--quiet".to_owned(),
+                "--property=Type=oneshot".to_owned(),
+                "--property=RemainAfterExit=yes".to_owned(),
+                format!("--property=TimeoutStartSec={}", secs(*s)),
+                "--".to_owned(),
+                switch(system),
+                "test".to_owned(),
+            ])
+        }
+        DeployStep::ActivationState { id } => {
+            id_ok(id)?;
+            tools.get("systemctl")?.args([
+                "show".to_owned(),
+                "--property=LoadState,ActiveState,SubState,Result,ExecMainStatus".to_owned(),
+                "--".to_owned(),
+                format!("macha-deploy-{id}.service"),
+            ])
+        }
+        DeployStep::Rollback { id, previous, secs: s } => {
+            id_ok(id)?;
+            tools.get("systemd-run")?.args([
+                format!("--unit=macha-rollback-now-{id}"),
+                format!("--description=macha deployment {id}: roll back to {previous}"),
+                "--wait".to_owned(),
+                "--quiet".to_owned(),
+                "--collect".to_owned(),
+                "--property=Type=oneshot".to_owned(),
+                format!("--property=TimeoutStartSec={}", secs(*s)),
+                "--".to_owned(),
+                switch(previous),
+                "test".to_owned(),
+            ])
+        }
+        DeployStep::SetProfile { system } => {
+            tools.get("nix-env")?.args(["--profile", SYSTEM_PROFILE, "--set", system.as_str()])
+        }
+        DeployStep::Boot { system } => Command::new(&switch(system))?.arg("boot"),
+        DeployStep::Cleanup { id } => {
+            id_ok(id)?;
+            tools.get("systemctl")?.args(["stop".to_owned(), "--".to_owned(), format!("macha-deploy-{id}.service")])
+        }
+    })
 }
 
 fn diagnostic_command(name: DiagnosticName, args: &DiagnosticArgs, tools: &Tools) -> Result<Command, CommandError> {

@@ -22,5 +22,5 @@ pub mod snapshot;
 pub mod time;
 
 pub use action::{Action, ActionKind, ProposedAction};
-pub use names::{HostName, UnitName};
+pub use names::{HostName, StorePath, UnitName};
 pub use time::{Mono, Now, Timestamp};

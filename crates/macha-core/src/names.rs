@@ -31,6 +31,8 @@ pub enum NameError {
     HostTooLong,
     #[error("host name {0:?} is not a valid DNS name (letters, digits, '-' and '.', labels of 1-63, no leading '-')")]
     HostMalformed(String),
+    #[error("{0:?} is not a Nix store path (/nix/store/<32 base-32 characters>-<name>)")]
+    StorePathMalformed(String),
 }
 
 /// A normalised systemd unit name: always carries its type suffix (`ssh` becomes `ssh.service`).
@@ -118,6 +120,73 @@ impl schemars::JsonSchema for UnitName {
             "maxLength": UNIT_NAME_MAX,
             "pattern": "^[A-Za-z0-9:_.\\\\@-]+$",
             "description": "A systemd unit name; without a type suffix it means a .service (\"nginx\" = \"nginx.service\")."
+        })
+    }
+}
+
+/// A path in the Nix store, exactly `/nix/store/<hash>-<name>`: 32 characters of Nix's base-32
+/// alphabet, then a name of 1-211 characters from Nix's store path alphabet, not starting with
+/// `.`, nothing after it (no subpath, no trailing slash). What deployments pass around: the system
+/// to activate and the one to roll back to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct StorePath(String);
+
+/// Nix's base-32 alphabet (no `e`, `o`, `u`, `t`).
+const NIX_BASE32: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
+
+impl StorePath {
+    pub fn parse(raw: &str) -> Result<StorePath, NameError> {
+        let bad = || NameError::StorePathMalformed(raw.chars().take(300).collect());
+        let rest = raw.strip_prefix("/nix/store/").ok_or_else(bad)?;
+        let (hash, name) = rest.split_at_checked(32).ok_or_else(bad)?;
+        let name = name.strip_prefix('-').ok_or_else(bad)?;
+        let name_ok = (1..=211).contains(&name.len())
+            && !name.starts_with('.')
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b));
+        if hash.bytes().all(|b| NIX_BASE32.contains(&b)) && name_ok {
+            Ok(StorePath(raw.to_owned()))
+        } else {
+            Err(bad())
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The part after the hash (`nixos-system-web1-25.11`).
+    pub fn name(&self) -> &str {
+        self.0.get(44..).unwrap_or_default()
+    }
+    /// A path inside it (`bin/switch-to-configuration`), for commands.
+    pub fn join(&self, sub: &str) -> String {
+        format!("{}/{sub}", self.0)
+    }
+}
+impl TryFrom<String> for StorePath {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        StorePath::parse(&s)
+    }
+}
+impl From<StorePath> for String {
+    fn from(p: StorePath) -> String {
+        p.0
+    }
+}
+impl fmt::Display for StorePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl schemars::JsonSchema for StorePath {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "StorePath".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^/nix/store/[0-9abcdfghijklmnpqrsvwxyz]{32}-[A-Za-z0-9+._?=-]{1,211}$",
+            "description": "A Nix store path, /nix/store/<hash>-<name>."
         })
     }
 }
@@ -247,6 +316,38 @@ mod tests {
             assert!(UnitName::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(UnitName::parse(&"a".repeat(300)), Err(NameError::UnitTooLong));
+    }
+
+    #[test]
+    fn store_paths_are_exactly_a_hash_and_a_name() {
+        let good = "/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq-nixos-system-c1-26.05.2";
+        let p = StorePath::parse(good).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (p.name(), p.join("bin/switch-to-configuration").as_str()),
+            (
+                "nixos-system-c1-26.05.2",
+                "/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq-nixos-system-c1-26.05.2/bin/switch-to-configuration"
+            )
+        );
+        for bad in [
+            "",
+            "/nix/store/",
+            "/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq",
+            "/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq-",
+            "/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhe-x", // 'e' is not base-32
+            "/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq-a/bin",
+            "/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq-a/",
+            "/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq-.hidden",
+            "/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq-a b",
+            "/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq-a;reboot",
+            "/tmp/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq-a",
+            "/nix/store/../swm3r5144vp5rp8mdlh26if2j7sgjq-a",
+            "/nix/store/ünicode5144vp5rp8mdlh26if2j7sgjqhq-a",
+        ] {
+            assert!(StorePath::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        let long = format!("/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq-{}", "a".repeat(212));
+        assert!(StorePath::parse(&long).is_err());
     }
 
     /// Found by the `action` fuzz target: `backup@daily.` was accepted as `backup@daily..service`,

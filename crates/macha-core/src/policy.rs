@@ -13,7 +13,7 @@
 
 use crate::action::{Action, ActionKind, Origin};
 use crate::approval::ApprovalState;
-use crate::command::{Command, Tools, command_for};
+use crate::command::{Command, DeployStep, Tools, command_for, deploy_command};
 use crate::flap::{FlapGuard, FlapStatus, flap_key};
 use crate::{HostName, Now, Timestamp, UnitName};
 use serde::{Deserialize, Serialize};
@@ -643,6 +643,50 @@ impl Permit {
         self.allows_start
     }
 
+    /// The id of the deployment this permit carries out (hexadecimal, 12 characters): from the
+    /// permitted action's digest, the permit's serial and its time, so two executions never share
+    /// one — the transient units and GC roots on the host are named after it, and a stale one of
+    /// an earlier deployment cannot stand for this one.
+    pub fn deploy_id(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.digest.as_bytes());
+        h.update(self.serial.to_le_bytes());
+        h.update(self.issued_at.millis().to_le_bytes());
+        h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `cmd` is one of the privileged steps of this permit's deployment, with its own
+    /// paths and id (the time limits of the steps that have one may be any from 1 s to a day).
+    fn authorises_deploy(&self, cmd: &Command) -> bool {
+        let Action::NixosSwitch { target, .. } = &self.action else { return false };
+        let id = self.deploy_id();
+        let (system, previous) = (&target.system, &target.previous);
+        let program = cmd.program().rsplit('/').next().unwrap_or_default();
+        let tools = Tools::new().with(program, cmd.program());
+        let secs_after = |prefix: &str, suffix: &str| {
+            cmd.argv()
+                .iter()
+                .find_map(|a| a.strip_prefix(prefix).and_then(|r| r.strip_suffix(suffix)))
+                .and_then(|n| n.parse::<u64>().ok())
+                .filter(|n| (1..=86_400).contains(n))
+                .unwrap_or(0)
+        };
+        let arm = secs_after("--on-active=", "s");
+        let limit = secs_after("--property=TimeoutStartSec=", "");
+        let steps = [
+            DeployStep::PinRoot { id: &id, role: "old", path: previous },
+            DeployStep::PinRoot { id: &id, role: "new", path: system },
+            DeployStep::Arm { id: &id, previous, secs: arm },
+            DeployStep::Disarm { id: &id },
+            DeployStep::Activate { id: &id, system, previous, secs: limit },
+            DeployStep::Rollback { id: &id, previous, secs: limit },
+            DeployStep::SetProfile { system },
+            DeployStep::Boot { system },
+            DeployStep::Cleanup { id: &id },
+        ];
+        steps.iter().any(|step| deploy_command(step, &tools).is_ok_and(|expected| expected == *cmd))
+    }
+
     /// Whether `cmd` is exactly what this permit allows to run with privileges (`sudo -n` on another
     /// host): `systemctl --no-ask-password VERB -- UNIT` of a unit action, or the fixed command of a
     /// command action that changes the host. Read-only diagnostics never need privileges.
@@ -655,7 +699,7 @@ impl Permit {
             Action::StopUnit { .. } => &["stop"],
             Action::ResetFailed { .. } => &["reset-failed"],
             Action::Diagnostic { .. } | Action::Reboot { .. } | Action::ConfigChange { .. } => return false,
-            Action::NixosSwitch { .. } => return false,
+            Action::NixosSwitch { .. } => return self.authorises_deploy(cmd),
             Action::JournalVacuum { .. }
             | Action::CollectGarbage { .. }
             | Action::StoreVerify { .. }
@@ -884,6 +928,11 @@ mod tests {
         }
     }
 
+    fn switch_target() -> SwitchTarget {
+        let p = |n: &str| crate::StorePath::parse(&format!("/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq-{n}")).unwrap();
+        SwitchTarget { system: p("new"), previous: p("old"), flake: None }
+    }
+
     fn evidence(id: i64, action: &Action) -> ApprovalEvidence {
         let stored = serde_json::to_value(action).unwrap_or_else(|e| panic!("{e}"));
         ApprovalEvidence::from_stored_approval(id, ApprovalState::Approved, &stored)
@@ -923,7 +972,7 @@ mod tests {
                 patch: "--- a\n+++ b\n".into(),
                 reason: r(),
             },
-            Action::NixosSwitch { host: local(), target: SwitchTarget { flake: "/etc/nixos#h".into() }, reason: r() },
+            Action::NixosSwitch { host: local(), target: switch_target(), reason: r() },
         ]
     }
 
@@ -1359,6 +1408,46 @@ mod tests {
         assert!(gc.authorises(&cmd(nix_gc, &["--delete-older-than", "14d"])));
         assert!(!gc.authorises(&cmd(nix_gc, &["--delete-older-than", "1d"])));
         assert!(!gc.authorises(&cmd("/run/current-system/sw/bin/journalctl", &["--vacuum-time=14d"])));
+        // A deployment's permit covers exactly the privileged steps of its own deployment.
+        let switch = Action::NixosSwitch { host: local(), target: switch_target(), reason: "r".into() };
+        let ctx = inp.context().with_approval(evidence(3, &switch));
+        let Ruling::Execute(d) = decide(&switch, &RULE, &ctx, NOW) else { panic!("an approved deployment executes") };
+        let id = d.deploy_id();
+        assert_eq!(id.len(), 12);
+        let tools = Tools::new()
+            .with("systemd-run", "/usr/bin/systemd-run")
+            .with("systemctl", systemctl)
+            .with("nix-env", "/usr/bin/nix-env")
+            .with("nix-store", "/usr/bin/nix-store");
+        let t = switch_target();
+        let step = |s: DeployStep<'_>| deploy_command(&s, &tools).unwrap_or_else(|e| panic!("{e}"));
+        for s in [
+            DeployStep::Arm { id: &id, previous: &t.previous, secs: 90 },
+            DeployStep::Activate { id: &id, system: &t.system, previous: &t.previous, secs: 300 },
+            DeployStep::Rollback { id: &id, previous: &t.previous, secs: 300 },
+            DeployStep::Disarm { id: &id },
+            DeployStep::PinRoot { id: &id, role: "old", path: &t.previous },
+            DeployStep::SetProfile { system: &t.system },
+            DeployStep::Boot { system: &t.system },
+            DeployStep::Cleanup { id: &id },
+        ] {
+            assert!(s.changes_the_host());
+            assert!(d.authorises(&step(s.clone())), "{s:?}");
+        }
+        // Not another deployment's units, not the systems swapped, not a read, not another program.
+        let other = "abcdef123456";
+        assert!(!d.authorises(&step(DeployStep::Disarm { id: other })));
+        assert!(!d.authorises(&step(DeployStep::Arm { id: &id, previous: &t.system, secs: 90 })));
+        assert!(!d.authorises(&step(DeployStep::Activate {
+            id: &id,
+            system: &t.previous,
+            previous: &t.system,
+            secs: 300
+        })));
+        assert!(!d.authorises(&step(DeployStep::SetProfile { system: &t.previous })));
+        assert!(!d.authorises(&step(DeployStep::FailedUnits)));
+        assert!(!d.authorises(&cmd("/bin/sh", &["-c", "reboot"])));
+        assert!(!r.authorises(&step(DeployStep::Cleanup { id: &id })), "a restart's permit covers no deployment");
         let diag = permit(&every_kind("nginx").remove(8));
         assert_eq!(diag.action().kind(), ActionKind::Diagnostic);
         assert!(

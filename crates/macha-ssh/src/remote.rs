@@ -64,7 +64,7 @@ pub fn valid_user(u: &str) -> Result<(), SshError> {
 }
 
 /// Every program Macha may run on a remote host, by name.
-pub const REMOTE_TOOLS: [&str; 15] = [
+pub const REMOTE_TOOLS: [&str; 17] = [
     "timeout",
     "sudo",
     "grep",
@@ -80,6 +80,8 @@ pub const REMOTE_TOOLS: [&str; 15] = [
     "nix-env",
     "ip",
     "ss",
+    "systemd-run",
+    "readlink",
 ];
 
 /// Where remote programs are looked for, in order. `/run/wrappers/bin` holds NixOS's setuid

@@ -49,7 +49,15 @@ pub fn sample_action(kind: ActionKind) -> Action {
             reason,
         },
         ActionKind::NixosSwitch => {
-            Action::NixosSwitch { host, target: SwitchTarget { flake: "/etc/nixos#host".into() }, reason }
+            let path = |name: &str| macha_core::StorePath::parse(&format!("/nix/store/{}-{name}", "0".repeat(32))).ok();
+            match (path("nixos-system-new"), path("nixos-system-old")) {
+                (Some(system), Some(previous)) => Action::NixosSwitch {
+                    host,
+                    target: SwitchTarget { system, previous, flake: Some("/etc/nixos#host".into()) },
+                    reason,
+                },
+                _ => Action::Reboot { host, reason },
+            }
         }
     }
 }

@@ -1,0 +1,52 @@
+#!/bin/sh
+# A stand-in for NixOS's switch-to-configuration, for the deployment lab (no NixOS can be built
+# here): the same verbs, the same exit codes (0; 4 = activated but some units failed; anything
+# else = failed) and the same effect on /run/current-system. The system's variant, written in at
+# build time, decides how it breaks.
+set -u
+self=$(cd "$(dirname "$0")/.." && pwd -P)
+variant=@variant@
+verb=${1:-}
+case "$verb" in
+  switch | boot | test | dry-activate) ;;
+  *) echo "usage: switch-to-configuration switch|boot|test|dry-activate" >&2; exit 100 ;;
+esac
+if [ "$verb" = dry-activate ]; then
+  echo "would activate $self ($variant)"
+  exit 0
+fi
+if [ "$verb" = switch ] || [ "$verb" = boot ]; then
+  # The boot loader's default entry, as far as this stand-in has one.
+  ln -sfn "$self" /run/macha-lab-boot-entry
+fi
+[ "$verb" = boot ] && exit 0
+echo "activating $self ($variant)"
+case "$variant" in
+  good)
+    # What a good configuration does: the services it declares run (sshd among them).
+    systemctl start ssh.service 2>/dev/null || true
+    ln -sfn "$self" /run/current-system
+    exit 0 ;;
+  units-fail)
+    ln -sfn "$self" /run/current-system
+    systemd-run --unit="lab-deploy-broken-$$" --quiet /bin/false 2>/dev/null || true
+    echo "warning: the following units failed: lab-deploy-broken-$$.service" >&2
+    exit 4 ;;
+  fails-halfway)
+    ln -sfn "$self" /run/current-system
+    echo "error: activation script failed" >&2
+    exit 1 ;;
+  stops-ssh)
+    # A configuration that locks the controller out: activation "succeeds", SSH is gone.
+    ln -sfn "$self" /run/current-system
+    (sleep 1; systemctl stop ssh.socket ssh.service) >/dev/null 2>&1 &
+    exit 0 ;;
+  slow)
+    sleep 15
+    systemctl start ssh.service 2>/dev/null || true
+    ln -sfn "$self" /run/current-system
+    exit 0 ;;
+  *)
+    echo "unknown variant $variant" >&2
+    exit 100 ;;
+esac
