@@ -242,7 +242,7 @@ pub enum Action {
     NixosSwitch {
         #[serde(default)]
         host: Hosts,
-        target: SwitchTarget,
+        target: Box<SwitchTarget>,
         #[schemars(length(max = 1024))]
         reason: String,
     },

@@ -972,7 +972,7 @@ mod tests {
                 patch: "--- a\n+++ b\n".into(),
                 reason: r(),
             },
-            Action::NixosSwitch { host: local(), target: switch_target(), reason: r() },
+            Action::NixosSwitch { host: local(), target: Box::new(switch_target()), reason: r() },
         ]
     }
 
@@ -1409,7 +1409,7 @@ mod tests {
         assert!(!gc.authorises(&cmd(nix_gc, &["--delete-older-than", "1d"])));
         assert!(!gc.authorises(&cmd("/run/current-system/sw/bin/journalctl", &["--vacuum-time=14d"])));
         // A deployment's permit covers exactly the privileged steps of its own deployment.
-        let switch = Action::NixosSwitch { host: local(), target: switch_target(), reason: "r".into() };
+        let switch = Action::NixosSwitch { host: local(), target: Box::new(switch_target()), reason: "r".into() };
         let ctx = inp.context().with_approval(evidence(3, &switch));
         let Ruling::Execute(d) = decide(&switch, &RULE, &ctx, NOW) else { panic!("an approved deployment executes") };
         let id = d.deploy_id();

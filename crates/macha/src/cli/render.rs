@@ -53,7 +53,7 @@ pub fn sample_action(kind: ActionKind) -> Action {
             match (path("nixos-system-new"), path("nixos-system-old")) {
                 (Some(system), Some(previous)) => Action::NixosSwitch {
                     host,
-                    target: SwitchTarget { system, previous, flake: Some("/etc/nixos#host".into()) },
+                    target: Box::new(SwitchTarget { system, previous, flake: Some("/etc/nixos#host".into()) }),
                     reason,
                 },
                 _ => Action::Reboot { host, reason },
