@@ -203,9 +203,11 @@ pub enum DeployStep<'a> {
     Valid { path: &'a StorePath },
     /// A GC root for `path` under [`DEPLOY_GCROOTS`] (`<id>-old`, `<id>-new`).
     PinRoot { id: &'a str, role: &'static str, path: &'a StorePath },
-    /// The dead-man switch: a timer that activates `previous` after `secs`, unless disarmed.
+    /// The dead-man switch: `macha-deploy-<id>-deadman.timer`, which activates `previous` after
+    /// `secs` unless it is disarmed (stopped) first.
     Arm { id: &'a str, previous: &'a StorePath, secs: u64 },
-    /// The timer's state (read-only).
+    /// The timer's and its service's state (read-only): a disarm is acknowledged when the timer is
+    /// gone and its service never started.
     ArmState { id: &'a str },
     /// Disarms the dead-man switch.
     Disarm { id: &'a str },
@@ -215,7 +217,7 @@ pub enum DeployStep<'a> {
     /// The activation unit's state and result (read-only): what a reconnect reads instead of
     /// activating again.
     ActivationState { id: &'a str },
-    /// `switch-to-configuration test` of `previous`, now, in `macha-rollback-now-<id>`.
+    /// `switch-to-configuration test` of `previous`, now, in `macha-deploy-<id>-rollback`.
     Rollback { id: &'a str, previous: &'a StorePath, secs: u64 },
     /// The system profile's new generation.
     SetProfile { system: &'a StorePath },
@@ -276,7 +278,6 @@ pub fn deploy_command(step: &DeployStep<'_>, tools: &Tools) -> Result<Command, C
             "--full",
             "--",
             "macha-deploy-*",
-            "macha-rollback-now-*",
             "nixos-rebuild-switch-to-configuration.service",
         ]),
         DeployStep::FreeSpace { path } => {
@@ -298,7 +299,7 @@ pub fn deploy_command(step: &DeployStep<'_>, tools: &Tools) -> Result<Command, C
         DeployStep::Arm { id, previous, secs: s } => {
             id_ok(id)?;
             tools.get("systemd-run")?.args([
-                format!("--unit=macha-rollback-{id}"),
+                format!("--unit=macha-deploy-{id}-deadman"),
                 format!("--description=macha deployment {id}: roll back to {previous} unless confirmed"),
                 format!("--on-active={}s", secs(*s)),
                 "--timer-property=AccuracySec=1s".to_owned(),
@@ -313,15 +314,15 @@ pub fn deploy_command(step: &DeployStep<'_>, tools: &Tools) -> Result<Command, C
             id_ok(id)?;
             tools.get("systemctl")?.args([
                 "show".to_owned(),
-                "--property=LoadState,ActiveState".to_owned(),
+                "--property=Id,LoadState,ActiveState,ExecMainStartTimestampMonotonic".to_owned(),
                 "--".to_owned(),
-                format!("macha-rollback-{id}.timer"),
-                format!("macha-rollback-{id}.service"),
+                format!("macha-deploy-{id}-deadman.timer"),
+                format!("macha-deploy-{id}-deadman.service"),
             ])
         }
         DeployStep::Disarm { id } => {
             id_ok(id)?;
-            tools.get("systemctl")?.args(["stop".to_owned(), "--".to_owned(), format!("macha-rollback-{id}.timer")])
+            tools.get("systemctl")?.args(["stop".to_owned(), "--".to_owned(), format!("macha-deploy-{id}-deadman.timer")])
         }
         DeployStep::Activate { id, system, previous, secs: s } => {
             id_ok(id)?;
@@ -350,7 +351,7 @@ pub fn deploy_command(step: &DeployStep<'_>, tools: &Tools) -> Result<Command, C
         DeployStep::Rollback { id, previous, secs: s } => {
             id_ok(id)?;
             tools.get("systemd-run")?.args([
-                format!("--unit=macha-rollback-now-{id}"),
+                format!("--unit=macha-deploy-{id}-rollback"),
                 format!("--description=macha deployment {id}: roll back to {previous}"),
                 "--wait".to_owned(),
                 "--quiet".to_owned(),

@@ -682,6 +682,9 @@ impl Permit {
             DeployStep::Rollback { id: &id, previous, secs: limit },
             DeployStep::SetProfile { system },
             DeployStep::Boot { system },
+            // A rollback after the profile moved puts the profile and the boot entry back.
+            DeployStep::SetProfile { system: previous },
+            DeployStep::Boot { system: previous },
             DeployStep::Cleanup { id: &id },
         ];
         steps.iter().any(|step| deploy_command(step, &tools).is_ok_and(|expected| expected == *cmd))
