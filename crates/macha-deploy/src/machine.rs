@@ -295,7 +295,7 @@ pub enum RecordState {
 }
 
 /// One final state per host.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Final {
     /// Verified and committed: the new system runs and boots.
