@@ -322,7 +322,11 @@ pub fn deploy_command(step: &DeployStep<'_>, tools: &Tools) -> Result<Command, C
         }
         DeployStep::Disarm { id } => {
             id_ok(id)?;
-            tools.get("systemctl")?.args(["stop".to_owned(), "--".to_owned(), format!("macha-deploy-{id}-deadman.timer")])
+            tools.get("systemctl")?.args([
+                "stop".to_owned(),
+                "--".to_owned(),
+                format!("macha-deploy-{id}-deadman.timer"),
+            ])
         }
         DeployStep::Activate { id, system, previous, secs: s } => {
             id_ok(id)?;

@@ -143,6 +143,7 @@ impl StorePath {
         let name = name.strip_prefix('-').ok_or_else(bad)?;
         let name_ok = (1..=211).contains(&name.len())
             && !name.starts_with('.')
+            && !name.contains("..")
             && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b));
         if hash.bytes().all(|b| NIX_BASE32.contains(&b)) && name_ok {
             Ok(StorePath(raw.to_owned()))
@@ -153,6 +154,10 @@ impl StorePath {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+    /// The 32-character hash part.
+    pub fn hash_part(&self) -> &str {
+        self.0.get(11..43).unwrap_or_default()
+    }
     /// The part after the hash (`nixos-system-web1-25.11`).
     pub fn name(&self) -> &str {
         self.0.get(44..).unwrap_or_default()
@@ -160,6 +165,12 @@ impl StorePath {
     /// A path inside it (`bin/switch-to-configuration`), for commands.
     pub fn join(&self, sub: &str) -> String {
         format!("{}/{sub}", self.0)
+    }
+}
+impl std::str::FromStr for StorePath {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StorePath::parse(s)
     }
 }
 impl TryFrom<String> for StorePath {

@@ -1447,7 +1447,10 @@ mod tests {
             previous: &t.system,
             secs: 300
         })));
-        assert!(!d.authorises(&step(DeployStep::SetProfile { system: &t.previous })));
+        let elsewhere = crate::StorePath::parse("/nix/store/0a1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r-other").unwrap();
+        assert!(!d.authorises(&step(DeployStep::SetProfile { system: &elsewhere })));
+        assert!(!d.authorises(&step(DeployStep::Boot { system: &elsewhere })));
+        assert!(d.authorises(&step(DeployStep::SetProfile { system: &t.previous })), "a rollback restores the profile");
         assert!(!d.authorises(&step(DeployStep::FailedUnits)));
         assert!(!d.authorises(&cmd("/bin/sh", &["-c", "reboot"])));
         assert!(!r.authorises(&step(DeployStep::Cleanup { id: &id })), "a restart's permit covers no deployment");

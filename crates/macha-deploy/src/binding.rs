@@ -9,9 +9,7 @@
 //! `..`, no trailing slash. It is parsed once at the boundary; deserialising validates too.
 
 use crate::diff::DiffError;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::fmt;
 
 /// The store directory every path must be directly inside.
 pub const STORE_DIR: &str = "/nix/store/";
@@ -35,75 +33,13 @@ pub fn approval_binding(host: &str, old_system: &str, new_system: &str) -> Strin
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A validated top-level store path.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct StorePath(String);
+/// A validated top-level store path: the core's type, so that an action, the state machine and
+/// the commands pass the same value around.
+pub use macha_core::StorePath;
 
 /// Parses and validates a store path (see the module documentation for the rules).
 pub fn parse_store_path(s: &str) -> Result<StorePath, DiffError> {
-    let bad = |why: &str| DiffError::StorePath { path: shorten(s), reason: why.to_owned() };
-    let rest = s.strip_prefix(STORE_DIR).ok_or_else(|| bad("not directly inside /nix/store"))?;
-    if rest.len() < HASH_LEN + 2 {
-        return Err(bad("too short for a hash and a name"));
-    }
-    let (hash, tail) = rest.split_at_checked(HASH_LEN).ok_or_else(|| bad("not ASCII"))?;
-    if !hash.bytes().all(|b| NIX_BASE32.as_bytes().contains(&b)) {
-        return Err(bad("the hash part is not 32 characters of Nix's base32"));
-    }
-    let name = tail.strip_prefix('-').ok_or_else(|| bad("no '-' after the hash"))?;
-    if name.is_empty() {
-        return Err(bad("the name is empty"));
-    }
-    if name.len() > NAME_MAX {
-        return Err(bad("the name is longer than 211 characters"));
-    }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b)) {
-        return Err(bad("the name has a character Nix does not allow in store paths (or a '/')"));
-    }
-    if name.starts_with('.') || name.contains("..") {
-        return Err(bad("the name starts with '.' or contains '..'"));
-    }
-    Ok(StorePath(s.to_owned()))
-}
-
-impl StorePath {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The 32-character hash part.
-    pub fn hash_part(&self) -> &str {
-        self.0.get(STORE_DIR.len()..STORE_DIR.len() + HASH_LEN).unwrap_or_default()
-    }
-
-    /// The name after the hash (`nixos-system-web1-24.05`).
-    pub fn name(&self) -> &str {
-        self.0.get(STORE_DIR.len() + HASH_LEN + 1..).unwrap_or_default()
-    }
-}
-
-impl std::str::FromStr for StorePath {
-    type Err = DiffError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        parse_store_path(s)
-    }
-}
-impl TryFrom<String> for StorePath {
-    type Error = DiffError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        parse_store_path(&s)
-    }
-}
-impl From<StorePath> for String {
-    fn from(p: StorePath) -> String {
-        p.0
-    }
-}
-impl fmt::Display for StorePath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+    StorePath::parse(s).map_err(|e| DiffError::StorePath { path: shorten(s), reason: e.to_string() })
 }
 
 /// Shortens hostile input before it is echoed in an error, with control characters escaped.
