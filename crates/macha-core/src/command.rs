@@ -71,7 +71,7 @@ pub struct Tools {
 }
 
 /// Every external program Macha may run.
-pub const TOOL_NAMES: [&str; 10] = [
+pub const TOOL_NAMES: [&str; 11] = [
     "systemctl",
     "journalctl",
     "nix-collect-garbage",
@@ -82,6 +82,7 @@ pub const TOOL_NAMES: [&str; 10] = [
     "ss",
     "systemd-run",
     "readlink",
+    "nix",
 ];
 
 impl Tools {
@@ -241,6 +242,43 @@ impl DeployStep<'_> {
                 | DeployStep::ActivationState { .. }
         )
     }
+}
+
+/// `nix copy --no-check-sigs --to URI PATH`, run on the controller: copies a system's closure to a
+/// host whose login user the host's Nix trusts (`trusted-users`; a user it does not trust cannot
+/// add unsigned paths, and the copy fails before anything is activated). `uri` must be
+/// `ssh-ng://user@address`.
+pub fn nix_copy_command(tools: &Tools, uri: &str, path: &StorePath) -> Result<Command, CommandError> {
+    let ok = uri.strip_prefix("ssh-ng://").is_some_and(|rest| {
+        !rest.is_empty()
+            && !rest.starts_with('-')
+            && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"@.-_:[]".contains(&b))
+    });
+    if !ok {
+        return Err(CommandError::NotACommand("a copy to something that is not an ssh-ng:// store"));
+    }
+    Ok(tools.get("nix")?.args([
+        "--extra-experimental-features",
+        "nix-command",
+        "copy",
+        "--no-check-sigs",
+        "--to",
+        uri,
+        path.as_str(),
+    ]))
+}
+
+/// `nix path-info --json --recursive PATH` (read-only): the closure with each path's size, what the
+/// closure diff is computed from.
+pub fn nix_closure_command(tools: &Tools, path: &StorePath) -> Result<Command, CommandError> {
+    Ok(tools.get("nix")?.args([
+        "--extra-experimental-features",
+        "nix-command",
+        "path-info",
+        "--json",
+        "--recursive",
+        path.as_str(),
+    ]))
 }
 
 /// Whether `id` can be a deployment id: 1-32 lowercase hexadecimal characters.

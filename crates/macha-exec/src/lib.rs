@@ -11,6 +11,7 @@
 //! units, the verification table, and how outcomes are reported. Matches over action kinds are
 //! exhaustive, so a new kind does not compile until it says what it does.
 
+pub mod deploy;
 pub mod local;
 pub mod outcome;
 pub mod remote;
@@ -37,6 +38,8 @@ pub struct Settings {
     pub timeout: Duration,
     /// How long after a unit job its state is observed for verification.
     pub verify_delay: Duration,
+    /// What a deployment may wait for (docs/deploy.md).
+    pub deploy: deploy::DeploySettings,
 }
 
 /// The executor: this host's backend, optionally another hosts' backend, and the shared settings.
@@ -175,6 +178,11 @@ impl Executor {
         if host.is_local() {
             return self.carry_out(&Via::Local(&self.local), host, permit).await;
         }
+        if matches!(permit.action(), Action::NixosSwitch { .. })
+            && let Some(remote) = &self.remote
+        {
+            return remote.deploy(host, permit, &self.local, self.settings.deploy).await;
+        }
         let Some(remote) = &self.remote else {
             return ActionOutcome::failed(format!(
                 "remote execution is not available (SSH is not set up on this host); nothing was sent to {host}"
@@ -202,9 +210,11 @@ impl Executor {
                 ),
                 output: None,
             },
-            Action::NixosSwitch { .. } => {
-                ActionOutcome::failed("NixOS deployment is not available in this version; nothing was run")
-            }
+            // Other hosts deploy before a session is opened (`on_host`); this host cannot yet.
+            Action::NixosSwitch { .. } => ActionOutcome::failed(format!(
+                "deploying{on} is not available (Macha deploys other hosts over SSH, not the host it runs on); \
+                 nothing was run"
+            )),
             Action::Reboot { .. } => match via {
                 Via::Local(local) => local.reboot(permit, self.settings.timeout).await,
                 Via::Remote(_) => ActionOutcome::failed(format!(

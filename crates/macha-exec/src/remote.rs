@@ -61,6 +61,15 @@ impl Remote {
         Remote { pool, targets, command_max }
     }
 
+    /// The registered target of `host`, if Macha may contact it.
+    pub(crate) fn target(&self, host: &HostName) -> Option<Target> {
+        self.targets.read().ok().and_then(|t| t.get(host).cloned())
+    }
+
+    pub(crate) fn pool(&self) -> &SshPool {
+        &self.pool
+    }
+
     /// Opens `host`'s part of an action, or says why nothing can be sent there.
     pub(crate) async fn session(&self, host: &HostName) -> Result<Session<'_>, ActionOutcome> {
         let target = self.targets.read().ok().and_then(|t| t.get(host).cloned());

@@ -25,6 +25,6 @@ pub mod remote;
 
 pub use error::SshError;
 pub use known_hosts::{HostKey, KnownHosts};
-pub use pool::{PoolStats, RemoteOutput, SshPool, SshSettings};
+pub use pool::{NixTransport, PoolStats, RemoteOutput, SshPool, SshSettings};
 pub use probe::{HostMemory, Identity, ProbeDocument, ProbeSpec};
 pub use remote::{RemoteCommand, RemoteTools, Target};

@@ -128,6 +128,48 @@ impl SshSettings {
     }
 }
 
+/// How Nix reaches a host for `nix copy` (see [`SshPool::nix_transport`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NixTransport {
+    /// `ssh-ng://user@address`.
+    pub uri: String,
+    /// `NIX_SSHOPTS`.
+    pub sshopts: String,
+    /// The directory of the `ssh` Macha uses, to put first in Nix's `PATH`.
+    pub ssh_dir: PathBuf,
+}
+
+impl SshSettings {
+    /// The transport for `target` through the master whose control socket is `ctl`.
+    pub fn nix_transport(&self, target: &Target, ctl: &Path) -> Result<NixTransport, SshError> {
+        let log = Path::new("/dev/null");
+        let mut opts: Vec<String> = Vec::new();
+        let args = self.master_args(target, ctl, log);
+        let mut it = args.iter().peekable();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                // The master's own switches: a client neither logs there nor becomes a master.
+                "-E" | "-S" | "-F" => {
+                    it.next();
+                }
+                "-M" | "-f" | "-N" => {}
+                "--" => break,
+                "-l" => {
+                    it.next();
+                }
+                _ => opts.push(a.clone()),
+            }
+        }
+        opts.extend(["-o".into(), format!("ControlPath={}", ctl.display()), "-o".into(), "ControlMaster=no".into()]);
+        if let Some(bad) = opts.iter().find(|o| o.chars().any(char::is_whitespace)) {
+            return Err(SshError::Invalid(format!("{bad:?} holds whitespace, which NIX_SSHOPTS cannot carry")));
+        }
+        let user = target.user.clone().unwrap_or_else(|| self.user.clone());
+        let ssh_dir = self.ssh.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/usr/bin"));
+        Ok(NixTransport { uri: format!("ssh-ng://{user}@{}", target.address), sshopts: opts.join(" "), ssh_dir })
+    }
+}
+
 /// What one remote command produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RemoteOutput {
@@ -488,6 +530,18 @@ impl SshPool {
             result
         };
         tokio::time::timeout(limit, read).await.map_err(|_| sftp_err(&"timed out"))?
+    }
+
+    /// How `nix copy --to ssh-ng://…` reaches `target` through this pool: the store URI and the
+    /// environment for Nix's own `ssh` — `NIX_SSHOPTS` with every option of Macha's master (the
+    /// pinned host key, the key, the user and port) plus the live master's `ControlPath`, so the
+    /// copy rides the connection Macha already authenticated and never trusts another host key.
+    /// Connects first if needed. Refused when a path in the options holds whitespace (Nix splits
+    /// `NIX_SSHOPTS` at spaces).
+    pub async fn nix_transport(&self, target: &Target) -> Result<NixTransport, SshError> {
+        let slot = self.slot(&target.name);
+        let (conn, _) = self.ensure(target, &slot).await?;
+        self.settings.nix_transport(target, &conn.ctl)
     }
 
     /// Closes the master of `name`, if any (the next command reconnects).

@@ -64,7 +64,7 @@ pub fn valid_user(u: &str) -> Result<(), SshError> {
 }
 
 /// Every program Macha may run on a remote host, by name.
-pub const REMOTE_TOOLS: [&str; 17] = [
+pub const REMOTE_TOOLS: [&str; 18] = [
     "timeout",
     "sudo",
     "grep",
@@ -82,6 +82,7 @@ pub const REMOTE_TOOLS: [&str; 17] = [
     "ss",
     "systemd-run",
     "readlink",
+    "nix",
 ];
 
 /// Where remote programs are looked for, in order. `/run/wrappers/bin` holds NixOS's setuid

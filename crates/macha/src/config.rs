@@ -42,6 +42,12 @@ pub const CONFIG_KEYS: &[&str] = &[
     "approvals.expiry",
     "executor.timeout",
     "executor.verify_delay",
+    "deploy.activate_timeout",
+    "deploy.reconnect_timeout",
+    "deploy.verify_timeout",
+    "deploy.retry",
+    "deploy.dead_man",
+    "deploy.min_free_mib",
     "issues.close_after",
     "issues.archive_after",
     "history.raw_retention",
@@ -104,6 +110,7 @@ pub struct FileConfig {
     pub policy: PolicySection,
     pub approvals: ApprovalsSection,
     pub executor: ExecutorSection,
+    pub deploy: DeploySection,
     pub issues: IssuesSection,
     pub history: HistorySection,
     pub thresholds: Option<Thresholds>,
@@ -306,6 +313,36 @@ pub struct ExecutorSection {
     pub verify_delay: Option<String>,
 }
 
+/// How a NixOS deployment waits, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DeployConfig {
+    #[serde(with = "humantime_serde_compat")]
+    pub activate_timeout: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub reconnect_timeout: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub verify_timeout: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub retry: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub dead_man: Duration,
+    pub min_free_mib: u64,
+}
+
+/// How a NixOS deployment waits (docs/deploy.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeploySection {
+    pub activate_timeout: Option<String>,
+    pub reconnect_timeout: Option<String>,
+    pub verify_timeout: Option<String>,
+    pub retry: Option<String>,
+    /// From arming to the dead-man timer re-activating the old system on the host.
+    pub dead_man: Option<String>,
+    /// Free space `/nix` must have at preflight, in MiB.
+    pub min_free_mib: Option<u64>,
+}
+
 /// How long per-host snapshot history and the agent's records are kept.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -376,6 +413,8 @@ pub struct Config {
     pub executor_timeout: Duration,
     #[serde(with = "humantime_serde_compat")]
     pub verify_delay: Duration,
+    /// What a deployment waits for, and the space it needs.
+    pub deploy: DeployConfig,
     #[serde(with = "humantime_serde_compat")]
     pub close_after: Duration,
     #[serde(with = "humantime_serde_compat")]
@@ -746,6 +785,30 @@ impl Config {
             flap_window: duration("flap.window", &f.flap.window, macha_core::flap::DEFAULT_WINDOW, s(60))?,
             cleanup_min_age_days,
             approval_expiry: duration("approvals.expiry", &f.approvals.expiry, s(24 * 3600), s(60))?,
+            deploy: {
+                let d = DeployConfig {
+                    activate_timeout: duration("deploy.activate_timeout", &f.deploy.activate_timeout, s(300), s(1))?,
+                    reconnect_timeout: duration("deploy.reconnect_timeout", &f.deploy.reconnect_timeout, s(120), s(1))?,
+                    verify_timeout: duration("deploy.verify_timeout", &f.deploy.verify_timeout, s(120), s(1))?,
+                    retry: duration("deploy.retry", &f.deploy.retry, s(5), s(1))?,
+                    dead_man: duration("deploy.dead_man", &f.deploy.dead_man, s(900), s(10))?,
+                    min_free_mib: f.deploy.min_free_mib.unwrap_or(512),
+                };
+                // The dead-man timer must fire only after Macha stopped waiting (macha-deploy).
+                let busy = d.activate_timeout + d.reconnect_timeout + d.verify_timeout + d.retry;
+                if d.dead_man <= busy {
+                    bail!(
+                        "deploy.dead_man ({}) must be longer than activate_timeout + reconnect_timeout + \
+                         verify_timeout + retry ({})",
+                        humantime::format_duration(d.dead_man),
+                        humantime::format_duration(busy)
+                    );
+                }
+                if d.min_free_mib > 1024 * 1024 {
+                    bail!("deploy.min_free_mib = {} is more than 1 TiB", d.min_free_mib);
+                }
+                d
+            },
             executor_timeout: duration("executor.timeout", &f.executor.timeout, s(90), s(1))?,
             verify_delay: duration("executor.verify_delay", &f.executor.verify_delay, s(3), Duration::ZERO)?,
             close_after: duration("issues.close_after", &f.issues.close_after, s(24 * 3600), s(60))?,

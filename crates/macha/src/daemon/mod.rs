@@ -298,6 +298,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             protected: config.protected(),
             timeout: config.executor_timeout,
             verify_delay: config.verify_delay,
+            deploy: macha_exec::deploy::DeploySettings {
+                timeouts: macha_deploy::Timeouts {
+                    activate: config.deploy.activate_timeout,
+                    reconnect: config.deploy.reconnect_timeout,
+                    verify: config.deploy.verify_timeout,
+                    retry: config.deploy.retry,
+                    dead_man: config.deploy.dead_man,
+                },
+                min_free_bytes: config.deploy.min_free_mib.saturating_mul(1024 * 1024),
+            },
         },
     )
     .with_remote(fleet.remote());

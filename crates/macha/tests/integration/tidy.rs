@@ -94,6 +94,10 @@ const SPAWNING_FILES: &[(&str, &str)] = &[
         "`journalctl --unit macha.service` for `macha logs`, in the CLI's own process",
     ),
     ("crates/macha-exec/src/local.rs", "the one executor: a permitted action's absolute program and argv"),
+    (
+        "crates/macha-exec/src/deploy.rs",
+        "`nix copy` of a permitted deployment's closure, through the host's SSH master",
+    ),
     ("crates/macha/src/fleet.rs", "`journalctl` for discovery (the `_HOSTNAME`s of the journal entries)"),
     ("crates/macha/src/observe.rs", "a one-shot `journalctl` read for a standalone `macha check`"),
 ];

@@ -1,0 +1,425 @@
+//! A permitted NixOS deployment of one other host, carried out. The `macha-deploy` state machine
+//! decides every step and the one final state; this module only runs what it asks and reports what
+//! happened: the preflight reads, `nix copy` through Macha's own SSH master, the GC roots, the
+//! dead-man timer, the activation in a transient unit, and every read after the activation over a
+//! new connection (the one that activated may be the one the new configuration broke).
+//!
+//! Every command comes from the core's builder ([`DeployStep`]); the ones that change the host run
+//! under `sudo -n` with the deployment's permit, which covers exactly this deployment's steps.
+
+use crate::local::Local;
+use crate::outcome::ActionOutcome;
+use crate::remote::{Remote, properties};
+use macha_core::action::Action;
+use macha_core::command::{DeployStep, nix_copy_command};
+use macha_core::policy::Permit;
+use macha_core::{HostName, StorePath, Timestamp};
+use macha_deploy::machine::{
+    Baseline, Command as Step, DeployId, DeploySpec, DisarmAck, DisarmToken, Event, HostDeploy, Observed, Timeouts,
+    UnitState,
+};
+use macha_ssh::{RemoteCommand, Target};
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
+
+/// What a deployment may wait for, and how much room it needs on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct DeploySettings {
+    pub timeouts: Timeouts,
+    /// Free space `/nix` must have at preflight.
+    pub min_free_bytes: u64,
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        DeploySettings { timeouts: Timeouts::default(), min_free_bytes: 512 * 1024 * 1024 }
+    }
+}
+
+/// The limit of one read-only command of a deployment.
+const READ_LIMIT: Duration = Duration::from_secs(30);
+/// The limit of the copy, the GC roots, the profile and the boot entry.
+const CHANGE_LIMIT: Duration = Duration::from_secs(600);
+
+fn now() -> Timestamp {
+    Timestamp::from_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+    )
+}
+
+/// One deployment's run on `target`.
+struct Run<'a> {
+    remote: &'a Remote,
+    local: &'a Local,
+    target: Target,
+    permit: &'a Permit,
+    id: String,
+    previous: StorePath,
+    settings: DeploySettings,
+}
+
+impl Remote {
+    /// Deploys the permit's system to `host` and reports the final state as the outcome: succeeded
+    /// (and verified) only for [`macha_deploy::Final::Succeeded`]; the detail says which final
+    /// state, with every phase's time and what happened along the way.
+    pub(crate) async fn deploy(
+        &self,
+        host: &HostName,
+        permit: &Permit,
+        local: &Local,
+        settings: DeploySettings,
+    ) -> ActionOutcome {
+        let Action::NixosSwitch { target: switch, .. } = permit.action() else {
+            return ActionOutcome::failed("not a deployment; nothing was sent");
+        };
+        let Some(target) = self.target(host) else {
+            return ActionOutcome::failed(format!(
+                "{host} is not a registered host Macha may contact; nothing was sent"
+            ));
+        };
+        let id = permit.deploy_id();
+        let spec = (|| {
+            Ok::<_, String>(DeploySpec {
+                id: DeployId::parse(&id).map_err(|e| e.to_string())?,
+                host: host.clone(),
+                old: switch.previous.clone(),
+                new: switch.system.clone(),
+                // The timer is named after the deployment: stopping it is the disarm, and no other
+                // deployment's disarm can name it. The token the machine passes along is the
+                // permit's digest of the action.
+                token: DisarmToken::parse(&permit.id().action_digest).map_err(|e| e.to_string())?,
+                timeouts: settings.timeouts,
+            })
+        })();
+        let mut machine = match spec.and_then(|s| HostDeploy::new(s).map_err(|e| e.to_string())) {
+            Ok(m) => m,
+            Err(e) => return ActionOutcome::failed(format!("deployment {id} cannot start: {e}; nothing was sent")),
+        };
+        let run =
+            Run { remote: self, local, target, permit, id: id.clone(), previous: switch.previous.clone(), settings };
+        let mut queue: VecDeque<Step> = machine.start(now()).into();
+        loop {
+            while let Some(step) = queue.pop_front() {
+                tracing::info!(deploy = %id, host = %host, phase = machine.phase().as_str(), "{}", step_name(&step));
+                let event = run.step(step).await;
+                queue.extend(machine.handle(now(), event));
+            }
+            if machine.final_state().is_some() {
+                break;
+            }
+            let Some(wake) = machine.next_wakeup() else { break };
+            let wait = u64::try_from(wake.millis().saturating_sub(now().millis())).unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(wait.min(60_000))).await;
+            queue.extend(machine.handle(now(), Event::Tick));
+        }
+        if matches!(machine.final_state(), Some(macha_deploy::Final::Succeeded)) {
+            // The activation unit was kept for its result; it is not needed any more.
+            let _ = run.change(&DeployStep::Cleanup { id: &id }, READ_LIMIT).await;
+        }
+        outcome(&id, host, &machine)
+    }
+}
+
+fn step_name(step: &Step) -> &'static str {
+    match step {
+        Step::Preflight { .. } => "preflight",
+        Step::Copy { .. } => "copy",
+        Step::Pin { .. } => "pin",
+        Step::Arm { .. } => "arm the dead-man timer",
+        Step::Activate { .. } => "activate",
+        Step::ReadUnitResult { .. } => "read the activation's result",
+        Step::Verify { .. } => "verify",
+        Step::Disarm { .. } => "disarm",
+        Step::SetProfile { .. } => "set the profile",
+        Step::SetBootEntry { .. } => "set the boot entry",
+        Step::Rollback { .. } => "roll back",
+    }
+}
+
+/// The action's outcome from the machine's final state.
+fn outcome(id: &str, host: &HostName, machine: &HostDeploy) -> ActionOutcome {
+    let row = machine.summary_row();
+    let final_state = machine.final_state().cloned().unwrap_or(macha_deploy::Final::Unknown);
+    let phases: Vec<String> = row.phases.iter().map(|(p, d)| format!("{p} {} ms", d.as_millis())).collect();
+    let mut detail = format!("deployment {id} on {host}: {final_state}");
+    if !phases.is_empty() {
+        detail.push_str(&format!(" ({})", phases.join(", ")));
+    }
+    if !row.notes.is_empty() {
+        detail.push_str(&format!("; {}", row.notes.join("; ")));
+    }
+    let ok = final_state.is_success();
+    ActionOutcome {
+        succeeded: ok,
+        verified: ok,
+        detail,
+        output: serde_json::to_string(&serde_json::json!({
+            "deploy": id, "final": final_state, "exit_code": final_state.exit_code(), "phases": row.phases.iter()
+                .map(|(p, d)| (p.clone(), u64::try_from(d.as_millis()).unwrap_or(u64::MAX))).collect::<Vec<_>>(),
+            "notes": row.notes,
+        }))
+        .ok(),
+    }
+}
+
+impl Run<'_> {
+    /// Runs one step the machine asked for and returns what happened.
+    async fn step(&self, step: Step) -> Event {
+        match step {
+            Step::Preflight { .. } => Event::Preflight { result: self.preflight().await },
+            Step::Copy { system } => Event::Copied { result: self.copy(&system).await },
+            Step::Pin { old, new } => {
+                let result = async {
+                    self.change(&DeployStep::PinRoot { id: &self.id, role: "old", path: &old }, CHANGE_LIMIT).await?;
+                    self.change(&DeployStep::PinRoot { id: &self.id, role: "new", path: &new }, CHANGE_LIMIT).await
+                }
+                .await;
+                Event::Pinned { result: result.map(drop) }
+            }
+            Step::Arm { record, fires_after, .. } => {
+                let secs = fires_after.as_secs().max(1);
+                let step = DeployStep::Arm { id: &self.id, previous: &record.baseline.system, secs };
+                Event::Armed { result: self.change(&step, READ_LIMIT).await.map(drop) }
+            }
+            Step::Activate { system, .. } => self.activate(&system).await,
+            Step::ReadUnitResult { .. } => self.read_unit_result().await,
+            Step::Verify { expected: _ } => match self.observe().await {
+                Ok(observed) => Event::Observed { observed },
+                Err(reason) => Event::Unreachable { reason },
+            },
+            Step::Disarm { .. } => Event::Disarm { ack: self.disarm().await },
+            Step::SetProfile { system } => Event::ProfileSet {
+                result: self.change(&DeployStep::SetProfile { system: &system }, CHANGE_LIMIT).await.map(drop),
+            },
+            Step::SetBootEntry { system } => Event::BootEntrySet {
+                result: self.change(&DeployStep::Boot { system: &system }, CHANGE_LIMIT).await.map(drop),
+            },
+            Step::Rollback { to, restore_profile, .. } => self.rollback(&to, restore_profile).await,
+        }
+    }
+
+    /// A read-only command on the host; `Err` with the reason when it did not succeed.
+    async fn read(&self, step: &DeployStep<'_>) -> Result<String, String> {
+        let tools = self.remote.pool().tools(&self.target).await.map_err(|e| e.to_string())?;
+        let cmd = macha_core::command::deploy_command(step, &tools.core_tools()).map_err(|e| e.to_string())?;
+        let rc = RemoteCommand::new(cmd, READ_LIMIT);
+        let out = self.remote.pool().run(&self.target, &rc).await.map_err(|e| e.to_string())?;
+        if out.success() {
+            Ok(out.stdout_text())
+        } else {
+            Err(format!("`{}` failed ({:?}): {}", rc.display(), out.status, out.stderr_line()))
+        }
+    }
+
+    /// A command that changes the host, under `sudo -n` with the deployment's permit.
+    async fn change(&self, step: &DeployStep<'_>, limit: Duration) -> Result<String, String> {
+        let tools = self.remote.pool().tools(&self.target).await.map_err(|e| e.to_string())?;
+        let cmd = macha_core::command::deploy_command(step, &tools.core_tools()).map_err(|e| e.to_string())?;
+        let rc = RemoteCommand::new(cmd, limit).sudo(self.permit).map_err(|e| e.to_string())?;
+        let out = self.remote.pool().run(&self.target, &rc).await.map_err(|e| e.to_string())?;
+        if out.success() {
+            Ok(out.stdout_text())
+        } else {
+            Err(format!("`{}` failed ({:?}): {}", rc.display(), out.status, out.stderr_line()))
+        }
+    }
+
+    async fn current_system(&self) -> Result<StorePath, String> {
+        let text = self.read(&DeployStep::CurrentSystem).await?;
+        StorePath::parse(text.trim()).map_err(|e| format!("/run/current-system: {e}"))
+    }
+
+    async fn boot_id(&self) -> Result<String, String> {
+        let bytes = self
+            .remote
+            .pool()
+            .read_file(&self.target, "/proc/sys/kernel/random/boot_id", 128)
+            .await
+            .map_err(|e| e.to_string())?;
+        let id = String::from_utf8_lossy(&bytes).trim().to_owned();
+        if id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+            Ok(id)
+        } else {
+            Err(format!("the boot id {id:?} is not one"))
+        }
+    }
+
+    async fn failed_units(&self) -> Result<BTreeSet<String>, String> {
+        let text = self.read(&DeployStep::FailedUnits).await?;
+        Ok(text.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect())
+    }
+
+    /// The baseline, read-only; refuses when another switch runs or `/nix` is short of space.
+    async fn preflight(&self) -> Result<Baseline, String> {
+        let system = self.current_system().await?;
+        let switching = self.read(&DeployStep::Switching).await?;
+        let busy: Vec<&str> = switching.lines().filter_map(|l| l.split_whitespace().next()).collect();
+        if !busy.is_empty() {
+            return Err(format!("another switch is running on the host: {}", busy.join(", ")));
+        }
+        let free = self.read(&DeployStep::FreeSpace { path: "/nix" }).await?;
+        let avail: u64 = free.lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+        if avail < self.settings.min_free_bytes {
+            return Err(format!(
+                "/nix has {} free, less than the {} a deployment needs",
+                macha_core::checks::human_bytes(avail),
+                macha_core::checks::human_bytes(self.settings.min_free_bytes)
+            ));
+        }
+        Ok(Baseline {
+            system,
+            generation: None,
+            boot_id: self.boot_id().await?,
+            failed_units: self.failed_units().await?,
+            health: Vec::new(),
+        })
+    }
+
+    /// `nix copy` on the controller through the host's master, then the host checks the path.
+    async fn copy(&self, system: &StorePath) -> Result<(), String> {
+        let transport = self.remote.pool().nix_transport(&self.target).await.map_err(|e| e.to_string())?;
+        let cmd = nix_copy_command(self.local.tools(), &transport.uri, system).map_err(|e| e.to_string())?;
+        let path = format!("{}:{}", transport.ssh_dir.display(), macha_core::command::SPAWN_ENV[0].1);
+        let ran = tokio::time::timeout(
+            CHANGE_LIMIT,
+            tokio::process::Command::new(cmd.program())
+                .args(cmd.argv())
+                .env_clear()
+                .envs(macha_core::command::SPAWN_ENV)
+                .env("PATH", path)
+                .env("NIX_SSHOPTS", &transport.sshopts)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .map_err(|_| format!("`{}` did not finish within {} s", cmd.display(), CHANGE_LIMIT.as_secs()))?
+        .map_err(|e| format!("cannot run {}: {e}", cmd.program()))?;
+        if !ran.status.success() {
+            let err = String::from_utf8_lossy(&ran.stderr);
+            let last = err.lines().rev().find(|l| !l.trim().is_empty() && !l.contains("nixbld")).unwrap_or("");
+            let hint = if last.contains("lacks a valid signature") {
+                " (the host's Nix does not trust the login user: add it to nix.settings.trusted-users)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "the copy failed ({}): {}{hint}",
+                ran.status,
+                macha_core::journal::sanitize(last, 300)
+            ));
+        }
+        self.read(&DeployStep::Valid { path: system }).await.map(drop).map_err(|e| format!("copied, but {e}"))
+    }
+
+    /// The activation in its transient unit; its exit status is read from the unit (which
+    /// `systemd-run --wait` does not pass on: it exits 1 for any failure).
+    async fn activate(&self, system: &StorePath) -> Event {
+        let secs = self.settings.timeouts.activate.as_secs().max(1);
+        let step = DeployStep::Activate { id: &self.id, system, previous: &self.previous, secs };
+        let limit = self.settings.timeouts.activate + Duration::from_secs(30);
+        // Whatever `systemd-run --wait` says (or a broken connection), the unit holds the result.
+        let _ = self.change(&step, limit).await;
+        match self.unit_state().await {
+            Ok(UnitState::Exited { code }) => Event::ActivationExited { code },
+            Ok(UnitState::Killed { .. }) => Event::ActivationExited { code: -1 },
+            Ok(UnitState::Running | UnitState::Gone { .. }) | Err(_) => Event::ConnectionLost,
+        }
+    }
+
+    /// The activation unit's state, over the current connection.
+    async fn unit_state(&self) -> Result<UnitState, String> {
+        let text = self.read(&DeployStep::ActivationState { id: &self.id }).await?;
+        let p = properties(&text);
+        let get = |k: &str| p.get(k).map(String::as_str).unwrap_or_default();
+        if get("LoadState") == "not-found" {
+            return Ok(UnitState::Gone { boot_id: self.boot_id().await? });
+        }
+        Ok(match (get("ActiveState"), get("Result")) {
+            ("activating" | "deactivating" | "reloading", _) => UnitState::Running,
+            (_, "success") => UnitState::Exited { code: 0 },
+            (_, "exit-code") => UnitState::Exited { code: get("ExecMainStatus").parse().unwrap_or(1) },
+            (_, other) => UnitState::Killed { detail: format!("the activation unit ended with result {other}") },
+        })
+    }
+
+    /// Over a new connection, the activation unit's result.
+    async fn read_unit_result(&self) -> Event {
+        self.remote.pool().disconnect(&self.target.name).await;
+        match self.unit_state().await {
+            Ok(state) => Event::UnitResult { state },
+            Err(reason) => Event::Unreachable { reason },
+        }
+    }
+
+    /// Over a new connection, what verification compares with the baseline.
+    async fn observe(&self) -> Result<Observed, String> {
+        self.remote.pool().disconnect(&self.target.name).await;
+        Ok(Observed {
+            current_system: self.current_system().await?,
+            boot_id: self.boot_id().await?,
+            failed_units: self.failed_units().await?,
+            health: Vec::new(),
+        })
+    }
+
+    /// Stops the dead-man timer; acknowledged when the timer is gone and its service never ran.
+    async fn disarm(&self) -> DisarmAck {
+        if let Err(reason) = self.change(&DeployStep::Disarm { id: &self.id }, READ_LIMIT).await {
+            return DisarmAck::NotAcknowledged { reason };
+        }
+        match self.read(&DeployStep::ArmState { id: &self.id }).await {
+            Ok(text) => {
+                let units: Vec<_> = text.split("\n\n").map(properties).collect();
+                let fired = units.iter().any(|u| {
+                    u.get("Id").is_some_and(|i| i.ends_with(".service"))
+                        && u.get("ExecMainStartTimestampMonotonic").is_some_and(|t| t != "0")
+                });
+                let armed = units.iter().any(|u| {
+                    u.get("Id").is_some_and(|i| i.ends_with(".timer"))
+                        && u.get("ActiveState").is_some_and(|s| s == "active")
+                });
+                match (fired, armed) {
+                    (false, false) => DisarmAck::Acknowledged,
+                    (true, _) => DisarmAck::NotAcknowledged { reason: "the dead-man timer had already fired".into() },
+                    (false, true) => DisarmAck::NotAcknowledged { reason: "the dead-man timer is still armed".into() },
+                }
+            }
+            Err(reason) => DisarmAck::NotAcknowledged { reason },
+        }
+    }
+
+    /// Back to the recorded old system, over a new connection: the timer and the activation unit
+    /// stopped first, then `previous`'s activation in a transient unit (and the profile and the
+    /// boot entry back when they had moved).
+    async fn rollback(&self, to: &StorePath, restore_profile: bool) -> Event {
+        self.remote.pool().disconnect(&self.target.name).await;
+        if let Err(reason) = self.remote.pool().tools(&self.target).await {
+            return Event::Unreachable { reason: reason.to_string() };
+        }
+        let _ = self.change(&DeployStep::Disarm { id: &self.id }, READ_LIMIT).await;
+        let _ = self.change(&DeployStep::Cleanup { id: &self.id }, READ_LIMIT).await;
+        let secs = self.settings.timeouts.activate.as_secs().max(1);
+        let mut result = self
+            .change(
+                &DeployStep::Rollback { id: &self.id, previous: to, secs },
+                self.settings.timeouts.activate + Duration::from_secs(30),
+            )
+            .await
+            .map(drop);
+        if result.is_ok() && restore_profile {
+            result = async {
+                self.change(&DeployStep::SetProfile { system: to }, CHANGE_LIMIT).await?;
+                self.change(&DeployStep::Boot { system: to }, CHANGE_LIMIT).await
+            }
+            .await
+            .map(drop);
+        }
+        match result {
+            Err(e) if e.contains("connect") || e.contains("disconnect") => Event::Unreachable { reason: e },
+            r => Event::RolledBack { result: r },
+        }
+    }
+}
