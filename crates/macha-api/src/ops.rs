@@ -5,9 +5,9 @@
 //! an answer's type is a compile error at both ends, not a key that silently goes missing.
 
 use crate::reply::{
-    ApprovalDetail, ApprovalView, ApproveResult, AuditEntry, AuditKind, ChatAnswer, CheckReport, HostChange,
-    HostDetail, HostView, IssueDetail, IssueView, KeyScan, PromptLog, PruneResult, RejectResult, Severity, StatusInfo,
-    TrustResult,
+    ApprovalDetail, ApprovalView, ApproveResult, AuditEntry, AuditKind, ChatAnswer, CheckReport, DeployPlan,
+    HostChange, HostDetail, HostView, IssueDetail, IssueView, KeyScan, PromptLog, PruneResult, RejectResult, Severity,
+    StatusInfo, TrustResult,
 };
 use crate::request::Request;
 use macha_core::Timestamp;
@@ -207,6 +207,22 @@ pub struct ListPrompts {
     pub limit: Option<u32>,
 }
 call!(ListPrompts, PromptLog);
+
+/// Prepares a NixOS deployment of `system`, a closure built on the controller, to each host: what
+/// the host runs now (read there), the closure diff, and — unless `diff_only` — an approval bound
+/// to exactly (host, running system, `system`). Nothing changes on any host. Admin only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrepareDeploy {
+    pub hosts: Vec<String>,
+    pub system: String,
+    /// Where `system` was built from, recorded with the approval.
+    #[serde(default)]
+    pub flake: Option<String>,
+    #[serde(default)]
+    pub diff_only: bool,
+}
+call!(PrepareDeploy, Vec<DeployPlan>);
 
 /// The host registry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -399,6 +399,25 @@ impl HostSource {
     }
 }
 
+/// One host's part of `macha deploy`, before anything changed on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployPlan {
+    pub host: String,
+    /// What the host runs now (`/run/current-system`); the rollback target.
+    pub previous: Option<String>,
+    pub system: String,
+    /// The closure diff, as a person reads it (`None` when it could not be computed).
+    pub diff: Option<String>,
+    /// Packages added, removed, up- or downgraded or changed in size.
+    pub changes: usize,
+    /// The changes called out (kernel, systemd, boot loader, …), one line each.
+    pub notable: Vec<String>,
+    /// The approval bound to (host, previous, system); `None` with `diff_only` or when refused.
+    pub approval_id: Option<i64>,
+    /// Why this host will not be deployed (unreachable, not trusted, already runs `system`, …).
+    pub refused: Option<String>,
+}
+
 /// The outcome of the last contact with a host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContactStatus {

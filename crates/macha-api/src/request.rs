@@ -47,6 +47,8 @@ pub enum Request {
     ForgetHost(ops::ForgetHost),
     /// Deletes exported audit records (admin only).
     PruneAudit(ops::PruneAudit),
+    /// Prepares a NixOS deployment: preflight, closure diff, approvals (`macha deploy`).
+    PrepareDeploy(ops::PrepareDeploy),
 }
 
 /// The access tiers, lowest first.
@@ -100,7 +102,8 @@ impl Request {
             | Request::TrustHost(_)
             | Request::AdmitHost(_)
             | Request::ForgetHost(_)
-            | Request::PruneAudit(_) => Tier::Admin,
+            | Request::PruneAudit(_)
+            | Request::PrepareDeploy(_) => Tier::Admin,
         }
     }
 
@@ -140,6 +143,7 @@ impl Request {
             Request::AdmitHost(_) => "admit_host",
             Request::ForgetHost(_) => "forget_host",
             Request::PruneAudit(_) => "prune_audit",
+            Request::PrepareDeploy(_) => "prepare_deploy",
         }
     }
 }

@@ -213,7 +213,9 @@ pub enum DeployStep<'a> {
     /// Disarms the dead-man switch.
     Disarm { id: &'a str },
     /// `switch-to-configuration test` of `system` in the transient unit `macha-deploy-<id>`,
-    /// waited for up to `secs`; the unit stays (with its result) until [`DeployStep::Cleanup`].
+    /// waited for up to `secs`. A unit that failed stays loaded with its exit status (what a
+    /// reconnect reads) until [`DeployStep::Forget`]; one that succeeded is gone once it exits
+    /// (`systemd-run --wait` never returns for a unit that remains after exit).
     Activate { id: &'a str, system: &'a StorePath, previous: &'a StorePath, secs: u64 },
     /// The activation unit's state and result (read-only): what a reconnect reads instead of
     /// activating again.
@@ -224,8 +226,11 @@ pub enum DeployStep<'a> {
     SetProfile { system: &'a StorePath },
     /// `switch-to-configuration boot`: the boot entry.
     Boot { system: &'a StorePath },
-    /// Stops the activation unit (kept for its result until now).
+    /// Stops the activation unit (if it still runs).
     Cleanup { id: &'a str },
+    /// Forgets a failed activation unit (`reset-failed`), so that it is not a failed unit of the
+    /// host when the rollback is verified.
+    Forget { id: &'a str },
 }
 
 impl DeployStep<'_> {
@@ -374,7 +379,6 @@ pub fn deploy_command(step: &DeployStep<'_>, tools: &Tools) -> Result<Command, C
                 "--wait".to_owned(),
                 "--quiet".to_owned(),
                 "--property=Type=oneshot".to_owned(),
-                "--property=RemainAfterExit=yes".to_owned(),
                 format!("--property=TimeoutStartSec={}", secs(*s)),
                 "--".to_owned(),
                 switch(system),
@@ -412,6 +416,15 @@ pub fn deploy_command(step: &DeployStep<'_>, tools: &Tools) -> Result<Command, C
         DeployStep::Cleanup { id } => {
             id_ok(id)?;
             tools.get("systemctl")?.args(["stop".to_owned(), "--".to_owned(), format!("macha-deploy-{id}.service")])
+        }
+        DeployStep::Forget { id } => {
+            id_ok(id)?;
+            tools.get("systemctl")?.args([
+                "reset-failed".to_owned(),
+                "--".to_owned(),
+                format!("macha-deploy-{id}.service"),
+                format!("macha-deploy-{id}-deadman.service"),
+            ])
         }
     })
 }

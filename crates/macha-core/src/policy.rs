@@ -686,6 +686,7 @@ impl Permit {
             DeployStep::SetProfile { system: previous },
             DeployStep::Boot { system: previous },
             DeployStep::Cleanup { id: &id },
+            DeployStep::Forget { id: &id },
         ];
         steps.iter().any(|step| deploy_command(step, &tools).is_ok_and(|expected| expected == *cmd))
     }

@@ -463,6 +463,81 @@ fn shorten(s: &str) -> String {
     s.chars().take(80).collect()
 }
 
+/// Splits a store path's name into package name and version the way Nix does (`DrvName`): the
+/// version starts after the first `-` that is followed by something other than a letter.
+pub fn split_name(name: &str) -> (&str, &str) {
+    let b = name.as_bytes();
+    for i in 0..b.len() {
+        if b[i] == b'-' && b.get(i + 1).is_some_and(|c| !c.is_ascii_alphabetic()) {
+            return (&name[..i], &name[i + 1..]);
+        }
+    }
+    (name, "")
+}
+
+/// One closure as `nix path-info --json --recursive` prints it: each path with its NAR size.
+/// Untrusted (it may come from the host): bounded like [`parse_diff_closures`], every path checked.
+pub fn parse_path_infos(json: &str) -> Result<Vec<(crate::binding::StorePath, u64)>, DiffError> {
+    if json.len() > MAX_BYTES {
+        return Err(DiffError::TooLarge { bytes: json.len() });
+    }
+    #[derive(Deserialize)]
+    struct Info {
+        path: String,
+        #[serde(rename = "narSize", default)]
+        nar_size: u64,
+    }
+    let infos: Vec<Info> =
+        serde_json::from_str(json).map_err(|e| DiffError::Line { line: e.line(), reason: e.to_string() })?;
+    if infos.len() > MAX_LINES {
+        return Err(DiffError::TooManyLines);
+    }
+    infos.into_iter().map(|i| Ok((crate::binding::parse_store_path(&i.path)?, i.nar_size))).collect()
+}
+
+/// The closure diff of two closures, computed as `nix store diff-closures` computes it: paths
+/// grouped by package name, the sets of versions compared, NAR sizes summed; a package appears
+/// when its versions differ or its size moved by at least 8 KiB (Nix's threshold). Used when the old
+/// closure is only on the host (its path-infos read there), so the diff is known before the copy.
+pub fn diff_closures(
+    old: &[(crate::binding::StorePath, u64)],
+    new: &[(crate::binding::StorePath, u64)],
+) -> ClosureDiff {
+    use std::collections::{BTreeMap, BTreeSet};
+    type Side = BTreeMap<String, (BTreeSet<String>, u64)>;
+    let group = |closure: &[(crate::binding::StorePath, u64)]| {
+        let mut out: Side = BTreeMap::new();
+        for (path, size) in closure {
+            let (name, version) = split_name(path.name());
+            let e = out.entry(name.to_owned()).or_default();
+            e.0.insert(version.to_owned());
+            e.1 = e.1.saturating_add(*size);
+        }
+        out
+    };
+    let (a, b) = (group(old), group(new));
+    let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let mut changes = Vec::new();
+    let mut total: i64 = 0;
+    for name in names {
+        let empty = (BTreeSet::new(), 0);
+        let (va, sa) = a.get(name).unwrap_or(&empty);
+        let (vb, sb) = b.get(name).unwrap_or(&empty);
+        let delta = i64::try_from(*sb).unwrap_or(i64::MAX).saturating_sub(i64::try_from(*sa).unwrap_or(i64::MAX));
+        total = total.saturating_add(delta);
+        // Nix removes the versions present on both sides before showing them.
+        let before: Vec<String> = va.difference(vb).cloned().collect();
+        let after: Vec<String> = vb.difference(va).cloned().collect();
+        if before.is_empty() && after.is_empty() && !nix_prints_size(delta) {
+            continue;
+        }
+        let kind = kind_of(&before, &after);
+        let size = nix_prints_size(delta).then_some(delta);
+        changes.push(PackageChange { name: name.clone(), before, after, size_delta_bytes: size, kind });
+    }
+    ClosureDiff { changes, size_delta_bytes: total }
+}
+
 /// Whether a size change is one Nix would print (used by tests and callers that build diffs).
 pub fn nix_prints_size(delta: i64) -> bool {
     delta.unsigned_abs() >= NIX_SIZE_THRESHOLD.unsigned_abs()
@@ -471,6 +546,40 @@ pub fn nix_prints_size(delta: i64) -> bool {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    #[test]
+    fn the_diff_of_two_closures_is_nix_s() {
+        use crate::binding::parse_store_path;
+        assert_eq!(split_name("nixos-system-c1-26.05.2"), ("nixos-system-c1", "26.05.2"));
+        assert_eq!(split_name("linux-6.1.2"), ("linux", "6.1.2"));
+        assert_eq!(split_name("hello"), ("hello", ""));
+        assert_eq!(split_name("foo-bar-1.0-man"), ("foo-bar", "1.0-man"));
+        let p = |hash: char, name: &str| {
+            parse_store_path(&format!("/nix/store/{}-{name}", hash.to_string().repeat(32))).unwrap()
+        };
+        let old = [(p('a', "linux-6.1.1"), 100 << 20), (p('b', "hello-2.12"), 4096), (p('c', "gone-1.0"), 50_000)];
+        let new = [(p('d', "linux-6.1.2"), 101 << 20), (p('b', "hello-2.12"), 4096), (p('f', "fresh-0.1"), 20_000)];
+        let d = diff_closures(&old, &new);
+        let got: Vec<(&str, ChangeKind, Vec<String>, Vec<String>)> =
+            d.changes.iter().map(|c| (c.name.as_str(), c.kind, c.before.clone(), c.after.clone())).collect();
+        assert_eq!(
+            got,
+            [
+                ("fresh", ChangeKind::Added, vec![], vec!["0.1".to_owned()]),
+                ("gone", ChangeKind::Removed, vec!["1.0".to_owned()], vec![]),
+                ("linux", ChangeKind::Upgraded, vec!["6.1.1".to_owned()], vec!["6.1.2".to_owned()]),
+            ]
+        );
+        assert_eq!(d.changes[2].size_delta_bytes, Some(1 << 20));
+        assert!(d.notable().iter().any(|n| n.name == "linux"));
+        assert!(diff_closures(&old, &old).is_empty());
+        // The path-info JSON Nix prints, hostile input refused with a reason.
+        let json =
+            r#"[{"path":"/nix/store/jz2595sfad0cvijzambji7v04rjkamxf-linux-6.1.1","narSize":128,"references":[]}]"#;
+        assert_eq!(parse_path_infos(json).unwrap()[0].1, 128);
+        assert!(parse_path_infos(r#"[{"path":"/etc/passwd","narSize":1}]"#).is_err());
+        assert!(parse_path_infos("not json").is_err());
+    }
     use super::*;
 
     fn one(line: &str) -> PackageChange {

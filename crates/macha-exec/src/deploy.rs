@@ -314,18 +314,21 @@ impl Run<'_> {
         self.read(&DeployStep::Valid { path: system }).await.map(drop).map_err(|e| format!("copied, but {e}"))
     }
 
-    /// The activation in its transient unit; its exit status is read from the unit (which
-    /// `systemd-run --wait` does not pass on: it exits 1 for any failure).
+    /// The activation in its transient unit. `systemd-run --wait` exits 0 when the activation
+    /// did; for a failure it exits 1 whatever the status, which the failed unit keeps (read here).
+    /// No answer at all (the connection broke) is a lost connection: the machine reads the unit's
+    /// result over a new one and never activates again.
     async fn activate(&self, system: &StorePath) -> Event {
         let secs = self.settings.timeouts.activate.as_secs().max(1);
         let step = DeployStep::Activate { id: &self.id, system, previous: &self.previous, secs };
         let limit = self.settings.timeouts.activate + Duration::from_secs(30);
-        // Whatever `systemd-run --wait` says (or a broken connection), the unit holds the result.
-        let _ = self.change(&step, limit).await;
-        match self.unit_state().await {
-            Ok(UnitState::Exited { code }) => Event::ActivationExited { code },
-            Ok(UnitState::Killed { .. }) => Event::ActivationExited { code: -1 },
-            Ok(UnitState::Running | UnitState::Gone { .. }) | Err(_) => Event::ConnectionLost,
+        match self.change(&step, limit).await {
+            Ok(_) => Event::ActivationExited { code: 0 },
+            Err(_) => match self.unit_state().await {
+                Ok(UnitState::Exited { code }) => Event::ActivationExited { code },
+                Ok(UnitState::Killed { .. }) => Event::ActivationExited { code: -1 },
+                Ok(UnitState::Running | UnitState::Gone { .. }) | Err(_) => Event::ConnectionLost,
+            },
         }
     }
 
@@ -401,6 +404,7 @@ impl Run<'_> {
         }
         let _ = self.change(&DeployStep::Disarm { id: &self.id }, READ_LIMIT).await;
         let _ = self.change(&DeployStep::Cleanup { id: &self.id }, READ_LIMIT).await;
+        let _ = self.change(&DeployStep::Forget { id: &self.id }, READ_LIMIT).await;
         let secs = self.settings.timeouts.activate.as_secs().max(1);
         let mut result = self
             .change(

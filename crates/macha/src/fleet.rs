@@ -83,7 +83,11 @@ pub enum FleetEvent {
     Observed(Box<Observed>),
     Discovered(Result<Vec<String>, String>),
     Scanned(Box<Scanned>),
+    /// A deployment's preparation, read from its hosts (`deploy.rs`).
+    Prepared(Box<deploy::Prepared>),
 }
+
+mod deploy;
 
 /// The result of observing one host.
 #[derive(Debug)]
@@ -185,6 +189,8 @@ pub struct Fleet {
     pool: Result<Arc<SshPool>, String>,
     keyscan: Result<PathBuf, String>,
     journalctl: Option<PathBuf>,
+    /// The controller's `nix` (a deployment reads the built system's closure with it).
+    nix: Option<PathBuf>,
     settings: Settings,
     targets: Arc<RwLock<BTreeMap<HostName, Target>>>,
     parallel: Arc<Semaphore>,
@@ -263,6 +269,7 @@ impl Fleet {
         let fleet = Fleet {
             keyscan: resolve("ssh-keyscan"),
             journalctl: crate::observe::journalctl_path(config).ok(),
+            nix: config.tools.get("nix").map(PathBuf::from).or_else(|| which::which("nix").ok()),
             parallel: Arc::new(Semaphore::new(parallelism)),
             suspect: Arc::new(Semaphore::new(suspect_slots(parallelism))),
             pool,
@@ -541,6 +548,10 @@ impl Fleet {
             FleetEvent::Discovered(r) => {
                 lock(&self.state).discovering = false;
                 self.discovered(engine, r)?;
+                Ok(Vec::new())
+            }
+            FleetEvent::Prepared(p) => {
+                self.prepared(engine, *p)?;
                 Ok(Vec::new())
             }
             FleetEvent::Scanned(s) => {

@@ -23,8 +23,10 @@ fi
 echo "activating $self ($variant)"
 case "$variant" in
   good)
-    # What a good configuration does: the services it declares run (sshd among them).
+    # What a good configuration does: the services it declares run (sshd among them), and the
+    # units of another configuration (the broken one of `units-fail`) are gone.
     systemctl start ssh.service 2>/dev/null || true
+    systemctl reset-failed 'lab-deploy-broken-*' 2>/dev/null || true
     ln -sfn "$self" /run/current-system
     exit 0 ;;
   units-fail)

@@ -10,6 +10,7 @@ mod audit;
 mod chat;
 mod check;
 mod commands;
+mod deploy;
 mod render;
 pub mod systems;
 pub mod term;
@@ -92,6 +93,9 @@ pub struct AskArgs {
 pub enum Cmd {
     /// Run one check cycle now (through the daemon if it runs, else standalone).
     Check(CheckArgs),
+    /// Deploy a built NixOS system to other hosts: closure diff, approval, dead-man switch,
+    /// verification, commit or rollback (docs/deploy.md).
+    Deploy(deploy::DeployArgs),
     /// The daemon's status: autonomy, uptime, database, systemd and SSH (anyone may ask).
     Status {
         #[command(flatten)]
@@ -530,6 +534,7 @@ fn dispatch(applet: Applet) -> CmdResult {
     match applet {
         Applet::Macha { cmd } => match cmd {
             Cmd::Check(a) => check::run(&a),
+            Cmd::Deploy(a) => deploy::run(&a),
             Cmd::Status { client } => commands::status(&client),
             Cmd::Daemon(a) => commands::daemon(&a),
             Cmd::CheckConfig(a) => commands::check_config(&a),

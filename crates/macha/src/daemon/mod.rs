@@ -639,6 +639,16 @@ fn on_api(shared: &Arc<Shared>, engine: &EngineHandle, call: ApiCall) {
                 }
             }
         }
+        ApiCall::Once { request: Request::PrepareDeploy(prepare), peer, reply }
+            if server::access(peer, shared.admin_gid, shared.viewer_gid) == Tier::Admin =>
+        {
+            // A deployment's preparation reads its hosts: answered from a task when it is done.
+            let s = Arc::clone(shared);
+            engine.post("deploy preparation", move |e| {
+                let who = server::peer_name(peer);
+                s.fleet.prepare_deploy(e, prepare, peer.uid, who, reply, &s.fleet_tx, &s.tracker);
+            });
+        }
         ApiCall::Once { request, peer, reply }
             if Fleet::is_deferred(&request)
                 && server::access(peer, shared.admin_gid, shared.viewer_gid) == Tier::Admin =>

@@ -89,7 +89,7 @@ pub(super) fn answer(engine: &mut Engine, shared: &Shared, request: Request, pee
         | Request::ShowHost(_)
         | Request::AdmitHost(_)
         | Request::ForgetHost(_) => shared.fleet.api(engine, request, &who),
-        Request::ScanHost(_) | Request::TrustHost(_) => {
+        Request::ScanHost(_) | Request::TrustHost(_) | Request::PrepareDeploy(_) => {
             Err(BadRequest(format!("{} is answered after a key scan", request.op())).into())
         }
         Request::Ask(_) | Request::Chat(_) | Request::Discuss(_) => {

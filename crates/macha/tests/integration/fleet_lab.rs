@@ -745,3 +745,137 @@ fn probe_prints_a_snapshot_document() {
     assert!(doc.snapshot.units.unavailable_reason().is_some_and(|r| r.contains("systemd.enable = false")));
     assert!(!dir.path().join("macha.db").exists(), "probe records nothing");
 }
+
+/// The lab's stand-in NixOS systems (tests/lab/deploy/systems.nix), built on this machine with
+/// Debian's Nix (no nixpkgs, no NixOS): a real closure with a `switch-to-configuration` that
+/// behaves like NixOS's, in the variant that breaks the way a test needs.
+fn build_system(host: &str, generation: u32, variant: &str) -> String {
+    let out = Command::new("nix-build")
+        .arg(root().join("tests/lab/deploy/systems.nix"))
+        .args([
+            "--argstr",
+            "host",
+            host,
+            "--arg",
+            "generation",
+            &generation.to_string(),
+            "--argstr",
+            "variant",
+            variant,
+        ])
+        .arg("--no-out-link")
+        .env("NIX_CONFIG", "build-users-group =\nsandbox = false\nexperimental-features = nix-command flakes")
+        .output()
+        .unwrap_or_else(|e| panic!("nix-build: {e}"));
+    assert!(out.status.success(), "nix-build: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Puts `system` on `c` by hand (copy and `switch`), as the state a deployment starts from.
+fn install_by_hand(lab: &Containers, c: &str, system: &str) {
+    let out = Command::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command",
+            "copy",
+            "--no-check-sigs",
+            "--to",
+            &format!("ssh-ng://root@{c}"),
+            system,
+        ])
+        .env("NIX_SSHOPTS", format!("-F {}", lab.dir.join("ssh_config").display()))
+        .env("NIX_CONFIG", "build-users-group =")
+        .output()
+        .unwrap_or_else(|e| panic!("nix copy: {e}"));
+    assert!(out.status.success(), "nix copy: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(lab.exec_status(c, &[&format!("{system}/bin/switch-to-configuration"), "switch"]));
+    assert!(lab.exec_status(c, &["systemctl", "start", "ssh.service"]));
+    assert_eq!(lab.exec(c, &["readlink", "-e", "/run/current-system"]), system);
+}
+
+/// A daemon for deployments to `c1`: short deadlines so that the dead-man timer fires within the
+/// test (it must still outlast activation, reconnection and verification together).
+fn deploy_daemon(lab: &Containers) -> Daemon {
+    let tables = format!(
+        "#user-root\n#tables\n[deploy]\nactivate_timeout = \"20s\"\nreconnect_timeout = \"5s\"\nverify_timeout = \"8s\"\n\
+         retry = \"1s\"\ndead_man = \"40s\"\nmin_free_mib = 1\n{}",
+        lab.hosts_toml(&["c1"])
+    );
+    Daemon::start("suggest", &tables, &["c1"])
+}
+
+fn deploy(d: &Daemon, system: &str) -> (i32, Value) {
+    let out = d.cli_as("macha", &["deploy", "c1", "--system", system, "--approve", "--json", "--wait", "3m"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    });
+    (out.status.code().unwrap_or(-1), v)
+}
+
+#[test]
+#[ignore = "lab: needs MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 3"]
+fn lab_a_deployment_shows_its_diff_activates_verifies_and_commits() {
+    let _g = serial();
+    let lab = containers();
+    let (gen1, gen2) = (build_system("c1", 1, "good"), build_system("c1", 2, "good"));
+    install_by_hand(&lab, "c1", &gen1);
+    let d = deploy_daemon(&lab);
+    // The diff, before anything is approved or changes.
+    let plan = d.json_as("macha", &["deploy", "c1", "--system", &gen2, "--diff-only", "--json"]);
+    let diff = plan[0]["diff"].as_str().unwrap_or_default();
+    assert!(diff.contains("linux") && diff.contains("6.1.1") && diff.contains("6.1.2"), "{plan}");
+    assert!(plan[0]["notable"].to_string().contains("linux"), "{plan}");
+    assert_eq!(plan[0]["approval_id"], Value::Null, "--diff-only approves nothing");
+    // Deployed: activated, verified from outside, committed (profile and boot entry), disarmed.
+    let (code, v) = deploy(&d, &gen2);
+    assert_eq!((code, v[0]["final_state"]["state"].as_str()), (0, Some("succeeded")), "{v}");
+    assert_eq!(lab.exec("c1", &["readlink", "-e", "/run/current-system"]), gen2);
+    assert_eq!(lab.exec("c1", &["readlink", "-e", "/run/macha-lab-boot-entry"]), gen2);
+    assert_eq!(lab.exec("c1", &["readlink", "-e", "/nix/var/nix/profiles/system"]), gen2);
+    let timers = lab.exec("c1", &["systemctl", "list-timers", "--all", "--no-legend", "macha-deploy-*"]);
+    assert!(timers.is_empty(), "the dead-man timer is disarmed: {timers}");
+    let roots = lab.exec("c1", &["ls", "/nix/var/nix/gcroots/macha"]);
+    assert!(roots.contains("-old") && roots.contains("-new"), "{roots}");
+    // The same system again: nothing to do, said plainly.
+    let again = d.cli_as("macha", &["deploy", "c1", "--system", &gen2, "--json"]);
+    let v: Value = serde_json::from_slice(&again.stdout).unwrap_or_default();
+    assert!(v[0]["refused"].as_str().is_some_and(|r| r.contains("already runs")), "{v}");
+}
+
+#[test]
+#[ignore = "lab: needs MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 3"]
+fn lab_a_failed_activation_is_rolled_back_and_said_so_only_after_verification() {
+    let _g = serial();
+    let lab = containers();
+    let gen1 = build_system("c1", 1, "good");
+    install_by_hand(&lab, "c1", &gen1);
+    let d = deploy_daemon(&lab);
+    for (generation, variant) in [(3, "fails-halfway"), (4, "units-fail")] {
+        let broken = build_system("c1", generation, variant);
+        let (code, v) = deploy(&d, &broken);
+        assert_eq!((code, v[0]["final_state"]["state"].as_str()), (4, Some("rolled_back")), "{variant}: {v}");
+        assert_eq!(lab.exec("c1", &["readlink", "-e", "/run/current-system"]), gen1, "{variant}");
+        let detail = v[0]["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("rolled back"), "{variant}: {detail}");
+        // The boot entry was never touched by `test`.
+        assert_ne!(lab.exec("c1", &["readlink", "-e", "/run/macha-lab-boot-entry"]), broken);
+        let _ = lab.exec_status("c1", &["systemctl", "reset-failed"]);
+    }
+}
+
+#[test]
+#[ignore = "lab: needs MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 3"]
+fn lab_a_configuration_that_locks_macha_out_is_rolled_back_by_the_host_alone() {
+    let _g = serial();
+    let lab = containers();
+    let gen1 = build_system("c1", 1, "good");
+    install_by_hand(&lab, "c1", &gen1);
+    let d = deploy_daemon(&lab);
+    let lockout = build_system("c1", 5, "stops-ssh");
+    let (code, v) = deploy(&d, &lockout);
+    // Macha cannot reach the host after activation: it does not know, and says so.
+    assert_eq!((code, v[0]["final_state"]["state"].as_str()), (5, Some("unknown")), "{v}");
+    // The dead-man timer, armed before activation, re-activates the recorded old system.
+    wait_for("the host back on its old system", || lab.exec("c1", &["readlink", "-e", "/run/current-system"]) == gen1);
+    wait_for("sshd back", || lab.active_state("c1", "ssh.service") == "active");
+}

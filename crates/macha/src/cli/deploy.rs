@@ -1,0 +1,303 @@
+//! `macha deploy HOST…`: a built NixOS system to other hosts. The daemon prepares (what each host
+//! runs, the closure diff, an approval bound to the pair); with `--approve` the person running the
+//! command approves each host in the order of the fleet plan (a canary alone first, then up to
+//! `--parallel` at a time, stopping at the first failure with `--stop-on-failure`), and the command
+//! waits for each host's final state. The exit code is the worst host's (docs/deploy.md).
+
+use super::commands::load_config;
+use super::{ClientOpts, CmdResult, EXIT_USAGE, fail};
+use crate::api::reply::DeployPlan;
+use crate::api::{Client, ops};
+use crate::config::Scope;
+use clap::Args;
+use macha_core::HostName;
+use macha_core::approval::ApprovalState;
+use macha_deploy::Final;
+use macha_deploy::fleet::{FleetPlan, Scheduler};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub client: ClientOpts,
+    /// The hosts to deploy (registered, trusted, with a pinned key).
+    #[arg(required = true, value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// The built system to deploy (`/nix/store/…-nixos-system-…`), for every host.
+    #[arg(long, value_name = "PATH", conflicts_with = "flake", required_unless_present = "flake")]
+    pub system: Option<String>,
+    /// Build each host's system from this flake first
+    /// (`REF#nixosConfigurations.HOST.config.system.build.toplevel`, with the controller's `nix`).
+    #[arg(long, value_name = "REF")]
+    pub flake: Option<String>,
+    /// Only show what would change; nothing is approved or run.
+    #[arg(long)]
+    pub diff_only: bool,
+    /// Approve now, as the person running this command, and wait for each host's result.
+    #[arg(long, conflicts_with = "diff_only")]
+    pub approve: bool,
+    /// Hosts deployed at once (1-64).
+    #[arg(long, default_value_t = 10)]
+    pub parallel: usize,
+    /// Deploy this host alone first; the rest only if it succeeded.
+    #[arg(long, value_name = "HOST")]
+    pub canary: Option<String>,
+    /// Start no other host after one did not succeed.
+    #[arg(long)]
+    pub stop_on_failure: bool,
+    /// How long to wait for all hosts' results.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub wait: Duration,
+}
+
+pub fn run(args: &DeployArgs) -> CmdResult {
+    let config = load_config(args.client.config.as_deref(), Scope::User)?;
+    let socket = args.client.socket.clone().unwrap_or_else(|| config.socket.clone());
+    let mut client = Client::connect(&socket, Duration::from_secs(600))?;
+    // The system of each host: one path for all, or each host's own from the flake.
+    let mut systems: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for host in &args.hosts {
+        let system = match (&args.system, &args.flake) {
+            (Some(s), _) => s.clone(),
+            (None, Some(flake)) => build(&config, flake, host)?,
+            (None, None) => return Err(fail(EXIT_USAGE, anyhow::format_err!("give --system PATH or --flake REF"))),
+        };
+        systems.entry(system).or_default().push(host.clone());
+    }
+    let mut plans: Vec<DeployPlan> = Vec::new();
+    for (system, hosts) in systems {
+        let req = ops::PrepareDeploy { hosts, system, flake: args.flake.clone(), diff_only: args.diff_only };
+        plans.extend(client.call(req)?);
+    }
+    let plans = super::term::scrub(plans)?;
+    if !args.approve {
+        if args.client.json {
+            super::render::print_json(&plans)?;
+        } else {
+            print_plans(&plans);
+            let ids: Vec<String> = plans.iter().filter_map(|p| p.approval_id).map(|i| i.to_string()).collect();
+            if !ids.is_empty() {
+                println!("\napprove with: macha-approve approve {}   (or run again with --approve)", ids.join(" "));
+            }
+        }
+        let refused = plans.iter().filter(|p| p.refused.is_some()).count();
+        return Ok(if refused > 0 { Final::Refused { reason: String::new() }.exit_code() } else { 0 });
+    }
+    if !args.client.json {
+        print_plans(&plans);
+    }
+    let results = approve_and_wait(&mut client, args, &plans)?;
+    if args.client.json {
+        super::render::print_json(&results)?;
+    } else {
+        println!();
+        println!("{:<28} {:<16} result", "host", "final");
+        for r in &results {
+            println!("{:<28} {:<16} {}", r.host, r.final_state.as_str(), super::term::clean(&r.detail));
+        }
+    }
+    Ok(results.iter().map(|r| r.final_state.exit_code()).max().unwrap_or(0))
+}
+
+/// One host's result.
+#[derive(Debug, Clone, serde::Serialize)]
+struct HostResult {
+    host: String,
+    approval_id: Option<i64>,
+    final_state: Final,
+    exit_code: u8,
+    detail: String,
+}
+
+fn print_plans(plans: &[DeployPlan]) {
+    for p in plans {
+        println!("== {}", p.host);
+        match (&p.refused, &p.previous) {
+            (Some(why), _) => println!("  not deployed: {why}"),
+            (None, Some(prev)) => println!("  {prev}\n→ {}", p.system),
+            (None, None) => {}
+        }
+        if let Some(diff) = &p.diff {
+            for line in diff.lines() {
+                println!("  {line}");
+            }
+        }
+        if let Some(id) = p.approval_id {
+            println!("  approval {id} (bound to this host, its running system and the new one)");
+        }
+    }
+}
+
+/// Approves the hosts in the fleet plan's order and waits for each final state.
+fn approve_and_wait(
+    client: &mut Client,
+    args: &DeployArgs,
+    plans: &[DeployPlan],
+) -> Result<Vec<HostResult>, super::Failure> {
+    let mut results: Vec<HostResult> = plans
+        .iter()
+        .filter_map(|p| {
+            p.refused.as_ref().map(|why| HostResult {
+                host: p.host.clone(),
+                approval_id: None,
+                final_state: Final::Refused { reason: why.clone() },
+                exit_code: 3,
+                detail: why.clone(),
+            })
+        })
+        .collect();
+    let ready: BTreeMap<HostName, i64> =
+        plans.iter().filter_map(|p| Some((HostName::parse(&p.host).ok()?, p.approval_id?))).collect();
+    if ready.is_empty() {
+        return Ok(results);
+    }
+    let canary = match &args.canary {
+        Some(c) => Some(HostName::parse(c).map_err(|e| fail(EXIT_USAGE, anyhow::format_err!("--canary {c}: {e}")))?),
+        None => None,
+    };
+    let plan = FleetPlan {
+        hosts: ready.keys().cloned().collect(),
+        parallel: args.parallel,
+        canary,
+        stop_on_failure: args.stop_on_failure,
+    };
+    let mut scheduler = Scheduler::new(plan).map_err(|e| fail(EXIT_USAGE, anyhow::format_err!("{e}")))?;
+    let mut finals: BTreeMap<HostName, Final> = BTreeMap::new();
+    let mut running: BTreeMap<HostName, i64> = BTreeMap::new();
+    let deadline = Instant::now() + args.wait;
+    loop {
+        for host in scheduler.next(&finals) {
+            let Some(&id) = ready.get(&host) else { continue };
+            let r = client.call(ops::Approve { id, note: Some("approved with macha deploy --approve".into()) })?;
+            if r.action_id.is_some() {
+                eprintln!("{host}: approval {id} approved; deploying");
+                running.insert(host, id);
+            } else {
+                let why = format!("the policy decided {} at approval", r.decision.reason);
+                eprintln!("{host}: {why}");
+                finals.insert(host.clone(), Final::Refused { reason: why.clone() });
+                results.push(HostResult {
+                    host: host.to_string(),
+                    approval_id: Some(id),
+                    final_state: Final::Refused { reason: why.clone() },
+                    exit_code: 3,
+                    detail: why,
+                });
+            }
+        }
+        let mut done = Vec::new();
+        for (host, id) in &running {
+            let shown = client.call(ops::ShowApproval { id: *id })?;
+            let a = shown.approval;
+            if matches!(
+                a.state,
+                ApprovalState::Executed | ApprovalState::Failed | ApprovalState::Expired | ApprovalState::Rejected
+            ) {
+                let detail = a.result.clone().unwrap_or_else(|| format!("approval {} {}", a.id, a.state.as_str()));
+                let final_state = final_of(&detail, a.state);
+                eprintln!("{host}: {}", final_state.as_str());
+                done.push(host.clone());
+                finals.insert(host.clone(), final_state.clone());
+                results.push(HostResult {
+                    host: host.to_string(),
+                    approval_id: Some(*id),
+                    exit_code: final_state.exit_code(),
+                    final_state,
+                    detail,
+                });
+            }
+        }
+        for h in done {
+            running.remove(&h);
+        }
+        if running.is_empty() && scheduler.is_finished(&finals) {
+            break;
+        }
+        if Instant::now() > deadline {
+            for (host, id) in &running {
+                let detail = format!(
+                    "still deploying after {}; see macha-approve show {id}",
+                    humantime::format_duration(args.wait)
+                );
+                results.push(HostResult {
+                    host: host.to_string(),
+                    approval_id: Some(*id),
+                    final_state: Final::Unknown,
+                    exit_code: 5,
+                    detail,
+                });
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for (host, final_state) in scheduler.not_started() {
+        let detail = final_state.to_string();
+        results.push(HostResult {
+            host: host.to_string(),
+            approval_id: ready.get(&host).copied(),
+            exit_code: final_state.exit_code(),
+            final_state,
+            detail,
+        });
+    }
+    Ok(results)
+}
+
+/// The final state the executor reported (`deployment ID on HOST: FINAL …`).
+fn final_of(detail: &str, state: ApprovalState) -> Final {
+    let after = detail.split_once(": ").map(|(_, r)| r).unwrap_or_default();
+    for f in [Final::Succeeded, Final::RollbackFailed, Final::RolledBack, Final::Unknown] {
+        if after.starts_with(f.as_str()) {
+            return f;
+        }
+    }
+    if after.starts_with("refused") {
+        return Final::Refused { reason: after.trim_start_matches("refused: ").to_owned() };
+    }
+    match state {
+        // Failed before the deployment started (refused at execution, unreachable, …).
+        ApprovalState::Failed | ApprovalState::Expired | ApprovalState::Rejected => {
+            Final::Refused { reason: detail.to_owned() }
+        }
+        _ => Final::Unknown,
+    }
+}
+
+/// `nix build FLAKE#nixosConfigurations.HOST.config.system.build.toplevel`: the host's system,
+/// built on this machine as the person running the command.
+fn build(config: &crate::config::Config, flake: &str, host: &str) -> Result<String, super::Failure> {
+    let ok = !flake.is_empty()
+        && !flake.starts_with('-')
+        && !flake.contains('#')
+        && flake.bytes().all(|b| b.is_ascii_alphanumeric() || b"/:.?=&_+-~@%,".contains(&b));
+    let name = HostName::parse(host).map_err(|e| fail(EXIT_USAGE, anyhow::format_err!("{host}: {e}")))?;
+    if !ok {
+        return Err(fail(
+            EXIT_USAGE,
+            anyhow::format_err!("--flake {flake:?} is not a plain flake reference (no #attribute: Macha adds it)"),
+        ));
+    }
+    let nix = config
+        .tools
+        .get("nix")
+        .cloned()
+        .or_else(|| which::which("nix").ok().map(|p| p.display().to_string()))
+        .ok_or_else(|| fail(69, anyhow::format_err!("nix is not installed on this machine")))?;
+    let attr = format!("{flake}#nixosConfigurations.{}.config.system.build.toplevel", name.as_str());
+    eprintln!("building {attr}");
+    let out = std::process::Command::new(&nix)
+        .args(["--extra-experimental-features", "nix-command flakes", "build", "--no-link", "--print-out-paths", &attr])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| fail(69, anyhow::format_err!("cannot run {nix}: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last: Vec<&str> = err.lines().filter(|l| !l.contains("nixbld")).collect();
+        return Err(fail(65, anyhow::format_err!("building {attr} failed: {}", last.join("\n"))));
+    }
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    macha_core::StorePath::parse(&path).map_err(|e| fail(65, anyhow::format_err!("{attr} built {path:?}: {e}")))?;
+    Ok(path)
+}
