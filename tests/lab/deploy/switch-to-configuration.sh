@@ -40,8 +40,9 @@ case "$variant" in
     exit 1 ;;
   stops-ssh)
     # A configuration that locks the controller out: activation "succeeds", SSH is gone.
+    # Connections already open survive (sshd's KillMode=process); new ones are refused.
     ln -sfn "$self" /run/current-system
-    (sleep 1; systemctl stop ssh.socket ssh.service) >/dev/null 2>&1 &
+    systemctl stop ssh.socket ssh.service >/dev/null 2>&1 || true
     exit 0 ;;
   slow)
     sleep 15
