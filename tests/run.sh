@@ -33,8 +33,9 @@ if [ $lab = 1 ]; then
         tests/lab/nspawn.sh down >/dev/null 2>&1 || true; tests/lab/netns-sshd.sh down >/dev/null 2>&1 || true' EXIT
   tests/lab/systemd-user.sh up
   export MACHA_LAB_SDUSER=${MACHA_LAB_SDUSER:-/run/macha-lab/sduser}
-  # The fleet's hosts: c1..c3 (real systemd, sshd, sudo) and h1..h4 (sshd only, for faults).
-  tests/lab/nspawn.sh up 3
+  # The fleet's hosts: c1..c3 (real systemd, sshd, sudo, Debian's Nix with its daemon: the
+  # deployments' targets) and h1..h8 (sshd only, for faults).
+  MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 3
   tests/lab/netns-sshd.sh up 8
   export MACHA_LAB_NSPAWN=/run/macha-lab/nspawn MACHA_LAB_NETNS=/run/macha-lab/netns
   # The real-model tier: SmolLM2-135M on llama.cpp (PyPI wheels, cached), on 127.0.0.1.
