@@ -25,6 +25,9 @@ const PATH_INFO_MAX: usize = 4 * 1024 * 1024;
 /// The limit of each read of a preparation.
 const READ_LIMIT: Duration = Duration::from_secs(60);
 
+/// What a host runs and the diff to the new system, or why it will not be deployed.
+type HostSide = Result<(StorePath, ClosureDiff), String>;
+
 /// A preparation, back on the loop with what the hosts said.
 #[derive(Debug)]
 pub struct Prepared {
@@ -32,7 +35,7 @@ pub struct Prepared {
     who: String,
     request: ops::PrepareDeploy,
     system: StorePath,
-    hosts: Vec<(HostName, Result<(StorePath, ClosureDiff), String>)>,
+    hosts: Vec<(HostName, HostSide)>,
     reply: oneshot::Sender<Response>,
 }
 
