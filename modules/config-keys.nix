@@ -87,6 +87,7 @@ rec {
     "deploy.retry"
     "deploy.dead_man"
     "deploy.min_free_mib"
+    "hosts.<name>.health"
     "issues.close_after"
     "issues.archive_after"
     "history.raw_retention"

@@ -202,6 +202,8 @@ pub enum DeployStep<'a> {
     FreeSpace { path: &'a str },
     /// Whether a store path is valid on the host (read-only).
     Valid { path: &'a StorePath },
+    /// A unit's state, for a declared health check (read-only).
+    UnitActive { unit: &'a UnitName },
     /// A GC root for `path` under [`DEPLOY_GCROOTS`] (`<id>-old`, `<id>-new`).
     PinRoot { id: &'a str, role: &'static str, path: &'a StorePath },
     /// The dead-man switch: `macha-deploy-<id>-deadman.timer`, which activates `previous` after
@@ -243,6 +245,7 @@ impl DeployStep<'_> {
                 | DeployStep::Switching
                 | DeployStep::FreeSpace { .. }
                 | DeployStep::Valid { .. }
+                | DeployStep::UnitActive { .. }
                 | DeployStep::ArmState { .. }
                 | DeployStep::ActivationState { .. }
         )
@@ -330,6 +333,9 @@ pub fn deploy_command(step: &DeployStep<'_>, tools: &Tools) -> Result<Command, C
             tools.get("df")?.args(["-B1", "--output=avail", "--", path])
         }
         DeployStep::Valid { path } => tools.get("nix-store")?.args(["--check-validity", path.as_str()]),
+        DeployStep::UnitActive { unit } => {
+            tools.get("systemctl")?.args(["show", "--property=ActiveState", "--value", "--", unit.as_str()])
+        }
         DeployStep::PinRoot { id, role, path } => {
             id_ok(id)?;
             tools.get("nix-store")?.args([

@@ -15,25 +15,22 @@ use macha_core::command::{DeployStep, nix_copy_command};
 use macha_core::policy::Permit;
 use macha_core::{HostName, StorePath, Timestamp};
 use macha_deploy::machine::{
-    Baseline, Command as Step, DeployId, DeploySpec, DisarmAck, DisarmToken, Event, HostDeploy, Observed, Timeouts,
-    UnitState,
+    Baseline, Command as Step, DeployId, DeploySpec, DisarmAck, DisarmToken, Event, HealthCheck, HealthResult,
+    HostDeploy, Observed, Timeouts, UnitState,
 };
 use macha_ssh::{RemoteCommand, Target};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 /// What a deployment may wait for, and how much room it needs on the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct DeploySettings {
     pub timeouts: Timeouts,
     /// Free space `/nix` must have at preflight.
     pub min_free_bytes: u64,
-}
-
-impl Default for DeploySettings {
-    fn default() -> Self {
-        DeploySettings { timeouts: Timeouts::default(), min_free_bytes: 512 * 1024 * 1024 }
-    }
+    /// Each host's declared health checks (`hosts.<name>.health`): they must pass before a
+    /// deployment starts and after it, checked from the controller (ports) or over SSH (units).
+    pub health: BTreeMap<HostName, Vec<HealthCheck>>,
 }
 
 /// The limit of one read-only command of a deployment.
@@ -57,7 +54,8 @@ struct Run<'a> {
     permit: &'a Permit,
     id: String,
     previous: StorePath,
-    settings: DeploySettings,
+    settings: &'a DeploySettings,
+    health: Vec<HealthCheck>,
 }
 
 impl Remote {
@@ -69,7 +67,7 @@ impl Remote {
         host: &HostName,
         permit: &Permit,
         local: &Local,
-        settings: DeploySettings,
+        settings: &DeploySettings,
     ) -> ActionOutcome {
         let Action::NixosSwitch { target: switch, .. } = permit.action() else {
             return ActionOutcome::failed("not a deployment; nothing was sent");
@@ -97,8 +95,17 @@ impl Remote {
             Ok(m) => m,
             Err(e) => return ActionOutcome::failed(format!("deployment {id} cannot start: {e}; nothing was sent")),
         };
-        let run =
-            Run { remote: self, local, target, permit, id: id.clone(), previous: switch.previous.clone(), settings };
+        let health = settings.health.get(host).cloned().unwrap_or_default();
+        let run = Run {
+            remote: self,
+            local,
+            target,
+            permit,
+            id: id.clone(),
+            previous: switch.previous.clone(),
+            settings,
+            health,
+        };
         let mut queue: VecDeque<Step> = machine.start(now()).into();
         loop {
             while let Some(step) = queue.pop_front() {
@@ -268,12 +275,23 @@ impl Run<'_> {
                 macha_core::checks::human_bytes(self.settings.min_free_bytes)
             ));
         }
+        // A check that fails before anything changed could never confirm the change.
+        let failing: Vec<String> = self
+            .health_results()
+            .await
+            .into_iter()
+            .filter(|r| !r.passed)
+            .map(|r| format!("{}: {}", r.check, r.detail))
+            .collect();
+        if !failing.is_empty() {
+            return Err(format!("health checks fail before the deployment: {}", failing.join("; ")));
+        }
         Ok(Baseline {
             system,
             generation: None,
             boot_id: self.boot_id().await?,
             failed_units: self.failed_units().await?,
-            health: Vec::new(),
+            health: self.health.clone(),
         })
     }
 
@@ -364,8 +382,66 @@ impl Run<'_> {
             current_system: self.current_system().await?,
             boot_id: self.boot_id().await?,
             failed_units: self.failed_units().await?,
-            health: Vec::new(),
+            health: self.health_results().await,
         })
+    }
+
+    /// Runs every declared health check: units over SSH, ports from the controller (as a client
+    /// would reach them).
+    async fn health_results(&self) -> Vec<HealthResult> {
+        let mut out = Vec::with_capacity(self.health.len());
+        for check in &self.health {
+            let (passed, detail) = match check {
+                HealthCheck::UnitActive(unit) => match self.read(&DeployStep::UnitActive { unit }).await {
+                    Ok(state) => (state.trim() == "active", format!("ActiveState={}", state.trim())),
+                    Err(e) => (false, e),
+                },
+                HealthCheck::Tcp { port } => match self.connect(*port).await {
+                    Ok(_) => (true, "connected".to_owned()),
+                    Err(e) => (false, e),
+                },
+                HealthCheck::Http { port, path, status } => match self.http_status(*port, path).await {
+                    Ok(got) => (got == *status, format!("HTTP {got}")),
+                    Err(e) => (false, e),
+                },
+                HealthCheck::Diagnostic(name) => (false, format!("diagnostic {name} is not a check Macha runs")),
+            };
+            out.push(HealthResult { check: check.clone(), passed, detail });
+        }
+        out
+    }
+
+    async fn connect(&self, port: u16) -> Result<tokio::net::TcpStream, String> {
+        let addr = (self.target.address.as_str(), port);
+        match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(format!("port {port}: {e}")),
+            Err(_) => Err(format!("port {port}: no answer within 5 s")),
+        }
+    }
+
+    /// The status of `GET path` over HTTP/1.0 (the first line of the answer, at most 1 KiB read).
+    async fn http_status(&self, port: u16, path: &str) -> Result<u16, String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = self.connect(port).await?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n\r\n", self.target.address);
+        let exchange = async {
+            s.write_all(request.as_bytes()).await?;
+            let mut buf = vec![0u8; 1024];
+            let n = s.read(&mut buf).await?;
+            buf.truncate(n);
+            Ok::<_, std::io::Error>(buf)
+        };
+        let head = tokio::time::timeout(Duration::from_secs(5), exchange)
+            .await
+            .map_err(|_| format!("port {port}: no HTTP answer within 5 s"))?
+            .map_err(|e| format!("port {port}: {e}"))?;
+        let line = String::from_utf8_lossy(&head);
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .filter(|_| line.starts_with("HTTP/"))
+            .ok_or_else(|| format!("port {port}: not an HTTP answer"))
     }
 
     /// Stops the dead-man timer; acknowledged when the timer is gone and its service never ran.

@@ -181,7 +181,7 @@ impl Executor {
         if matches!(permit.action(), Action::NixosSwitch { .. })
             && let Some(remote) = &self.remote
         {
-            return remote.deploy(host, permit, &self.local, self.settings.deploy).await;
+            return remote.deploy(host, permit, &self.local, &self.settings.deploy).await;
         }
         let Some(remote) = &self.remote else {
             return ActionOutcome::failed(format!(

@@ -68,6 +68,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "hosts.<name>.port",
     "hosts.<name>.host_key",
     "hosts.<name>.tags",
+    "hosts.<name>.health",
     "discovery.enable",
     "discovery.allowed_domains",
     "discovery.domain",
@@ -144,6 +145,20 @@ pub struct HostSection {
     /// The pinned host key (`ssh-ed25519 AAAA…`).
     pub host_key: Option<String>,
     pub tags: Vec<String>,
+    /// What must hold after a deployment: `{ unit = "nginx.service" }`, `{ tcp = 443 }`,
+    /// `{ http = 8080, path = "/healthz", status = 200 }`.
+    pub health: Vec<HealthSection>,
+}
+
+/// One declared health check (exactly one of `unit`, `tcp`, `http`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthSection {
+    pub unit: Option<String>,
+    pub tcp: Option<u16>,
+    pub http: Option<u16>,
+    pub path: Option<String>,
+    pub status: Option<u16>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -205,6 +220,30 @@ pub struct SshConfig {
     pub parallelism: u32,
 }
 
+/// One declared health check, validated.
+fn health_check(h: &HealthSection) -> anyhow::Result<macha_deploy::HealthCheck> {
+    Ok(match (&h.unit, h.tcp, h.http) {
+        (Some(u), None, None) if h.path.is_none() && h.status.is_none() => macha_deploy::HealthCheck::UnitActive(
+            macha_core::UnitName::parse(u).map_err(|e| anyhow::format_err!("{e}"))?,
+        ),
+        (None, Some(port), None) if h.path.is_none() && h.status.is_none() => macha_deploy::HealthCheck::Tcp { port },
+        (None, None, Some(port)) => {
+            let path = h.path.clone().unwrap_or_else(|| "/".to_owned());
+            if !path.starts_with('/') || path.len() > 256 || !path.bytes().all(|b| b.is_ascii_graphic()) {
+                bail!("path {path:?} must start with '/' and be printable ASCII without spaces (at most 256 bytes)");
+            }
+            let status = h.status.unwrap_or(200);
+            if !(100..=599).contains(&status) {
+                bail!("status {status} is not an HTTP status");
+            }
+            macha_deploy::HealthCheck::Http { port, path, status }
+        }
+        _ => bail!(
+            "a health check is exactly one of {{ unit = … }}, {{ tcp = PORT }}, {{ http = PORT, path = …, status = … }}"
+        ),
+    })
+}
+
 /// A host tag: what `macha check --tag` and `macha-systems list --tag` select by.
 pub fn valid_tag(t: &str) -> bool {
     (1..=64).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
@@ -219,6 +258,7 @@ pub struct HostConfig {
     pub port: u16,
     pub host_key: Option<String>,
     pub tags: Vec<String>,
+    pub health: Vec<macha_deploy::HealthCheck>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -640,6 +680,12 @@ impl Config {
                 port: h.port.unwrap_or(22),
                 host_key: h.host_key.clone(),
                 tags: h.tags.clone(),
+                health: h
+                    .health
+                    .iter()
+                    .map(health_check)
+                    .collect::<Result<_, _>>()
+                    .with_context(|| format!("hosts.{name}.health"))?,
             });
         }
         for d in &f.discovery.allowed_domains {

@@ -21,6 +21,7 @@
       port = 22;
       host_key = null;
       tags = [ ];
+      health = [ ];
     }
     {
       name = "web1";
@@ -32,6 +33,7 @@
         "web"
         "eu"
       ];
+      health = [ ];
     }
   ];
   discovery = {

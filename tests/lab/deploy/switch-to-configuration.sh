@@ -23,9 +23,11 @@ fi
 echo "activating $self ($variant)"
 case "$variant" in
   good)
-    # What a good configuration does: the services it declares run (sshd among them), and the
-    # units of another configuration (the broken one of `units-fail`) are gone.
+    # What a good configuration does: the services it declares run (sshd and the lab's demo
+    # service among them), and the units of another configuration (the broken one of
+    # `units-fail`) are gone.
     systemctl start ssh.service 2>/dev/null || true
+    systemctl start lab-demo.service 2>/dev/null || true
     systemctl reset-failed 'lab-deploy-broken-*' 2>/dev/null || true
     ln -sfn "$self" /run/current-system
     exit 0 ;;
@@ -43,6 +45,11 @@ case "$variant" in
     # Connections already open survive (sshd's KillMode=process); new ones are refused.
     ln -sfn "$self" /run/current-system
     systemctl stop ssh.socket ssh.service >/dev/null 2>&1 || true
+    exit 0 ;;
+  stops-demo)
+    # A configuration without the lab's demo service: everything else is fine.
+    ln -sfn "$self" /run/current-system
+    systemctl stop lab-demo.service 2>/dev/null || true
     exit 0 ;;
   slow)
     sleep 15

@@ -279,16 +279,22 @@ fn build(config: &crate::config::Config, flake: &str, host: &str) -> Result<Stri
             anyhow::format_err!("--flake {flake:?} is not a plain flake reference (no #attribute: Macha adds it)"),
         ));
     }
+    let tool = "nix";
     let nix = config
         .tools
-        .get("nix")
+        .get(tool)
         .cloned()
-        .or_else(|| which::which("nix").ok().map(|p| p.display().to_string()))
+        .or_else(|| which::which(tool).ok().map(|p| p.display().to_string()))
         .ok_or_else(|| fail(69, anyhow::format_err!("nix is not installed on this machine")))?;
     let attr = format!("{flake}#nixosConfigurations.{}.config.system.build.toplevel", name.as_str());
     eprintln!("building {attr}");
+    // Nix needs the person's home (its cache and settings) and nothing else of the environment.
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
     let out = std::process::Command::new(&nix)
         .args(["--extra-experimental-features", "nix-command flakes", "build", "--no-link", "--print-out-paths", &attr])
+        .env_clear()
+        .envs(macha_core::command::SPAWN_ENV)
+        .env("HOME", home)
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| fail(69, anyhow::format_err!("cannot run {nix}: {e}")))?;

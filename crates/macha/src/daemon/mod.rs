@@ -307,6 +307,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     dead_man: config.deploy.dead_man,
                 },
                 min_free_bytes: config.deploy.min_free_mib.saturating_mul(1024 * 1024),
+                health: config.hosts.iter().map(|h| (h.name.clone(), h.health.clone())).collect(),
             },
         },
     )

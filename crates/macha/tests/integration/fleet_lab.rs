@@ -879,3 +879,35 @@ fn lab_a_configuration_that_locks_macha_out_is_rolled_back_by_the_host_alone() {
     wait_for("the host back on its old system", || lab.exec("c1", &["readlink", "-e", "/run/current-system"]) == gen1);
     wait_for("sshd back", || lab.active_state("c1", "ssh.service") == "active");
 }
+
+#[test]
+#[ignore = "lab: needs MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 3"]
+fn lab_a_deployment_that_breaks_a_declared_health_check_is_rolled_back() {
+    let _g = serial();
+    let lab = containers();
+    let gen1 = build_system("c1", 1, "good");
+    install_by_hand(&lab, "c1", &gen1);
+    lab.repair_demo("c1");
+    let tables = format!(
+        "#user-root\n#tables\n[deploy]\nactivate_timeout = \"20s\"\nreconnect_timeout = \"5s\"\nverify_timeout = \"4s\"\n\
+         retry = \"1s\"\ndead_man = \"40s\"\nmin_free_mib = 1\n{}health = [{{ unit = \"lab-demo.service\" }}, {{ tcp = 22 }}]\n",
+        lab.hosts_toml(&["c1"])
+    );
+    let d = Daemon::start("suggest", &tables, &["c1"]);
+    // A system whose activation stops lab-demo: it activates, verification finds the declared
+    // check failing, and the host is rolled back (and verified) to the system that runs it.
+    let broken = build_system("c1", 6, "stops-demo");
+    let (code, v) = deploy(&d, &broken);
+    assert_eq!((code, v[0]["final_state"]["state"].as_str()), (4, Some("rolled_back")), "{v}");
+    let detail = v[0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("health check unit lab-demo.service active failed"), "{detail}");
+    assert_eq!(lab.exec("c1", &["readlink", "-e", "/run/current-system"]), gen1);
+    assert_eq!(lab.active_state("c1", "lab-demo.service"), "active", "the old system runs it again");
+    // A check that already fails refuses the deployment before anything changes.
+    lab.exec("c1", &["systemctl", "stop", "lab-demo.service"]);
+    let gen2 = build_system("c1", 2, "good");
+    let (code, v) = deploy(&d, &gen2);
+    assert_eq!((code, v[0]["final_state"]["state"].as_str()), (3, Some("refused")), "{v}");
+    assert_eq!(lab.exec("c1", &["readlink", "-e", "/run/current-system"]), gen1);
+    lab.repair_demo("c1");
+}

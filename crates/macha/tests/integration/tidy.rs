@@ -99,6 +99,10 @@ const SPAWNING_FILES: &[(&str, &str)] = &[
         "`nix copy` of a permitted deployment's closure, through the host's SSH master",
     ),
     ("crates/macha/src/fleet.rs", "`journalctl` for discovery (the `_HOSTNAME`s of the journal entries)"),
+    (
+        "crates/macha/src/cli/deploy.rs",
+        "`nix build` of a host's system for `macha deploy --flake`, as the person running it",
+    ),
     ("crates/macha/src/fleet/deploy.rs", "`nix path-info` of a built system, for a deployment's closure diff"),
     ("crates/macha/src/observe.rs", "a one-shot `journalctl` read for a standalone `macha check`"),
 ];
