@@ -19,7 +19,7 @@
 }:
 let
   sh = "/bin/sh";
-  system = builtins.currentSystem;
+  system = builtins.currentSystem or "x86_64-linux";
   package =
     name: version:
     derivation {

@@ -288,13 +288,16 @@ fn build(config: &crate::config::Config, flake: &str, host: &str) -> Result<Stri
         .ok_or_else(|| fail(69, anyhow::format_err!("nix is not installed on this machine")))?;
     let attr = format!("{flake}#nixosConfigurations.{}.config.system.build.toplevel", name.as_str());
     eprintln!("building {attr}");
-    // Nix needs the person's home (its cache and settings) and nothing else of the environment.
+    // Nix needs the person's home (its cache and settings) and their `NIX_CONFIG`, nothing else of
+    // the environment.
     let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+    let nix_config = std::env::var_os("NIX_CONFIG").unwrap_or_default();
     let out = std::process::Command::new(&nix)
-        .args(["--extra-experimental-features", "nix-command flakes", "build", "--no-link", "--print-out-paths", &attr])
+        .args(["--extra-experimental-features", "nix-command flakes", "build", "--no-link", "--json", &attr])
         .env_clear()
         .envs(macha_core::command::SPAWN_ENV)
         .env("HOME", home)
+        .env("NIX_CONFIG", nix_config)
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| fail(69, anyhow::format_err!("cannot run {nix}: {e}")))?;
@@ -303,7 +306,14 @@ fn build(config: &crate::config::Config, flake: &str, host: &str) -> Result<Stri
         let last: Vec<&str> = err.lines().filter(|l| !l.contains("nixbld")).collect();
         return Err(fail(65, anyhow::format_err!("building {attr} failed: {}", last.join("\n"))));
     }
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    // `[{"drvPath": …, "outputs": {"out": PATH}}]` (`--print-out-paths` needs Nix 2.9).
+    #[derive(serde::Deserialize)]
+    struct Built {
+        outputs: BTreeMap<String, String>,
+    }
+    let built: Vec<Built> = serde_json::from_slice(&out.stdout)
+        .map_err(|e| fail(65, anyhow::format_err!("nix build printed no build result for {attr}: {e}")))?;
+    let path = built.into_iter().next().and_then(|b| b.outputs.into_values().next()).unwrap_or_default();
     macha_core::StorePath::parse(&path).map_err(|e| fail(65, anyhow::format_err!("{attr} built {path:?}: {e}")))?;
     Ok(path)
 }

@@ -911,3 +911,67 @@ fn lab_a_deployment_that_breaks_a_declared_health_check_is_rolled_back() {
     assert_eq!(lab.exec("c1", &["readlink", "-e", "/run/current-system"]), gen1);
     lab.repair_demo("c1");
 }
+
+/// The lab's fleet flake (tests/lab/deploy/flake.nix) copied with each host's variant.
+fn fleet_flake(variants: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for f in ["flake.nix", "systems.nix", "switch-to-configuration.sh"] {
+        std::fs::copy(root().join("tests/lab/deploy").join(f), dir.path().join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    }
+    std::fs::write(dir.path().join("variants.json"), variants).unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
+
+fn deploy_fleet(d: &Daemon, flake: &Path, extra: &[&str]) -> (i32, Vec<Value>) {
+    let link = d.d.dir.path().join("macha");
+    if !link.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_macha"), &link).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let out = Command::new(&link)
+        .args(["deploy", "c1", "c2", "c3", "--flake", &format!("path:{}", flake.display()), "--approve", "--json"])
+        .args(extra)
+        .arg("--socket")
+        .arg(d.d.socket())
+        .env("MACHA_LOG", "error")
+        .env("NIX_CONFIG", "build-users-group =\nsandbox = false\nsubstituters =\nexperimental-features = nix-command flakes")
+        .env_remove("MACHA_CONFIG")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), v.as_array().cloned().unwrap_or_default())
+}
+
+fn final_of<'a>(results: &'a [Value], host: &str) -> &'a str {
+    results.iter().find(|r| r["host"] == host).and_then(|r| r["final_state"]["state"].as_str()).unwrap_or("missing")
+}
+
+#[test]
+#[ignore = "lab: needs MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 3"]
+fn lab_a_fleet_built_from_a_flake_deploys_in_parallel_and_one_failure_stays_its_own() {
+    let _g = serial();
+    let lab = containers();
+    let gen1: Vec<String> = ["c1", "c2", "c3"].iter().map(|c| build_system(c, 1, "good")).collect();
+    for (c, g) in ["c1", "c2", "c3"].iter().zip(&gen1) {
+        install_by_hand(&lab, c, g);
+    }
+    let tables = format!(
+        "#user-root\n#tables\n[deploy]\nactivate_timeout = \"20s\"\nreconnect_timeout = \"5s\"\nverify_timeout = \"4s\"\n\
+         retry = \"1s\"\ndead_man = \"40s\"\nmin_free_mib = 1\n{}",
+        lab.hosts_toml(&["c1", "c2", "c3"])
+    );
+    let d = Daemon::start("suggest", &tables, &["c1", "c2", "c3"]);
+    // All at once: c2's system fails to activate; c1 and c3 are not affected by it.
+    let flake = fleet_flake(r#"{"generation": 8, "c2": "fails-halfway"}"#);
+    let (code, r) = deploy_fleet(&d, flake.path(), &["--parallel", "3"]);
+    assert_eq!((final_of(&r, "c1"), final_of(&r, "c2"), final_of(&r, "c3")), ("succeeded", "rolled_back", "succeeded"), "{r:?}");
+    assert_eq!(code, 4, "the worst host's code");
+    assert_eq!(lab.exec("c2", &["readlink", "-e", "/run/current-system"]), gen1[1]);
+    assert!(lab.exec("c1", &["readlink", "-e", "/run/current-system"]).ends_with("nixos-system-c1-26.05.8"));
+    // A failing canary stops the rest: they are reported not started, and nothing changed there.
+    let flake = fleet_flake(r#"{"generation": 9, "c2": "fails-halfway"}"#);
+    let (code, r) = deploy_fleet(&d, flake.path(), &["--canary", "c2", "--stop-on-failure"]);
+    assert_eq!((final_of(&r, "c2"), final_of(&r, "c1"), final_of(&r, "c3")), ("rolled_back", "refused", "refused"), "{r:?}");
+    assert_eq!(code, 4);
+    assert!(lab.exec("c1", &["readlink", "-e", "/run/current-system"]).ends_with("nixos-system-c1-26.05.8"), "c1 untouched");
+}
