@@ -78,6 +78,13 @@ impl Remote {
             ));
         };
         let id = permit.deploy_id();
+        // One deployment per host at a time from this daemon (another tool's switch is what
+        // preflight looks for on the host).
+        let Some(_running) = self.start_deploying(host) else {
+            return ActionOutcome::failed(format!(
+                "deployment {id} refused: another deployment of {host} is running; nothing was sent"
+            ));
+        };
         let spec = (|| {
             Ok::<_, String>(DeploySpec {
                 id: DeployId::parse(&id).map_err(|e| e.to_string())?,

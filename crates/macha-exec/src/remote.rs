@@ -24,6 +24,20 @@ pub struct Remote {
     targets: Arc<RwLock<BTreeMap<HostName, Target>>>,
     /// The longest a remote command may run (`ssh.command_timeout`), whatever the executor allows.
     command_max: Duration,
+    /// Hosts a deployment runs on now: one at a time per host.
+    deploying: Arc<std::sync::Mutex<std::collections::BTreeSet<HostName>>>,
+}
+
+/// A running deployment of one host (see [`Remote::start_deploying`]).
+pub(crate) struct DeployingGuard {
+    set: Arc<std::sync::Mutex<std::collections::BTreeSet<HostName>>>,
+    host: HostName,
+}
+
+impl Drop for DeployingGuard {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.host);
+    }
 }
 
 /// One host's part of an action: its target and the programs found there.
@@ -58,7 +72,7 @@ fn exit_of(out: &RemoteOutput, timeout: Duration) -> Exit {
 
 impl Remote {
     pub fn new(pool: Arc<SshPool>, targets: Arc<RwLock<BTreeMap<HostName, Target>>>, command_max: Duration) -> Remote {
-        Remote { pool, targets, command_max }
+        Remote { pool, targets, command_max, deploying: Arc::default() }
     }
 
     /// The registered target of `host`, if Macha may contact it.
@@ -68,6 +82,12 @@ impl Remote {
 
     pub(crate) fn pool(&self) -> &SshPool {
         &self.pool
+    }
+
+    /// Marks a deployment of `host` as running; `None` if one already is (the guard unmarks it).
+    pub(crate) fn start_deploying(&self, host: &HostName) -> Option<DeployingGuard> {
+        let mut set = self.deploying.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        set.insert(host.clone()).then(|| DeployingGuard { set: Arc::clone(&self.deploying), host: host.clone() })
     }
 
     /// Opens `host`'s part of an action, or says why nothing can be sent there.

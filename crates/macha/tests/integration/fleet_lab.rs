@@ -916,7 +916,8 @@ fn lab_a_deployment_that_breaks_a_declared_health_check_is_rolled_back() {
 fn fleet_flake(variants: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     for f in ["flake.nix", "systems.nix", "switch-to-configuration.sh"] {
-        std::fs::copy(root().join("tests/lab/deploy").join(f), dir.path().join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        std::fs::copy(root().join("tests/lab/deploy").join(f), dir.path().join(f))
+            .unwrap_or_else(|e| panic!("{f}: {e}"));
     }
     std::fs::write(dir.path().join("variants.json"), variants).unwrap_or_else(|e| panic!("{e}"));
     dir
@@ -933,12 +934,16 @@ fn deploy_fleet(d: &Daemon, flake: &Path, extra: &[&str]) -> (i32, Vec<Value>) {
         .arg("--socket")
         .arg(d.d.socket())
         .env("MACHA_LOG", "error")
-        .env("NIX_CONFIG", "build-users-group =\nsandbox = false\nsubstituters =\nexperimental-features = nix-command flakes")
+        .env(
+            "NIX_CONFIG",
+            "build-users-group =\nsandbox = false\nsubstituters =\nexperimental-features = nix-command flakes",
+        )
         .env_remove("MACHA_CONFIG")
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    });
     (out.status.code().unwrap_or(-1), v.as_array().cloned().unwrap_or_default())
 }
 
@@ -964,14 +969,48 @@ fn lab_a_fleet_built_from_a_flake_deploys_in_parallel_and_one_failure_stays_its_
     // All at once: c2's system fails to activate; c1 and c3 are not affected by it.
     let flake = fleet_flake(r#"{"generation": 8, "c2": "fails-halfway"}"#);
     let (code, r) = deploy_fleet(&d, flake.path(), &["--parallel", "3"]);
-    assert_eq!((final_of(&r, "c1"), final_of(&r, "c2"), final_of(&r, "c3")), ("succeeded", "rolled_back", "succeeded"), "{r:?}");
+    assert_eq!(
+        (final_of(&r, "c1"), final_of(&r, "c2"), final_of(&r, "c3")),
+        ("succeeded", "rolled_back", "succeeded"),
+        "{r:?}"
+    );
     assert_eq!(code, 4, "the worst host's code");
     assert_eq!(lab.exec("c2", &["readlink", "-e", "/run/current-system"]), gen1[1]);
     assert!(lab.exec("c1", &["readlink", "-e", "/run/current-system"]).ends_with("nixos-system-c1-26.05.8"));
     // A failing canary stops the rest: they are reported not started, and nothing changed there.
     let flake = fleet_flake(r#"{"generation": 9, "c2": "fails-halfway"}"#);
     let (code, r) = deploy_fleet(&d, flake.path(), &["--canary", "c2", "--stop-on-failure"]);
-    assert_eq!((final_of(&r, "c2"), final_of(&r, "c1"), final_of(&r, "c3")), ("rolled_back", "refused", "refused"), "{r:?}");
+    assert_eq!(
+        (final_of(&r, "c2"), final_of(&r, "c1"), final_of(&r, "c3")),
+        ("rolled_back", "refused", "refused"),
+        "{r:?}"
+    );
     assert_eq!(code, 4);
-    assert!(lab.exec("c1", &["readlink", "-e", "/run/current-system"]).ends_with("nixos-system-c1-26.05.8"), "c1 untouched");
+    assert!(
+        lab.exec("c1", &["readlink", "-e", "/run/current-system"]).ends_with("nixos-system-c1-26.05.8"),
+        "c1 untouched"
+    );
+}
+
+#[test]
+#[ignore = "lab: needs MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 3"]
+fn lab_two_deployments_of_one_host_at_once_the_second_is_refused() {
+    let _g = serial();
+    let lab = containers();
+    let gen1 = build_system("c1", 1, "good");
+    install_by_hand(&lab, "c1", &gen1);
+    let d = deploy_daemon(&lab);
+    let (slow, other) = (build_system("c1", 10, "slow"), build_system("c1", 11, "good"));
+    std::thread::scope(|s| {
+        let first = s.spawn(|| deploy(&d, &slow));
+        // The second starts while the first activates (the slow system takes 15 s to).
+        wait_for("the first activating", || {
+            !lab.exec("c1", &["systemctl", "list-units", "--no-legend", "--plain", "macha-deploy-*"]).is_empty()
+        });
+        let (code, v) = deploy(&d, &other);
+        assert_eq!((code, v[0]["final_state"]["state"].as_str()), (3, Some("refused")), "{v}");
+        let (code, v) = first.join().unwrap_or_else(|_| panic!("the first deployment's thread"));
+        assert_eq!((code, v[0]["final_state"]["state"].as_str()), (0, Some("succeeded")), "{v}");
+    });
+    assert_eq!(lab.exec("c1", &["readlink", "-e", "/run/current-system"]), slow);
 }
