@@ -657,6 +657,11 @@ impl FileAllowList {
         if path.chars().any(char::is_control) || path.split('/').any(|c| c == ".." || c == ".") {
             return Err("the path must not contain control characters, '.' or '..'".into());
         }
+        // An empty component (`//`, or a trailing `/`) would leave an absolute path below the
+        // root a read starts from (found by the `tool_call` fuzz target).
+        if path.split('/').skip(1).any(str::is_empty) {
+            return Err("the path must not contain '//' or end with '/'".into());
+        }
         let lower = path.to_ascii_lowercase();
         let name = lower.rsplit('/').next().unwrap_or_default();
         if NEVER_READ.iter().any(|n| name.contains(n)) {
@@ -703,6 +708,19 @@ mod tests {
 
     fn call(name: &str, args: serde_json::Value) -> Result<ToolCall, ToolError> {
         parse_call(&RawToolCall { id: None, name: name.into(), arguments: args }, &ToolName::ALL)
+    }
+
+    /// Found by the `tool_call` fuzz target: `/etc/nixos//o` was allowed, and below its root it
+    /// read as the absolute path `/o`.
+    #[test]
+    fn a_path_with_an_empty_component_is_refused() {
+        let files = FileAllowList::default();
+        for p in ["/etc/nixos//o", "/etc/nixos///////co", "/etc/nixos//nixos/configuration.nix", "/etc/nixos/x/"] {
+            assert!(files.check(p).is_err(), "{p:?} was allowed");
+        }
+        assert!(files.check("/etc/nixos/configuration.nix").is_ok());
+        let (root, rel) = files.root_of("/etc/nixos/configuration.nix").unwrap_or_default();
+        assert_eq!((root.as_str(), rel), ("/etc/nixos", "configuration.nix"));
     }
 
     #[test]
