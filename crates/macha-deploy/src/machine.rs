@@ -697,10 +697,13 @@ impl HostDeploy {
                     }
                     UnitState::Running => {
                         let limit = self.activation_started.map(|t| t.plus(self.spec.timeouts.activate));
-                        if limit.is_some_and(|l| now >= l) || self.past_deadline(now) {
+                        if limit.is_none_or(|l| now >= l) {
                             self.note("the activation is still running past its deadline");
                             return self.rollback(now);
                         }
+                        // The host answers: what it may take now is the activation's own time, not
+                        // the reconnection's (a slow activation read right after a drop).
+                        self.deadline = limit;
                         self.retry_at = Some(now.plus(self.spec.timeouts.retry));
                         Vec::new()
                     }
@@ -724,6 +727,11 @@ impl HostDeploy {
             }
             (Phase::ReadUnitResult, Event::Unreachable { reason }) => self.unreachable(now, reason, Final::Unknown),
             (Phase::ReadUnitResult, Event::Tick) => {
+                if self.past_deadline(now) && self.reached {
+                    // It answered that the activation runs, past the activation's deadline.
+                    self.note("the activation is still running past its deadline");
+                    return self.rollback(now);
+                }
                 if self.past_deadline(now) {
                     self.note("the host did not answer again after activation until the deadline");
                     return self.finish(now, Final::Unknown);

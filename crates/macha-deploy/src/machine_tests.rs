@@ -602,3 +602,41 @@ fn ids_and_tokens_are_validated_and_tokens_are_not_printed() {
     assert!(UnitName::parse(&id.rollback_unit()).is_ok());
     assert!(UnitName::parse(&id.dead_man_timer()).is_ok());
 }
+
+/// Found in the lab: a slow activation read as running right after the connection dropped was
+/// given up at the reconnection deadline (`unknown`), although the host answered. While the host
+/// answers that the unit runs, the activation's own deadline is what counts.
+#[test]
+fn a_running_activation_is_waited_for_until_its_own_deadline_not_the_reconnections() {
+    let mut r = Run::new();
+    r.run_to_activation();
+    r.ev(Event::ConnectionLost);
+    for _ in 0..30 {
+        // 30 reads 5 s apart: 150 s, past the 120 s a reconnection may take.
+        assert!(r.ev(Event::UnitResult { state: UnitState::Running }).is_empty());
+        assert_eq!(r.at(5, Event::Tick).len(), 1, "{:?}", r.m.phase());
+    }
+    assert_eq!(
+        r.ev(Event::UnitResult { state: UnitState::Exited { code: 0 } }),
+        [Command::Verify { expected: path(NEW) }]
+    );
+    assert_eq!(r.m.activations(), 1);
+
+    // Still running past the activation's deadline (300 s): rolled back, never unknown.
+    let mut r = Run::new();
+    r.run_to_activation();
+    r.ev(Event::ConnectionLost);
+    let mut cmds = Vec::new();
+    for _ in 0..100 {
+        cmds = r.ev(Event::UnitResult { state: UnitState::Running });
+        if !cmds.is_empty() {
+            break;
+        }
+        cmds = r.at(5, Event::Tick);
+        if cmds.iter().any(|c| matches!(c, Command::Rollback { .. })) {
+            break;
+        }
+    }
+    assert!(cmds.iter().any(|c| matches!(c, Command::Rollback { .. })), "{cmds:?}");
+    assert!(r.m.notes().iter().any(|n| n.contains("past its deadline")), "{:?}", r.m.notes());
+}

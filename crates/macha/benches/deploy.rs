@@ -23,7 +23,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use support::daemon::TestDaemon;
 
-const NIX_CONFIG: &str = "build-users-group =\nsandbox = false\nsubstituters =\nexperimental-features = nix-command flakes";
+const NIX_CONFIG: &str =
+    "build-users-group =\nsandbox = false\nsubstituters =\nexperimental-features = nix-command flakes";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -52,7 +53,15 @@ fn build(host: &str, generation: u32) -> String {
 fn bare(ssh_config: &Path, host: &str, system: &str) -> Duration {
     let started = Instant::now();
     let copy = Command::new("nix")
-        .args(["--extra-experimental-features", "nix-command", "copy", "--no-check-sigs", "--to", &format!("ssh-ng://root@{host}"), system])
+        .args([
+            "--extra-experimental-features",
+            "nix-command",
+            "copy",
+            "--no-check-sigs",
+            "--to",
+            &format!("ssh-ng://root@{host}"),
+            system,
+        ])
         .env("NIX_SSHOPTS", format!("-F {}", ssh_config.display()))
         .env("NIX_CONFIG", NIX_CONFIG)
         .output()
@@ -88,7 +97,8 @@ fn phases(detail: &str) -> Vec<(String, u64)> {
     inner
         .split(", ")
         .filter_map(|p| {
-            let (name, ms) = p.rsplit_once(' ').and_then(|(rest, unit)| (unit == "ms").then_some(rest))?.rsplit_once(' ')?;
+            let (name, ms) =
+                p.rsplit_once(' ').and_then(|(rest, unit)| (unit == "ms").then_some(rest))?.rsplit_once(' ')?;
             Some((name.to_owned(), ms.parse().ok()?))
         })
         .collect()
@@ -96,7 +106,8 @@ fn phases(detail: &str) -> Vec<(String, u64)> {
 
 fn main() {
     let run = PathBuf::from(std::env::var("MACHA_LAB_NSPAWN").unwrap_or_else(|_| "/run/macha-lab/nspawn".into()));
-    let key = PathBuf::from(std::env::var("MACHA_LAB").unwrap_or_else(|_| "/var/cache/macha-lab".into())).join("keys/id_ed25519");
+    let key = PathBuf::from(std::env::var("MACHA_LAB").unwrap_or_else(|_| "/var/cache/macha-lab".into()))
+        .join("keys/id_ed25519");
     let hosts = inventory(&run);
     if hosts.len() < 3 {
         eprintln!("deploy bench: the Nix containers are not up (MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 3)");
@@ -110,10 +121,8 @@ fn main() {
         let g = build(n, base);
         bare(&ssh_config, n, &g);
     }
-    let tables: String = hosts
-        .iter()
-        .map(|(n, a, k)| format!("[hosts.{n}]\naddress = \"{a}\"\nhost_key = \"{k}\"\n"))
-        .collect();
+    let tables: String =
+        hosts.iter().map(|(n, a, k)| format!("[hosts.{n}]\naddress = \"{a}\"\nhost_key = \"{k}\"\n")).collect();
     let d = TestDaemon::builder()
         .binary(binary())
         .config(move |dir| {
@@ -140,14 +149,18 @@ fn main() {
     };
 
     println!("== one host (c1), {rounds} rounds");
-    println!("{:<6} {:>9} {:>9} {:>6} {:>6} {:>6} {:>9} {:>7} {:>7} {:>11}", "round", "macha ms", "preflight", "copy", "pin", "arm", "activate", "verify", "commit", "bare ms");
+    println!(
+        "{:<6} {:>9} {:>9} {:>6} {:>6} {:>6} {:>9} {:>7} {:>7} {:>11}",
+        "round", "macha ms", "preflight", "copy", "pin", "arm", "activate", "verify", "commit", "bare ms"
+    );
     let (mut macha_total, mut bare_total) = (Duration::ZERO, Duration::ZERO);
     for i in 0..rounds {
         let system = build("c1", base + 1 + i * 2);
         let (took, v) = deploy(&["c1"], &system);
         let state = v[0]["final_state"]["state"].as_str().unwrap_or("?");
         assert_eq!(state, "succeeded", "{v}");
-        let p: std::collections::BTreeMap<String, u64> = phases(v[0]["detail"].as_str().unwrap_or_default()).into_iter().collect();
+        let p: std::collections::BTreeMap<String, u64> =
+            phases(v[0]["detail"].as_str().unwrap_or_default()).into_iter().collect();
         let get = |k: &str| p.get(k).copied().unwrap_or(0);
         // The bare way, to a closure of the same shape (a new generation, so the copy is real).
         let other = build("c1", base + 2 + i * 2);
@@ -169,7 +182,11 @@ fn main() {
         );
     }
     let ratio = macha_total.as_secs_f64() / bare_total.as_secs_f64().max(1e-9);
-    println!("mean: macha {} ms, bare {} ms, ratio {ratio:.1}", macha_total.as_millis() / u128::from(rounds.max(1)), bare_total.as_millis() / u128::from(rounds.max(1)));
+    println!(
+        "mean: macha {} ms, bare {} ms, ratio {ratio:.1}",
+        macha_total.as_millis() / u128::from(rounds.max(1)),
+        bare_total.as_millis() / u128::from(rounds.max(1))
+    );
 
     println!("== three hosts at once (--parallel 3)");
     let names: Vec<&str> = hosts.iter().map(|(n, _, _)| n.as_str()).take(3).collect();
@@ -179,7 +196,12 @@ fn main() {
     for r in v.as_array().cloned().unwrap_or_default() {
         let total: u64 = phases(r["detail"].as_str().unwrap_or_default()).iter().map(|(_, ms)| ms).sum();
         slowest = slowest.max(total);
-        println!("{:<6} {:<10} phases {:>5} ms", r["host"].as_str().unwrap_or("?"), r["final_state"]["state"].as_str().unwrap_or("?"), total);
+        println!(
+            "{:<6} {:<10} phases {:>5} ms",
+            r["host"].as_str().unwrap_or("?"),
+            r["final_state"]["state"].as_str().unwrap_or("?"),
+            total
+        );
     }
     println!("command wall {} ms, slowest host's phases {slowest} ms", took.as_millis());
 }

@@ -18,7 +18,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct DeployArgs {
+    #[command(subcommand)]
+    pub cmd: Option<DeployCmd>,
     #[command(flatten)]
     pub client: ClientOpts,
     /// The hosts to deploy (registered, trusted, with a pinned key).
@@ -51,7 +54,29 @@ pub struct DeployArgs {
     pub wait: Duration,
 }
 
+/// The deployments Macha has prepared or carried out (they are its `nixos_switch` approvals).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum DeployCmd {
+    /// Every deployment: host, from → to, its approval's state and the final state.
+    List {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// One deployment in full: the change, the final state, each phase's time, the trail.
+    Show {
+        /// The deployment's approval id.
+        id: i64,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
 pub fn run(args: &DeployArgs) -> CmdResult {
+    match &args.cmd {
+        Some(DeployCmd::List { client }) => return list(client),
+        Some(DeployCmd::Show { id, client }) => return show(client, *id),
+        None => {}
+    }
     let config = load_config(args.client.config.as_deref(), Scope::User)?;
     let socket = args.client.socket.clone().unwrap_or_else(|| config.socket.clone());
     let mut client = Client::connect(&socket, Duration::from_secs(600))?;
@@ -316,4 +341,104 @@ fn build(config: &crate::config::Config, flake: &str, host: &str) -> Result<Stri
     let path = built.into_iter().next().and_then(|b| b.outputs.into_values().next()).unwrap_or_default();
     macha_core::StorePath::parse(&path).map_err(|e| fail(65, anyhow::format_err!("{attr} built {path:?}: {e}")))?;
     Ok(path)
+}
+
+fn connect(opts: &ClientOpts) -> Result<Client, super::Failure> {
+    let config = load_config(opts.config.as_deref(), Scope::User)?;
+    let socket = opts.socket.clone().unwrap_or_else(|| config.socket.clone());
+    Ok(Client::connect(&socket, Duration::from_secs(60))?)
+}
+
+/// A deployment as listed: its approval and the action it holds.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Listed {
+    id: i64,
+    host: String,
+    previous: String,
+    system: String,
+    state: ApprovalState,
+    final_state: Option<Final>,
+    result: Option<String>,
+    requested_by: String,
+    requested_at: String,
+}
+
+fn listed(a: &crate::api::reply::ApprovalView) -> Option<Listed> {
+    let action: macha_core::Action = serde_json::from_value(a.action.clone()).ok()?;
+    let macha_core::Action::NixosSwitch { target, .. } = action else { return None };
+    let done = matches!(a.state, ApprovalState::Executed | ApprovalState::Failed);
+    Some(Listed {
+        id: a.id,
+        host: a.host.clone(),
+        previous: target.previous.as_str().to_owned(),
+        system: target.system.as_str().to_owned(),
+        state: a.state,
+        final_state: a.result.as_deref().filter(|_| done).map(|r| final_of(r, a.state)),
+        result: a.result.clone(),
+        requested_by: a.requested_by.clone(),
+        requested_at: a.requested_at.to_string(),
+    })
+}
+
+fn list(opts: &ClientOpts) -> CmdResult {
+    let mut client = connect(opts)?;
+    let all = client.call(ops::ListApprovals { states: ApprovalState::ALL.to_vec(), limit: Some(500) })?;
+    let rows: Vec<Listed> = super::term::scrub(all)?.iter().filter_map(listed).collect();
+    if opts.json {
+        super::render::print_json(&rows)?;
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        println!("no deployments yet (macha deploy HOST --system PATH prepares one)");
+        return Ok(0);
+    }
+    println!("{:<6} {:<20} {:<10} {:<16} change", "id", "host", "approval", "final");
+    for r in &rows {
+        let name = |p: &str| macha_core::StorePath::parse(p).map(|s| s.name().to_owned()).unwrap_or_default();
+        println!(
+            "{:<6} {:<20} {:<10} {:<16} {} → {}",
+            r.id,
+            r.host,
+            r.state.as_str(),
+            r.final_state.as_ref().map_or("-", Final::as_str),
+            name(&r.previous),
+            name(&r.system)
+        );
+    }
+    Ok(0)
+}
+
+fn show(opts: &ClientOpts, id: i64) -> CmdResult {
+    let mut client = connect(opts)?;
+    let detail = super::term::scrub(client.call(ops::ShowApproval { id })?)?;
+    let Some(row) = listed(&detail.approval) else {
+        return Err(fail(65, anyhow::format_err!("approval {id} is not a deployment")));
+    };
+    if opts.json {
+        super::render::print_json(&serde_json::json!({"deployment": row, "audit": detail.audit}))?;
+        return Ok(0);
+    }
+    println!("deployment (approval {id}) of {}", row.host);
+    println!(
+        "  from   {}
+  to     {}",
+        row.previous, row.system
+    );
+    println!("  asked  by {} at {}", row.requested_by, row.requested_at);
+    println!("  state  {}", row.state.as_str());
+    if let Some(f) = &row.final_state {
+        println!("  final  {f}");
+    }
+    if let Some(r) = &row.result {
+        println!("  result {r}");
+    }
+    println!(
+        "
+reason: {}",
+        detail.approval.reason
+    );
+    for a in &detail.audit {
+        println!("  {}  {}", a.ts, a.summary);
+    }
+    Ok(row.final_state.as_ref().map_or(0, Final::exit_code))
 }

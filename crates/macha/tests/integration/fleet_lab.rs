@@ -1014,3 +1014,32 @@ fn lab_two_deployments_of_one_host_at_once_the_second_is_refused() {
     });
     assert_eq!(lab.exec("c1", &["readlink", "-e", "/run/current-system"]), slow);
 }
+
+#[test]
+#[ignore = "lab: needs MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 3"]
+fn lab_a_connection_lost_during_activation_reads_the_result_and_never_activates_twice() {
+    let _g = serial();
+    let lab = containers();
+    let gen1 = build_system("c1", 1, "good");
+    install_by_hand(&lab, "c1", &gen1);
+    let d = deploy_daemon(&lab);
+    let slow = build_system("c1", 12, "slow");
+    let since = epoch();
+    std::thread::scope(|s| {
+        let deployment = s.spawn(|| deploy(&d, &slow));
+        wait_for("the activation running", || {
+            !lab.exec("c1", &["systemctl", "list-units", "--no-legend", "--plain", "macha-deploy-*"]).is_empty()
+        });
+        // The SSH master that carries the activation dies (as when the network drops).
+        let address = lab.inventory().into_iter().find(|(n, _, _)| n == "c1").map(|(_, a, _)| a).unwrap_or_default();
+        let killed = Command::new("pkill").args(["-f", "--", &format!("-M -f -N .*-- {address}$")]).status();
+        assert!(killed.is_ok_and(|s| s.success()), "no SSH master to kill");
+        let (code, v) = deployment.join().unwrap_or_else(|_| panic!("the deployment's thread"));
+        assert_eq!((code, v[0]["final_state"]["state"].as_str()), (0, Some("succeeded")), "{v}");
+    });
+    assert_eq!(lab.exec("c1", &["readlink", "-e", "/run/current-system"]), slow);
+    // One activation of the slow system, however the connection fared.
+    let log = lab.exec("c1", &["journalctl", "--no-pager", "-o", "cat", &format!("--since=@{since}")]);
+    let activations = log.lines().filter(|l| l.contains("activating") && l.contains("(slow)")).count();
+    assert_eq!(activations, 1, "{log}");
+}
