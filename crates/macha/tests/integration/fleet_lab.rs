@@ -836,6 +836,19 @@ fn lab_a_deployment_shows_its_diff_activates_verifies_and_commits() {
     assert!(timers.is_empty(), "the dead-man timer is disarmed: {timers}");
     let roots = lab.exec("c1", &["ls", "/nix/var/nix/gcroots/macha"]);
     assert!(roots.contains("-old") && roots.contains("-new"), "{roots}");
+    // Listed and shown afterwards, with its final state.
+    let listed = d.json_as("macha", &["deploy", "list", "--json"]);
+    let row =
+        listed.as_array().and_then(|a| a.iter().find(|r| r["system"] == gen2.as_str()).cloned()).unwrap_or_default();
+    assert_eq!(
+        (row["host"].as_str(), row["final_state"]["state"].as_str()),
+        (Some("c1"), Some("succeeded")),
+        "{listed}"
+    );
+    let id = row["id"].as_i64().unwrap_or_default().to_string();
+    let shown = d.cli_as("macha", &["deploy", "show", &id]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success() && text.contains("final  succeeded") && text.contains(&gen2), "{text}");
     // The same system again: nothing to do, said plainly.
     let again = d.cli_as("macha", &["deploy", "c1", "--system", &gen2, "--json"]);
     let v: Value = serde_json::from_slice(&again.stdout).unwrap_or_default();
