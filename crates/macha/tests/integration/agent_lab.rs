@@ -101,16 +101,24 @@ fn learning(unit: &str) -> String {
 fn lab_an_approved_reboot_starts_reboot_target_over_dbus() {
     let lab = support::lab::lab();
     let target = lab.unit_file("reboot.target", "[Unit]\nDescription=stand-in for reboot.target (macha lab)\n");
-    let model = Scripted::start(vec![
-        Reply::call("propose_action", json!({"kind": "reboot", "reason": "a new kernel is installed"})),
-        Reply::text("I asked for a reboot."),
-    ]);
+    // Only this test's question gets the script: the lab's manager is shared, and an analysis of
+    // another test's failed unit must not use it up.
+    let question = format!("anything to reboot for {}?", std::process::id());
+    let other = Reply::Text(json!({"summary": "not this test's question", "confidence": "low"}).to_string());
+    let model = Scripted::start_for(
+        &question,
+        vec![
+            Reply::call("propose_action", json!({"kind": "reboot", "reason": "a new kernel is installed"})),
+            Reply::text("I asked for a reboot."),
+        ],
+        other,
+    );
     let llm = format!(
         "url = \"{}\"\ntimeout = \"10s\"\nmodels = {{ triage = \"scripted\", analysis = \"scripted\" }}",
         model.url
     );
     let d = TestDaemon::builder().lab(&lab).autonomy("auto-full").llm(&llm).interval("1h").start();
-    let asked = d.cli_as("macha-ask", &["anything to do?"], "");
+    let asked = d.cli_as("macha-ask", &[&question], "");
     assert!(asked.status.success(), "{}", String::from_utf8_lossy(&asked.stderr));
     // Even at auto-full a reboot waits for a person.
     let pending = d.json(&["approve", "list", "--json"]);
