@@ -34,7 +34,7 @@ failed=()
 summary=()
 for target in $(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^macha-fuzz$'); do
   report=$(./run.sh "$target" "$seconds" 2>&1) || failed+=("$target")
-  field() { sed -n "s/^$1: *//p" <<<"$report"; }
+  field() { sed -n "s|^$1: *||p" <<<"$report"; }
   summary+=("$(printf '%-16s %12s execs %8s/s  corpus %-28s crashes %s' "$target" \
     "$(field executions)" "$(field execs/s)" "$(field corpus)" "$(field crashes)")")
   if [[ " ${failed[*]-} " == *" $target "* ]]; then
