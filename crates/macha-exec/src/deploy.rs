@@ -216,22 +216,20 @@ impl Run<'_> {
 
     /// A read-only command on the host; `Err` with the reason when it did not succeed.
     async fn read(&self, step: &DeployStep<'_>) -> Result<String, String> {
-        let tools = self.remote.pool().tools(&self.target).await.map_err(|e| e.to_string())?;
-        let cmd = macha_core::command::deploy_command(step, &tools.core_tools()).map_err(|e| e.to_string())?;
-        let rc = RemoteCommand::new(cmd, READ_LIMIT);
-        let out = self.remote.pool().run(&self.target, &rc).await.map_err(|e| e.to_string())?;
-        if out.success() {
-            Ok(out.stdout_text())
-        } else {
-            Err(format!("`{}` failed ({:?}): {}", rc.display(), out.status, out.stderr_line()))
-        }
+        self.run(step, READ_LIMIT, false).await
     }
 
     /// A command that changes the host, under `sudo -n` with the deployment's permit.
     async fn change(&self, step: &DeployStep<'_>, limit: Duration) -> Result<String, String> {
+        self.run(step, limit, true).await
+    }
+
+    /// One step's command on the host; its standard output, or why it did not succeed.
+    async fn run(&self, step: &DeployStep<'_>, limit: Duration, privileged: bool) -> Result<String, String> {
         let tools = self.remote.pool().tools(&self.target).await.map_err(|e| e.to_string())?;
         let cmd = macha_core::command::deploy_command(step, &tools.core_tools()).map_err(|e| e.to_string())?;
-        let rc = RemoteCommand::new(cmd, limit).sudo(self.permit).map_err(|e| e.to_string())?;
+        let rc = RemoteCommand::new(cmd, limit);
+        let rc = if privileged { rc.sudo(self.permit).map_err(|e| e.to_string())? } else { rc };
         let out = self.remote.pool().run(&self.target, &rc).await.map_err(|e| e.to_string())?;
         if out.success() {
             Ok(out.stdout_text())
@@ -252,12 +250,8 @@ impl Run<'_> {
             .read_file(&self.target, "/proc/sys/kernel/random/boot_id", 128)
             .await
             .map_err(|e| e.to_string())?;
-        let id = String::from_utf8_lossy(&bytes).trim().to_owned();
-        if id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
-            Ok(id)
-        } else {
-            Err(format!("the boot id {id:?} is not one"))
-        }
+        let text = String::from_utf8_lossy(&bytes);
+        macha_parse::procfs::parse_boot_id(&text).ok_or_else(|| format!("the boot id {:?} is not one", text.trim()))
     }
 
     async fn failed_units(&self) -> Result<BTreeSet<String>, String> {

@@ -16,6 +16,13 @@ pub struct StatCpu {
 
 /// Parses `/proc/stat`. Busy is user + nice + system + irq + softirq + steal (guest time is already
 /// inside user and nice); idle is idle + iowait.
+/// `/proc/sys/kernel/random/boot_id`: a UUID (36 characters of hex digits and dashes), or
+/// `None` for anything else. What proves that a host rebooted.
+pub fn parse_boot_id(text: &str) -> Option<String> {
+    let id = text.trim();
+    (id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')).then(|| id.to_owned())
+}
+
 pub fn parse_stat(text: &str) -> Result<StatCpu, String> {
     let mut ticks = None;
     let mut logical_cpus = 0u32;
@@ -230,6 +237,16 @@ processes 12345
 procs_running 2
 procs_blocked 0
 ";
+
+    #[test]
+    fn boot_ids_are_uuids() {
+        let id = "3f1c1d2e-8b9a-4c7d-9e0f-112233445566";
+        assert_eq!(parse_boot_id(&format!("{id}\n")).as_deref(), Some(id));
+        for bad in ["", "not-a-boot-id", "3f1c1d2e-8b9a-4c7d-9e0f-11223344556", "3f1c1d2e 8b9a 4c7d 9e0f 112233445566x"]
+        {
+            assert_eq!(parse_boot_id(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn stat_busy_and_idle() {

@@ -111,9 +111,7 @@ impl Sources {
 /// This boot's id (`/proc/sys/kernel/random/boot_id`), what proves that a reboot happened;
 /// `None` if it cannot be read.
 pub fn boot_id() -> Option<String> {
-    let raw = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    let id = raw.trim();
-    (id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')).then(|| id.to_owned())
+    macha_parse::procfs::parse_boot_id(&std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?)
 }
 
 /// The shortest window over which a one-shot observation measures CPU % ([`one_shot`]).
