@@ -111,6 +111,20 @@ pub struct Scanned {
     reply: oneshot::Sender<Response>,
 }
 
+/// Redacts what a remote host's journal samples say, as this host's entries are redacted when they
+/// arrive: the samples reach issues, reports (`macha check --host`, which viewers may read) and the
+/// model.
+pub fn redact_remote_journal(event: &mut FleetEvent, redact: impl Fn(&str) -> String) {
+    if let FleetEvent::Observed(o) = event
+        && let Ok(snapshot) = &mut o.result
+        && let macha_core::snapshot::Section::Ok { data } = &mut snapshot.journal
+    {
+        for sample in &mut data.samples {
+            *sample = redact(sample);
+        }
+    }
+}
+
 /// Whether actions may run on a registered host now: trusted, its key pinned, and not presenting
 /// a changed key. The policy's known hosts and the `actions` of `macha-systems list` are these.
 pub fn actionable(h: &FleetHost, pinned: bool) -> bool {
@@ -1669,6 +1683,27 @@ mod tests {
         // Partly seen (no Nix, no GPUs) is unknown in the report, never healthy.
         assert_eq!(reports(&fleet, &mut engine), [CheckStatus::Unknown]);
         fleet.shutdown().await;
+    }
+
+    #[test]
+    fn a_remote_hosts_journal_samples_are_redacted_on_arrival() {
+        use macha_core::snapshot::{JournalSummary, Section};
+        let mut snap = Snapshot::all_unavailable(h("c1"), crate::now(), "test");
+        let secret = "backup.service: login with password=hunter2hunter2 failed".to_owned();
+        snap.journal = Section::ok(JournalSummary {
+            window_secs: 600,
+            errors_total: 1,
+            by_unit: Vec::new(),
+            samples: vec![secret.clone()],
+        });
+        let mut event = observed("c1", Ok(snap), 0);
+        let redactor = macha_agent::Redactor::builtin();
+        redact_remote_journal(&mut event, |t| redactor.apply(t));
+        let FleetEvent::Observed(o) = event else { panic!("not an observation") };
+        let samples = o.result.ok().and_then(|s| s.journal.data().map(|j| j.samples.clone())).unwrap_or_default();
+        assert_eq!(samples.len(), 1);
+        assert!(!samples[0].contains("hunter2"), "{samples:?}");
+        assert!(samples[0].starts_with("backup.service: login with"), "{samples:?}");
     }
 
     #[tokio::test]

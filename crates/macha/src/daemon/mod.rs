@@ -415,7 +415,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Turn::Journal(event) => on_journal(&shared, &engine, event),
             Turn::Api(call) => on_api(&shared, &engine, call),
             Turn::Agent(msg) => on_agent(&shared, &engine, msg),
-            Turn::Fleet(event) => {
+            Turn::Fleet(mut event) => {
+                crate::fleet::redact_remote_journal(&mut event, |t| shared.redactor.apply(t));
                 let s = Arc::clone(&shared);
                 engine.post("fleet event", move |e| match s.fleet.handle(e, event) {
                     Ok(work) => s.spawn_work(work),
