@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of Macha: unit and integration tests, and the lab tier against a real systemd
 # (a systemd user manager in a private namespace, tests/lab/systemd-user.sh), real hosts for the
-# fleet (three systemd-nspawn containers with sshd, tests/lab/nspawn.sh, and eight netns sshd hosts,
+# fleet (ten systemd-nspawn containers with sshd, tests/lab/nspawn.sh, and eight netns sshd hosts,
 # tests/lab/netns-sshd.sh), and the real-model tier (a small real model behind llama.cpp's
 # server, tests/llm/model-server.sh).
 #
@@ -33,9 +33,9 @@ if [ $lab = 1 ]; then
         tests/lab/nspawn.sh down >/dev/null 2>&1 || true; tests/lab/netns-sshd.sh down >/dev/null 2>&1 || true' EXIT
   tests/lab/systemd-user.sh up
   export MACHA_LAB_SDUSER=${MACHA_LAB_SDUSER:-/run/macha-lab/sduser}
-  # The fleet's hosts: c1..c3 (real systemd, sshd, sudo, Debian's Nix with its daemon: the
+  # The fleet's hosts: c1..c10 (real systemd, sshd, sudo, Debian's Nix with its daemon: the
   # deployments' targets) and h1..h8 (sshd only, for faults).
-  MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 3
+  MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 10
   tests/lab/netns-sshd.sh up 8
   export MACHA_LAB_NSPAWN=/run/macha-lab/nspawn MACHA_LAB_NETNS=/run/macha-lab/netns
   # The real-model tier: SmolLM2-135M on llama.cpp (PyPI wheels, cached), on 127.0.0.1.

@@ -226,8 +226,9 @@ pub enum DeployStep<'a> {
     Rollback { id: &'a str, previous: &'a StorePath, secs: u64 },
     /// The system profile's new generation.
     SetProfile { system: &'a StorePath },
-    /// `switch-to-configuration boot`: the boot entry.
-    Boot { system: &'a StorePath },
+    /// `switch-to-configuration boot` of `system` (the boot entry), in the transient unit
+    /// `macha-deploy-<id>-boot`, waited for.
+    Boot { id: &'a str, system: &'a StorePath },
     /// Stops the activation unit (if it still runs).
     Cleanup { id: &'a str },
     /// Forgets a failed activation unit (`reset-failed`), so that it is not a failed unit of the
@@ -295,6 +296,11 @@ pub fn valid_deploy_id(id: &str) -> bool {
 }
 
 /// The command of one deployment step.
+///
+/// No argument of a privileged step contains a space (no `--description`: systemd describes a
+/// transient unit by its command line). A managed host's sudo rules (modules/deploy-sudo.nix)
+/// match the arguments joined by spaces against a regular expression, and arguments without
+/// spaces can be split back only one way, so the rule admits exactly these argv.
 pub fn deploy_command(step: &DeployStep<'_>, tools: &Tools) -> Result<Command, CommandError> {
     let id_ok = |id: &str| {
         if valid_deploy_id(id) {
@@ -349,7 +355,6 @@ pub fn deploy_command(step: &DeployStep<'_>, tools: &Tools) -> Result<Command, C
             id_ok(id)?;
             tools.get("systemd-run")?.args([
                 format!("--unit=macha-deploy-{id}-deadman"),
-                format!("--description=macha deployment {id}: roll back to {previous} unless confirmed"),
                 format!("--on-active={}s", secs(*s)),
                 "--timer-property=AccuracySec=1s".to_owned(),
                 "--property=Type=oneshot".to_owned(),
@@ -377,11 +382,10 @@ pub fn deploy_command(step: &DeployStep<'_>, tools: &Tools) -> Result<Command, C
                 format!("macha-deploy-{id}-deadman.timer"),
             ])
         }
-        DeployStep::Activate { id, system, previous, secs: s } => {
+        DeployStep::Activate { id, system, secs: s, .. } => {
             id_ok(id)?;
             tools.get("systemd-run")?.args([
                 format!("--unit=macha-deploy-{id}"),
-                format!("--description=macha deployment {id}: {previous} -> {system}"),
                 "--wait".to_owned(),
                 "--quiet".to_owned(),
                 "--property=Type=oneshot".to_owned(),
@@ -404,7 +408,6 @@ pub fn deploy_command(step: &DeployStep<'_>, tools: &Tools) -> Result<Command, C
             id_ok(id)?;
             tools.get("systemd-run")?.args([
                 format!("--unit=macha-deploy-{id}-rollback"),
-                format!("--description=macha deployment {id}: roll back to {previous}"),
                 "--wait".to_owned(),
                 "--quiet".to_owned(),
                 "--collect".to_owned(),
@@ -418,7 +421,19 @@ pub fn deploy_command(step: &DeployStep<'_>, tools: &Tools) -> Result<Command, C
         DeployStep::SetProfile { system } => {
             tools.get("nix-env")?.args(["--profile", SYSTEM_PROFILE, "--set", system.as_str()])
         }
-        DeployStep::Boot { system } => Command::new(&switch(system))?.arg("boot"),
+        DeployStep::Boot { id, system } => {
+            id_ok(id)?;
+            tools.get("systemd-run")?.args([
+                format!("--unit=macha-deploy-{id}-boot"),
+                "--wait".to_owned(),
+                "--quiet".to_owned(),
+                "--collect".to_owned(),
+                "--property=Type=oneshot".to_owned(),
+                "--".to_owned(),
+                switch(system),
+                "boot".to_owned(),
+            ])
+        }
         DeployStep::Cleanup { id } => {
             id_ok(id)?;
             tools.get("systemctl")?.args(["stop".to_owned(), "--".to_owned(), format!("macha-deploy-{id}.service")])
@@ -551,5 +566,38 @@ mod tests {
         assert!(Tools::new().with("sh", "/bin/sh").iter().next().is_none(), "unknown tool names are ignored");
         let c = command_for(&a, &tools()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.argv(), ["--vacuum-time=7d"]);
+    }
+
+    /// The sudo rules of a managed host match a step's arguments joined by spaces; that is exact
+    /// only while no argument of a privileged step contains whitespace.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn privileged_deploy_steps_have_no_argument_with_a_space() {
+        let sys = StorePath::parse("/nix/store/0a1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r-nixos-system-c1-26.05.2").unwrap();
+        let old = StorePath::parse("/nix/store/zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-nixos-system-c1-26.05.1").unwrap();
+        let id = "0123456789abcdef0123456789abcdef";
+        let steps = [
+            DeployStep::PinRoot { id, role: "old", path: &old },
+            DeployStep::PinRoot { id, role: "new", path: &sys },
+            DeployStep::Arm { id, previous: &old, secs: 900 },
+            DeployStep::Disarm { id },
+            DeployStep::Activate { id, system: &sys, previous: &old, secs: 300 },
+            DeployStep::Rollback { id, previous: &old, secs: 300 },
+            DeployStep::SetProfile { system: &sys },
+            DeployStep::Boot { id, system: &sys },
+            DeployStep::Cleanup { id },
+            DeployStep::Forget { id },
+        ];
+        for step in &steps {
+            assert!(step.changes_the_host(), "{step:?}");
+            let c = deploy_command(step, &tools()).unwrap();
+            assert!(c.program().starts_with('/'), "{step:?}");
+            assert!(c.argv().iter().all(|a| !a.is_empty() && !a.contains(char::is_whitespace)), "{:?}", c.argv());
+        }
+        // Boot runs in its own transient unit, like every activation.
+        let boot = deploy_command(&DeployStep::Boot { id, system: &sys }, &tools()).unwrap();
+        assert_eq!(boot.program(), "/usr/bin/systemd-run");
+        assert_eq!(boot.argv().last().map(String::as_str), Some("boot"));
+        assert!(deploy_command(&DeployStep::Boot { id: "not-hex", system: &sys }, &tools()).is_err());
     }
 }

@@ -681,10 +681,10 @@ impl Permit {
             DeployStep::Activate { id: &id, system, previous, secs: limit },
             DeployStep::Rollback { id: &id, previous, secs: limit },
             DeployStep::SetProfile { system },
-            DeployStep::Boot { system },
+            DeployStep::Boot { id: &id, system },
             // A rollback after the profile moved puts the profile and the boot entry back.
             DeployStep::SetProfile { system: previous },
-            DeployStep::Boot { system: previous },
+            DeployStep::Boot { id: &id, system: previous },
             DeployStep::Cleanup { id: &id },
             DeployStep::Forget { id: &id },
         ];
@@ -1432,7 +1432,7 @@ mod tests {
             DeployStep::Disarm { id: &id },
             DeployStep::PinRoot { id: &id, role: "old", path: &t.previous },
             DeployStep::SetProfile { system: &t.system },
-            DeployStep::Boot { system: &t.system },
+            DeployStep::Boot { id: &id, system: &t.system },
             DeployStep::Cleanup { id: &id },
         ] {
             assert!(s.changes_the_host());
@@ -1450,7 +1450,7 @@ mod tests {
         })));
         let elsewhere = crate::StorePath::parse("/nix/store/0a1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r-other").unwrap();
         assert!(!d.authorises(&step(DeployStep::SetProfile { system: &elsewhere })));
-        assert!(!d.authorises(&step(DeployStep::Boot { system: &elsewhere })));
+        assert!(!d.authorises(&step(DeployStep::Boot { id: &id, system: &elsewhere })));
         assert!(d.authorises(&step(DeployStep::SetProfile { system: &t.previous })), "a rollback restores the profile");
         assert!(!d.authorises(&step(DeployStep::FailedUnits)));
         assert!(!d.authorises(&cmd("/bin/sh", &["-c", "reboot"])));

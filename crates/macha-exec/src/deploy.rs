@@ -208,7 +208,7 @@ impl Run<'_> {
                 result: self.change(&DeployStep::SetProfile { system: &system }, CHANGE_LIMIT).await.map(drop),
             },
             Step::SetBootEntry { system } => Event::BootEntrySet {
-                result: self.change(&DeployStep::Boot { system: &system }, CHANGE_LIMIT).await.map(drop),
+                result: self.change(&DeployStep::Boot { id: &self.id, system: &system }, CHANGE_LIMIT).await.map(drop),
             },
             Step::Rollback { to, restore_profile, .. } => self.rollback(&to, restore_profile).await,
         }
@@ -276,6 +276,13 @@ impl Run<'_> {
                 macha_core::checks::human_bytes(self.settings.min_free_bytes)
             ));
         }
+        // The rollback target must be in the host's store, or there is nothing to go back to.
+        self.read(&DeployStep::Valid { path: &system }).await.map_err(|e| {
+            format!(
+                "the running system {system} is not a valid store path on the host, so there is no rollback target: {e}"
+            )
+        })?;
+        self.elevation(&system).await?;
         // A check that fails before anything changed could never confirm the change.
         let failing: Vec<String> = self
             .health_results()
@@ -294,6 +301,44 @@ impl Run<'_> {
             failed_units: self.failed_units().await?,
             health: self.health.clone(),
         })
+    }
+
+    /// Proves, running nothing, that the host's sudo would run every privileged step of this
+    /// deployment without a password (`sudo -n -l` of each exact command): a password prompt or a
+    /// missing rule refuses the deployment here, before the copy, not halfway through it.
+    async fn elevation(&self, previous: &StorePath) -> Result<(), String> {
+        let Action::NixosSwitch { target, .. } = self.permit.action() else {
+            return Err("not a deployment".to_owned());
+        };
+        let secs = self.settings.timeouts.activate.as_secs().max(1);
+        let id = self.id.as_str();
+        let system = &target.system;
+        let steps = [
+            DeployStep::PinRoot { id, role: "old", path: previous },
+            DeployStep::PinRoot { id, role: "new", path: system },
+            DeployStep::Arm { id, previous, secs },
+            DeployStep::Activate { id, system, previous, secs },
+            DeployStep::Disarm { id },
+            DeployStep::SetProfile { system },
+            DeployStep::Boot { id, system },
+            DeployStep::Rollback { id, previous, secs },
+        ];
+        let tools = self.remote.pool().tools(&self.target).await.map_err(|e| e.to_string())?;
+        for step in &steps {
+            let cmd = macha_core::command::deploy_command(step, &tools.core_tools()).map_err(|e| e.to_string())?;
+            let rc = RemoteCommand::new(cmd, READ_LIMIT).sudo_check(self.permit).map_err(|e| e.to_string())?;
+            let out = self.remote.pool().run(&self.target, &rc).await.map_err(|e| e.to_string())?;
+            if !out.success() {
+                let why = out.stderr_line();
+                let why = if why.trim().is_empty() { "no rule allows it".to_owned() } else { why };
+                return Err(format!(
+                    "the host's sudo would not run `{}` without a password ({why}); a managed NixOS host \
+                     needs services.macha.managed.deploy.enable, which allows exactly a deployment's steps",
+                    rc.inner().display()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// `nix copy` on the controller through the host's master, then the host checks the path.
@@ -493,7 +538,7 @@ impl Run<'_> {
         if result.is_ok() && restore_profile {
             result = async {
                 self.change(&DeployStep::SetProfile { system: to }, CHANGE_LIMIT).await?;
-                self.change(&DeployStep::Boot { system: to }, CHANGE_LIMIT).await
+                self.change(&DeployStep::Boot { id: &self.id, system: to }, CHANGE_LIMIT).await
             }
             .await
             .map(drop);

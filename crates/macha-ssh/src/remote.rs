@@ -146,6 +146,8 @@ pub struct RemoteCommand {
     command: Command,
     /// Under `sudo -n`: the hosts the permit names.
     sudo: Option<Vec<HostName>>,
+    /// `sudo -n -l`: asks whether sudo would run the command, running nothing.
+    sudo_list: bool,
     timeout: Duration,
     /// The most standard output kept (`None`: the pool's `output_max`). The rest is read and
     /// discarded, so the remote side never blocks.
@@ -160,7 +162,7 @@ fn secs(d: Duration) -> String {
 
 impl RemoteCommand {
     pub fn new(command: Command, timeout: Duration) -> RemoteCommand {
-        RemoteCommand { command, sudo: None, timeout, output_max: None }
+        RemoteCommand { command, sudo: None, sudo_list: false, timeout, output_max: None }
     }
 
     /// Keeps at most `max` bytes of standard output (what the parser of this command needs).
@@ -187,6 +189,16 @@ impl RemoteCommand {
         }
         self.sudo = Some(permit.action().hosts().as_slice().to_vec());
         Ok(self)
+    }
+
+    /// Asks the host's sudo whether it would run exactly this command as root without a password
+    /// (`sudo -n -l -- PROGRAM ARGS…`, which exits 0 only then), running nothing: how a deployment
+    /// proves, before anything changes, that every privileged step it will take is allowed. The
+    /// permit must cover the command as for [`RemoteCommand::sudo`].
+    pub fn sudo_check(self, permit: &Permit) -> Result<RemoteCommand, SshError> {
+        let mut rc = self.sudo(permit)?;
+        rc.sudo_list = true;
+        Ok(rc)
     }
 
     /// Whether this command may be sent to `host`: any host for an unprivileged command, only the
@@ -216,7 +228,11 @@ impl RemoteCommand {
     pub fn argv(&self, tools: &RemoteTools, kill_after: Duration) -> Result<Vec<String>, SshError> {
         let mut argv = vec![tools.path("timeout")?.to_owned(), "-k".into(), secs(kill_after), secs(self.timeout)];
         if self.sudo.is_some() {
-            argv.extend([tools.path("sudo")?.to_owned(), "-n".into(), "--".into()]);
+            argv.extend([tools.path("sudo")?.to_owned(), "-n".into()]);
+            if self.sudo_list {
+                argv.push("-l".into());
+            }
+            argv.push("--".into());
         }
         argv.push(self.command.program().to_owned());
         argv.extend(self.command.argv().iter().cloned());
@@ -230,7 +246,11 @@ impl RemoteCommand {
 
     /// For logs and audit records.
     pub fn display(&self) -> String {
-        let prefix = if self.sudo.is_some() { "sudo -n " } else { "" };
+        let prefix = match (self.sudo.is_some(), self.sudo_list) {
+            (true, true) => "sudo -n -l ",
+            (true, false) => "sudo -n ",
+            (false, _) => "",
+        };
         format!("{prefix}{}", self.command.display())
     }
 }
@@ -326,6 +346,20 @@ mod tests {
             ]
         );
         assert_eq!(rc.display(), "sudo -n /usr/bin/systemctl --no-ask-password restart -- lab-demo.service");
+        // The same command, asked about instead of run: `sudo -n -l`, under the same permit.
+        let check = RemoteCommand::new(rc.inner().clone(), Duration::from_secs(5))
+            .sudo_check(&restart_permit("lab-demo", "c1"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let listed = check.argv(&t, Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(listed[4..8], ["/usr/bin/sudo", "-n", "-l", "--"], "{listed:?}");
+        assert_eq!(listed[8..], argv[7..]);
+        assert!(check.display().starts_with("sudo -n -l /usr/bin/systemctl"));
+        assert!(
+            RemoteCommand::new(rc.inner().clone(), Duration::from_secs(5))
+                .sudo_check(&restart_permit("other", "c1"))
+                .is_err(),
+            "a check needs the permit as a run does"
+        );
         let line = rc.line(&t, Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(line, argv.join(" "));
         assert!(matches!(t.command("journalctl"), Err(SshError::ToolMissing { .. })));

@@ -2,7 +2,7 @@
   # The lab's fleet as a flake: each container's "NixOS configuration" is a stand-in system
   # (systems.nix), so `macha deploy --flake` builds them the way it builds real ones
   # (`nixosConfigurations.HOST.config.system.build.toplevel`). The variant of each host comes from
-  # variants.json next to this file (written by the test), "good" when it is not listed.
+  # variants.json next to this file (hosts c1 to c10) (written by the test), "good" when it is not listed.
   description = "Macha deployment lab fleet (stand-in systems)";
   outputs =
     { self }:
@@ -21,7 +21,7 @@
         map (host: {
           name = host;
           value.config.system.build.toplevel = system host;
-        }) [ "c1" "c2" "c3" ]
+        }) (builtins.genList (i: "c${toString (i + 1)}") 10)
       );
     };
 }

@@ -20,6 +20,11 @@ if [ "$verb" = switch ] || [ "$verb" = boot ]; then
   ln -sfn "$self" /run/macha-lab-boot-entry
 fi
 [ "$verb" = boot ] && exit 0
+if [ -e /run/macha-lab-activation-broken ]; then
+  # Left by the `breaks-activation` variant: no system activates any more, the old one included.
+  echo "error: activation is broken on this host (/run/macha-lab-activation-broken)" >&2
+  exit 1
+fi
 echo "activating $self ($variant)"
 case "$variant" in
   good)
@@ -39,6 +44,12 @@ case "$variant" in
   fails-halfway)
     ln -sfn "$self" /run/current-system
     echo "error: activation script failed" >&2
+    exit 1 ;;
+  breaks-activation)
+    # Fails halfway and leaves the host unable to activate anything: the rollback fails too.
+    ln -sfn "$self" /run/current-system
+    touch /run/macha-lab-activation-broken
+    echo "error: activation script failed and broke activation" >&2
     exit 1 ;;
   stops-ssh)
     # A configuration that locks the controller out: activation "succeeds", SSH is gone.

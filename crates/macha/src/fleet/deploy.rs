@@ -199,6 +199,17 @@ async fn host_side(pool: &SshPool, target: &Target) -> Result<(StorePath, Vec<(S
     let current = run(deploy_command(&DeployStep::CurrentSystem, &core).map_err(|e| e.to_string())?).await?;
     let previous = StorePath::parse(current.trim())
         .map_err(|e| format!("{}: /run/current-system is not a system: {e}", target.name))?;
+    // The running system is the rollback target: it must be in the host's store (asked without
+    // substituters, which a missing path would send `nix path-info` to).
+    run(deploy_command(&DeployStep::Valid { path: &previous }, &core).map_err(|e| e.to_string())?).await.map_err(
+        |e| {
+            format!(
+                "{}: the running system {previous} is not a valid store path there, so there is no rollback \
+                 target ({e})",
+                target.name
+            )
+        },
+    )?;
     let json = run(nix_closure_command(&core, &previous).map_err(|e| e.to_string())?).await?;
     let closure = parse_path_infos(&json).map_err(|e| format!("{}'s closure: {e}", target.name))?;
     Ok((previous, closure))

@@ -937,12 +937,18 @@ fn fleet_flake(variants: &str) -> tempfile::TempDir {
 }
 
 fn deploy_fleet(d: &Daemon, flake: &Path, extra: &[&str]) -> (i32, Vec<Value>) {
+    deploy_hosts(d, &["c1", "c2", "c3"], flake, extra)
+}
+
+fn deploy_hosts(d: &Daemon, hosts: &[&str], flake: &Path, extra: &[&str]) -> (i32, Vec<Value>) {
     let link = d.d.dir.path().join("macha");
     if !link.exists() {
         std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_macha"), &link).unwrap_or_else(|e| panic!("{e}"));
     }
     let out = Command::new(&link)
-        .args(["deploy", "c1", "c2", "c3", "--flake", &format!("path:{}", flake.display()), "--approve", "--json"])
+        .arg("deploy")
+        .args(hosts)
+        .args(["--flake", &format!("path:{}", flake.display()), "--approve", "--json"])
         .args(extra)
         .arg("--socket")
         .arg(d.d.socket())
@@ -1055,4 +1061,297 @@ fn lab_a_connection_lost_during_activation_reads_the_result_and_never_activates_
     let log = lab.exec("c1", &["journalctl", "--no-pager", "-o", "cat", &format!("--since=@{since}")]);
     let activations = log.lines().filter(|l| l.contains("activating") && l.contains("(slow)")).count();
     assert_eq!(activations, 1, "{log}");
+}
+
+/// Deploys `system` to `host` through the daemon as the `macha` user would, approved at once.
+fn deploy_to(d: &Daemon, host: &str, system: &str) -> (i32, Value) {
+    let out = d.cli_as("macha", &["deploy", host, "--system", system, "--approve", "--json", "--wait", "3m"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    });
+    (out.status.code().unwrap_or(-1), v)
+}
+
+/// A daemon for deployments to `host` that logs in as the unprivileged `macha` user (sudo for
+/// the privileged steps), with the same short deadlines as [`deploy_daemon`].
+fn deploy_daemon_as_macha(lab: &Containers, host: &str) -> Daemon {
+    let tables = format!(
+        "#tables\n[deploy]\nactivate_timeout = \"20s\"\nreconnect_timeout = \"5s\"\nverify_timeout = \"8s\"\n\
+         retry = \"1s\"\ndead_man = \"40s\"\nmin_free_mib = 1\n{}",
+        lab.hosts_toml(&[host])
+    );
+    Daemon::start("suggest", &tables, &[host])
+}
+
+/// Commands run as root in a container when the guard is dropped (also when a test fails), so
+/// that a test that changes a host's sudo, Nix or system leaves it as it found it.
+struct Restore<'a> {
+    lab: &'a Containers,
+    host: &'static str,
+    commands: Vec<Vec<String>>,
+}
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        for c in &self.commands {
+            let argv: Vec<&str> = c.iter().map(String::as_str).collect();
+            let _ = self.lab.exec_status(self.host, &argv);
+        }
+    }
+}
+
+/// The sudo rules a managed NixOS host gets for deployments (modules/deploy-sudo.nix), evaluated
+/// with this host's program paths, as sudoers lines for the `macha` user.
+fn deploy_sudoers() -> String {
+    let out = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json"])
+        .arg(root().join("modules/deploy-sudo.nix"))
+        .args(["--argstr", "systemdRun", "/usr/bin/systemd-run", "--argstr", "systemctl", "/usr/bin/systemctl"])
+        .args(["--argstr", "nixStore", "/usr/bin/nix-store", "--argstr", "nixEnv", "/usr/bin/nix-env"])
+        .env("NIX_CONFIG", "build-users-group =")
+        .output()
+        .unwrap_or_else(|e| panic!("nix-instantiate: {e}"));
+    assert!(out.status.success(), "deploy-sudo.nix: {}", String::from_utf8_lossy(&out.stderr));
+    let rules: Vec<String> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert!(rules.len() >= 8, "{rules:?}");
+    rules.iter().map(|r| format!("macha ALL=(root) NOPASSWD: {r}\n")).collect()
+}
+
+/// Replaces the lab's `macha ALL=(ALL) NOPASSWD: ALL` on `c` by `sudoers` (and takes `macha` out
+/// of the `sudo` group); the guard puts the lab's rule back.
+fn narrow_sudo<'a>(lab: &'a Containers, c: &'static str, sudoers: &str) -> Restore<'a> {
+    let guard = Restore {
+        lab,
+        host: c,
+        commands: vec![
+            vec!["rm".into(), "-f".into(), "/etc/sudoers.d/zz-macha-test".into()],
+            vec!["sh".into(), "-c".into(), "echo 'macha ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/macha".into()],
+            vec!["usermod".into(), "-aG".into(), "sudo".into(), "macha".into()],
+        ],
+    };
+    let script = "set -e; rm -f /etc/sudoers.d/macha; gpasswd -d macha sudo >/dev/null || true; \
+         printf '%s' \"$1\" > /etc/sudoers.d/zz-macha-test; chmod 440 /etc/sudoers.d/zz-macha-test; \
+         visudo -c -q -f /etc/sudoers.d/zz-macha-test";
+    assert!(lab.exec_status(c, &["sh", "-c", script, "sh", sudoers]), "sudoers on {c}");
+    guard
+}
+
+#[test]
+#[ignore = "lab: needs MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 10"]
+fn lab_a_host_with_only_the_deployment_sudo_rules_deploys_and_allows_nothing_else() {
+    let _g = serial();
+    let lab = containers();
+    let (gen1, gen2) = (build_system("c4", 1, "good"), build_system("c4", 2, "good"));
+    install_by_hand(&lab, "c4", &gen1);
+    let _sudo = narrow_sudo(&lab, "c4", &deploy_sudoers());
+    // The rules admit no shell, no other program, no other argument.
+    let as_macha = |cmd: &str| lab.exec_status("c4", &["su", "macha", "-s", "/bin/sh", "-c", cmd]);
+    assert!(!as_macha("sudo -n -- /bin/true"), "sudo allows more than the deployment");
+    assert!(!as_macha("sudo -n -- /usr/bin/systemctl stop -- ssh.service"));
+    assert!(!as_macha(
+        "sudo -n -- /usr/bin/systemd-run --unit=macha-deploy-ab --wait --quiet --property=Type=oneshot \
+         --property=TimeoutStartSec=5 -- /bin/sh -c id"
+    ));
+    let d = deploy_daemon_as_macha(&lab, "c4");
+    let (code, v) = deploy_to(&d, "c4", &gen2);
+    assert_eq!((code, v[0]["final_state"]["state"].as_str()), (0, Some("succeeded")), "{v}");
+    assert_eq!(lab.exec("c4", &["readlink", "-e", "/run/current-system"]), gen2);
+    assert_eq!(lab.exec("c4", &["readlink", "-e", "/nix/var/nix/profiles/system"]), gen2);
+    assert_eq!(lab.exec("c4", &["readlink", "-e", "/run/macha-lab-boot-entry"]), gen2);
+    // And a failing one is rolled back through the same rules.
+    let broken = build_system("c4", 3, "fails-halfway");
+    let (code, v) = deploy_to(&d, "c4", &broken);
+    assert_eq!((code, v[0]["final_state"]["state"].as_str()), (4, Some("rolled_back")), "{v}");
+    assert_eq!(lab.exec("c4", &["readlink", "-e", "/run/current-system"]), gen2);
+}
+
+#[test]
+#[ignore = "lab: needs MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 10"]
+fn lab_elevation_that_asks_for_a_password_is_refused_before_the_copy() {
+    let _g = serial();
+    let lab = containers();
+    let gen1 = build_system("c4", 1, "good");
+    install_by_hand(&lab, "c4", &gen1);
+    // sudo for everything, but with a password (Debian's %sudo rule), which Macha never types.
+    let _sudo = narrow_sudo(&lab, "c4", "macha ALL=(ALL:ALL) ALL\n");
+    let d = deploy_daemon_as_macha(&lab, "c4");
+    let gen2 = build_system("c4", 4, "good");
+    let (code, v) = deploy_to(&d, "c4", &gen2);
+    assert_eq!((code, v[0]["final_state"]["state"].as_str()), (3, Some("refused")), "{v}");
+    let detail = v[0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("without a password"), "{detail}");
+    // Refused before the copy: the new system never reached the host's store.
+    assert!(!lab.exec_status("c4", &["nix-store", "--check-validity", &gen2]), "copied despite the refusal");
+    assert_eq!(lab.exec("c4", &["readlink", "-e", "/run/current-system"]), gen1);
+}
+
+#[test]
+#[ignore = "lab: needs MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 10"]
+fn lab_a_copy_the_host_does_not_trust_is_refused_before_anything_is_activated() {
+    let _g = serial();
+    let lab = containers();
+    let gen1 = build_system("c4", 1, "good");
+    install_by_hand(&lab, "c4", &gen1);
+    // The host's Nix trusts root only: unsigned paths from `macha` are refused.
+    let _trust = Restore {
+        lab: &lab,
+        host: "c4",
+        commands: vec![
+            vec![
+                "sed".into(),
+                "-i".into(),
+                "s/^trusted-users = root$/trusted-users = root macha/".into(),
+                "/etc/nix/nix.conf".into(),
+            ],
+            vec!["systemctl".into(), "restart".into(), "nix-daemon.service".into()],
+        ],
+    };
+    assert!(lab.exec_status("c4", &["sed", "-i", "s/^trusted-users = .*/trusted-users = root/", "/etc/nix/nix.conf"]));
+    assert!(lab.exec_status("c4", &["systemctl", "restart", "nix-daemon.service"]));
+    let d = deploy_daemon_as_macha(&lab, "c4");
+    let gen2 = build_system("c4", 5, "good");
+    let (code, v) = deploy_to(&d, "c4", &gen2);
+    assert_eq!((code, v[0]["final_state"]["state"].as_str()), (3, Some("refused")), "{v}");
+    let detail = v[0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("copy") && detail.contains("trusted-users"), "{detail}");
+    assert_eq!(lab.exec("c4", &["readlink", "-e", "/run/current-system"]), gen1);
+    let units = lab.exec("c4", &["systemctl", "list-units", "--all", "--no-legend", "--plain", "macha-deploy-*"]);
+    assert!(units.is_empty(), "nothing was armed or activated: {units}");
+}
+
+#[test]
+#[ignore = "lab: needs MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 10"]
+fn lab_an_armed_dead_man_timer_of_an_earlier_deployment_refuses_the_next() {
+    let _g = serial();
+    let lab = containers();
+    let gen1 = build_system("c4", 1, "good");
+    install_by_hand(&lab, "c4", &gen1);
+    // An earlier deployment that Macha lost track of left its timer armed (here armed by hand,
+    // with the command a deployment uses): it would roll the next deployment back.
+    let stale = "0123456789abcdef";
+    let _timer = Restore {
+        lab: &lab,
+        host: "c4",
+        commands: vec![vec!["systemctl".into(), "stop".into(), format!("macha-deploy-{stale}-deadman.timer")]],
+    };
+    assert!(lab.exec_status(
+        "c4",
+        &[
+            "systemd-run",
+            &format!("--unit=macha-deploy-{stale}-deadman"),
+            "--on-active=600s",
+            "--property=Type=oneshot",
+            "--quiet",
+            "--",
+            &format!("{gen1}/bin/switch-to-configuration"),
+            "test",
+        ]
+    ));
+    let d = deploy_daemon_c4(&lab);
+    let gen2 = build_system("c4", 2, "good");
+    let (code, v) = deploy_to(&d, "c4", &gen2);
+    assert_eq!((code, v[0]["final_state"]["state"].as_str()), (3, Some("refused")), "{v}");
+    let detail = v[0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(&format!("macha-deploy-{stale}-deadman.timer")), "{detail}");
+    assert_eq!(lab.exec("c4", &["readlink", "-e", "/run/current-system"]), gen1);
+}
+
+#[test]
+#[ignore = "lab: needs MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 10"]
+fn lab_a_host_without_its_rollback_target_is_refused_before_the_copy() {
+    let _g = serial();
+    let lab = containers();
+    let gen1 = build_system("c4", 1, "good");
+    install_by_hand(&lab, "c4", &gen1);
+    // /run/current-system names a store path the host's Nix does not know (deleted, or never
+    // registered): there would be nothing to roll back to.
+    let ghost = "/nix/store/0000000000000000000000000000000a-nixos-system-c4-ghost";
+    let _back = Restore {
+        lab: &lab,
+        host: "c4",
+        commands: vec![
+            vec!["ln".into(), "-sfn".into(), gen1.clone(), "/run/current-system".into()],
+            vec!["rm".into(), "-rf".into(), ghost.into()],
+        ],
+    };
+    assert!(
+        lab.exec_status("c4", &["sh", "-c", &format!("mkdir -p {ghost}/bin && ln -sfn {ghost} /run/current-system")])
+    );
+    let d = deploy_daemon_c4(&lab);
+    let gen2 = build_system("c4", 8, "good");
+    let (code, v) = deploy_to(&d, "c4", &gen2);
+    assert_eq!((code, v[0]["final_state"]["state"].as_str()), (3, Some("refused")), "{v}");
+    let detail = v[0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("no rollback target"), "{detail}");
+    assert!(!lab.exec_status("c4", &["nix-store", "--check-validity", &gen2]), "copied despite the refusal");
+}
+
+#[test]
+#[ignore = "lab: needs MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 10"]
+fn lab_a_rollback_that_fails_is_reported_as_failed_never_as_rolled_back() {
+    let _g = serial();
+    let lab = containers();
+    let gen1 = build_system("c4", 1, "good");
+    install_by_hand(&lab, "c4", &gen1);
+    let _fixed = Restore {
+        lab: &lab,
+        host: "c4",
+        commands: vec![
+            vec!["rm".into(), "-f".into(), "/run/macha-lab-activation-broken".into()],
+            vec!["systemctl".into(), "reset-failed".into()],
+            vec![format!("{gen1}/bin/switch-to-configuration"), "switch".into()],
+        ],
+    };
+    let d = deploy_daemon_c4(&lab);
+    // Its activation fails and leaves the host unable to activate anything, the old system too.
+    let broken = build_system("c4", 7, "breaks-activation");
+    let (code, v) = deploy_to(&d, "c4", &broken);
+    assert_eq!((code, v[0]["final_state"]["state"].as_str()), (6, Some("rollback_failed")), "{v}");
+    let detail = v[0]["detail"].as_str().unwrap_or_default();
+    assert!(!detail.contains("rolled back to"), "{detail}");
+    assert_eq!(lab.exec("c4", &["readlink", "-e", "/run/current-system"]), broken, "the host still runs it");
+}
+
+/// [`deploy_daemon`] for `c4` instead of `c1`.
+fn deploy_daemon_c4(lab: &Containers) -> Daemon {
+    let tables = format!(
+        "#user-root\n#tables\n[deploy]\nactivate_timeout = \"20s\"\nreconnect_timeout = \"5s\"\nverify_timeout = \"8s\"\n\
+         retry = \"1s\"\ndead_man = \"40s\"\nmin_free_mib = 1\n{}",
+        lab.hosts_toml(&["c4"])
+    );
+    Daemon::start("suggest", &tables, &["c4"])
+}
+
+#[test]
+#[ignore = "lab: needs MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 10"]
+fn lab_ten_hosts_deploy_in_parallel_and_the_one_that_fails_stays_its_own() {
+    let _g = serial();
+    let lab = containers();
+    let hosts: Vec<String> = (1..=10).map(|i| format!("c{i}")).collect();
+    let names: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    assert!(lab.inventory().len() >= 10, "this test needs `tests/lab/nspawn.sh up 10`");
+    let gen1: Vec<String> = names.iter().map(|c| build_system(c, 1, "good")).collect();
+    for (c, g) in names.iter().zip(&gen1) {
+        install_by_hand(&lab, c, g);
+    }
+    let tables = format!(
+        "#user-root\n#tables\n[deploy]\nactivate_timeout = \"20s\"\nreconnect_timeout = \"5s\"\nverify_timeout = \"4s\"\n\
+         retry = \"1s\"\ndead_man = \"60s\"\nmin_free_mib = 1\n{}",
+        lab.hosts_toml(&names)
+    );
+    let d = Daemon::start("suggest", &tables, &names);
+    let flake = fleet_flake(r#"{"generation": 13, "c7": "fails-halfway"}"#);
+    let (code, r) = deploy_hosts(&d, &names, flake.path(), &["--parallel", "10"]);
+    for (c, g) in names.iter().zip(&gen1) {
+        let running = lab.exec(c, &["readlink", "-e", "/run/current-system"]);
+        if *c == "c7" {
+            assert_eq!(final_of(&r, c), "rolled_back", "{r:?}");
+            assert_eq!(&running, g, "c7 back on its old system");
+        } else {
+            assert_eq!(final_of(&r, c), "succeeded", "{c}: {r:?}");
+            assert!(running.ends_with(&format!("nixos-system-{c}-26.05.13")), "{c}: {running}");
+        }
+    }
+    assert_eq!(code, 4, "the worst host's code");
+    assert_eq!(r.len(), 10, "one row per host: {r:?}");
 }
