@@ -1,5 +1,5 @@
 //! Deployment benchmark, printed as a table (not timed tests), against the Nix containers of
-//! `MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 3` (c1..c3: systemd, sshd, Debian's Nix daemon) and the
+//! `MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 10` (c1..c10: systemd, sshd, Debian's Nix daemon) and the
 //! lab's stand-in systems (tests/lab/deploy/systems.nix, built here with Debian's Nix: NixOS itself
 //! cannot be built on this machine).
 //!
@@ -9,7 +9,11 @@
 //! 2. The same change done bare on the same kind of closure: `nix copy --to ssh-ng://` plus
 //!    `ssh … switch-to-configuration test` (what `nh os switch --target-host` does, without its
 //!    build): Macha's overhead is the ratio of the two, in the same run.
-//! 3. The three containers at once (`--parallel 3`): the command's wall time and the slowest host.
+//! 3. Three hosts, then every container up to ten, at once (`--parallel N`): the command's wall time
+//!    and the slowest host's phases.
+//!
+//! Before each one-host round the build (`nix-build` of the stand-in) and the diff
+//! (`macha deploy --diff-only`: the host's running closure read over SSH and diffed) are timed too.
 //!
 //! `MACHA_LAB_NSPAWN` (default `/run/macha-lab/nspawn`) and `MACHA_LAB` (default
 //! `/var/cache/macha-lab`) find the lab.
@@ -110,7 +114,7 @@ fn main() {
         .join("keys/id_ed25519");
     let hosts = inventory(&run);
     if hosts.len() < 3 {
-        eprintln!("deploy bench: the Nix containers are not up (MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 3)");
+        eprintln!("deploy bench: the Nix containers are not up (MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 10)");
         std::process::exit(2);
     }
     let rounds: u32 = std::env::var("MACHA_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
@@ -140,7 +144,8 @@ fn main() {
         let started = Instant::now();
         let mut args = vec!["deploy"];
         args.extend_from_slice(hosts);
-        args.extend_from_slice(&["--system", system, "--approve", "--json", "--parallel", "3"]);
+        let parallel = hosts.len().to_string();
+        args.extend_from_slice(&["--system", system, "--approve", "--json", "--parallel", &parallel]);
         let out = d.cli(&args);
         let elapsed = started.elapsed();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)
@@ -150,12 +155,29 @@ fn main() {
 
     println!("== one host (c1), {rounds} rounds");
     println!(
-        "{:<6} {:>9} {:>9} {:>6} {:>6} {:>6} {:>9} {:>7} {:>7} {:>11}",
-        "round", "macha ms", "preflight", "copy", "pin", "arm", "activate", "verify", "commit", "bare ms"
+        "{:<6} {:>6} {:>6} {:>9} {:>9} {:>6} {:>6} {:>6} {:>9} {:>7} {:>7} {:>11}",
+        "round",
+        "build",
+        "diff",
+        "macha ms",
+        "preflight",
+        "copy",
+        "pin",
+        "arm",
+        "activate",
+        "verify",
+        "commit",
+        "bare ms"
     );
     let (mut macha_total, mut bare_total) = (Duration::ZERO, Duration::ZERO);
     for i in 0..rounds {
+        let built = Instant::now();
         let system = build("c1", base + 1 + i * 2);
+        let build_ms = built.elapsed().as_millis();
+        let diffed = Instant::now();
+        let plan = d.cli(&["deploy", "c1", "--system", &system, "--diff-only", "--json"]);
+        assert!(plan.status.success(), "{}", String::from_utf8_lossy(&plan.stderr));
+        let diff_ms = diffed.elapsed().as_millis();
         let (took, v) = deploy(&["c1"], &system);
         let state = v[0]["final_state"]["state"].as_str().unwrap_or("?");
         assert_eq!(state, "succeeded", "{v}");
@@ -168,8 +190,10 @@ fn main() {
         macha_total += took;
         bare_total += bare_took;
         println!(
-            "{:<6} {:>9} {:>9} {:>6} {:>6} {:>6} {:>9} {:>7} {:>7} {:>11}",
+            "{:<6} {:>6} {:>6} {:>9} {:>9} {:>6} {:>6} {:>6} {:>9} {:>7} {:>7} {:>11}",
             i + 1,
+            build_ms,
+            diff_ms,
             took.as_millis(),
             get("preflight"),
             get("copy"),
@@ -188,20 +212,26 @@ fn main() {
         bare_total.as_millis() / u128::from(rounds.max(1))
     );
 
-    println!("== three hosts at once (--parallel 3)");
-    let names: Vec<&str> = hosts.iter().map(|(n, _, _)| n.as_str()).take(3).collect();
-    let system = build("fleet", base + 9);
-    let (took, v) = deploy(&names, &system);
-    let mut slowest = 0u64;
-    for r in v.as_array().cloned().unwrap_or_default() {
-        let total: u64 = phases(r["detail"].as_str().unwrap_or_default()).iter().map(|(_, ms)| ms).sum();
-        slowest = slowest.max(total);
-        println!(
-            "{:<6} {:<10} phases {:>5} ms",
-            r["host"].as_str().unwrap_or("?"),
-            r["final_state"]["state"].as_str().unwrap_or("?"),
-            total
-        );
+    let mut sizes = vec![3.min(hosts.len())];
+    if hosts.len() > 3 {
+        sizes.push(hosts.len().min(10));
     }
-    println!("command wall {} ms, slowest host's phases {slowest} ms", took.as_millis());
+    for (round, n) in sizes.into_iter().enumerate() {
+        println!("== {n} hosts at once (--parallel {n})");
+        let names: Vec<&str> = hosts.iter().map(|(n, _, _)| n.as_str()).take(n).collect();
+        let system = build("fleet", base + 9 + u32::try_from(round).unwrap_or(0));
+        let (took, v) = deploy(&names, &system);
+        let mut slowest = 0u64;
+        for r in v.as_array().cloned().unwrap_or_default() {
+            let total: u64 = phases(r["detail"].as_str().unwrap_or_default()).iter().map(|(_, ms)| ms).sum();
+            slowest = slowest.max(total);
+            println!(
+                "{:<6} {:<10} phases {:>5} ms",
+                r["host"].as_str().unwrap_or("?"),
+                r["final_state"]["state"].as_str().unwrap_or("?"),
+                total
+            );
+        }
+        println!("command wall {} ms, slowest host's phases {slowest} ms", took.as_millis());
+    }
 }
