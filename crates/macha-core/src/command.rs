@@ -198,7 +198,8 @@ pub enum CleanupUnitError {
 /// the number of days in decimal, 1 to [`CLEANUP_DAYS_MAX`], and nothing else: the polkit rule
 /// that lets Macha's user start these units checks the same shape.
 pub fn cleanup_unit(action: &Action) -> Result<UnitName, CleanupUnitError> {
-    let days = |d: u32| if (1..=CLEANUP_DAYS_MAX).contains(&d) { Ok(d) } else { Err(CleanupUnitError::DaysOutOfRange(d)) };
+    let days =
+        |d: u32| if (1..=CLEANUP_DAYS_MAX).contains(&d) { Ok(d) } else { Err(CleanupUnitError::DaysOutOfRange(d)) };
     let name = match action {
         Action::JournalVacuum { max_age_days, .. } => format!("macha-journal-vacuum@{}.service", days(*max_age_days)?),
         Action::CollectGarbage { older_than_days, .. } => {

@@ -274,7 +274,8 @@ pub fn cleanup_unit_outcome(run: &CleanupRun) -> ActionOutcome {
 /// A clean-up action whose fixed unit could not be run (refused, not answered, or not finished
 /// within the executor's deadline, after which the unit may still be running under its own limit).
 pub fn cleanup_unit_error(action: &Action, error: &SystemdError) -> ActionOutcome {
-    let unit = macha_core::command::cleanup_unit(action).map_or_else(|_| "its fixed unit".to_owned(), |u| u.to_string());
+    let unit =
+        macha_core::command::cleanup_unit(action).map_or_else(|_| "its fixed unit".to_owned(), |u| u.to_string());
     let after = match error {
         SystemdError::JobTimeout { .. } => "; the unit may still be running (journalctl -u it to see)",
         _ => "; nothing was run",
@@ -378,7 +379,9 @@ mod tests {
     fn a_cleanup_unit_error_names_the_unit_and_whether_it_may_still_run() {
         let action = Action::CollectGarbage { host: Default::default(), older_than_days: 14, reason: String::new() };
         let refused = cleanup_unit_error(&action, &SystemdError::Refused("no".into()));
-        assert!(refused.detail.contains("macha-collect-garbage@14.service") && refused.detail.ends_with("nothing was run"));
+        assert!(
+            refused.detail.contains("macha-collect-garbage@14.service") && refused.detail.ends_with("nothing was run")
+        );
         let late = cleanup_unit_error(
             &action,
             &SystemdError::JobTimeout {
