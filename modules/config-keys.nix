@@ -128,6 +128,7 @@ rec {
     "managed.enable"
     "managed.authorizedKeys"
     "managed.protectedServices"
+    "managed.deploy.enable"
   ];
 
   # Defaults of the typed options. They equal the daemon's own defaults (tested), and are written

@@ -97,6 +97,108 @@ let
     fi
   '';
 
+  # The clean-up actions that need root, as fixed root units: the daemon runs as `macha` and starts
+  # them over D-Bus, which the polkit rule allows for exactly these names (an instance of 1 to 4
+  # digits, no leading zero; Macha itself names only 1-3650). `%i` is the number of days. Nothing
+  # starts them at boot or on a switch. docs/actions.md, decision 0012.
+  cleanupUnit =
+    {
+      description,
+      exec,
+      hardening,
+      timeout,
+    }:
+    {
+      inherit description;
+      documentation = [ "man:macha(1)" ];
+      serviceConfig = {
+        Type = "oneshot";
+        ExecStart = exec;
+        TimeoutStartSec = timeout;
+        # Common hardening: root, but no network, devices, kernel knobs or new privileges.
+        NoNewPrivileges = true;
+        PrivateNetwork = true;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        DevicePolicy = "closed";
+        ProtectKernelTunables = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectControlGroups = true;
+        ProtectClock = true;
+        ProtectHostname = true;
+        # The journal and the nix-daemon socket only.
+        RestrictAddressFamilies = [ "AF_UNIX" ];
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        SystemCallArchitectures = "native";
+      }
+      // hardening;
+    };
+  # Store work goes through the nix-daemon (as root, a trusted user), so the client needs no write
+  # access to the store or its database.
+  nixDaemonClient = {
+    Environment = [ "NIX_REMOTE=daemon" ];
+    ProtectSystem = "strict";
+    ProtectHome = true;
+  };
+  cleanupUnits = {
+    "macha-journal-vacuum@" = cleanupUnit {
+      description = "Macha: delete journal files older than %i days";
+      exec = "${config.systemd.package}/bin/journalctl --vacuum-time=%id";
+      timeout = "15min";
+      hardening = {
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        # Only the journal's own directories are written (either may be missing).
+        ReadWritePaths = [
+          "-/var/log/journal"
+          "-/run/log/journal"
+        ];
+        # Root without the rest of its powers: enough to read and delete journal files.
+        CapabilityBoundingSet = [
+          "CAP_DAC_OVERRIDE"
+          "CAP_DAC_READ_SEARCH"
+          "CAP_FOWNER"
+        ];
+        SystemCallFilter = [
+          "@system-service"
+          "~@privileged"
+        ];
+      };
+    };
+    "macha-collect-garbage@" = cleanupUnit {
+      description = "Macha: delete generations older than %i days and unreachable store paths";
+      exec = "${config.nix.package}/bin/nix-collect-garbage --delete-older-than %id";
+      timeout = "2h";
+      hardening = nixDaemonClient // {
+        # Exception: the generations are symlinks in the profile directories (also root's own,
+        # under /root), which the client deletes itself before the daemon collects.
+        ProtectHome = false;
+        ReadWritePaths = [
+          "/nix/var/nix/profiles"
+          "-/root/.local/state/nix/profiles"
+        ];
+      };
+    };
+    macha-store-verify = cleanupUnit {
+      description = "Macha: verify the Nix store's contents";
+      exec = "${config.nix.package}/bin/nix-store --verify --check-contents";
+      timeout = "6h";
+      hardening = nixDaemonClient;
+    };
+    macha-store-repair = cleanupUnit {
+      description = "Macha: verify the Nix store's contents and repair what is damaged";
+      exec = "${config.nix.package}/bin/nix-store --verify --check-contents --repair";
+      timeout = "6h";
+      # The daemon fetches replacements; the client only asks.
+      hardening = nixDaemonClient;
+    };
+  };
+
   # --- checks of the module against itself -------------------------------------------------
 
   # Every declared option below services.macha, as a dotted path (`hosts.<name>.port`).
@@ -208,11 +310,26 @@ in
   options.services.macha = {
     enable = mkEnableOption "Macha, the AI system administrator (the daemon `macha.service`)";
 
-    package = mkOption {
-      type = types.package;
-      defaultText = literalExpression "macha.packages.\${system}.macha (set by the flake's nixosModules.default)";
-      description = "The Macha package; its multicall commands (`macha`, `macha-approve`, …) are installed system-wide.";
-    };
+    # `pkgs.macha` when an overlay provides it (the flake's `overlays.default`, default.nix's
+    # `overlay`); the flake's `nixosModules.default` and default.nix's `module` set their own build
+    # (at mkDefault priority, above this default). Without either, evaluating it fails with a message
+    # that says so, not with "attribute missing".
+    package =
+      lib.mkPackageOption pkgs "macha" {
+        extraDescription = ''
+          Its multicall commands (`macha`, `macha-approve`, …) are installed system-wide. The
+          flake's `nixosModules.default` (and `module` of the repository's default.nix) set it to
+          their own build; importing modules/macha.nix alone needs `pkgs.macha`, from the overlay
+          (`overlays.default` of the flake, `overlay` of default.nix).
+        '';
+      }
+      // {
+        default =
+          pkgs.macha or (throw ''
+            services.macha.package: pkgs.macha does not exist. Import Macha's module through its flake
+            (nixosModules.default) or its default.nix (`(import ./macha { inherit pkgs; }).module`), add its
+            overlay to nixpkgs.overlays, or set services.macha.package yourself.'');
+      };
 
     uid = mkOption {
       type = types.int;
@@ -449,6 +566,8 @@ in
       security.polkit.extraConfig = import ./polkit-rule.nix {
         inherit user policyConfig;
         macha = cfg.package;
+        # The fixed clean-up units exist where the daemon runs.
+        cleanupUnits = cfg.enable;
       };
     })
 
@@ -496,6 +615,10 @@ in
         ];
       };
 
+      systemd.services = cleanupUnits;
+    })
+
+    (mkIf cfg.enable {
       systemd.services.macha = {
         description = "Macha, the AI system administrator";
         documentation = [ "man:macha(1)" ];
@@ -506,10 +629,13 @@ in
           "dbus.service"
         ]
         ++ lib.optional cfg.ollama.enable "ollama.service";
-        # A switch that Macha itself runs must never stop or restart it midway. A new version or
-        # configuration takes effect at the next `systemctl restart macha` (switch-to-configuration
-        # lists the unit as not restarted).
-        restartIfChanged = false;
+        # A switch restarts a changed Macha (one restart after the new units are in place, not a
+        # stop before the activation and a start after it), so a new version or configuration never
+        # sits unused behind an old daemon. Deployments run their activation in a transient unit
+        # (`macha-deploy-<id>`), outside this unit, so no switch is cut off by this restart
+        # (docs/decisions/0012-module-restart-and-cleanup-units.md).
+        restartIfChanged = true;
+        stopIfChanged = false;
         path = [
           config.systemd.package
           config.nix.package
@@ -601,5 +727,6 @@ in
     })
   ];
 
+  # No entry in lib.maintainers names Macha's maintainers yet; the list stays empty until one does.
   meta.maintainers = [ ];
 }

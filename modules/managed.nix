@@ -10,7 +10,11 @@
 #   * sudo without password for exactly the clean-up commands Macha's action schema has, with
 #     their arguments pinned by regular expression: `journalctl --vacuum-time=<N>d`,
 #     `nix-collect-garbage --delete-older-than <N>d`, `nix-store --verify --check-contents`
-#     (`--repair`). No wildcards, no shell, no `systemctl`, no `nixos-rebuild`.
+#     (`--repair`). No wildcards, no shell, no `systemctl`, no `nixos-rebuild`;
+#   * with `deploy.enable` only: sudo for exactly the privileged steps of a deployment
+#     (./deploy-sudo.nix: `systemd-run` of the deployment's transient units, their `systemctl`
+#     reads and stops, the GC roots, the system profile, `switch-to-configuration`), and Nix's
+#     trust for `nix copy` of unsigned paths. That is root on this host, which deploying means.
 {
   config,
   lib,
@@ -45,6 +49,15 @@ in
       '';
     };
 
+    deploy.enable = mkEnableOption ''
+      deployments to this host by the controller (`macha deploy`, docs/deploy.md). This lets the
+      controller's key activate any NixOS system it copied here, which is root on this host: that
+      is what deploying means. It adds sudo rules for exactly the deployment's privileged steps
+      (transient `macha-deploy-<id>` units running `switch-to-configuration`, the GC roots, the
+      system profile) and makes `macha` a Nix trusted user (`nix.settings.trusted-users`), which
+      `nix copy` of the controller's unsigned store paths needs. Off: a deployment to this host is
+      refused at its first privileged step, before anything changed'';
+
     protectedServices = mkOption {
       type = types.listOf types.str;
       default = [ ];
@@ -58,49 +71,87 @@ in
     };
   };
 
-  config = mkIf mcfg.enable {
-    assertions = [
+  config = mkIf mcfg.enable (
+    lib.mkMerge [
       {
-        assertion = mcfg.authorizedKeys != [ ];
-        message = "services.macha.managed.authorizedKeys is empty: add the controller's public key (on the controller: cat /var/lib/macha/.ssh/id_ed25519.pub, also printed in `journalctl -u macha`).";
-      }
-      {
-        assertion = config.services.openssh.enable;
-        message = "services.macha.managed: Macha reaches this host over SSH; set services.openssh.enable = true.";
-      }
-    ];
+        assertions = [
+          {
+            assertion = mcfg.authorizedKeys != [ ];
+            message = "services.macha.managed.authorizedKeys is empty: add the controller's public key (on the controller: cat /var/lib/macha/.ssh/id_ed25519.pub, also printed in `journalctl -u macha`).";
+          }
+          {
+            assertion = config.services.openssh.enable;
+            message = "services.macha.managed: Macha reaches this host over SSH; set services.openssh.enable = true.";
+          }
+        ];
 
-    warnings = lib.optional (!config.security.sudo.enable) ''
-      services.macha.managed: security.sudo is disabled, so Macha's clean-up actions on this host
-      (journal vacuum, garbage collection, store verification) will fail; observing and unit
-      control (polkit) still work.'';
+        warnings = lib.optional (!config.security.sudo.enable) ''
+          services.macha.managed: security.sudo is disabled, so Macha's clean-up actions on this host
+          (journal vacuum, garbage collection, store verification) will fail; observing and unit
+          control (polkit) still work.'';
 
-    users.users.macha = {
-      # Commands arrive over SSH and are run by the login shell (quoted by Macha's SSH module).
-      useDefaultShell = true;
-      createHome = true;
-      homeMode = "700";
-      openssh.authorizedKeys.keys = map restricted mcfg.authorizedKeys;
-    };
+        users.users.macha = {
+          # Commands arrive over SSH and are run by the login shell (quoted by Macha's SSH module).
+          useDefaultShell = true;
+          createHome = true;
+          homeMode = "700";
+          openssh.authorizedKeys.keys = map restricted mcfg.authorizedKeys;
+        };
 
-    security.sudo.extraRules = [
-      {
-        users = [ "macha" ];
-        runAs = "root";
-        commands =
-          map
-            (command: {
-              inherit command;
-              options = [ "NOPASSWD" ];
-            })
-            [
-              # A whole-argument regular expression (sudo >= 1.9.10): exactly one argument.
-              "${journalctl} ^--vacuum-time=[1-9][0-9]*d$"
-              "${nixBin}/nix-collect-garbage ^--delete-older-than [1-9][0-9]*d$"
-              "${nixBin}/nix-store --verify --check-contents"
-              "${nixBin}/nix-store --verify --check-contents --repair"
-            ];
+        security.sudo.extraRules = [
+          {
+            users = [ "macha" ];
+            runAs = "root";
+            commands =
+              map
+                (command: {
+                  inherit command;
+                  options = [ "NOPASSWD" ];
+                })
+                [
+                  # A whole-argument regular expression (sudo >= 1.9.10): exactly one argument.
+                  "${journalctl} ^--vacuum-time=[1-9][0-9]*d$"
+                  "${nixBin}/nix-collect-garbage ^--delete-older-than [1-9][0-9]*d$"
+                  "${nixBin}/nix-store --verify --check-contents"
+                  "${nixBin}/nix-store --verify --check-contents --repair"
+                ];
+          }
+        ];
       }
-    ];
-  };
+
+      (mkIf mcfg.deploy.enable {
+        warnings = lib.optional (!config.security.sudo.enable) ''
+          services.macha.managed.deploy.enable: security.sudo is disabled, so deployments to this host
+          are refused at their first privileged step.'';
+
+        # `nix copy` from the controller adds store paths that nobody signed. A definition replaces
+        # the option's default (`[ "root" ]`) instead of adding to it, so root is named again.
+        nix.settings.trusted-users = [
+          "root"
+          "macha"
+        ];
+
+        security.sudo.extraRules = [
+          {
+            users = [ "macha" ];
+            runAs = "root";
+            commands =
+              map
+                (command: {
+                  inherit command;
+                  options = [ "NOPASSWD" ];
+                })
+                (
+                  import ./deploy-sudo.nix {
+                    systemdRun = "${config.systemd.package}/bin/systemd-run";
+                    systemctl = "${config.systemd.package}/bin/systemctl";
+                    nixStore = "${nixBin}/nix-store";
+                    nixEnv = "${nixBin}/nix-env";
+                  }
+                );
+          }
+        ];
+      })
+    ]
+  );
 }

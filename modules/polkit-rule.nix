@@ -9,16 +9,38 @@
 #     managed unit type (service, socket, timer, path) that no protected pattern covers — the
 #     built-in list (ssh, dbus, polkit, network managers, systemd-*, nix-daemon, macha itself, …)
 #     plus the configured additions in `policyConfig`. A helper that fails or times out refuses;
-#   * one exception: `start` of `reboot.target`, how Macha reboots this host once a person has
-#     approved it (Macha's policy never lets a reboot run without an approval; logind's
-#     inhibitor locks are read first).
+#   * two exceptions, both `start` only: `reboot.target`, how Macha reboots this host once a
+#     person has approved it (Macha's policy never lets a reboot run without an approval;
+#     logind's inhibitor locks are read first); and, with `cleanupUnits` (where the daemon runs),
+#     the fixed clean-up units of ./macha.nix: `macha-journal-vacuum@N.service`,
+#     `macha-collect-garbage@N.service` (N matching ^[1-9][0-9]{0,3}$, nothing else),
+#     `macha-store-verify.service`, `macha-store-repair.service`. They are Macha's own units, which
+#     the helper refuses (protected), so this allowance comes before it; stop, restart and every
+#     other instance of them are still refused.
 # Every other action of `user` falls through to the default (administrator authentication, which
 # a daemon cannot give). Plain Nix: `macha` and `policyConfig` are store paths given by the module.
 {
   user,
   macha,
   policyConfig,
+  cleanupUnits ? false,
 }:
+let
+  # The fixed clean-up units (./macha.nix): `start` only, the instance a number of days.
+  cleanupAllowance =
+    if cleanupUnits then
+      builtins.concatStringsSep "\n" [
+        "// The fixed clean-up units of modules/macha.nix: start only, the instance a number of days."
+        "  if (verb === \"start\" && typeof unit === \"string\" &&"
+        "      (/^macha-(journal-vacuum|collect-garbage)@[1-9][0-9]{0,3}\\.service$/.test(unit) ||"
+        "       unit === \"macha-store-verify.service\" || unit === \"macha-store-repair.service\")) {"
+        "    return polkit.Result.YES;"
+        "  }"
+        "  "
+      ]
+    else
+      "";
+in
 ''
   // Macha (services.macha): which units the "${user}" user may control. See modules/polkit-rule.nix.
   polkit.addRule(function (action, subject) {
@@ -34,7 +56,7 @@
     if (verb === "start" && unit === "reboot.target") {
       return polkit.Result.YES;
     }
-    if (typeof unit !== "string" || unit === "") {
+    ${cleanupAllowance}if (typeof unit !== "string" || unit === "") {
       polkit.log("macha: refused " + verb + ": no unit named");
       return polkit.Result.NO;
     }

@@ -33,6 +33,12 @@ let
     };
 
   everyOption = evalSystem (import ./tests/common/every-option.nix);
+
+  # Every option, deployments to the managed side too: the whole system must evaluate.
+  everyOptionDeploy = evalSystem {
+    imports = [ ./tests/common/every-option.nix ];
+    services.macha.managed.deploy.enable = true;
+  };
   failedAssertions = lib.filter (a: !a.assertion) everyOption.config.assertions;
 
   # The build-time check: a value the option types accept but the daemon rejects.
@@ -89,6 +95,13 @@ in
         "macha.toml" = everyOption.config.environment.etc."macha/macha.toml".source;
         "polkit.rules" = pkgs.writeText "macha-polkit.rules" everyOption.config.security.polkit.extraConfig;
       };
+
+  # Evaluation only, cheap (no KVM, nothing of the system is built): the system with every option
+  # and deployments enabled instantiates, assertions included. The file holds the system's .drv
+  # path, without its context, so building this check builds nothing else.
+  module-eval-toplevel = pkgs.writeText "macha-module-eval-toplevel" (
+    builtins.unsafeDiscardStringContext everyOptionDeploy.config.system.build.toplevel.drvPath
+  );
 
   # A configuration the daemon rejects fails the system build, with the daemon's message.
   module-rejects-bad-config =

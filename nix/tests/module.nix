@@ -75,7 +75,7 @@ pkgs.testers.runNixOSTest {
           pid = machine.succeed("systemctl show -p MainPID --value macha.service").strip()
           machine.succeed(f"tr '\\0' '\\n' < /proc/{pid}/environ | grep -qx MACHA_LOG=macha=debug")
 
-      with subtest("the unit: its own user, notify with watchdog, not restarted by a switch"):
+      with subtest("the unit: its own user, notify with watchdog, restarted (not stopped) by a switch"):
           props = machine.succeed(
               "systemctl show macha.service -p User -p Type -p WatchdogUSec -p NoNewPrivileges"
               " -p ProtectSystem -p PrivateTmp -p SupplementaryGroups -p StatusText"
@@ -86,7 +86,8 @@ pkgs.testers.runNixOSTest {
               assert want in props, f"{want} not in {props}"
           machine.succeed("test \"$(id -u macha)\" = 2600 && test \"$(id -g macha)\" = 2600")
           machine.succeed(f"test \"$(ps -o user= -p {pid})\" = macha")
-          machine.succeed("grep -qx X-RestartIfChanged=false /etc/systemd/system/macha.service")
+          machine.fail("grep -q X-RestartIfChanged=false /etc/systemd/system/macha.service")
+          machine.succeed("grep -qx X-StopIfChanged=false /etc/systemd/system/macha.service")
 
       with subtest("the unit's hardening: systemd-analyze security"):
           report = machine.succeed("systemd-analyze security macha.service --no-pager 2>&1")
@@ -125,6 +126,27 @@ pkgs.testers.runNixOSTest {
               assert as_macha(args) != 0, f"macha was allowed: systemctl {args}"
           machine.succeed("systemctl is-active demo.service precious.service precious-too.service")
           machine.succeed("journalctl -u polkit.service | grep -q 'macha: refused'")
+
+      with subtest("clean-up units: macha starts exactly the fixed ones, as root, and nothing else"):
+          def start_as_macha(unit):
+              return machine.execute(f"runuser -u macha -- systemctl --no-ask-password start {unit}")[0]
+
+          assert start_as_macha("macha-journal-vacuum@3650.service") == 0
+          props = machine.succeed(
+              "systemctl show macha-journal-vacuum@3650.service -p Result -p ExecMainStatus -p User"
+          ).split()
+          assert "Result=success" in props and "ExecMainStatus=0" in props, props
+          machine.succeed("journalctl -u macha-journal-vacuum@3650.service | grep -q 'Vacuuming done'")
+          assert start_as_macha("macha-store-verify.service") == 0
+          machine.succeed("systemctl show macha-store-verify.service -p Result | grep -qx Result=success")
+          for unit in ["macha-journal-vacuum@0.service", "macha-journal-vacuum@01.service",
+                       "macha-journal-vacuum@12345.service", "macha-journal-vacuum@1d.service",
+                       "macha-collect-garbage@-1.service", "macha-other@3.service"]:
+              assert start_as_macha(unit) != 0, f"macha could start {unit}"
+          for args in ["stop macha-store-verify.service", "restart macha-store-verify.service",
+                       "restart macha-journal-vacuum@30.service"]:
+              assert machine.execute(f"runuser -u macha -- systemctl --no-ask-password {args}")[0] != 0, \
+                  f"macha was allowed: systemctl {args}"
 
       with subtest("sudo: exactly the clean-up commands of a managed host"):
           def sudo_as_macha(args):

@@ -180,6 +180,47 @@ pub fn command_for(action: &Action, tools: &Tools) -> Result<Command, CommandErr
     }
 }
 
+/// The longest age, in days, a clean-up unit's instance may name (the action schema's bound).
+pub const CLEANUP_DAYS_MAX: u32 = 3650;
+
+/// Why [`cleanup_unit`] names no unit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CleanupUnitError {
+    #[error("{0} has no fixed clean-up unit")]
+    NotACleanup(&'static str),
+    #[error("an age of {0} days is outside 1-{CLEANUP_DAYS_MAX}; no clean-up unit is started for it")]
+    DaysOutOfRange(u32),
+}
+
+/// The fixed root unit that carries out a clean-up action where Macha runs without root: the
+/// NixOS module's `macha-journal-vacuum@<days>.service`, `macha-collect-garbage@<days>.service`,
+/// `macha-store-verify.service` and `macha-store-repair.service` (docs/actions.md). The instance is
+/// the number of days in decimal, 1 to [`CLEANUP_DAYS_MAX`], and nothing else: the polkit rule
+/// that lets Macha's user start these units checks the same shape.
+pub fn cleanup_unit(action: &Action) -> Result<UnitName, CleanupUnitError> {
+    let days =
+        |d: u32| if (1..=CLEANUP_DAYS_MAX).contains(&d) { Ok(d) } else { Err(CleanupUnitError::DaysOutOfRange(d)) };
+    let name = match action {
+        Action::JournalVacuum { max_age_days, .. } => format!("macha-journal-vacuum@{}.service", days(*max_age_days)?),
+        Action::CollectGarbage { older_than_days, .. } => {
+            format!("macha-collect-garbage@{}.service", days(*older_than_days)?)
+        }
+        Action::StoreVerify { .. } => "macha-store-verify.service".to_owned(),
+        Action::StoreRepair { .. } => "macha-store-repair.service".to_owned(),
+        Action::Diagnostic { .. } => return Err(CleanupUnitError::NotACleanup("a diagnostic")),
+        Action::RestartUnit { .. }
+        | Action::StartUnit { .. }
+        | Action::StopUnit { .. }
+        | Action::ResetFailed { .. } => return Err(CleanupUnitError::NotACleanup("a unit action")),
+        Action::Reboot { .. } => return Err(CleanupUnitError::NotACleanup("a reboot")),
+        Action::ConfigChange { .. } => return Err(CleanupUnitError::NotACleanup("a config change")),
+        Action::NixosSwitch { .. } => return Err(CleanupUnitError::NotACleanup("a deployment")),
+    };
+    // The names above are valid unit names by construction; a failure here would be a bug, reported
+    // as "no unit" rather than a panic.
+    UnitName::parse(&name).map_err(|_| CleanupUnitError::NotACleanup("an unnameable clean-up"))
+}
+
 /// Where a deployment's GC roots live on the host: the old and the new system of each deployment,
 /// so that neither the system being activated nor the rollback target can be collected.
 pub const DEPLOY_GCROOTS: &str = "/nix/var/nix/gcroots/macha";
@@ -599,5 +640,44 @@ mod tests {
         assert_eq!(boot.program(), "/usr/bin/systemd-run");
         assert_eq!(boot.argv().last().map(String::as_str), Some("boot"));
         assert!(deploy_command(&DeployStep::Boot { id: "not-hex", system: &sys }, &tools()).is_err());
+    }
+
+    #[test]
+    fn cleanup_units_are_fixed_names_with_days_as_the_only_instance() {
+        let h = Hosts::default;
+        let vacuum = |d| Action::JournalVacuum { host: h(), max_age_days: d, reason: String::new() };
+        let gc = |d| Action::CollectGarbage { host: h(), older_than_days: d, reason: String::new() };
+        let name = |a: &Action| cleanup_unit(a).map(|u| u.as_str().to_owned());
+        assert_eq!(name(&vacuum(1)), Ok("macha-journal-vacuum@1.service".to_owned()));
+        assert_eq!(name(&vacuum(30)), Ok("macha-journal-vacuum@30.service".to_owned()));
+        assert_eq!(name(&gc(3650)), Ok("macha-collect-garbage@3650.service".to_owned()));
+        assert_eq!(name(&vacuum(0)), Err(CleanupUnitError::DaysOutOfRange(0)));
+        assert_eq!(name(&gc(3651)), Err(CleanupUnitError::DaysOutOfRange(3651)));
+        assert_eq!(name(&gc(u32::MAX)), Err(CleanupUnitError::DaysOutOfRange(u32::MAX)));
+        assert_eq!(
+            name(&Action::StoreVerify { host: h(), reason: String::new() }),
+            Ok("macha-store-verify.service".to_owned())
+        );
+        assert_eq!(
+            name(&Action::StoreRepair { host: h(), reason: String::new() }),
+            Ok("macha-store-repair.service".to_owned())
+        );
+        let restart = Action::RestartUnit {
+            host: h(),
+            unit: crate::UnitName::parse("macha-store-verify").unwrap_or_else(|e| panic!("{e}")),
+            reason: String::new(),
+        };
+        assert_eq!(name(&restart), Err(CleanupUnitError::NotACleanup("a unit action")));
+        // Every accepted instance has the shape the polkit rule allows: ^[1-9][0-9]{0,3}$.
+        for d in 1..=CLEANUP_DAYS_MAX {
+            let n = name(&vacuum(d)).unwrap_or_else(|e| panic!("{e}"));
+            let instance = n.trim_start_matches("macha-journal-vacuum@").trim_end_matches(".service");
+            assert!(
+                (1..=4).contains(&instance.len())
+                    && !instance.starts_with('0')
+                    && instance.bytes().all(|b| b.is_ascii_digit()),
+                "{n}"
+            );
+        }
     }
 }

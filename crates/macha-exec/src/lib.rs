@@ -231,6 +231,12 @@ impl Executor {
     }
 
     async fn command_action(&self, via: &Via<'_>, action: &Action, privileged: Option<&Permit>) -> ActionOutcome {
+        // Clean-ups need root: a daemon without it starts their fixed root units (docs/actions.md).
+        if let (Via::Local(local), Some(permit)) = (via, privileged)
+            && !local.is_root()
+        {
+            return local.cleanup_unit(permit, self.settings.timeout).await;
+        }
         let on = via.on();
         let cmd = match command::command_for(action, &via.tools()) {
             Ok(c) => c,

@@ -1,6 +1,8 @@
 //! This host's backend: unit jobs through systemd over D-Bus (the adapter takes the permit), and
 //! commands spawned directly — an absolute program and argv, no shell, a cleared environment, both
 //! output streams read to a cap while the child is drained, and a deadline after which it is killed.
+//! A daemon that is not root runs the clean-up actions (which need root) through their fixed root
+//! units instead, started over D-Bus with the polkit allowance of the NixOS module.
 
 use crate::outcome::{ActionOutcome, Exit, ObservedUnit};
 use crate::{JobEnd, Ran};
@@ -21,11 +23,25 @@ pub const OUTPUT_MAX: usize = 64 * 1024;
 pub struct Local {
     systemd: Arc<SystemdLink>,
     tools: Tools,
+    /// The daemon runs as root (effective UID 0): clean-up commands run directly, not through
+    /// their fixed units.
+    root: bool,
 }
 
 impl Local {
     pub fn new(systemd: Arc<SystemdLink>, tools: Tools) -> Local {
-        Local { systemd, tools }
+        Local { systemd, tools, root: nix::unistd::geteuid().is_root() }
+    }
+
+    /// The same, as if the daemon ran as root (`true`) or not (`false`), whatever it runs as.
+    pub fn with_root(mut self, root: bool) -> Local {
+        self.root = root;
+        self
+    }
+
+    /// Whether the daemon runs as root here.
+    pub fn is_root(&self) -> bool {
+        self.root
     }
 
     pub(crate) fn tools(&self) -> &Tools {
@@ -82,6 +98,19 @@ impl Local {
                 output: None,
             },
             Err(e) => ActionOutcome::failed(format!("reboot refused: {e}; nothing was changed")),
+        }
+    }
+
+    /// A permitted clean-up action through its fixed root unit
+    /// ([`macha_observe::systemd::Systemd::run_cleanup_unit`]), for a daemon that is not root.
+    pub(crate) async fn cleanup_unit(&self, permit: &Permit, timeout: Duration) -> ActionOutcome {
+        let systemd = match self.systemd.get() {
+            Ok(s) => s,
+            Err(r) => return ActionOutcome::failed(format!("systemd is not reachable ({r}); nothing was run")),
+        };
+        match systemd.run_cleanup_unit(permit, timeout).await {
+            Ok(run) => crate::outcome::cleanup_unit_outcome(&run),
+            Err(e) => crate::outcome::cleanup_unit_error(permit.action(), &e),
         }
     }
 

@@ -4,6 +4,7 @@
 
 use macha_core::policy::{Permit, PermitId, ProtectedUnits, UnitActivity};
 use macha_core::{Action, HostName, UnitName};
+use macha_observe::systemd::{CleanupRun, SystemdError};
 use serde::Serialize;
 
 /// What the executor reports back for one permit.
@@ -242,6 +243,46 @@ pub fn command_outcome(display: &str, on: &str, exit: &Exit, stdout: &[u8], stde
     ActionOutcome { succeeded: ok, verified: ok, detail: format!("{display}{on} {how}"), output: Some(text) }
 }
 
+/// The module option that installs the fixed clean-up units.
+pub const CLEANUP_UNITS_OPTION: &str = "services.macha.enable";
+
+/// A clean-up action's run through its fixed root unit: succeeded (and verified, as a command
+/// that exited 0 is) only when the unit's `Result` is `success`.
+pub fn cleanup_unit_outcome(run: &CleanupRun) -> ActionOutcome {
+    match run {
+        CleanupRun::NotLoaded { unit, load_state } => ActionOutcome::failed(format!(
+            "{unit} is not available on this host (LoadState {load_state}): Macha runs without root here, so \
+             its clean-up actions run through the fixed root units that the NixOS module installs \
+             ({CLEANUP_UNITS_OPTION}); nothing was run"
+        )),
+        CleanupRun::Ran { unit, job, result, exec_main_status } => {
+            let ok = result == "success" && job.succeeded();
+            ActionOutcome {
+                succeeded: ok,
+                verified: ok,
+                detail: format!(
+                    "ran through the fixed unit {unit}: job {}, Result {result}, exit status {exec_main_status} \
+                     (its output: journalctl -u {unit})",
+                    job.result
+                ),
+                output: Some(format!("Result={result}\nExecMainStatus={exec_main_status}\n")),
+            }
+        }
+    }
+}
+
+/// A clean-up action whose fixed unit could not be run (refused, not answered, or not finished
+/// within the executor's deadline, after which the unit may still be running under its own limit).
+pub fn cleanup_unit_error(action: &Action, error: &SystemdError) -> ActionOutcome {
+    let unit =
+        macha_core::command::cleanup_unit(action).map_or_else(|_| "its fixed unit".to_owned(), |u| u.to_string());
+    let after = match error {
+        SystemdError::JobTimeout { .. } => "; the unit may still be running (journalctl -u it to see)",
+        _ => "; nothing was run",
+    };
+    ActionOutcome::failed(format!("{} through the fixed unit {unit} failed: {error}{after}", action.kind()))
+}
+
 /// One report for an action that ran on several hosts: it succeeded (was verified) only if it did
 /// everywhere; every host's detail and output is kept, in order.
 pub fn combine(outcomes: Vec<(HostName, ActionOutcome)>) -> ActionOutcome {
@@ -291,6 +332,65 @@ mod tests {
         assert!(protected_reach(&protected, &target, "", &harmless).is_none());
         assert!(UnitVerb::ResetFailed.reach_properties().is_empty());
         assert!(UnitVerb::Restart.reach_properties().contains(&"ConsistsOf"));
+    }
+
+    #[test]
+    fn a_cleanup_unit_succeeds_only_on_result_success_and_names_the_unit() {
+        use macha_observe::systemd::{JobOutcome, JobResult};
+        let unit = "macha-journal-vacuum@30.service".to_owned();
+        let job = |r: JobResult| JobOutcome { unit: unit.clone(), job: Some("/job/1".into()), result: r };
+        let ok = cleanup_unit_outcome(&CleanupRun::Ran {
+            unit: unit.clone(),
+            job: job(JobResult::Done),
+            result: "success".into(),
+            exec_main_status: 0,
+        });
+        assert!(ok.succeeded && ok.verified, "{ok:?}");
+        assert!(ok.detail.contains("through the fixed unit macha-journal-vacuum@30.service"), "{}", ok.detail);
+        let failed = cleanup_unit_outcome(&CleanupRun::Ran {
+            unit: unit.clone(),
+            job: job(JobResult::Failed),
+            result: "exit-code".into(),
+            exec_main_status: 1,
+        });
+        assert!(!failed.succeeded && !failed.verified);
+        assert!(failed.detail.contains("Result exit-code, exit status 1"), "{}", failed.detail);
+        // A job that systemd reports done is not enough: the unit's Result decides.
+        let odd = cleanup_unit_outcome(&CleanupRun::Ran {
+            unit: unit.clone(),
+            job: job(JobResult::Done),
+            result: "timeout".into(),
+            exec_main_status: 0,
+        });
+        assert!(!odd.succeeded);
+        let missing = cleanup_unit_outcome(&CleanupRun::NotLoaded { unit, load_state: "not-found".into() });
+        assert!(!missing.succeeded);
+        assert!(
+            missing.detail.contains("macha-journal-vacuum@30.service")
+                && missing.detail.contains("not-found")
+                && missing.detail.contains(CLEANUP_UNITS_OPTION)
+                && missing.detail.contains("nothing was run"),
+            "{}",
+            missing.detail
+        );
+    }
+
+    #[test]
+    fn a_cleanup_unit_error_names_the_unit_and_whether_it_may_still_run() {
+        let action = Action::CollectGarbage { host: Default::default(), older_than_days: 14, reason: String::new() };
+        let refused = cleanup_unit_error(&action, &SystemdError::Refused("no".into()));
+        assert!(
+            refused.detail.contains("macha-collect-garbage@14.service") && refused.detail.ends_with("nothing was run")
+        );
+        let late = cleanup_unit_error(
+            &action,
+            &SystemdError::JobTimeout {
+                unit: "macha-collect-garbage@14.service".into(),
+                job: "/job/2".into(),
+                timeout: std::time::Duration::from_secs(90),
+            },
+        );
+        assert!(!late.succeeded && late.detail.contains("may still be running"), "{}", late.detail);
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! that reports a unit entering `failed` within milliseconds, and unit control behind a permit.
 //!
 //! Hand-written proxies for the few `org.freedesktop.systemd1` calls Macha needs (zbus 6, tokio).
-//! They are private: the only way this crate starts, stops, restarts or resets a unit is
-//! [`Systemd::execute_unit_action`], which takes a [`Permit`], and a permit can only come from
-//! [`macha_core::policy::decide`].
+//! They are private: the only ways this crate starts, stops, restarts or resets a unit are
+//! [`Systemd::execute_unit_action`] and [`Systemd::run_cleanup_unit`] (a clean-up action's fixed
+//! unit), which take a [`Permit`], and a permit can only come from [`macha_core::policy::decide`].
 //!
 //! Events are pushed, never polled: [`Systemd::subscribe`] calls `Manager.Subscribe()` (systemd
 //! emits unit signals only while some client is subscribed) and adds one match rule for
@@ -262,6 +262,17 @@ impl fmt::Display for JobResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// What [`Systemd::run_cleanup_unit`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CleanupRun {
+    /// The unit is not loaded here (`LoadState` `not-found` when the host is not under the NixOS
+    /// module, or `masked`, `error`, …): nothing was started.
+    NotLoaded { unit: String, load_state: String },
+    /// The start job ended; the unit's `Result` (`success`, `exit-code`, `timeout`, …) and
+    /// `ExecMainStatus` read after it.
+    Ran { unit: String, job: JobOutcome, result: String, exec_main_status: i32 },
 }
 
 /// What [`Systemd::execute_unit_action`] did.
@@ -596,6 +607,41 @@ impl Systemd {
                 return Ok(JobOutcome { unit: job_unit, job: Some(job), result });
             }
         }
+    }
+
+    /// Runs a permitted clean-up action (journal vacuum, garbage collection, store verify or
+    /// repair) of host `local` through its fixed root unit
+    /// ([`macha_core::command::cleanup_unit`]): reads the unit's `LoadState` (a unit that is not
+    /// `loaded` is not started), starts it (mode `replace`), waits up to `timeout` for the job, and
+    /// reads the unit's `Result` and `ExecMainStatus` after it. Anything else is refused before
+    /// anything is sent.
+    pub async fn run_cleanup_unit(&self, permit: &Permit, timeout: Duration) -> Result<CleanupRun, SystemdError> {
+        let action = permit.action();
+        let hosts = action.hosts().as_slice();
+        if hosts.len() != 1 || hosts.iter().any(|h| !h.is_local()) {
+            return Err(SystemdError::Refused(format!(
+                "{} is not for this host; a clean-up unit only runs on host local",
+                action.describe()
+            )));
+        }
+        let unit = macha_core::command::cleanup_unit(action).map_err(|e| SystemdError::Refused(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let span = info_span!("cleanup_unit", unit = %unit, job = tracing::field::Empty);
+        async {
+            let path = self.load(&unit).await?;
+            let load_state = self.get::<String>(&path, UNIT_IFACE, "LoadState").await?;
+            if load_state != "loaded" {
+                return Ok(CleanupRun::NotLoaded { unit: unit.as_str().to_owned(), load_state });
+            }
+            let job = self.run_unit_call(UnitCall::Start, unit.as_str(), deadline, timeout).await?;
+            let (result, exec_main_status) = futures_util::try_join!(
+                self.get::<String>(&path, SERVICE_IFACE, "Result"),
+                self.get::<i32>(&path, SERVICE_IFACE, "ExecMainStatus"),
+            )?;
+            Ok(CleanupRun::Ran { unit: unit.as_str().to_owned(), job, result, exec_main_status })
+        }
+        .instrument(span)
+        .await
     }
 
     fn disconnected(&self, detail: String) -> SystemdError {

@@ -14,7 +14,7 @@ use macha_core::action::{Action, DiagnosticArgs, DiagnosticName, Hosts, Origin};
 use macha_core::flap::FlapGuard;
 use macha_core::policy::{Autonomy, Permit, PolicyInputs, ProtectedUnits, Ruling, decide};
 use macha_core::{HostName, Mono, Now, Timestamp, UnitName};
-use macha_observe::systemd::{Bus, JobResult, Systemd, SystemdError, UnitEvent, UnitEvents};
+use macha_observe::systemd::{Bus, CleanupRun, JobResult, Systemd, SystemdError, UnitEvent, UnitEvents};
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -616,4 +616,65 @@ async fn the_event_stream_ends_with_an_error_when_the_bus_goes_away() {
     assert!(matches!(r, Ok(Err(SystemdError::Disconnected { .. }))), "{r:?}");
     let msg = r.ok().and_then(|r| r.err()).map(|e| e.to_string()).unwrap_or_default();
     assert!(msg.contains("was lost"), "{msg}");
+}
+
+#[tokio::test]
+#[ignore = "lab: needs tests/lab/systemd-user.sh up"]
+async fn a_cleanup_runs_through_its_fixed_unit_and_reports_its_result() {
+    let lab = lab();
+    let sd = lab.systemd().await;
+    let vacuum = |days| {
+        permit(Action::JournalVacuum { host: Hosts::default(), max_age_days: days, reason: "lab test".into() }, &[])
+    };
+    // The template stands in for the module's unit: it succeeds for instance 30 only.
+    let file = lab.unit_dir().join("macha-journal-vacuum@.service");
+    let raw = lab.raw().await;
+    let _ = std::fs::remove_file(&file);
+    manager_call(&raw, "Reload", &()).await;
+
+    let missing = sd.run_cleanup_unit(&vacuum(30), JOB_TIMEOUT).await;
+    assert!(
+        matches!(&missing, Ok(CleanupRun::NotLoaded { unit, load_state })
+            if unit == "macha-journal-vacuum@30.service" && load_state == "not-found"),
+        "{missing:?}"
+    );
+
+    let text = "[Unit]\nDescription=Macha lab test clean-up unit %i\n\
+                [Service]\nType=oneshot\nExecStart=/usr/bin/test %i = 30\n";
+    if let Err(e) = std::fs::create_dir_all(lab.unit_dir()).and_then(|()| std::fs::write(&file, text)) {
+        panic!("cannot write {}: {e}", file.display());
+    }
+    manager_call(&raw, "Reload", &()).await;
+
+    let ran = sd.run_cleanup_unit(&vacuum(30), JOB_TIMEOUT).await;
+    let failed = sd.run_cleanup_unit(&vacuum(31), JOB_TIMEOUT).await;
+    let _ = std::fs::remove_file(&file);
+    manager_call(&raw, "Reload", &()).await;
+
+    match ran {
+        Ok(CleanupRun::Ran { unit, job, result, exec_main_status }) => {
+            assert_eq!(unit, "macha-journal-vacuum@30.service");
+            assert_eq!(job.result, JobResult::Done);
+            assert_eq!((result.as_str(), exec_main_status), ("success", 0));
+        }
+        other => panic!("{other:?}"),
+    }
+    match failed {
+        Ok(CleanupRun::Ran { job, result, exec_main_status, .. }) => {
+            assert_eq!(job.result, JobResult::Failed);
+            assert_eq!((result.as_str(), exec_main_status), ("exit-code", 1));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A permit for anything but a clean-up is refused before anything is sent.
+    let diagnostic = permit(
+        Action::Diagnostic {
+            host: Hosts::default(),
+            name: DiagnosticName::FailedUnits,
+            args: DiagnosticArgs::default(),
+            reason: "lab test".into(),
+        },
+        &[],
+    );
+    assert!(matches!(sd.run_cleanup_unit(&diagnostic, JOB_TIMEOUT).await, Err(SystemdError::Refused(_))));
 }
