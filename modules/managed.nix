@@ -56,7 +56,7 @@ in
       (transient `macha-deploy-<id>` units running `switch-to-configuration`, the GC roots, the
       system profile) and makes `macha` a Nix trusted user (`nix.settings.trusted-users`), which
       `nix copy` of the controller's unsigned store paths needs. Off: a deployment to this host is
-      refused at its first privileged step, before anything changed'';
+      refused at preflight (`sudo -n -l` of each step), before anything is copied'';
 
     protectedServices = mkOption {
       type = types.listOf types.str;
@@ -122,7 +122,7 @@ in
       (mkIf mcfg.deploy.enable {
         warnings = lib.optional (!config.security.sudo.enable) ''
           services.macha.managed.deploy.enable: security.sudo is disabled, so deployments to this host
-          are refused at their first privileged step.'';
+          are refused at preflight, before anything is copied.'';
 
         # `nix copy` from the controller adds store paths that nobody signed. A definition replaces
         # the option's default (`[ "root" ]`) instead of adding to it, so root is named again.
