@@ -71,7 +71,7 @@ pub struct Tools {
 }
 
 /// Every external program Macha may run.
-pub const TOOL_NAMES: [&str; 11] = [
+pub const TOOL_NAMES: [&str; 12] = [
     "systemctl",
     "journalctl",
     "nix-collect-garbage",
@@ -83,6 +83,7 @@ pub const TOOL_NAMES: [&str; 11] = [
     "systemd-run",
     "readlink",
     "nix",
+    "nh",
 ];
 
 impl Tools {
@@ -431,6 +432,161 @@ pub fn deploy_command(step: &DeployStep<'_>, tools: &Tools) -> Result<Command, C
                 format!("macha-deploy-{id}.service"),
                 format!("macha-deploy-{id}-deadman.service"),
             ])
+        }
+    })
+}
+
+/// Whether `flake` is a plain flake reference Macha may pass to Nix: no `#attribute` (Macha adds
+/// the attribute), no leading dash, only the characters of paths, URLs and their queries.
+pub fn valid_flake_ref(flake: &str) -> bool {
+    !flake.is_empty()
+        && flake.len() <= 1024
+        && !flake.starts_with('-')
+        && !flake.contains('#')
+        && flake.bytes().all(|b| b.is_ascii_alphanumeric() || b"/:.?=&_+-~@%,".contains(&b))
+}
+
+/// Whether `attr` is an attribute path of a flake's outputs (`checks.x86_64-linux.unit`): dotted
+/// names of letters, digits, `_`, `-` and `'`, none empty, none starting with a dash.
+pub fn valid_attr_path(attr: &str) -> bool {
+    attr.len() <= 256
+        && attr.split('.').all(|part| {
+            !part.is_empty()
+                && !part.starts_with('-')
+                && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-'".contains(&b))
+        })
+}
+
+/// Whether `input` is a flake input path (`nixpkgs`, `home-manager/nixpkgs`).
+pub fn valid_input_path(input: &str) -> bool {
+    input.len() <= 256
+        && input.split('/').all(|part| {
+            !part.is_empty() && !part.starts_with('-') && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+        })
+}
+
+/// The schemes of the locked flake references Macha pins an input to (docs/deploy.md).
+pub const PINNABLE_SCHEMES: [&str; 5] = ["git+", "path:", "github:", "gitlab:", "sourcehut:"];
+
+/// Whether `url` is a locked flake reference Macha may pass as one argument: one of
+/// [`PINNABLE_SCHEMES`], printable ASCII without spaces, quotes or backslashes.
+pub fn valid_locked_ref(url: &str) -> bool {
+    PINNABLE_SCHEMES.iter().any(|s| url.starts_with(s))
+        && url.len() <= 2048
+        && url.bytes().all(|b| b.is_ascii_graphic() && !b"\"'`\\$;|<>".contains(&b))
+}
+
+/// One flake input pinned for a build: `--override-input INPUT LOCKED`, so that the build uses
+/// exactly the locked revision that was shown, without writing the flake's lock file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputPin<'a> {
+    pub input: &'a str,
+    pub locked: &'a str,
+}
+
+/// What Macha runs with a flake on the controller before a deployment (docs/deploy.md): builds a
+/// host's system, runs a pre-deploy check, or reads the flake's lock. Nothing here activates
+/// anything; Macha's own deployment protocol copies and activates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlakeStep<'a> {
+    /// `nix build --no-link --json FLAKE#nixosConfigurations.HOST.config.system.build.toplevel`.
+    BuildSystem { host: &'a crate::HostName },
+    /// `nh os build FLAKE --hostname HOST --out-link OUT`: nh's build of the same attribute, with
+    /// no nix-output-monitor, no diff against this machine's system and no activation (`os build`
+    /// never activates); the built path is the out-link's target.
+    NhBuildSystem { host: &'a crate::HostName, out_link: &'a str },
+    /// `nix flake check [--no-build] FLAKE`.
+    FlakeCheck { no_build: bool },
+    /// `nix build --no-link --json FLAKE#ATTR`: one check attribute built.
+    BuildAttr { attr: &'a str },
+    /// `nix flake metadata --json --no-write-lock-file [--update-input INPUT] FLAKE`: the flake's
+    /// lock as it is, or as it would be with `INPUT` updated, never written.
+    Metadata { update_input: Option<&'a str> },
+}
+
+/// The experimental features every flake command of Macha's enables (Nix 2.8 and later).
+const FLAKE_FEATURES: [&str; 2] = ["--extra-experimental-features", "nix-command flakes"];
+
+/// `nixosConfigurations.HOST.config.system.build.toplevel`, the host's name quoted when it has dots.
+pub fn system_attr(host: &crate::HostName) -> String {
+    let h = host.as_str();
+    if h.contains('.') {
+        format!("nixosConfigurations.\"{h}\".config.system.build.toplevel")
+    } else {
+        format!("nixosConfigurations.{h}.config.system.build.toplevel")
+    }
+}
+
+/// The command of one flake step on `flake`, with `pin` applied to builds and checks (a
+/// [`FlakeStep::Metadata`] takes no pin). Every value is checked and passed as one argument.
+pub fn flake_command(
+    step: &FlakeStep<'_>,
+    flake: &str,
+    pin: Option<&InputPin<'_>>,
+    tools: &Tools,
+) -> Result<Command, CommandError> {
+    if !valid_flake_ref(flake) {
+        return Err(CommandError::NotACommand("a flake reference that is not plain (no #attribute, no options)"));
+    }
+    let pin_args = match pin {
+        Some(p) if !valid_input_path(p.input) => {
+            return Err(CommandError::NotACommand("a flake input name that is not an input path"));
+        }
+        Some(p) if !valid_locked_ref(p.locked) => {
+            return Err(CommandError::NotACommand("a locked input reference Macha cannot pin"));
+        }
+        Some(_) if matches!(step, FlakeStep::Metadata { .. }) => {
+            return Err(CommandError::NotACommand("a pinned input on a lock read"));
+        }
+        Some(p) => vec!["--override-input".to_owned(), p.input.to_owned(), p.locked.to_owned()],
+        None => Vec::new(),
+    };
+    Ok(match step {
+        FlakeStep::BuildSystem { host } => tools
+            .get("nix")?
+            .args(FLAKE_FEATURES)
+            .args(["build", "--no-link", "--json"])
+            .args(pin_args)
+            .arg(format!("{flake}#{}", system_attr(host))),
+        FlakeStep::NhBuildSystem { host, out_link } => {
+            if !out_link.starts_with('/') || out_link.contains('\0') {
+                return Err(CommandError::NotAbsolute((*out_link).to_owned()));
+            }
+            // After `--`: the arguments of nh's own `nix build`.
+            tools
+                .get("nh")?
+                .args(["os", "build", flake])
+                .args(["--hostname", host.as_str(), "--out-link", out_link])
+                .args(["--no-nom", "--diff", "never", "--bypass-root-check", "--"])
+                .args(FLAKE_FEATURES)
+                .args(pin_args)
+        }
+        FlakeStep::FlakeCheck { no_build } => {
+            let c = tools.get("nix")?.args(FLAKE_FEATURES).args(["flake", "check"]);
+            let c = if *no_build { c.arg("--no-build") } else { c };
+            c.args(pin_args).arg(flake)
+        }
+        FlakeStep::BuildAttr { attr } => {
+            if !valid_attr_path(attr) {
+                return Err(CommandError::NotACommand("an attribute path that is not plain"));
+            }
+            tools
+                .get("nix")?
+                .args(FLAKE_FEATURES)
+                .args(["build", "--no-link", "--json"])
+                .args(pin_args)
+                .arg(format!("{flake}#{attr}"))
+        }
+        FlakeStep::Metadata { update_input } => {
+            let c = tools.get("nix")?.args(FLAKE_FEATURES).args(["flake", "metadata", "--json", "--no-write-lock-file"]);
+            let c = match update_input {
+                Some(i) if !valid_input_path(i) => {
+                    return Err(CommandError::NotACommand("a flake input name that is not an input path"));
+                }
+                Some(i) => c.args(["--update-input", i]),
+                None => c,
+            };
+            c.arg(flake)
         }
     })
 }
