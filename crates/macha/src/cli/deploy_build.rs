@@ -10,7 +10,6 @@ use crate::config::{Config, DeployEngine, PreDeployCheck};
 use macha_core::HostName;
 use macha_core::command::{Command, FlakeStep, InputPin, Tools, flake_command};
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -30,6 +29,8 @@ pub struct Builder {
     /// `PATH` of the processes started here: the directory of the `nix` used first, so that nh
     /// runs the same Nix.
     path: String,
+    /// nh's path, when nh is the engine.
+    nh: Option<String>,
     /// nh's version line, when nh is the engine.
     pub nh_version: Option<String>,
 }
@@ -50,12 +51,17 @@ impl Builder {
         let nix = resolve(config, "nix").ok_or_else(|| {
             fail(EXIT_UNAVAILABLE, anyhow::format_err!("nix is not installed on this machine (not on PATH, no tools.nix)"))
         })?;
-        let mut tools = Tools::new().with("nix", &nix);
         let dir = Path::new(&nix).parent().map(|p| p.display().to_string()).unwrap_or_default();
         let base = macha_core::command::SPAWN_ENV.iter().find(|(k, _)| *k == "PATH").map_or("", |(_, v)| *v);
         let path = if dir.is_empty() { base.to_owned() } else { format!("{dir}:{base}") };
-        let mut builder = Builder { tools: Tools::new(), engine: config.deploy.engine, path, nh_version: None };
-        if config.deploy.engine == DeployEngine::Nh {
+        let mut b = Builder {
+            tools: Tools::new().with("nix", &nix),
+            engine: config.deploy.engine,
+            path,
+            nh: None,
+            nh_version: None,
+        };
+        if b.engine == DeployEngine::Nh {
             let nh = resolve(config, "nh").ok_or_else(|| {
                 fail(
                     EXIT_UNAVAILABLE,
@@ -66,13 +72,11 @@ impl Builder {
                     ),
                 )
             })?;
-            tools = tools.with("nh", &nh);
-            builder.tools = tools;
-            builder.nh_version = Some(builder.nh_usable(&nh)?);
-        } else {
-            builder.tools = tools;
+            b.tools = b.tools.with("nh", &nh);
+            b.nh = Some(nh.clone());
+            b.nh_version = Some(b.nh_usable(&nh)?);
         }
-        Ok(builder)
+        Ok(b)
     }
 
     /// `nh --version`, and `nh os build --help` listing every option Macha passes.
@@ -100,16 +104,22 @@ impl Builder {
     }
 
     /// Runs `cmd` with the person's home and Nix settings and nothing else of the environment.
+    /// nh also gets the flake features in `NIX_CONFIG` (for the Nix commands it runs itself) and
+    /// the person's `NH_NO_CHECKS`, if they set it: Macha never sets it on its own.
     fn spawn(&self, cmd: &Command) -> Result<std::process::Output, Failure> {
         let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
-        let nix_config = std::env::var_os("NIX_CONFIG").unwrap_or_default();
-        std::process::Command::new(cmd.program())
-            .args(cmd.argv())
-            .env_clear()
-            .envs(macha_core::command::SPAWN_ENV)
-            .env("PATH", &self.path)
-            .env("HOME", home)
-            .env("NIX_CONFIG", nix_config)
+        let mut nix_config = std::env::var("NIX_CONFIG").unwrap_or_default();
+        let nh = self.nh.as_deref() == Some(cmd.program());
+        let mut c = std::process::Command::new(cmd.program());
+        c.args(cmd.argv()).env_clear().envs(macha_core::command::SPAWN_ENV).env("PATH", &self.path).env("HOME", home);
+        if nh {
+            nix_config.push_str("\nextra-experimental-features = nix-command flakes");
+            c.env("NO_COLOR", "1");
+            if let Some(v) = std::env::var_os("NH_NO_CHECKS") {
+                c.env("NH_NO_CHECKS", v);
+            }
+        }
+        c.env("NIX_CONFIG", nix_config)
             .stdin(std::process::Stdio::null())
             .output()
             .map_err(|e| fail(EXIT_UNAVAILABLE, anyhow::format_err!("cannot run {}: {e}", cmd.program())))
@@ -120,11 +130,42 @@ impl Builder {
     }
 }
 
-/// The last lines of a failed command's output (Nix's build-user noise left out).
+/// The last lines of a failed command's output (Nix's build-user noise and terminal colours left
+/// out).
 fn tail(out: &std::process::Output) -> String {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = strip_ansi(&text);
     let lines: Vec<&str> = text.lines().filter(|l| !l.contains("nixbld") && !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
+
+/// `text` without ANSI escape sequences (`ESC [ … letter`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// What nh's failure means, when Macha knows (appended to the refusal).
+fn nh_hint(output: &str) -> Option<&'static str> {
+    output.contains("'config' is not a recognised command").then_some(
+        "nh checks Nix's features with `nix config show experimental-features`, which this Nix does not have \
+         (Nix 2.8 has `nix show-config`). Use a newer Nix, set deploy.engine = \"nix\", or run with NH_NO_CHECKS=1 \
+         (nh then skips its own checks; Macha still checks the built path)",
+    )
 }
 
 /// `[{"drvPath": …, "outputs": {"out": PATH}}]`, what `nix build --json` prints
@@ -215,14 +256,11 @@ pub fn build_system(
     let out = b.spawn(&cmd)?;
     let took = start.elapsed();
     if !out.status.success() {
+        let last = tail(&out);
+        let hint = nh_hint(&last).map(|h| format!("\n{h}")).unwrap_or_default();
         return Err(fail(
             EXIT_DATAERR,
-            anyhow::format_err!(
-                "building {attr} with {} failed after {:.1} s:\n{}",
-                b.engine.as_str(),
-                secs(took),
-                tail(&out)
-            ),
+            anyhow::format_err!("building {attr} with {} failed after {:.1} s:\n{last}{hint}", b.engine.as_str(), secs(took)),
         ));
     }
     let path = match b.engine {
@@ -297,44 +335,92 @@ fn query_value(v: &str) -> String {
         .collect()
 }
 
+/// A flake lock (`flake.lock`, or the `locks` of `nix flake metadata --json`), version 7.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct Lock {
+    #[serde(default)]
+    nodes: BTreeMap<String, LockNode>,
+    #[serde(default = "root_name")]
+    root: String,
+}
+
+fn root_name() -> String {
+    "root".to_owned()
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+struct LockNode {
+    #[serde(default)]
+    inputs: BTreeMap<String, InputRef>,
+    locked: Option<LockedAttrs>,
+}
+
+/// An input of a node: another node's name, or a `follows` path of input names from the root.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+enum InputRef {
+    Node(String),
+    Follows(Vec<String>),
+}
+
+/// The `locked` attributes of a node (the ones Macha reads).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockedAttrs {
+    #[serde(rename = "type", default)]
+    kind: String,
+    url: Option<String>,
+    path: Option<String>,
+    owner: Option<String>,
+    repo: Option<String>,
+    host: Option<String>,
+    dir: Option<String>,
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+    rev: Option<String>,
+    nar_hash: Option<String>,
+    last_modified: Option<i64>,
+    submodules: Option<bool>,
+    shallow: Option<bool>,
+    all_refs: Option<bool>,
+}
+
 /// The locked reference of one lock-file node's `locked` attributes: what `--override-input`
 /// takes to build with exactly this revision. Only the input types whose reference pins the
 /// content (a git revision, a forge revision, a path's NAR hash) are taken; others are refused.
-pub fn locked_url(locked: &Value) -> Result<String, String> {
-    let s = |k: &str| locked.get(k).and_then(Value::as_str);
-    let kind = s("type").unwrap_or_default();
+pub fn locked_url(l: &LockedAttrs) -> Result<String, String> {
     let mut query: Vec<(&str, String)> = Vec::new();
-    let url = match kind {
+    let url = match l.kind.as_str() {
         "git" => {
-            let (Some(url), Some(rev)) = (s("url"), s("rev")) else {
+            let (Some(url), Some(rev)) = (&l.url, &l.rev) else {
                 return Err("a git input locked without url and rev".to_owned());
             };
             if url.contains('?') || url.contains('#') {
                 return Err(format!("a git input whose url has a query ({url})"));
             }
-            if let Some(r) = s("ref") {
+            if let Some(r) = &l.git_ref {
                 query.push(("ref", query_value(r)));
             }
             query.push(("rev", query_value(rev)));
-            for flag in ["submodules", "shallow", "allRefs"] {
-                if locked.get(flag).and_then(Value::as_bool) == Some(true) {
+            for (flag, on) in [("submodules", l.submodules), ("shallow", l.shallow), ("allRefs", l.all_refs)] {
+                if on == Some(true) {
                     query.push((flag, "1".to_owned()));
                 }
             }
             format!("git+{url}")
         }
         "path" => {
-            let (Some(path), Some(nar)) = (s("path"), s("narHash")) else {
+            let (Some(path), Some(nar)) = (&l.path, &l.nar_hash) else {
                 return Err("a path input locked without path and narHash".to_owned());
             };
             query.push(("narHash", query_value(nar)));
             format!("path:{path}")
         }
-        "github" | "gitlab" | "sourcehut" => {
-            let (Some(owner), Some(repo), Some(rev)) = (s("owner"), s("repo"), s("rev")) else {
+        kind @ ("github" | "gitlab" | "sourcehut") => {
+            let (Some(owner), Some(repo), Some(rev)) = (&l.owner, &l.repo, &l.rev) else {
                 return Err(format!("a {kind} input locked without owner, repo and rev"));
             };
-            if let Some(h) = s("host") {
+            if let Some(h) = &l.host {
                 query.push(("host", query_value(h)));
             }
             format!("{kind}:{owner}/{repo}/{rev}")
@@ -345,7 +431,7 @@ pub fn locked_url(locked: &Value) -> Result<String, String> {
             ));
         }
     };
-    if let Some(dir) = s("dir") {
+    if let Some(dir) = &l.dir {
         query.push(("dir", query_value(dir)));
     }
     let q: Vec<String> = query.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -356,34 +442,42 @@ pub fn locked_url(locked: &Value) -> Result<String, String> {
     Ok(full)
 }
 
-/// The lock-file node of `input` (`a` or `a/b`) in a lock (`{"nodes": …, "root": …}`).
-pub fn input_node<'a>(lock: &'a Value, input: &str) -> Option<&'a Value> {
-    let nodes = lock.get("nodes")?;
-    let root = lock.get("root").and_then(Value::as_str).unwrap_or("root");
-    let mut node = nodes.get(root)?;
-    for part in input.split('/') {
-        node = match node.get("inputs")?.get(part)? {
-            Value::String(name) => nodes.get(name)?,
-            // `follows`: a path of input names from the root.
-            Value::Array(path) => {
-                let names: Vec<&str> = path.iter().filter_map(Value::as_str).collect();
-                return input_node(lock, &names.join("/"));
-            }
-            _ => return None,
-        };
+impl Lock {
+    /// The `locked` attributes of `input` (`a` or `a/b`, through `follows`), if it is locked.
+    fn locked(&self, input: &str) -> Option<&LockedAttrs> {
+        self.node(input, 0)?.locked.as_ref()
     }
-    Some(node)
+
+    fn node(&self, input: &str, depth: usize) -> Option<&LockNode> {
+        if depth > 16 {
+            return None;
+        }
+        let mut node = self.nodes.get(&self.root)?;
+        for part in input.split('/') {
+            node = match node.inputs.get(part)? {
+                InputRef::Node(name) => self.nodes.get(name)?,
+                InputRef::Follows(path) => self.node(&path.join("/"), depth + 1)?,
+            };
+        }
+        Some(node)
+    }
 }
 
-fn locked_of(lock: &Value, input: &str) -> Result<Option<Locked>, String> {
-    let Some(locked) = input_node(lock, input).and_then(|n| n.get("locked")) else { return Ok(None) };
-    let url = locked_url(locked)?;
+fn locked_of(lock: &Lock, input: &str) -> Result<Option<Locked>, String> {
+    let Some(l) = lock.locked(input) else { return Ok(None) };
     Ok(Some(Locked {
-        url,
-        rev: locked.get("rev").and_then(Value::as_str).map(str::to_owned),
-        nar_hash: locked.get("narHash").and_then(Value::as_str).map(str::to_owned),
-        last_modified: locked.get("lastModified").and_then(Value::as_i64),
+        url: locked_url(l)?,
+        rev: l.rev.clone(),
+        nar_hash: l.nar_hash.clone(),
+        last_modified: l.last_modified,
     }))
+}
+
+/// What `nix flake metadata --json` prints that Macha reads.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    locks: Lock,
 }
 
 /// Reads the flake's lock as it is and as it would be with `input` updated (`nix flake metadata
@@ -393,7 +487,7 @@ pub fn update_input(b: &Builder, flake: &str, input: &str) -> Result<LockChange,
         return Err(fail(EXIT_USAGE, anyhow::format_err!("--update-input {input:?} is not a flake input name")));
     }
     let start = Instant::now();
-    let read = |update: Option<&str>| -> Result<Value, Failure> {
+    let read = |update: Option<&str>| -> Result<Lock, Failure> {
         let cmd = b.command(&FlakeStep::Metadata { update_input: update }, flake, None)?;
         let out = b.spawn(&cmd)?;
         if !out.status.success() {
@@ -402,9 +496,9 @@ pub fn update_input(b: &Builder, flake: &str, input: &str) -> Result<LockChange,
                 anyhow::format_err!("reading the lock of {flake} failed:\n{}", tail(&out)),
             ));
         }
-        let v: Value = serde_json::from_slice(&out.stdout)
-            .map_err(|e| fail(EXIT_DATAERR, anyhow::format_err!("nix flake metadata printed no JSON: {e}")))?;
-        Ok(v.get("locks").cloned().unwrap_or(Value::Null))
+        let m: Metadata = serde_json::from_slice(&out.stdout)
+            .map_err(|e| fail(EXIT_DATAERR, anyhow::format_err!("nix flake metadata printed no lock: {e}")))?;
+        Ok(m.locks)
     };
     eprintln!("updating input {input} of {flake} (the lock file is not written)");
     let before = read(None)?;
@@ -432,34 +526,39 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn attrs(v: serde_json::Value) -> LockedAttrs {
+        serde_json::from_value(v).unwrap()
+    }
+
     #[test]
     fn locked_references_pin_the_revision_or_the_content() {
-        let git = json!({"type": "git", "url": "file:///src/dep", "ref": "main", "rev": "d90611d6", "narHash": "sha256-x", "lastModified": 1});
+        let git = attrs(json!({"type": "git", "url": "file:///src/dep", "ref": "main", "rev": "d90611d6", "narHash": "sha256-x", "lastModified": 1}));
         assert_eq!(locked_url(&git).unwrap(), "git+file:///src/dep?ref=main&rev=d90611d6");
-        let sub = json!({"type": "git", "url": "https://example.org/r.git", "rev": "ab", "submodules": true, "dir": "sub/flake"});
+        let sub = attrs(json!({"type": "git", "url": "https://example.org/r.git", "rev": "ab", "submodules": true, "dir": "sub/flake"}));
         assert_eq!(locked_url(&sub).unwrap(), "git+https://example.org/r.git?rev=ab&submodules=1&dir=sub%2Fflake");
-        let path = json!({"type": "path", "path": "/src/p", "narHash": "sha256-ZGU0+/qU="});
+        let path = attrs(json!({"type": "path", "path": "/src/p", "narHash": "sha256-ZGU0+/qU="}));
         assert_eq!(locked_url(&path).unwrap(), "path:/src/p?narHash=sha256-ZGU0%2B%2FqU%3D");
-        let gh = json!({"type": "github", "owner": "NixOS", "repo": "nixpkgs", "rev": "0123abcd"});
+        let gh = attrs(json!({"type": "github", "owner": "NixOS", "repo": "nixpkgs", "rev": "0123abcd"}));
         assert_eq!(locked_url(&gh).unwrap(), "github:NixOS/nixpkgs/0123abcd");
-        let tarball = json!({"type": "tarball", "url": "https://example.org/x.tar.gz", "narHash": "sha256-x"});
+        let tarball = attrs(json!({"type": "tarball", "url": "https://example.org/x.tar.gz", "narHash": "sha256-x"}));
         assert!(locked_url(&tarball).unwrap_err().contains("\"tarball\""));
-        assert!(locked_url(&json!({"type": "git", "url": "file:///x"})).is_err(), "no rev: nothing pinned");
-        let hostile = json!({"type": "git", "url": "file:///x y", "rev": "ab"});
+        assert!(locked_url(&attrs(json!({"type": "git", "url": "file:///x"}))).is_err(), "no rev: nothing pinned");
+        let hostile = attrs(json!({"type": "git", "url": "file:///x y", "rev": "ab"}));
         assert!(locked_url(&hostile).is_err(), "a space never reaches an argument");
     }
 
     #[test]
     fn inputs_are_found_through_nesting_and_follows() {
-        let lock = json!({
+        let lock: Lock = serde_json::from_value(json!({
             "root": "root",
             "nodes": {
                 "root": {"inputs": {"a": "a_2", "b": ["a", "c"]}},
                 "a_2": {"inputs": {"c": "c"}, "locked": {"type": "path", "path": "/a", "narHash": "sha256-a"}},
                 "c": {"locked": {"type": "path", "path": "/c", "narHash": "sha256-c"}}
             }
-        });
-        let path = |i: &str| input_node(&lock, i).and_then(|n| n["locked"]["path"].as_str());
+        }))
+        .unwrap();
+        let path = |i: &str| lock.locked(i).and_then(|l| l.path.as_deref());
         assert_eq!(path("a"), Some("/a"));
         assert_eq!(path("a/c"), Some("/c"));
         assert_eq!(path("b"), Some("/c"), "b follows a/c");
