@@ -708,4 +708,108 @@ mod tests {
         let c = command_for(&a, &tools()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.argv(), ["--vacuum-time=7d"]);
     }
+    #[test]
+    fn flake_commands_build_only_and_take_each_value_as_one_argument() {
+        let t = tools();
+        let host = crate::HostName::parse("web1").unwrap_or_else(|e| panic!("{e}"));
+        let fqdn = crate::HostName::parse("db1.example.org").unwrap_or_else(|e| panic!("{e}"));
+        let pin = InputPin { input: "nixpkgs", locked: "git+file:///src/nixpkgs?ref=main&rev=0123abcd" };
+        let argv = |step: &FlakeStep<'_>, pin: Option<&InputPin<'_>>| {
+            flake_command(step, "path:/etc/nixos", pin, &t).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let nix = argv(&FlakeStep::BuildSystem { host: &host }, Some(&pin));
+        assert_eq!(nix.program(), "/usr/bin/nix");
+        assert_eq!(
+            nix.argv(),
+            [
+                "--extra-experimental-features",
+                "nix-command flakes",
+                "build",
+                "--no-link",
+                "--json",
+                "--override-input",
+                "nixpkgs",
+                "git+file:///src/nixpkgs?ref=main&rev=0123abcd",
+                "path:/etc/nixos#nixosConfigurations.web1.config.system.build.toplevel"
+            ]
+        );
+        let quoted = argv(&FlakeStep::BuildSystem { host: &fqdn }, None);
+        assert_eq!(
+            quoted.argv().last().map(String::as_str),
+            Some("path:/etc/nixos#nixosConfigurations.\"db1.example.org\".config.system.build.toplevel")
+        );
+        // nh: `os build` (never switch, boot or test), the host and the out-link Macha reads, no
+        // nom, no diff against this machine; the pin goes to nh's own `nix build` after `--`.
+        let nh = argv(&FlakeStep::NhBuildSystem { host: &host, out_link: "/tmp/x/system-web1" }, Some(&pin));
+        assert_eq!(nh.program(), "/usr/bin/nh");
+        assert_eq!(
+            nh.argv(),
+            [
+                "os",
+                "build",
+                "path:/etc/nixos",
+                "--hostname",
+                "web1",
+                "--out-link",
+                "/tmp/x/system-web1",
+                "--no-nom",
+                "--diff",
+                "never",
+                "--bypass-root-check",
+                "--",
+                "--extra-experimental-features",
+                "nix-command flakes",
+                "--override-input",
+                "nixpkgs",
+                "git+file:///src/nixpkgs?ref=main&rev=0123abcd"
+            ]
+        );
+        assert!(!nh.argv().iter().any(|a| ["switch", "boot", "test"].contains(&a.as_str())));
+        let relative = flake_command(&FlakeStep::NhBuildSystem { host: &host, out_link: "result" }, "path:/x", None, &t);
+        assert_eq!(relative, Err(CommandError::NotAbsolute("result".into())));
+        assert_eq!(
+            flake_command(&FlakeStep::NhBuildSystem { host: &host, out_link: "/o" }, "path:/x", None, &Tools::new()),
+            Err(CommandError::ToolMissing { tool: "nh" })
+        );
+        // The checks and the lock reads.
+        let check = argv(&FlakeStep::FlakeCheck { no_build: true }, None);
+        assert_eq!(check.argv()[2..], ["flake", "check", "--no-build", "path:/etc/nixos"]);
+        let attr = argv(&FlakeStep::BuildAttr { attr: "checks.x86_64-linux.vm-test" }, Some(&pin));
+        assert_eq!(attr.argv().last().map(String::as_str), Some("path:/etc/nixos#checks.x86_64-linux.vm-test"));
+        assert!(attr.argv().contains(&"--override-input".to_owned()));
+        let meta = argv(&FlakeStep::Metadata { update_input: Some("home-manager/nixpkgs") }, None);
+        assert_eq!(
+            meta.argv()[2..],
+            ["flake", "metadata", "--json", "--no-write-lock-file", "--update-input", "home-manager/nixpkgs", "path:/etc/nixos"]
+        );
+        assert!(!meta.argv().iter().any(|a| a == "--commit-lock-file" || a == "lock"), "the lock file is never written");
+    }
+
+    #[test]
+    fn flake_values_that_could_be_options_or_attributes_are_refused() {
+        let t = tools();
+        let host = crate::HostName::parse("web1").unwrap_or_else(|e| panic!("{e}"));
+        let step = FlakeStep::BuildSystem { host: &host };
+        for flake in ["", "-L", ".#web2", "path:/x y", "path:/x;rm", "github:o/r\n"] {
+            assert!(flake_command(&step, flake, None, &t).is_err(), "{flake:?}");
+        }
+        for attr in ["", "-x", "checks..x", "checks.x y", "checks.\"x\"", "a.b#c"] {
+            assert!(flake_command(&FlakeStep::BuildAttr { attr }, ".", None, &t).is_err(), "{attr:?}");
+        }
+        for input in ["", "-x", "a//b", "a b", "a.b"] {
+            let pin = InputPin { input, locked: "path:/x?narHash=sha256-x" };
+            assert!(flake_command(&step, ".", Some(&pin), &t).is_err(), "{input:?}");
+            assert!(flake_command(&FlakeStep::Metadata { update_input: Some(input) }, ".", None, &t).is_err());
+        }
+        for locked in ["-L", "tarball+https://x/y.tar.gz", "git+file:///x y", "path:/x?a=$(b)"] {
+            let pin = InputPin { input: "dep", locked };
+            assert!(flake_command(&step, ".", Some(&pin), &t).is_err(), "{locked:?}");
+        }
+        let pin = InputPin { input: "dep", locked: "path:/x?narHash=sha256-x" };
+        assert!(flake_command(&step, ".", Some(&pin), &t).is_ok());
+        assert!(
+            flake_command(&FlakeStep::Metadata { update_input: None }, ".", Some(&pin), &t).is_err(),
+            "a lock read takes no pin"
+        );
+    }
 }

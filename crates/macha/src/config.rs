@@ -1105,4 +1105,39 @@ journalctl = "/run/current-system/sw/bin/journalctl"
             assert!(err.contains(needle), "{text}: {err}");
         }
     }
+    #[test]
+    fn deploy_engine_and_checks_resolve_and_bad_ones_are_named() {
+        let c = Config::defaults(Scope::System).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!((c.deploy.engine, c.deploy.checks.len()), (DeployEngine::Nix, 0), "nix, no checks by default");
+        let text = r#"
+[deploy]
+engine = "nh"
+checks = [ { flake_check = true }, { flake_check = true, no_build = true }, { attr = "checks.x86_64-linux.vm-test" } ]
+"#;
+        let (_, c) = Config::parse(text, Scope::System).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(c.deploy.engine, DeployEngine::Nh);
+        assert_eq!(
+            c.deploy.checks,
+            [
+                PreDeployCheck::FlakeCheck { no_build: false },
+                PreDeployCheck::FlakeCheck { no_build: true },
+                PreDeployCheck::Attr("checks.x86_64-linux.vm-test".into())
+            ]
+        );
+        let names: Vec<String> = c.deploy.checks.iter().map(PreDeployCheck::name).collect();
+        assert_eq!(names, ["nix flake check", "nix flake check --no-build", "checks.x86_64-linux.vm-test"]);
+        for (bad, says) in [
+            ("engine = \"colmena\"", "deploy.engine = \"colmena\""),
+            ("checks = [ { flake_check = false } ]", "checks nothing"),
+            ("checks = [ { attr = \"a\", flake_check = true } ]", "deploy.checks[0]: give either"),
+            ("checks = [ { attr = \"a\", no_build = true } ]", "deploy.checks[0]: give either"),
+            ("checks = [ { } ]", "deploy.checks[0]: give either"),
+            ("checks = [ { attr = \"checks.x; rm -rf\" } ]", "not an attribute path"),
+            ("checks = [ { attr = \"-L\" } ]", "not an attribute path"),
+            ("checks = [ { command = \"make test\" } ]", "unknown field"),
+        ] {
+            let err = Config::parse(&format!("[deploy]\n{bad}\n"), Scope::System).err().map(|e| format!("{e:#}"));
+            assert!(err.as_deref().is_some_and(|e| e.contains(says)), "{bad}: {err:?}");
+        }
+    }
 }
