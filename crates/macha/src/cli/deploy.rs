@@ -89,11 +89,9 @@ pub fn run(args: &DeployArgs) -> CmdResult {
     let socket = args.client.socket.clone().unwrap_or_else(|| config.socket.clone());
     let mut client = Client::connect(&socket, Duration::from_secs(600))?;
     // With a flake: the lock update, the checks and the builds, on this machine, before the daemon
-    // prepares anything (and so before any approval is asked for).
-    let links = tempfile::Builder::new()
-        .prefix("macha-deploy-")
-        .tempdir()
-        .map_err(|e| fail(super::EXIT_SOFTWARE, anyhow::format_err!("a temporary directory: {e}")))?;
+    // prepares anything (and so before any approval is asked for). `links` holds nh's out-links
+    // while the command runs (the built systems stay GC roots meanwhile).
+    let mut links: Option<tempfile::TempDir> = None;
     let mut side = FlakeSide::default();
     let mut systems: BTreeMap<String, Vec<String>> = BTreeMap::new();
     match (&args.system, &args.flake) {
@@ -120,11 +118,16 @@ pub fn run(args: &DeployArgs) -> CmdResult {
                 side.lock = Some(change);
             }
             let pin = side.lock.as_ref().map(LockChange::pin);
+            let dir = tempfile::Builder::new()
+                .prefix("macha-deploy-")
+                .tempdir()
+                .map_err(|e| fail(super::EXIT_SOFTWARE, anyhow::format_err!("a temporary directory: {e}")))?;
+            let dir = links.insert(dir).path().to_owned();
             side.checks = deploy_build::run_checks(&builder, &config.deploy.checks, flake, pin.as_ref())?;
             for host in &args.hosts {
-                let built = deploy_build::build_system(&builder, flake, host, pin.as_ref(), links.path())?;
+                let built = deploy_build::build_system(&builder, flake, host, pin.as_ref(), &dir)?;
                 systems.entry(built.system.clone()).or_default().push(host.clone());
-                side.builds.insert(host.clone(), built);
+                side.builds.insert(host.to_ascii_lowercase(), built);
             }
             side.seconds = Some(started.elapsed().as_secs_f64());
             if !args.client.json {
@@ -200,7 +203,7 @@ impl FlakeSide {
         SideOf {
             lock: self.lock.as_ref(),
             checks: &self.checks,
-            build: self.builds.get(host),
+            build: self.builds.get(&host.to_ascii_lowercase()),
             build_phase_seconds: self.seconds,
         }
     }
