@@ -461,7 +461,9 @@ pub fn valid_attr_path(attr: &str) -> bool {
 pub fn valid_input_path(input: &str) -> bool {
     input.len() <= 256
         && input.split('/').all(|part| {
-            !part.is_empty() && !part.starts_with('-') && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+            !part.is_empty()
+                && !part.starts_with('-')
+                && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
         })
 }
 
@@ -578,7 +580,8 @@ pub fn flake_command(
                 .arg(format!("{flake}#{attr}"))
         }
         FlakeStep::Metadata { update_input } => {
-            let c = tools.get("nix")?.args(FLAKE_FEATURES).args(["flake", "metadata", "--json", "--no-write-lock-file"]);
+            let c =
+                tools.get("nix")?.args(FLAKE_FEATURES).args(["flake", "metadata", "--json", "--no-write-lock-file"]);
             let c = match update_input {
                 Some(i) if !valid_input_path(i) => {
                     return Err(CommandError::NotACommand("a flake input name that is not an input path"));
@@ -765,7 +768,8 @@ mod tests {
             ]
         );
         assert!(!nh.argv().iter().any(|a| ["switch", "boot", "test"].contains(&a.as_str())));
-        let relative = flake_command(&FlakeStep::NhBuildSystem { host: &host, out_link: "result" }, "path:/x", None, &t);
+        let relative =
+            flake_command(&FlakeStep::NhBuildSystem { host: &host, out_link: "result" }, "path:/x", None, &t);
         assert_eq!(relative, Err(CommandError::NotAbsolute("result".into())));
         assert_eq!(
             flake_command(&FlakeStep::NhBuildSystem { host: &host, out_link: "/o" }, "path:/x", None, &Tools::new()),
@@ -780,9 +784,20 @@ mod tests {
         let meta = argv(&FlakeStep::Metadata { update_input: Some("home-manager/nixpkgs") }, None);
         assert_eq!(
             meta.argv()[2..],
-            ["flake", "metadata", "--json", "--no-write-lock-file", "--update-input", "home-manager/nixpkgs", "path:/etc/nixos"]
+            [
+                "flake",
+                "metadata",
+                "--json",
+                "--no-write-lock-file",
+                "--update-input",
+                "home-manager/nixpkgs",
+                "path:/etc/nixos"
+            ]
         );
-        assert!(!meta.argv().iter().any(|a| a == "--commit-lock-file" || a == "lock"), "the lock file is never written");
+        assert!(
+            !meta.argv().iter().any(|a| a == "--commit-lock-file" || a == "lock"),
+            "the lock file is never written"
+        );
     }
 
     #[test]

@@ -102,7 +102,9 @@ pub fn run(args: &DeployArgs) -> CmdResult {
             if !macha_core::command::valid_flake_ref(flake) {
                 return Err(fail(
                     EXIT_USAGE,
-                    anyhow::format_err!("--flake {flake:?} is not a plain flake reference (no #attribute: Macha adds it)"),
+                    anyhow::format_err!(
+                        "--flake {flake:?} is not a plain flake reference (no #attribute: Macha adds it)"
+                    ),
                 ));
             }
             let builder = deploy_build::Builder::new(&config)?;

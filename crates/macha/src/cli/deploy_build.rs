@@ -49,7 +49,10 @@ impl Builder {
     /// passes); a missing or unusable tool is an error that says what to do, never a fallback.
     pub fn new(config: &Config) -> Result<Builder, Failure> {
         let nix = resolve(config, "nix").ok_or_else(|| {
-            fail(EXIT_UNAVAILABLE, anyhow::format_err!("nix is not installed on this machine (not on PATH, no tools.nix)"))
+            fail(
+                EXIT_UNAVAILABLE,
+                anyhow::format_err!("nix is not installed on this machine (not on PATH, no tools.nix)"),
+            )
         })?;
         let dir = Path::new(&nix).parent().map(|p| p.display().to_string()).unwrap_or_default();
         let base = macha_core::command::SPAWN_ENV.iter().find(|(k, _)| *k == "PATH").map_or("", |(_, v)| *v);
@@ -260,7 +263,11 @@ pub fn build_system(
         let hint = nh_hint(&last).map(|h| format!("\n{h}")).unwrap_or_default();
         return Err(fail(
             EXIT_DATAERR,
-            anyhow::format_err!("building {attr} with {} failed after {:.1} s:\n{last}{hint}", b.engine.as_str(), secs(took)),
+            anyhow::format_err!(
+                "building {attr} with {} failed after {:.1} s:\n{last}{hint}",
+                b.engine.as_str(),
+                secs(took)
+            ),
         ));
     }
     let path = match b.engine {
@@ -491,10 +498,7 @@ pub fn update_input(b: &Builder, flake: &str, input: &str) -> Result<LockChange,
         let cmd = b.command(&FlakeStep::Metadata { update_input: update }, flake, None)?;
         let out = b.spawn(&cmd)?;
         if !out.status.success() {
-            return Err(fail(
-                EXIT_DATAERR,
-                anyhow::format_err!("reading the lock of {flake} failed:\n{}", tail(&out)),
-            ));
+            return Err(fail(EXIT_DATAERR, anyhow::format_err!("reading the lock of {flake} failed:\n{}", tail(&out))));
         }
         let m: Metadata = serde_json::from_slice(&out.stdout)
             .map_err(|e| fail(EXIT_DATAERR, anyhow::format_err!("nix flake metadata printed no lock: {e}")))?;
@@ -532,9 +536,13 @@ mod tests {
 
     #[test]
     fn locked_references_pin_the_revision_or_the_content() {
-        let git = attrs(json!({"type": "git", "url": "file:///src/dep", "ref": "main", "rev": "d90611d6", "narHash": "sha256-x", "lastModified": 1}));
+        let git = attrs(
+            json!({"type": "git", "url": "file:///src/dep", "ref": "main", "rev": "d90611d6", "narHash": "sha256-x", "lastModified": 1}),
+        );
         assert_eq!(locked_url(&git).unwrap(), "git+file:///src/dep?ref=main&rev=d90611d6");
-        let sub = attrs(json!({"type": "git", "url": "https://example.org/r.git", "rev": "ab", "submodules": true, "dir": "sub/flake"}));
+        let sub = attrs(
+            json!({"type": "git", "url": "https://example.org/r.git", "rev": "ab", "submodules": true, "dir": "sub/flake"}),
+        );
         assert_eq!(locked_url(&sub).unwrap(), "git+https://example.org/r.git?rev=ab&submodules=1&dir=sub%2Fflake");
         let path = attrs(json!({"type": "path", "path": "/src/p", "narHash": "sha256-ZGU0+/qU="}));
         assert_eq!(locked_url(&path).unwrap(), "path:/src/p?narHash=sha256-ZGU0%2B%2FqU%3D");
