@@ -92,14 +92,17 @@ impl Builder {
         let version = run(&["--version"])?.lines().next().unwrap_or_default().trim().to_owned();
         let help = run(&["os", "build", "--help"])?;
         let missing: Vec<&str> = NH_OPTIONS.iter().copied().filter(|o| !help.contains(o)).collect();
-        if version.is_empty() || !missing.is_empty() {
+        let wrong = match (version.is_empty(), missing.is_empty()) {
+            (true, _) => Some("`nh --version` printed nothing".to_owned()),
+            (false, false) => Some(format!("{version}: `nh os build` lacks {}", missing.join(", "))),
+            (false, true) => None,
+        };
+        if let Some(wrong) = wrong {
             return Err(fail(
                 EXIT_UNAVAILABLE,
                 anyhow::format_err!(
-                    "deploy.engine = \"nh\", but {nh} ({}) cannot be used: `nh os build` lacks {}. Macha needs \
-                     nh 4 or later; update nh or set deploy.engine = \"nix\"",
-                    if version.is_empty() { "no version" } else { &version },
-                    if missing.is_empty() { "a version".to_owned() } else { missing.join(", ") }
+                    "deploy.engine = \"nh\", but {nh} cannot be used ({wrong}). Macha needs nh 4 or later; \
+                     update nh or set deploy.engine = \"nix\""
                 ),
             ));
         }
@@ -571,6 +574,28 @@ mod tests {
         assert_eq!(path("a/c"), Some("/c"));
         assert_eq!(path("b"), Some("/c"), "b follows a/c");
         assert_eq!(path("nope"), None);
+    }
+
+    #[test]
+    fn a_failure_quotes_its_last_lines_without_colours() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut err = String::from("\u{1b}[33m!\u{1b}[0m Warning: old Nix\nError:\n");
+        for i in 0..30 {
+            err.push_str(&format!("line {i}\n"));
+        }
+        err.push_str("   0: \u{1b}[91mnix config show experimental-features failed\u{1b}[0m\n");
+        err.push_str("      error: 'config' is not a recognised command\n");
+        let out = std::process::Output {
+            status: std::process::ExitStatus::from_raw(256),
+            stdout: Vec::new(),
+            stderr: err.into_bytes(),
+        };
+        let t = tail(&out);
+        assert_eq!(t.lines().count(), TAIL_LINES, "{t}");
+        assert!(!t.contains('\u{1b}') && t.contains("0: nix config show experimental-features failed"), "{t}");
+        assert!(!t.contains("line 11\n") && t.contains("line 12"), "only the last lines: {t}");
+        assert!(nh_hint(&t).is_some_and(|h| h.contains("NH_NO_CHECKS=1") && h.contains("deploy.engine")));
+        assert_eq!(nh_hint("error: attribute 'c9' missing"), None);
     }
 
     #[test]
