@@ -87,6 +87,8 @@ rec {
     "deploy.retry"
     "deploy.dead_man"
     "deploy.min_free_mib"
+    "deploy.engine"
+    "deploy.checks"
     "hosts.<name>.health"
     "issues.close_after"
     "issues.archive_after"

@@ -71,7 +71,7 @@ pub struct Tools {
 }
 
 /// Every external program Macha may run.
-pub const TOOL_NAMES: [&str; 11] = [
+pub const TOOL_NAMES: [&str; 12] = [
     "systemctl",
     "journalctl",
     "nix-collect-garbage",
@@ -83,6 +83,7 @@ pub const TOOL_NAMES: [&str; 11] = [
     "systemd-run",
     "readlink",
     "nix",
+    "nh",
 ];
 
 impl Tools {
@@ -491,6 +492,164 @@ pub fn deploy_command(step: &DeployStep<'_>, tools: &Tools) -> Result<Command, C
     })
 }
 
+/// Whether `flake` is a plain flake reference Macha may pass to Nix: no `#attribute` (Macha adds
+/// the attribute), no leading dash, only the characters of paths, URLs and their queries.
+pub fn valid_flake_ref(flake: &str) -> bool {
+    !flake.is_empty()
+        && flake.len() <= 1024
+        && !flake.starts_with('-')
+        && !flake.contains('#')
+        && flake.bytes().all(|b| b.is_ascii_alphanumeric() || b"/:.?=&_+-~@%,".contains(&b))
+}
+
+/// Whether `attr` is an attribute path of a flake's outputs (`checks.x86_64-linux.unit`): dotted
+/// names of letters, digits, `_`, `-` and `'`, none empty, none starting with a dash.
+pub fn valid_attr_path(attr: &str) -> bool {
+    attr.len() <= 256
+        && attr.split('.').all(|part| {
+            !part.is_empty()
+                && !part.starts_with('-')
+                && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-'".contains(&b))
+        })
+}
+
+/// Whether `input` is a flake input path (`nixpkgs`, `home-manager/nixpkgs`).
+pub fn valid_input_path(input: &str) -> bool {
+    input.len() <= 256
+        && input.split('/').all(|part| {
+            !part.is_empty()
+                && !part.starts_with('-')
+                && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+        })
+}
+
+/// The schemes of the locked flake references Macha pins an input to (docs/deploy.md).
+pub const PINNABLE_SCHEMES: [&str; 5] = ["git+", "path:", "github:", "gitlab:", "sourcehut:"];
+
+/// Whether `url` is a locked flake reference Macha may pass as one argument: one of
+/// [`PINNABLE_SCHEMES`], printable ASCII without spaces, quotes or backslashes.
+pub fn valid_locked_ref(url: &str) -> bool {
+    PINNABLE_SCHEMES.iter().any(|s| url.starts_with(s))
+        && url.len() <= 2048
+        && url.bytes().all(|b| b.is_ascii_graphic() && !b"\"'`\\$;|<>".contains(&b))
+}
+
+/// One flake input pinned for a build: `--override-input INPUT LOCKED`, so that the build uses
+/// exactly the locked revision that was shown, without writing the flake's lock file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputPin<'a> {
+    pub input: &'a str,
+    pub locked: &'a str,
+}
+
+/// What Macha runs with a flake on the controller before a deployment (docs/deploy.md): builds a
+/// host's system, runs a pre-deploy check, or reads the flake's lock. Nothing here activates
+/// anything; Macha's own deployment protocol copies and activates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlakeStep<'a> {
+    /// `nix build --no-link --json FLAKE#nixosConfigurations.HOST.config.system.build.toplevel`.
+    BuildSystem { host: &'a crate::HostName },
+    /// `nh os build FLAKE --hostname HOST --out-link OUT`: nh's build of the same attribute, with
+    /// no nix-output-monitor, no diff against this machine's system and no activation (`os build`
+    /// never activates); the built path is the out-link's target.
+    NhBuildSystem { host: &'a crate::HostName, out_link: &'a str },
+    /// `nix flake check [--no-build] FLAKE`.
+    FlakeCheck { no_build: bool },
+    /// `nix build --no-link --json FLAKE#ATTR`: one check attribute built.
+    BuildAttr { attr: &'a str },
+    /// `nix flake metadata --json --no-write-lock-file [--update-input INPUT] FLAKE`: the flake's
+    /// lock as it is, or as it would be with `INPUT` updated, never written.
+    Metadata { update_input: Option<&'a str> },
+}
+
+/// The experimental features every flake command of Macha's enables (Nix 2.8 and later).
+const FLAKE_FEATURES: [&str; 2] = ["--extra-experimental-features", "nix-command flakes"];
+
+/// `nixosConfigurations.HOST.config.system.build.toplevel`, the host's name quoted when it has dots.
+pub fn system_attr(host: &crate::HostName) -> String {
+    let h = host.as_str();
+    if h.contains('.') {
+        format!("nixosConfigurations.\"{h}\".config.system.build.toplevel")
+    } else {
+        format!("nixosConfigurations.{h}.config.system.build.toplevel")
+    }
+}
+
+/// The command of one flake step on `flake`, with `pin` applied to builds and checks (a
+/// [`FlakeStep::Metadata`] takes no pin). Every value is checked and passed as one argument.
+pub fn flake_command(
+    step: &FlakeStep<'_>,
+    flake: &str,
+    pin: Option<&InputPin<'_>>,
+    tools: &Tools,
+) -> Result<Command, CommandError> {
+    if !valid_flake_ref(flake) {
+        return Err(CommandError::NotACommand("a flake reference that is not plain (no #attribute, no options)"));
+    }
+    let pin_args = match pin {
+        Some(p) if !valid_input_path(p.input) => {
+            return Err(CommandError::NotACommand("a flake input name that is not an input path"));
+        }
+        Some(p) if !valid_locked_ref(p.locked) => {
+            return Err(CommandError::NotACommand("a locked input reference Macha cannot pin"));
+        }
+        Some(_) if matches!(step, FlakeStep::Metadata { .. }) => {
+            return Err(CommandError::NotACommand("a pinned input on a lock read"));
+        }
+        Some(p) => vec!["--override-input".to_owned(), p.input.to_owned(), p.locked.to_owned()],
+        None => Vec::new(),
+    };
+    Ok(match step {
+        FlakeStep::BuildSystem { host } => tools
+            .get("nix")?
+            .args(FLAKE_FEATURES)
+            .args(["build", "--no-link", "--json"])
+            .args(pin_args)
+            .arg(format!("{flake}#{}", system_attr(host))),
+        FlakeStep::NhBuildSystem { host, out_link } => {
+            if !out_link.starts_with('/') || out_link.contains('\0') {
+                return Err(CommandError::NotAbsolute((*out_link).to_owned()));
+            }
+            // After `--`: the arguments of nh's own `nix build`.
+            tools
+                .get("nh")?
+                .args(["os", "build", flake])
+                .args(["--hostname", host.as_str(), "--out-link", out_link])
+                .args(["--no-nom", "--diff", "never", "--bypass-root-check", "--"])
+                .args(FLAKE_FEATURES)
+                .args(pin_args)
+        }
+        FlakeStep::FlakeCheck { no_build } => {
+            let c = tools.get("nix")?.args(FLAKE_FEATURES).args(["flake", "check"]);
+            let c = if *no_build { c.arg("--no-build") } else { c };
+            c.args(pin_args).arg(flake)
+        }
+        FlakeStep::BuildAttr { attr } => {
+            if !valid_attr_path(attr) {
+                return Err(CommandError::NotACommand("an attribute path that is not plain"));
+            }
+            tools
+                .get("nix")?
+                .args(FLAKE_FEATURES)
+                .args(["build", "--no-link", "--json"])
+                .args(pin_args)
+                .arg(format!("{flake}#{attr}"))
+        }
+        FlakeStep::Metadata { update_input } => {
+            let c =
+                tools.get("nix")?.args(FLAKE_FEATURES).args(["flake", "metadata", "--json", "--no-write-lock-file"]);
+            let c = match update_input {
+                Some(i) if !valid_input_path(i) => {
+                    return Err(CommandError::NotACommand("a flake input name that is not an input path"));
+                }
+                Some(i) => c.args(["--update-input", i]),
+                None => c,
+            };
+            c.arg(flake)
+        }
+    })
+}
+
 fn diagnostic_command(name: DiagnosticName, args: &DiagnosticArgs, tools: &Tools) -> Result<Command, CommandError> {
     let lines = args.lines.unwrap_or(200).clamp(1, 1000).to_string();
     let since = format!("-{}min", args.since_minutes.unwrap_or(60).clamp(1, 10080));
@@ -679,5 +838,122 @@ mod tests {
                 "{n}"
             );
         }
+    }
+
+    #[test]
+    fn flake_commands_build_only_and_take_each_value_as_one_argument() {
+        let t = tools();
+        let host = crate::HostName::parse("web1").unwrap_or_else(|e| panic!("{e}"));
+        let fqdn = crate::HostName::parse("db1.example.org").unwrap_or_else(|e| panic!("{e}"));
+        let pin = InputPin { input: "nixpkgs", locked: "git+file:///src/nixpkgs?ref=main&rev=0123abcd" };
+        let argv = |step: &FlakeStep<'_>, pin: Option<&InputPin<'_>>| {
+            flake_command(step, "path:/etc/nixos", pin, &t).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let nix = argv(&FlakeStep::BuildSystem { host: &host }, Some(&pin));
+        assert_eq!(nix.program(), "/usr/bin/nix");
+        assert_eq!(
+            nix.argv(),
+            [
+                "--extra-experimental-features",
+                "nix-command flakes",
+                "build",
+                "--no-link",
+                "--json",
+                "--override-input",
+                "nixpkgs",
+                "git+file:///src/nixpkgs?ref=main&rev=0123abcd",
+                "path:/etc/nixos#nixosConfigurations.web1.config.system.build.toplevel"
+            ]
+        );
+        let quoted = argv(&FlakeStep::BuildSystem { host: &fqdn }, None);
+        assert_eq!(
+            quoted.argv().last().map(String::as_str),
+            Some("path:/etc/nixos#nixosConfigurations.\"db1.example.org\".config.system.build.toplevel")
+        );
+        // nh: `os build` (never switch, boot or test), the host and the out-link Macha reads, no
+        // nom, no diff against this machine; the pin goes to nh's own `nix build` after `--`.
+        let nh = argv(&FlakeStep::NhBuildSystem { host: &host, out_link: "/tmp/x/system-web1" }, Some(&pin));
+        assert_eq!(nh.program(), "/usr/bin/nh");
+        assert_eq!(
+            nh.argv(),
+            [
+                "os",
+                "build",
+                "path:/etc/nixos",
+                "--hostname",
+                "web1",
+                "--out-link",
+                "/tmp/x/system-web1",
+                "--no-nom",
+                "--diff",
+                "never",
+                "--bypass-root-check",
+                "--",
+                "--extra-experimental-features",
+                "nix-command flakes",
+                "--override-input",
+                "nixpkgs",
+                "git+file:///src/nixpkgs?ref=main&rev=0123abcd"
+            ]
+        );
+        assert!(!nh.argv().iter().any(|a| ["switch", "boot", "test"].contains(&a.as_str())));
+        let relative =
+            flake_command(&FlakeStep::NhBuildSystem { host: &host, out_link: "result" }, "path:/x", None, &t);
+        assert_eq!(relative, Err(CommandError::NotAbsolute("result".into())));
+        assert_eq!(
+            flake_command(&FlakeStep::NhBuildSystem { host: &host, out_link: "/o" }, "path:/x", None, &Tools::new()),
+            Err(CommandError::ToolMissing { tool: "nh" })
+        );
+        // The checks and the lock reads.
+        let check = argv(&FlakeStep::FlakeCheck { no_build: true }, None);
+        assert_eq!(check.argv()[2..], ["flake", "check", "--no-build", "path:/etc/nixos"]);
+        let attr = argv(&FlakeStep::BuildAttr { attr: "checks.x86_64-linux.vm-test" }, Some(&pin));
+        assert_eq!(attr.argv().last().map(String::as_str), Some("path:/etc/nixos#checks.x86_64-linux.vm-test"));
+        assert!(attr.argv().contains(&"--override-input".to_owned()));
+        let meta = argv(&FlakeStep::Metadata { update_input: Some("home-manager/nixpkgs") }, None);
+        assert_eq!(
+            meta.argv()[2..],
+            [
+                "flake",
+                "metadata",
+                "--json",
+                "--no-write-lock-file",
+                "--update-input",
+                "home-manager/nixpkgs",
+                "path:/etc/nixos"
+            ]
+        );
+        assert!(
+            !meta.argv().iter().any(|a| a == "--commit-lock-file" || a == "lock"),
+            "the lock file is never written"
+        );
+    }
+
+    #[test]
+    fn flake_values_that_could_be_options_or_attributes_are_refused() {
+        let t = tools();
+        let host = crate::HostName::parse("web1").unwrap_or_else(|e| panic!("{e}"));
+        let step = FlakeStep::BuildSystem { host: &host };
+        for flake in ["", "-L", ".#web2", "path:/x y", "path:/x;rm", "github:o/r\n"] {
+            assert!(flake_command(&step, flake, None, &t).is_err(), "{flake:?}");
+        }
+        for attr in ["", "-x", "checks..x", "checks.x y", "checks.\"x\"", "a.b#c"] {
+            assert!(flake_command(&FlakeStep::BuildAttr { attr }, ".", None, &t).is_err(), "{attr:?}");
+        }
+        for input in ["", "-x", "a//b", "a b", "a.b"] {
+            let pin = InputPin { input, locked: "path:/x?narHash=sha256-x" };
+            assert!(flake_command(&step, ".", Some(&pin), &t).is_err(), "{input:?}");
+            assert!(flake_command(&FlakeStep::Metadata { update_input: Some(input) }, ".", None, &t).is_err());
+        }
+        for locked in ["-L", "tarball+https://x/y.tar.gz", "git+file:///x y", "path:/x?a=$(b)"] {
+            let pin = InputPin { input: "dep", locked };
+            assert!(flake_command(&step, ".", Some(&pin), &t).is_err(), "{locked:?}");
+        }
+        let pin = InputPin { input: "dep", locked: "path:/x?narHash=sha256-x" };
+        assert!(flake_command(&step, ".", Some(&pin), &t).is_ok());
+        assert!(
+            flake_command(&FlakeStep::Metadata { update_input: None }, ".", Some(&pin), &t).is_err(),
+            "a lock read takes no pin"
+        );
     }
 }

@@ -48,6 +48,8 @@ pub const CONFIG_KEYS: &[&str] = &[
     "deploy.retry",
     "deploy.dead_man",
     "deploy.min_free_mib",
+    "deploy.engine",
+    "deploy.checks",
     "issues.close_after",
     "issues.archive_after",
     "history.raw_retention",
@@ -353,8 +355,8 @@ pub struct ExecutorSection {
     pub verify_delay: Option<String>,
 }
 
-/// How a NixOS deployment waits, resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// How a NixOS deployment waits, how `--flake` builds, and what must pass first, resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeployConfig {
     #[serde(with = "humantime_serde_compat")]
     pub activate_timeout: Duration,
@@ -367,6 +369,97 @@ pub struct DeployConfig {
     #[serde(with = "humantime_serde_compat")]
     pub dead_man: Duration,
     pub min_free_mib: u64,
+    /// What builds each host's system for `macha deploy --flake`.
+    pub engine: DeployEngine,
+    /// What must pass on the controller before anything is prepared (in this order).
+    pub checks: Vec<PreDeployCheck>,
+}
+
+/// What builds a host's system from a flake (`deploy.engine`). Either only builds: Macha's own
+/// protocol copies and activates (decision 0013).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployEngine {
+    /// `nix build` (the default).
+    Nix,
+    /// `nh os build` (nh must be installed on the controller).
+    Nh,
+}
+
+impl DeployEngine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployEngine::Nix => "nix",
+            DeployEngine::Nh => "nh",
+        }
+    }
+}
+
+/// A check that must pass on the controller before a `--flake` deployment is prepared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreDeployCheck {
+    /// `nix flake check FLAKE` (`--no-build`: evaluate only).
+    FlakeCheck { no_build: bool },
+    /// `nix build FLAKE#ATTR`.
+    Attr(String),
+}
+
+impl PreDeployCheck {
+    /// How the check is named in the output and in a refusal.
+    pub fn name(&self) -> String {
+        match self {
+            PreDeployCheck::FlakeCheck { no_build: false } => "nix flake check".to_owned(),
+            PreDeployCheck::FlakeCheck { no_build: true } => "nix flake check --no-build".to_owned(),
+            PreDeployCheck::Attr(a) => a.clone(),
+        }
+    }
+}
+
+/// One entry of `deploy.checks` as written: `{ flake_check = true }` (with `no_build = true` to
+/// evaluate only) or `{ attr = "checks.x86_64-linux.foo" }`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckSection {
+    pub flake_check: Option<bool>,
+    pub no_build: Option<bool>,
+    pub attr: Option<String>,
+}
+
+fn pre_deploy_checks(checks: &[CheckSection]) -> anyhow::Result<Vec<PreDeployCheck>> {
+    let mut out = Vec::with_capacity(checks.len());
+    for (i, c) in checks.iter().enumerate() {
+        let check = match (c.flake_check, &c.attr) {
+            (Some(true), None) => PreDeployCheck::FlakeCheck { no_build: c.no_build.unwrap_or(false) },
+            (None, Some(attr)) if c.no_build.is_none() => {
+                if !macha_core::command::valid_attr_path(attr) {
+                    bail!(
+                        "deploy.checks[{i}].attr = {attr:?} is not an attribute path of the flake's outputs \
+                         (dotted names such as \"checks.x86_64-linux.vm-test\")"
+                    );
+                }
+                PreDeployCheck::Attr(attr.clone())
+            }
+            (Some(false), None) => bail!("deploy.checks[{i}]: flake_check = false checks nothing; remove the entry"),
+            _ => bail!(
+                "deploy.checks[{i}]: give either {{ flake_check = true }} (optionally with no_build = true) or \
+                 {{ attr = \"checks.SYSTEM.NAME\" }}"
+            ),
+        };
+        out.push(check);
+    }
+    if out.len() > 32 {
+        bail!("deploy.checks has {} entries; at most 32", out.len());
+    }
+    Ok(out)
+}
+
+fn deploy_engine(engine: &Option<String>) -> anyhow::Result<DeployEngine> {
+    Ok(match engine.as_deref() {
+        None | Some("nix") => DeployEngine::Nix,
+        Some("nh") => DeployEngine::Nh,
+        Some(other) => bail!("deploy.engine = {other:?}: use \"nix\" or \"nh\""),
+    })
 }
 
 /// How a NixOS deployment waits (docs/deploy.md).
@@ -381,6 +474,10 @@ pub struct DeploySection {
     pub dead_man: Option<String>,
     /// Free space `/nix` must have at preflight, in MiB.
     pub min_free_mib: Option<u64>,
+    /// `"nix"` (default) or `"nh"`: what builds each host's system for `macha deploy --flake`.
+    pub engine: Option<String>,
+    /// Checks that must pass on the controller before a `--flake` deployment is prepared.
+    pub checks: Vec<CheckSection>,
 }
 
 /// How long per-host snapshot history and the agent's records are kept.
@@ -839,6 +936,8 @@ impl Config {
                     retry: duration("deploy.retry", &f.deploy.retry, s(5), s(1))?,
                     dead_man: duration("deploy.dead_man", &f.deploy.dead_man, s(900), s(10))?,
                     min_free_mib: f.deploy.min_free_mib.unwrap_or(512),
+                    engine: deploy_engine(&f.deploy.engine)?,
+                    checks: pre_deploy_checks(&f.deploy.checks)?,
                 };
                 // The dead-man timer must fire only after Macha stopped waiting (macha-deploy).
                 let busy = d.activate_timeout + d.reconnect_timeout + d.verify_timeout + d.retry;
@@ -1004,6 +1103,41 @@ journalctl = "/run/current-system/sw/bin/journalctl"
                 Err(e) => format!("{e:#}"),
             };
             assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+    #[test]
+    fn deploy_engine_and_checks_resolve_and_bad_ones_are_named() {
+        let c = Config::defaults(Scope::System).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!((c.deploy.engine, c.deploy.checks.len()), (DeployEngine::Nix, 0), "nix, no checks by default");
+        let text = r#"
+[deploy]
+engine = "nh"
+checks = [ { flake_check = true }, { flake_check = true, no_build = true }, { attr = "checks.x86_64-linux.vm-test" } ]
+"#;
+        let (_, c) = Config::parse(text, Scope::System).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(c.deploy.engine, DeployEngine::Nh);
+        assert_eq!(
+            c.deploy.checks,
+            [
+                PreDeployCheck::FlakeCheck { no_build: false },
+                PreDeployCheck::FlakeCheck { no_build: true },
+                PreDeployCheck::Attr("checks.x86_64-linux.vm-test".into())
+            ]
+        );
+        let names: Vec<String> = c.deploy.checks.iter().map(PreDeployCheck::name).collect();
+        assert_eq!(names, ["nix flake check", "nix flake check --no-build", "checks.x86_64-linux.vm-test"]);
+        for (bad, says) in [
+            ("engine = \"colmena\"", "deploy.engine = \"colmena\""),
+            ("checks = [ { flake_check = false } ]", "checks nothing"),
+            ("checks = [ { attr = \"a\", flake_check = true } ]", "deploy.checks[0]: give either"),
+            ("checks = [ { attr = \"a\", no_build = true } ]", "deploy.checks[0]: give either"),
+            ("checks = [ { } ]", "deploy.checks[0]: give either"),
+            ("checks = [ { attr = \"checks.x; rm -rf\" } ]", "not an attribute path"),
+            ("checks = [ { attr = \"-L\" } ]", "not an attribute path"),
+            ("checks = [ { command = \"make test\" } ]", "unknown field"),
+        ] {
+            let err = Config::parse(&format!("[deploy]\n{bad}\n"), Scope::System).err().map(|e| format!("{e:#}"));
+            assert!(err.as_deref().is_some_and(|e| e.contains(says)), "{bad}: {err:?}");
         }
     }
 }

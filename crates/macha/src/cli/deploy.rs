@@ -2,9 +2,12 @@
 //! runs, the closure diff, an approval bound to the pair); with `--approve` the person running the
 //! command approves each host in the order of the fleet plan (a canary alone first, then up to
 //! `--parallel` at a time, stopping at the first failure with `--stop-on-failure`), and the command
-//! waits for each host's final state. The exit code is the worst host's (docs/deploy.md).
+//! waits for each host's final state. The exit code is the worst host's (docs/deploy.md). With
+//! `--flake` the build side comes first (`deploy_build`): the lock update of `--update-input`, the
+//! pre-deploy checks and each host's build, each timed.
 
 use super::commands::load_config;
+use super::deploy_build::{self, BuildReport, CheckReport, LockChange};
 use super::{ClientOpts, CmdResult, EXIT_USAGE, fail};
 use crate::api::reply::DeployPlan;
 use crate::api::{Client, ops};
@@ -31,9 +34,14 @@ pub struct DeployArgs {
     #[arg(long, value_name = "PATH", conflicts_with = "flake", required_unless_present = "flake")]
     pub system: Option<String>,
     /// Build each host's system from this flake first
-    /// (`REF#nixosConfigurations.HOST.config.system.build.toplevel`, with the controller's `nix`).
+    /// (`REF#nixosConfigurations.HOST.config.system.build.toplevel`, with the controller's `nix`,
+    /// or `nh os build` with `deploy.engine = "nh"`), after the pre-deploy checks (`deploy.checks`).
     #[arg(long, value_name = "REF")]
     pub flake: Option<String>,
+    /// Build with this flake input updated (shown as a lock diff first; the flake's lock file is
+    /// not written). Needs --flake.
+    #[arg(long, value_name = "INPUT", requires = "flake")]
+    pub update_input: Option<String>,
     /// Only show what would change; nothing is approved or run.
     #[arg(long)]
     pub diff_only: bool,
@@ -80,15 +88,55 @@ pub fn run(args: &DeployArgs) -> CmdResult {
     let config = load_config(args.client.config.as_deref(), Scope::User)?;
     let socket = args.client.socket.clone().unwrap_or_else(|| config.socket.clone());
     let mut client = Client::connect(&socket, Duration::from_secs(600))?;
-    // The system of each host: one path for all, or each host's own from the flake.
+    // With a flake: the lock update, the checks and the builds, on this machine, before the daemon
+    // prepares anything (and so before any approval is asked for). `links` holds nh's out-links
+    // while the command runs (the built systems stay GC roots meanwhile).
+    let mut links: Option<tempfile::TempDir> = None;
+    let mut side = FlakeSide::default();
     let mut systems: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for host in &args.hosts {
-        let system = match (&args.system, &args.flake) {
-            (Some(s), _) => s.clone(),
-            (None, Some(flake)) => build(&config, flake, host)?,
-            (None, None) => return Err(fail(EXIT_USAGE, anyhow::format_err!("give --system PATH or --flake REF"))),
-        };
-        systems.entry(system).or_default().push(host.clone());
+    match (&args.system, &args.flake) {
+        (Some(s), _) => {
+            systems.insert(s.clone(), args.hosts.clone());
+        }
+        (None, Some(flake)) => {
+            if !macha_core::command::valid_flake_ref(flake) {
+                return Err(fail(
+                    EXIT_USAGE,
+                    anyhow::format_err!(
+                        "--flake {flake:?} is not a plain flake reference (no #attribute: Macha adds it)"
+                    ),
+                ));
+            }
+            let builder = deploy_build::Builder::new(&config)?;
+            if let Some(v) = &builder.nh_version {
+                eprintln!("building with {v} (deploy.engine = \"nh\"; nh only builds)");
+            }
+            let started = Instant::now();
+            if let Some(input) = &args.update_input {
+                let change = deploy_build::update_input(&builder, flake, input)?;
+                if !args.client.json {
+                    println!("{}", change.render());
+                }
+                side.lock = Some(change);
+            }
+            let pin = side.lock.as_ref().map(LockChange::pin);
+            let dir = tempfile::Builder::new()
+                .prefix("macha-deploy-")
+                .tempdir()
+                .map_err(|e| fail(super::EXIT_SOFTWARE, anyhow::format_err!("a temporary directory: {e}")))?;
+            let dir = links.insert(dir).path().to_owned();
+            side.checks = deploy_build::run_checks(&builder, &config.deploy.checks, flake, pin.as_ref())?;
+            for host in &args.hosts {
+                let built = deploy_build::build_system(&builder, flake, host, pin.as_ref(), &dir)?;
+                systems.entry(built.system.clone()).or_default().push(host.clone());
+                side.builds.insert(host.to_ascii_lowercase(), built);
+            }
+            side.seconds = Some(started.elapsed().as_secs_f64());
+            if !args.client.json {
+                side.print();
+            }
+        }
+        (None, None) => return Err(fail(EXIT_USAGE, anyhow::format_err!("give --system PATH or --flake REF"))),
     }
     let mut plans: Vec<DeployPlan> = Vec::new();
     for (system, hosts) in systems {
@@ -98,7 +146,8 @@ pub fn run(args: &DeployArgs) -> CmdResult {
     let plans = super::term::scrub(plans)?;
     if !args.approve {
         if args.client.json {
-            super::render::print_json(&plans)?;
+            let out: Vec<PlanOut> = plans.iter().map(|p| PlanOut { plan: p, side: side.of(&p.host) }).collect();
+            super::render::print_json(&out)?;
         } else {
             print_plans(&plans);
             let ids: Vec<String> = plans.iter().filter_map(|p| p.approval_id).map(|i| i.to_string()).collect();
@@ -113,8 +162,10 @@ pub fn run(args: &DeployArgs) -> CmdResult {
         print_plans(&plans);
     }
     let results = approve_and_wait(&mut client, args, &plans)?;
+    drop(links);
     if args.client.json {
-        super::render::print_json(&results)?;
+        let out: Vec<ResultOut> = results.iter().map(|r| ResultOut { result: r, side: side.of(&r.host) }).collect();
+        super::render::print_json(&out)?;
     } else {
         println!();
         println!("{:<28} {:<16} result", "host", "final");
@@ -123,6 +174,69 @@ pub fn run(args: &DeployArgs) -> CmdResult {
         }
     }
     Ok(results.iter().map(|r| r.final_state.exit_code()).max().unwrap_or(0))
+}
+
+/// The build side of a `--flake` deployment: the lock change, the checks, each host's build and
+/// the whole phase's time.
+#[derive(Debug, Default)]
+struct FlakeSide {
+    lock: Option<LockChange>,
+    checks: Vec<CheckReport>,
+    builds: BTreeMap<String, BuildReport>,
+    seconds: Option<f64>,
+}
+
+/// What the JSON output adds to each host's entry (nothing without `--flake`).
+#[derive(Debug, Clone, serde::Serialize)]
+struct SideOf<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lock: Option<&'a LockChange>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    checks: &'a [CheckReport],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    build: Option<&'a BuildReport>,
+    /// The whole build phase (lock update, checks, every host's build), in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    build_phase_seconds: Option<f64>,
+}
+
+impl FlakeSide {
+    fn of(&self, host: &str) -> SideOf<'_> {
+        SideOf {
+            lock: self.lock.as_ref(),
+            checks: &self.checks,
+            build: self.builds.get(&host.to_ascii_lowercase()),
+            build_phase_seconds: self.seconds,
+        }
+    }
+
+    fn print(&self) {
+        for c in &self.checks {
+            println!("check  {:<40} passed  {:>7.1} s", c.name, c.seconds);
+        }
+        for (host, b) in &self.builds {
+            println!("build  {:<40} {:<6}  {:>7.1} s", host, b.engine, b.seconds);
+        }
+        if let Some(s) = self.seconds {
+            println!("build phase (lock, checks, builds): {s:.1} s");
+        }
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+struct PlanOut<'a> {
+    #[serde(flatten)]
+    plan: &'a DeployPlan,
+    #[serde(flatten)]
+    side: SideOf<'a>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ResultOut<'a> {
+    #[serde(flatten)]
+    result: &'a HostResult,
+    #[serde(flatten)]
+    side: SideOf<'a>,
 }
 
 /// One host's result.
@@ -288,59 +402,6 @@ fn final_of(detail: &str, state: ApprovalState) -> Final {
         }
         _ => Final::Unknown,
     }
-}
-
-/// `nix build FLAKE#nixosConfigurations.HOST.config.system.build.toplevel`: the host's system,
-/// built on this machine as the person running the command.
-fn build(config: &crate::config::Config, flake: &str, host: &str) -> Result<String, super::Failure> {
-    let ok = !flake.is_empty()
-        && !flake.starts_with('-')
-        && !flake.contains('#')
-        && flake.bytes().all(|b| b.is_ascii_alphanumeric() || b"/:.?=&_+-~@%,".contains(&b));
-    let name = HostName::parse(host).map_err(|e| fail(EXIT_USAGE, anyhow::format_err!("{host}: {e}")))?;
-    if !ok {
-        return Err(fail(
-            EXIT_USAGE,
-            anyhow::format_err!("--flake {flake:?} is not a plain flake reference (no #attribute: Macha adds it)"),
-        ));
-    }
-    let tool = "nix";
-    let nix = config
-        .tools
-        .get(tool)
-        .cloned()
-        .or_else(|| which::which(tool).ok().map(|p| p.display().to_string()))
-        .ok_or_else(|| fail(69, anyhow::format_err!("nix is not installed on this machine")))?;
-    let attr = format!("{flake}#nixosConfigurations.{}.config.system.build.toplevel", name.as_str());
-    eprintln!("building {attr}");
-    // Nix needs the person's home (its cache and settings) and their `NIX_CONFIG`, nothing else of
-    // the environment.
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
-    let nix_config = std::env::var_os("NIX_CONFIG").unwrap_or_default();
-    let out = std::process::Command::new(&nix)
-        .args(["--extra-experimental-features", "nix-command flakes", "build", "--no-link", "--json", &attr])
-        .env_clear()
-        .envs(macha_core::command::SPAWN_ENV)
-        .env("HOME", home)
-        .env("NIX_CONFIG", nix_config)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| fail(69, anyhow::format_err!("cannot run {nix}: {e}")))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let last: Vec<&str> = err.lines().filter(|l| !l.contains("nixbld")).collect();
-        return Err(fail(65, anyhow::format_err!("building {attr} failed: {}", last.join("\n"))));
-    }
-    // `[{"drvPath": …, "outputs": {"out": PATH}}]` (`--print-out-paths` needs Nix 2.9).
-    #[derive(serde::Deserialize)]
-    struct Built {
-        outputs: BTreeMap<String, String>,
-    }
-    let built: Vec<Built> = serde_json::from_slice(&out.stdout)
-        .map_err(|e| fail(65, anyhow::format_err!("nix build printed no build result for {attr}: {e}")))?;
-    let path = built.into_iter().next().and_then(|b| b.outputs.into_values().next()).unwrap_or_default();
-    macha_core::StorePath::parse(&path).map_err(|e| fail(65, anyhow::format_err!("{attr} built {path:?}: {e}")))?;
-    Ok(path)
 }
 
 fn connect(opts: &ClientOpts) -> Result<Client, super::Failure> {

@@ -11,6 +11,7 @@ mod chat;
 mod check;
 mod commands;
 mod deploy;
+mod deploy_build;
 mod render;
 pub mod systems;
 pub mod term;

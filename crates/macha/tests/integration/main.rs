@@ -14,6 +14,7 @@ mod agent_llm;
 mod cli;
 mod daemon;
 mod daemon_lab;
+mod deploy_build;
 mod fleet_lab;
 mod nix_module;
 mod protocol;

@@ -100,8 +100,9 @@ const SPAWNING_FILES: &[(&str, &str)] = &[
     ),
     ("crates/macha/src/fleet.rs", "`journalctl` for discovery (the `_HOSTNAME`s of the journal entries)"),
     (
-        "crates/macha/src/cli/deploy.rs",
-        "`nix build` of a host's system for `macha deploy --flake`, as the person running it",
+        "crates/macha/src/cli/deploy_build.rs",
+        "`nix build`/`nh os build` of a host's system, the pre-deploy checks and the lock read of \
+         `macha deploy --flake`, as the person running it",
     ),
     ("crates/macha/src/fleet/deploy.rs", "`nix path-info` of a built system, for a deployment's closure diff"),
     ("crates/macha/src/observe.rs", "a one-shot `journalctl` read for a standalone `macha check`"),
