@@ -3,6 +3,7 @@
 //! output streams read to a cap while the child is drained, and a deadline after which it is killed.
 
 use crate::outcome::{ActionOutcome, Exit, ObservedUnit};
+use crate::runner::Privilege;
 use crate::{JobEnd, Ran};
 use macha_core::UnitName;
 use macha_core::command::{Command, Tools};
@@ -21,11 +22,23 @@ pub const OUTPUT_MAX: usize = 64 * 1024;
 pub struct Local {
     systemd: Arc<SystemdLink>,
     tools: Tools,
+    /// How a deployment of this host runs its privileged steps.
+    privilege: Privilege,
 }
 
 impl Local {
     pub fn new(systemd: Arc<SystemdLink>, tools: Tools) -> Local {
-        Local { systemd, tools }
+        Local { systemd, tools, privilege: Privilege::detect() }
+    }
+
+    /// With the privilege given instead of the detected one.
+    pub fn with_privilege(mut self, privilege: Privilege) -> Local {
+        self.privilege = privilege;
+        self
+    }
+
+    pub(crate) fn privilege(&self) -> &Privilege {
+        &self.privilege
     }
 
     pub(crate) fn tools(&self) -> &Tools {
