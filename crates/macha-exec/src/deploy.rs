@@ -472,9 +472,11 @@ impl Run<'_> {
     /// this host the closure is already in the store (it was built here): only checked.
     async fn copy(&self, system: &StorePath) -> Result<(), String> {
         let Runner::Remote { remote, target } = &self.runner else {
-            return self.read(&DeployStep::Valid { path: system }).await.map(drop).map_err(|e| {
-                format!("{system} is not a valid path in this host's store (build it here first): {e}")
-            });
+            return self
+                .read(&DeployStep::Valid { path: system })
+                .await
+                .map(drop)
+                .map_err(|e| format!("{system} is not a valid path in this host's store (build it here first): {e}"));
         };
         let transport = remote.pool().nix_transport(target).await.map_err(|e| e.to_string())?;
         let cmd = nix_copy_command(self.local.tools(), &transport.uri, system).map_err(|e| e.to_string())?;
@@ -630,7 +632,9 @@ impl Run<'_> {
         }
         match self.timer().await {
             Ok(TimerView::Gone) => DisarmAck::Acknowledged,
-            Ok(TimerView::Fired) => DisarmAck::NotAcknowledged { reason: "the dead-man timer had already fired".into() },
+            Ok(TimerView::Fired) => {
+                DisarmAck::NotAcknowledged { reason: "the dead-man timer had already fired".into() }
+            }
             Ok(TimerView::Armed) => DisarmAck::NotAcknowledged { reason: "the dead-man timer is still armed".into() },
             Err(reason) => DisarmAck::NotAcknowledged { reason },
         }
@@ -790,5 +794,233 @@ impl Run<'_> {
         let timer = self.timer().await?;
         let activation = activation_view(&self.unit_state().await?);
         Ok(HostView { observed, timer, activation })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::runner::Privilege;
+    use macha_core::action::{Hosts, Origin, SwitchTarget};
+    use macha_core::approval::ApprovalState;
+    use macha_core::command::Tools;
+    use macha_core::policy::{ApprovalEvidence, Autonomy, PolicyInputs, ProtectedUnits, Ruling, decide};
+    use macha_core::{Mono, Now};
+    use std::os::unix::fs::PermissionsExt;
+
+    const OLD: &str = "/nix/store/0a1b2c3d4f5g6h7i8j9k0l1m2n3p4q5r-nixos-system-ctl-a";
+    const NEW: &str = "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-nixos-system-ctl-b";
+
+    fn path(s: &str) -> StorePath {
+        StorePath::parse(s).unwrap()
+    }
+
+    fn local(tools: Tools, privilege: Privilege) -> Local {
+        Local::new(macha_observe::systemd::SystemdLink::new(Err("not in a test".into())), tools)
+            .with_privilege(privilege)
+    }
+
+    /// An approved deployment's permit for this host.
+    fn permit() -> Permit {
+        let action = Action::NixosSwitch {
+            host: Hosts::One(HostName::local()),
+            target: Box::new(SwitchTarget { system: path(NEW), previous: path(OLD), flake: None }),
+            reason: "test".into(),
+        };
+        let inputs = PolicyInputs::new(Autonomy::AutoFull, ProtectedUnits::new::<&str>(&[]));
+        let stored = serde_json::to_value(&action).unwrap();
+        let evidence = ApprovalEvidence::from_stored_approval(5, ApprovalState::Approved, &stored).unwrap();
+        let now = Now::new(Timestamp::from_millis(1_800_000_000_000), Mono(0));
+        match decide(&action, &Origin::Person { uid: 0 }, &inputs.context().with_approval(evidence), now) {
+            Ruling::Execute(p) => p,
+            other => panic!("{:?}", other.decision()),
+        }
+    }
+
+    /// A directory of stand-in programs: each prints what the test says for the arguments it gets.
+    struct FakeHost {
+        dir: PathBuf,
+    }
+
+    impl FakeHost {
+        fn new(name: &str) -> FakeHost {
+            let dir = std::env::temp_dir().join(format!("macha-deploy-test-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            FakeHost { dir }
+        }
+        fn program(&self, name: &str, script: &str) -> String {
+            let p = self.dir.join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p.display().to_string()
+        }
+        /// A host running `system`, whose dead-man timer and activation unit show `timer` and
+        /// `activation` (`systemctl show` output).
+        fn tools(&self, system: &str, timer: &str, activation: &str) -> Tools {
+            let log = self.dir.join("calls");
+            let systemctl = format!(
+                "echo \"$*\" >> {log}\ncase \"$*\" in\n  *deadman*) printf '%s\\n' '{timer}' ;;\n  \
+                 *ExecMainStatus*) printf '%s\\n' '{activation}' ;;\n  *) : ;;\nesac",
+                log = log.display()
+            );
+            Tools::new()
+                .with("readlink", &self.program("readlink", &format!("echo {system}")))
+                .with("systemctl", &self.program("systemctl", &systemctl))
+        }
+        fn calls(&self) -> String {
+            std::fs::read_to_string(self.dir.join("calls")).unwrap_or_default()
+        }
+    }
+
+    impl Drop for FakeHost {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn this_boot() -> String {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap().trim().to_owned()
+    }
+
+    fn record(armed_secs_ago: u64) -> DeployRecord {
+        DeployRecord {
+            deploy: DeployId::parse("abc123").unwrap(),
+            host: HostName::local(),
+            approval_id: Some(5),
+            old: path(OLD),
+            new: path(NEW),
+            baseline: Baseline {
+                system: path(OLD),
+                generation: None,
+                boot_id: this_boot(),
+                failed_units: BTreeSet::new(),
+                health: Vec::new(),
+            },
+            armed_at: Timestamp::from_millis(now().millis() - i64::try_from(armed_secs_ago * 1000).unwrap()),
+            dead_man: Duration::from_secs(900),
+            run: "an-earlier-run".into(),
+            final_state: None,
+            notes: Vec::new(),
+            reconciled: None,
+        }
+    }
+
+    const ARMED: &str = "Id=macha-deploy-abc123-deadman.timer\nActiveState=active\n\n\
+                         Id=macha-deploy-abc123-deadman.service\nExecMainStartTimestampMonotonic=0";
+    const FIRED: &str = "Id=macha-deploy-abc123-deadman.timer\nActiveState=inactive\n\n\
+                         Id=macha-deploy-abc123-deadman.service\nExecMainStartTimestampMonotonic=123456";
+    const GONE_UNIT: &str = "LoadState=not-found\nActiveState=inactive\nResult=success";
+
+    #[test]
+    fn the_timer_and_the_activation_unit_read_as_views() {
+        assert_eq!(timer_view(ARMED), TimerView::Armed);
+        assert_eq!(timer_view(FIRED), TimerView::Fired);
+        assert_eq!(
+            timer_view("Id=x.timer\nActiveState=inactive\n\nId=x.service\nExecMainStartTimestampMonotonic=0"),
+            TimerView::Gone
+        );
+        assert_eq!(timer_view(""), TimerView::Gone);
+        assert_eq!(activation_view(&UnitState::Exited { code: 4 }), ActivationView::Succeeded);
+        assert_eq!(
+            activation_view(&UnitState::Exited { code: 1 }),
+            ActivationView::Failed { detail: "exit status 1".into() }
+        );
+        assert_eq!(activation_view(&UnitState::Gone { boot_id: "b".into() }), ActivationView::Gone);
+        assert_eq!(activation_view(&UnitState::Running), ActivationView::Running);
+    }
+
+    #[tokio::test]
+    async fn this_host_is_not_deployed_without_root_or_sudo() {
+        let host = FakeHost::new("unprivileged");
+        let l = local(host.tools(NEW, ARMED, GONE_UNIT), Privilege::Unprivileged { uid: 990 });
+        let out = deploy_here(&HostName::local(), &permit(), &l, &DeploySettings::default()).await;
+        assert!(!out.succeeded);
+        assert!(
+            out.detail.contains("uid 990 without sudo") && out.detail.contains("nothing was run"),
+            "{}",
+            out.detail
+        );
+        assert_eq!(host.calls(), "", "nothing ran on the host");
+    }
+
+    #[tokio::test]
+    async fn a_privileged_local_step_needs_the_permit_to_cover_it() {
+        let host = FakeHost::new("permit");
+        let l = local(host.tools(NEW, ARMED, GONE_UNIT), Privilege::Root);
+        let p = permit();
+        let runner = Runner::Local { local: &l };
+        let tools = runner.tools().await.unwrap();
+        let other = macha_core::command::deploy_command(&DeployStep::Disarm { id: "fff000" }, &tools).unwrap();
+        let err = runner.exec(other, READ_LIMIT, Some(&p)).await.unwrap_err();
+        assert!(err.contains("does not cover"), "{err}");
+        assert_eq!(host.calls(), "", "nothing ran");
+        // Its own disarm is covered and runs (as root: directly).
+        let own = macha_core::command::deploy_command(&DeployStep::Disarm { id: &p.deploy_id() }, &tools).unwrap();
+        runner.exec(own, READ_LIMIT, Some(&p)).await.unwrap();
+        assert!(host.calls().contains(&format!("stop -- macha-deploy-{}-deadman.timer", p.deploy_id())));
+    }
+
+    #[tokio::test]
+    async fn this_host_rolled_back_by_its_timer_is_reconciled_as_rolled_back() {
+        let host = FakeHost::new("fired");
+        let dir = host.dir.join("journal");
+        let l = local(host.tools(OLD, FIRED, GONE_UNIT), Privilege::Unprivileged { uid: 990 });
+        let settings = DeploySettings { journal: Some(dir.clone()), ..DeploySettings::default() };
+        let r = reconcile(record(1000), None, None, &l, &settings).await;
+        assert_eq!(r.final_state, Some(Final::RolledBack), "{}", r.how);
+        assert!(r.detail().starts_with("deployment abc123 on local: rolled back (reconciled at "), "{}", r.detail());
+        // The journal now holds the settled record.
+        let saved = journal::read(&dir, "abc123").unwrap().unwrap();
+        assert_eq!(saved.final_state, Some(Final::RolledBack));
+        assert!(saved.reconciled.is_some_and(|x| x.how.contains("dead-man timer")));
+        assert!(!host.calls().contains("stop"), "a reconciliation without a commit changes nothing");
+    }
+
+    #[tokio::test]
+    async fn a_verified_new_system_is_not_committed_without_a_permit() {
+        let host = FakeHost::new("closed");
+        let l = local(host.tools(NEW, ARMED, GONE_UNIT), Privilege::Root);
+        let r = reconcile(record(60), None, None, &l, &DeploySettings::default()).await;
+        assert_eq!(r.final_state, None);
+        assert!(r.how.contains("nothing may commit it now"), "{}", r.how);
+        assert!(!host.calls().contains("stop"), "not disarmed");
+    }
+
+    #[tokio::test]
+    async fn a_resumed_deployment_of_this_host_disarms_commits_and_says_when_the_commit_fails() {
+        let host = FakeHost::new("resume");
+        let dir = host.dir.join("journal");
+        let p = permit().resuming("abc123").unwrap();
+        // After the disarm the timer reads gone; before, armed.
+        let state = host.dir.join("disarmed");
+        let systemctl = format!(
+            "echo \"$*\" >> {log}\ncase \"$*\" in\n  stop*) touch {state} ;;\n  *deadman*) if [ -e {state} ]; then \
+             printf 'Id=x.timer\\nActiveState=inactive\\n'; else printf '%s\\n' '{ARMED}'; fi ;;\n  \
+             *ExecMainStatus*) printf '%s\\n' '{GONE_UNIT}' ;;\n  *) : ;;\nesac",
+            log = host.dir.join("calls").display(),
+            state = state.display()
+        );
+        let nix_env = host.program("nix-env", &format!("echo \"nix-env $*\" >> {}", host.dir.join("calls").display()));
+        let tools = Tools::new()
+            .with("readlink", &host.program("readlink", &format!("echo {NEW}")))
+            .with("systemctl", &host.program("systemctl", &systemctl))
+            .with("nix-env", &nix_env);
+        let l = local(tools, Privilege::Root);
+        let settings = DeploySettings { journal: Some(dir.clone()), ..DeploySettings::default() };
+        journal::write(&dir, &record(60)).unwrap();
+        let out = carry_out(Runner::Local { local: &l }, &HostName::local(), &p, &l, &settings).await;
+        let calls = host.calls();
+        assert!(calls.contains("stop -- macha-deploy-abc123-deadman.timer"), "disarmed: {calls}");
+        assert!(calls.contains(&format!("nix-env --profile /nix/var/nix/profiles/system --set {NEW}")), "{calls}");
+        // The boot entry is NEW/bin/switch-to-configuration boot, which does not exist here: the
+        // commit fails after the disarm, and the deployment stays unknown, saying so.
+        assert!(!out.succeeded);
+        assert!(out.detail.contains("unknown") && out.detail.contains("the commit failed"), "{}", out.detail);
+        let saved = journal::read(&dir, "abc123").unwrap().unwrap();
+        assert_eq!(saved.final_state, Some(Final::Unknown));
+        assert_eq!(saved.run, journal::run_id());
     }
 }

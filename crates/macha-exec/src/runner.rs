@@ -7,10 +7,10 @@
 //! was activated, since the first privileged step is a GC root). Either way the permit must cover
 //! the exact command first, as it must for `sudo` on another host.
 
+use crate::Ran;
 use crate::local::Local;
 use crate::outcome::Exit;
 use crate::remote::Remote;
-use crate::Ran;
 use macha_core::command::{Command, Tools};
 use macha_core::policy::Permit;
 use macha_ssh::{RemoteCommand, Target};
@@ -60,9 +60,9 @@ impl Privilege {
                 .arg("--")
                 .arg(cmd.program())
                 .args(cmd.argv().iter().cloned())),
-            Privilege::Unprivileged { uid } => Err(format!(
-                "Macha runs as uid {uid} without sudo, so it cannot change this host; nothing was run"
-            )),
+            Privilege::Unprivileged { uid } => {
+                Err(format!("Macha runs as uid {uid} without sudo, so it cannot change this host; nothing was run"))
+            }
         }
     }
 }
@@ -91,7 +91,12 @@ impl Runner<'_> {
 
     /// Runs `cmd` with a time limit; privileged (as root) when `privileged` names the permit that
     /// covers exactly this command. Its standard output, or why it did not succeed.
-    pub(crate) async fn exec(&self, cmd: Command, limit: Duration, privileged: Option<&Permit>) -> Result<String, String> {
+    pub(crate) async fn exec(
+        &self,
+        cmd: Command,
+        limit: Duration,
+        privileged: Option<&Permit>,
+    ) -> Result<String, String> {
         match self {
             Runner::Remote { remote, target } => {
                 let rc = RemoteCommand::new(cmd, limit);
@@ -121,7 +126,9 @@ impl Runner<'_> {
                     None => cmd,
                 };
                 match local.run(&cmd, limit).await {
-                    Ran::Exited { exit: Exit::Code(0), stdout, .. } => Ok(String::from_utf8_lossy(&stdout).into_owned()),
+                    Ran::Exited { exit: Exit::Code(0), stdout, .. } => {
+                        Ok(String::from_utf8_lossy(&stdout).into_owned())
+                    }
                     Ran::Exited { display, exit, stderr, .. } => {
                         let err = String::from_utf8_lossy(&stderr);
                         let line = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");

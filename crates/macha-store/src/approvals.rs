@@ -330,7 +330,15 @@ mod tests {
         assert!(matches!(err, StoreError::Conflict { .. }), "a pending approval is not reconciled: {err:?}");
         store.transition_approval(a.id, Pending, Approved, "alice", None, Timestamp(2_000), &note(2_000)).unwrap();
         store
-            .transition_approval(a.id, Approved, Failed, "executor", Some("d on h: unknown"), Timestamp(3_000), &note(3_000))
+            .transition_approval(
+                a.id,
+                Approved,
+                Failed,
+                "executor",
+                Some("d on h: unknown"),
+                Timestamp(3_000),
+                &note(3_000),
+            )
             .unwrap();
         // A note only: the result stays.
         let r = store.record_reconciliation(a.id, None, Timestamp(4_000), &note(4_000)).unwrap();
