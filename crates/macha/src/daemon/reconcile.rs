@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often one unsettled deployment is read again.
-pub const RETRY: Duration = Duration::from_secs(120);
+pub const RETRY: Duration = Duration::from_secs(30);
 
 /// When each unsettled deployment was last tried (its reconciliation may still be running).
 static TRIED: Mutex<BTreeMap<String, Instant>> = Mutex::new(BTreeMap::new());
