@@ -359,6 +359,12 @@ impl Engine {
         let Some(permit) = permit.resuming(record.deploy.as_str()) else {
             return Ok(unknown("its permit cannot be bound to it"));
         };
+        // Carried out by this run from now on: not reconciled a second time beside it.
+        let mut ours = record.clone();
+        ours.run = macha_exec::journal::run_id().to_owned();
+        if let Err(e) = macha_exec::journal::write(&dir, &ours) {
+            tracing::warn!(deploy = %record.deploy, "cannot record the resumed deployment: {e}");
+        }
         self.store.append_audit(
             &NewAudit::new(
                 now,

@@ -970,6 +970,9 @@ fn an_armed_deployment_cut_off_by_a_restart_is_resumed_under_the_same_deployment
     assert_eq!(resumed[0].permit.deploy_id(), deploy, "the same units and GC roots on the host");
     assert_eq!(resumed[0].ticket.approval_id, Some(id));
     assert!(e.take_resumed().is_empty(), "taken once");
+    let dir = crate::deployments::journal_dir(e.config());
+    let record = macha_exec::journal::read(&dir, &deploy).unwrap().unwrap();
+    assert_eq!(record.run, macha_exec::journal::run_id(), "carried out by this run: the tick leaves it alone");
     let trail = audit(&e, AuditKind::Approval);
     assert!(trail.iter().any(|t| t.contains(&format!("resuming deployment {deploy}"))), "{trail:?}");
 }

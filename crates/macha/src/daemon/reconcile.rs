@@ -1,7 +1,8 @@
 //! The daemon's part of settling deployments it could not finish: at start, the deployments the
 //! engine resumed (approved ones a restart cut off) are carried out; on every tick, each recorded
 //! deployment still `unknown` (or cut off and not resumed) is reconciled from its host, at most one
-//! at a time per deployment and once per [`RETRY`], and what was found is recorded by the engine
+//! at a time per deployment and once per [`RETRY`], until [`GIVE_UP`] after its timer's deadline,
+//! and what was found is recorded by the engine
 //! thread (`crate::deployments::record`).
 
 use super::Shared;
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 
 /// How often one unsettled deployment is read again.
 pub const RETRY: Duration = Duration::from_secs(30);
+/// How long after its timer's deadline an unsettled deployment is still read.
+pub const GIVE_UP: Duration = Duration::from_secs(86_400);
 
 /// When each unsettled deployment was last tried (its reconciliation may still be running).
 static TRIED: Mutex<BTreeMap<String, Instant>> = Mutex::new(BTreeMap::new());
@@ -40,6 +43,10 @@ pub(super) fn tick(shared: &Arc<Shared>, engine: &EngineHandle) {
             // A deployment of this run without a final state is still being carried out here.
             let cut_off = record.final_state.is_none() && record.run != run;
             if !(cut_off || record.final_state == Some(macha_deploy::Final::Unknown)) {
+                continue;
+            }
+            // A deployment still unknown a day after its timer's deadline is not read again.
+            if crate::now() > record.timer_due().plus(GIVE_UP) {
                 continue;
             }
             let id = record.deploy.to_string();

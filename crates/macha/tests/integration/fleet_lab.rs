@@ -914,10 +914,7 @@ fn lab_an_unknown_deployment_is_reconciled_from_the_host_once_it_answers() {
     let text = show();
     assert!(text.contains("final  rolled back") && text.contains("dead-man timer"), "{text}");
     let listed = d.json_as("macha", &["deploy", "list", "--json"]);
-    let row = listed
-        .as_array()
-        .and_then(|a| a.iter().find(|r| r["id"].to_string() == id).cloned())
-        .unwrap_or_default();
+    let row = listed.as_array().and_then(|a| a.iter().find(|r| r["id"].to_string() == id).cloned()).unwrap_or_default();
     assert_eq!(row["final_state"]["state"].as_str(), Some("rolled_back"), "{listed}");
 }
 
