@@ -748,6 +748,10 @@ impl Permit {
 /// The result of [`decide`].
 #[derive(Debug)]
 #[must_use]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a ruling is matched at once and its permit moved out; boxing it would change every caller"
+)]
 pub enum Ruling {
     Execute(Permit),
     Approval(Decision),

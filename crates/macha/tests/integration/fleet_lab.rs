@@ -904,7 +904,8 @@ fn lab_an_unknown_deployment_is_reconciled_from_the_host_once_it_answers() {
     let lockout = build_system("c1", 6, "stops-ssh");
     let (code, v) = deploy(&d, &lockout);
     assert_eq!((code, v[0]["final_state"]["state"].as_str()), (5, Some("unknown")), "{v}");
-    let id = v[0]["approval_id"].as_i64().unwrap_or_default().to_string();
+    let approval = v[0]["approval_id"].as_i64().unwrap_or_default();
+    let id = approval.to_string();
     wait_for("the host back on its old system", || lab.exec("c1", &["readlink", "-e", "/run/current-system"]) == gen1);
     wait_for("sshd back", || lab.active_state("c1", "ssh.service") == "active");
     // The daemon reads the host again on its own and settles the deployment: the old system runs,
@@ -914,7 +915,10 @@ fn lab_an_unknown_deployment_is_reconciled_from_the_host_once_it_answers() {
     let text = show();
     assert!(text.contains("final  rolled back") && text.contains("dead-man timer"), "{text}");
     let listed = d.json_as("macha", &["deploy", "list", "--json"]);
-    let row = listed.as_array().and_then(|a| a.iter().find(|r| r["id"].to_string() == id).cloned()).unwrap_or_default();
+    let row = listed
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["id"].as_i64() == Some(approval)).cloned())
+        .unwrap_or_default();
     assert_eq!(row["final_state"]["state"].as_str(), Some("rolled_back"), "{listed}");
 }
 
