@@ -598,6 +598,8 @@ pub struct Permit {
     approval_id: Option<i64>,
     issued_at: Timestamp,
     allows_start: bool,
+    /// The deployment this permit resumes instead of starting a new one ([`Permit::resuming`]).
+    resumes: Option<String>,
 }
 
 /// The identity of a permit: what a receipt names, so an outcome is recorded against the permit it
@@ -648,11 +650,35 @@ impl Permit {
     /// one — the transient units and GC roots on the host are named after it, and a stale one of
     /// an earlier deployment cannot stand for this one.
     pub fn deploy_id(&self) -> String {
+        if let Some(id) = &self.resumes {
+            return id.clone();
+        }
         let mut h = Sha256::new();
         h.update(self.digest.as_bytes());
         h.update(self.serial.to_le_bytes());
         h.update(self.issued_at.millis().to_le_bytes());
         h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// This permit, re-decided for an approved deployment that a restart of Macha cut off, bound to
+    /// that deployment's id instead of a new one: the executor then settles the deployment already
+    /// on the host (it reads, and at most disarms and commits the verified new system) and never
+    /// starts another. `None` unless the permit is a deployment's, carries an approval, and `id` is
+    /// a deployment id.
+    pub fn resuming(mut self, id: &str) -> Option<Permit> {
+        let ok = matches!(self.action, Action::NixosSwitch { .. })
+            && self.approval_id.is_some()
+            && crate::command::valid_deploy_id(id);
+        if !ok {
+            return None;
+        }
+        self.resumes = Some(id.to_owned());
+        Some(self)
+    }
+
+    /// The deployment this permit resumes ([`Permit::resuming`]), if it does.
+    pub fn resumes(&self) -> Option<&str> {
+        self.resumes.as_deref()
     }
 
     /// Whether `cmd` is one of the privileged steps of this permit's deployment, with its own
@@ -722,6 +748,10 @@ impl Permit {
 /// The result of [`decide`].
 #[derive(Debug)]
 #[must_use]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a ruling is matched at once and its permit moved out; boxing it would change every caller"
+)]
 pub enum Ruling {
     Execute(Permit),
     Approval(Decision),
@@ -849,6 +879,7 @@ fn decide_as(action: &Action, kind: ActionKind, origin: &Origin, ctx: &PolicyCon
             approval_id: approval,
             issued_at: now.wall,
             allows_start: false,
+            resumes: None,
         })
     };
     let approved = |reason: String, rule: &str| match approval {
@@ -1460,5 +1491,17 @@ mod tests {
         assert!(
             !diag.authorises(&cmd(systemctl, &["status", "--no-pager", "--full", "--lines=20", "--", "nginx.service"]))
         );
+        // A permit resuming an earlier deployment covers that deployment's steps, not its own id's.
+        assert!(r.resuming(other).is_none(), "only a deployment's permit resumes one");
+        let Ruling::Execute(bad) = decide(&switch, &RULE, &ctx, NOW) else { panic!("re-decided") };
+        assert!(bad.resuming("not-hex").is_none());
+        let Ruling::Execute(again) = decide(&switch, &RULE, &ctx, NOW) else { panic!("re-decided") };
+        let fresh = again.deploy_id();
+        let resumed = again.resuming(other).expect("an approved deployment's permit resumes");
+        assert_eq!((resumed.deploy_id().as_str(), resumed.resumes()), (other, Some(other)));
+        assert!(resumed.authorises(&step(DeployStep::Disarm { id: other })));
+        assert!(!resumed.authorises(&step(DeployStep::Disarm { id: &fresh })));
+        assert!(resumed.authorises(&step(DeployStep::Boot { id: other, system: &t.system })));
+        assert_eq!(d.resumes(), None);
     }
 }

@@ -24,7 +24,7 @@
 //!   unchanged, failed units are a subset of the baseline's, every declared health check passed
 //!   ([`verify`]). Failing checks are retried until the deadline; a wrong system or a changed boot id
 //!   is final at once. Failure rolls back; a host never reached again until the deadline is
-//!   `Unknown` (its dead-man timer rolls it back alone; [`reconcile`] settles it later).
+//!   `Unknown` (its dead-man timer rolls it back alone; [`crate::reconcile::judge`] settles it later).
 //! - Commit disarms the timer with the token and needs the host's acknowledgement, then sets the
 //!   system profile and the boot entry. A disarm that is not acknowledged is `Unknown`, never
 //!   `Succeeded`; a profile or boot entry that cannot be set rolls back.
@@ -305,7 +305,7 @@ pub enum Final {
     /// The rollback was attempted and the host does not verify on the old system.
     RollbackFailed,
     /// Macha does not know: the host was unreachable after activation, or did not acknowledge the
-    /// disarm. The host's deploy record and boot id settle it later ([`reconcile`]).
+    /// disarm. What the host shows later settles it ([`crate::reconcile::judge`]).
     Unknown,
     /// Stopped before anything changed on the host.
     Refused { reason: String },
@@ -1015,32 +1015,6 @@ fn event_name(e: &Event) -> &'static str {
         Event::BootEntrySet { .. } => "a boot entry result",
         Event::RolledBack { .. } => "a rollback result",
         Event::Tick => "a tick",
-    }
-}
-
-/// Settles a deploy Macha left `Unknown`, from the host's deploy record and what the host shows now.
-///
-/// - Committed and running the new system: `Succeeded` (it was verified before the disarm).
-/// - Running the recorded old system: `RolledBack` when it verifies against the baseline (a reboot
-///   since is allowed: the boot entry was the old system), else `RollbackFailed`.
-/// - Running the new system while the timer fired: `RollbackFailed`.
-/// - Anything else (still armed and within its time, disarmed but not committed, a third system):
-///   `Unknown`.
-pub fn reconcile(record: &HostRecord, observed: &Observed) -> Final {
-    let old = &record.baseline.system;
-    let mut baseline = record.baseline.clone();
-    // Reconciliation happens later; a reboot since is not itself a failure.
-    baseline.boot_id = observed.boot_id.clone();
-    let on_new = observed.current_system == record.new;
-    let on_old = &observed.current_system == old;
-    match record.state {
-        RecordState::Committed if on_new => Final::Succeeded,
-        RecordState::Committed | RecordState::Disarmed => Final::Unknown,
-        RecordState::Armed | RecordState::TimerFired | RecordState::TimerFailed if on_old => {
-            if verify(&baseline, observed, old).is_ok() { Final::RolledBack } else { Final::RollbackFailed }
-        }
-        RecordState::TimerFired | RecordState::TimerFailed if on_new => Final::RollbackFailed,
-        RecordState::Armed | RecordState::TimerFired | RecordState::TimerFailed => Final::Unknown,
     }
 }
 

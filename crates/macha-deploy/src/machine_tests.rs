@@ -533,32 +533,6 @@ fn verify_lists_every_problem() {
 }
 
 #[test]
-fn reconcile_settles_unknown_deploys_from_the_host_record() {
-    let record = |state| HostRecord {
-        deploy: DeployId::parse("d42").unwrap(),
-        host: HostName::parse("web1").unwrap(),
-        baseline: baseline(),
-        new: path(NEW),
-        state,
-    };
-    use RecordState::*;
-    assert_eq!(reconcile(&record(Committed), &observed(NEW)), Final::Succeeded);
-    assert_eq!(reconcile(&record(Committed), &observed(OLD)), Final::Unknown);
-    assert_eq!(reconcile(&record(Disarmed), &observed(NEW)), Final::Unknown, "live but not committed");
-    assert_eq!(reconcile(&record(TimerFired), &observed(OLD)), Final::RolledBack);
-    let mut rebooted = observed(OLD);
-    rebooted.boot_id = "b7".into();
-    assert_eq!(reconcile(&record(Armed), &rebooted), Final::RolledBack, "rebooted into the old entry");
-    let mut unhealthy = observed(OLD);
-    unhealthy.health[0].passed = false;
-    assert_eq!(reconcile(&record(TimerFired), &unhealthy), Final::RollbackFailed);
-    assert_eq!(reconcile(&record(TimerFailed), &observed(NEW)), Final::RollbackFailed);
-    assert_eq!(reconcile(&record(TimerFired), &observed(NEW)), Final::RollbackFailed);
-    assert_eq!(reconcile(&record(Armed), &observed(NEW)), Final::Unknown, "the timer has not fired yet");
-    assert_eq!(reconcile(&record(Armed), &observed(OTHER)), Final::Unknown);
-}
-
-#[test]
 fn exit_codes_are_distinct_and_zero_only_for_success() {
     let all = [
         Final::Succeeded,

@@ -12,9 +12,11 @@
 //! exhaustive, so a new kind does not compile until it says what it does.
 
 pub mod deploy;
+pub mod journal;
 pub mod local;
 pub mod outcome;
 pub mod remote;
+pub mod runner;
 
 pub use local::{Local, OUTPUT_MAX};
 pub use outcome::{ActionOutcome, Receipt, UnitVerb};
@@ -175,6 +177,9 @@ impl Executor {
     }
 
     async fn on_host(&self, host: &HostName, permit: &Permit) -> ActionOutcome {
+        if host.is_local() && matches!(permit.action(), Action::NixosSwitch { .. }) {
+            return deploy::deploy_here(host, permit, &self.local, &self.settings.deploy).await;
+        }
         if host.is_local() {
             return self.carry_out(&Via::Local(&self.local), host, permit).await;
         }
@@ -194,6 +199,18 @@ impl Executor {
         }
     }
 
+    /// Settles a recorded deployment that ended `unknown` or was cut off, from its host, with no
+    /// permit: it only reads (a new system that would verify is left to its dead-man timer, since
+    /// nothing may commit it). The record is updated in the journal.
+    pub async fn reconcile(&self, record: macha_deploy::DeployRecord) -> deploy::Reconciliation {
+        deploy::reconcile(record, None, self.remote.as_ref(), &self.local, &self.settings.deploy).await
+    }
+
+    /// Where the deployments' records are kept, if anywhere.
+    pub fn deploy_journal(&self) -> Option<&std::path::Path> {
+        self.settings.deploy.journal.as_deref()
+    }
+
     async fn carry_out(&self, via: &Via<'_>, host: &HostName, permit: &Permit) -> ActionOutcome {
         let action = permit.action();
         let on = via.on();
@@ -210,11 +227,10 @@ impl Executor {
                 ),
                 output: None,
             },
-            // Other hosts deploy before a session is opened (`on_host`); this host cannot yet.
-            Action::NixosSwitch { .. } => ActionOutcome::failed(format!(
-                "deploying{on} is not available (Macha deploys other hosts over SSH, not the host it runs on); \
-                 nothing was run"
-            )),
+            // Deployments run before a session is opened (`on_host`), on every host.
+            Action::NixosSwitch { .. } => {
+                ActionOutcome::failed(format!("deploying{on} goes through the deployment protocol; nothing was run"))
+            }
             Action::Reboot { .. } => match via {
                 Via::Local(local) => local.reboot(permit, self.settings.timeout).await,
                 Via::Remote(_) => ActionOutcome::failed(format!(

@@ -5,6 +5,7 @@
 //! units instead, started over D-Bus with the polkit allowance of the NixOS module.
 
 use crate::outcome::{ActionOutcome, Exit, ObservedUnit};
+use crate::runner::Privilege;
 use crate::{JobEnd, Ran};
 use macha_core::UnitName;
 use macha_core::command::{Command, Tools};
@@ -26,11 +27,13 @@ pub struct Local {
     /// The daemon runs as root (effective UID 0): clean-up commands run directly, not through
     /// their fixed units.
     root: bool,
+    /// How a deployment of this host runs its privileged steps.
+    privilege: Privilege,
 }
 
 impl Local {
     pub fn new(systemd: Arc<SystemdLink>, tools: Tools) -> Local {
-        Local { systemd, tools, root: nix::unistd::geteuid().is_root() }
+        Local { systemd, tools, root: nix::unistd::geteuid().is_root(), privilege: Privilege::detect() }
     }
 
     /// The same, as if the daemon ran as root (`true`) or not (`false`), whatever it runs as.
@@ -42,6 +45,16 @@ impl Local {
     /// Whether the daemon runs as root here.
     pub fn is_root(&self) -> bool {
         self.root
+    }
+
+    /// With the privilege given instead of the detected one.
+    pub fn with_privilege(mut self, privilege: Privilege) -> Local {
+        self.privilege = privilege;
+        self
+    }
+
+    pub(crate) fn privilege(&self) -> &Privilege {
+        &self.privilege
     }
 
     pub(crate) fn tools(&self) -> &Tools {

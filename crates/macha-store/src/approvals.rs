@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 /// Who `decided_by` names when an approval expired unanswered.
 pub const EXPIRY_ACTOR: &str = "expiry";
+/// Who `finished_by` names when a reconciliation settled an approval's deployment later.
+pub const RECONCILIATION_ACTOR: &str = "reconciliation";
 
 /// A request for approval, as the policy produced it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,6 +226,43 @@ impl Store {
         Ok(record)
     }
 
+    /// Records a reconciliation of a finished approval (a deployment that ended `unknown`, settled
+    /// later from its host), with `audit` linked to it, in one transaction. With `result`, that
+    /// becomes the approval's result, finished by [`RECONCILIATION_ACTOR`] at `now`; its state stays
+    /// what the execution reported (a finished approval never changes state again). Without, only
+    /// the audit record is added (still unknown, a new note). Only an approval that is `executed`
+    /// or `failed` is reconciled: [`StoreError::Conflict`] otherwise, and nothing changes.
+    pub fn record_reconciliation(
+        &mut self,
+        id: i64,
+        result: Option<&str>,
+        now: Timestamp,
+        audit: &NewAudit,
+    ) -> Result<ApprovalRecord> {
+        let tx = self.write_txn()?;
+        let current = load_existing(&tx, id)?;
+        if !matches!(current.state, ApprovalState::Executed | ApprovalState::Failed) {
+            return Err(StoreError::Conflict {
+                entity: "approval",
+                id,
+                expected: "executed or failed".to_owned(),
+                actual: current.state.to_string(),
+            });
+        }
+        if let Some(result) = result {
+            tx.prepare_cached(
+                "UPDATE approvals SET finished_by = ?1, finished_at = ?2, result = ?3 \
+                 WHERE id = ?4 AND state IN ('executed', 'failed')",
+            )?
+            .execute(params![RECONCILIATION_ACTOR, now.millis(), result, id])?;
+        }
+        let link = Link { approval_id: Some(id), ..Link::default() };
+        insert_audit(&tx, audit, &link)?;
+        let record = load_existing(&tx, id)?;
+        tx.commit()?;
+        Ok(record)
+    }
+
     /// Expires every pending approval whose `expires_at` is at or before `now`, each with its own
     /// audit record, all in one transaction. Returns the expired approvals.
     pub fn expire_approvals(&mut self, now: Timestamp) -> Result<Vec<ApprovalRecord>> {
@@ -281,6 +320,38 @@ mod tests {
 
     fn note(ts: i64) -> NewAudit {
         audit(ts, AuditKind::Approval, Severity::Notice)
+    }
+
+    #[test]
+    fn a_finished_approval_is_reconciled_with_its_audit_record() {
+        let (_dir, mut store) = temp_store();
+        let a = store.create_approval(&new_approval(1_000, 60_000), &note(1_000)).unwrap();
+        let err = store.record_reconciliation(a.id, Some("x"), Timestamp(1_500), &note(1_500)).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict { .. }), "a pending approval is not reconciled: {err:?}");
+        store.transition_approval(a.id, Pending, Approved, "alice", None, Timestamp(2_000), &note(2_000)).unwrap();
+        store
+            .transition_approval(
+                a.id,
+                Approved,
+                Failed,
+                "executor",
+                Some("d on h: unknown"),
+                Timestamp(3_000),
+                &note(3_000),
+            )
+            .unwrap();
+        // A note only: the result stays.
+        let r = store.record_reconciliation(a.id, None, Timestamp(4_000), &note(4_000)).unwrap();
+        assert_eq!((r.state, r.result.as_deref()), (Failed, Some("d on h: unknown")));
+        let r = store
+            .record_reconciliation(a.id, Some("d on h: succeeded (reconciled)"), Timestamp(5_000), &note(5_000))
+            .unwrap();
+        assert_eq!((r.state, r.result.as_deref()), (Failed, Some("d on h: succeeded (reconciled)")));
+        assert_eq!(r.finished_by.as_deref(), Some(RECONCILIATION_ACTOR));
+        assert_eq!(r.finished_at, Some(Timestamp(5_000)));
+        assert_eq!(history(&store, a.id), vec!["pending", "approved", "failed"]);
+        let q = AuditQuery { approval_id: Some(a.id), after_id: Some(0), ..Default::default() };
+        assert_eq!(store.query_audit(&q).unwrap().len(), 5, "both reconciliations are in the trail");
     }
 
     #[test]

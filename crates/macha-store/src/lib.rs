@@ -34,7 +34,7 @@ pub use agent::{
     AgentRequestRecord, CACHE_KEEP, ConversationTurn, KnowledgeRecord, NewAgentRequest, NewKnowledge, NewPrompt,
     PromptRecord,
 };
-pub use approvals::{ApprovalRecord, EXPIRY_ACTOR, NewApproval};
+pub use approvals::{ApprovalRecord, EXPIRY_ACTOR, NewApproval, RECONCILIATION_ACTOR};
 pub use audit::{AuditKind, AuditQuery, AuditRecord, NewAudit, Order, Severity};
 pub use chain::{AuditAnchor, ChainProblem, ChainReport, ExportReport, ExportSummary, PruneSummary, verify_export};
 pub use db::{BUSY_TIMEOUT, Store};

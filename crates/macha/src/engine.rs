@@ -154,6 +154,9 @@ pub struct Engine {
     /// Issues opened (or back) since the last [`Engine::take_new_issues`]: what the model may be
     /// asked about. A healthy, unchanged cycle adds none; a flapping issue is added once.
     new_issues: Vec<i64>,
+    /// Deployments a restart cut off, resumed with a re-decided permit (taken by the daemon once it
+    /// runs: [`Engine::take_resumed`]).
+    resumed: Vec<Work>,
     /// Issues whose last action was a verified remediation, not yet observed gone.
     remediated: BTreeMap<i64, (String, String)>,
     /// Remediations followed by their issue's check observing it gone, since the last
@@ -213,6 +216,7 @@ impl Engine {
             acting,
             boot_id: None,
             new_issues: Vec::new(),
+            resumed: Vec::new(),
             remediated: BTreeMap::new(),
             learnable: Vec::new(),
             reopen: ReopenRule::default(),
@@ -279,12 +283,18 @@ impl Engine {
             if Some(approval.id) == keep_approval {
                 continue;
             }
+            // A deployment cut off after its timer was armed is resumed from its host, not failed.
+            let why = match self.resume_deployment(&approval, now)? {
+                None => continue,
+                Some(unknown) => unknown,
+            };
+            let why = why.as_deref().unwrap_or(WHY);
             let audit = NewAudit::new(
                 now,
                 AuditKind::Approval,
                 AuditSeverity::Warning,
                 &approval.host,
-                format!("approval {} failed: {WHY}", approval.id),
+                format!("approval {} failed: {why}", approval.id),
             )
             .with_correlation_id(&approval.correlation_id);
             match self.store.transition_approval(
@@ -292,7 +302,7 @@ impl Engine {
                 ApprovalState::Approved,
                 ApprovalState::Failed,
                 "engine",
-                Some(WHY),
+                Some(why),
                 now,
                 &audit,
             ) {
@@ -310,6 +320,72 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// An approved deployment a restart cut off: with a record of it armed on its host, it is
+    /// resumed under a permit re-decided now and bound to the same deployment (`Ok(None)`; the
+    /// executor settles it from the host, [`Engine::take_resumed`]). Otherwise `Ok(Some(why))`:
+    /// the approval fails, with the deployment `unknown` when it had been armed (reconciled later
+    /// from the host), or as interrupted (`None` inside) when nothing shows it reached the host.
+    fn resume_deployment(
+        &mut self,
+        approval: &macha_store::ApprovalRecord,
+        now: Timestamp,
+    ) -> anyhow::Result<Option<Option<String>>> {
+        let Ok(action @ Action::NixosSwitch { .. }) = serde_json::from_value::<Action>(approval.action.clone()) else {
+            return Ok(Some(None));
+        };
+        let dir = crate::deployments::journal_dir(&self.config);
+        let Some(record) = macha_exec::journal::for_approval(&dir, approval.id).filter(|r| r.final_state.is_none())
+        else {
+            return Ok(Some(None));
+        };
+        let unknown = |why: &str| {
+            Some(Some(format!(
+                "deployment {} on {}: unknown (a restart of Macha cut it off and {why}; it is reconciled from the \
+                 host when it is reached)",
+                record.deploy, record.host
+            )))
+        };
+        let ctx = match approval.evidence() {
+            Some(evidence) => self.policy.context().with_approval(evidence),
+            None => self.policy.context(),
+        };
+        let ruling = policy::decide(&action, &origin_of(&approval.requested_by), &ctx, crate::now_at(now));
+        let Ruling::Execute(permit) = ruling else {
+            let d = ruling.decision();
+            return Ok(unknown(&format!("the policy now decides {}: {}", d.verdict.as_str(), d.reason)));
+        };
+        let Some(permit) = permit.resuming(record.deploy.as_str()) else {
+            return Ok(unknown("its permit cannot be bound to it"));
+        };
+        // Carried out by this run from now on: not reconciled a second time beside it.
+        let mut ours = record.clone();
+        ours.run = macha_exec::journal::run_id().to_owned();
+        if let Err(e) = macha_exec::journal::write(&dir, &ours) {
+            tracing::warn!(deploy = %record.deploy, "cannot record the resumed deployment: {e}");
+        }
+        self.store.append_audit(
+            &NewAudit::new(
+                now,
+                AuditKind::Approval,
+                AuditSeverity::Notice,
+                &approval.host,
+                format!(
+                    "approval {}: resuming deployment {} on {} after a restart of Macha (settled from the host)",
+                    approval.id, record.deploy, record.host
+                ),
+            )
+            .with_correlation_id(&approval.correlation_id),
+        )?;
+        let work = self.start(permit, approval.issue_id, now, &approval.correlation_id)?;
+        self.resumed.push(work);
+        Ok(None)
+    }
+
+    /// The deployments resumed at start, to be carried out now (once).
+    pub fn take_resumed(&mut self) -> Vec<Work> {
+        std::mem::take(&mut self.resumed)
     }
 
     pub fn store(&self) -> &Store {

@@ -913,3 +913,126 @@ fn a_queued_reboot_that_never_happens_fails_after_the_grace() {
     assert_eq!(approval(&e, id).state, ApprovalState::Failed);
     assert!(audit(&e, AuditKind::Outcome).iter().any(|o| o.contains("did not go down within 15 min")));
 }
+
+/// A deployment of this host, proposed by a person and approved; its record armed on the host (as
+/// the executor writes it) unless `armed` is false. The approval's id and the record's id.
+fn approved_deployment(db: &Db, cfg: &Config, armed: bool) -> (i64, String) {
+    let p =
+        |n: &str| macha_core::StorePath::parse(&format!("/nix/store/swm3r5144vp5rp8mdlh26if2j7sgjqhq-{n}")).unwrap();
+    let action = Action::NixosSwitch {
+        host: Hosts::One(HostName::local()),
+        target: Box::new(macha_core::action::SwitchTarget { system: p("new"), previous: p("old"), flake: None }),
+        reason: "deploy this host".into(),
+    };
+    let mut e = db.engine(cfg.clone(), at(0));
+    let (result, _) = e.propose(action, Origin::Person { uid: 0 }, None, at(0), "d1").unwrap();
+    let id = result.approval_id.expect("a deployment always goes to approval");
+    let (_, work) = e.approve(id, "alice", None, at(10)).unwrap();
+    let deploy = work.expect("approved").permit.deploy_id();
+    if armed {
+        let record = macha_deploy::DeployRecord {
+            deploy: macha_deploy::DeployId::parse(&deploy).unwrap(),
+            host: HostName::local(),
+            approval_id: Some(id),
+            old: p("old"),
+            new: p("new"),
+            baseline: macha_deploy::Baseline {
+                system: p("old"),
+                generation: None,
+                boot_id: "b1".into(),
+                failed_units: Default::default(),
+                health: Vec::new(),
+            },
+            armed_at: at(20),
+            dead_man: Duration::from_secs(900),
+            run: "the-run-that-died".into(),
+            final_state: None,
+            notes: Vec::new(),
+            reconciled: None,
+        };
+        macha_exec::journal::write(&crate::deployments::journal_dir(cfg), &record).unwrap();
+    }
+    (id, deploy)
+}
+
+#[test]
+fn an_armed_deployment_cut_off_by_a_restart_is_resumed_under_the_same_deployment() {
+    let db = Db::new();
+    let mut cfg = config(Autonomy::Suggest);
+    cfg.state_dir = db.dir.path().to_path_buf();
+    let (id, deploy) = approved_deployment(&db, &cfg, true);
+    // The daemon restarts (the activation restarted it).
+    let mut e = db.engine(cfg, at(60));
+    assert_eq!(approval(&e, id).state, ApprovalState::Approved, "not failed as interrupted");
+    let resumed = e.take_resumed();
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(resumed[0].permit.resumes(), Some(deploy.as_str()));
+    assert_eq!(resumed[0].permit.deploy_id(), deploy, "the same units and GC roots on the host");
+    assert_eq!(resumed[0].ticket.approval_id, Some(id));
+    assert!(e.take_resumed().is_empty(), "taken once");
+    let dir = crate::deployments::journal_dir(e.config());
+    let record = macha_exec::journal::read(&dir, &deploy).unwrap().unwrap();
+    assert_eq!(record.run, macha_exec::journal::run_id(), "carried out by this run: the tick leaves it alone");
+    let trail = audit(&e, AuditKind::Approval);
+    assert!(trail.iter().any(|t| t.contains(&format!("resuming deployment {deploy}"))), "{trail:?}");
+}
+
+#[test]
+fn a_deployment_cut_off_before_it_was_armed_fails_as_interrupted() {
+    let db = Db::new();
+    let mut cfg = config(Autonomy::Suggest);
+    cfg.state_dir = db.dir.path().to_path_buf();
+    let (id, _) = approved_deployment(&db, &cfg, false);
+    let mut e = db.engine(cfg, at(60));
+    assert_eq!(approval(&e, id).state, ApprovalState::Failed);
+    assert!(e.take_resumed().is_empty());
+    assert!(approval(&e, id).result.unwrap().contains("interrupted by a restart"));
+}
+
+#[test]
+fn a_reconciliation_is_recorded_on_the_deployments_approval_and_its_trail() {
+    let db = Db::new();
+    let mut cfg = config(Autonomy::Suggest);
+    cfg.state_dir = db.dir.path().to_path_buf();
+    let (id, deploy) = approved_deployment(&db, &cfg, true);
+    let mut e = db.engine(cfg.clone(), at(60));
+    // The resumed deployment ends unknown (say the host could not be read).
+    let work = e.take_resumed().remove(0);
+    let detail = format!("deployment {deploy} on local: unknown (reconciled at … from the host: not readable)");
+    let receipt = macha_exec::Receipt::not_run(work.permit.id(), detail.clone());
+    e.finish_action(work.ticket, &receipt, at(70)).unwrap();
+    assert_eq!(approval(&e, id).result.as_deref(), Some(detail.as_str()));
+    let mut record = macha_exec::journal::read(&crate::deployments::journal_dir(&cfg), &deploy).unwrap().unwrap();
+    record.final_state = Some(macha_deploy::Final::Unknown);
+    // Later the host is read again: still unknown, a new note; then rolled back by its timer.
+    let still = macha_exec::deploy::Reconciliation {
+        record: record.clone(),
+        final_state: None,
+        how: "the host runs the old system, and its timer is still armed".into(),
+        at: at(100),
+    };
+    crate::deployments::record(&mut e, &still, true, at(100)).unwrap();
+    crate::deployments::record(&mut e, &still, false, at(200)).unwrap();
+    assert_eq!(approval(&e, id).result.as_deref(), Some(detail.as_str()), "a note changes no result");
+    let settled = macha_exec::deploy::Reconciliation {
+        record,
+        final_state: Some(macha_deploy::Final::RolledBack),
+        how: "rolled back by the host's dead-man timer, which verifies".into(),
+        at: at(1000),
+    };
+    crate::deployments::record(&mut e, &settled, true, at(1000)).unwrap();
+    let a = approval(&e, id);
+    assert!(
+        a.result.as_deref().unwrap().starts_with(&format!("deployment {deploy} on local: rolled back (reconciled at "))
+    );
+    assert_eq!(a.finished_by.as_deref(), Some(macha_store::RECONCILIATION_ACTOR));
+    let trail: Vec<String> = e
+        .store()
+        .query_audit(&AuditQuery { approval_id: Some(id), ..AuditQuery::default() })
+        .unwrap()
+        .into_iter()
+        .map(|r| r.summary)
+        .collect();
+    assert_eq!(trail.iter().filter(|t| t.contains("still unknown")).count(), 1, "an unchanged note is not repeated");
+    assert!(trail.iter().any(|t| t.contains("reconciled at") && t.contains("rolled back")), "{trail:?}");
+}

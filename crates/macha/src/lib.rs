@@ -11,6 +11,7 @@ pub mod beneath;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod deployments;
 pub mod engine;
 pub mod fleet;
 pub mod logging;

@@ -384,6 +384,18 @@ fn approve_and_wait(
     Ok(results)
 }
 
+/// How a deployment's final state was reached: by the deployment itself, or by a reconciliation
+/// from the host later (its result then says `reconciled at …`).
+fn how_reached(result: &str) -> String {
+    match result.split_once("(reconciled at ") {
+        Some((_, rest)) => {
+            let at = rest.split(" from the host").next().unwrap_or_default();
+            format!("reconciled at {at} from the host, after the deployment was left unknown (see the trail)")
+        }
+        None => "by the deployment itself".to_owned(),
+    }
+}
+
 /// The final state the executor reported (`deployment ID on HOST: FINAL …`).
 fn final_of(detail: &str, state: ApprovalState) -> Final {
     let after = detail.split_once(": ").map(|(_, r)| r).unwrap_or_default();
@@ -489,6 +501,7 @@ fn show(opts: &ClientOpts, id: i64) -> CmdResult {
     println!("  state  {}", row.state.as_str());
     if let Some(f) = &row.final_state {
         println!("  final  {f}");
+        println!("  how    {}", how_reached(row.result.as_deref().unwrap_or_default()));
     }
     if let Some(r) = &row.result {
         println!("  result {r}");
@@ -502,4 +515,23 @@ reason: {}",
         println!("  {}  {}", a.ts, a.summary);
     }
     Ok(row.final_state.as_ref().map_or(0, Final::exit_code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reconciled_result_reads_as_its_final_state_and_says_how() {
+        let result = "deployment abc123 on web1: rolled back (reconciled at 2026-12-05T18:00:00Z from the host: \
+                      rolled back by the host's dead-man timer, which verifies)";
+        assert_eq!(final_of(result, ApprovalState::Failed), Final::RolledBack);
+        let how = how_reached(result);
+        assert!(how.starts_with("reconciled at 2026-12-05T18:00:00Z from the host"), "{how}");
+        let plain = "deployment abc123 on web1: succeeded (preflight 5 ms)";
+        assert_eq!(final_of(plain, ApprovalState::Executed), Final::Succeeded);
+        assert_eq!(how_reached(plain), "by the deployment itself");
+        let resumed = "deployment abc123 on local: unknown (a restart of Macha cut it off and …)";
+        assert_eq!(final_of(resumed, ApprovalState::Failed), Final::Unknown);
+    }
 }

@@ -11,6 +11,7 @@
 
 pub mod engine_thread;
 pub mod lock;
+mod reconcile;
 mod requests;
 pub mod server;
 pub mod units;
@@ -308,6 +309,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 },
                 min_free_bytes: config.deploy.min_free_mib.saturating_mul(1024 * 1024),
                 health: config.hosts.iter().map(|h| (h.name.clone(), h.health.clone())).collect(),
+                journal: Some(crate::deployments::journal_dir(&config)),
             },
         },
     )
@@ -375,6 +377,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         redactor,
     });
 
+    reconcile::start(&shared, &engine);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("watching")]);
     tracing::info!(autonomy = %config.autonomy, socket = %config.socket.display(), "macha daemon ready");
 
@@ -409,6 +412,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Turn::Tick => {
                 let s = Arc::clone(&shared);
                 engine.post("fleet tick", move |e| s.fleet.tick(e, &s.fleet_tx, &s.tracker));
+                reconcile::tick(&shared, &engine);
                 start_cycle(&shared, &engine, None);
             }
             Turn::Unit(signal) => on_unit(&shared, &engine, signal),

@@ -1,5 +1,5 @@
 //! `macha deploy`, the daemon's part before a person approves: what each host runs now (read
-//! there, over the pool), the closure diff between that and the built system (Nix's own grouping,
+//! there, over the pool; this host's own, `local` or its name, read here), the closure diff between that and the built system (Nix's own grouping,
 //! from both closures' path-infos: the old one read on the host, the new one on the controller),
 //! and an approval bound to exactly (host, running system, new system) — a `nixos_switch` a person
 //! proposed, which the policy always sends to approval. Nothing changes on any host here; the
@@ -64,13 +64,23 @@ impl Fleet {
             let _ = reply.send(Response::err(ErrorCode::BadRequest, "name 1 to 64 hosts to deploy"));
             return;
         }
-        let Ok(pool) = self.pool.as_ref().map(Arc::clone) else {
-            let _ = reply.send(Response::err(ErrorCode::Unavailable, "SSH is not available on this host"));
-            return;
-        };
-        // Each host's target, or why it cannot be deployed (looked up now, on the loop).
-        let mut targets: Vec<(HostName, Result<Target, String>)> = Vec::new();
+        let this_host = this_host_name();
+        let pool = self.pool.as_ref().map(Arc::clone).map_err(|_| "SSH is not available on this host".to_owned());
+        // Each host's target, or why it cannot be deployed (looked up now, on the loop). This host
+        // (`local`, or its own name) is deployed here, without SSH.
+        let mut targets: Vec<(HostName, Result<Side, String>)> = Vec::new();
         for raw in &request.hosts {
+            if is_this_host(raw, this_host.as_deref()) {
+                targets.push((HostName::local(), Ok(Side::Here)));
+                continue;
+            }
+            let pool = match &pool {
+                Ok(p) => Arc::clone(p),
+                Err(e) => {
+                    let _ = reply.send(Response::err(ErrorCode::Unavailable, e.clone()));
+                    return;
+                }
+            };
             match self.lookup(engine, raw) {
                 Ok(h) => {
                     let name = HostName::parse(&h.record.name).unwrap_or_else(|_| HostName::local());
@@ -83,7 +93,7 @@ impl Fleet {
                     } else {
                         target_of(&h, &self.settings.user)
                     };
-                    targets.push((name, t));
+                    targets.push((name, t.map(|t| Side::Remote(pool, t))));
                 }
                 Err(e) => {
                     let _ = reply.send(Response::err(ErrorCode::NotFound, format!("{e:#}")));
@@ -100,10 +110,16 @@ impl Fleet {
                 let result = match (&new_closure, target) {
                     (Err(e), _) => Err(e.clone()),
                     (_, Err(e)) => Err(e),
-                    (Ok(new), Ok(target)) => host_side(&pool, &target).await.map(|(old, old_closure)| {
-                        let diff = diff_closures(&old_closure, new);
-                        (old, diff)
-                    }),
+                    (Ok(new), Ok(side)) => {
+                        let read = match &side {
+                            Side::Remote(pool, target) => host_side(pool, target).await,
+                            Side::Here => here_side(nix.as_ref()).await,
+                        };
+                        read.map(|(old, old_closure)| {
+                            let diff = diff_closures(&old_closure, new);
+                            (old, diff)
+                        })
+                    }
                 };
                 hosts.push((name, result));
             }
@@ -181,6 +197,36 @@ fn deploy_reason(who: &str, diff: &ClosureDiff, previous: &StorePath, system: &S
     reason.chars().take(1000).collect()
 }
 
+/// Where a host's side of a preparation is read.
+enum Side {
+    Remote(Arc<SshPool>, Target),
+    /// This host: `/run/current-system` and its closure, read here.
+    Here,
+}
+
+/// This host's own name (`/proc/sys/kernel/hostname`), if it can be read.
+fn this_host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_lowercase()).filter(|s| !s.is_empty())
+}
+
+/// Whether a name given to `macha deploy` means this host: `local`, or its own name (short or
+/// full).
+fn is_this_host(raw: &str, this_host: Option<&str>) -> bool {
+    let raw = raw.trim().to_lowercase();
+    raw == HostName::LOCAL || this_host.is_some_and(|h| h == raw || h.split('.').next() == Some(raw.as_str()))
+}
+
+/// What this host runs, and that system's closure (read here, with this host's `nix`).
+async fn here_side(nix: Option<&PathBuf>) -> Result<(StorePath, Vec<(StorePath, u64)>), String> {
+    let current = tokio::fs::canonicalize("/run/current-system")
+        .await
+        .map_err(|e| format!("this host: /run/current-system: {e}"))?;
+    let previous = StorePath::parse(&current.display().to_string())
+        .map_err(|e| format!("this host: /run/current-system is not a system: {e}"))?;
+    let closure = local_closure(nix, &previous).await?;
+    Ok((previous, closure))
+}
+
 /// What the host runs, and that system's closure (read-only, over the pool).
 async fn host_side(pool: &SshPool, target: &Target) -> Result<(StorePath, Vec<(StorePath, u64)>), String> {
     let tools = pool.tools(target).await.map_err(|e| e.to_string())?;
@@ -245,4 +291,20 @@ async fn local_closure(nix: Option<&PathBuf>, system: &StorePath) -> Result<Vec<
         return Err(format!("the closure of {system} is larger than {PATH_INFO_MAX} bytes of path-info"));
     }
     parse_path_infos(&String::from_utf8_lossy(&out.stdout)).map_err(|e| format!("the closure of {system}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_this_host;
+
+    #[test]
+    fn local_and_this_hosts_own_name_mean_this_host() {
+        assert!(is_this_host("local", None));
+        assert!(is_this_host("LOCAL", Some("ctl.example.org")));
+        assert!(is_this_host("ctl", Some("ctl.example.org")));
+        assert!(is_this_host("ctl.example.org", Some("ctl.example.org")));
+        assert!(!is_this_host("web1", Some("ctl.example.org")));
+        assert!(!is_this_host("ctl", None));
+        assert!(!is_this_host("example", Some("ctl.example.org")));
+    }
 }

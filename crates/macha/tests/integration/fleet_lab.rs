@@ -895,6 +895,35 @@ fn lab_a_configuration_that_locks_macha_out_is_rolled_back_by_the_host_alone() {
 
 #[test]
 #[ignore = "lab: needs MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 3"]
+fn lab_an_unknown_deployment_is_reconciled_from_the_host_once_it_answers() {
+    let _g = serial();
+    let lab = containers();
+    let gen1 = build_system("c1", 1, "good");
+    install_by_hand(&lab, "c1", &gen1);
+    let d = deploy_daemon(&lab);
+    let lockout = build_system("c1", 6, "stops-ssh");
+    let (code, v) = deploy(&d, &lockout);
+    assert_eq!((code, v[0]["final_state"]["state"].as_str()), (5, Some("unknown")), "{v}");
+    let approval = v[0]["approval_id"].as_i64().unwrap_or_default();
+    let id = approval.to_string();
+    wait_for("the host back on its old system", || lab.exec("c1", &["readlink", "-e", "/run/current-system"]) == gen1);
+    wait_for("sshd back", || lab.active_state("c1", "ssh.service") == "active");
+    // The daemon reads the host again on its own and settles the deployment: the old system runs,
+    // the timer ran its course, the rollback verifies.
+    let show = || String::from_utf8_lossy(&d.cli_as("macha", &["deploy", "show", &id]).stdout).into_owned();
+    wait_for("the deployment reconciled", || show().contains("reconciled at"));
+    let text = show();
+    assert!(text.contains("final  rolled back") && text.contains("dead-man timer"), "{text}");
+    let listed = d.json_as("macha", &["deploy", "list", "--json"]);
+    let row = listed
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["id"].as_i64() == Some(approval)).cloned())
+        .unwrap_or_default();
+    assert_eq!(row["final_state"]["state"].as_str(), Some("rolled_back"), "{listed}");
+}
+
+#[test]
+#[ignore = "lab: needs MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 3"]
 fn lab_a_deployment_that_breaks_a_declared_health_check_is_rolled_back() {
     let _g = serial();
     let lab = containers();
