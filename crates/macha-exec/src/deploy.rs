@@ -188,7 +188,7 @@ async fn carry_out(
                 Step::Activate { .. } => record = run.record_armed(&machine, armed_at),
                 _ => {}
             }
-            let event = run.step(step).await;
+            let event = Box::pin(run.step(step)).await;
             queue.extend(machine.handle(now(), event));
         }
         if machine.final_state().is_some() {

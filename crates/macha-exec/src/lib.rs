@@ -178,7 +178,8 @@ impl Executor {
 
     async fn on_host(&self, host: &HostName, permit: &Permit) -> ActionOutcome {
         if host.is_local() && matches!(permit.action(), Action::NixosSwitch { .. }) {
-            return deploy::deploy_here(host, permit, &self.local, &self.settings.deploy).await;
+            // Boxed: a deployment's future is large, and polled inline it would be on the worker's stack.
+            return Box::pin(deploy::deploy_here(host, permit, &self.local, &self.settings.deploy)).await;
         }
         if host.is_local() {
             return self.carry_out(&Via::Local(&self.local), host, permit).await;
@@ -186,7 +187,7 @@ impl Executor {
         if matches!(permit.action(), Action::NixosSwitch { .. })
             && let Some(remote) = &self.remote
         {
-            return remote.deploy(host, permit, &self.local, &self.settings.deploy).await;
+            return Box::pin(remote.deploy(host, permit, &self.local, &self.settings.deploy)).await;
         }
         let Some(remote) = &self.remote else {
             return ActionOutcome::failed(format!(

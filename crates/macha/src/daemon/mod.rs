@@ -95,6 +95,9 @@ pub fn run_blocking(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .max_blocking_threads(4)
         .thread_name("macha-worker")
+        // A deployment's steps nest deep async calls (protocol, runner, SSH pool); in a debug
+        // build their frames outgrew tokio's 2 MiB default. Untouched stack pages cost nothing.
+        .thread_stack_size(8 * 1024 * 1024)
         .build()
         .context("starting the runtime")?;
     runtime.block_on(run(config))
