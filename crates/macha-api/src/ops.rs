@@ -6,8 +6,8 @@
 
 use crate::reply::{
     ApprovalDetail, ApprovalView, ApproveResult, AuditEntry, AuditKind, ChatAnswer, CheckReport, DeployPlan,
-    HostChange, HostDetail, HostView, IssueDetail, IssueView, KeyScan, PromptLog, PruneResult, RejectResult, Severity,
-    StatusInfo, TrustResult,
+    DeployProgressView, HostChange, HostDetail, HostView, IssueDetail, IssueView, KeyScan, PromptLog, PruneResult,
+    RejectResult, Severity, StatusInfo, TrustResult,
 };
 use crate::request::Request;
 use macha_core::Timestamp;
@@ -223,6 +223,12 @@ pub struct PrepareDeploy {
     pub diff_only: bool,
 }
 call!(PrepareDeploy, Vec<DeployPlan>);
+
+/// The deployments this daemon runs now, each with its phase and step (`macha deploy --wait`
+/// shows them live). Viewers may read it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeployProgress;
+call!(DeployProgress, unit, Vec<DeployProgressView>);
 
 /// The host registry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -418,6 +418,23 @@ pub struct DeployPlan {
     pub refused: Option<String>,
 }
 
+/// One deployment under way (`deploy_progress`): where it is now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployProgressView {
+    /// The deployment id (the transient units on the host are named after it).
+    pub deploy: String,
+    pub host: String,
+    /// The protocol's phase: `preflight`, `copy`, `pin`, `arm`, `activate`, `verify`, `commit`,
+    /// `rollback`, …
+    pub phase: String,
+    /// The step being run, in words.
+    pub step: String,
+    pub started: Timestamp,
+    pub step_started: Timestamp,
+    /// The phases done so far and their times in milliseconds.
+    pub done: Vec<(String, u64)>,
+}
+
 /// The outcome of the last contact with a host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContactStatus {

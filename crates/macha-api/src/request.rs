@@ -49,6 +49,8 @@ pub enum Request {
     PruneAudit(ops::PruneAudit),
     /// Prepares a NixOS deployment: preflight, closure diff, approvals (`macha deploy`).
     PrepareDeploy(ops::PrepareDeploy),
+    /// The deployments under way and where each is (`macha deploy --wait`).
+    DeployProgress,
 }
 
 /// The access tiers, lowest first.
@@ -90,6 +92,7 @@ impl Request {
             | Request::QueryAudit(_)
             | Request::ListHosts
             | Request::ShowHost(_)
+            | Request::DeployProgress
             | Request::Ask(_)
             | Request::Chat(_) => Tier::Viewer,
             Request::ResolveIssue(_)
@@ -144,6 +147,7 @@ impl Request {
             Request::ForgetHost(_) => "forget_host",
             Request::PruneAudit(_) => "prune_audit",
             Request::PrepareDeploy(_) => "prepare_deploy",
+            Request::DeployProgress => "deploy_progress",
         }
     }
 }

@@ -56,6 +56,70 @@ const CHANGE_LIMIT: Duration = Duration::from_secs(600);
 /// A deployment of this host runs now (one at a time).
 static LOCAL_DEPLOYING: AtomicBool = AtomicBool::new(false);
 
+/// Where one deployment under way is now (`macha deploy --wait` shows it live).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub deploy: String,
+    pub host: HostName,
+    /// The machine's phase (`preflight`, `copy`, …).
+    pub phase: String,
+    /// The step being run in it, in words.
+    pub step: String,
+    /// When the deployment and the current step started (wall clock, ms).
+    pub started: Timestamp,
+    pub step_started: Timestamp,
+    /// The phases done so far, with their times.
+    pub done: Vec<(String, Duration)>,
+}
+
+/// Every deployment this process runs, by id: one registry for the process (as the per-host
+/// locks are), written only by the deployment's own loop.
+static PROGRESS: std::sync::Mutex<BTreeMap<String, Progress>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// The deployments under way now, oldest first.
+pub fn in_progress() -> Vec<Progress> {
+    let all = PROGRESS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut list: Vec<Progress> = all.values().cloned().collect();
+    list.sort_by_key(|p| (p.started, p.host.clone()));
+    list
+}
+
+/// Removes a deployment from [`PROGRESS`] when its loop ends, however it ends.
+struct ProgressGuard(String);
+
+impl ProgressGuard {
+    fn start(id: &str, host: &HostName) -> ProgressGuard {
+        let at = now();
+        let entry = Progress {
+            deploy: id.to_owned(),
+            host: host.clone(),
+            phase: "start".to_owned(),
+            step: "start".to_owned(),
+            started: at,
+            step_started: at,
+            done: Vec::new(),
+        };
+        PROGRESS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.to_owned(), entry);
+        ProgressGuard(id.to_owned())
+    }
+
+    fn step(&self, phase: &str, step: &str, done: Vec<(String, Duration)>) {
+        let mut all = PROGRESS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = all.get_mut(&self.0) {
+            p.phase = phase.to_owned();
+            p.step = step.to_owned();
+            p.step_started = now();
+            p.done = done;
+        }
+    }
+}
+
+impl Drop for ProgressGuard {
+    fn drop(&mut self) {
+        PROGRESS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.0);
+    }
+}
+
 /// Clears [`LOCAL_DEPLOYING`] when the local deployment ends.
 struct LocalGuard;
 impl Drop for LocalGuard {
@@ -178,10 +242,12 @@ async fn carry_out(
     };
     let mut record: Option<DeployRecord> = None;
     let mut armed_at = now();
+    let progress = ProgressGuard::start(&id, host);
     let mut queue: VecDeque<Step> = machine.start(now()).into();
     loop {
         while let Some(step) = queue.pop_front() {
             tracing::info!(deploy = %id, host = %host, phase = machine.phase().as_str(), "{}", step_name(&step));
+            progress.step(machine.phase().as_str(), step_name(&step), machine.summary_row().phases.clone());
             match &step {
                 Step::Arm { .. } => armed_at = now(),
                 // Recorded before the activation: a restart from here on is resumed from the host.

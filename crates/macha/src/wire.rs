@@ -369,3 +369,22 @@ mod tests {
         assert_eq!(host_detail(view, &h, &[]).profile, None);
     }
 }
+
+/// The deployments under way, as the wire shows them.
+pub fn deploy_progress(list: &[macha_exec::deploy::Progress]) -> Vec<crate::api::reply::DeployProgressView> {
+    list.iter()
+        .map(|p| crate::api::reply::DeployProgressView {
+            deploy: p.deploy.clone(),
+            host: p.host.to_string(),
+            phase: p.phase.clone(),
+            step: p.step.clone(),
+            started: p.started,
+            step_started: p.step_started,
+            done: p
+                .done
+                .iter()
+                .map(|(name, d)| (name.clone(), u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+                .collect(),
+        })
+        .collect()
+}

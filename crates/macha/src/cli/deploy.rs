@@ -305,6 +305,7 @@ fn approve_and_wait(
     let mut finals: BTreeMap<HostName, Final> = BTreeMap::new();
     let mut running: BTreeMap<HostName, i64> = BTreeMap::new();
     let deadline = Instant::now() + args.wait;
+    let mut shown: BTreeMap<HostName, String> = BTreeMap::new();
     loop {
         for host in scheduler.next(&finals) {
             let Some(&id) = ready.get(&host) else { continue };
@@ -323,6 +324,24 @@ fn approve_and_wait(
                     exit_code: 3,
                     detail: why,
                 });
+            }
+        }
+        // Live progress: each host's phase and step as they change (stderr; `--json` stays the
+        // final states only). A daemon that cannot say is not an error: the final state will.
+        if !running.is_empty()
+            && let Ok(now) = client.call(ops::DeployProgress)
+        {
+            for p in now {
+                let Ok(host) = HostName::parse(&p.host) else { continue };
+                if !running.contains_key(&host) {
+                    continue;
+                }
+                let line = if p.step == p.phase { p.phase.clone() } else { format!("{} ({})", p.phase, p.step) };
+                if shown.get(&host) != Some(&line) {
+                    let into = p.step_started.0.saturating_sub(p.started.0);
+                    eprintln!("{host}: {line}, {:.1} s in", into as f64 / 1000.0);
+                    shown.insert(host, line);
+                }
             }
         }
         let mut done = Vec::new();

@@ -83,6 +83,9 @@ pub(super) fn answer(engine: &mut Engine, shared: &Shared, request: Request, pee
             let summary = engine.store_mut().prune_audit(upto_id, &hash, &who, now)?;
             Ok(Response::reply::<ops::PruneAudit>(&wire::prune_result(&summary)))
         }
+        Request::DeployProgress => {
+            Ok(Response::reply::<ops::DeployProgress>(&wire::deploy_progress(&macha_exec::deploy::in_progress())))
+        }
         Request::ListPrompts(r) => Ok(Response::reply::<ops::ListPrompts>(&crate::agent::list_prompts(engine, &r)?)),
         Request::ListHosts
         | Request::HostReports(_)

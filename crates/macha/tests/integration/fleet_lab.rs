@@ -1050,15 +1050,24 @@ fn lab_two_deployments_of_one_host_at_once_the_second_is_refused() {
     let d = deploy_daemon(&lab);
     let (slow, other) = (build_system("c1", 10, "slow"), build_system("c1", 11, "good"));
     std::thread::scope(|s| {
-        let first = s.spawn(|| deploy(&d, &slow));
+        let first = s.spawn(|| {
+            let out = d.cli_as("macha", &["deploy", "c1", "--system", &slow, "--approve", "--json", "--wait", "3m"]);
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            (out.status.code().unwrap_or(-1), v, String::from_utf8_lossy(&out.stderr).into_owned())
+        });
         // The second starts while the first activates (the slow system takes 15 s to).
         wait_for("the first activating", || {
             !lab.exec("c1", &["systemctl", "list-units", "--no-legend", "--plain", "macha-deploy-*"]).is_empty()
         });
         let (code, v) = deploy(&d, &other);
         assert_eq!((code, v[0]["final_state"]["state"].as_str()), (3, Some("refused")), "{v}");
-        let (code, v) = first.join().unwrap_or_else(|_| panic!("the first deployment's thread"));
+        let (code, v, progress) = first.join().unwrap_or_else(|_| panic!("the first deployment's thread"));
         assert_eq!((code, v[0]["final_state"]["state"].as_str()), (0, Some("succeeded")), "{v}");
+        // The slow activation was shown live, phase by phase, while it ran (polled every 500 ms:
+        // the quick phases between may pass unseen).
+        assert!(progress.contains("c1: activate, "), "no activation in the live progress:\n{progress}");
+        let phases = progress.lines().filter(|l| l.ends_with(" s in")).count();
+        assert!(phases >= 2, "{phases} phases shown live:\n{progress}");
     });
     assert_eq!(lab.exec("c1", &["readlink", "-e", "/run/current-system"]), slow);
 }
