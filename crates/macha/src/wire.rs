@@ -304,6 +304,25 @@ pub fn prune_result(s: &macha_store::PruneSummary) -> macha_api::reply::PruneRes
     }
 }
 
+/// The deployments under way, as the wire shows them.
+pub fn deploy_progress(list: &[macha_exec::deploy::Progress]) -> Vec<crate::api::reply::DeployProgressView> {
+    list.iter()
+        .map(|p| crate::api::reply::DeployProgressView {
+            deploy: p.deploy.clone(),
+            host: p.host.to_string(),
+            phase: p.phase.clone(),
+            step: p.step.clone(),
+            started: p.started,
+            step_started: p.step_started,
+            done: p
+                .done
+                .iter()
+                .map(|(name, d)| (name.clone(), u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+                .collect(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -368,23 +387,4 @@ mod tests {
         assert!(!view.contacted && !view.actions);
         assert_eq!(host_detail(view, &h, &[]).profile, None);
     }
-}
-
-/// The deployments under way, as the wire shows them.
-pub fn deploy_progress(list: &[macha_exec::deploy::Progress]) -> Vec<crate::api::reply::DeployProgressView> {
-    list.iter()
-        .map(|p| crate::api::reply::DeployProgressView {
-            deploy: p.deploy.clone(),
-            host: p.host.to_string(),
-            phase: p.phase.clone(),
-            step: p.step.clone(),
-            started: p.started,
-            step_started: p.step_started,
-            done: p
-                .done
-                .iter()
-                .map(|(name, d)| (name.clone(), u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
-                .collect(),
-        })
-        .collect()
 }
