@@ -204,6 +204,11 @@ pub fn similarity(a: &str, b: &str) -> f64 {
     a.intersection(&b).count() as f64 / union as f64
 }
 
+/// Whether `new` says what `existing` (or one of its paragraphs, as merged learnings are) says.
+pub fn near_identical(existing: &str, new: &str) -> bool {
+    similarity(existing, new) >= NEAR_IDENTICAL || existing.split("\n\n").any(|p| similarity(p, new) >= NEAR_IDENTICAL)
+}
+
 /// Two independent sources agreeing: `1 - (1-a)(1-b)`, capped at [`LEARNED_MAX`].
 pub fn merge_confidence(a: f64, b: f64) -> f64 {
     (1.0 - (1.0 - a.clamp(0.0, 1.0)) * (1.0 - b.clamp(0.0, 1.0))).min(LEARNED_MAX)
@@ -224,7 +229,7 @@ pub enum LearningPlan {
 pub fn plan_learning(learning: &Draft, issue_id: i64, source: Option<String>, known: &[KbEntry]) -> LearningPlan {
     let same = known.iter().find(|e| {
         e.fields.topic.eq_ignore_ascii_case(&learning.topic)
-            || similarity(&e.fields.content, &learning.content) >= NEAR_IDENTICAL
+            || near_identical(&e.fields.content, &learning.content)
     });
     let Some(e) = same else {
         let mut fields = learning.fields(&Provenance::Learned { issue_id }, source);
@@ -233,7 +238,7 @@ pub fn plan_learning(learning: &Draft, issue_id: i64, source: Option<String>, kn
     };
     let mut fields = e.fields.clone();
     fields.confidence = merge_confidence(e.fields.confidence, learning.confidence).max(e.fields.confidence);
-    if similarity(&e.fields.content, &learning.content) < NEAR_IDENTICAL {
+    if !near_identical(&e.fields.content, &learning.content) {
         let joined = format!("{}\n\n{}", e.fields.content, learning.content);
         if joined.chars().count() <= CONTENT_MAX {
             fields.content = joined;
