@@ -87,6 +87,7 @@ rec {
     "deploy.retry"
     "deploy.dead_man"
     "deploy.min_free_mib"
+    "knowledge.runbooks"
     "hosts.<name>.health"
     "issues.close_after"
     "issues.archive_after"

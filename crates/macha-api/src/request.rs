@@ -49,6 +49,10 @@ pub enum Request {
     PruneAudit(ops::PruneAudit),
     /// Prepares a NixOS deployment: preflight, closure diff, approvals (`macha deploy`).
     PrepareDeploy(ops::PrepareDeploy),
+    /// Lists, searches or shows knowledge entries (`macha knowledge list|search|show|export`).
+    KnowledgeRead(crate::knowledge::KnowledgeRead),
+    /// Adds, edits, forgets, seeds or imports knowledge entries (admin only).
+    KnowledgeWrite(crate::knowledge::KnowledgeWrite),
 }
 
 /// The access tiers, lowest first.
@@ -75,9 +79,10 @@ impl Request {
     /// - anyone: the status summary;
     /// - viewers (the viewer group, root and admins): issues, approvals, the audit trail, the
     ///   hosts, the last check report, and questions to the model — whose proposals, for a viewer,
-    ///   are queued for an admin and never executed;
+    ///   are queued for an admin and never executed; reading the knowledge base;
     /// - admins (root and the admin group): everything that changes state, a new check cycle,
-    ///   discussing an approval with the model, the prompt log, and contacting hosts.
+    ///   discussing an approval with the model, the prompt log, contacting hosts, and writing the
+    ///   knowledge base.
     pub fn tier(&self) -> Tier {
         match self {
             Request::Status => Tier::Anyone,
@@ -91,7 +96,8 @@ impl Request {
             | Request::ListHosts
             | Request::ShowHost(_)
             | Request::Ask(_)
-            | Request::Chat(_) => Tier::Viewer,
+            | Request::Chat(_)
+            | Request::KnowledgeRead(_) => Tier::Viewer,
             Request::ResolveIssue(_)
             | Request::CloseIssue(_)
             | Request::Approve(_)
@@ -103,7 +109,8 @@ impl Request {
             | Request::AdmitHost(_)
             | Request::ForgetHost(_)
             | Request::PruneAudit(_)
-            | Request::PrepareDeploy(_) => Tier::Admin,
+            | Request::PrepareDeploy(_)
+            | Request::KnowledgeWrite(_) => Tier::Admin,
         }
     }
 
@@ -144,6 +151,8 @@ impl Request {
             Request::ForgetHost(_) => "forget_host",
             Request::PruneAudit(_) => "prune_audit",
             Request::PrepareDeploy(_) => "prepare_deploy",
+            Request::KnowledgeRead(_) => "knowledge_read",
+            Request::KnowledgeWrite(_) => "knowledge_write",
         }
     }
 }

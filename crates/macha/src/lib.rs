@@ -13,6 +13,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod fleet;
+pub mod knowledge;
 pub mod logging;
 pub mod observe;
 pub mod policy_inputs;

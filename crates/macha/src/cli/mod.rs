@@ -1,5 +1,6 @@
 //! The multicall command line: `macha <command>`, or the same commands under their own names
-//! (`macha-check`, `macha-approve`, `macha-logs`, `macha-issues`) through links to the binary.
+//! (`macha-check`, `macha-approve`, `macha-logs`, `macha-issues`, `macha-knowledge`, …) through links
+//! to the binary.
 //!
 //! Exit codes (also in `docs/cli.md`): 0 success; for `check` 1 warning, 2 critical, 3 unknown
 //! (some sources could not be observed, nothing found); 64 usage error; 65 invalid input;
@@ -11,6 +12,7 @@ mod chat;
 mod check;
 mod commands;
 mod deploy;
+pub mod knowledge;
 mod render;
 pub mod systems;
 pub mod term;
@@ -68,6 +70,12 @@ pub enum Applet {
     Systems {
         #[command(subcommand)]
         cmd: systems::SystemsCmd,
+    },
+    /// The knowledge base and the runbooks.
+    #[command(name = "macha-knowledge", version)]
+    Knowledge {
+        #[command(subcommand)]
+        cmd: knowledge::KnowledgeCmd,
     },
 }
 
@@ -147,6 +155,11 @@ pub enum Cmd {
     Systems {
         #[command(subcommand)]
         cmd: systems::SystemsCmd,
+    },
+    /// The knowledge base and the runbooks (same as `macha-knowledge`).
+    Knowledge {
+        #[command(subcommand)]
+        cmd: knowledge::KnowledgeCmd,
     },
     /// Print this host's snapshot as JSON, for the Macha that observes it over SSH.
     Probe(systems::ProbeArgs),
@@ -549,6 +562,7 @@ fn dispatch(applet: Applet) -> CmdResult {
             Cmd::Man { dir } => man(&dir),
             Cmd::Systems { cmd } => systems::run(cmd),
             Cmd::Probe(a) => systems::probe(&a),
+            Cmd::Knowledge { cmd } => knowledge::run(cmd),
             Cmd::Applets => {
                 applet_names().iter().for_each(|n| println!("{n}"));
                 Ok(0)
@@ -562,6 +576,7 @@ fn dispatch(applet: Applet) -> CmdResult {
         Applet::Chat(a) => chat::chat(&a),
         Applet::Ask(a) => chat::ask(&a),
         Applet::Systems { cmd } => systems::run(cmd),
+        Applet::Knowledge { cmd } => knowledge::run(cmd),
     }
 }
 
