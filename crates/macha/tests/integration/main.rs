@@ -15,6 +15,7 @@ mod cli;
 mod daemon;
 mod daemon_lab;
 mod fleet_lab;
+mod knowledge;
 mod nix_module;
 mod protocol;
 mod socket_auth;
