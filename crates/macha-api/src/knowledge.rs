@@ -71,7 +71,9 @@ pub enum KnowledgeQuery {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "what", rename_all = "snake_case", deny_unknown_fields)]
 pub enum KnowledgeChange {
-    Add { entry: KnowledgeDraft },
+    Add {
+        entry: KnowledgeDraft,
+    },
     /// Changes the given fields of an entry; it becomes the editing person's.
     Edit {
         id: i64,
@@ -86,12 +88,16 @@ pub enum KnowledgeChange {
         #[serde(default)]
         confidence: Option<f64>,
     },
-    Forget { id: i64 },
+    Forget {
+        id: i64,
+    },
     /// Loads the shipped seed set (idempotent).
     Seed,
     /// Adds entries (one batch of an import); an entry with the same topic and content as an
     /// existing one is skipped.
-    Import { entries: Vec<KnowledgeDraft> },
+    Import {
+        entries: Vec<KnowledgeDraft>,
+    },
 }
 
 /// The answer to a knowledge operation.

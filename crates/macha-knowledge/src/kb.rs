@@ -228,8 +228,7 @@ pub enum LearningPlan {
 /// under the same topic is appended (up to [`CONTENT_MAX`]); confidences merge.
 pub fn plan_learning(learning: &Draft, issue_id: i64, source: Option<String>, known: &[KbEntry]) -> LearningPlan {
     let same = known.iter().find(|e| {
-        e.fields.topic.eq_ignore_ascii_case(&learning.topic)
-            || near_identical(&e.fields.content, &learning.content)
+        e.fields.topic.eq_ignore_ascii_case(&learning.topic) || near_identical(&e.fields.content, &learning.content)
     });
     let Some(e) = same else {
         let mut fields = learning.fields(&Provenance::Learned { issue_id }, source);
@@ -468,11 +467,7 @@ impl Record {
             category: Category::parse(&e.fields.category).unwrap_or(Category::General),
             use_when: e.fields.use_when.clone(),
             confidence: e.fields.confidence,
-            provenance: Provenance::from_columns(
-                &e.fields.provenance,
-                e.fields.added_by.as_deref(),
-                e.fields.issue_id,
-            ),
+            provenance: Provenance::from_columns(&e.fields.provenance, e.fields.added_by.as_deref(), e.fields.issue_id),
             created_at: Some(e.created_at),
             updated_at: Some(e.updated_at),
             used: e.used,
@@ -702,7 +697,8 @@ mod tests {
 
     #[test]
     fn import_keeps_the_good_lines_and_names_the_bad() {
-        let good = r#"{"topic":"t","content":"c","category":"command","confidence":0.5,"provenance":{"kind":"seeded"}}"#;
+        let good =
+            r#"{"topic":"t","content":"c","category":"command","confidence":0.5,"provenance":{"kind":"seeded"}}"#;
         let text = format!(
             "{good}\nnot json\n\n{}\n{}\n{}\n{good}",
             r#"{"topic":"","content":"c","category":"command","confidence":0.5,"provenance":{"kind":"seeded"}}"#,

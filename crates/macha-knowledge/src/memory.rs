@@ -100,13 +100,7 @@ pub fn render(similar: &[SimilarIssue]) -> String {
     for s in similar {
         out.push_str(&format!(
             "- issue {} on {}: {} {} — {} [{}; {}]\n",
-            s.id,
-            s.host,
-            s.check,
-            s.subject,
-            s.summary,
-            s.state,
-            s.why
+            s.id, s.host, s.check, s.subject, s.summary, s.state, s.why
         ));
         if s.resolutions.is_empty() {
             out.push_str("    no recorded resolution\n");

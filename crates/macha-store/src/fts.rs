@@ -59,7 +59,10 @@ mod tests {
     #[test]
     fn operators_and_quotes_are_plain_words() {
         assert_eq!(match_expression("\"a\" NEAR(b c)").as_deref(), Some("\"a\" OR \"NEAR\" OR \"b\" OR \"c\""));
-        assert_eq!(match_expression("-disk AND NOT full").as_deref(), Some("\"-disk\" OR \"AND\" OR \"NOT\" OR \"full\""));
+        assert_eq!(
+            match_expression("-disk AND NOT full").as_deref(),
+            Some("\"-disk\" OR \"AND\" OR \"NOT\" OR \"full\"")
+        );
         assert_eq!(match_expression("topic:nginx ^start").as_deref(), Some("\"topic:nginx\" OR \"start\""));
     }
 

@@ -42,9 +42,9 @@ pub use chain::{AuditAnchor, ChainProblem, ChainReport, ExportReport, ExportSumm
 pub use db::{BUSY_TIMEOUT, Store};
 pub use error::{Result, StoreError};
 pub use history::{FsMetrics, HistoryQuery, HistoryRecord, HostStatus, Metrics, NewHistory, Reasons};
-pub use knowledge::{IssueCandidate, KbEntry, KbFields, KbHit};
 pub use hosts::{HostRecord, HostState};
 pub use issues::{ACTIVE_STATES, IssueChanges, IssueQuery, IssueRecord, NewIssue, issue_transition_allowed};
+pub use knowledge::{IssueCandidate, KbEntry, KbFields, KbHit};
 pub use macha_core::approval::ApprovalState;
 pub use macha_core::issue::{IssueState, Lifecycle};
 pub use registry::{DiscoveryChanges, FleetHost, HostSource};

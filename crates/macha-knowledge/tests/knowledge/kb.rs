@@ -47,11 +47,11 @@ fn learnings_merge_and_unverified_ones_are_dropped() {
     let a = kb::learn(&mut s, draft("nginx port clash", "apache holds port 80"), Some(1), true, None, Timestamp(1))
         .unwrap();
     let Learned::Added { id } = a else { panic!("{a:?}") };
-    let b = kb::learn(&mut s, draft("NGINX port clash", "stop apache first"), Some(2), true, None, Timestamp(2))
-        .unwrap();
+    let b =
+        kb::learn(&mut s, draft("NGINX port clash", "stop apache first"), Some(2), true, None, Timestamp(2)).unwrap();
     assert_eq!(b, Learned::Merged { id });
-    let c = kb::learn(&mut s, draft("port 80 busy", "Apache holds port 80!"), Some(3), true, None, Timestamp(3))
-        .unwrap();
+    let c =
+        kb::learn(&mut s, draft("port 80 busy", "Apache holds port 80!"), Some(3), true, None, Timestamp(3)).unwrap();
     assert_eq!(c, Learned::Merged { id }, "near-identical content merges under another topic");
     let d = kb::learn(&mut s, draft("other", "text"), Some(4), false, None, Timestamp(4)).unwrap();
     assert!(matches!(d, Learned::Dropped { .. }));
@@ -113,9 +113,38 @@ fn hostile_search_words_never_fail() {
     let (_dir, mut s) = store();
     kb::seed(&mut s, Timestamp(1)).unwrap();
     let nasty = [
-        "\"", "\"\"", "\"nix", "NEAR(", "NEAR(a b, 3)", "a OR", "AND", "NOT nix", "-nix", "--", "*", "nix*", "*nix",
-        "^nix", "topic:nix", "{topic}:nix", "content:", "(", ")", "((nix)", "nix\"*", "'", "`rm -rf /`", "\\",
-        "\u{0}", "\u{202e}nix", "🙂", "nix.settings.max-jobs", "/nix/store", "a:b:c", "@", "+nix",
+        "\"",
+        "\"\"",
+        "\"nix",
+        "NEAR(",
+        "NEAR(a b, 3)",
+        "a OR",
+        "AND",
+        "NOT nix",
+        "-nix",
+        "--",
+        "*",
+        "nix*",
+        "*nix",
+        "^nix",
+        "topic:nix",
+        "{topic}:nix",
+        "content:",
+        "(",
+        ")",
+        "((nix)",
+        "nix\"*",
+        "'",
+        "`rm -rf /`",
+        "\\",
+        "\u{0}",
+        "\u{202e}nix",
+        "🙂",
+        "nix.settings.max-jobs",
+        "/nix/store",
+        "a:b:c",
+        "@",
+        "+nix",
     ];
     for q in nasty {
         s.kb_search(q, 10).unwrap_or_else(|e| panic!("{q:?}: {e}"));

@@ -11,6 +11,6 @@ mod runbooks;
 /// A fresh store in a temporary directory.
 pub fn store() -> (tempfile::TempDir, macha_store::Store) {
     let dir = tempfile::tempdir().unwrap();
-    let store = macha_store::Store::open(&dir.path().join("macha.db")).unwrap();
+    let store = macha_store::Store::open(dir.path().join("macha.db")).unwrap();
     (dir, store)
 }

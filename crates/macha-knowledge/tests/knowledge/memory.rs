@@ -51,7 +51,8 @@ fn same_check_and_subject_then_similar_text_with_verified_resolutions() {
     let (_dir, mut s) = store();
     let same = issue(&mut s, "web2", "unit_failed", "nginx.service", "nginx.service failed: exit code 1", 1_000);
     resolve_with(&mut s, same, "restart_unit", "web2/restart_unit/nginx.service", true, 2_000);
-    let text = issue(&mut s, "web1", "unit_failed", "caddy.service", "caddy.service failed: address already in use", 3_000);
+    let text =
+        issue(&mut s, "web1", "unit_failed", "caddy.service", "caddy.service failed: address already in use", 3_000);
     resolve_with(&mut s, text, "restart_unit", "web1/restart_unit/caddy.service", false, 4_000);
     let _unrelated = issue(&mut s, "db1", "disk_usage", "/var", "/var is 95 % full", 5_000);
     let current =

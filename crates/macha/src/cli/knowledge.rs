@@ -205,8 +205,13 @@ pub fn run(cmd: KnowledgeCmd) -> CmdResult {
                 return Err(fail(EXIT_USAGE, anyhow::format_err!("add needs --topic and --category")));
             };
             let content = fields.content(true)?.unwrap_or_default();
-            let entry =
-                KnowledgeDraft { topic, content, category, use_when: fields.use_when.clone().unwrap_or_default(), confidence: fields.confidence };
+            let entry = KnowledgeDraft {
+                topic,
+                content,
+                category,
+                use_when: fields.use_when.clone().unwrap_or_default(),
+                confidence: fields.confidence,
+            };
             print_change(&write(&client, KnowledgeChange::Add { entry })?, client.json)
         }
         KnowledgeCmd::Edit { id, client, fields } => {
@@ -220,7 +225,9 @@ pub fn run(cmd: KnowledgeCmd) -> CmdResult {
             };
             print_change(&write(&client, change)?, client.json)
         }
-        KnowledgeCmd::Forget { id, client } => print_change(&write(&client, KnowledgeChange::Forget { id })?, client.json),
+        KnowledgeCmd::Forget { id, client } => {
+            print_change(&write(&client, KnowledgeChange::Forget { id })?, client.json)
+        }
         KnowledgeCmd::Seed { client } => print_change(&write(&client, KnowledgeChange::Seed)?, client.json),
         KnowledgeCmd::Export { client } => {
             let list = entries(read(&client, KnowledgeQuery::List { category: None, provenance: None, limit: None })?);
@@ -370,7 +377,10 @@ fn runbook_list(client: &ClientOpts) -> CmdResult {
 fn runbook_show(id: &str, client: &ClientOpts) -> CmdResult {
     let c = catalog(client)?;
     let Some(r) = c.get(id) else {
-        return Err(fail(EXIT_DATAERR, anyhow::format_err!("no runbook {:?} (see `macha knowledge runbooks`)", term::clean(id))));
+        return Err(fail(
+            EXIT_DATAERR,
+            anyhow::format_err!("no runbook {:?} (see `macha knowledge runbooks`)", term::clean(id)),
+        ));
     };
     if client.json {
         render::print_json(r)?;

@@ -672,7 +672,8 @@ mod tests {
                 "macha-issues",
                 "macha-chat",
                 "macha-ask",
-                "macha-systems"
+                "macha-systems",
+                "macha-knowledge"
             ]
         );
     }
@@ -691,6 +692,8 @@ mod tests {
             vec!["macha-logs", "prompts", "--request", "3", "--json"],
             vec!["macha", "policy", "check", "--autonomy", "auto-safe", "--json"],
             vec!["macha-systems", "list", "--json"],
+            vec!["macha-knowledge", "search", "-", "NEAR(", "--json"],
+            vec!["macha", "knowledge", "runbooks", "show", "unit-restart-loop"],
             vec!["macha-systems", "trust", "c1", "--fingerprint", "SHA256:x", "--fingerprint", "SHA256:y"],
             vec!["macha", "systems", "admit", "web1.example.org"],
             vec!["macha", "probe", "--json"],

@@ -3,6 +3,8 @@
 //! but may not write, the runbook catalog extended by a directory, the `macha-knowledge` name, and
 //! the similar past issues of `macha issues show`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use crate::support::daemon::TestDaemon;
 use macha_core::Timestamp;
 use macha_store::{AuditKind, NewAudit, NewIssue, Severity, Store};
