@@ -89,6 +89,7 @@ rec {
     "deploy.min_free_mib"
     "deploy.engine"
     "deploy.checks"
+    "knowledge.runbooks"
     "hosts.<name>.health"
     "issues.close_after"
     "issues.archive_after"

@@ -19,6 +19,7 @@
 
 mod client;
 mod frame;
+pub mod knowledge;
 pub mod ops;
 pub mod reply;
 mod request;

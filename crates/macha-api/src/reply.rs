@@ -259,6 +259,9 @@ pub struct IssueView {
 pub struct IssueDetail {
     pub issue: IssueView,
     pub audit: Vec<AuditEntry>,
+    /// Earlier issues most like this one, with their resolutions (the memory of incidents).
+    #[serde(default)]
+    pub similar: Vec<crate::knowledge::SimilarIssueView>,
 }
 
 /// The policy's decision as an approval request recorded it.

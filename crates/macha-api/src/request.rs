@@ -51,6 +51,10 @@ pub enum Request {
     PrepareDeploy(ops::PrepareDeploy),
     /// The deployments under way and where each is (`macha deploy --wait`).
     DeployProgress,
+    /// Lists, searches or shows knowledge entries (`macha knowledge list|search|show|export`).
+    KnowledgeRead(crate::knowledge::KnowledgeRead),
+    /// Adds, edits, forgets, seeds or imports knowledge entries (admin only).
+    KnowledgeWrite(crate::knowledge::KnowledgeWrite),
 }
 
 /// The access tiers, lowest first.
@@ -77,9 +81,10 @@ impl Request {
     /// - anyone: the status summary;
     /// - viewers (the viewer group, root and admins): issues, approvals, the audit trail, the
     ///   hosts, the last check report, and questions to the model — whose proposals, for a viewer,
-    ///   are queued for an admin and never executed;
+    ///   are queued for an admin and never executed; reading the knowledge base;
     /// - admins (root and the admin group): everything that changes state, a new check cycle,
-    ///   discussing an approval with the model, the prompt log, and contacting hosts.
+    ///   discussing an approval with the model, the prompt log, contacting hosts, and writing the
+    ///   knowledge base.
     pub fn tier(&self) -> Tier {
         match self {
             Request::Status => Tier::Anyone,
@@ -94,7 +99,8 @@ impl Request {
             | Request::ShowHost(_)
             | Request::DeployProgress
             | Request::Ask(_)
-            | Request::Chat(_) => Tier::Viewer,
+            | Request::Chat(_)
+            | Request::KnowledgeRead(_) => Tier::Viewer,
             Request::ResolveIssue(_)
             | Request::CloseIssue(_)
             | Request::Approve(_)
@@ -106,7 +112,8 @@ impl Request {
             | Request::AdmitHost(_)
             | Request::ForgetHost(_)
             | Request::PruneAudit(_)
-            | Request::PrepareDeploy(_) => Tier::Admin,
+            | Request::PrepareDeploy(_)
+            | Request::KnowledgeWrite(_) => Tier::Admin,
         }
     }
 
@@ -148,6 +155,8 @@ impl Request {
             Request::PruneAudit(_) => "prune_audit",
             Request::PrepareDeploy(_) => "prepare_deploy",
             Request::DeployProgress => "deploy_progress",
+            Request::KnowledgeRead(_) => "knowledge_read",
+            Request::KnowledgeWrite(_) => "knowledge_write",
         }
     }
 }

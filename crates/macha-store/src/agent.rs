@@ -445,7 +445,8 @@ impl Store {
         non_empty("knowledge topic", &k.topic)?;
         non_empty("knowledge content", &k.content)?;
         self.conn.execute(
-            "INSERT INTO knowledge (topic, content, category, confidence, source, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO knowledge (topic, content, category, confidence, source, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
             params![k.topic, k.content, k.category, k.confidence, k.source, k.created_at.millis()],
         )?;
         Ok(self.conn.last_insert_rowid())

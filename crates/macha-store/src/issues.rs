@@ -84,10 +84,10 @@ pub fn issue_transition_allowed(from: IssueState, to: IssueState) -> bool {
     }
 }
 
-const ISSUE_COLUMNS: &str = "id, fingerprint, host, check_name, subject, severity, summary, state, since, \
+pub(crate) const ISSUE_COLUMNS: &str = "id, fingerprint, host, check_name, subject, severity, summary, state, since, \
      first_seen, last_seen, recurrences, resolution, details";
 
-fn issue_from_row(row: &Row<'_>) -> rusqlite::Result<IssueRecord> {
+pub(crate) fn issue_from_row(row: &Row<'_>) -> rusqlite::Result<IssueRecord> {
     Ok(IssueRecord {
         id: row.get(0)?,
         fingerprint: row.get(1)?,

@@ -19,7 +19,7 @@
 //! - Ids come from `AUTOINCREMENT`, so they are never reused, even after the highest row is gone.
 
 /// Migration `n` (0-based) takes the schema from version `n` to `n + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2_AGENT, V3_FLEET, V4_RETENTION];
+pub const MIGRATIONS: &[&str] = &[V1, V2_AGENT, V3_FLEET, V4_RETENTION, V5_KNOWLEDGE_BASE];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -323,4 +323,63 @@ BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only: only records up to an
 CREATE TRIGGER audit_chained BEFORE INSERT ON audit
 WHEN NEW.hash IS NULL OR length(NEW.hash) <> 32 OR NEW.prev_hash IS NULL OR length(NEW.prev_hash) <> 32
 BEGIN SELECT RAISE(ABORT, 'audit records are appended by the store, with their chain hash'); END;
+"#;
+
+/// The knowledge base that learns and forgets (docs/decisions/0016): provenance, a "use when" line,
+/// when an entry last changed and how often it was used, helped and failed; an FTS5 index over
+/// topic, content and "use when"; which entries an issue used (`knowledge_uses`); and an FTS5 index
+/// over the issues' check, subject and summary for the memory of incidents. Both indexes are
+/// external-content tables kept in step by triggers. The learnings stored before this version came
+/// only from verified remediations: they become `learned`.
+const V5_KNOWLEDGE_BASE: &str = r#"
+ALTER TABLE knowledge ADD COLUMN provenance TEXT NOT NULL DEFAULT 'learned' CHECK (provenance IN ('seeded', 'person', 'learned'));
+ALTER TABLE knowledge ADD COLUMN added_by TEXT;
+ALTER TABLE knowledge ADD COLUMN issue_id INTEGER;
+ALTER TABLE knowledge ADD COLUMN use_when TEXT NOT NULL DEFAULT '';
+ALTER TABLE knowledge ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE knowledge ADD COLUMN used INTEGER NOT NULL DEFAULT 0 CHECK (used >= 0);
+ALTER TABLE knowledge ADD COLUMN helped INTEGER NOT NULL DEFAULT 0 CHECK (helped >= 0);
+ALTER TABLE knowledge ADD COLUMN failed INTEGER NOT NULL DEFAULT 0 CHECK (failed >= 0);
+UPDATE knowledge SET updated_at = created_at;
+CREATE UNIQUE INDEX knowledge_seeded_topic ON knowledge (topic) WHERE provenance = 'seeded';
+CREATE INDEX knowledge_topic ON knowledge (lower(topic));
+
+CREATE VIRTUAL TABLE knowledge_fts USING fts5(
+    topic, content, use_when, content = 'knowledge', content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 2'
+);
+INSERT INTO knowledge_fts (knowledge_fts) VALUES ('rebuild');
+CREATE TRIGGER knowledge_fts_insert AFTER INSERT ON knowledge BEGIN
+    INSERT INTO knowledge_fts (rowid, topic, content, use_when) VALUES (new.id, new.topic, new.content, new.use_when);
+END;
+CREATE TRIGGER knowledge_fts_delete AFTER DELETE ON knowledge BEGIN
+    INSERT INTO knowledge_fts (knowledge_fts, rowid, topic, content, use_when)
+        VALUES ('delete', old.id, old.topic, old.content, old.use_when);
+END;
+CREATE TRIGGER knowledge_fts_update AFTER UPDATE OF topic, content, use_when ON knowledge BEGIN
+    INSERT INTO knowledge_fts (knowledge_fts, rowid, topic, content, use_when)
+        VALUES ('delete', old.id, old.topic, old.content, old.use_when);
+    INSERT INTO knowledge_fts (rowid, topic, content, use_when) VALUES (new.id, new.topic, new.content, new.use_when);
+END;
+
+CREATE TABLE knowledge_uses (
+    knowledge_id INTEGER NOT NULL REFERENCES knowledge (id) ON DELETE CASCADE,
+    issue_id     INTEGER NOT NULL,
+    ts           INTEGER NOT NULL,
+    outcome      TEXT    CHECK (outcome IN ('helped', 'failed')),
+    PRIMARY KEY (knowledge_id, issue_id)
+) STRICT;
+CREATE INDEX knowledge_uses_issue ON knowledge_uses (issue_id);
+
+CREATE VIRTUAL TABLE issues_fts USING fts5(
+    check_name, subject, summary, content = 'issues', content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 2'
+);
+INSERT INTO issues_fts (issues_fts) VALUES ('rebuild');
+CREATE TRIGGER issues_fts_insert AFTER INSERT ON issues BEGIN
+    INSERT INTO issues_fts (rowid, check_name, subject, summary) VALUES (new.id, new.check_name, new.subject, new.summary);
+END;
+CREATE TRIGGER issues_fts_update AFTER UPDATE OF summary ON issues BEGIN
+    INSERT INTO issues_fts (issues_fts, rowid, check_name, subject, summary)
+        VALUES ('delete', old.id, old.check_name, old.subject, old.summary);
+    INSERT INTO issues_fts (rowid, check_name, subject, summary) VALUES (new.id, new.check_name, new.subject, new.summary);
+END;
 "#;

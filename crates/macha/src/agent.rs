@@ -29,7 +29,7 @@ use macha_agent::{Redactor, ack};
 use macha_core::HostName;
 use macha_core::action::{Action, Origin};
 use macha_core::snapshot::Snapshot;
-use macha_store::{AuditKind, NewAgentRequest, NewAudit, NewKnowledge, NewPrompt, Severity};
+use macha_store::{AuditKind, NewAgentRequest, NewAudit, NewPrompt, Severity};
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,8 +105,11 @@ pub enum AgentCall {
         approval_id: Option<i64>,
         turns: Vec<(String, String, Option<String>)>,
     },
+    /// Learnings about `issue_id`, whose remediation was verified (merged into the knowledge base).
     Learn {
-        entries: Vec<NewKnowledge>,
+        entries: Vec<macha_knowledge::kb::Draft>,
+        issue_id: Option<i64>,
+        source: String,
     },
 }
 
@@ -137,6 +140,7 @@ enum JobKind {
     Learning {
         prompt: String,
         source: String,
+        issue_id: Option<i64>,
     },
 }
 
@@ -577,7 +581,7 @@ async fn execute(shared: &Arc<Shared>, job: &Job, model: &str) -> Result<Answer,
                 .await;
             Ok(Answer { answer: turn.text.clone(), turn })
         }
-        JobKind::Learning { prompt: text, source } => {
+        JobKind::Learning { prompt: text, source, issue_id } => {
             let mut messages = vec![Message::system(prompt::LEARN), Message::user(shared.redactor.apply(text))];
             let runner = Runner::new(
                 &*shared.backend,
@@ -591,20 +595,21 @@ async fn execute(shared: &Arc<Shared>, job: &Job, model: &str) -> Result<Answer,
             let check = |t: &str| output::parse::<Learnings>(t).map(|_| ()).map_err(|e| e.to_string());
             let turn = runner.run(&mut messages, &[], Some(&schema), Some(&check)).await.map_err(|e| e.to_string())?;
             let learned: Learnings = output::parse(&turn.text).map_err(|e| e.to_string())?;
-            let now = crate::now();
             let entries = learned
                 .learnings
                 .iter()
-                .map(|l| NewKnowledge {
-                    topic: shared.redactor.apply(&l.topic),
-                    content: shared.redactor.apply(&l.content),
-                    category: l.category.as_str().to_owned(),
-                    confidence: l.confidence,
-                    source: Some(source.clone()),
-                    created_at: now,
+                .filter_map(|l| {
+                    let category = macha_knowledge::kb::Category::parse(l.category.as_str())?;
+                    Some(macha_knowledge::kb::Draft {
+                        topic: shared.redactor.apply(&l.topic),
+                        content: shared.redactor.apply(&l.content),
+                        category,
+                        use_when: String::new(),
+                        confidence: l.confidence,
+                    })
                 })
                 .collect();
-            shared.call(AgentCall::Learn { entries }).await;
+            shared.call(AgentCall::Learn { entries, issue_id: *issue_id, source: source.clone() }).await;
             Ok(Answer { answer: turn.text.clone(), turn })
         }
     }
@@ -900,11 +905,10 @@ pub fn handle_call(engine: &mut Engine, call: AgentCall) -> anyhow::Result<Vec<W
         AgentCall::Converse { conversation, approval_id, turns } => {
             engine.store_mut().append_conversation(&conversation, approval_id, &turns, now)?;
         }
-        AgentCall::Learn { entries } => {
-            for e in &entries {
-                engine.store_mut().add_knowledge(e)?;
-            }
-            tracing::info!("stored {} learnings", entries.len());
+        AgentCall::Learn { entries, issue_id, source } => {
+            let offered = entries.len();
+            let kept = crate::knowledge::learn(engine.store_mut(), entries, issue_id, &source, now);
+            tracing::info!("kept {kept} of {offered} learnings");
         }
     }
     Ok(Vec::new())
@@ -1034,6 +1038,10 @@ pub fn after_findings(
 /// remediations (never about a read-only action, nor one whose issue was not observed gone).
 pub fn after_resolutions(agent: Option<&AgentService>, engine: &mut Engine) {
     for l in engine.take_learnings() {
+        // The knowledge entries this issue used helped.
+        if let Err(e) = macha_knowledge::kb::record_outcome(engine.store_mut(), l.issue_id, true, crate::now()) {
+            tracing::warn!("knowledge outcome of issue {}: {e}", l.issue_id);
+        }
         after_success(agent, engine, &l.action, Some(l.issue_id), &l.correlation_id);
     }
 }
@@ -1068,7 +1076,7 @@ pub fn after_success(
         request_id,
         priority: Priority::Batch,
         queued_at: Instant::now(),
-        kind: JobKind::Learning { prompt: text, source: format!("request {request_id}: {action}") },
+        kind: JobKind::Learning { prompt: text, source: format!("request {request_id}: {action}"), issue_id },
         sink: None,
     };
     if let Err(e) = agent.queue(job) {

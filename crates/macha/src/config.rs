@@ -90,6 +90,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "llm.answer_max_bytes",
     "llm.may_execute",
     "llm.check_ports",
+    "knowledge.runbooks",
 ];
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -124,6 +125,15 @@ pub struct FileConfig {
     pub hosts: std::collections::BTreeMap<String, HostSection>,
     pub discovery: DiscoverySection,
     pub llm: LlmSection,
+    pub knowledge: KnowledgeSection,
+}
+
+/// What Macha knows beyond its checks (docs/knowledge-base.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KnowledgeSection {
+    /// The directory of people's runbooks (`*.md` with front matter; default /etc/macha/runbooks).
+    pub runbooks: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -563,6 +573,8 @@ pub struct Config {
     pub hosts: Vec<HostConfig>,
     pub discovery: DiscoveryConfig,
     pub llm: LlmConfig,
+    /// The directory of people's runbooks (`knowledge.runbooks`).
+    pub knowledge_runbooks: PathBuf,
 }
 
 mod humantime_serde_compat {
@@ -905,6 +917,7 @@ impl Config {
             bail!("history.downsample must not be longer than history.retention");
         }
         Ok(Config {
+            knowledge_runbooks: f.knowledge.runbooks.clone().unwrap_or_else(|| PathBuf::from("/etc/macha/runbooks")),
             history,
             ssh,
             hosts,

@@ -1048,6 +1048,10 @@ impl Engine {
                 }
             } else {
                 self.remediated.remove(&id);
+                // The knowledge entries this issue used did not help.
+                if let Err(e) = macha_knowledge::kb::record_outcome(&mut self.store, id, false, now) {
+                    tracing::warn!("knowledge outcome of issue {id}: {e}");
+                }
             }
         }
         if let Some(id) = approval_id {

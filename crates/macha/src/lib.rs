@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod deployments;
 pub mod engine;
 pub mod fleet;
+pub mod knowledge;
 pub mod logging;
 pub mod observe;
 pub mod policy_inputs;

@@ -166,7 +166,7 @@ pub fn verdict_for_table(kind: ActionKind, autonomy: Autonomy) -> policy::Verdic
 }
 
 /// Where a read comes from: the daemon, or a database file opened read-only.
-enum Source {
+pub(super) enum Source {
     Daemon(Client),
     Local(Store),
 }
@@ -177,7 +177,7 @@ fn socket_path(opts: &ClientOpts, config: &Config) -> PathBuf {
 
 /// Opens a read source: `--db` if given; else the daemon; else, if the daemon is not reachable, the
 /// standalone store of `macha check` (with a note on stderr).
-fn read_source(opts: &ClientOpts) -> Result<Source, super::Failure> {
+pub(super) fn read_source(opts: &ClientOpts) -> Result<Source, super::Failure> {
     if let Some(db) = &opts.db {
         return Ok(Source::Local(Store::open_read_only(db).with_context(|| format!("opening {}", db.display()))?));
     }
@@ -197,7 +197,7 @@ fn read_source(opts: &ClientOpts) -> Result<Source, super::Failure> {
     }
 }
 
-fn write_client(opts: &ClientOpts) -> Result<Client, super::Failure> {
+pub(super) fn write_client(opts: &ClientOpts) -> Result<Client, super::Failure> {
     if opts.db.is_some() {
         return Err(fail(EXIT_USAGE, anyhow::format_err!("--db is read-only; changes go through the daemon")));
     }
@@ -312,7 +312,11 @@ pub fn issues(cmd: IssuesCmd) -> CmdResult {
                 Source::Local(store) => {
                     let r = store.get_issue(id)?.ok_or_else(|| anyhow::format_err!("issue {id} does not exist"))?;
                     let q = AuditQuery { issue_id: Some(id), ..AuditQuery::default() };
-                    IssueDetail { issue: wire::issue(&r), audit: wire::audit_entries(&store.query_audit(&q)?) }
+                    IssueDetail {
+                        issue: wire::issue(&r),
+                        audit: wire::audit_entries(&store.query_audit(&q)?),
+                        similar: crate::knowledge::similar(&store, id, crate::now()),
+                    }
                 }
             };
             render::issue(&detail, client.json)?;

@@ -1,5 +1,6 @@
 //! The multicall command line: `macha <command>`, or the same commands under their own names
-//! (`macha-check`, `macha-approve`, `macha-logs`, `macha-issues`) through links to the binary.
+//! (`macha-check`, `macha-approve`, `macha-logs`, `macha-issues`, `macha-knowledge`, …) through links
+//! to the binary.
 //!
 //! Exit codes (also in `docs/cli.md`): 0 success; for `check` 1 warning, 2 critical, 3 unknown
 //! (some sources could not be observed, nothing found); 64 usage error; 65 invalid input;
@@ -12,6 +13,7 @@ mod check;
 mod commands;
 mod deploy;
 mod deploy_build;
+pub mod knowledge;
 mod render;
 pub mod systems;
 pub mod term;
@@ -69,6 +71,12 @@ pub enum Applet {
     Systems {
         #[command(subcommand)]
         cmd: systems::SystemsCmd,
+    },
+    /// The knowledge base and the runbooks.
+    #[command(name = "macha-knowledge", version)]
+    Knowledge {
+        #[command(subcommand)]
+        cmd: knowledge::KnowledgeCmd,
     },
 }
 
@@ -148,6 +156,11 @@ pub enum Cmd {
     Systems {
         #[command(subcommand)]
         cmd: systems::SystemsCmd,
+    },
+    /// The knowledge base and the runbooks (same as `macha-knowledge`).
+    Knowledge {
+        #[command(subcommand)]
+        cmd: knowledge::KnowledgeCmd,
     },
     /// Print this host's snapshot as JSON, for the Macha that observes it over SSH.
     Probe(systems::ProbeArgs),
@@ -550,6 +563,7 @@ fn dispatch(applet: Applet) -> CmdResult {
             Cmd::Man { dir } => man(&dir),
             Cmd::Systems { cmd } => systems::run(cmd),
             Cmd::Probe(a) => systems::probe(&a),
+            Cmd::Knowledge { cmd } => knowledge::run(cmd),
             Cmd::Applets => {
                 applet_names().iter().for_each(|n| println!("{n}"));
                 Ok(0)
@@ -563,6 +577,7 @@ fn dispatch(applet: Applet) -> CmdResult {
         Applet::Chat(a) => chat::chat(&a),
         Applet::Ask(a) => chat::ask(&a),
         Applet::Systems { cmd } => systems::run(cmd),
+        Applet::Knowledge { cmd } => knowledge::run(cmd),
     }
 }
 
@@ -658,7 +673,8 @@ mod tests {
                 "macha-issues",
                 "macha-chat",
                 "macha-ask",
-                "macha-systems"
+                "macha-systems",
+                "macha-knowledge"
             ]
         );
     }
@@ -677,6 +693,8 @@ mod tests {
             vec!["macha-logs", "prompts", "--request", "3", "--json"],
             vec!["macha", "policy", "check", "--autonomy", "auto-safe", "--json"],
             vec!["macha-systems", "list", "--json"],
+            vec!["macha-knowledge", "search", "-", "NEAR(", "--json"],
+            vec!["macha", "knowledge", "runbooks", "show", "unit-restart-loop"],
             vec!["macha-systems", "trust", "c1", "--fingerprint", "SHA256:x", "--fingerprint", "SHA256:y"],
             vec!["macha", "systems", "admit", "web1.example.org"],
             vec!["macha", "probe", "--json"],

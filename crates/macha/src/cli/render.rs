@@ -213,6 +213,17 @@ pub fn issue(detail: &crate::api::reply::IssueDetail, json: bool) -> anyhow::Res
         println!("  resolution: {res}");
     }
     audit_section(&detail.audit);
+    if !detail.similar.is_empty() {
+        println!("  similar past issues:");
+        for s in &detail.similar {
+            println!("    issue {} on {}: {} {} [{}; {}]", s.id, s.host, s.check, s.subject, s.state, s.why);
+            println!("      {}", s.summary);
+            let mark = if s.verified { "verified" } else { "not verified" };
+            for r in &s.resolutions {
+                println!("      resolved by: {r} ({mark})");
+            }
+        }
+    }
     Ok(())
 }
 

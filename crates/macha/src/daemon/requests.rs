@@ -37,6 +37,7 @@ pub(super) fn answer(engine: &mut Engine, shared: &Shared, request: Request, pee
             Ok(Response::reply::<ops::ShowIssue>(&IssueDetail {
                 issue: wire::issue(&issue),
                 audit: wire::audit_entries(&audit),
+                similar: crate::knowledge::similar(engine.store(), id, now),
             }))
         }
         Request::ResolveIssue(ops::ResolveIssue { id, note }) => Ok(Response::reply::<ops::ResolveIssue>(
@@ -98,6 +99,12 @@ pub(super) fn answer(engine: &mut Engine, shared: &Shared, request: Request, pee
         Request::Ask(_) | Request::Chat(_) | Request::Discuss(_) => {
             Err(BadRequest(format!("{} is answered as a stream", request.op())).into())
         }
+        Request::KnowledgeRead(r) => crate::knowledge::read(engine.store(), &r.query, now)
+            .map(|a| Response::reply::<crate::api::knowledge::KnowledgeRead>(&a))
+            .map_err(refused),
+        Request::KnowledgeWrite(w) => crate::knowledge::write(engine.store_mut(), w.change, &who, now)
+            .map(|a| Response::reply::<crate::api::knowledge::KnowledgeWrite>(&a))
+            .map_err(refused),
     })();
     match result {
         Ok(response) => response,
@@ -120,6 +127,14 @@ pub(super) fn answer(engine: &mut Engine, shared: &Shared, request: Request, pee
             };
             Response::err(code, format!("{e:#}"))
         }
+    }
+}
+
+/// A knowledge operation's refusal (bad input, no such entry) is a bad request.
+fn refused(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast::<crate::knowledge::Refused>() {
+        Ok(r) => BadRequest(r.0).into(),
+        Err(e) => e,
     }
 }
 

@@ -16,6 +16,7 @@ mod daemon;
 mod daemon_lab;
 mod deploy_build;
 mod fleet_lab;
+mod knowledge;
 mod nix_module;
 mod protocol;
 mod socket_auth;
