@@ -1,0 +1,36 @@
+//! Configuration intelligence: the fleet's flake parsed with a real Nix parser, chunked by
+//! attribute path, stored in Macha's one database and searched offline (docs/knowledge.md).
+//!
+//! Sans-IO where it decides: [`chunk`] (parsing and chunking), [`layout`] (categories, secret
+//! paths, which hosts use which file), [`redact`] and [`query`] (user text into a safe FTS5
+//! query, reciprocal-rank fusion) are pure functions over text. The IO is at the edges:
+//! [`index`] walks the flake and writes the store, [`search`] reads it, [`read`] opens one file
+//! inside the flake. Depends on `macha-store` (and so `macha-core`) at most, never on `macha`.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod chunk;
+pub mod index;
+pub mod layout;
+pub mod query;
+pub mod read;
+pub mod redact;
+pub mod search;
+
+use std::path::PathBuf;
+
+/// What can go wrong in indexing, searching and reading.
+#[derive(Debug, thiserror::Error)]
+pub enum KnowledgeError {
+    #[error(transparent)]
+    Store(#[from] macha_store::StoreError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// A read outside the flake, of a secret, or of something that is not a regular file.
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, KnowledgeError>;
