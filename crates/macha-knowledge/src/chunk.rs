@@ -57,7 +57,7 @@ pub fn parse_nix(text: &str) -> ParsedFile {
             ..ParsedFile::default()
         };
     }
-    let mut w = Walker { line_starts, groups: Vec::new(), open: HashMap::new(), links: FileLinks::default() };
+    let mut w = Walker { line_starts, groups: Vec::new(), open: HashMap::new(), links: FileLinks::default(), leaves: 0 };
     if let Some(expr) = parse.tree().expr() {
         w.expr(expr, &[], 0);
     }
@@ -119,6 +119,8 @@ struct Walker {
     /// The group each path currently appends to.
     open: HashMap<String, usize>,
     links: FileLinks,
+    /// Leaves seen so far.
+    leaves: usize,
 }
 
 impl Walker {
@@ -210,8 +212,12 @@ impl Walker {
         let Some(value) = apv.value() else { return };
         self.note_links(&full, &value);
         if is_container(&value, 0) && !redact::is_secret_path(&full) {
-            self.expr(value, &full, depth);
-            return;
+            let before = self.leaves;
+            self.expr(value.clone(), &full, depth);
+            if self.leaves > before {
+                return;
+            }
+            // A set with nothing in it (`callPackage ./x.nix { }`) is a leaf after all.
         }
         let range = apv.syntax().text_range();
         let text = if redact::is_secret_path(&full) {
@@ -246,6 +252,7 @@ impl Walker {
     }
 
     fn leaf(&mut self, path: String, range: rnix::TextRange, text: &str) {
+        self.leaves += 1;
         let start = line_of(&self.line_starts, usize::from(range.start()));
         let end = line_of(&self.line_starts, usize::from(range.end()).saturating_sub(1)).max(start);
         let idx = match self.open.get(&path) {
