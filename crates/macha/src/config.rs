@@ -73,6 +73,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "discovery.allowed_domains",
     "discovery.domain",
     "discovery.window",
+    "knowledge.flake",
     "llm.enable",
     "llm.backend",
     "llm.url",
@@ -122,6 +123,15 @@ pub struct FileConfig {
     pub hosts: std::collections::BTreeMap<String, HostSection>,
     pub discovery: DiscoverySection,
     pub llm: LlmSection,
+    pub knowledge: KnowledgeSection,
+}
+
+/// The configuration index (docs/knowledge.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KnowledgeSection {
+    /// The fleet's flake: `/etc/nixos` or any checkout of it (default `/etc/nixos`).
+    pub flake: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -466,7 +476,12 @@ pub struct Config {
     pub hosts: Vec<HostConfig>,
     pub discovery: DiscoveryConfig,
     pub llm: LlmConfig,
+    /// The fleet's flake that `macha configs` indexes (`knowledge.flake`).
+    pub knowledge_flake: PathBuf,
 }
+
+/// The default of `knowledge.flake`.
+pub const DEFAULT_FLAKE: &str = "/etc/nixos";
 
 mod humantime_serde_compat {
     pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -807,12 +822,17 @@ impl Config {
         if history.downsample > history.retention {
             bail!("history.downsample must not be longer than history.retention");
         }
+        let knowledge_flake = f.knowledge.flake.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_FLAKE));
+        if !knowledge_flake.is_absolute() {
+            bail!("knowledge.flake = {:?} must be an absolute path", knowledge_flake.display());
+        }
         Ok(Config {
             history,
             ssh,
             hosts,
             discovery,
             llm,
+            knowledge_flake,
             autonomy,
             check_interval: duration("check_interval", &f.check_interval, s(60), s(5))?,
             protected_extra: f.protected_units.clone(),
