@@ -47,7 +47,8 @@ fn main() {
     let mut latencies = Vec::new();
     for _ in 0..QUERY_ROUNDS {
         for q in &queries {
-            let req = SearchRequest { query: q["query"].as_str().unwrap().to_owned(), host: None, category: None, limit: 10 };
+            let req =
+                SearchRequest { query: q["query"].as_str().unwrap().to_owned(), host: None, category: None, limit: 10 };
             let t = Instant::now();
             let r = search(&store, &req, None).unwrap();
             latencies.push(t.elapsed());
@@ -63,7 +64,11 @@ fn main() {
     println!("{:<44} {:>12}", format!("full index, fresh database (median of {ROUNDS})"), ms(full[ROUNDS / 2]));
     println!("{:<44} {:>12}", "full index, slowest", ms(full[ROUNDS - 1]));
     println!("{:<44} {:>12}", format!("re-index after one change (median of {ROUNDS})"), ms(incremental[ROUNDS / 2]));
-    println!("{:<44} {:>12}", format!("keyword query p50 ({} queries)", latencies.len()), us(percentile(&latencies, 50)));
+    println!(
+        "{:<44} {:>12}",
+        format!("keyword query p50 ({} queries)", latencies.len()),
+        us(percentile(&latencies, 50))
+    );
     println!("{:<44} {:>12}", "keyword query p99", us(percentile(&latencies, 99)));
     println!("{:<44} {:>12}", "peak RSS of this process", peak_rss());
 }

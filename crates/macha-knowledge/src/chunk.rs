@@ -52,12 +52,10 @@ pub fn parse_nix(text: &str) -> ParsedFile {
         let at = error_offset(e).map(|o| format!("line {}: ", line_of(&line_starts, o)));
         let more = parse.errors().len().saturating_sub(1);
         let more = if more > 0 { format!(" (and {more} more)") } else { String::new() };
-        return ParsedFile {
-            error: Some(format!("{}{e}{more}", at.unwrap_or_default())),
-            ..ParsedFile::default()
-        };
+        return ParsedFile { error: Some(format!("{}{e}{more}", at.unwrap_or_default())), ..ParsedFile::default() };
     }
-    let mut w = Walker { line_starts, groups: Vec::new(), open: HashMap::new(), links: FileLinks::default(), leaves: 0 };
+    let mut w =
+        Walker { line_starts, groups: Vec::new(), open: HashMap::new(), links: FileLinks::default(), leaves: 0 };
     if let Some(expr) = parse.tree().expr() {
         w.expr(expr, &[], 0);
     }
@@ -235,17 +233,17 @@ impl Walker {
         if full.last().is_some_and(|n| n == "imports") {
             self.links.imports.extend(literal_paths(value));
         }
-        if let Some(i) = full.iter().position(|n| n == "nixosConfigurations") {
-            if let Some(host) = full.get(i + 1) {
-                let host = host.trim_matches('"').to_owned();
-                if !self.links.hosts.contains(&host) {
-                    self.links.hosts.push(host.clone());
-                }
-                if full.len() == i + 3 && full[i + 2] == "modules" {
-                    let paths = literal_paths(value);
-                    if !paths.is_empty() {
-                        self.links.host_modules.push((host, paths));
-                    }
+        if let Some(i) = full.iter().position(|n| n == "nixosConfigurations")
+            && let Some(host) = full.get(i + 1)
+        {
+            let host = host.trim_matches('"').to_owned();
+            if !self.links.hosts.contains(&host) {
+                self.links.hosts.push(host.clone());
+            }
+            if full.len() == i + 3 && full[i + 2] == "modules" {
+                let paths = literal_paths(value);
+                if !paths.is_empty() {
+                    self.links.host_modules.push((host, paths));
                 }
             }
         }
@@ -480,7 +478,8 @@ in
 
     #[test]
     fn hostile_input_never_panics() {
-        for t in ["", "{", "}", "''", "${", "{ a.${b} = 1; }", "let in", "x: y: z", "{ \"\" = 1; }", "[[[[[[", "\u{0}"] {
+        for t in ["", "{", "}", "''", "${", "{ a.${b} = 1; }", "let in", "x: y: z", "{ \"\" = 1; }", "[[[[[[", "\u{0}"]
+        {
             let _ = parse_nix(t);
         }
         let deep = "{ a = ".repeat(500) + "1" + &"; }".repeat(500);

@@ -47,12 +47,22 @@ pub struct IndexReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
     /// `done` of `total` files read.
-    Reading { done: usize, total: usize },
-    Writing { files: usize },
+    Reading {
+        done: usize,
+        total: usize,
+    },
+    Writing {
+        files: usize,
+    },
 }
 
 /// Indexes the flake at `root` into `store`; `now_ms` stamps the files written.
-pub fn index_flake(store: &mut Store, root: &Path, now_ms: i64, progress: &mut dyn FnMut(Progress)) -> Result<IndexReport> {
+pub fn index_flake(
+    store: &mut Store,
+    root: &Path,
+    now_ms: i64,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<IndexReport> {
     let started = Instant::now();
     let meta = std::fs::metadata(root).map_err(|source| KnowledgeError::Io { path: root.to_path_buf(), source })?;
     if !meta.is_dir() {

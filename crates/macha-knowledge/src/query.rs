@@ -21,9 +21,48 @@ pub const TERMS_MAX: usize = 32;
 pub const RRF_K: f64 = 60.0;
 
 const STOPWORDS: &[&str] = &[
-    "a", "an", "and", "are", "as", "at", "be", "by", "do", "does", "for", "from", "how", "i", "in", "is", "it", "of",
-    "on", "or", "set", "that", "the", "this", "to", "what", "where", "which", "who", "with", "we", "our", "my", "its",
-    "configured", "config", "configuration", "defined", "setting", "settings", "host", "hosts",
+    "a",
+    "an",
+    "and",
+    "are",
+    "as",
+    "at",
+    "be",
+    "by",
+    "do",
+    "does",
+    "for",
+    "from",
+    "how",
+    "i",
+    "in",
+    "is",
+    "it",
+    "of",
+    "on",
+    "or",
+    "set",
+    "that",
+    "the",
+    "this",
+    "to",
+    "what",
+    "where",
+    "which",
+    "who",
+    "with",
+    "we",
+    "our",
+    "my",
+    "its",
+    "configured",
+    "config",
+    "configuration",
+    "defined",
+    "setting",
+    "settings",
+    "host",
+    "hosts",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,10 +123,7 @@ fn cut(s: &str, max: usize) -> &str {
 
 /// The tokens FTS5's `unicode61` tokenizer would make of a word: runs of letters and digits.
 fn tokens(word: &str) -> Vec<String> {
-    word.split(|c: char| !c.is_alphanumeric())
-        .filter(|t| !t.is_empty())
-        .map(str::to_lowercase)
-        .collect()
+    word.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).map(str::to_lowercase).collect()
 }
 
 fn parse_terms(input: &str) -> Vec<Term> {

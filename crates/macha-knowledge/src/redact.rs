@@ -45,8 +45,9 @@ static ASSIGNMENT: LazyLock<Option<Regex>> = LazyLock::new(|| {
     .ok()
 });
 
-static PEM: LazyLock<Option<Regex>> =
-    LazyLock::new(|| Regex::new(r"(?s)-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|\z)").ok());
+static PEM: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r"(?s)-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|\z)").ok()
+});
 
 /// Masks `name = value`, `name: value` and `name value` where the name looks like a secret's,
 /// and private key blocks, inside free text (multi-line strings, `extraConfig`).
@@ -89,10 +90,12 @@ mod tests {
 
     #[test]
     fn secret_names() {
-        for n in ["password", "hashedPassword", "initialPassword", "secretKey", "apiToken", "wireguardPsk", "\"token\""] {
+        for n in ["password", "hashedPassword", "initialPassword", "secretKey", "apiToken", "wireguardPsk", "\"token\""]
+        {
             assert!(is_secret_name(n), "{n}");
         }
-        for n in ["passwordFile", "hashedPasswordFile", "keyFile", "environmentFile", "keyMap", "enable", "keys", "port"]
+        for n in
+            ["passwordFile", "hashedPasswordFile", "keyFile", "environmentFile", "keyMap", "enable", "keys", "port"]
         {
             assert!(!is_secret_name(n), "{n}");
         }

@@ -219,11 +219,10 @@ impl Store {
 
     /// Counts and the newest run's time and git HEAD.
     pub fn config_index_summary(&self) -> Result<ConfigIndexSummary> {
-        let (files, errors, last): (i64, i64, Option<i64>) = self.conn.query_row(
-            "SELECT count(*), count(error), max(indexed_at) FROM config_files",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
+        let (files, errors, last): (i64, i64, Option<i64>) =
+            self.conn.query_row("SELECT count(*), count(error), max(indexed_at) FROM config_files", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
         let chunks: i64 = self.conn.query_row("SELECT count(*) FROM config_chunks", [], |r| r.get(0))?;
         let hosts: i64 = self.conn.query_row("SELECT count(DISTINCT host) FROM config_file_hosts", [], |r| r.get(0))?;
         let git_head: Option<String> = self
@@ -268,7 +267,7 @@ mod tests {
         }
     }
 
-    fn search<'a>(store: &Store, m: &'a str) -> Vec<ConfigHit> {
+    fn search(store: &Store, m: &str) -> Vec<ConfigHit> {
         store.search_config_chunks(&ConfigSearch { fts_match: m, host: None, category: None, limit: 10 }).unwrap()
     }
 
@@ -290,7 +289,12 @@ mod tests {
         assert!(hits[0].score > 0.0);
         assert_eq!(store.config_file_hosts("apps/nginx.nix").unwrap(), ["web1"]);
         let by_host = store
-            .search_config_chunks(&ConfigSearch { fts_match: "\"enable\"", host: Some("web1"), category: None, limit: 5 })
+            .search_config_chunks(&ConfigSearch {
+                fts_match: "\"enable\"",
+                host: Some("web1"),
+                category: None,
+                limit: 5,
+            })
             .unwrap();
         assert!(by_host.is_empty(), "postgresql is not used by web1");
         // A replaced file loses its old chunks; a removed one is gone with its chunks and hosts.
@@ -311,6 +315,10 @@ mod tests {
     #[test]
     fn an_invalid_match_expression_is_an_error_not_a_crash() {
         let store = Store::open_in_memory().unwrap();
-        assert!(store.search_config_chunks(&ConfigSearch { fts_match: "\"", host: None, category: None, limit: 1 }).is_err());
+        assert!(
+            store
+                .search_config_chunks(&ConfigSearch { fts_match: "\"", host: None, category: None, limit: 1 })
+                .is_err()
+        );
     }
 }
