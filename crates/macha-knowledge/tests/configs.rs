@@ -245,3 +245,35 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn reads_stay_inside_the_flake() {
+    use macha_knowledge::KnowledgeError;
+    use macha_knowledge::read::{parse_lines, read_config};
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("private.nix"), "{ leaked = true; }\n").unwrap();
+    let flake = tempfile::tempdir().unwrap();
+    let root = flake.path();
+    std::fs::write(root.join("a.nix"), "{\n  x = 1;\n  password = \"hunter2hunter2\";\n}\n").unwrap();
+    std::fs::create_dir(root.join("secrets")).unwrap();
+    std::fs::write(root.join("secrets/db.nix"), "{ }\n").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("private.nix"), root.join("link.nix")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), root.join("dirlink")).unwrap();
+    std::os::unix::fs::symlink(root.join("a.nix"), root.join("inside.nix")).unwrap();
+
+    let ok = read_config(root, "a.nix", Some(parse_lines("2:3").unwrap())).unwrap();
+    assert_eq!(ok.first, 2);
+    assert_eq!(ok.lines.len(), 2);
+    assert!(!ok.lines.join("\n").contains("hunter2"), "{:?}", ok.lines);
+    assert_eq!(read_config(root, "./inside.nix", None).unwrap().total_lines, 4, "a link inside the flake is fine");
+    let absolute = root.join("a.nix");
+    assert!(read_config(root, absolute.to_str().unwrap(), None).is_ok());
+    for bad in
+        ["../x.nix", "sub/../../x.nix", "/etc/passwd", "link.nix", "dirlink/private.nix", "secrets/db.nix", "", "."]
+    {
+        let r = read_config(root, bad, None);
+        assert!(matches!(r, Err(KnowledgeError::Refused(_))), "{bad:?}: {r:?}");
+    }
+    assert!(parse_lines("3:2").is_err() && parse_lines("0:1").is_err() && parse_lines("x").is_err());
+    assert_eq!(parse_lines("5:").unwrap(), (5, u32::MAX));
+}
