@@ -108,6 +108,7 @@ rec {
     "ssh.parallelism"
     "discovery.domain"
     "discovery.window"
+    "knowledge.flake"
     "llm.enable"
     "llm.backend"
     "llm.timeout"

@@ -1,6 +1,7 @@
 //! The one SQLite database of Macha: the audit trail (hash-chained, [`chain`]), approvals,
 //! issues, the action log, small key/value state, the host registry, per-host snapshot history
-//! ([`history`]) and the agent's records, with bounded retention ([`Store::maintain`]).
+//! ([`history`]), the agent's records, with bounded retention ([`Store::maintain`]), and the
+//! configuration index with its keyword search (`configs.rs`).
 //!
 //! Architecture invariant: every state change is one transaction that carries a guard on the
 //! previous state (`UPDATE … WHERE id = ? AND state = ?`) and appends its audit record. Nothing is
@@ -18,6 +19,7 @@ mod agent;
 mod approvals;
 mod audit;
 pub mod chain;
+mod configs;
 mod db;
 mod error;
 pub mod fts;
@@ -39,6 +41,7 @@ pub use agent::{
 pub use approvals::{ApprovalRecord, EXPIRY_ACTOR, NewApproval, RECONCILIATION_ACTOR};
 pub use audit::{AuditKind, AuditQuery, AuditRecord, NewAudit, Order, Severity};
 pub use chain::{AuditAnchor, ChainProblem, ChainReport, ExportReport, ExportSummary, PruneSummary, verify_export};
+pub use configs::{ConfigFile, ConfigHit, ConfigIndexChanges, ConfigIndexSummary, ConfigSearch, NewConfigChunk};
 pub use db::{BUSY_TIMEOUT, Store};
 pub use error::{Result, StoreError};
 pub use history::{FsMetrics, HistoryQuery, HistoryRecord, HostStatus, Metrics, NewHistory, Reasons};

@@ -19,7 +19,7 @@
 //! - Ids come from `AUTOINCREMENT`, so they are never reused, even after the highest row is gone.
 
 /// Migration `n` (0-based) takes the schema from version `n` to `n + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2_AGENT, V3_FLEET, V4_RETENTION, V5_KNOWLEDGE_BASE];
+pub const MIGRATIONS: &[&str] = &[V1, V2_AGENT, V3_FLEET, V4_RETENTION, V5_KNOWLEDGE_BASE, V6_CONFIGS];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -382,4 +382,49 @@ CREATE TRIGGER issues_fts_update AFTER UPDATE OF summary ON issues BEGIN
         VALUES ('delete', old.id, old.check_name, old.subject, old.summary);
     INSERT INTO issues_fts (rowid, check_name, subject, summary) VALUES (new.id, new.check_name, new.subject, new.summary);
 END;
+"#;
+
+/// The configuration index (`macha-knowledge`): the fleet flake's `.nix` files, their chunks by
+/// attribute path, which hosts use each file, and an FTS5 index over the chunks. Derived data: it
+/// can be dropped and rebuilt from the flake at any time, so it carries no audit records.
+const V6_CONFIGS: &str = r#"
+CREATE TABLE config_files (
+    path       TEXT    PRIMARY KEY NOT NULL CHECK (length(path) > 0),
+    hash       TEXT    NOT NULL,
+    git_head   TEXT,
+    indexed_at INTEGER NOT NULL,
+    category   TEXT    NOT NULL,
+    error      TEXT
+) STRICT, WITHOUT ROWID;
+CREATE TABLE config_chunks (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    file       TEXT    NOT NULL REFERENCES config_files (path) ON DELETE CASCADE,
+    attr_path  TEXT    NOT NULL,
+    line_start INTEGER NOT NULL CHECK (line_start >= 1),
+    line_end   INTEGER NOT NULL CHECK (line_end >= line_start),
+    category   TEXT    NOT NULL,
+    text       TEXT    NOT NULL,
+    words      TEXT    NOT NULL
+) STRICT;
+CREATE INDEX config_chunks_file ON config_chunks (file);
+CREATE TABLE config_file_hosts (
+    file TEXT NOT NULL REFERENCES config_files (path) ON DELETE CASCADE,
+    host TEXT NOT NULL,
+    PRIMARY KEY (file, host)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX config_file_hosts_host ON config_file_hosts (host);
+CREATE VIRTUAL TABLE config_fts USING fts5 (
+    attr_path, text, words,
+    content = 'config_chunks', content_rowid = 'id',
+    tokenize = 'porter unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER config_chunks_fts_insert AFTER INSERT ON config_chunks BEGIN
+    INSERT INTO config_fts (rowid, attr_path, text, words) VALUES (NEW.id, NEW.attr_path, NEW.text, NEW.words);
+END;
+CREATE TRIGGER config_chunks_fts_delete AFTER DELETE ON config_chunks BEGIN
+    INSERT INTO config_fts (config_fts, rowid, attr_path, text, words)
+    VALUES ('delete', OLD.id, OLD.attr_path, OLD.text, OLD.words);
+END;
+CREATE TRIGGER config_chunks_no_update BEFORE UPDATE ON config_chunks
+BEGIN SELECT RAISE(ABORT, 'configuration chunks are replaced, never updated'); END;
 "#;

@@ -75,6 +75,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "discovery.allowed_domains",
     "discovery.domain",
     "discovery.window",
+    "knowledge.flake",
     "llm.enable",
     "llm.backend",
     "llm.url",
@@ -134,6 +135,8 @@ pub struct FileConfig {
 pub struct KnowledgeSection {
     /// The directory of people's runbooks (`*.md` with front matter; default /etc/macha/runbooks).
     pub runbooks: Option<PathBuf>,
+    /// The fleet's flake: `/etc/nixos` or any checkout of it (default `/etc/nixos`).
+    pub flake: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -575,7 +578,12 @@ pub struct Config {
     pub llm: LlmConfig,
     /// The directory of people's runbooks (`knowledge.runbooks`).
     pub knowledge_runbooks: PathBuf,
+    /// The fleet's flake that `macha configs` indexes (`knowledge.flake`).
+    pub knowledge_flake: PathBuf,
 }
+
+/// The default of `knowledge.flake`.
+pub const DEFAULT_FLAKE: &str = "/etc/nixos";
 
 mod humantime_serde_compat {
     pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -916,6 +924,10 @@ impl Config {
         if history.downsample > history.retention {
             bail!("history.downsample must not be longer than history.retention");
         }
+        let knowledge_flake = f.knowledge.flake.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_FLAKE));
+        if !knowledge_flake.is_absolute() {
+            bail!("knowledge.flake = {:?} must be an absolute path", knowledge_flake.display());
+        }
         Ok(Config {
             knowledge_runbooks: f.knowledge.runbooks.clone().unwrap_or_else(|| PathBuf::from("/etc/macha/runbooks")),
             history,
@@ -923,6 +935,7 @@ impl Config {
             hosts,
             discovery,
             llm,
+            knowledge_flake,
             autonomy,
             check_interval: duration("check_interval", &f.check_interval, s(60), s(5))?,
             protected_extra: f.protected_units.clone(),

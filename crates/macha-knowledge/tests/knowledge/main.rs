@@ -1,9 +1,11 @@
 //! The knowledge crate's integration tests, in one binary, on a real SQLite database: the seed
 //! loaded twice, learnings merged and dropped, confidence after outcomes, import and export,
-//! hostile search words, the memory of incidents, and runbooks read from a directory.
+//! hostile search words, the memory of incidents, runbooks read from a directory, and the
+//! configuration index over the sample fleet flake (`configs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod configs;
 mod kb;
 mod memory;
 mod runbooks;

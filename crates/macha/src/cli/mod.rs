@@ -1,5 +1,5 @@
 //! The multicall command line: `macha <command>`, or the same commands under their own names
-//! (`macha-check`, `macha-approve`, `macha-logs`, `macha-issues`, `macha-knowledge`, …) through links
+//! (`macha-check`, `macha-approve`, `macha-logs`, `macha-issues`, `macha-knowledge`, `macha-configs`, …) through links
 //! to the binary.
 //!
 //! Exit codes (also in `docs/cli.md`): 0 success; for `check` 1 warning, 2 critical, 3 unknown
@@ -11,6 +11,7 @@ mod audit;
 mod chat;
 mod check;
 mod commands;
+mod configs;
 mod deploy;
 mod deploy_build;
 pub mod knowledge;
@@ -78,6 +79,12 @@ pub enum Applet {
         #[command(subcommand)]
         cmd: knowledge::KnowledgeCmd,
     },
+    /// Search the fleet's flake by attribute path, option, unit name or text.
+    #[command(name = "macha-configs", version)]
+    Configs(configs::ConfigsArgs),
+    /// Print a file of the fleet's flake (only inside it).
+    #[command(name = "macha-configs-read", version)]
+    ConfigsRead(configs::ReadApplet),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -112,6 +119,8 @@ pub enum Cmd {
     },
     /// Run the daemon (what macha.service starts).
     Daemon(DaemonArgs),
+    /// Search, read and index the fleet's flake (docs/knowledge.md).
+    Configs(configs::ConfigsArgs),
     /// Validate a configuration file and print it resolved.
     CheckConfig(CheckConfigArgs),
     /// The policy table and the policy gate.
@@ -551,6 +560,7 @@ fn dispatch(applet: Applet) -> CmdResult {
             Cmd::Deploy(a) => deploy::run(&a),
             Cmd::Status { client } => commands::status(&client),
             Cmd::Daemon(a) => commands::daemon(&a),
+            Cmd::Configs(a) => configs::run(&a),
             Cmd::CheckConfig(a) => commands::check_config(&a),
             Cmd::Policy { cmd } => commands::policy(cmd),
             Cmd::Schema { cmd: SchemaCmd::Action } => commands::schema_action(),
@@ -578,6 +588,8 @@ fn dispatch(applet: Applet) -> CmdResult {
         Applet::Ask(a) => chat::ask(&a),
         Applet::Systems { cmd } => systems::run(cmd),
         Applet::Knowledge { cmd } => knowledge::run(cmd),
+        Applet::Configs(a) => configs::run(&a),
+        Applet::ConfigsRead(a) => configs::read_applet(&a),
     }
 }
 
@@ -674,7 +686,9 @@ mod tests {
                 "macha-chat",
                 "macha-ask",
                 "macha-systems",
-                "macha-knowledge"
+                "macha-knowledge",
+                "macha-configs",
+                "macha-configs-read"
             ]
         );
     }
@@ -702,11 +716,21 @@ mod tests {
             vec!["macha", "logs", "verify", "--export", "/tmp/a.jsonl.gz"],
             vec!["macha-logs", "export", "--out", "/tmp/a.jsonl.gz", "--upto", "7"],
             vec!["macha", "logs", "prune", "--upto", "7", "--hash", "ab", "--json"],
+            vec!["macha", "configs", "services.nginx", "--host", "web1", "--category", "apps", "--json"],
+            vec!["macha", "configs", "nginx -acme", "\"max connections\""],
+            vec!["macha", "configs", "--", "nginx", "-acme"],
+            vec!["macha-configs", "postgres", "-n", "3"],
+            vec!["macha", "configs", "read", "apps/nginx.nix", "--lines", "3:9"],
+            vec!["macha", "configs", "index", "--json", "--flake", "/tmp/f"],
+            vec!["macha-configs", "index"],
+            vec!["macha-configs-read", "flake.nix", "--json"],
         ] {
             assert!(Applet::try_parse_from(&argv).is_ok(), "{argv:?}");
         }
         assert!(Applet::try_parse_from(["macha", "policy", "check", "--autonomy", "yolo"]).is_err());
         assert!(Applet::try_parse_from(["macha", "logs", "prune", "--upto", "7"]).is_err(), "prune needs the hash");
         assert!(Applet::try_parse_from(["macha", "logs", "export"]).is_err(), "export needs --out");
+        assert!(Applet::try_parse_from(["macha", "configs"]).is_err(), "configs needs a query");
+        assert!(Applet::try_parse_from(["macha-configs-read"]).is_err(), "read needs a path");
     }
 }
