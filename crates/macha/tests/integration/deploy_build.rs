@@ -252,3 +252,56 @@ fn the_nh_engine_without_nh_is_an_error_that_names_the_setting() {
     assert!(stderr.contains("programs.nh.enable") && stderr.contains("deploy.engine = \"nix\""), "{stderr}");
     assert!(!stderr.contains("#nixosConfigurations"), "never built with nix instead: {stderr}");
 }
+
+/// The directory holding a real `nh` (tests/run.sh installs nh 4.4.0 from crates.io into a cache
+/// and sets `MACHA_TEST_NH`); a lab-tier test without it fails, it never passes silently.
+fn nh_dir() -> PathBuf {
+    let dir = std::env::var("MACHA_TEST_NH")
+        .unwrap_or_else(|_| panic!("MACHA_TEST_NH is not set: tests/run.sh installs nh and sets it"));
+    let dir = PathBuf::from(dir);
+    assert!(dir.join("nh").is_file(), "no nh in {}", dir.display());
+    dir
+}
+
+#[test]
+#[ignore = "lab: needs a real nh (MACHA_TEST_NH, set by tests/run.sh)"]
+fn lab_the_nh_engine_builds_what_nix_builds_and_refuses_plainly_when_nh_cannot_run() {
+    let d = daemon();
+    let flake = fleet_flake("{}");
+    let flake_ref = format!("path:{}", flake.path().display());
+    // A PATH with nix and the real nh.
+    let nix = which::which("nix").unwrap_or_else(|e| panic!("nix: {e}"));
+    let bin = d.path("bin");
+    std::fs::create_dir_all(&bin).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(&nix, bin.join("nix")).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink(nh_dir().join("nh"), bin.join("nh")).unwrap_or_else(|e| panic!("{e}"));
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    // nh 4.4 asks `nix config show`, which Nix 2.8 lacks: Macha refuses, quoting nh, and never
+    // falls back to nix by itself.
+    let out = deploy(&d, "engine = \"nh\"", &["c1", "--flake", &flake_ref], &[("PATH", &path)]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(65), "{stdout}\n{stderr}");
+    assert!(stderr.contains("'config' is not a recognised command"), "{stderr}");
+    assert!(stderr.contains("with nh") && !stderr.contains("with nix"), "never built with nix instead: {stderr}");
+    // With nh's own checks off (the person's choice), nh builds, and exactly what nix builds.
+    let by_nh = deploy(
+        &d,
+        "engine = \"nh\"",
+        &["c1", "--flake", &flake_ref, "--json"],
+        &[("PATH", &path), ("NH_NO_CHECKS", "1")],
+    );
+    let by_nix = deploy(&d, "engine = \"nix\"", &["c1", "--flake", &flake_ref, "--json"], &[("PATH", &path)]);
+    let system = |out: &Output| {
+        let (stdout, stderr) = text(out);
+        let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+        (
+            v[0]["build"]["engine"].as_str().unwrap_or("?").to_owned(),
+            v[0]["build"]["system"].as_str().unwrap_or("?").to_owned(),
+        )
+    };
+    let (nh_engine, nh_system) = system(&by_nh);
+    let (nix_engine, nix_system) = system(&by_nix);
+    assert_eq!((nh_engine.as_str(), nix_engine.as_str()), ("nh", "nix"));
+    assert!(nh_system.ends_with("-nixos-system-c1-26.05.7"), "{nh_system}");
+    assert_eq!(nh_system, nix_system, "nh and nix built different systems");
+}
