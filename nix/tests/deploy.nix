@@ -2,7 +2,8 @@
 # `target2`, with `managed.deploy.enable`). A changed configuration is shown with `--diff-only`
 # (nothing changes), then deployed with an approval, verified and committed; on target2 a
 # configuration whose new unit fails is rolled back, and one that stops sshd cuts Macha off until
-# the host's dead-man timer brings the old system back by itself.
+# the host's dead-man timer brings the old system back by itself; target1 reset in the middle of an
+# activation boots the system committed before, and the deployment is never reported succeeded.
 #
 # The deployed systems are each target's own configuration plus one change (`extendModules`, so
 # they carry the same test-driver modules and can be activated inside the VM); they are built with
@@ -38,6 +39,13 @@ let
             ExecStart = "${pkgs.coreutils}/bin/false";
           };
         };
+      };
+    # An activation that takes long enough for the host to be reset in the middle of it.
+    slow =
+      { pkgs, ... }:
+      {
+        system.activationScripts.machaTestSlow = "${pkgs.coreutils}/bin/sleep 45";
+        environment.etc."macha-test/slow".text = "slow\n";
       };
     # sshd is restarted by the switch and its start condition never holds: no new SSH connection.
     no-ssh =
@@ -135,6 +143,7 @@ pkgs.testers.runNixOSTest {
       import shlex
 
       good = "${(systems "target1").good}"
+      slow = "${(systems "target1").slow}"
       failing = "${(systems "target2").failing}"
       no_ssh = "${(systems "target2").no-ssh}"
       ssh = "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/etc/macha-test/known_hosts -i /etc/macha-test/id_ecdsa"
@@ -189,6 +198,27 @@ pkgs.testers.runNixOSTest {
           assert target1.succeed("readlink -e /nix/var/nix/profiles/system").strip() == good
           # The dead-man timer was disarmed: nothing of the deployment is left running.
           target1.fail("systemctl list-units --no-legend 'macha-deploy-*' | grep -q .")
+
+      with subtest("a host reset during activation boots its committed system, never reported succeeded"):
+          import threading
+          before = current(target1)
+          result = {}
+          worker = threading.Thread(target=lambda: result.update(out=deploy(f"target1 --system {slow}")))
+          worker.start()
+          target1.wait_until_succeeds(
+              "systemctl list-units --no-legend --state=activating,active 'macha-deploy-*.service' | grep -q .",
+              timeout=120,
+          )
+          target1.crash()
+          target1.start()
+          target1.wait_for_unit("sshd.service")
+          worker.join(timeout=600)
+          status, states = result["out"]
+          # `test` never touched the boot entry: the host boots the system committed before.
+          assert current(target1) == before, f"target1 runs {current(target1)}, not {before}"
+          assert status != 0, f"a reset deployment reported success: {states}"
+          assert states[0]["final_state"]["state"] in ("rolled_back", "unknown"), states
+          target1.fail("test -e /etc/macha-test/slow")
 
       with subtest("a configuration whose new unit fails is rolled back"):
           old2 = current(target2)
