@@ -28,6 +28,7 @@ mod hosts;
 mod issues;
 mod knowledge;
 mod kv;
+mod recall;
 mod registry;
 mod retention;
 mod row;
@@ -48,6 +49,7 @@ pub use history::{FsMetrics, HistoryQuery, HistoryRecord, HostStatus, Metrics, N
 pub use hosts::{HostRecord, HostState};
 pub use issues::{ACTIVE_STATES, IssueChanges, IssueQuery, IssueRecord, NewIssue, issue_transition_allowed};
 pub use knowledge::{IssueCandidate, KbEntry, KbFields, KbHit};
+pub use recall::{CachedAnalysis, DeploymentRecord};
 pub use macha_core::approval::ApprovalState;
 pub use macha_core::issue::{IssueState, Lifecycle};
 pub use registry::{DiscoveryChanges, FleetHost, HostSource};
