@@ -19,6 +19,7 @@
 
 pub mod changes;
 pub mod chunk;
+pub mod evidence;
 pub mod index;
 pub mod kb;
 pub mod layout;

@@ -87,6 +87,15 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    /// Appends an audit record linked to issue `issue_id` (an analysis answered from the cache).
+    pub fn append_issue_audit(&mut self, issue_id: i64, audit: &crate::NewAudit) -> Result<i64> {
+        let tx = self.write_txn()?;
+        let id =
+            crate::audit::insert_audit(&tx, audit, &crate::audit::Link { issue_id: Some(issue_id), ..Default::default() })?;
+        tx.commit()?;
+        Ok(id)
+    }
+
     /// The files of the configuration index that `host` uses, sorted.
     pub fn config_files_of_host(&self, host: &str) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare_cached("SELECT file FROM config_file_hosts WHERE host = ?1 ORDER BY file")?;
