@@ -81,8 +81,19 @@ fn new_issues_are_diagnosed_without_making_the_cycle_wait() {
     assert_eq!(chats.len(), 2);
     let tools: Vec<&str> =
         chats[0]["tools"].as_array().into_iter().flatten().filter_map(|t| t["function"]["name"].as_str()).collect();
-    assert_eq!(tools, ["get_snapshot", "read_logs", "propose_action"]);
-    let propose = chats[0]["tools"][2].to_string();
+    assert_eq!(
+        tools,
+        [
+            "get_snapshot",
+            "read_logs",
+            "search_knowledge",
+            "fetch_runbook",
+            "search_configs",
+            "read_config",
+            "propose_action"
+        ]
+    );
+    let propose = chats[0]["tools"][6].to_string();
     assert!(propose.contains("collect_garbage") && !propose.contains("\"reboot\""), "{propose}");
     let tool_msg = &chats[1]["messages"].as_array().and_then(|m| m.last().cloned()).unwrap_or_default();
     assert_eq!(tool_msg["role"], "tool");
