@@ -522,10 +522,10 @@ fn logs_are_redacted_before_filtering_and_only_working_tools_are_offered() {
     let chats = model.chats();
     let refused = chats[4]["messages"].to_string();
     assert!(refused.contains("port 6379 of local is not a configured service port; allowed: 8080"), "{refused}");
-    // search_knowledge is no longer offered.
+    // The knowledge tools are offered now that they answer (agent_knowledge tests them).
     let tools: Vec<&str> =
         chats[0]["tools"].as_array().into_iter().flatten().filter_map(|t| t["function"]["name"].as_str()).collect();
-    assert!(tools.contains(&"read_logs") && !tools.contains(&"search_knowledge"), "{tools:?}");
+    assert!(tools.contains(&"read_logs") && tools.contains(&"search_knowledge"), "{tools:?}");
 }
 
 /// The journal window keeps the five latest error samples: of a key logged line by line, the BEGIN
