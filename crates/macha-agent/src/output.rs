@@ -240,6 +240,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::unwrap_used)]
     fn only_citations_returned_in_the_conversation_are_kept() {
         let mut d: Diagnosis = parse(
             r#"{"summary":"s","confidence":"low","citations":["kb:3"," runbook:unit-restart-loop","kb:3","kb:99",

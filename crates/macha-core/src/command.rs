@@ -779,6 +779,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::unwrap_used)]
     fn git_log_takes_the_directory_as_one_argument() {
         let t = Tools::new().with("git", "/run/current-system/sw/bin/git");
         let c = git_log(&t, "/etc/nixos flake; rm -rf /", 1_700_000_000, 20).unwrap();

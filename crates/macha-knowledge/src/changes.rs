@@ -223,7 +223,8 @@ mod tests {
             (A, "Eve", "99999999999999999", "overflowing time", &["a.nix"]),
             (A, "Eve\u{1b}[31m", "1700000000", "subject with\u{7} bell and \u{1f} separator", &many_refs),
             (B, &long, "1700000001", &long, &[&long, "ok.nix", "bad\u{1b}.nix", "ok.nix"]),
-        ]) + "\u{1e}\u{1e}\u{1e}" + &format!("\u{1e}{A}\u{1f}only two");
+        ]) + "\u{1e}\u{1e}\u{1e}"
+            + &format!("\u{1e}{A}\u{1f}only two");
         let c = parse_git_log(&out);
         assert_eq!(c.len(), 2, "{c:?}");
         assert_eq!(c[0].author, "Eve[31m");

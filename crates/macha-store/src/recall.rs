@@ -90,8 +90,11 @@ impl Store {
     /// Appends an audit record linked to issue `issue_id` (an analysis answered from the cache).
     pub fn append_issue_audit(&mut self, issue_id: i64, audit: &crate::NewAudit) -> Result<i64> {
         let tx = self.write_txn()?;
-        let id =
-            crate::audit::insert_audit(&tx, audit, &crate::audit::Link { issue_id: Some(issue_id), ..Default::default() })?;
+        let id = crate::audit::insert_audit(
+            &tx,
+            audit,
+            &crate::audit::Link { issue_id: Some(issue_id), ..Default::default() },
+        )?;
         tx.commit()?;
         Ok(id)
     }
@@ -129,7 +132,8 @@ mod tests {
         if let Some(n) = cached_from {
             payload["cached_from"] = n.into();
         }
-        let a = NewAudit::new(Timestamp(at), AuditKind::Issue, Severity::Info, "local", "analysis: x").with_payload(payload);
+        let a = NewAudit::new(Timestamp(at), AuditKind::Issue, Severity::Info, "local", "analysis: x")
+            .with_payload(payload);
         store.finish_agent_request(id, Ok("{\"summary\":\"x\"}"), Timestamp(at), &[(Some(issue), a)]).unwrap();
         id
     }

@@ -822,9 +822,10 @@ impl DaemonHost {
                 let flake = self.shared.config.knowledge_flake.clone();
                 let range = a.range().or(Some((1, macha_agent::tools::CONFIG_LINES_MAX)));
                 let path = a.path.clone();
-                let read = tokio::task::spawn_blocking(move || macha_knowledge::read::read_config(&flake, &path, range))
-                    .await
-                    .map_err(|e| format!("the read failed: {e}"))?;
+                let read =
+                    tokio::task::spawn_blocking(move || macha_knowledge::read::read_config(&flake, &path, range))
+                        .await
+                        .map_err(|e| format!("the read failed: {e}"))?;
                 // A refusal is an answer the model reads (as data), not a failure of the request.
                 Ok(match read {
                     Ok(t) => {
@@ -1164,8 +1165,7 @@ fn evidence_of(items: &[IncidentItem], context: &[ContextBlock]) -> String {
         .iter()
         .map(|i| Finding { host: &i.host, check: &i.check, subject: &i.subject, severity: &i.severity })
         .collect();
-    let journal: Vec<&str> =
-        context.iter().filter(|c| c.source == "journal:errors").map(|c| c.text.as_str()).collect();
+    let journal: Vec<&str> = context.iter().filter(|c| c.source == "journal:errors").map(|c| c.text.as_str()).collect();
     evidence_hash(&findings, &journal.join("\n"))
 }
 
@@ -1218,7 +1218,10 @@ fn from_cache(
         }
     }
     tracing::info!("analysis answered from the cache (request {})", hit.request_id);
-    Some(Analysis::NotNeeded { reason: format!("answered from the cache: request {}", hit.request_id), last_error: None })
+    Some(Analysis::NotNeeded {
+        reason: format!("answered from the cache: request {}", hit.request_id),
+        last_error: None,
+    })
 }
 
 /// What Macha knows about an incident, for its prompt: recent changes to the hosts'
@@ -1267,12 +1270,17 @@ fn incident_knowledge(engine: &Engine, items: &[IncidentItem]) -> (Vec<ContextBl
         blocks.push(ContextBlock { source: "knowledge".into(), text: kb_lines.join("\n") });
     }
     if let Some(first) = items.first() {
-        let similar = macha_knowledge::memory::similar_issues(store, first.issue_id, crate::now(), 2).unwrap_or_default();
+        let similar =
+            macha_knowledge::memory::similar_issues(store, first.issue_id, crate::now(), 2).unwrap_or_default();
         let lines: Vec<String> = similar
             .iter()
             .map(|s| {
                 ids.push(format!("issue:{}", s.id));
-                let res = if s.resolutions.is_empty() { "no recorded resolution".to_owned() } else { s.resolutions.join("; ") };
+                let res = if s.resolutions.is_empty() {
+                    "no recorded resolution".to_owned()
+                } else {
+                    s.resolutions.join("; ")
+                };
                 format!("issue:{} {} {} on {} [{}]: {}", s.id, s.check, s.subject, s.host, s.state, res)
             })
             .collect();
@@ -1285,7 +1293,11 @@ fn incident_knowledge(engine: &Engine, items: &[IncidentItem]) -> (Vec<ContextBl
 
 /// Answers a knowledge tool from the store (on the engine thread): the text the model reads and
 /// the citation ids it carries.
-fn knowledge_tool(engine: &Engine, call: ToolCall, now: macha_core::Timestamp) -> Result<(String, Vec<String>), String> {
+fn knowledge_tool(
+    engine: &Engine,
+    call: ToolCall,
+    now: macha_core::Timestamp,
+) -> Result<(String, Vec<String>), String> {
     let store = engine.store();
     let mut ids = Vec::new();
     let text = match call {
@@ -1326,23 +1338,35 @@ fn knowledge_tool(engine: &Engine, call: ToolCall, now: macha_core::Timestamp) -
                 let content: String = e.fields.content.chars().take(600).collect();
                 out.push_str(&format!(
                     "{id} {} [{}, confidence {:.2}, {}]\n  use when: {}\n  {}\n",
-                    e.fields.topic, e.fields.category, e.fields.confidence, e.fields.provenance, e.fields.use_when, content
+                    e.fields.topic,
+                    e.fields.category,
+                    e.fields.confidence,
+                    e.fields.provenance,
+                    e.fields.use_when,
+                    content
                 ));
                 ids.push(id);
             }
             out
         }
         ToolCall::SimilarIssues(a) => {
-            let found = macha_knowledge::memory::similar_issues(store, a.issue_id, now, 5).map_err(|e| e.to_string())?;
+            let found =
+                macha_knowledge::memory::similar_issues(store, a.issue_id, now, 5).map_err(|e| e.to_string())?;
             if found.is_empty() {
                 return Ok((format!("no earlier issue like issue {}", a.issue_id), ids));
             }
             let mut out = String::new();
             for s in &found {
                 let id = format!("issue:{}", s.id);
-                out.push_str(&format!("{id} on {}: {} {} — {} [{}; {}]\n", s.host, s.check, s.subject, s.summary, s.state, s.why));
+                out.push_str(&format!(
+                    "{id} on {}: {} {} — {} [{}; {}]\n",
+                    s.host, s.check, s.subject, s.summary, s.state, s.why
+                ));
                 for r in &s.resolutions {
-                    out.push_str(&format!("  resolved by: {r} ({})\n", if s.verified { "verified" } else { "not verified" }));
+                    out.push_str(&format!(
+                        "  resolved by: {r} ({})\n",
+                        if s.verified { "verified" } else { "not verified" }
+                    ));
                 }
                 ids.push(id);
             }

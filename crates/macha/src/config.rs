@@ -951,12 +951,7 @@ impl Config {
             discovery,
             llm,
             knowledge_flake,
-            knowledge_change_window: duration(
-                "knowledge.change_window",
-                &f.knowledge.change_window,
-                s(7_200),
-                s(60),
-            )?,
+            knowledge_change_window: duration("knowledge.change_window", &f.knowledge.change_window, s(7_200), s(60))?,
             autonomy,
             check_interval: duration("check_interval", &f.check_interval, s(60), s(5))?,
             protected_extra: f.protected_units.clone(),
