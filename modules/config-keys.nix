@@ -119,6 +119,8 @@ rec {
     "llm.readable_paths"
     "llm.answer_max_bytes"
     "llm.check_ports"
+    "llm.cache_ttl"
+    "knowledge.change_window"
   ];
 
   # Options that configure the NixOS side (the unit, the user, companions), not a daemon key.

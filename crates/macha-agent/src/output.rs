@@ -30,6 +30,43 @@ pub struct Diagnosis {
     #[schemars(length(max = 500))]
     pub cause: String,
     pub confidence: Confidence,
+    /// The ids of the tool results the diagnosis relied on (`kb:N`, `runbook:ID`,
+    /// `config:FILE:A-B`, `issue:N`). Only ids returned in the same conversation are kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub citations: Vec<String>,
+}
+
+/// Most citations one diagnosis keeps.
+pub const CITATIONS_MAX: usize = 10;
+
+/// Whether `id` has the shape of a citation: a known prefix, then at most 300 printable
+/// characters without spaces.
+pub fn citation_shape(id: &str) -> bool {
+    let prefixed = ["config:", "kb:", "runbook:", "issue:"].iter().any(|p| id.starts_with(p));
+    prefixed && id.len() <= 300 && id.chars().all(|c| c.is_ascii_graphic() || (!c.is_ascii() && !c.is_control()))
+}
+
+impl Diagnosis {
+    /// Keeps the citations that are in `returned` (the ids the conversation's tool results and
+    /// prompt carried), in order and without duplicates; returns the ones dropped.
+    pub fn keep_citations(&mut self, returned: &std::collections::BTreeSet<String>) -> Vec<String> {
+        let mut kept: Vec<String> = Vec::new();
+        let mut dropped = Vec::new();
+        for c in std::mem::take(&mut self.citations) {
+            let c = c.trim().to_owned();
+            if kept.contains(&c) {
+                continue;
+            }
+            if citation_shape(&c) && returned.contains(&c) && kept.len() < CITATIONS_MAX {
+                kept.push(c);
+            } else {
+                dropped.push(c);
+            }
+        }
+        self.citations = kept;
+        dropped
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -90,7 +127,11 @@ fn len(field: &str, s: &str, min: usize, max: usize) -> Result<(), String> {
 impl Structured for Diagnosis {
     fn check(&self) -> Result<(), String> {
         len("summary", &self.summary, 1, 500)?;
-        len("cause", &self.cause, 0, 500)
+        len("cause", &self.cause, 0, 500)?;
+        if self.citations.len() > CITATIONS_MAX * 4 {
+            return Err(format!("citations must hold at most {CITATIONS_MAX} ids"));
+        }
+        Ok(())
     }
 }
 
@@ -197,6 +238,28 @@ pub fn parse_step(text: &str) -> Result<Step, OutputError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn only_citations_returned_in_the_conversation_are_kept() {
+        let mut d: Diagnosis = parse(
+            r#"{"summary":"s","confidence":"low","citations":["kb:3"," runbook:unit-restart-loop","kb:3","kb:99",
+                "issue:7","config:hosts/web.nix:1-9","see the docs","config:../../etc/shadow:1-2"]}"#,
+        )
+        .unwrap();
+        let returned: std::collections::BTreeSet<String> =
+            ["kb:3", "runbook:unit-restart-loop", "config:hosts/web.nix:1-9", "issue:8"]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect();
+        let dropped = d.keep_citations(&returned);
+        assert_eq!(d.citations, ["kb:3", "runbook:unit-restart-loop", "config:hosts/web.nix:1-9"]);
+        assert_eq!(dropped, ["kb:99", "issue:7", "see the docs", "config:../../etc/shadow:1-2"]);
+        // A diagnosis without citations still parses (older answers, small models).
+        let plain: Diagnosis = parse(r#"{"summary":"s","confidence":"low"}"#).unwrap();
+        assert!(plain.citations.is_empty());
+        assert!(!serde_json::to_string(&plain).unwrap().contains("citations"));
+    }
 
     #[test]
     fn diagnosis_parses_and_checks() {

@@ -165,6 +165,102 @@ pub struct CachedArgs {
     pub offset: Option<u64>,
 }
 
+/// Longest accepted search query (configuration and knowledge).
+pub const QUERY_MAX: usize = 200;
+/// Most hits one search tool returns.
+pub const SEARCH_LIMIT_MAX: u32 = 10;
+/// Most lines one `read_config` call returns.
+pub const CONFIG_LINES_MAX: u32 = 200;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigSearchArgs {
+    /// Words, option paths, unit names or error strings to look for in the fleet's flake.
+    #[schemars(length(min = 1, max = 200))]
+    pub query: String,
+    /// Only files this host uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostName>,
+    /// apps, systems, osconfigs, users or other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10))]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigReadArgs {
+    /// A file of the flake, relative to it (as search_configs names it).
+    #[schemars(length(min = 1, max = 1024))]
+    pub path: String,
+    /// `A:B`, 1-based and inclusive; at most 200 lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<String>,
+}
+
+impl ConfigReadArgs {
+    /// The line range asked for (validated when the call was parsed).
+    pub fn range(&self) -> Option<(u32, u32)> {
+        self.lines.as_deref().and_then(|l| parse_line_range(l).ok())
+    }
+}
+
+/// Parses `A:B` (1-based, inclusive, at most [`CONFIG_LINES_MAX`] lines).
+pub fn parse_line_range(spec: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("lines must be A:B with 1 <= A <= B and at most {CONFIG_LINES_MAX} lines");
+    let (a, b) = spec.trim().split_once(':').ok_or_else(bad)?;
+    let a: u32 = a.trim().parse().map_err(|_| bad())?;
+    let b: u32 = b.trim().parse().map_err(|_| bad())?;
+    if a == 0 || b < a || b - a >= CONFIG_LINES_MAX {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KnowledgeArgs {
+    /// Words to look for in Macha's knowledge base.
+    #[schemars(length(min = 1, max = 200))]
+    pub query: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10))]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunbookArgs {
+    /// A runbook id from the catalog.
+    #[schemars(length(min = 1, max = 64))]
+    pub id: String,
+}
+
+/// Whether `id` is a runbook id: 1 to 64 of `a-z`, `0-9`, `-`, not starting with `-` (the same
+/// rule as the catalog's; an id is looked up, never turned into a path).
+pub fn valid_runbook_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && !id.starts_with('-')
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimilarArgs {
+    /// The issue to find earlier issues like.
+    #[schemars(range(min = 1))]
+    pub issue_id: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesArgs {
+    /// `local` or a known host.
+    pub host: HostName,
+}
+
 /// Every tool, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -177,11 +273,17 @@ pub enum ToolName {
     CheckNetwork,
     ListHosts,
     GetCachedOutput,
+    SearchConfigs,
+    ReadConfig,
+    SearchKnowledge,
+    FetchRunbook,
+    SimilarIssues,
+    RecentChanges,
     ProposeAction,
 }
 
 impl ToolName {
-    pub const ALL: [ToolName; 9] = [
+    pub const ALL: [ToolName; 15] = [
         ToolName::GetSnapshot,
         ToolName::UnitStatus,
         ToolName::ReadLogs,
@@ -190,8 +292,29 @@ impl ToolName {
         ToolName::CheckNetwork,
         ToolName::ListHosts,
         ToolName::GetCachedOutput,
+        ToolName::SearchConfigs,
+        ToolName::ReadConfig,
+        ToolName::SearchKnowledge,
+        ToolName::FetchRunbook,
+        ToolName::SimilarIssues,
+        ToolName::RecentChanges,
         ToolName::ProposeAction,
     ];
+
+    /// What Macha knows, offered in every incident analysis after the observation tools.
+    pub const KNOWLEDGE: [ToolName; 6] = [
+        ToolName::SearchKnowledge,
+        ToolName::FetchRunbook,
+        ToolName::SimilarIssues,
+        ToolName::RecentChanges,
+        ToolName::SearchConfigs,
+        ToolName::ReadConfig,
+    ];
+
+    /// The knowledge tools an incident analysis is offered (shown with their required arguments
+    /// only). Similar past issues and recent changes are in the incident prompt itself.
+    pub const INCIDENT_KNOWLEDGE: [ToolName; 4] =
+        [ToolName::SearchKnowledge, ToolName::FetchRunbook, ToolName::SearchConfigs, ToolName::ReadConfig];
 
     /// The tools offered for an incident analysis about units: few, to keep the prompt small.
     pub const INCIDENT_UNITS: [ToolName; 3] = [ToolName::UnitStatus, ToolName::ReadLogs, ToolName::ProposeAction];
@@ -208,6 +331,12 @@ impl ToolName {
             ToolName::CheckNetwork => "check_network",
             ToolName::ListHosts => "list_hosts",
             ToolName::GetCachedOutput => "get_cached_output",
+            ToolName::SearchConfigs => "search_configs",
+            ToolName::ReadConfig => "read_config",
+            ToolName::SearchKnowledge => "search_knowledge",
+            ToolName::FetchRunbook => "fetch_runbook",
+            ToolName::SimilarIssues => "similar_issues",
+            ToolName::RecentChanges => "recent_changes",
             ToolName::ProposeAction => "propose_action",
         }
     }
@@ -228,6 +357,12 @@ impl ToolName {
             ToolName::CheckNetwork => "Whether a TCP port of a known host's configured services accepts connections.",
             ToolName::ListHosts => "The hosts Macha knows.",
             ToolName::GetCachedOutput => "Read more of a large tool result by its id.",
+            ToolName::SearchConfigs => "Search the fleet's NixOS configuration (file, lines, option path).",
+            ToolName::ReadConfig => "Read lines of a file of the fleet's flake.",
+            ToolName::SearchKnowledge => "Search Macha's knowledge base of NixOS operations.",
+            ToolName::FetchRunbook => "Fetch a runbook from the catalog by id.",
+            ToolName::SimilarIssues => "Earlier issues like this one, with what resolved them.",
+            ToolName::RecentChanges => "Recent commits to a host's configuration and its last deployment.",
             ToolName::ProposeAction => {
                 "Propose one action. Macha's policy decides: run, ask a person, or refuse. You are told which."
             }
@@ -249,6 +384,12 @@ impl ToolName {
             ToolName::Hardware | ToolName::ListHosts => schema_of::<NoArgs>(),
             ToolName::CheckNetwork => schema_of::<NetworkArgs>(),
             ToolName::GetCachedOutput => schema_of::<CachedArgs>(),
+            ToolName::SearchConfigs => schema_of::<ConfigSearchArgs>(),
+            ToolName::ReadConfig => schema_of::<ConfigReadArgs>(),
+            ToolName::SearchKnowledge => schema_of::<KnowledgeArgs>(),
+            ToolName::FetchRunbook => schema_of::<RunbookArgs>(),
+            ToolName::SimilarIssues => schema_of::<SimilarArgs>(),
+            ToolName::RecentChanges => schema_of::<ChangesArgs>(),
             ToolName::ProposeAction => action_parameters(),
         }
     }
@@ -278,6 +419,26 @@ pub fn incident_specs(names: &[ToolName], kinds: &[ActionKind]) -> Vec<ToolSpec>
                     }
                 }
                 ToolSpec { name: t.as_str().to_owned(), description: t.description().to_owned(), parameters }
+            }
+            other if ToolName::KNOWLEDGE.contains(other) => {
+                // Required arguments only, without descriptions: the prompt stays small; the
+                // parser still accepts the optional ones.
+                let mut parameters = other.parameters();
+                let required: Vec<String> = parameters["required"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.as_str().map(str::to_owned))
+                    .collect();
+                if let Some(props) = parameters.get_mut("properties").and_then(|p| p.as_object_mut()) {
+                    props.retain(|k, _| required.contains(k));
+                    for p in props.values_mut() {
+                        if let Some(o) = p.as_object_mut() {
+                            o.remove("description");
+                        }
+                    }
+                }
+                ToolSpec { name: other.as_str().to_owned(), description: other.description().to_owned(), parameters }
             }
             other => other.spec(),
         })
@@ -408,6 +569,12 @@ pub enum ToolCall {
     CheckNetwork(NetworkArgs),
     ListHosts,
     GetCachedOutput(CachedArgs),
+    SearchConfigs(ConfigSearchArgs),
+    ReadConfig(ConfigReadArgs),
+    SearchKnowledge(KnowledgeArgs),
+    FetchRunbook(RunbookArgs),
+    SimilarIssues(SimilarArgs),
+    RecentChanges(ChangesArgs),
     ProposeAction(Box<Action>),
 }
 
@@ -422,6 +589,12 @@ impl ToolCall {
             ToolCall::CheckNetwork(_) => ToolName::CheckNetwork,
             ToolCall::ListHosts => ToolName::ListHosts,
             ToolCall::GetCachedOutput(_) => ToolName::GetCachedOutput,
+            ToolCall::SearchConfigs(_) => ToolName::SearchConfigs,
+            ToolCall::ReadConfig(_) => ToolName::ReadConfig,
+            ToolCall::SearchKnowledge(_) => ToolName::SearchKnowledge,
+            ToolCall::FetchRunbook(_) => ToolName::FetchRunbook,
+            ToolCall::SimilarIssues(_) => ToolName::SimilarIssues,
+            ToolCall::RecentChanges(_) => ToolName::RecentChanges,
             ToolCall::ProposeAction(_) => ToolName::ProposeAction,
         }
     }
@@ -588,6 +761,48 @@ pub fn parse_call_scoped(
             }
             ToolCall::GetCachedOutput(a)
         }
+        ToolName::SearchConfigs => {
+            let a: ConfigSearchArgs = typed(args).map_err(bad)?;
+            check_query(&a.query).map_err(bad)?;
+            check_limit(a.limit).map_err(bad)?;
+            if let Some(c) = &a.category
+                && !["apps", "systems", "osconfigs", "users", "other"].contains(&c.as_str())
+            {
+                return Err(bad("category must be one of apps, systems, osconfigs, users, other".into()));
+            }
+            ToolCall::SearchConfigs(a)
+        }
+        ToolName::ReadConfig => {
+            let a: ConfigReadArgs = typed(args).map_err(bad)?;
+            if a.path.is_empty() || a.path.len() > 1024 || a.path.chars().any(char::is_control) {
+                return Err(bad("path must be a file of the flake, without control characters".into()));
+            }
+            if let Some(l) = &a.lines {
+                parse_line_range(l).map_err(bad)?;
+            }
+            ToolCall::ReadConfig(a)
+        }
+        ToolName::SearchKnowledge => {
+            let a: KnowledgeArgs = typed(args).map_err(bad)?;
+            check_query(&a.query).map_err(bad)?;
+            check_limit(a.limit).map_err(bad)?;
+            ToolCall::SearchKnowledge(a)
+        }
+        ToolName::FetchRunbook => {
+            let a: RunbookArgs = typed(args).map_err(bad)?;
+            if !valid_runbook_id(&a.id) {
+                return Err(bad("id must be a runbook id from the catalog (a-z, 0-9, -)".into()));
+            }
+            ToolCall::FetchRunbook(a)
+        }
+        ToolName::SimilarIssues => {
+            let a: SimilarArgs = typed(args).map_err(bad)?;
+            if a.issue_id < 1 {
+                return Err(bad("issue_id must be an issue's id".into()));
+            }
+            ToolCall::SimilarIssues(a)
+        }
+        ToolName::RecentChanges => ToolCall::RecentChanges(typed(args).map_err(bad)?),
         ToolName::ProposeAction => {
             let doc = args.to_string();
             let action = Action::from_json(&doc).map_err(|e| bad(e.to_string()))?;
@@ -597,6 +812,20 @@ pub fn parse_call_scoped(
             ToolCall::ProposeAction(Box::new(action))
         }
     })
+}
+
+fn check_query(q: &str) -> Result<(), String> {
+    if q.trim().is_empty() || q.len() > QUERY_MAX || q.chars().any(char::is_control) {
+        return Err(format!("query must be 1-{QUERY_MAX} bytes of plain text"));
+    }
+    Ok(())
+}
+
+fn check_limit(limit: Option<u32>) -> Result<(), String> {
+    if limit.is_some_and(|n| !(1..=SEARCH_LIMIT_MAX).contains(&n)) {
+        return Err(format!("limit must be 1-{SEARCH_LIMIT_MAX}"));
+    }
+    Ok(())
 }
 
 /// Which files `read_file` may read: exact paths, or every file below a directory entry ending in
@@ -790,13 +1019,48 @@ mod tests {
             err("propose_action", serde_json::json!({"kind": "reboot", "reason": "", "x": many}))
                 .contains("bytes of arguments")
         );
-        // search_knowledge is not a tool (there is no knowledge index to search).
-        assert!(err("search_knowledge", serde_json::json!({"query": "nginx"})).contains("there is no tool"));
+        // The knowledge tools validate what they are given.
+        assert!(err("search_knowledge", serde_json::json!({"query": ""})).contains("query"));
+        assert!(err("search_knowledge", serde_json::json!({"query": "x", "limit": 500})).contains("limit"));
+        assert!(err("search_configs", serde_json::json!({"query": "a\u{7}b"})).contains("query"));
+        assert!(err("search_configs", serde_json::json!({"query": "nginx", "category": "etc"})).contains("category"));
+        assert!(err("fetch_runbook", serde_json::json!({"id": "../../etc/passwd"})).contains("runbook id"));
+        assert!(err("fetch_runbook", serde_json::json!({"id": "-x"})).contains("runbook id"));
+        assert!(err("read_config", serde_json::json!({"path": "a.nix", "lines": "5:1"})).contains("lines"));
+        assert!(err("read_config", serde_json::json!({"path": "a.nix", "lines": "1:5000"})).contains("lines"));
+        assert!(err("read_config", serde_json::json!({"path": "a\nb"})).contains("path"));
+        assert!(err("similar_issues", serde_json::json!({"issue_id": 0})).contains("issue_id"));
+        assert!(err("recent_changes", serde_json::json!({"host": "a b"})).contains("recent_changes"));
+        assert!(err("search_knowledge", serde_json::json!({"query": "x", "sql": "drop"})).contains("unknown field"));
         let only_read = parse_call(
             &RawToolCall { id: None, name: "propose_action".into(), arguments: serde_json::json!({}) },
             &[ToolName::UnitStatus],
         );
         assert!(matches!(only_read, Err(ToolError::NotOffered { .. })));
+    }
+
+    #[test]
+    fn knowledge_calls_parse() {
+        assert!(matches!(
+            call("search_configs", serde_json::json!({"query": "services.nginx", "host": "web1", "limit": 3})),
+            Ok(ToolCall::SearchConfigs(a)) if a.host.as_ref().map(HostName::as_str) == Some("web1")
+        ));
+        let read = call("read_config", serde_json::json!({"path": "hosts/web1.nix", "lines": "10:20"}));
+        assert!(matches!(&read, Ok(ToolCall::ReadConfig(a)) if a.range() == Some((10, 20))), "{read:?}");
+        assert!(matches!(
+            call("fetch_runbook", serde_json::json!({"id": "unit-restart-loop"})),
+            Ok(ToolCall::FetchRunbook(_))
+        ));
+        assert!(matches!(call("similar_issues", serde_json::json!({"issue_id": 4})), Ok(ToolCall::SimilarIssues(_))));
+        assert!(matches!(call("recent_changes", serde_json::json!({"host": "local"})), Ok(ToolCall::RecentChanges(_))));
+        assert!(matches!(
+            call("search_knowledge", serde_json::json!("{\"query\": \"start-limit-hit\"}")),
+            Ok(ToolCall::SearchKnowledge(_))
+        ));
+        assert_eq!(parse_line_range("1:200"), Ok((1, 200)));
+        assert!(parse_line_range("1:201").is_err());
+        assert!(parse_line_range("0:3").is_err());
+        assert!(parse_line_range("3").is_err());
     }
 
     #[test]

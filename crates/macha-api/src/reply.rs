@@ -262,6 +262,15 @@ pub struct IssueDetail {
     /// Earlier issues most like this one, with their resolutions (the memory of incidents).
     #[serde(default)]
     pub similar: Vec<crate::knowledge::SimilarIssueView>,
+    /// What changed for the issue's host within `knowledge.change_window` before it opened: one
+    /// line per commit of the flake touching the host's files, and its last deployment; notes
+    /// say when the history could not be read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_changes: Vec<String>,
+    /// The ids the model's analyses of this issue cited (`kb:N`, `runbook:ID`,
+    /// `config:FILE:A-B`, `issue:N`), newest analysis first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub citations: Vec<String>,
 }
 
 /// The policy's decision as an approval request recorded it.

@@ -71,7 +71,7 @@ pub struct Tools {
 }
 
 /// Every external program Macha may run.
-pub const TOOL_NAMES: [&str; 12] = [
+pub const TOOL_NAMES: [&str; 13] = [
     "systemctl",
     "journalctl",
     "nix-collect-garbage",
@@ -84,6 +84,7 @@ pub const TOOL_NAMES: [&str; 12] = [
     "readlink",
     "nix",
     "nh",
+    "git",
 ];
 
 impl Tools {
@@ -127,6 +128,28 @@ impl Tools {
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
         self.paths.iter().map(|(k, v)| (*k, v.as_str()))
     }
+}
+
+/// The `--format` of [`git_log`]: a record separator, then hash, author, author time (Unix
+/// seconds) and subject separated by unit separators; `--name-only` lists the files after it.
+pub const GIT_LOG_FORMAT: &str = "--format=%x1e%H%x1f%an%x1f%at%x1f%s";
+
+/// `git -C DIR -c core.fsmonitor=false -c core.quotepath=off log --since=@SECONDS --max-count=N
+/// --name-only --no-renames --no-color --format=…`: the commits of the fleet's flake since a time,
+/// for "what changed". `dir` must be absolute; `since_unix` and `max` are numbers, so nothing but
+/// the directory comes from configuration, and it is one argument.
+pub fn git_log(tools: &Tools, dir: &str, since_unix: i64, max: u32) -> Result<Command, CommandError> {
+    if !dir.starts_with('/') || dir.contains('\0') {
+        return Err(CommandError::NotAbsolute(dir.to_owned()));
+    }
+    Ok(tools
+        .get("git")?
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "core.fsmonitor=false", "-c", "core.quotepath=off", "log"])
+        .arg(format!("--since=@{}", since_unix.max(0)))
+        .arg(format!("--max-count={}", max.clamp(1, 500)))
+        .args(["--name-only", "--no-renames", "--no-color", GIT_LOG_FORMAT]))
 }
 
 /// A read of recent journal lines (the model's `read_logs`), from typed, bounded values.
@@ -753,6 +776,22 @@ mod tests {
             ]
         );
         assert_eq!(read_logs(&q, &Tools::new()), Err(CommandError::ToolMissing { tool: "journalctl" }));
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn git_log_takes_the_directory_as_one_argument() {
+        let t = Tools::new().with("git", "/run/current-system/sw/bin/git");
+        let c = git_log(&t, "/etc/nixos flake; rm -rf /", 1_700_000_000, 20).unwrap();
+        assert_eq!(c.program(), "/run/current-system/sw/bin/git");
+        assert_eq!(c.argv()[..2], ["-C".to_owned(), "/etc/nixos flake; rm -rf /".to_owned()]);
+        assert!(c.argv().contains(&"--since=@1700000000".to_owned()));
+        assert!(c.argv().contains(&"--max-count=20".to_owned()));
+        assert!(c.argv().contains(&"core.fsmonitor=false".to_owned()));
+        assert_eq!(c.argv().last().map(String::as_str), Some(GIT_LOG_FORMAT));
+        assert!(matches!(git_log(&t, "etc/nixos", 0, 1), Err(CommandError::NotAbsolute(_))));
+        assert!(matches!(git_log(&Tools::new(), "/etc/nixos", 0, 1), Err(CommandError::ToolMissing { tool: "git" })));
+        assert!(git_log(&t, "/x", -5, 0).unwrap().argv().contains(&"--since=@0".to_owned()));
     }
 
     #[test]

@@ -8,13 +8,18 @@
 //! functions over text; the IO is at the edges: [`index`] walks the flake and writes the store,
 //! [`search`] reads it, [`read`] opens one file inside the flake.
 //!
+//! What changed ([`changes`]): the flake's recent commits that touch a host's files and its last
+//! deployment, parsed from `git log` by a pure parser.
+//!
 //! The knowledge base (docs/knowledge-base.md): entries that learn from verified remediations and
 //! forget what stopped helping ([`kb`]), runbooks people write and the model follows
 //! ([`runbooks`]), and the memory of past incidents ([`memory`]); the rules are pure functions.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod changes;
 pub mod chunk;
+pub mod evidence;
 pub mod index;
 pub mod kb;
 pub mod layout;

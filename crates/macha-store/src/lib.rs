@@ -28,6 +28,7 @@ mod hosts;
 mod issues;
 mod knowledge;
 mod kv;
+mod recall;
 mod registry;
 mod retention;
 mod row;
@@ -50,6 +51,7 @@ pub use issues::{ACTIVE_STATES, IssueChanges, IssueQuery, IssueRecord, NewIssue,
 pub use knowledge::{IssueCandidate, KbEntry, KbFields, KbHit};
 pub use macha_core::approval::ApprovalState;
 pub use macha_core::issue::{IssueState, Lifecycle};
+pub use recall::{CachedAnalysis, DeploymentRecord};
 pub use registry::{DiscoveryChanges, FleetHost, HostSource};
 pub use retention::{Limits, MAINTAIN_MAX_TRANSACTIONS, Maintenance};
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};

@@ -111,6 +111,16 @@ pub enum AgentCall {
         issue_id: Option<i64>,
         source: String,
     },
+    /// A knowledge tool answered from the store: its text and the ids a person can open.
+    Knowledge {
+        call: ToolCall,
+        reply: oneshot::Sender<Result<(String, Vec<String>), String>>,
+    },
+    /// A diagnosis cited these knowledge entries for these issues (`kb_record_use`).
+    KbUses {
+        entries: Vec<i64>,
+        issue_ids: Vec<i64>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +135,13 @@ enum JobKind {
     Analysis {
         items: Vec<IncidentItem>,
         context: Vec<ContextBlock>,
+        /// What Macha knows about it (recent changes, the runbook catalog, knowledge entries and
+        /// similar past issues), fenced in the prompt.
+        knowledge: Vec<ContextBlock>,
+        /// The citation ids the knowledge blocks carry.
+        offered_ids: Vec<String>,
+        /// The evidence hash (the answer cache's key).
+        evidence: String,
         correlation_id: String,
     },
     /// `admin`: whether the person may let the model's proposals run by the policy; a viewer's
@@ -349,7 +366,7 @@ async fn fail_job(shared: &Shared, job: &Job, reason: &str) {
 fn outcome_audits(job: &Job, outcome: Result<&str, &str>) -> (Vec<(Option<i64>, NewAudit)>, Option<String>) {
     let now = crate::now();
     let mut audits = Vec::new();
-    let JobKind::Analysis { items, correlation_id, .. } = &job.kind else {
+    let JobKind::Analysis { items, correlation_id, evidence, .. } = &job.kind else {
         if let Err(reason) = outcome {
             let a = NewAudit::new(
                 now,
@@ -377,7 +394,9 @@ fn outcome_audits(job: &Job, outcome: Result<&str, &str>) -> (Vec<(Option<i64>, 
                 let a = NewAudit::new(now, AuditKind::Issue, Severity::Info, &i.host, format!("analysis: {line}"))
                     .with_correlation_id(correlation_id)
                     .with_subject(&i.subject)
-                    .with_payload(serde_json::json!({"agent_request": job.request_id, "diagnosis": d}));
+                    .with_payload(
+                        serde_json::json!({"agent_request": job.request_id, "diagnosis": d, "evidence": evidence}),
+                    );
                 audits.push((Some(i.issue_id), a));
             }
             (audits, Some(line))
@@ -490,11 +509,19 @@ async fn execute(shared: &Arc<Shared>, job: &Job, model: &str) -> Result<Answer,
         _ => crate::correlation_id(),
     };
     let queue_only = matches!(&job.kind, JobKind::Converse { admin: false, .. });
-    let host =
-        DaemonHost { shared: Arc::clone(shared), request_id: job.request_id, correlation_id, issue_ids, queue_only };
     let nonce = shared.nonce();
+    let host = DaemonHost {
+        shared: Arc::clone(shared),
+        request_id: job.request_id,
+        correlation_id,
+        issue_ids,
+        queue_only,
+        nonce: nonce.clone(),
+        returned: Mutex::new(std::collections::BTreeSet::new()),
+    };
     match &job.kind {
-        JobKind::Analysis { items, context, .. } => {
+        JobKind::Analysis { items, context, knowledge, offered_ids, .. } => {
+            lock(&host.returned).extend(offered_ids.iter().cloned());
             let mut context = context.clone();
             // The failed units' own recent log lines, read now (not in the cycle).
             for i in items.iter().filter(|i| i.check == "failed_unit" || i.check == "restart_loop").take(2) {
@@ -510,7 +537,7 @@ async fn execute(shared: &Arc<Shared>, job: &Job, model: &str) -> Result<Answer,
             let names = prompt::incident_tools(&checks);
             let mut messages = vec![
                 Message::system(prompt::DIAGNOSE),
-                Message::user(prompt::incident(items, &context, &shared.redactor, &nonce)),
+                Message::user(prompt::incident_with_knowledge(items, &context, knowledge, &shared.redactor, &nonce)),
             ];
             // `propose_action` accepts only the offered kinds, on the incident's hosts.
             let scope = macha_agent::tools::ProposalScope {
@@ -533,7 +560,23 @@ async fn execute(shared: &Arc<Shared>, job: &Job, model: &str) -> Result<Answer,
                 .run_with_tools(&mut messages, &names, offered, Some(&schema), Some(&check))
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(Answer { answer: turn.text.clone(), turn })
+            // Citations: only ids this conversation returned are kept; the knowledge entries
+            // cited are recorded as used for the issues (their outcome moves the confidence).
+            let mut answer = turn.text.clone();
+            if let Ok(mut d) = output::parse::<Diagnosis>(&turn.text) {
+                let dropped = d.keep_citations(&lock(&host.returned));
+                if !dropped.is_empty() {
+                    tracing::info!(request_id = job.request_id, "citations dropped (not returned here): {dropped:?}");
+                }
+                let entries: Vec<i64> =
+                    d.citations.iter().filter_map(|c| c.strip_prefix("kb:")?.parse().ok()).collect();
+                if !entries.is_empty() {
+                    let issue_ids = items.iter().map(|i| i.issue_id).collect();
+                    shared.call(AgentCall::KbUses { entries, issue_ids }).await;
+                }
+                answer = serde_json::to_string(&d).unwrap_or(answer);
+            }
+            Ok(Answer { answer, turn })
         }
         JobKind::Converse { mode, conversation, history, text, who, .. } => {
             let system = match mode {
@@ -623,6 +666,10 @@ struct DaemonHost {
     issue_ids: Vec<i64>,
     /// The model works for a viewer: its proposals are queued for an admin, never executed.
     queue_only: bool,
+    /// The request's nonce (runbook fences).
+    nonce: String,
+    /// The citation ids the conversation's prompt and tool results carried.
+    returned: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl DaemonHost {
@@ -771,6 +818,58 @@ impl DaemonHost {
                 let call = AgentCall::Cached { id: a.id, offset: a.offset.unwrap_or(0), len, reply };
                 self.ask_loop(call, rx).await.unwrap_or_else(|| Err("the daemon is stopping".into()))
             }
+            ToolCall::ReadConfig(a) => {
+                let flake = self.shared.config.knowledge_flake.clone();
+                let range = a.range().or(Some((1, macha_agent::tools::CONFIG_LINES_MAX)));
+                let path = a.path.clone();
+                let read =
+                    tokio::task::spawn_blocking(move || macha_knowledge::read::read_config(&flake, &path, range))
+                        .await
+                        .map_err(|e| format!("the read failed: {e}"))?;
+                // A refusal is an answer the model reads (as data), not a failure of the request.
+                Ok(match read {
+                    Ok(t) => {
+                        let last = t.first + u32::try_from(t.lines.len()).unwrap_or(u32::MAX).saturating_sub(1);
+                        let id = format!("config:{}:{}-{}", t.path, t.first, last.max(t.first));
+                        lock(&self.returned).insert(id.clone());
+                        let mut out = format!("{id} ({} lines in the file)\n", t.total_lines);
+                        for (n, l) in t.lines.iter().enumerate() {
+                            out.push_str(&format!("{:>5} {l}\n", t.first as usize + n));
+                        }
+                        out
+                    }
+                    Err(e) => format!("refused: {e}"),
+                })
+            }
+            ToolCall::FetchRunbook(a) => {
+                let dir = self.shared.config.knowledge_runbooks.clone();
+                let catalog = tokio::task::spawn_blocking(move || macha_knowledge::runbooks::Catalog::load(Some(&dir)))
+                    .await
+                    .map_err(|e| format!("the catalog could not be read: {e}"))?;
+                match catalog.get(&a.id) {
+                    Some(r) => {
+                        let id = format!("runbook:{}", r.id);
+                        lock(&self.returned).insert(id.clone());
+                        Ok(format!("{id}\n{}", macha_knowledge::runbooks::render_for_prompt(r, &self.nonce)))
+                    }
+                    None => {
+                        let ids: Vec<String> = catalog.entries().into_iter().map(|e| e.id).collect();
+                        Err(format!("there is no runbook {:?}; the catalog: {}", a.id, ids.join(", ")))
+                    }
+                }
+            }
+            call @ (ToolCall::SearchConfigs(_)
+            | ToolCall::SearchKnowledge(_)
+            | ToolCall::SimilarIssues(_)
+            | ToolCall::RecentChanges(_)) => {
+                let (reply, rx) = oneshot::channel();
+                let (text, ids) = self
+                    .ask_loop(AgentCall::Knowledge { call, reply }, rx)
+                    .await
+                    .unwrap_or_else(|| Err("the daemon is stopping".into()))?;
+                lock(&self.returned).extend(ids);
+                Ok(text)
+            }
             ToolCall::ProposeAction(action) => {
                 let (reply, rx) = oneshot::channel();
                 let call = AgentCall::Propose {
@@ -910,6 +1009,18 @@ pub fn handle_call(engine: &mut Engine, call: AgentCall) -> anyhow::Result<Vec<W
             let kept = crate::knowledge::learn(engine.store_mut(), entries, issue_id, &source, now);
             tracing::info!("kept {kept} of {offered} learnings");
         }
+        AgentCall::Knowledge { call, reply } => {
+            let _ = reply.send(knowledge_tool(engine, call, now));
+        }
+        AgentCall::KbUses { entries, issue_ids } => {
+            for id in &entries {
+                for issue in &issue_ids {
+                    if let Err(e) = engine.store_mut().kb_record_use(*id, *issue, now) {
+                        tracing::warn!("knowledge use of entry {id} for issue {issue}: {e}");
+                    }
+                }
+            }
+        }
     }
     Ok(Vec::new())
 }
@@ -999,6 +1110,11 @@ pub fn after_findings(
         }
     }
     let context = incident_context(&items, snapshot, &agent.shared.redactor);
+    let evidence = evidence_of(&items, &context);
+    if let Some(cached) = from_cache(engine, &agent.shared.config, &items, &evidence, correlation_id) {
+        return cached;
+    }
+    let (knowledge, offered_ids) = incident_knowledge(engine, &items);
     let new = NewAgentRequest {
         kind: "analysis".into(),
         priority: Priority::Autonomous.as_str().into(),
@@ -1018,7 +1134,14 @@ pub fn after_findings(
         request_id,
         priority: Priority::Autonomous,
         queued_at: Instant::now(),
-        kind: JobKind::Analysis { items, context, correlation_id: correlation_id.to_owned() },
+        kind: JobKind::Analysis {
+            items,
+            context,
+            knowledge,
+            offered_ids,
+            evidence,
+            correlation_id: correlation_id.to_owned(),
+        },
         sink: None,
     };
     if let Err(reason) = agent.queue(job) {
@@ -1032,6 +1155,230 @@ pub fn after_findings(
         return Analysis::Unavailable { reason: summary };
     }
     Analysis::Queued { request_id, last_error: last_error.map(|e| format!("analysis unavailable: {e}")) }
+}
+
+/// The evidence hash of an incident: its findings and the redacted journal sample the prompt
+/// carries (`journal:errors`).
+fn evidence_of(items: &[IncidentItem], context: &[ContextBlock]) -> String {
+    use macha_knowledge::evidence::{Finding, evidence_hash};
+    let findings: Vec<Finding<'_>> = items
+        .iter()
+        .map(|i| Finding { host: &i.host, check: &i.check, subject: &i.subject, severity: &i.severity })
+        .collect();
+    let journal: Vec<&str> = context.iter().filter(|c| c.source == "journal:errors").map(|c| c.text.as_str()).collect();
+    evidence_hash(&findings, &journal.join("\n"))
+}
+
+/// The answer cache: an analysis of the same evidence within `llm.cache_ttl` answers these
+/// issues, marked "cached from request N". It never carries a proposal: whatever that analysis
+/// proposed was decided for its own issues then, and nothing is proposed again for these (a rule,
+/// a person, or the next analysis after the TTL may act).
+fn from_cache(
+    engine: &mut Engine,
+    config: &Config,
+    items: &[IncidentItem],
+    evidence: &str,
+    correlation_id: &str,
+) -> Option<Analysis> {
+    if config.llm.cache_ttl.is_zero() {
+        return None;
+    }
+    let now = crate::now();
+    let ttl = i64::try_from(config.llm.cache_ttl.as_millis()).unwrap_or(i64::MAX);
+    let since = macha_core::Timestamp(now.millis().saturating_sub(ttl));
+    let hit = match engine.store().analysis_by_evidence(evidence, since) {
+        Ok(Some(hit)) => hit,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!("the answer cache could not be read: {e}");
+            return None;
+        }
+    };
+    let d: Option<Diagnosis> = output::parse(&hit.answer).ok();
+    let line = d.as_ref().map_or_else(
+        || hit.answer.chars().take(300).collect::<String>(),
+        |d| {
+            let cause = if d.cause.trim().is_empty() { String::new() } else { format!("; cause: {}", d.cause) };
+            format!("{}{cause} (confidence {:?})", d.summary, d.confidence)
+        },
+    );
+    for i in items {
+        let a = NewAudit::new(
+            now,
+            AuditKind::Issue,
+            Severity::Info,
+            &i.host,
+            format!("analysis (cached from request {}; no proposal carried over): {line}", hit.request_id),
+        )
+        .with_correlation_id(correlation_id)
+        .with_subject(&i.subject)
+        .with_payload(serde_json::json!({"cached_from": hit.request_id, "diagnosis": d, "evidence": evidence}));
+        if let Err(e) = engine.store_mut().append_issue_audit(i.issue_id, &a) {
+            tracing::warn!("cached analysis of issue {}: {e}", i.issue_id);
+        }
+    }
+    tracing::info!("analysis answered from the cache (request {})", hit.request_id);
+    Some(Analysis::NotNeeded {
+        reason: format!("answered from the cache: request {}", hit.request_id),
+        last_error: None,
+    })
+}
+
+/// What Macha knows about an incident, for its prompt: recent changes to the hosts'
+/// configuration, the runbook catalog, knowledge entries that may apply and similar past issues
+/// — and the citation ids those blocks carry.
+fn incident_knowledge(engine: &Engine, items: &[IncidentItem]) -> (Vec<ContextBlock>, Vec<String>) {
+    let store = engine.store();
+    let config = engine.config();
+    let mut blocks = Vec::new();
+    let mut ids = Vec::new();
+    let mut hosts: Vec<&str> = items.iter().map(|i| i.host.as_str()).collect();
+    hosts.dedup();
+    for i in items.iter().take(3) {
+        if !hosts.contains(&i.host.as_str()) {
+            continue;
+        }
+        hosts.retain(|h| *h != i.host);
+        if let Ok(Some(issue)) = store.get_issue(i.issue_id) {
+            let rc = crate::changes::for_issue(store, config, &issue);
+            if !rc.is_empty() {
+                blocks.push(ContextBlock { source: format!("recent_changes:{}", i.host), text: rc.render() });
+            }
+        }
+    }
+    let catalog = macha_knowledge::runbooks::Catalog::load(Some(&config.knowledge_runbooks));
+    let lines: Vec<String> = catalog.entries().iter().map(|e| format!("{}: {}", e.id, e.use_when)).collect();
+    if !lines.is_empty() {
+        blocks.push(ContextBlock { source: "runbooks".into(), text: lines.join("\n") });
+    }
+    let words: Vec<String> = items
+        .iter()
+        .take(3)
+        .map(|i| format!("{} {}", i.check.replace('_', " "), i.subject.trim_end_matches(".service")))
+        .collect();
+    let hits = store.kb_search(&words.join(" "), 3).map(|h| macha_knowledge::kb::rank_hits(h, crate::now()));
+    let kb_lines: Vec<String> = hits
+        .unwrap_or_default()
+        .iter()
+        .take(3)
+        .map(|h| {
+            ids.push(format!("kb:{}", h.entry.id));
+            format!("kb:{} {} (use when: {})", h.entry.id, h.entry.fields.topic, h.entry.fields.use_when)
+        })
+        .collect();
+    if !kb_lines.is_empty() {
+        blocks.push(ContextBlock { source: "knowledge".into(), text: kb_lines.join("\n") });
+    }
+    if let Some(first) = items.first() {
+        let similar =
+            macha_knowledge::memory::similar_issues(store, first.issue_id, crate::now(), 2).unwrap_or_default();
+        let lines: Vec<String> = similar
+            .iter()
+            .map(|s| {
+                ids.push(format!("issue:{}", s.id));
+                let res = if s.resolutions.is_empty() {
+                    "no recorded resolution".to_owned()
+                } else {
+                    s.resolutions.join("; ")
+                };
+                format!("issue:{} {} {} on {} [{}]: {}", s.id, s.check, s.subject, s.host, s.state, res)
+            })
+            .collect();
+        if !lines.is_empty() {
+            blocks.push(ContextBlock { source: "similar_issues".into(), text: lines.join("\n") });
+        }
+    }
+    (blocks, ids)
+}
+
+/// Answers a knowledge tool from the store (on the engine thread): the text the model reads and
+/// the citation ids it carries.
+fn knowledge_tool(
+    engine: &Engine,
+    call: ToolCall,
+    now: macha_core::Timestamp,
+) -> Result<(String, Vec<String>), String> {
+    let store = engine.store();
+    let mut ids = Vec::new();
+    let text = match call {
+        ToolCall::SearchConfigs(a) => {
+            let summary = store.config_index_summary().map_err(|e| e.to_string())?;
+            if summary.files == 0 {
+                return Ok(("the configuration index is empty (macha configs index builds it)".into(), ids));
+            }
+            let req = macha_knowledge::search::SearchRequest {
+                query: a.query,
+                host: a.host.map(|h| h.as_str().to_owned()),
+                category: a.category.as_deref().and_then(macha_knowledge::layout::Category::parse),
+                limit: a.limit.unwrap_or(5),
+            };
+            let found = macha_knowledge::search::search(store, &req, None).map_err(|e| e.to_string())?;
+            if found.hits.is_empty() {
+                return Ok(("no configuration matches".into(), ids));
+            }
+            let mut out = String::new();
+            for h in &found.hits {
+                let id = format!("config:{}:{}-{}", h.file, h.line_start, h.line_end);
+                out.push_str(&format!("{id} {} ({})\n  {}\n", h.attr_path, h.category, h.snippet.replace('\n', " ")));
+                ids.push(id);
+            }
+            out
+        }
+        ToolCall::SearchKnowledge(a) => {
+            let limit = a.limit.unwrap_or(5);
+            let hits = store.kb_search(&a.query, limit).map_err(|e| e.to_string())?;
+            let hits = macha_knowledge::kb::rank_hits(hits, now);
+            if hits.is_empty() {
+                return Ok(("no knowledge entry matches".into(), ids));
+            }
+            let mut out = String::new();
+            for h in &hits {
+                let e = &h.entry;
+                let id = format!("kb:{}", e.id);
+                let content: String = e.fields.content.chars().take(600).collect();
+                out.push_str(&format!(
+                    "{id} {} [{}, confidence {:.2}, {}]\n  use when: {}\n  {}\n",
+                    e.fields.topic,
+                    e.fields.category,
+                    e.fields.confidence,
+                    e.fields.provenance,
+                    e.fields.use_when,
+                    content
+                ));
+                ids.push(id);
+            }
+            out
+        }
+        ToolCall::SimilarIssues(a) => {
+            let found =
+                macha_knowledge::memory::similar_issues(store, a.issue_id, now, 5).map_err(|e| e.to_string())?;
+            if found.is_empty() {
+                return Ok((format!("no earlier issue like issue {}", a.issue_id), ids));
+            }
+            let mut out = String::new();
+            for s in &found {
+                let id = format!("issue:{}", s.id);
+                out.push_str(&format!(
+                    "{id} on {}: {} {} — {} [{}; {}]\n",
+                    s.host, s.check, s.subject, s.summary, s.state, s.why
+                ));
+                for r in &s.resolutions {
+                    out.push_str(&format!(
+                        "  resolved by: {r} ({})\n",
+                        if s.verified { "verified" } else { "not verified" }
+                    ));
+                }
+                ids.push(id);
+            }
+            out
+        }
+        ToolCall::RecentChanges(a) => {
+            let since = macha_core::Timestamp(now.millis().saturating_sub(crate::changes::TOOL_LOOKBACK_MS));
+            crate::changes::recent(store, engine.config(), a.host.as_str(), since).render()
+        }
+        other => return Err(format!("{} is not a knowledge tool", other.name().as_str())),
+    };
+    Ok((text, ids))
 }
 
 /// After issues were observed gone following a verified remediation: ask for learnings about those

@@ -91,7 +91,9 @@ pub const CONFIG_KEYS: &[&str] = &[
     "llm.answer_max_bytes",
     "llm.may_execute",
     "llm.check_ports",
+    "llm.cache_ttl",
     "knowledge.runbooks",
+    "knowledge.change_window",
 ];
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -137,6 +139,9 @@ pub struct KnowledgeSection {
     pub runbooks: Option<PathBuf>,
     /// The fleet's flake: `/etc/nixos` or any checkout of it (default `/etc/nixos`).
     pub flake: Option<PathBuf>,
+    /// How long before an issue opened a commit or deployment counts as a recent change
+    /// (default 2 h).
+    pub change_window: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -212,6 +217,9 @@ pub struct LlmSection {
     /// The TCP ports the model's `check_network` may probe, by host (`local` or a configured
     /// host); a configured host's SSH port is always allowed.
     pub check_ports: std::collections::BTreeMap<String, Vec<u16>>,
+    /// How long an incident analysis answers new issues with the same evidence (default 24 h;
+    /// "0s" turns the answer cache off).
+    pub cache_ttl: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -311,6 +319,9 @@ pub struct LlmConfig {
     /// The kinds a model's proposal may execute without a person.
     pub may_execute: Vec<macha_core::ActionKind>,
     pub check_ports: std::collections::BTreeMap<String, Vec<u16>>,
+    /// How long an analysis answers new issues with the same evidence (zero: never).
+    #[serde(with = "humantime_serde_compat")]
+    pub cache_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -580,6 +591,9 @@ pub struct Config {
     pub knowledge_runbooks: PathBuf,
     /// The fleet's flake that `macha configs` indexes (`knowledge.flake`).
     pub knowledge_flake: PathBuf,
+    /// How long before an issue a change counts as recent (`knowledge.change_window`).
+    #[serde(with = "humantime_serde_compat")]
+    pub knowledge_change_window: Duration,
 }
 
 /// The default of `knowledge.flake`.
@@ -909,6 +923,7 @@ impl Config {
             readable_paths,
             may_execute,
             check_ports: f.llm.check_ports.clone(),
+            cache_ttl: duration("llm.cache_ttl", &f.llm.cache_ttl, s(86_400), s(0))?,
         };
         let day = s(86_400);
         let prompts_retention = duration("history.prompts_retention", &f.history.prompts_retention, 30 * day, day)?;
@@ -936,6 +951,7 @@ impl Config {
             discovery,
             llm,
             knowledge_flake,
+            knowledge_change_window: duration("knowledge.change_window", &f.knowledge.change_window, s(7_200), s(60))?,
             autonomy,
             check_interval: duration("check_interval", &f.check_interval, s(60), s(5))?,
             protected_extra: f.protected_units.clone(),

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod api;
 pub mod beneath;
+pub mod changes;
 pub mod cli;
 pub mod config;
 pub mod daemon;

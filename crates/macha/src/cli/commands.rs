@@ -316,6 +316,10 @@ pub fn issues(cmd: IssuesCmd) -> CmdResult {
                         issue: wire::issue(&r),
                         audit: wire::audit_entries(&store.query_audit(&q)?),
                         similar: crate::knowledge::similar(&store, id, crate::now()),
+                        recent_changes: load_config(client.config.as_deref(), Scope::User)
+                            .map(|c| crate::changes::issue_lines(&store, &c, &r))
+                            .unwrap_or_default(),
+                        citations: crate::changes::citations(&store, id),
                     }
                 }
             };

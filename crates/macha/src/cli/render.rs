@@ -213,6 +213,15 @@ pub fn issue(detail: &crate::api::reply::IssueDetail, json: bool) -> anyhow::Res
         println!("  resolution: {res}");
     }
     audit_section(&detail.audit);
+    if !detail.citations.is_empty() {
+        println!("  cited by the analysis: {}", detail.citations.join(", "));
+    }
+    if !detail.recent_changes.is_empty() {
+        println!("  Recent changes:");
+        for line in &detail.recent_changes {
+            println!("    {line}");
+        }
+    }
     if !detail.similar.is_empty() {
         println!("  similar past issues:");
         for s in &detail.similar {

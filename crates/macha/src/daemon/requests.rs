@@ -38,6 +38,8 @@ pub(super) fn answer(engine: &mut Engine, shared: &Shared, request: Request, pee
                 issue: wire::issue(&issue),
                 audit: wire::audit_entries(&audit),
                 similar: crate::knowledge::similar(engine.store(), id, now),
+                recent_changes: crate::changes::issue_lines(engine.store(), engine.config(), &issue),
+                citations: crate::changes::citations(engine.store(), id),
             }))
         }
         Request::ResolveIssue(ops::ResolveIssue { id, note }) => Ok(Response::reply::<ops::ResolveIssue>(

@@ -81,8 +81,19 @@ fn new_issues_are_diagnosed_without_making_the_cycle_wait() {
     assert_eq!(chats.len(), 2);
     let tools: Vec<&str> =
         chats[0]["tools"].as_array().into_iter().flatten().filter_map(|t| t["function"]["name"].as_str()).collect();
-    assert_eq!(tools, ["get_snapshot", "read_logs", "propose_action"]);
-    let propose = chats[0]["tools"][2].to_string();
+    assert_eq!(
+        tools,
+        [
+            "get_snapshot",
+            "read_logs",
+            "search_knowledge",
+            "fetch_runbook",
+            "search_configs",
+            "read_config",
+            "propose_action"
+        ]
+    );
+    let propose = chats[0]["tools"][6].to_string();
     assert!(propose.contains("collect_garbage") && !propose.contains("\"reboot\""), "{propose}");
     let tool_msg = &chats[1]["messages"].as_array().and_then(|m| m.last().cloned()).unwrap_or_default();
     assert_eq!(tool_msg["role"], "tool");
@@ -511,10 +522,10 @@ fn logs_are_redacted_before_filtering_and_only_working_tools_are_offered() {
     let chats = model.chats();
     let refused = chats[4]["messages"].to_string();
     assert!(refused.contains("port 6379 of local is not a configured service port; allowed: 8080"), "{refused}");
-    // search_knowledge is no longer offered.
+    // The knowledge tools are offered now that they answer (agent_knowledge tests them).
     let tools: Vec<&str> =
         chats[0]["tools"].as_array().into_iter().flatten().filter_map(|t| t["function"]["name"].as_str()).collect();
-    assert!(tools.contains(&"read_logs") && !tools.contains(&"search_knowledge"), "{tools:?}");
+    assert!(tools.contains(&"read_logs") && tools.contains(&"search_knowledge"), "{tools:?}");
 }
 
 /// The journal window keeps the five latest error samples: of a key logged line by line, the BEGIN

@@ -9,6 +9,7 @@
 mod support;
 
 mod agent;
+mod agent_knowledge;
 mod agent_lab;
 mod agent_llm;
 mod cli;

@@ -90,6 +90,10 @@ const SPAWNING_FILES: &[(&str, &str)] = &[
     ("crates/macha-ssh/src/pool.rs", "the OpenSSH master of each host: the one SSH module"),
     ("crates/macha/src/agent.rs", "`journalctl` for the model's read-only log tool (argv from `macha_core::command`)"),
     (
+        "crates/macha/src/changes.rs",
+        "`git log` of the fleet's flake for what changed (argv from `macha_core::command`)",
+    ),
+    (
         "crates/macha/src/cli/commands.rs",
         "`journalctl --unit macha.service` for `macha logs`, in the CLI's own process",
     ),
