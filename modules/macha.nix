@@ -78,6 +78,11 @@ let
     df = "${pkgs.coreutils}/bin/df";
     ip = "${pkgs.iproute2}/bin/ip";
     ss = "${pkgs.iproute2}/bin/ss";
+    # Deployments (`macha deploy`: closures, transient units) and what changed (`git log`).
+    nix = "${config.nix.package}/bin/nix";
+    systemd-run = "${config.systemd.package}/bin/systemd-run";
+    readlink = "${pkgs.coreutils}/bin/readlink";
+    git = "${pkgs.git}/bin/git";
   };
 
   usesFleet = cfg.hosts != { } || cfg.discovery.enable;
