@@ -13,6 +13,8 @@ pub mod approval;
 pub mod checks;
 pub mod command;
 pub mod flap;
+pub mod fleet_map;
+pub mod idle;
 pub mod fleet;
 pub mod issue;
 pub mod journal;
