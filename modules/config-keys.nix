@@ -192,7 +192,7 @@ rec {
             dropNulls {
               inherit (h) address user port tags;
               host_key = h.hostKey;
-              depends_on = h.dependsOn;
+              depends_on = h.dependsOn or [ ];
             }
           ) cfg.hosts;
       discovery = {

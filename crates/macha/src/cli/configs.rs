@@ -31,9 +31,13 @@ pub struct KnowledgeOpts {
     /// The flake to index or read (default: `knowledge.flake`, /etc/nixos).
     #[arg(long, global = true)]
     pub flake: Option<PathBuf>,
-    /// The database holding the index (default: your standalone store).
+    /// The database holding the index (default: the running daemon's when you may read it and it
+    /// has indexed the flake, else your standalone store).
     #[arg(long, global = true)]
     pub db: Option<PathBuf>,
+    /// The daemon's socket (default: `paths.socket`).
+    #[arg(long, env = "MACHA_SOCKET", global = true)]
+    pub socket: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -129,7 +133,7 @@ fn search_database(opts: &KnowledgeOpts, config: &Config) -> PathBuf {
     if let Some(db) = &opts.db {
         return db.clone();
     }
-    if let Some(held) = daemon_database(config)
+    if let Some(held) = daemon_database(opts, config)
         && let Ok(store) = Store::open_read_only(&held)
         && store.config_index_summary().is_ok_and(|s| s.files > 0)
     {
@@ -215,8 +219,9 @@ fn read(args: &ReadArgs, opts: &KnowledgeOpts) -> CmdResult {
 }
 
 /// The running daemon's database, if a daemon answers on the configured socket.
-fn daemon_database(config: &Config) -> Option<PathBuf> {
-    match Client::connect(&config.socket, Duration::from_secs(5)) {
+fn daemon_database(opts: &KnowledgeOpts, config: &Config) -> Option<PathBuf> {
+    let socket = opts.socket.as_deref().unwrap_or(&config.socket);
+    match Client::connect(socket, Duration::from_secs(5)) {
         Ok(mut c) => c.call(ops::Status).ok().map(|s| PathBuf::from(s.database)),
         Err(ClientError::Connect { .. }) | Err(_) => None,
     }
@@ -234,7 +239,7 @@ fn index(opts: &KnowledgeOpts) -> CmdResult {
     let root = flake(opts, &config);
     let db = database(opts, &config);
     // One writer: never write a database the running daemon holds.
-    if let Some(held) = daemon_database(&config)
+    if let Some(held) = daemon_database(opts, &config)
         && same_file(&held, &db)
     {
         return Err(fail(

@@ -11,6 +11,7 @@ mod support;
 mod agent;
 mod agent_lab;
 mod agent_llm;
+mod batch;
 mod cli;
 mod daemon;
 mod daemon_lab;
