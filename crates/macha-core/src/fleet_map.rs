@@ -231,7 +231,10 @@ pub fn render_dot(map: &FleetMap) -> String {
 }
 
 fn dot_escape(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).flat_map(|c| if matches!(c, '"' | '\\') { vec!['\\', c] } else { vec![c] }).collect()
+    s.chars()
+        .filter(|c| !c.is_control())
+        .flat_map(|c| if matches!(c, '"' | '\\') { vec!['\\', c] } else { vec![c] })
+        .collect()
 }
 
 #[cfg(test)]
@@ -271,7 +274,12 @@ mod tests {
         build(&[
             // web1 declares app1; it is seen talking to app1 on 8080 (outbound) and to an
             // outside address.
-            host("web1", "10.0.0.1", &["app1"], Some(&[("10.0.0.2", 8080, Outbound, 3), ("192.0.2.9", 443, Outbound, 1)])),
+            host(
+                "web1",
+                "10.0.0.1",
+                &["app1"],
+                Some(&[("10.0.0.2", 8080, Outbound, 3), ("192.0.2.9", 443, Outbound, 1)]),
+            ),
             // app1 declares nothing; db1 sees it connect (inbound on 5432).
             host("app1", "10.0.0.2", &[], Some(&[("10.0.0.1", 8080, Inbound, 3)])),
             host("db1", "10.0.0.3", &[], Some(&[("10.0.0.2", 5432, Inbound, 7), ("10.0.0.3", 22, Inbound, 1)])),

@@ -59,10 +59,21 @@ pub struct LastRun {
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Defer {
     /// Ran less than the interval ago, or its CPU budget is spent: not before `until`.
-    NotDue { until: Timestamp },
-    CpuPressure { avg10: f64, max: f64 },
-    MemoryPressure { avg10: f64, max: f64 },
-    Load { per_cpu: f64, max: f64 },
+    NotDue {
+        until: Timestamp,
+    },
+    CpuPressure {
+        avg10: f64,
+        max: f64,
+    },
+    MemoryPressure {
+        avg10: f64,
+        max: f64,
+    },
+    Load {
+        per_cpu: f64,
+        max: f64,
+    },
     /// The load could not be read: a host Macha cannot see is not assumed idle.
     LoadUnknown,
 }
@@ -146,7 +157,10 @@ mod tests {
             Decision::Defer(Defer::CpuPressure { avg10: 35.0, max: 10.0 })
         );
         let swapping = HostPressure { memory_some_avg10: Some(12.5), ..quiet() };
-        assert!(matches!(should_run(Timestamp(0), &swapping, None, &limits), Decision::Defer(Defer::MemoryPressure { .. })));
+        assert!(matches!(
+            should_run(Timestamp(0), &swapping, None, &limits),
+            Decision::Defer(Defer::MemoryPressure { .. })
+        ));
         // Load 1.8 on 2 CPUs is 0.9 per CPU, over 0.7.
         let loaded = HostPressure { load_one: Some(1.8), ..quiet() };
         match should_run(Timestamp(0), &loaded, None, &limits) {
@@ -173,10 +187,16 @@ mod tests {
         // A run that used 40 s of CPU at a 25 % budget waits 120 s: 40 of every 160 s at most.
         let heavy = LastRun { ended_at: Timestamp(1_000_000), cpu_ms: 40_000 };
         assert_eq!(next_allowed(&heavy, &limits), Timestamp(1_120_000));
-        assert!(matches!(should_run(Timestamp(1_100_000), &quiet(), Some(&heavy), &limits), Decision::Defer(Defer::NotDue { .. })));
+        assert!(matches!(
+            should_run(Timestamp(1_100_000), &quiet(), Some(&heavy), &limits),
+            Decision::Defer(Defer::NotDue { .. })
+        ));
         assert_eq!(should_run(Timestamp(1_120_000), &quiet(), Some(&heavy), &limits), Decision::Run);
         // Due again but busy: the pressure is the reason, not the clock.
         let busy = HostPressure { cpu_some_avg10: Some(50.0), ..quiet() };
-        assert!(matches!(should_run(Timestamp(2_000_000), &busy, Some(&heavy), &limits), Decision::Defer(Defer::CpuPressure { .. })));
+        assert!(matches!(
+            should_run(Timestamp(2_000_000), &busy, Some(&heavy), &limits),
+            Decision::Defer(Defer::CpuPressure { .. })
+        ));
     }
 }

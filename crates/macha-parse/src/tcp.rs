@@ -53,10 +53,8 @@ impl TcpTable {
             return;
         };
         match state {
-            LISTEN => {
-                if self.listening.len() < LISTENING_MAX {
-                    self.listening.insert(local_port);
-                }
+            LISTEN if self.listening.len() < LISTENING_MAX => {
+                self.listening.insert(local_port);
             }
             ESTABLISHED => {
                 if remote_ip.is_loopback() || remote_ip.is_unspecified() {
@@ -162,7 +160,10 @@ mod tests {
         // Loopback is left out; 3 IPv4 connections plus 2 IPv6 ones remain.
         assert_eq!(c.established, 5);
         assert_eq!(c.unlisted, 0);
-        assert_eq!(c.peers[0], PeerConnections { peer: ip("10.0.0.12"), port: 5432, direction: Direction::Inbound, count: 2 });
+        assert_eq!(
+            c.peers[0],
+            PeerConnections { peer: ip("10.0.0.12"), port: 5432, direction: Direction::Inbound, count: 2 }
+        );
         let rest: Vec<(IpAddr, u16, Direction, u32)> =
             c.peers[1..].iter().map(|p| (p.peer, p.port, p.direction, p.count)).collect();
         assert_eq!(

@@ -1222,8 +1222,10 @@ mod tests {
         g.line("/proc/net/tcp:  sl  local_address rem_address   st tx_queue");
         g.line("/proc/net/tcp:   0: 00000000:1538 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 1");
         g.line("/proc/net/tcp:   1: 0B00000A:1538 0C00000A:D431 01 00000000:00000000 00:00000000 00000000 0 0 2");
-        g.line("/proc/net/tcp6:   0: 0000000000000000FFFF00000B00000A:A000 0000000000000000FFFF00000D00000A:0050 01 0 0");
-        let c = g.connections().unwrap();
+        g.line(
+            "/proc/net/tcp6:   0: 0000000000000000FFFF00000B00000A:A000 0000000000000000FFFF00000D00000A:0050 01 0 0",
+        );
+        let c = g.connections().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.listening, [5432]);
         assert_eq!(c.established, 2);
         let peers: Vec<(String, u16)> = c.peers.iter().map(|p| (p.peer.to_string(), p.port)).collect();

@@ -56,6 +56,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Batch {
     /// Starts the scheduler task.
     pub fn start(config: &Config, tracker: &TaskTracker, stop: CancellationToken) -> Arc<Batch> {
+        let limits = &config.knowledge_idle;
+        tracing::debug!(
+            max_cpu_pressure = limits.max_cpu_pressure,
+            max_memory_pressure = limits.max_memory_pressure,
+            max_load_per_cpu = limits.max_load_per_cpu,
+            "BATCH work runs only below these limits"
+        );
         let batch = Arc::new(Batch::default());
         lock(&batch.job).view = JobView { name: REINDEX.to_owned(), state: "idle".to_owned(), ..JobView::default() };
         let b = Arc::clone(&batch);

@@ -968,9 +968,14 @@ impl Config {
         if !knowledge_flake.is_absolute() {
             bail!("knowledge.flake = {:?} must be an absolute path", knowledge_flake.display());
         }
-        let defaults = macha_core::idle::IdleLimits::default();
-        let idle = &f.knowledge.idle;
-        let limit = |key: &str, v: Option<f64>, default: f64, max: f64| -> anyhow::Result<f64> {
+        let d = macha_core::idle::IdleLimits::default();
+        // Pressures are percentages; the load per CPU is at most 64.
+        let lim = |key: &str, v: Option<f64>| -> anyhow::Result<f64> {
+            let (default, max) = match key {
+                "max_cpu_pressure" => (d.max_cpu_pressure, 100.0),
+                "max_memory_pressure" => (d.max_memory_pressure, 100.0),
+                _ => (d.max_load_per_cpu, 64.0),
+            };
             match v {
                 None => Ok(default),
                 Some(x) if x.is_finite() && x > 0.0 && x <= max => Ok(x),
@@ -978,15 +983,10 @@ impl Config {
             }
         };
         let knowledge_idle = macha_core::idle::IdleLimits {
-            max_cpu_pressure: limit("max_cpu_pressure", idle.max_cpu_pressure, defaults.max_cpu_pressure, 100.0)?,
-            max_memory_pressure: limit(
-                "max_memory_pressure",
-                idle.max_memory_pressure,
-                defaults.max_memory_pressure,
-                100.0,
-            )?,
-            max_load_per_cpu: limit("max_load_per_cpu", idle.max_load_per_cpu, defaults.max_load_per_cpu, 64.0)?,
-            ..defaults
+            max_cpu_pressure: lim("max_cpu_pressure", f.knowledge.idle.max_cpu_pressure)?,
+            max_memory_pressure: lim("max_memory_pressure", f.knowledge.idle.max_memory_pressure)?,
+            max_load_per_cpu: lim("max_load_per_cpu", f.knowledge.idle.max_load_per_cpu)?,
+            ..d
         };
         Ok(Config {
             knowledge_idle,

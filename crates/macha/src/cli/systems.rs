@@ -186,11 +186,8 @@ pub fn run(cmd: SystemsCmd) -> CmdResult {
                 println!("no hosts registered (add [hosts.<name>] to the configuration)");
                 return Ok(0);
             }
-            let text = if dot {
-                macha_core::fleet_map::render_dot(&map)
-            } else {
-                macha_core::fleet_map::render_text(&map)
-            };
+            let text =
+                if dot { macha_core::fleet_map::render_dot(&map) } else { macha_core::fleet_map::render_text(&map) };
             print!("{}", super::term::clean(&text));
             Ok(0)
         }
