@@ -54,6 +54,7 @@ rec {
     "hosts.<name>.port" = "hosts.<name>.port";
     "hosts.<name>.hostKey" = "hosts.<name>.host_key";
     "hosts.<name>.tags" = "hosts.<name>.tags";
+    "hosts.<name>.dependsOn" = "hosts.<name>.depends_on";
     "discovery.enable" = "discovery.enable";
     "discovery.allowedDomains" = "discovery.allowed_domains";
     "modelApiKeyFile" = "llm.api_key_file";
@@ -109,6 +110,9 @@ rec {
     "discovery.domain"
     "discovery.window"
     "knowledge.flake"
+    "knowledge.idle.max_cpu_pressure"
+    "knowledge.idle.max_memory_pressure"
+    "knowledge.idle.max_load_per_cpu"
     "llm.enable"
     "llm.backend"
     "llm.timeout"
@@ -190,6 +194,7 @@ rec {
             dropNulls {
               inherit (h) address user port tags;
               host_key = h.hostKey;
+              depends_on = h.dependsOn or [ ];
             }
           ) cfg.hosts;
       discovery = {

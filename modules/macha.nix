@@ -306,6 +306,15 @@ let
           example = [ "web" ];
           description = "Free-form tags, for selecting hosts in the CLI.";
         };
+        dependsOn = mkOption {
+          type = types.listOf types.str;
+          default = [ ];
+          example = [ "db1" ];
+          description = ''
+            Managed hosts this host depends on (its database, its upstreams): declared relations of
+            the fleet map (`macha systems graph`), next to the connections Macha observes.
+          '';
+        };
       };
     };
 in

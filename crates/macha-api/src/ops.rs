@@ -235,6 +235,11 @@ call!(DeployProgress, unit, Vec<DeployProgressView>);
 pub struct ListHosts;
 call!(ListHosts, unit, Vec<HostView>);
 
+/// The fleet map: hosts and their declared and observed relations (`macha systems graph`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FleetGraph;
+call!(FleetGraph, unit, macha_core::fleet_map::FleetMap);
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShowHost {

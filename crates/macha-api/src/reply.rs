@@ -25,6 +25,30 @@ pub struct StatusInfo {
     pub version: String,
     /// SSH connection counts; `None` when SSH is not available.
     pub ssh: Option<SshStats>,
+    /// The BATCH jobs (work done only while the host is idle) and how they fare.
+    #[serde(default)]
+    pub jobs: Vec<JobView>,
+}
+
+/// One BATCH job of the daemon (`macha status`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    pub name: String,
+    /// `idle` (nothing to do), `pending` (work waits), `running`, or `failed`.
+    pub state: String,
+    /// When the last run ended, and what it did or why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_result: Option<String>,
+    /// When the job looks again (or may run next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_check: Option<Timestamp>,
+    /// Why pending work did not run at the last look (pressure, load, budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<String>,
+    /// Runs since the daemon started.
+    pub runs: u64,
 }
 
 /// SSH connection counts.

@@ -35,6 +35,8 @@ pub enum Request {
     ListPrompts(ops::ListPrompts),
     /// The host registry (`macha-systems list`).
     ListHosts,
+    /// The fleet map (`macha systems graph`).
+    FleetGraph,
     /// One registered host with its profile and recent records (`macha-systems show`).
     ShowHost(ops::ShowHost),
     /// The keys a host presents, with fingerprints (`macha-systems trust`, before confirming).
@@ -96,6 +98,7 @@ impl Request {
             | Request::ShowApproval(_)
             | Request::QueryAudit(_)
             | Request::ListHosts
+            | Request::FleetGraph
             | Request::ShowHost(_)
             | Request::DeployProgress
             | Request::Ask(_)
@@ -147,6 +150,7 @@ impl Request {
             Request::Discuss(_) => "discuss",
             Request::ListPrompts(_) => "list_prompts",
             Request::ListHosts => "list_hosts",
+            Request::FleetGraph => "fleet_graph",
             Request::ShowHost(_) => "show_host",
             Request::ScanHost(_) => "scan_host",
             Request::TrustHost(_) => "trust_host",

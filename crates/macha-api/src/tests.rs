@@ -39,6 +39,7 @@ fn every_request() -> Vec<Request> {
         Discuss { id: 4, message: "is it safe?".into() }.into_request(),
         ListPrompts { request_id: Some(2), limit: Some(3) }.into_request(),
         ListHosts.into_request(),
+        FleetGraph.into_request(),
         DeployProgress.into_request(),
         ShowHost { name: "c1".into() }.into_request(),
         ScanHost { name: "c1".into() }.into_request(),
@@ -55,7 +56,7 @@ fn every_request_round_trips_through_the_frame() {
     let mut ops: Vec<&str> = all.iter().map(Request::op).collect();
     ops.sort_unstable();
     ops.dedup();
-    assert_eq!(ops.len(), 23, "one of each operation");
+    assert_eq!(ops.len(), 24, "one of each operation");
     for r in all {
         let line = encode_request(&r).unwrap();
         assert!(line.starts_with(&format!("{{\"v\":{PROTOCOL_VERSION},\"req\":{{\"op\":\"{}\"", r.op())), "{line}");

@@ -14,6 +14,8 @@ pub mod checks;
 pub mod command;
 pub mod flap;
 pub mod fleet;
+pub mod fleet_map;
+pub mod idle;
 pub mod issue;
 pub mod journal;
 pub mod names;

@@ -70,6 +70,15 @@ pub struct Snapshot {
     pub journal: Section<JournalSummary>,
     pub nix: Section<NixInfo>,
     pub hardware: Section<Hardware>,
+    /// Established TCP connections and listening ports: what the fleet map's observed relations
+    /// are made of. Not a health section (not in [`SECTION_NAMES`]): a host that does not report
+    /// it (an older `macha probe`) is not less visible for it.
+    #[serde(default = "connections_not_reported")]
+    pub connections: Section<Connections>,
+}
+
+fn connections_not_reported() -> Section<Connections> {
+    Section::unavailable("not reported by this host")
 }
 
 impl Snapshot {
@@ -92,6 +101,7 @@ impl Snapshot {
             journal: Section::unavailable(reason),
             nix: Section::unavailable(reason),
             hardware: Section::unavailable(reason),
+            connections: Section::unavailable(reason),
         }
     }
 
@@ -214,6 +224,41 @@ pub struct NetInterface {
     pub tx_errors: u64,
     pub rx_dropped: u64,
     pub tx_dropped: u64,
+}
+
+/// Which side opened a connection, as this host sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// This host connected to the peer's `port`.
+    Outbound,
+    /// The peer connected to this host's `port` (one it listens on).
+    Inbound,
+}
+
+/// Established TCP connections with one peer on one server port, in one direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerConnections {
+    pub peer: std::net::IpAddr,
+    /// The server side's port: the peer's for outbound connections, this host's for inbound ones.
+    pub port: u16,
+    pub direction: Direction,
+    pub count: u32,
+}
+
+/// The TCP picture of a host (`/proc/net/tcp` and `tcp6`): loopback and unspecified peers left
+/// out, bounded lists, exact totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connections {
+    /// Ports listened on (sorted, deduplicated, at most `macha_parse` lists).
+    pub listening: Vec<u16>,
+    /// Established connections grouped by peer, port and direction (the largest groups first).
+    pub peers: Vec<PeerConnections>,
+    /// Established connections seen, listed or not.
+    pub established: u32,
+    /// Established connections in groups beyond the listed ones.
+    #[serde(default)]
+    pub unlisted: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

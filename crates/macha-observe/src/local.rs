@@ -465,6 +465,7 @@ impl LocalObserver {
         let processes = self.processes(now);
         let nix = self.nix();
         let hardware = self.hardware();
+        let connections = Section::from_result(procfs::read_connections(&self.config.proc_root));
         Snapshot {
             host,
             taken_at: now,
@@ -481,6 +482,7 @@ impl LocalObserver {
             journal: Section::unavailable(NOT_COLLECTED),
             nix,
             hardware,
+            connections,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! The parsing is [`macha_parse::procfs`]'s; these functions only read the files. They take the
 //! proc root (normally `/proc`) so tests can point them at a fixture tree.
 use crate::error::{ObserveError, read_text};
-use macha_core::snapshot::{Load, Memory, NetInterface, Pressure, PressureLine};
+use macha_core::snapshot::{Connections, Load, Memory, NetInterface, Pressure, PressureLine};
 use macha_parse::procfs::{
     PidStat, PressureFile, StatCpu, parse_loadavg, parse_meminfo, parse_net_dev, parse_pid_stat, parse_pressure,
     parse_stat,
@@ -34,6 +34,33 @@ pub fn read_loadavg(proc_root: &Path) -> Result<Load, ObserveError> {
 pub fn read_net_dev(proc_root: &Path) -> Result<Vec<NetInterface>, ObserveError> {
     let path = proc_root.join("net/dev");
     parse_net_dev(&read_text(&path)?).map_err(|e| ObserveError::parse(&path, e))
+}
+
+/// Reads `<proc_root>/net/tcp` and `tcp6` line by line into the bounded [`Connections`] (a busy
+/// host's tables can be megabytes; only the groups are kept). Fails only when neither exists.
+pub fn read_connections(proc_root: &Path) -> Result<Connections, ObserveError> {
+    use std::io::BufRead;
+    let mut table = macha_parse::tcp::TcpTable::default();
+    let mut found = false;
+    let mut first_error = None;
+    for name in ["net/tcp", "net/tcp6"] {
+        let path = proc_root.join(name);
+        match std::fs::File::open(&path) {
+            Ok(f) => {
+                found = true;
+                for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
+                    table.line(&line);
+                }
+            }
+            Err(source) => {
+                first_error.get_or_insert(ObserveError::Read { path, source });
+            }
+        }
+    }
+    match (found, first_error) {
+        (false, Some(e)) => Err(e),
+        _ => Ok(table.finish()),
+    }
 }
 
 /// Reads `<proc_root>/pressure/{cpu,memory,io}`. A missing directory means the kernel was built

@@ -13,3 +13,4 @@ pub mod journal;
 pub mod mounts;
 pub mod nix;
 pub mod procfs;
+pub mod tcp;

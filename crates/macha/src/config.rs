@@ -71,11 +71,15 @@ pub const CONFIG_KEYS: &[&str] = &[
     "hosts.<name>.host_key",
     "hosts.<name>.tags",
     "hosts.<name>.health",
+    "hosts.<name>.depends_on",
     "discovery.enable",
     "discovery.allowed_domains",
     "discovery.domain",
     "discovery.window",
     "knowledge.flake",
+    "knowledge.idle.max_cpu_pressure",
+    "knowledge.idle.max_memory_pressure",
+    "knowledge.idle.max_load_per_cpu",
     "llm.enable",
     "llm.backend",
     "llm.url",
@@ -142,6 +146,20 @@ pub struct KnowledgeSection {
     /// How long before an issue opened a commit or deployment counts as a recent change
     /// (default 2 h).
     pub change_window: Option<String>,
+    /// When BATCH work (re-indexing the flake) may run.
+    pub idle: IdleSection,
+}
+
+/// `knowledge.idle`: the limits under which the daemon's BATCH work runs (docs/knowledge.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdleSection {
+    /// CPU pressure (PSI `some avg10`, percent) above which work waits (default 10).
+    pub max_cpu_pressure: Option<f64>,
+    /// Memory pressure (PSI `some avg10`, percent) above which work waits (default 5).
+    pub max_memory_pressure: Option<f64>,
+    /// The 1-minute load per CPU above which work waits (default 0.7).
+    pub max_load_per_cpu: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -168,6 +186,8 @@ pub struct HostSection {
     /// What must hold after a deployment: `{ unit = "nginx.service" }`, `{ tcp = 443 }`,
     /// `{ http = 8080, path = "/healthz", status = 200 }`.
     pub health: Vec<HealthSection>,
+    /// Managed hosts this host depends on (declared relations of the fleet map).
+    pub depends_on: Vec<String>,
 }
 
 /// One declared health check (exactly one of `unit`, `tcp`, `http`).
@@ -282,6 +302,8 @@ pub struct HostConfig {
     pub host_key: Option<String>,
     pub tags: Vec<String>,
     pub health: Vec<macha_deploy::HealthCheck>,
+    /// Managed hosts this host depends on (`hosts.<name>.depends_on`), checked against `hosts`.
+    pub depends_on: Vec<macha_core::HostName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -594,6 +616,8 @@ pub struct Config {
     /// How long before an issue a change counts as recent (`knowledge.change_window`).
     #[serde(with = "humantime_serde_compat")]
     pub knowledge_change_window: Duration,
+    /// When the daemon's BATCH work may run (`knowledge.idle.*`).
+    pub knowledge_idle: macha_core::idle::IdleLimits,
 }
 
 /// The default of `knowledge.flake`.
@@ -817,7 +841,23 @@ impl Config {
                     .map(health_check)
                     .collect::<Result<_, _>>()
                     .with_context(|| format!("hosts.{name}.health"))?,
+                depends_on: h
+                    .depends_on
+                    .iter()
+                    .map(|d| {
+                        macha_core::HostName::parse(d)
+                            .map_err(|e| anyhow::format_err!("hosts.{name}.depends_on: {d:?}: {e}"))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
             });
+        }
+        for h in &hosts {
+            if let Some(d) = h.depends_on.iter().find(|d| d.is_local() || !hosts.iter().any(|o| &o.name == *d)) {
+                bail!("hosts.{}.depends_on: {d} is not a configured host", h.name);
+            }
+            if h.depends_on.contains(&h.name) {
+                bail!("hosts.{}.depends_on: a host cannot depend on itself", h.name);
+            }
         }
         for d in &f.discovery.allowed_domains {
             let pattern = d.strip_prefix("*.").unwrap_or(d);
@@ -943,7 +983,28 @@ impl Config {
         if !knowledge_flake.is_absolute() {
             bail!("knowledge.flake = {:?} must be an absolute path", knowledge_flake.display());
         }
+        let d = macha_core::idle::IdleLimits::default();
+        // Pressures are percentages; the load per CPU is at most 64.
+        let lim = |key: &str, v: Option<f64>| -> anyhow::Result<f64> {
+            let (default, max) = match key {
+                "max_cpu_pressure" => (d.max_cpu_pressure, 100.0),
+                "max_memory_pressure" => (d.max_memory_pressure, 100.0),
+                _ => (d.max_load_per_cpu, 64.0),
+            };
+            match v {
+                None => Ok(default),
+                Some(x) if x.is_finite() && x > 0.0 && x <= max => Ok(x),
+                Some(x) => bail!("knowledge.idle.{key} = {x} must be above 0 and at most {max}"),
+            }
+        };
+        let knowledge_idle = macha_core::idle::IdleLimits {
+            max_cpu_pressure: lim("max_cpu_pressure", f.knowledge.idle.max_cpu_pressure)?,
+            max_memory_pressure: lim("max_memory_pressure", f.knowledge.idle.max_memory_pressure)?,
+            max_load_per_cpu: lim("max_load_per_cpu", f.knowledge.idle.max_load_per_cpu)?,
+            ..d
+        };
         Ok(Config {
+            knowledge_idle,
             knowledge_runbooks: f.knowledge.runbooks.clone().unwrap_or_else(|| PathBuf::from("/etc/macha/runbooks")),
             history,
             ssh,
@@ -1130,6 +1191,9 @@ journalctl = "/run/current-system/sw/bin/journalctl"
             ("protected_units = [\"a;b\"]", "protected_units"),
             ("[hosts.web1]\ntags = [\"a b\"]", "is not a tag"),
             ("[hosts.web1]\ntags = [\"\"]", "is not a tag"),
+            ("[hosts.web1]\ndepends_on = [\"db9\"]", "is not a configured host"),
+            ("[hosts.web1]\ndepends_on = [\"web1\"]", "cannot depend on itself"),
+            ("[knowledge.idle]\nmax_load_per_cpu = 0.0", "must be above 0"),
             ("[notifications.gotify]\nurl = \"https://g\"", "unknown field"),
             ("[llm.models]\nembedding = \"x\"", "unknown field"),
             ("[flap]\nlimit = 0", "flap.limit"),

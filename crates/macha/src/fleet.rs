@@ -1106,6 +1106,12 @@ impl Fleet {
         }
     }
 
+    /// Each remote host's last observed TCP connections (for the fleet map).
+    pub fn connections(&self) -> BTreeMap<HostName, macha_core::snapshot::Connections> {
+        let st = lock(&self.state);
+        st.reports.iter().filter_map(|(n, r)| r.snapshot.connections.data().map(|c| (n.clone(), c.clone()))).collect()
+    }
+
     /// The registry requests answered in the loop.
     pub fn api(&self, engine: &mut Engine, request: Request, who: &str) -> anyhow::Result<Response> {
         let now = crate::now();

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod batch;
 pub mod beneath;
 pub mod changes;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod daemon;
 pub mod deployments;
 pub mod engine;
 pub mod fleet;
+pub mod fleet_map;
 pub mod knowledge;
 pub mod logging;
 pub mod observe;

@@ -227,6 +227,22 @@ pub fn status(opts: &ClientOpts) -> CmdResult {
         Some(ssh) => println!("ssh:      {} hosts connected, {} connections opened", ssh.connected, ssh.connects),
         None => println!("ssh:      not available"),
     }
+    for j in &s.jobs {
+        let mut line = format!("job:      {} {}, {} runs", j.name, j.state, j.runs);
+        if let Some(t) = j.last_run {
+            line.push_str(&format!(", last {t}"));
+        }
+        if let Some(t) = j.next_check {
+            line.push_str(&format!(", next look {t}"));
+        }
+        if let Some(why) = &j.deferred {
+            line.push_str(&format!(" (deferred: {why})"));
+        }
+        println!("{}", super::term::clean(&line));
+        if let Some(r) = &j.last_result {
+            println!("          {}", super::term::clean(r));
+        }
+    }
     Ok(0)
 }
 

@@ -1,10 +1,11 @@
 //! `macha configs`: search the fleet's flake (`macha configs QUERY`), read one of its files
 //! (`macha configs read PATH`), and index it (`macha configs index`) — docs/knowledge.md.
 //!
-//! The index lives in the standalone store of the user who runs the command (the database of
-//! `macha check --standalone`, or `--db`), which the CLI opens directly: searches read-only,
-//! the index run as that store's only writer; a database the running daemon holds is refused
-//! for writing (decision 0015).
+//! `macha configs index` writes the standalone store of the user who runs the command (the
+//! database of `macha check --standalone`, or `--db`) as that store's only writer; a database the
+//! running daemon holds is refused for writing (decision 0015). Searches read, read-only, `--db`,
+//! else the running daemon's database when the user may read it and the daemon has indexed the
+//! flake (its idle-time job, decision 0019), else the standalone store.
 
 use super::commands::load_config;
 use super::{CmdResult, EXIT_DATAERR, EXIT_UNAVAILABLE, EXIT_USAGE, fail, term};
@@ -30,9 +31,13 @@ pub struct KnowledgeOpts {
     /// The flake to index or read (default: `knowledge.flake`, /etc/nixos).
     #[arg(long, global = true)]
     pub flake: Option<PathBuf>,
-    /// The database holding the index (default: your standalone store).
+    /// The database holding the index (default: the running daemon's when you may read it and it
+    /// has indexed the flake, else your standalone store).
     #[arg(long, global = true)]
     pub db: Option<PathBuf>,
+    /// The daemon's socket (default: `paths.socket`).
+    #[arg(long, env = "MACHA_SOCKET", global = true)]
+    pub socket: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -122,9 +127,24 @@ fn knowledge_failure(e: KnowledgeError) -> super::Failure {
     fail(code, e.into())
 }
 
+/// Where a search reads: `--db`; else the running daemon's database when this user can read it
+/// and the daemon has indexed the flake into it (its BATCH job); else the user's standalone store.
+fn search_database(opts: &KnowledgeOpts, config: &Config) -> PathBuf {
+    if let Some(db) = &opts.db {
+        return db.clone();
+    }
+    if let Some(held) = daemon_database(opts, config)
+        && let Ok(store) = Store::open_read_only(&held)
+        && store.config_index_summary().is_ok_and(|s| s.files > 0)
+    {
+        return held;
+    }
+    config.database.clone()
+}
+
 fn find(args: &SearchArgs, opts: &KnowledgeOpts) -> CmdResult {
     let config = config(opts)?;
-    let db = database(opts, &config);
+    let db = search_database(opts, &config);
     if !db.exists() {
         return Err(fail(
             EXIT_UNAVAILABLE,
@@ -199,8 +219,9 @@ fn read(args: &ReadArgs, opts: &KnowledgeOpts) -> CmdResult {
 }
 
 /// The running daemon's database, if a daemon answers on the configured socket.
-fn daemon_database(config: &Config) -> Option<PathBuf> {
-    match Client::connect(&config.socket, Duration::from_secs(5)) {
+fn daemon_database(opts: &KnowledgeOpts, config: &Config) -> Option<PathBuf> {
+    let socket = opts.socket.as_deref().unwrap_or(&config.socket);
+    match Client::connect(socket, Duration::from_secs(5)) {
         Ok(mut c) => c.call(ops::Status).ok().map(|s| PathBuf::from(s.database)),
         Err(ClientError::Connect { .. }) | Err(_) => None,
     }
@@ -218,7 +239,7 @@ fn index(opts: &KnowledgeOpts) -> CmdResult {
     let root = flake(opts, &config);
     let db = database(opts, &config);
     // One writer: never write a database the running daemon holds.
-    if let Some(held) = daemon_database(&config)
+    if let Some(held) = daemon_database(opts, &config)
         && same_file(&held, &db)
     {
         return Err(fail(

@@ -52,6 +52,15 @@ pub enum SystemsCmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// The fleet map: each host and what it depends on, declared (`hosts.<name>.depends_on`),
+    /// observed (established TCP connections between managed hosts) or both.
+    Graph {
+        /// Print Graphviz DOT (`macha systems graph --dot | dot -Tsvg > fleet.svg`).
+        #[arg(long, conflicts_with = "json")]
+        dot: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Stop contacting a host and remove its pinned keys; its history stays.
     Forget {
         host: String,
@@ -152,8 +161,36 @@ fn role(r: Option<macha_core::fleet::Role>) -> String {
     r.and_then(|r| serde_json::to_value(r).ok()).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or("-".into())
 }
 
+/// Without a daemon: the declared relations only (observations live in the daemon's memory).
+fn graph_from_db(opts: &ClientOpts) -> Result<macha_core::fleet_map::FleetMap, super::Failure> {
+    let config = load_config(opts.config.as_deref(), Scope::User)?;
+    let (store, _) = from_db(opts)?;
+    Ok(crate::fleet_map::answer(&store, &config, &Default::default(), &Default::default())?)
+}
+
 pub fn run(cmd: SystemsCmd) -> CmdResult {
     match cmd {
+        SystemsCmd::Graph { dot, client: opts } => {
+            let map = match client(&opts, false)? {
+                Some(mut c) => c.call(ops::FleetGraph)?,
+                None => {
+                    eprintln!("macha-systems: without the daemon only declared relations are shown");
+                    graph_from_db(&opts)?
+                }
+            };
+            if opts.json {
+                super::render::print_json(&map)?;
+                return Ok(0);
+            }
+            if map.nodes.is_empty() {
+                println!("no hosts registered (add [hosts.<name>] to the configuration)");
+                return Ok(0);
+            }
+            let text =
+                if dot { macha_core::fleet_map::render_dot(&map) } else { macha_core::fleet_map::render_text(&map) };
+            print!("{}", super::term::clean(&text));
+            Ok(0)
+        }
         SystemsCmd::List { client: opts, tag } => {
             let mut hosts = match client(&opts, false)? {
                 Some(mut c) => c.call(ops::ListHosts)?,

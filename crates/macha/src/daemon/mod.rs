@@ -144,6 +144,8 @@ pub(crate) struct Shared {
     journal_redactor: Mutex<macha_agent::redact::LineRedactor>,
     /// Execution outputs are redacted before they are stored (viewers read the trail).
     redactor: macha_agent::Redactor,
+    /// BATCH work while the host is idle (re-indexing the flake), and the hosts' addresses.
+    batch: Arc<crate::batch::Batch>,
 }
 
 impl Shared {
@@ -191,6 +193,7 @@ impl Shared {
             },
             version: env!("CARGO_PKG_VERSION").to_owned(),
             ssh: self.fleet.stats().as_ref().map(crate::wire::ssh_stats),
+            jobs: self.batch.views(),
         })
     }
 }
@@ -378,6 +381,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         last_report: Mutex::new(None),
         journal_redactor: Mutex::new(macha_agent::redact::LineRedactor::new()),
         redactor,
+        batch: crate::batch::Batch::start(&config, &tracker, stop.clone()),
     });
 
     reconcile::start(&shared, &engine);

@@ -95,6 +95,12 @@ pub(super) fn answer(engine: &mut Engine, shared: &Shared, request: Request, pee
         | Request::ShowHost(_)
         | Request::AdmitHost(_)
         | Request::ForgetHost(_) => shared.fleet.api(engine, request, &who),
+        Request::FleetGraph => Ok(Response::reply::<ops::FleetGraph>(&crate::fleet_map::answer(
+            engine.store(),
+            &shared.config,
+            &shared.fleet.connections(),
+            &shared.batch.addresses(),
+        )?)),
         Request::ScanHost(_) | Request::TrustHost(_) | Request::PrepareDeploy(_) => {
             Err(BadRequest(format!("{} is answered after a key scan", request.op())).into())
         }

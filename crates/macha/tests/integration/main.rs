@@ -12,6 +12,7 @@ mod agent;
 mod agent_knowledge;
 mod agent_lab;
 mod agent_llm;
+mod batch;
 mod cli;
 mod daemon;
 mod daemon_lab;

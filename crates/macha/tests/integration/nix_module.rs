@@ -84,7 +84,7 @@ const SAMPLE: &str = r#"{
   models = { triage = "qwen2.5:1.5b"; analysis = "qwen2.5:7b"; };
   ollama = { url = "http://gpu-box:11434"; };
   hosts = {
-    web1 = { address = "10.0.0.11"; user = "ops"; port = 2222; hostKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA web1"; tags = [ "web" "eu" ]; };
+    web1 = { address = "10.0.0.11"; user = "ops"; port = 2222; hostKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA web1"; tags = [ "web" "eu" ]; dependsOn = [ "db1" ]; };
     db1 = { address = "db1"; user = null; port = 22; hostKey = null; tags = [ ]; };
   };
   discovery = { enable = true; allowedDomains = [ "*.lab.example.org" ]; };
@@ -157,7 +157,7 @@ fn every_typed_option_round_trips_through_check_config() {
     assert_eq!(
         web1,
         &serde_json::json!({"name": "web1", "address": "10.0.0.11", "user": "ops", "port": 2222,
-            "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA web1", "tags": ["web", "eu"], "health": []})
+            "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA web1", "tags": ["web", "eu"], "health": [], "depends_on": ["db1"]})
     );
     let db1 = hosts.iter().find(|h| h["name"] == "db1").unwrap_or_else(|| panic!("no db1: {c}"));
     assert_eq!((db1["user"].is_null(), db1["host_key"].is_null(), &db1["port"]), (true, true, &serde_json::json!(22)));
