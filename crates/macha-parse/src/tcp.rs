@@ -8,9 +8,9 @@
 //! The kernel lists listening sockets before established ones in each file, so the decision is
 //! made as a line arrives and nothing per connection is kept.
 
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use macha_core::snapshot::{Connections, Direction, PeerConnections};
 use std::collections::{BTreeMap, BTreeSet};
-use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// At most this many listening ports are kept.
 pub const LISTENING_MAX: usize = 256;
