@@ -92,6 +92,9 @@ pub const CONFIG_KEYS: &[&str] = &[
     "llm.may_execute",
     "llm.check_ports",
     "knowledge.runbooks",
+    "knowledge.embedder",
+    "knowledge.model_dir",
+    "knowledge.embed_model",
 ];
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -137,6 +140,13 @@ pub struct KnowledgeSection {
     pub runbooks: Option<PathBuf>,
     /// The fleet's flake: `/etc/nixos` or any checkout of it (default `/etc/nixos`).
     pub flake: Option<PathBuf>,
+    /// The embedding model of hybrid search: `none` (default: keyword-only), `local` (the model
+    /// files in `model_dir`), `ollama` or `openai` (the server at `llm.url`, model `embed_model`).
+    pub embedder: Option<String>,
+    /// The local model's directory: `config.json`, `tokenizer.json`, `model.safetensors`.
+    pub model_dir: Option<PathBuf>,
+    /// The remote embedding model's name (e.g. `nomic-embed-text`, `all-minilm`).
+    pub embed_model: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -580,6 +590,40 @@ pub struct Config {
     pub knowledge_runbooks: PathBuf,
     /// The fleet's flake that `macha configs` indexes (`knowledge.flake`).
     pub knowledge_flake: PathBuf,
+    /// The embedding model of hybrid search (`knowledge.embedder` and its keys).
+    pub knowledge_embedder: EmbedderConfig,
+}
+
+/// Which embedding model hybrid search uses (decision 0017).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum EmbedderConfig {
+    /// Keyword search only.
+    #[default]
+    None,
+    /// all-MiniLM-L6-v2 (or another BERT sentence model) loaded from files with candle.
+    Local { model_dir: PathBuf },
+    /// The Ollama server at `llm.url` (`/api/embed`).
+    Ollama { model: String },
+    /// The OpenAI-compatible server at `llm.url` (`/v1/embeddings`).
+    Openai { model: String },
+}
+
+fn embedder_config(k: &KnowledgeSection) -> anyhow::Result<EmbedderConfig> {
+    let model = || match k.embed_model.as_deref().map(str::trim) {
+        Some(m) if !m.is_empty() => Ok(m.to_owned()),
+        _ => Err(anyhow::format_err!("knowledge.embedder = {:?} needs knowledge.embed_model", k.embedder.as_deref().unwrap_or(""))),
+    };
+    Ok(match k.embedder.as_deref().unwrap_or("none") {
+        "none" => EmbedderConfig::None,
+        "local" => match &k.model_dir {
+            Some(d) if d.is_absolute() => EmbedderConfig::Local { model_dir: d.clone() },
+            Some(d) => bail!("knowledge.model_dir = {:?} must be an absolute path", d.display()),
+            None => bail!("knowledge.embedder = \"local\" needs knowledge.model_dir"),
+        },
+        "ollama" => EmbedderConfig::Ollama { model: model()? },
+        "openai" => EmbedderConfig::Openai { model: model()? },
+        other => bail!("knowledge.embedder = {other:?}: use none, local, ollama or openai"),
+    })
 }
 
 /// The default of `knowledge.flake`.
@@ -936,6 +980,7 @@ impl Config {
             discovery,
             llm,
             knowledge_flake,
+            knowledge_embedder: embedder_config(&f.knowledge)?,
             autonomy,
             check_interval: duration("check_interval", &f.check_interval, s(60), s(5))?,
             protected_extra: f.protected_units.clone(),

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod deployments;
+pub mod embedder;
 pub mod engine;
 pub mod fleet;
 pub mod knowledge;
