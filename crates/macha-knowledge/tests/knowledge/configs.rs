@@ -13,9 +13,9 @@ const RECALL_AT_5_FLOOR: f64 = 0.95;
 const MRR_FLOOR: f64 = 0.88;
 /// Floors of the hybrid run with all-MiniLM-L6-v2.
 #[cfg(feature = "embed-local")]
-const HYBRID_RECALL_AT_5_FLOOR: f64 = 0.0;
+const HYBRID_RECALL_AT_5_FLOOR: f64 = 0.97;
 #[cfg(feature = "embed-local")]
-const HYBRID_MRR_FLOOR: f64 = 0.0;
+const HYBRID_MRR_FLOOR: f64 = 0.92;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/fleet-flake")
@@ -275,7 +275,23 @@ fn hybrid_run(dir: &Path, _required: bool) {
     assert!(report.chunks_embedded > 300, "{report:?}");
     let (k_recall, k_mrr, _) = evaluate(&store);
     let vectors = StoreVectors::new(&store, &embedder, EmbedKind::Chunk);
+    let started = std::time::Instant::now();
     let (recall, mrr, misses) = evaluate_with(&store, Some(&vectors));
+    let per_query = started.elapsed() / 97;
+    eprintln!(
+        "embedded {} chunks in {} ms ({:.0} docs/s); hybrid query mean {per_query:?}",
+        report.chunks_embedded,
+        report.elapsed_ms,
+        report.chunks_embedded as f64 * 1000.0 / report.elapsed_ms.max(1) as f64
+    );
+    let stored = store.embeddings(EmbedKind::Chunk, vectors.model(), 384).unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..100 {
+        std::hint::black_box(macha_knowledge::embed::nearest(&stored[0].1, &stored, 30));
+    }
+    eprintln!("cosine scan of {} vectors: {:?} each", stored.len(), started.elapsed() / 100);
+    let rss = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    eprintln!("peak RSS: {}", rss.lines().find(|l| l.starts_with("VmHWM")).unwrap_or("?"));
     eprintln!("keyword: recall@5 = {k_recall:.3}, MRR = {k_mrr:.3}");
     eprintln!("hybrid ({}): recall@5 = {recall:.3}, MRR = {mrr:.3}", vectors.model());
     for m in &misses {
