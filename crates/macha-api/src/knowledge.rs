@@ -110,9 +110,20 @@ pub enum KnowledgeAnswer {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retrieval: Option<String>,
     },
-    Changed { id: i64, summary: String },
-    Seeded { added: u32, updated: u32, unchanged: u32 },
-    Imported { added: u32, skipped: u32, refused: Vec<String> },
+    Changed {
+        id: i64,
+        summary: String,
+    },
+    Seeded {
+        added: u32,
+        updated: u32,
+        unchanged: u32,
+    },
+    Imported {
+        added: u32,
+        skipped: u32,
+        refused: Vec<String>,
+    },
 }
 
 /// Reads the knowledge base (viewers).

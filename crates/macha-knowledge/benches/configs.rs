@@ -129,7 +129,11 @@ fn embeddings(model: &Path, flake: &Path, dir: &Path, queries: &[serde_json::Val
     }
     latencies.sort();
     println!("{:<44} {:>12}", format!("embedding model load ({})", embedder_id(&embedder)), ms(load));
-    println!("{:<44} {:>12}", format!("embedding throughput ({embedded} texts)"), format!("{:.0} docs/s", embedded as f64 / embed_secs));
+    println!(
+        "{:<44} {:>12}",
+        format!("embedding throughput ({embedded} texts)"),
+        format!("{:.0} docs/s", embedded as f64 / embed_secs)
+    );
     println!("{:<44} {:>12}", "full index with embeddings, fresh database", ms(full));
     println!(
         "{:<44} {:>12}",
@@ -137,7 +141,11 @@ fn embeddings(model: &Path, flake: &Path, dir: &Path, queries: &[serde_json::Val
         ms(incremental)
     );
     println!("{:<44} {:>12}", format!("cosine scan of {} vectors (p50)", stored.len()), us(percentile(&scans, 50)));
-    println!("{:<44} {:>12}", format!("hybrid query p50 ({} queries)", latencies.len()), ms(percentile(&latencies, 50)));
+    println!(
+        "{:<44} {:>12}",
+        format!("hybrid query p50 ({} queries)", latencies.len()),
+        ms(percentile(&latencies, 50))
+    );
     println!("{:<44} {:>12}", "hybrid query p99", ms(percentile(&latencies, 99)));
 }
 

@@ -41,7 +41,8 @@ fn err(what: &str, e: impl std::fmt::Display) -> EmbedError {
 impl LocalEmbedder {
     /// Loads the model in `dir`; its id is `local:` and the directory's name.
     pub fn load(dir: &Path) -> Result<LocalEmbedder, EmbedError> {
-        let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| err(&dir.join(name).display().to_string(), e));
+        let read =
+            |name: &str| std::fs::read(dir.join(name)).map_err(|e| err(&dir.join(name).display().to_string(), e));
         let config: Config = serde_json::from_slice(&read("config.json")?).map_err(|e| err("config.json", e))?;
         let weights = read("model.safetensors")?;
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &Device::Cpu)

@@ -77,9 +77,8 @@ impl Store {
 
     /// What is stored for each item of `kind` that has a vector, by id.
     pub fn stored_vectors(&self, kind: EmbedKind) -> Result<BTreeMap<i64, StoredVector>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT item_id, model, dimension, text_hash FROM embeddings WHERE kind = ?1")?;
+        let mut stmt =
+            self.conn.prepare_cached("SELECT item_id, model, dimension, text_hash FROM embeddings WHERE kind = ?1")?;
         let rows = stmt.query_map([kind.as_str()], |r| {
             Ok((r.get::<_, i64>(0)?, StoredVector { model: r.get(1)?, dimension: r.get(2)?, text_hash: r.get(3)? }))
         })?;
@@ -120,12 +119,14 @@ impl Store {
     /// returns how many were deleted.
     pub fn drop_other_embeddings(&mut self, model: &str, dimension: u32) -> Result<usize> {
         let tx = self.conn.transaction()?;
-        let mut n = tx.execute("DELETE FROM embeddings WHERE model <> ?1 OR dimension <> ?2", params![model, dimension])?;
+        let mut n =
+            tx.execute("DELETE FROM embeddings WHERE model <> ?1 OR dimension <> ?2", params![model, dimension])?;
         n += tx.execute(
             "DELETE FROM embeddings WHERE kind = 'chunk' AND item_id NOT IN (SELECT id FROM config_chunks)",
             [],
         )?;
-        n += tx.execute("DELETE FROM embeddings WHERE kind = 'entry' AND item_id NOT IN (SELECT id FROM knowledge)", [])?;
+        n += tx
+            .execute("DELETE FROM embeddings WHERE kind = 'entry' AND item_id NOT IN (SELECT id FROM knowledge)", [])?;
         tx.commit()?;
         Ok(n)
     }
@@ -135,8 +136,9 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT item_id, vector FROM embeddings WHERE kind = ?1 AND model = ?2 AND dimension = ?3 ORDER BY item_id",
         )?;
-        let rows =
-            stmt.query_map(params![kind.as_str(), model, dimension], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+        let rows = stmt.query_map(params![kind.as_str(), model, dimension], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
         let mut out = Vec::new();
         for row in rows {
             let (id, blob) = row?;

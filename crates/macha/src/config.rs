@@ -595,7 +595,8 @@ pub struct Config {
 }
 
 /// Which embedding model hybrid search uses (decision 0017).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "embedder", rename_all = "snake_case")]
 pub enum EmbedderConfig {
     /// Keyword search only.
     #[default]
@@ -611,7 +612,10 @@ pub enum EmbedderConfig {
 fn embedder_config(k: &KnowledgeSection) -> anyhow::Result<EmbedderConfig> {
     let model = || match k.embed_model.as_deref().map(str::trim) {
         Some(m) if !m.is_empty() => Ok(m.to_owned()),
-        _ => Err(anyhow::format_err!("knowledge.embedder = {:?} needs knowledge.embed_model", k.embedder.as_deref().unwrap_or(""))),
+        _ => Err(anyhow::format_err!(
+            "knowledge.embedder = {:?} needs knowledge.embed_model",
+            k.embedder.as_deref().unwrap_or("")
+        )),
     };
     Ok(match k.embedder.as_deref().unwrap_or("none") {
         "none" => EmbedderConfig::None,

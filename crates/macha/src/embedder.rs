@@ -148,7 +148,11 @@ mod tests {
         ) -> BoxFuture<'a, Result<ChatResponse, BackendError>> {
             Box::pin(async { Err(BackendError::Config("no generate".into())) })
         }
-        fn embed<'a>(&'a self, model: &'a str, input: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>, BackendError>> {
+        fn embed<'a>(
+            &'a self,
+            model: &'a str,
+            input: &'a [String],
+        ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, BackendError>> {
             Box::pin(async move {
                 if model != "m" {
                     return Err(BackendError::Server(format!("model {model} not found")));
@@ -174,9 +178,11 @@ mod tests {
     fn no_embedder_is_keyword_only() {
         let (_, config) = Config::parse("", crate::config::Scope::User).unwrap();
         assert!(from_config(&config).unwrap().is_none());
-        let (_, local) =
-            Config::parse("[knowledge]\nembedder = \"local\"\nmodel_dir = \"/nonexistent\"\n", crate::config::Scope::User)
-                .unwrap();
+        let (_, local) = Config::parse(
+            "[knowledge]\nembedder = \"local\"\nmodel_dir = \"/nonexistent\"\n",
+            crate::config::Scope::User,
+        )
+        .unwrap();
         assert!(from_config(&local).is_err(), "a missing model is an error, not keyword-only in disguise");
         assert!(Config::parse("[knowledge]\nembedder = \"ollama\"\n", crate::config::Scope::User).is_err());
         assert!(Config::parse("[knowledge]\nembedder = \"magic\"\n", crate::config::Scope::User).is_err());

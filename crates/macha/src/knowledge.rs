@@ -97,9 +97,8 @@ pub fn read_with(
             .collect(),
         KnowledgeQuery::Search { query, limit } => {
             let limit = limit.unwrap_or(20).min(LIST_MAX);
-            let vectors = embedder.map(|e| {
-                macha_knowledge::embed::StoreVectors::new(store, e, macha_store::EmbedKind::Entry)
-            });
+            let vectors =
+                embedder.map(|e| macha_knowledge::embed::StoreVectors::new(store, e, macha_store::EmbedKind::Entry));
             let (mode, hits) = macha_knowledge::search::search_entries(
                 store,
                 query,

@@ -258,7 +258,10 @@ fn keyword_search_quality_holds_its_floors() {
 fn hybrid_search_quality_with_the_local_model() {
     let required = std::env::var_os("MACHA_EMBED_REQUIRED").is_some_and(|v| v != "0");
     let Some(dir) = std::env::var_os("MACHA_EMBED_MODEL_DIR").map(PathBuf::from) else {
-        assert!(!required, "MACHA_EMBED_REQUIRED is set but MACHA_EMBED_MODEL_DIR is not: tests/run.sh fetches the model");
+        assert!(
+            !required,
+            "MACHA_EMBED_REQUIRED is set but MACHA_EMBED_MODEL_DIR is not: tests/run.sh fetches the model"
+        );
         eprintln!("NOT RUN: set MACHA_EMBED_MODEL_DIR (tests/llm/model-server.sh embed-model prints it)");
         return;
     };

@@ -38,7 +38,8 @@ impl Embedder for Fake {
                 for w in t.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
                     let w = w.to_lowercase();
                     let w = if w == "webserver" { "nginx".to_owned() } else { w };
-                    let h = w.bytes().fold(1469598103934665603u64, |h, b| (h ^ u64::from(b)).wrapping_mul(1099511628211));
+                    let h =
+                        w.bytes().fold(1469598103934665603u64, |h, b| (h ^ u64::from(b)).wrapping_mul(1099511628211));
                     v[usize::try_from(h % self.dim as u64).unwrap()] += 1.0;
                 }
                 v

@@ -13,10 +13,10 @@ use crate::config::{Config, Scope};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use macha_knowledge::KnowledgeError;
+use macha_knowledge::embed::{StoreVectors, embed_pending};
 use macha_knowledge::index::{Progress, index_flake};
 use macha_knowledge::layout::Category;
 use macha_knowledge::read::{parse_lines, read_config};
-use macha_knowledge::embed::{StoreVectors, embed_pending};
 use macha_knowledge::search::{SearchRequest, VectorSearch, search};
 use macha_store::EmbedKind;
 use macha_store::Store;
@@ -143,8 +143,7 @@ fn find(args: &SearchArgs, opts: &KnowledgeOpts) -> CmdResult {
     let req = SearchRequest { query: args.query.join(" "), host: args.host.clone(), category, limit: args.limit };
     let embedder = crate::embedder::for_search(&config);
     let vectors = embedder.as_deref().map(|e| StoreVectors::new(&store, e, EmbedKind::Chunk));
-    let results =
-        search(&store, &req, vectors.as_ref().map(|v| v as &dyn VectorSearch)).map_err(knowledge_failure)?;
+    let results = search(&store, &req, vectors.as_ref().map(|v| v as &dyn VectorSearch)).map_err(knowledge_failure)?;
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
         return Ok(0);

@@ -156,9 +156,11 @@ fn read(client: &ClientOpts, query: KnowledgeQuery) -> Result<KnowledgeAnswer, s
         Source::Local(store) => {
             // A search of a local store is hybrid when an embedder is configured.
             let embedder = match &query {
-                KnowledgeQuery::Search { .. } => super::commands::load_config(client.config.as_deref(), crate::config::Scope::User)
-                    .ok()
-                    .and_then(|c| crate::embedder::for_search(&c)),
+                KnowledgeQuery::Search { .. } => {
+                    super::commands::load_config(client.config.as_deref(), crate::config::Scope::User)
+                        .ok()
+                        .and_then(|c| crate::embedder::for_search(&c))
+                }
                 _ => None,
             };
             crate::knowledge::read_with(&store, &query, crate::now(), embedder.as_deref()).map_err(|e| {
