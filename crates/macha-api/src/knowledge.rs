@@ -104,10 +104,26 @@ pub enum KnowledgeChange {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum KnowledgeAnswer {
-    Entries { entries: Vec<KnowledgeEntry> },
-    Changed { id: i64, summary: String },
-    Seeded { added: u32, updated: u32, unchanged: u32 },
-    Imported { added: u32, skipped: u32, refused: Vec<String> },
+    Entries {
+        entries: Vec<KnowledgeEntry>,
+        /// For a search: `hybrid (MODEL)` or `keyword-only (no embedder)`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retrieval: Option<String>,
+    },
+    Changed {
+        id: i64,
+        summary: String,
+    },
+    Seeded {
+        added: u32,
+        updated: u32,
+        unchanged: u32,
+    },
+    Imported {
+        added: u32,
+        skipped: u32,
+        refused: Vec<String>,
+    },
 }
 
 /// Reads the knowledge base (viewers).

@@ -6,7 +6,10 @@
 //! (parsing and chunking), [`layout`] (categories, secret paths, which hosts use which file),
 //! [`redact`] and [`query`] (user text into a safe FTS5 query, reciprocal-rank fusion) are pure
 //! functions over text; the IO is at the edges: [`index`] walks the flake and writes the store,
-//! [`search`] reads it, [`read`] opens one file inside the flake.
+//! [`search`] reads it, [`read`] opens one file inside the flake. Hybrid search ([`embed`]):
+//! an [`embed::Embedder`] turns texts into vectors (the local all-MiniLM-L6-v2 model with the
+//! `embed-local` feature, `local`; a remote server in `macha`), stored incrementally and
+//! fused with keyword results by reciprocal rank.
 //!
 //! What changed ([`changes`]): the flake's recent commits that touch a host's files and its last
 //! deployment, parsed from `git log` by a pure parser.
@@ -19,10 +22,13 @@
 
 pub mod changes;
 pub mod chunk;
+pub mod embed;
 pub mod evidence;
 pub mod index;
 pub mod kb;
 pub mod layout;
+#[cfg(feature = "embed-local")]
+pub mod local;
 pub mod memory;
 pub mod query;
 pub mod read;

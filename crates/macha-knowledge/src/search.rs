@@ -1,8 +1,10 @@
-//! Searching the configuration index: keyword search (FTS5, BM25) always, and the seam where
-//! vector search will join it, fused by reciprocal rank ([`crate::query::fuse_rrf`], k = 60).
+//! Searching the configuration index and the knowledge base: keyword search (FTS5, BM25) always,
+//! and, with an embedding model, vector search fused with it by reciprocal rank
+//! ([`crate::query::fuse_rrf`], k = 60): [`Retrieval::Hybrid`].
 //!
 //! Without a [`VectorSearch`] the results say [`Retrieval::KeywordOnly`]; they are still complete
-//! keyword results, never an error.
+//! keyword results, never an error. With one, a chunk found only by its meaning (no shared word)
+//! joins the results too, restricted by host and category like the keyword hits.
 
 use crate::layout::Category;
 use crate::query::{RRF_K, fuse_rrf, to_fts5};
@@ -22,8 +24,8 @@ pub enum Retrieval {
     Hybrid { model: String },
 }
 
-/// Nearest chunks to a query by embedding: the seam for vector search. An implementation owns
-/// its model id and dimension and returns chunk ids, best first.
+/// Nearest items (chunks or entries) to a query by embedding. An implementation owns its model
+/// id and dimension and returns item ids, best first ([`crate::embed::StoreVectors`]).
 pub trait VectorSearch {
     /// The embedding model's id, named in the results.
     fn model(&self) -> &str;
@@ -81,32 +83,37 @@ impl From<ConfigHit> for Hit {
 /// Searches the index. `vectors` is `None` until an embedder is configured.
 pub fn search(store: &Store, req: &SearchRequest, vectors: Option<&dyn VectorSearch>) -> Result<SearchResults> {
     let limit = req.limit.clamp(1, LIMIT_MAX);
-    let Some(fts) = to_fts5(&req.query) else {
+    let fts = to_fts5(&req.query);
+    if fts.is_none() && (vectors.is_none() || req.query.trim().is_empty()) {
         return Ok(SearchResults { retrieval: retrieval(vectors), fts_query: None, hits: Vec::new() });
-    };
+    }
     let keyword_limit = if vectors.is_some() { limit.saturating_mul(3).min(LIMIT_MAX) } else { limit };
-    let keyword: Vec<Hit> = store
-        .search_config_chunks(&ConfigSearch {
-            fts_match: &fts,
-            host: req.host.as_deref(),
-            category: req.category.map(Category::as_str),
-            limit: keyword_limit,
-        })
-        .map_err(|e| KnowledgeError::Invalid(format!("search failed for {fts}: {e}")))?
-        .into_iter()
-        .map(Hit::from)
-        .collect();
+    let host = req.host.as_deref();
+    let category = req.category.map(Category::as_str);
+    let keyword: Vec<Hit> = match &fts {
+        None => Vec::new(),
+        Some(fts) => store
+            .search_config_chunks(&ConfigSearch { fts_match: fts, host, category, limit: keyword_limit })
+            .map_err(|e| KnowledgeError::Invalid(format!("search failed for {fts}: {e}")))?
+            .into_iter()
+            .map(Hit::from)
+            .collect(),
+    };
     let hits = match vectors {
         None => keyword,
         Some(v) => {
-            let near = v.nearest(&req.query, keyword_limit)?;
-            let ids: Vec<i64> = keyword.iter().map(|h| h.chunk_id).collect();
-            // Until chunks can be loaded by id for vector-only hits, fusion reorders the keyword
-            // hits by their combined rank.
-            let fused = fuse_rrf(&[ids, near], RRF_K);
+            // Filtering by host or category happens after the vector search, so it looks further.
+            let wanted = if host.is_some() || category.is_some() { LIMIT_MAX * 2 } else { keyword_limit };
+            let near_ids = v.nearest(&req.query, wanted)?;
+            let near: Vec<Hit> =
+                store.config_chunks_by_ids(&near_ids, host, category)?.into_iter().map(Hit::from).collect();
+            let lists = [
+                keyword.iter().map(|h| h.chunk_id).collect::<Vec<_>>(),
+                near.iter().take(usize::try_from(keyword_limit).unwrap_or(usize::MAX)).map(|h| h.chunk_id).collect(),
+            ];
             let mut out = Vec::new();
-            for (id, score) in fused {
-                if let Some(h) = keyword.iter().find(|h| h.chunk_id == id) {
+            for (id, score) in fuse_rrf(&lists, RRF_K) {
+                if let Some(h) = keyword.iter().chain(&near).find(|h| h.chunk_id == id) {
                     out.push(Hit { score, ..h.clone() });
                 }
             }
@@ -115,9 +122,52 @@ pub fn search(store: &Store, req: &SearchRequest, vectors: Option<&dyn VectorSea
     };
     Ok(SearchResults {
         retrieval: retrieval(vectors),
-        fts_query: Some(fts),
+        fts_query: fts,
         hits: hits.into_iter().take(usize::try_from(limit).unwrap_or(usize::MAX)).collect(),
     })
+}
+
+/// Knowledge entries for a query, best first: keyword hits ranked by BM25 and confidence
+/// ([`crate::kb::rank_hits`]), fused with the nearest entries by embedding when `vectors` is
+/// given. The score of a fused hit is its reciprocal-rank score.
+pub fn search_entries(
+    store: &Store,
+    query: &str,
+    limit: u32,
+    vectors: Option<&dyn VectorSearch>,
+    now: macha_core::Timestamp,
+) -> Result<(Retrieval, Vec<macha_store::KbHit>)> {
+    let limit = limit.clamp(1, LIMIT_MAX);
+    let Some(v) = vectors else {
+        let hits = crate::kb::rank_hits(store.kb_search(query, limit)?, now);
+        return Ok((Retrieval::KeywordOnly, hits));
+    };
+    let wide = limit.saturating_mul(3).min(LIMIT_MAX);
+    let keyword = crate::kb::rank_hits(store.kb_search(query, wide)?, now);
+    let near = if query.trim().is_empty() { Vec::new() } else { v.nearest(query, wide)? };
+    let lists = [keyword.iter().map(|h| h.entry.id).collect::<Vec<_>>(), near];
+    let mut out = Vec::new();
+    for (id, score) in fuse_rrf(&lists, RRF_K) {
+        if out.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
+            break;
+        }
+        if let Some(h) = keyword.iter().find(|h| h.entry.id == id) {
+            out.push(macha_store::KbHit { bm25: score, ..h.clone() });
+        } else if let Some(entry) = store.kb_get(id)? {
+            out.push(macha_store::KbHit { entry, bm25: score });
+        }
+    }
+    Ok((retrieval(Some(v)), out))
+}
+
+impl Retrieval {
+    /// How a person reads it: `hybrid (MODEL)` or `keyword-only (no embedder)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Retrieval::KeywordOnly => "keyword-only (no embedder)".to_owned(),
+            Retrieval::Hybrid { model } => format!("hybrid ({model})"),
+        }
+    }
 }
 
 fn retrieval(vectors: Option<&dyn VectorSearch>) -> Retrieval {

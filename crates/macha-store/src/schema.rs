@@ -19,7 +19,7 @@
 //! - Ids come from `AUTOINCREMENT`, so they are never reused, even after the highest row is gone.
 
 /// Migration `n` (0-based) takes the schema from version `n` to `n + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2_AGENT, V3_FLEET, V4_RETENTION, V5_KNOWLEDGE_BASE, V6_CONFIGS];
+pub const MIGRATIONS: &[&str] = &[V1, V2_AGENT, V3_FLEET, V4_RETENTION, V5_KNOWLEDGE_BASE, V6_CONFIGS, V7_EMBEDDINGS];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -427,4 +427,26 @@ CREATE TRIGGER config_chunks_fts_delete AFTER DELETE ON config_chunks BEGIN
 END;
 CREATE TRIGGER config_chunks_no_update BEFORE UPDATE ON config_chunks
 BEGIN SELECT RAISE(ABORT, 'configuration chunks are replaced, never updated'); END;
+"#;
+
+/// Embeddings of configuration chunks and knowledge entries for hybrid search
+/// (`macha-knowledge`, decision 0017): one vector per item, little-endian `f32`, with the model
+/// that made it and its dimension. Derived data like the configuration index: vectors of another
+/// model are dropped and recomputed, never compared; a vector whose item is deleted goes with it.
+const V7_EMBEDDINGS: &str = r#"
+CREATE TABLE embeddings (
+    kind      TEXT    NOT NULL CHECK (kind IN ('chunk', 'entry')),
+    item_id   INTEGER NOT NULL,
+    model     TEXT    NOT NULL CHECK (length(model) > 0),
+    dimension INTEGER NOT NULL CHECK (dimension > 0),
+    text_hash TEXT    NOT NULL,
+    vector    BLOB    NOT NULL CHECK (length(vector) = 4 * dimension),
+    PRIMARY KEY (kind, item_id)
+) STRICT;
+CREATE TRIGGER config_chunks_embedding_delete AFTER DELETE ON config_chunks BEGIN
+    DELETE FROM embeddings WHERE kind = 'chunk' AND item_id = OLD.id;
+END;
+CREATE TRIGGER knowledge_embedding_delete AFTER DELETE ON knowledge BEGIN
+    DELETE FROM embeddings WHERE kind = 'entry' AND item_id = OLD.id;
+END;
 "#;

@@ -98,6 +98,9 @@ pub const CONFIG_KEYS: &[&str] = &[
     "llm.cache_ttl",
     "knowledge.runbooks",
     "knowledge.change_window",
+    "knowledge.embedder",
+    "knowledge.model_dir",
+    "knowledge.embed_model",
 ];
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -148,6 +151,13 @@ pub struct KnowledgeSection {
     pub change_window: Option<String>,
     /// When BATCH work (re-indexing the flake) may run.
     pub idle: IdleSection,
+    /// The embedding model of hybrid search: `none` (default: keyword-only), `local` (the model
+    /// files in `model_dir`), `ollama` or `openai` (the server at `llm.url`, model `embed_model`).
+    pub embedder: Option<String>,
+    /// The local model's directory: `config.json`, `tokenizer.json`, `model.safetensors`.
+    pub model_dir: Option<PathBuf>,
+    /// The remote embedding model's name (e.g. `nomic-embed-text`, `all-minilm`).
+    pub embed_model: Option<String>,
 }
 
 /// `knowledge.idle`: the limits under which the daemon's BATCH work runs (docs/knowledge.md).
@@ -618,6 +628,44 @@ pub struct Config {
     pub knowledge_change_window: Duration,
     /// When the daemon's BATCH work may run (`knowledge.idle.*`).
     pub knowledge_idle: macha_core::idle::IdleLimits,
+    /// The embedding model of hybrid search (`knowledge.embedder` and its keys).
+    pub knowledge_embedder: EmbedderConfig,
+}
+
+/// Which embedding model hybrid search uses (decision 0017).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(tag = "embedder", rename_all = "snake_case")]
+pub enum EmbedderConfig {
+    /// Keyword search only.
+    #[default]
+    None,
+    /// all-MiniLM-L6-v2 (or another BERT sentence model) loaded from files with candle.
+    Local { model_dir: PathBuf },
+    /// The Ollama server at `llm.url` (`/api/embed`).
+    Ollama { model: String },
+    /// The OpenAI-compatible server at `llm.url` (`/v1/embeddings`).
+    Openai { model: String },
+}
+
+fn embedder_config(k: &KnowledgeSection) -> anyhow::Result<EmbedderConfig> {
+    let model = || match k.embed_model.as_deref().map(str::trim) {
+        Some(m) if !m.is_empty() => Ok(m.to_owned()),
+        _ => Err(anyhow::format_err!(
+            "knowledge.embedder = {:?} needs knowledge.embed_model",
+            k.embedder.as_deref().unwrap_or("")
+        )),
+    };
+    Ok(match k.embedder.as_deref().unwrap_or("none") {
+        "none" => EmbedderConfig::None,
+        "local" => match &k.model_dir {
+            Some(d) if d.is_absolute() => EmbedderConfig::Local { model_dir: d.clone() },
+            Some(d) => bail!("knowledge.model_dir = {:?} must be an absolute path", d.display()),
+            None => bail!("knowledge.embedder = \"local\" needs knowledge.model_dir"),
+        },
+        "ollama" => EmbedderConfig::Ollama { model: model()? },
+        "openai" => EmbedderConfig::Openai { model: model()? },
+        other => bail!("knowledge.embedder = {other:?}: use none, local, ollama or openai"),
+    })
 }
 
 /// The default of `knowledge.flake`.
@@ -1013,6 +1061,7 @@ impl Config {
             llm,
             knowledge_flake,
             knowledge_change_window: duration("knowledge.change_window", &f.knowledge.change_window, s(7_200), s(60))?,
+            knowledge_embedder: embedder_config(&f.knowledge)?,
             autonomy,
             check_interval: duration("check_interval", &f.check_interval, s(60), s(5))?,
             protected_extra: f.protected_units.clone(),

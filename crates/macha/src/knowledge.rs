@@ -75,8 +75,20 @@ fn draft(d: &KnowledgeDraft) -> anyhow::Result<Draft> {
     .map_err(|e| Refused(e.to_string()))?)
 }
 
-/// Answers a read (viewers; also `--db` and the standalone store).
+/// Answers a read (viewers; also `--db` and the standalone store); searches by keyword only.
 pub fn read(store: &Store, query: &KnowledgeQuery, now: Timestamp) -> anyhow::Result<KnowledgeAnswer> {
+    read_with(store, query, now, None)
+}
+
+/// Answers a read; a search is hybrid with `embedder` (over the entries' stored vectors of its
+/// model: `macha configs index` computes them).
+pub fn read_with(
+    store: &Store,
+    query: &KnowledgeQuery,
+    now: Timestamp,
+    embedder: Option<&dyn macha_knowledge::embed::Embedder>,
+) -> anyhow::Result<KnowledgeAnswer> {
+    let mut retrieval = None;
     let entries = match query {
         KnowledgeQuery::List { category, provenance, limit } => store
             .kb_list(category.as_deref(), provenance.as_deref(), limit.unwrap_or(LIST_MAX).min(LIST_MAX))?
@@ -85,14 +97,24 @@ pub fn read(store: &Store, query: &KnowledgeQuery, now: Timestamp) -> anyhow::Re
             .collect(),
         KnowledgeQuery::Search { query, limit } => {
             let limit = limit.unwrap_or(20).min(LIST_MAX);
-            kb::rank_hits(store.kb_search(query, limit)?, now).iter().map(|h| view(&h.entry, Some(h.bm25))).collect()
+            let vectors =
+                embedder.map(|e| macha_knowledge::embed::StoreVectors::new(store, e, macha_store::EmbedKind::Entry));
+            let (mode, hits) = macha_knowledge::search::search_entries(
+                store,
+                query,
+                limit,
+                vectors.as_ref().map(|v| v as &dyn macha_knowledge::search::VectorSearch),
+                now,
+            )?;
+            retrieval = Some(mode.describe());
+            hits.iter().map(|h| view(&h.entry, Some(h.bm25))).collect()
         }
         KnowledgeQuery::Show { id } => {
             let e = store.kb_get(*id)?.ok_or_else(|| Refused(format!("knowledge entry {id} does not exist")))?;
             vec![view(&e, None)]
         }
     };
-    Ok(KnowledgeAnswer::Entries { entries })
+    Ok(KnowledgeAnswer::Entries { entries, retrieval })
 }
 
 /// Answers a write (admins): every change by a person is audited.

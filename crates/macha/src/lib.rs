@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod deployments;
+pub mod embedder;
 pub mod engine;
 pub mod fleet;
 pub mod fleet_map;

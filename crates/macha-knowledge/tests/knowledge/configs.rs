@@ -3,7 +3,7 @@
 //! errors, and keyword search quality (recall@5 and MRR over `fleet-flake-queries.json`).
 
 use macha_knowledge::index::{IndexReport, index_flake};
-use macha_knowledge::search::{Retrieval, SearchRequest, search};
+use macha_knowledge::search::{Retrieval, SearchRequest, VectorSearch, search};
 use macha_store::Store;
 use std::path::{Path, PathBuf};
 
@@ -11,6 +11,11 @@ use std::path::{Path, PathBuf};
 /// fails here.
 const RECALL_AT_5_FLOOR: f64 = 0.95;
 const MRR_FLOOR: f64 = 0.88;
+/// Floors of the hybrid run with all-MiniLM-L6-v2.
+#[cfg(feature = "embed-local")]
+const HYBRID_RECALL_AT_5_FLOOR: f64 = 0.97;
+#[cfg(feature = "embed-local")]
+const HYBRID_MRR_FLOOR: f64 = 0.92;
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/fleet-flake")
@@ -23,8 +28,17 @@ fn indexed() -> (Store, IndexReport) {
 }
 
 fn find(store: &Store, q: &str, host: Option<&str>) -> Vec<macha_knowledge::search::Hit> {
+    find_with(store, q, host, None)
+}
+
+fn find_with(
+    store: &Store,
+    q: &str,
+    host: Option<&str>,
+    vectors: Option<&dyn VectorSearch>,
+) -> Vec<macha_knowledge::search::Hit> {
     let req = SearchRequest { query: q.into(), host: host.map(Into::into), category: None, limit: 10 };
-    search(store, &req, None).unwrap().hits
+    search(store, &req, vectors).unwrap().hits
 }
 
 #[test]
@@ -191,12 +205,17 @@ struct Expectation {
 
 /// Recall@5 and MRR (over the first 10) of keyword search on the evaluation set.
 pub fn evaluate(store: &Store) -> (f64, f64, Vec<String>) {
+    evaluate_with(store, None)
+}
+
+/// Recall@5 and MRR (over the first 10) on the evaluation set, hybrid when `vectors` is given.
+pub fn evaluate_with(store: &Store, vectors: Option<&dyn VectorSearch>) -> (f64, f64, Vec<String>) {
     let text = std::fs::read_to_string(fixture().join("../fleet-flake-queries.json")).unwrap();
     let set: Vec<Expectation> = serde_json::from_str(&text).unwrap();
     assert!(set.len() >= 60);
     let (mut found5, mut rr, mut misses) = (0usize, 0f64, Vec::new());
     for e in &set {
-        let hits = find(store, &e.query, None);
+        let hits = find_with(store, &e.query, None, vectors);
         let rank = hits.iter().position(|h| h.file == e.file && h.attr_path == e.attr_path);
         match rank {
             Some(r) => {
@@ -229,6 +248,76 @@ fn keyword_search_quality_holds_its_floors() {
     }
     assert!(recall >= RECALL_AT_5_FLOOR, "recall@5 {recall:.3} below {RECALL_AT_5_FLOOR}");
     assert!(mrr >= MRR_FLOOR, "MRR {mrr:.3} below {MRR_FLOOR}");
+}
+
+/// The hybrid run of the evaluation with the local model (all-MiniLM-L6-v2) from
+/// `MACHA_EMBED_MODEL_DIR`. tests/run.sh fetches the model and sets `MACHA_EMBED_REQUIRED=1`;
+/// there a missing model or a build without the `embed-local` feature fails the test. Elsewhere
+/// the test says why it did not run.
+#[test]
+fn hybrid_search_quality_with_the_local_model() {
+    let required = std::env::var_os("MACHA_EMBED_REQUIRED").is_some_and(|v| v != "0");
+    let Some(dir) = std::env::var_os("MACHA_EMBED_MODEL_DIR").map(PathBuf::from) else {
+        assert!(
+            !required,
+            "MACHA_EMBED_REQUIRED is set but MACHA_EMBED_MODEL_DIR is not: tests/run.sh fetches the model"
+        );
+        eprintln!("NOT RUN: set MACHA_EMBED_MODEL_DIR (tests/llm/model-server.sh embed-model prints it)");
+        return;
+    };
+    hybrid_run(&dir, required);
+}
+
+#[cfg(feature = "embed-local")]
+fn hybrid_run(dir: &Path, _required: bool) {
+    use macha_knowledge::embed::{StoreVectors, embed_pending};
+    use macha_store::EmbedKind;
+    let embedder = macha_knowledge::local::LocalEmbedder::load(dir).unwrap();
+    let (mut store, _) = indexed();
+    let report = embed_pending(&mut store, &embedder, &mut |_, _| {}).unwrap();
+    assert!(report.chunks_embedded > 300, "{report:?}");
+    let (k_recall, k_mrr, _) = evaluate(&store);
+    let vectors = StoreVectors::new(&store, &embedder, EmbedKind::Chunk);
+    let started = std::time::Instant::now();
+    let (recall, mrr, misses) = evaluate_with(&store, Some(&vectors));
+    let per_query = started.elapsed() / 97;
+    eprintln!(
+        "embedded {} chunks in {} ms ({:.0} docs/s); hybrid query mean {per_query:?}",
+        report.chunks_embedded,
+        report.elapsed_ms,
+        report.chunks_embedded as f64 * 1000.0 / report.elapsed_ms.max(1) as f64
+    );
+    let stored = store.embeddings(EmbedKind::Chunk, vectors.model(), 384).unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..100 {
+        std::hint::black_box(macha_knowledge::embed::nearest(&stored[0].1, &stored, 30));
+    }
+    eprintln!("cosine scan of {} vectors: {:?} each", stored.len(), started.elapsed() / 100);
+    let rss = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    eprintln!("peak RSS: {}", rss.lines().find(|l| l.starts_with("VmHWM")).unwrap_or("?"));
+    eprintln!("keyword: recall@5 = {k_recall:.3}, MRR = {k_mrr:.3}");
+    eprintln!("hybrid ({}): recall@5 = {recall:.3}, MRR = {mrr:.3}", vectors.model());
+    for m in &misses {
+        eprintln!("hybrid miss: {m}");
+    }
+    assert!(recall >= HYBRID_RECALL_AT_5_FLOOR, "hybrid recall@5 {recall:.3} below {HYBRID_RECALL_AT_5_FLOOR}");
+    assert!(mrr >= HYBRID_MRR_FLOOR, "hybrid MRR {mrr:.3} below {HYBRID_MRR_FLOOR}");
+    // A query that shares no word with the chunk it means still finds it through the vectors.
+    let req = SearchRequest { query: "web server reverse proxy".into(), host: None, category: None, limit: 10 };
+    let r = search(&store, &req, Some(&vectors)).unwrap();
+    assert_eq!(r.retrieval, Retrieval::Hybrid { model: embedder_model(dir) });
+    assert!(r.hits.iter().any(|h| h.attr_path.contains("nginx")), "{:?}", r.hits);
+}
+
+#[cfg(feature = "embed-local")]
+fn embedder_model(dir: &Path) -> String {
+    format!("local:{}", dir.canonicalize().unwrap().file_name().unwrap().to_string_lossy())
+}
+
+#[cfg(not(feature = "embed-local"))]
+fn hybrid_run(_dir: &Path, required: bool) {
+    assert!(!required, "MACHA_EMBED_REQUIRED is set but this build lacks the embed-local feature");
+    eprintln!("NOT RUN: build with --features embed-local for the hybrid run");
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod configs;
+mod embed;
 mod kb;
 mod memory;
 mod runbooks;

@@ -14,10 +14,12 @@ use crate::config::{Config, Scope};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use macha_knowledge::KnowledgeError;
+use macha_knowledge::embed::{StoreVectors, embed_pending};
 use macha_knowledge::index::{Progress, index_flake};
 use macha_knowledge::layout::Category;
 use macha_knowledge::read::{parse_lines, read_config};
-use macha_knowledge::search::{Retrieval, SearchRequest, search};
+use macha_knowledge::search::{SearchRequest, VectorSearch, search};
+use macha_store::EmbedKind;
 use macha_store::Store;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -159,14 +161,14 @@ fn find(args: &SearchArgs, opts: &KnowledgeOpts) -> CmdResult {
     };
     let store = Store::open_read_only(&db).with_context(|| format!("opening {} read-only", db.display()))?;
     let req = SearchRequest { query: args.query.join(" "), host: args.host.clone(), category, limit: args.limit };
-    let results = search(&store, &req, None).map_err(knowledge_failure)?;
+    let embedder = crate::embedder::for_search(&config);
+    let vectors = embedder.as_deref().map(|e| StoreVectors::new(&store, e, EmbedKind::Chunk));
+    let results = search(&store, &req, vectors.as_ref().map(|v| v as &dyn VectorSearch)).map_err(knowledge_failure)?;
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
         return Ok(0);
     }
-    if let Retrieval::KeywordOnly = results.retrieval {
-        println!("keyword-only search (no embedding model configured)");
-    }
+    println!("{} search", results.retrieval.describe());
     if results.hits.is_empty() {
         let summary = store.config_index_summary()?;
         if summary.files == 0 {
@@ -262,8 +264,25 @@ fn index(opts: &KnowledgeOpts) -> CmdResult {
         }
     };
     let report = index_flake(&mut store, &root, crate::now().millis(), &mut progress).map_err(knowledge_failure)?;
+    // Then the embeddings of new and changed chunks and knowledge entries, if a model is configured.
+    let embedded = match crate::embedder::from_config(&config).context("the embedding model (knowledge.embedder)")? {
+        None => None,
+        Some(e) => {
+            let mut progress = |done: usize, total: usize| {
+                if interactive && total > 0 {
+                    eprint!("\rembedding {done}/{total} with {}", e.model_id());
+                    if done == total {
+                        eprintln!();
+                    }
+                }
+            };
+            Some(embed_pending(&mut store, e.as_ref(), &mut progress).map_err(knowledge_failure)?)
+        }
+    };
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut out = serde_json::to_value(&report)?;
+        out["embeddings"] = serde_json::to_value(&embedded)?;
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(0);
     }
     println!(
@@ -285,6 +304,13 @@ fn index(opts: &KnowledgeOpts) -> CmdResult {
     }
     for (path, why) in &report.errors {
         println!("error {}: {}", term::clean(path), term::clean(why));
+    }
+    match &embedded {
+        None => println!("no embedding model configured: search is keyword-only"),
+        Some(r) => println!(
+            "embeddings ({}, {} dimensions): {} chunks and {} entries embedded, {} unchanged, {} dropped, in {} ms",
+            r.model, r.dimension, r.chunks_embedded, r.entries_embedded, r.unchanged, r.dropped, r.elapsed_ms
+        ),
     }
     println!("into {}", db.display());
     Ok(0)

@@ -153,9 +153,20 @@ impl Fields {
 fn read(client: &ClientOpts, query: KnowledgeQuery) -> Result<KnowledgeAnswer, super::Failure> {
     match read_source(client)? {
         Source::Daemon(mut c) => Ok(c.call(KnowledgeRead { query })?),
-        Source::Local(store) => crate::knowledge::read(&store, &query, crate::now()).map_err(|e| {
-            if e.downcast_ref::<crate::knowledge::Refused>().is_some() { fail(EXIT_DATAERR, e) } else { e.into() }
-        }),
+        Source::Local(store) => {
+            // A search of a local store is hybrid when an embedder is configured.
+            let embedder = match &query {
+                KnowledgeQuery::Search { .. } => {
+                    super::commands::load_config(client.config.as_deref(), crate::config::Scope::User)
+                        .ok()
+                        .and_then(|c| crate::embedder::for_search(&c))
+                }
+                _ => None,
+            };
+            crate::knowledge::read_with(&store, &query, crate::now(), embedder.as_deref()).map_err(|e| {
+                if e.downcast_ref::<crate::knowledge::Refused>().is_some() { fail(EXIT_DATAERR, e) } else { e.into() }
+            })
+        }
     }
 }
 
@@ -165,7 +176,7 @@ fn write(client: &ClientOpts, change: KnowledgeChange) -> Result<KnowledgeAnswer
 
 fn entries(answer: KnowledgeAnswer) -> Vec<KnowledgeEntry> {
     match answer {
-        KnowledgeAnswer::Entries { entries } => entries,
+        KnowledgeAnswer::Entries { entries, .. } => entries,
         _ => Vec::new(),
     }
 }
@@ -177,8 +188,13 @@ pub fn run(cmd: KnowledgeCmd) -> CmdResult {
             print_list(&list, client.json)
         }
         KnowledgeCmd::Search { client, limit, query } => {
-            let list = entries(read(&client, KnowledgeQuery::Search { query: query.join(" "), limit })?);
-            print_list(&list, client.json)
+            let answer = read(&client, KnowledgeQuery::Search { query: query.join(" "), limit })?;
+            if let KnowledgeAnswer::Entries { retrieval: Some(r), .. } = &answer
+                && !client.json
+            {
+                println!("{r} search");
+            }
+            print_list(&entries(answer), client.json)
         }
         KnowledgeCmd::Show { id, client } => {
             let list = entries(read(&client, KnowledgeQuery::Show { id })?);
