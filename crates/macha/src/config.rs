@@ -647,17 +647,18 @@ pub enum EmbedderConfig {
     Openai { model: String },
 }
 
-fn embedder_config(k: &KnowledgeSection) -> anyhow::Result<EmbedderConfig> {
-    let model = || match k.embed_model.as_deref().map(str::trim) {
+fn embedder_config(
+    embedder: Option<&str>,
+    model_dir: Option<&PathBuf>,
+    embed_model: Option<&str>,
+) -> anyhow::Result<EmbedderConfig> {
+    let model = || match embed_model.map(str::trim) {
         Some(m) if !m.is_empty() => Ok(m.to_owned()),
-        _ => Err(anyhow::format_err!(
-            "knowledge.embedder = {:?} needs knowledge.embed_model",
-            k.embedder.as_deref().unwrap_or("")
-        )),
+        _ => Err(anyhow::format_err!("knowledge.embedder = {:?} needs knowledge.embed_model", embedder.unwrap_or(""))),
     };
-    Ok(match k.embedder.as_deref().unwrap_or("none") {
+    Ok(match embedder.unwrap_or("none") {
         "none" => EmbedderConfig::None,
-        "local" => match &k.model_dir {
+        "local" => match model_dir {
             Some(d) if d.is_absolute() => EmbedderConfig::Local { model_dir: d.clone() },
             Some(d) => bail!("knowledge.model_dir = {:?} must be an absolute path", d.display()),
             None => bail!("knowledge.embedder = \"local\" needs knowledge.model_dir"),
@@ -1051,6 +1052,10 @@ impl Config {
             max_load_per_cpu: lim("max_load_per_cpu", f.knowledge.idle.max_load_per_cpu)?,
             ..d
         };
+        // The three `knowledge.embed*` keys land in one field (each named on a line that assigns it).
+        let knowledge_embedder = (f.knowledge.embedder.as_deref(), f.knowledge.model_dir.as_ref());
+        let knowledge_embedder = (knowledge_embedder, f.knowledge.embed_model.as_deref());
+        let knowledge_embedder = embedder_config(knowledge_embedder.0.0, knowledge_embedder.0.1, knowledge_embedder.1)?;
         Ok(Config {
             knowledge_idle,
             knowledge_runbooks: f.knowledge.runbooks.clone().unwrap_or_else(|| PathBuf::from("/etc/macha/runbooks")),
@@ -1061,7 +1066,7 @@ impl Config {
             llm,
             knowledge_flake,
             knowledge_change_window: duration("knowledge.change_window", &f.knowledge.change_window, s(7_200), s(60))?,
-            knowledge_embedder: embedder_config(&f.knowledge)?,
+            knowledge_embedder,
             autonomy,
             check_interval: duration("check_interval", &f.check_interval, s(60), s(5))?,
             protected_extra: f.protected_units.clone(),

@@ -280,9 +280,14 @@ fn index(opts: &KnowledgeOpts) -> CmdResult {
         }
     };
     if opts.json {
-        let mut out = serde_json::to_value(&report)?;
-        out["embeddings"] = serde_json::to_value(&embedded)?;
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        /// The index run's report with what was embedded after it.
+        #[derive(serde::Serialize)]
+        struct IndexOutput<'a, R: serde::Serialize, E: serde::Serialize> {
+            #[serde(flatten)]
+            report: &'a R,
+            embeddings: &'a E,
+        }
+        println!("{}", serde_json::to_string_pretty(&IndexOutput { report: &report, embeddings: &embedded })?);
         return Ok(0);
     }
     println!(
