@@ -14,7 +14,7 @@
 //! What changed ([`changes`]): the flake's recent commits that touch a host's files and its last
 //! deployment, parsed from `git log` by a pure parser.
 //!
-//! The knowledge base (docs/knowledge-base.md): entries that learn from verified remediations and
+//! The knowledge base (docs/knowledge.md): entries that learn from verified remediations and
 //! forget what stopped helping ([`kb`]), runbooks people write and the model follows
 //! ([`runbooks`]), and the memory of past incidents ([`memory`]); the rules are pure functions.
 

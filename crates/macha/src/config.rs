@@ -138,7 +138,7 @@ pub struct FileConfig {
     pub knowledge: KnowledgeSection,
 }
 
-/// What Macha knows beyond its checks (docs/knowledge-base.md).
+/// What Macha knows beyond its checks (docs/knowledge.md).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KnowledgeSection {
