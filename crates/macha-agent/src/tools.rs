@@ -311,10 +311,17 @@ impl ToolName {
         ToolName::ReadConfig,
     ];
 
-    /// The knowledge tools an incident analysis is offered (shown with their required arguments
-    /// only). Similar past issues and recent changes are in the incident prompt itself.
+    /// The knowledge tools an incident analysis about the host (disks, memory, load) is offered
+    /// (shown with their required arguments only). Similar past issues and recent changes are in
+    /// the incident prompt itself; a chat offers every tool.
     pub const INCIDENT_KNOWLEDGE: [ToolName; 4] =
         [ToolName::SearchKnowledge, ToolName::FetchRunbook, ToolName::SearchConfigs, ToolName::ReadConfig];
+
+    /// The one knowledge tool an incident about units is offered: the runbooks of the catalog in its
+    /// prompt (the matching knowledge entries are there too). Kept this small so that a failed-unit
+    /// incident stays within 1,500 prompt tokens of the real model's tokenizer
+    /// (`llm_a_failed_unit_incident_prompt_fits_the_budget`: 1,451 with this, 1,772 with all four).
+    pub const INCIDENT_UNITS_KNOWLEDGE: [ToolName; 1] = [ToolName::FetchRunbook];
 
     /// The tools offered for an incident analysis about units: few, to keep the prompt small.
     pub const INCIDENT_UNITS: [ToolName; 3] = [ToolName::UnitStatus, ToolName::ReadLogs, ToolName::ProposeAction];

@@ -78,6 +78,10 @@ pub enum AgentCall {
         id: i64,
         outcome: Result<String, String>,
         audits: Vec<(Option<i64>, NewAudit)>,
+        /// Answered once the engine has recorded this and everything the job sent before it (its
+        /// conversation turns): only then does the person get the answer, so the next message of a
+        /// conversation always finds the previous turn in the store.
+        recorded: Option<oneshot::Sender<()>>,
     },
     Record(Box<NewPrompt>),
     Cache {
@@ -355,7 +359,9 @@ impl Shared {
 
 async fn fail_job(shared: &Shared, job: &Job, reason: &str) {
     let (audits, _) = outcome_audits(job, Err(reason));
-    shared.call(AgentCall::Finish { id: job.request_id, outcome: Err(reason.to_owned()), audits }).await;
+    shared
+        .call(AgentCall::Finish { id: job.request_id, outcome: Err(reason.to_owned()), audits, recorded: None })
+        .await;
     if let Some(sink) = &job.sink {
         let _ =
             sink.send(StreamLine::Done(Response::err(ErrorCode::Unavailable, format!("model unavailable: {reason}"))));
@@ -450,14 +456,19 @@ async fn run_job(shared: &Arc<Shared>, job: Job, stop: CancellationToken) {
     }
     let outcome = result.as_ref().map(|r| r.answer.as_str()).map_err(String::as_str);
     let (audits, _) = outcome_audits(&job, outcome);
+    let (recorded, was_recorded) = oneshot::channel();
     shared
         .call(AgentCall::Finish {
             id: job.request_id,
             outcome: result.as_ref().map(|r| r.answer.clone()).map_err(Clone::clone),
             audits,
+            recorded: Some(recorded),
         })
         .await;
     if let Some(sink) = &job.sink {
+        // The answer goes out after the engine recorded the turn (bounded: a loop that is gone or
+        // stuck does not hold the person's answer back for long).
+        let _ = tokio::time::timeout(Duration::from_secs(10), was_recorded).await;
         // `ask`, `chat` and `discuss` share one reply type, `ChatAnswer`.
         let line = match result {
             Ok(r) => Response::reply::<ops::Chat>(&ChatAnswer {
@@ -950,12 +961,16 @@ pub fn handle_call(engine: &mut Engine, call: AgentCall) -> anyhow::Result<Vec<W
                 tracing::debug!("agent request {id}: {e}");
             }
         }
-        AgentCall::Finish { id, outcome, audits } => {
+        AgentCall::Finish { id, outcome, audits, recorded } => {
             let o = outcome.as_ref().map(String::as_str).map_err(String::as_str);
             if let Err(reason) = &outcome {
                 tracing::warn!(request_id = id, "{reason}");
             }
-            engine.store_mut().finish_agent_request(id, o, now, &audits)?;
+            let finished = engine.store_mut().finish_agent_request(id, o, now, &audits);
+            if let Some(recorded) = recorded {
+                let _ = recorded.send(());
+            }
+            finished?;
         }
         AgentCall::Record(p) => {
             engine.store_mut().record_prompt(&p)?;

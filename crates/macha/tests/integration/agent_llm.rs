@@ -210,8 +210,9 @@ fn llm_knowledge_tools_run_end_to_end() {
         .llm(&llm)
         .start();
     // The tools run end to end through the real model: each call is shown with its result. A
-    // 135M model may call a tool again and again instead of answering; Macha then ends the turn
-    // with its own clear error (fail closed), which is the only other acceptable end.
+    // 135M model may call a tool again and again instead of answering, or call it with arguments
+    // Macha refuses; Macha then ends the turn with its own clear error (fail closed), the only
+    // other acceptable ends.
     let mut answered_calls = 0;
     for (question, tool) in [
         ("Use search_knowledge to look up nix-collect-garbage, then answer.", "search_knowledge"),
@@ -221,7 +222,9 @@ fn llm_knowledge_tools_run_end_to_end() {
         let out = d.cli_as("macha-ask", &[question], "");
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         let shown = format!("{stdout}{stderr}");
-        let ended = out.status.success() || stderr.contains("tool calls without answering");
+        let ended = out.status.success()
+            || stderr.contains("tool calls without answering")
+            || stderr.contains("the model answered invalidly twice");
         assert!(ended, "{question}: neither an answer nor the tool-call limit:\n{shown}");
         if shown.contains(&format!("⚙ {tool}")) {
             assert!(shown.contains(&format!("← {tool}: ")), "{tool} was called but gave no result:\n{shown}");
