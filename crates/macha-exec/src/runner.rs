@@ -67,6 +67,25 @@ impl Privilege {
     }
 }
 
+/// `Ok` when `permit` covers exactly `cmd` (as `sudo` on another host requires), else why not.
+fn covered(permit: &Permit, cmd: &Command) -> Result<(), String> {
+    if permit.authorises(cmd) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the permit for {} does not cover `{}`; nothing was run",
+            permit.action().describe(),
+            cmd.display()
+        ))
+    }
+}
+
+/// The last non-empty line a local command wrote to standard error, sanitised for a message.
+fn last_line(stderr: &[u8]) -> String {
+    let err = String::from_utf8_lossy(stderr);
+    macha_core::journal::sanitize(err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(""), 300)
+}
+
 /// The host a deployment's steps run on.
 pub(crate) enum Runner<'a> {
     /// Another host, over the pool (privileged steps under `sudo -n` with the permit).
@@ -114,13 +133,7 @@ impl Runner<'_> {
             Runner::Local { local } => {
                 let cmd = match privileged {
                     Some(permit) => {
-                        if !permit.authorises(&cmd) {
-                            return Err(format!(
-                                "the permit for {} does not cover `{}`; nothing was run",
-                                permit.action().describe(),
-                                cmd.display()
-                            ));
-                        }
+                        covered(permit, &cmd)?;
                         local.privilege().wrap(cmd)?
                     }
                     None => cmd,
@@ -130,9 +143,7 @@ impl Runner<'_> {
                         Ok(String::from_utf8_lossy(&stdout).into_owned())
                     }
                     Ran::Exited { display, exit, stderr, .. } => {
-                        let err = String::from_utf8_lossy(&stderr);
-                        let line = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-                        Err(format!("`{display}` failed ({exit:?}): {}", macha_core::journal::sanitize(line, 300)))
+                        Err(format!("`{display}` failed ({exit:?}): {}", last_line(&stderr)))
                     }
                     Ran::Failed(o) => Err(o.detail),
                 }
@@ -158,13 +169,7 @@ impl Runner<'_> {
                 if out.success() { Ok(()) } else { Err(refused(&rc.inner().display(), &out.stderr_line())) }
             }
             Runner::Local { local } => {
-                if !permit.authorises(&cmd) {
-                    return Err(format!(
-                        "the permit for {} does not cover `{}`; nothing was run",
-                        permit.action().describe(),
-                        cmd.display()
-                    ));
-                }
+                covered(permit, &cmd)?;
                 let sudo = match local.privilege() {
                     Privilege::Root => return Ok(()),
                     Privilege::Unprivileged { uid } => {
@@ -181,11 +186,7 @@ impl Runner<'_> {
                     .args(cmd.argv().iter().cloned());
                 match local.run(&check, limit).await {
                     Ran::Exited { exit: Exit::Code(0), .. } => Ok(()),
-                    Ran::Exited { stderr, .. } => {
-                        let err = String::from_utf8_lossy(&stderr);
-                        let line = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-                        Err(refused(&cmd.display(), &macha_core::journal::sanitize(line, 300)))
-                    }
+                    Ran::Exited { stderr, .. } => Err(refused(&cmd.display(), &last_line(&stderr))),
                     Ran::Failed(o) => Err(o.detail),
                 }
             }

@@ -793,23 +793,26 @@ fn install_by_hand(lab: &Containers, c: &str, system: &str) {
     assert_eq!(lab.exec(c, &["readlink", "-e", "/run/current-system"]), system);
 }
 
-/// A daemon for deployments to `c1`: short deadlines so that the dead-man timer fires within the
-/// test (it must still outlast activation, reconnection and verification together).
+/// [`deploy_daemon_on`] `c1`, logging in as root.
 fn deploy_daemon(lab: &Containers) -> Daemon {
+    deploy_daemon_on(lab, "c1", "root")
+}
+
+/// A daemon for deployments to `host`, logging in as `user` (`root`, or `macha` with sudo for the
+/// privileged steps), with short deadlines so that the dead-man timer fires within the test (it
+/// must still outlast activation, reconnection and verification together).
+fn deploy_daemon_on(lab: &Containers, host: &str, user: &str) -> Daemon {
+    let root = if user == "root" { "#user-root\n" } else { "" };
     let tables = format!(
-        "#user-root\n#tables\n[deploy]\nactivate_timeout = \"20s\"\nreconnect_timeout = \"5s\"\nverify_timeout = \"8s\"\n\
+        "{root}#tables\n[deploy]\nactivate_timeout = \"20s\"\nreconnect_timeout = \"5s\"\nverify_timeout = \"8s\"\n\
          retry = \"1s\"\ndead_man = \"40s\"\nmin_free_mib = 1\n{}",
-        lab.hosts_toml(&["c1"])
+        lab.hosts_toml(&[host])
     );
-    Daemon::start("suggest", &tables, &["c1"])
+    Daemon::start("suggest", &tables, &[host])
 }
 
 fn deploy(d: &Daemon, system: &str) -> (i32, Value) {
-    let out = d.cli_as("macha", &["deploy", "c1", "--system", system, "--approve", "--json", "--wait", "3m"]);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("{e}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-    });
-    (out.status.code().unwrap_or(-1), v)
+    deploy_to(d, "c1", system)
 }
 
 #[test]
@@ -1110,17 +1113,6 @@ fn deploy_to(d: &Daemon, host: &str, system: &str) -> (i32, Value) {
     (out.status.code().unwrap_or(-1), v)
 }
 
-/// A daemon for deployments to `host` that logs in as the unprivileged `macha` user (sudo for
-/// the privileged steps), with the same short deadlines as [`deploy_daemon`].
-fn deploy_daemon_as_macha(lab: &Containers, host: &str) -> Daemon {
-    let tables = format!(
-        "#tables\n[deploy]\nactivate_timeout = \"20s\"\nreconnect_timeout = \"5s\"\nverify_timeout = \"8s\"\n\
-         retry = \"1s\"\ndead_man = \"40s\"\nmin_free_mib = 1\n{}",
-        lab.hosts_toml(&[host])
-    );
-    Daemon::start("suggest", &tables, &[host])
-}
-
 /// Commands run as root in a container when the guard is dropped (also when a test fails), so
 /// that a test that changes a host's sudo, Nix or system leaves it as it found it.
 struct Restore<'a> {
@@ -1190,7 +1182,7 @@ fn lab_a_host_with_only_the_deployment_sudo_rules_deploys_and_allows_nothing_els
         "sudo -n -- /usr/bin/systemd-run --unit=macha-deploy-ab --wait --quiet --property=Type=oneshot \
          --property=TimeoutStartSec=5 -- /bin/sh -c id"
     ));
-    let d = deploy_daemon_as_macha(&lab, "c4");
+    let d = deploy_daemon_on(&lab, "c4", "macha");
     let (code, v) = deploy_to(&d, "c4", &gen2);
     assert_eq!((code, v[0]["final_state"]["state"].as_str()), (0, Some("succeeded")), "{v}");
     assert_eq!(lab.exec("c4", &["readlink", "-e", "/run/current-system"]), gen2);
@@ -1212,7 +1204,7 @@ fn lab_elevation_that_asks_for_a_password_is_refused_before_the_copy() {
     install_by_hand(&lab, "c4", &gen1);
     // sudo for everything, but with a password (Debian's %sudo rule), which Macha never types.
     let _sudo = narrow_sudo(&lab, "c4", "macha ALL=(ALL:ALL) ALL\n");
-    let d = deploy_daemon_as_macha(&lab, "c4");
+    let d = deploy_daemon_on(&lab, "c4", "macha");
     let gen2 = build_system("c4", 4, "good");
     let (code, v) = deploy_to(&d, "c4", &gen2);
     assert_eq!((code, v[0]["final_state"]["state"].as_str()), (3, Some("refused")), "{v}");
@@ -1246,7 +1238,7 @@ fn lab_a_copy_the_host_does_not_trust_is_refused_before_anything_is_activated() 
     };
     assert!(lab.exec_status("c4", &["sed", "-i", "s/^trusted-users = .*/trusted-users = root/", "/etc/nix/nix.conf"]));
     assert!(lab.exec_status("c4", &["systemctl", "restart", "nix-daemon.service"]));
-    let d = deploy_daemon_as_macha(&lab, "c4");
+    let d = deploy_daemon_on(&lab, "c4", "macha");
     let gen2 = build_system("c4", 5, "good");
     let (code, v) = deploy_to(&d, "c4", &gen2);
     assert_eq!((code, v[0]["final_state"]["state"].as_str()), (3, Some("refused")), "{v}");
@@ -1285,7 +1277,7 @@ fn lab_an_armed_dead_man_timer_of_an_earlier_deployment_refuses_the_next() {
             "test",
         ]
     ));
-    let d = deploy_daemon_c4(&lab);
+    let d = deploy_daemon_on(&lab, "c4", "root");
     let gen2 = build_system("c4", 2, "good");
     let (code, v) = deploy_to(&d, "c4", &gen2);
     assert_eq!((code, v[0]["final_state"]["state"].as_str()), (3, Some("refused")), "{v}");
@@ -1315,7 +1307,7 @@ fn lab_a_host_without_its_rollback_target_is_refused_before_the_copy() {
     assert!(
         lab.exec_status("c4", &["sh", "-c", &format!("mkdir -p {ghost}/bin && ln -sfn {ghost} /run/current-system")])
     );
-    let d = deploy_daemon_c4(&lab);
+    let d = deploy_daemon_on(&lab, "c4", "root");
     let gen2 = build_system("c4", 8, "good");
     let (code, v) = deploy_to(&d, "c4", &gen2);
     assert_eq!((code, v[0]["final_state"]["state"].as_str()), (3, Some("refused")), "{v}");
@@ -1340,7 +1332,7 @@ fn lab_a_rollback_that_fails_is_reported_as_failed_never_as_rolled_back() {
             vec![format!("{gen1}/bin/switch-to-configuration"), "switch".into()],
         ],
     };
-    let d = deploy_daemon_c4(&lab);
+    let d = deploy_daemon_on(&lab, "c4", "root");
     // Its activation fails and leaves the host unable to activate anything, the old system too.
     let broken = build_system("c4", 7, "breaks-activation");
     let (code, v) = deploy_to(&d, "c4", &broken);
@@ -1348,16 +1340,6 @@ fn lab_a_rollback_that_fails_is_reported_as_failed_never_as_rolled_back() {
     let detail = v[0]["detail"].as_str().unwrap_or_default();
     assert!(!detail.contains("rolled back to"), "{detail}");
     assert_eq!(lab.exec("c4", &["readlink", "-e", "/run/current-system"]), broken, "the host still runs it");
-}
-
-/// [`deploy_daemon`] for `c4` instead of `c1`.
-fn deploy_daemon_c4(lab: &Containers) -> Daemon {
-    let tables = format!(
-        "#user-root\n#tables\n[deploy]\nactivate_timeout = \"20s\"\nreconnect_timeout = \"5s\"\nverify_timeout = \"8s\"\n\
-         retry = \"1s\"\ndead_man = \"40s\"\nmin_free_mib = 1\n{}",
-        lab.hosts_toml(&["c4"])
-    );
-    Daemon::start("suggest", &tables, &["c4"])
 }
 
 #[test]
