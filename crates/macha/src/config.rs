@@ -101,6 +101,16 @@ pub const CONFIG_KEYS: &[&str] = &[
     "knowledge.embedder",
     "knowledge.model_dir",
     "knowledge.embed_model",
+    "web.enable",
+    "web.listen",
+    "web.trusted_proxies",
+    "web.proxy_user_header",
+    "web.proxy_admins",
+    "web.proxy_viewers",
+    "web.session_idle",
+    "web.session_max",
+    "web.secure_cookies",
+    "web.two_person",
 ];
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -136,6 +146,106 @@ pub struct FileConfig {
     pub discovery: DiscoverySection,
     pub llm: LlmSection,
     pub knowledge: KnowledgeSection,
+    pub web: WebSection,
+}
+
+/// The web console (docs/web.md), as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSection {
+    pub enable: Option<bool>,
+    /// `unix:/run/macha/web.sock` (the default: beside the API socket) or `127.0.0.1:8470`.
+    pub listen: Option<String>,
+    pub trusted_proxies: Vec<String>,
+    pub proxy_user_header: Option<String>,
+    pub proxy_admins: Vec<String>,
+    pub proxy_viewers: Vec<String>,
+    pub session_idle: Option<String>,
+    pub session_max: Option<String>,
+    pub secure_cookies: Option<bool>,
+    pub two_person: Option<bool>,
+}
+
+/// The web console, resolved: `None` when it is off.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WebConfig {
+    /// Where it listens, as written (`unix:<path>` or an address).
+    pub listen: String,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub proxy_user_header: Option<String>,
+    pub proxy_admins: Vec<String>,
+    pub proxy_viewers: Vec<String>,
+    #[serde(with = "humantime_serde_compat")]
+    pub session_idle: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub session_max: Duration,
+    pub secure_cookies: bool,
+    pub two_person: bool,
+}
+
+impl WebConfig {
+    /// The console's settings.
+    pub fn settings(&self) -> anyhow::Result<macha_web::Settings> {
+        let listen = macha_web::Listen::parse(&self.listen).map_err(anyhow::Error::msg)?;
+        let mut s = macha_web::Settings::new(listen);
+        s.trusted_proxies.clone_from(&self.trusted_proxies);
+        s.proxy_user_header.clone_from(&self.proxy_user_header);
+        s.proxy_admins.clone_from(&self.proxy_admins);
+        s.proxy_viewers.clone_from(&self.proxy_viewers);
+        s.session_idle = self.session_idle;
+        s.session_max = self.session_max;
+        s.secure_cookies = self.secure_cookies;
+        s.two_person = self.two_person;
+        Ok(s)
+    }
+}
+
+/// Resolves `[web]`; the socket path gives the default place of the console's socket.
+fn web_config(w: &WebSection, socket: &std::path::Path) -> anyhow::Result<Option<WebConfig>> {
+    if !w.enable.unwrap_or(false) {
+        return Ok(None);
+    }
+    let listen = match &w.listen {
+        Some(l) => l.clone(),
+        None => format!("unix:{}", socket.with_file_name("web.sock").display()),
+    };
+    macha_web::Listen::parse(&listen).map_err(anyhow::Error::msg)?;
+    let trusted_proxies = w
+        .trusted_proxies
+        .iter()
+        .map(|a| a.parse().with_context(|| format!("web.trusted_proxies: {a:?} is not an IP address")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let proxy_user_header = w.proxy_user_header.clone().filter(|h| !h.trim().is_empty());
+    if let Some(h) = &proxy_user_header
+        && !header_name_ok(h)
+    {
+        bail!("web.proxy_user_header = {h:?} is not a header name");
+    }
+    if proxy_user_header.is_some() && trusted_proxies.is_empty() {
+        bail!("web.proxy_user_header needs web.trusted_proxies (the proxies whose header is believed)");
+    }
+    let s = Duration::from_secs;
+    let session_idle = duration("web.session_idle", &w.session_idle, s(30 * 60), s(60))?;
+    let session_max = duration("web.session_max", &w.session_max, s(12 * 3600), s(60))?;
+    if session_idle > session_max {
+        bail!("web.session_idle must not be longer than web.session_max");
+    }
+    Ok(Some(WebConfig {
+        listen,
+        trusted_proxies,
+        proxy_user_header,
+        proxy_admins: w.proxy_admins.clone(),
+        proxy_viewers: w.proxy_viewers.clone(),
+        session_idle,
+        session_max,
+        secure_cookies: w.secure_cookies.unwrap_or(false),
+        two_person: w.two_person.unwrap_or(false),
+    }))
+}
+
+/// Whether `h` is a plain header name (letters, digits and `-`).
+fn header_name_ok(h: &str) -> bool {
+    !h.is_empty() && h.len() <= 64 && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 /// What Macha knows beyond its checks (docs/knowledge.md).
@@ -630,6 +740,8 @@ pub struct Config {
     pub knowledge_idle: macha_core::idle::IdleLimits,
     /// The embedding model of hybrid search (`knowledge.embedder` and its keys).
     pub knowledge_embedder: EmbedderConfig,
+    /// The web console (`web.*`); `None` when it is off.
+    pub web: Option<WebConfig>,
 }
 
 /// Which embedding model hybrid search uses (decision 0017).
@@ -1057,6 +1169,7 @@ impl Config {
         let knowledge_embedder = (knowledge_embedder, f.knowledge.embed_model.as_deref());
         let knowledge_embedder = embedder_config(knowledge_embedder.0.0, knowledge_embedder.0.1, knowledge_embedder.1)?;
         Ok(Config {
+            web: web_config(&f.web, &socket)?,
             knowledge_idle,
             knowledge_runbooks: f.knowledge.runbooks.clone().unwrap_or_else(|| PathBuf::from("/etc/macha/runbooks")),
             history,

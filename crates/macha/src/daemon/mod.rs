@@ -15,6 +15,7 @@ mod reconcile;
 mod requests;
 pub mod server;
 pub mod units;
+mod web;
 
 use crate::agent::{AgentMsg, AgentService};
 use crate::api::reply::{CheckMode, CheckReport, StatusInfo};
@@ -119,6 +120,8 @@ fn resolve_tools(config: &Config) -> Tools {
 
 /// What the loop, its tasks and the engine thread's jobs share.
 pub(crate) struct Shared {
+    /// The web console, when enabled (`macha web login` mints its tokens).
+    web: Option<Arc<macha_web::Console>>,
     config: Config,
     executor: Executor,
     admin_gid: Option<u32>,
@@ -340,7 +343,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // The local API.
     let listener = server::bind(&config.socket)?;
-    tracker.spawn(server::serve(listener, api_tx, stop.clone()));
+    tracker.spawn(server::serve(listener, api_tx.clone(), stop.clone()));
     let admin_gid = server::group_gid(config.admin_group.as_deref(), "admin");
     let viewer_gid = server::group_gid(config.viewer_group.as_deref(), "viewer");
 
@@ -363,7 +366,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // From here on the engine lives on its own thread.
     let (engine, engine_thread) =
         EngineHandle::start(engine, tokio::runtime::Handle::current()).context("starting the engine thread")?;
+    // The web console, when enabled: its requests come back on the API channel.
+    let web = web::start(&config, &api_tx, &engine, (admin_gid, viewer_gid), &tracker, &stop).await?;
     let shared = Arc::new(Shared {
+        web,
         config: config.clone(),
         executor,
         admin_gid,
@@ -678,6 +684,7 @@ fn on_api(shared: &Arc<Shared>, engine: &EngineHandle, call: ApiCall) {
                 let _ = reply.send(requests::answer(e, &s, request, peer));
             });
         }
+        ApiCall::Web { request, user, reply } => web::on_call(shared, engine, request, user, reply),
         ApiCall::Stream { request, peer, sink } => {
             let s = Arc::clone(shared);
             engine.post("api stream", move |e| {

@@ -15,12 +15,17 @@ use macha_store::{AuditKind, NewAudit, Severity};
 /// requests are dispatched by the loop before they get here. Each answer is built with
 /// `Response::reply::<Op>`, so its type is the one the client decodes.
 pub(super) fn answer(engine: &mut Engine, shared: &Shared, request: Request, peer: Peer) -> Response {
-    let now = crate::now();
-    let who = server::peer_name(peer);
     let tier = server::access(peer, shared.admin_gid, shared.viewer_gid);
     if tier < request.tier() {
         return deny(engine, &request, peer);
     }
+    answer_as(engine, shared, request, &server::peer_name(peer))
+}
+
+/// Answers a request whose caller's tier has been checked; `who` names the caller in records.
+pub(super) fn answer_as(engine: &mut Engine, shared: &Shared, request: Request, who: &str) -> Response {
+    let now = crate::now();
+    let who = who.to_owned();
     let result: anyhow::Result<Response> = (|| match request {
         Request::Status | Request::RunCheck => {
             Err(BadRequest(format!("{} is answered by the loop", request.op())).into())
@@ -166,14 +171,22 @@ fn who_may(tier: macha_api::Tier) -> &'static str {
 
 pub(super) fn deny(engine: &mut Engine, request: &Request, peer: Peer) -> Response {
     let who = server::peer_name(peer);
+    tracing::warn!(uid = peer.uid, "denied {} to {who}", request.op());
+    deny_as(engine, request, &who, serde_json::json!({"uid": peer.uid, "gid": peer.gid, "pid": peer.pid}))
+}
+
+/// Refuses a request to `who` (described further by `payload`), and audits the refusal.
+pub(super) fn deny_as(engine: &mut Engine, request: &Request, who: &str, mut payload: serde_json::Value) -> Response {
     let needs = who_may(request.tier());
     let summary = format!("denied {} to {who}: it needs {needs}", request.op());
+    if let Some(o) = payload.as_object_mut() {
+        o.insert("request".to_owned(), serde_json::to_value(request).unwrap_or_default());
+    }
     let audit = NewAudit::new(crate::now(), AuditKind::AuthDenied, Severity::Warning, "local", summary.clone())
-        .with_payload(serde_json::json!({"uid": peer.uid, "gid": peer.gid, "pid": peer.pid, "request": request}));
+        .with_payload(payload);
     if let Err(e) = engine.store_mut().append_audit(&audit) {
         tracing::error!("cannot audit a denial: {e}");
     }
-    tracing::warn!(uid = peer.uid, "{summary}");
     Response::err(ErrorCode::Denied, format!("permission denied: {} needs {needs}", request.op()))
 }
 

@@ -42,6 +42,12 @@ pub enum ApiCall {
         peer: Peer,
         reply: oneshot::Sender<Response>,
     },
+    /// A request from the web console, for a person it has identified (`daemon/web.rs`).
+    Web {
+        request: Request,
+        user: macha_web::User,
+        reply: oneshot::Sender<Response>,
+    },
     /// A streamed request (chat, ask, discuss): event lines and the final response go to `sink`.
     Stream {
         request: Request,
