@@ -230,6 +230,11 @@ call!(PrepareDeploy, Vec<DeployPlan>);
 pub struct DeployProgress;
 call!(DeployProgress, unit, Vec<DeployProgressView>);
 
+/// A one-time login link for the web console (`macha web login`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WebLogin;
+call!(WebLogin, unit, crate::reply::WebLoginLink);
+
 /// The host registry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ListHosts;

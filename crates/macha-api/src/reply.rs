@@ -609,3 +609,11 @@ pub struct PruneResult {
     /// The audit record of the prune itself.
     pub audit_id: i64,
 }
+
+/// `web_login`: the link that logs its opener in once, within five minutes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebLoginLink {
+    pub url: String,
+    /// Seconds the link stays good for.
+    pub expires_in_secs: u64,
+}

@@ -57,6 +57,8 @@ pub enum Request {
     KnowledgeRead(crate::knowledge::KnowledgeRead),
     /// Adds, edits, forgets, seeds or imports knowledge entries (admin only).
     KnowledgeWrite(crate::knowledge::KnowledgeWrite),
+    /// A one-time login link for the web console on TCP (`macha web login`, admin only).
+    WebLogin,
 }
 
 /// The access tiers, lowest first.
@@ -116,7 +118,8 @@ impl Request {
             | Request::ForgetHost(_)
             | Request::PruneAudit(_)
             | Request::PrepareDeploy(_)
-            | Request::KnowledgeWrite(_) => Tier::Admin,
+            | Request::KnowledgeWrite(_)
+            | Request::WebLogin => Tier::Admin,
         }
     }
 
@@ -161,6 +164,7 @@ impl Request {
             Request::DeployProgress => "deploy_progress",
             Request::KnowledgeRead(_) => "knowledge_read",
             Request::KnowledgeWrite(_) => "knowledge_write",
+            Request::WebLogin => "web_login",
         }
     }
 }

@@ -62,11 +62,15 @@ impl Console {
         Ok(Arc::new(Console { daemon, auth, settings, first: Mutex::new(HashMap::new()) }))
     }
 
-    /// A single-use login token for `user` (`macha web login`), good for five minutes; `None`
-    /// when the console does not listen on TCP (on the Unix socket nobody logs in).
-    pub fn login_token(&self, user: User) -> Result<Option<String>, NoRandomness> {
+    /// A single-use login link for `user` (`macha web login`), good for five minutes; `None`
+    /// when the console does not listen on TCP (on the Unix socket nobody logs in: the kernel
+    /// names the peer).
+    pub fn login_url(&self, user: User) -> Result<Option<String>, NoRandomness> {
         match self.settings.listen {
-            Listen::Tcp(_) => self.auth.mint(user, Instant::now()).map(Some),
+            Listen::Tcp(addr) => {
+                let token = self.auth.mint(user, Instant::now())?;
+                Ok(Some(format!("http://{addr}/login?token={token}")))
+            }
             Listen::Unix(_) => Ok(None),
         }
     }

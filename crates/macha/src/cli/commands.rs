@@ -207,6 +207,20 @@ pub(super) fn write_client(opts: &ClientOpts) -> Result<Client, super::Failure> 
 
 /// `macha status`: the daemon's own summary (answered by its event loop, so it answers even while
 /// the database is slow).
+/// `macha web login`: a one-time link that opens a console session with the asker's rights.
+pub fn web_login(opts: &ClientOpts) -> CmdResult {
+    let config = load_config(opts.config.as_deref(), Scope::User)?;
+    let mut client = Client::connect(&socket_path(opts, &config), Duration::from_secs(10))?;
+    let link = client.call(crate::api::ops::WebLogin)?;
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&link)?);
+    } else {
+        println!("{}", link.url);
+        eprintln!("(good once, for {} seconds)", link.expires_in_secs);
+    }
+    Ok(0)
+}
+
 pub fn status(opts: &ClientOpts) -> CmdResult {
     let config = load_config(opts.config.as_deref(), Scope::User)?;
     let mut client = Client::connect(&socket_path(opts, &config), Duration::from_secs(10))?;

@@ -105,6 +105,16 @@ pub struct AskArgs {
     pub question: Vec<String>,
 }
 
+/// `macha web …`.
+#[derive(Debug, Subcommand)]
+pub enum WebCmd {
+    /// Print a one-time login link for the console on TCP (admins; good once, for five minutes).
+    Login {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run one check cycle now (through the daemon if it runs, else standalone).
@@ -170,6 +180,11 @@ pub enum Cmd {
     Knowledge {
         #[command(subcommand)]
         cmd: knowledge::KnowledgeCmd,
+    },
+    /// The web console (docs/web.md).
+    Web {
+        #[command(subcommand)]
+        cmd: WebCmd,
     },
     /// Print this host's snapshot as JSON, for the Macha that observes it over SSH.
     Probe(systems::ProbeArgs),
@@ -572,6 +587,7 @@ fn dispatch(applet: Applet) -> CmdResult {
             Cmd::Completions { shell, dir } => completions(shell, dir),
             Cmd::Man { dir } => man(&dir),
             Cmd::Systems { cmd } => systems::run(cmd),
+            Cmd::Web { cmd: WebCmd::Login { client } } => commands::web_login(&client),
             Cmd::Probe(a) => systems::probe(&a),
             Cmd::Knowledge { cmd } => knowledge::run(cmd),
             Cmd::Applets => {

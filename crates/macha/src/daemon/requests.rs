@@ -112,6 +112,24 @@ pub(super) fn answer_as(engine: &mut Engine, shared: &Shared, request: Request, 
         Request::Ask(_) | Request::Chat(_) | Request::Discuss(_) => {
             Err(BadRequest(format!("{} is answered as a stream", request.op())).into())
         }
+        Request::WebLogin => {
+            let Some(console) = &shared.web else {
+                return Err(BadRequest("the web console is off (web.enable)".into()).into());
+            };
+            // Only admins may ask (the request's tier): the session is an admin's.
+            let user = macha_web::User { name: format!("{who} via web"), tier: macha_api::Tier::Admin };
+            match console.login_url(user)? {
+                Some(url) => Ok(Response::reply::<ops::WebLogin>(&crate::api::reply::WebLoginLink {
+                    url,
+                    expires_in_secs: macha_web::auth::LOGIN_TOKEN_TTL.as_secs(),
+                })),
+                None => Err(BadRequest(
+                    "the web console listens on a Unix socket, where the kernel says who you are: no login needed"
+                        .into(),
+                )
+                .into()),
+            }
+        }
         Request::KnowledgeRead(r) => crate::knowledge::read(engine.store(), &r.query, now)
             .map(|a| Response::reply::<crate::api::knowledge::KnowledgeRead>(&a))
             .map_err(refused),
