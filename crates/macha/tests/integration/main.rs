@@ -23,3 +23,4 @@ mod nix_module;
 mod protocol;
 mod socket_auth;
 mod tidy;
+mod web;
