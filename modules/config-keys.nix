@@ -71,6 +71,16 @@ rec {
   # get defaults from the module.)
   settingsOnly = [
     "paths.database"
+    "web.enable"
+    "web.listen"
+    "web.trusted_proxies"
+    "web.proxy_user_header"
+    "web.proxy_admins"
+    "web.proxy_viewers"
+    "web.session_idle"
+    "web.session_max"
+    "web.secure_cookies"
+    "web.two_person"
     "systemd.enable"
     "systemd.bus"
     "journal.enable"

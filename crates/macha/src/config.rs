@@ -201,21 +201,23 @@ impl WebConfig {
 }
 
 /// Resolves `[web]`; the socket path gives the default place of the console's socket.
-fn web_config(w: &WebSection, socket: &std::path::Path) -> anyhow::Result<Option<WebConfig>> {
-    if !w.enable.unwrap_or(false) {
+fn web_config(f: &FileConfig, socket: &std::path::Path) -> anyhow::Result<Option<WebConfig>> {
+    let enable = f.web.enable.unwrap_or(false);
+    if !enable {
         return Ok(None);
     }
-    let listen = match &w.listen {
+    let listen = match &f.web.listen {
         Some(l) => l.clone(),
         None => format!("unix:{}", socket.with_file_name("web.sock").display()),
     };
     macha_web::Listen::parse(&listen).map_err(anyhow::Error::msg)?;
-    let trusted_proxies = w
+    let trusted_proxies = f
+        .web
         .trusted_proxies
         .iter()
         .map(|a| a.parse().with_context(|| format!("web.trusted_proxies: {a:?} is not an IP address")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let proxy_user_header = w.proxy_user_header.clone().filter(|h| !h.trim().is_empty());
+        .collect::<anyhow::Result<Vec<std::net::IpAddr>>>()?;
+    let proxy_user_header = f.web.proxy_user_header.clone().filter(|h| !h.trim().is_empty());
     if let Some(h) = &proxy_user_header
         && !header_name_ok(h)
     {
@@ -225,8 +227,8 @@ fn web_config(w: &WebSection, socket: &std::path::Path) -> anyhow::Result<Option
         bail!("web.proxy_user_header needs web.trusted_proxies (the proxies whose header is believed)");
     }
     let s = Duration::from_secs;
-    let session_idle = duration("web.session_idle", &w.session_idle, s(30 * 60), s(60))?;
-    let session_max = duration("web.session_max", &w.session_max, s(12 * 3600), s(60))?;
+    let session_idle = duration("web.session_idle", &f.web.session_idle, s(30 * 60), s(60))?;
+    let session_max = duration("web.session_max", &f.web.session_max, s(12 * 3600), s(60))?;
     if session_idle > session_max {
         bail!("web.session_idle must not be longer than web.session_max");
     }
@@ -234,12 +236,12 @@ fn web_config(w: &WebSection, socket: &std::path::Path) -> anyhow::Result<Option
         listen,
         trusted_proxies,
         proxy_user_header,
-        proxy_admins: w.proxy_admins.clone(),
-        proxy_viewers: w.proxy_viewers.clone(),
+        proxy_admins: f.web.proxy_admins.clone(),
+        proxy_viewers: f.web.proxy_viewers.clone(),
         session_idle,
         session_max,
-        secure_cookies: w.secure_cookies.unwrap_or(false),
-        two_person: w.two_person.unwrap_or(false),
+        secure_cookies: f.web.secure_cookies.unwrap_or(false),
+        two_person: f.web.two_person.unwrap_or(false),
     }))
 }
 
@@ -1169,7 +1171,7 @@ impl Config {
         let knowledge_embedder = (knowledge_embedder, f.knowledge.embed_model.as_deref());
         let knowledge_embedder = embedder_config(knowledge_embedder.0.0, knowledge_embedder.0.1, knowledge_embedder.1)?;
         Ok(Config {
-            web: web_config(&f.web, &socket)?,
+            web: web_config(&f, &socket)?,
             knowledge_idle,
             knowledge_runbooks: f.knowledge.runbooks.clone().unwrap_or_else(|| PathBuf::from("/etc/macha/runbooks")),
             history,
