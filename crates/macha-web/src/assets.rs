@@ -11,4 +11,5 @@ pub const STYLE_CSS: &[u8] = include_bytes!("../assets/style.css");
 /// htmx's configuration, given in a `<meta>` element (not a script): no inline indicator styles
 /// (the Content-Security-Policy forbids them), no `eval`, no script tags from answers, requests
 /// only to the console itself.
-pub const HTMX_CONFIG: &str = r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false,"selfRequestsOnly":true}"#;
+pub const HTMX_CONFIG: &str =
+    r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false,"selfRequestsOnly":true}"#;

@@ -147,7 +147,9 @@ impl Auth {
     pub fn csrf_ok(&self, session: &str, token: &str) -> bool {
         let want = self.mac(session);
         let Some(given) = unhex(token) else { return false };
-        !want.is_empty() && given.len() == want.len() && want.iter().zip(&given).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        !want.is_empty()
+            && given.len() == want.len()
+            && want.iter().zip(&given).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     }
 
     /// A single-use login token for `user`, good for [`LOGIN_TOKEN_TTL`].

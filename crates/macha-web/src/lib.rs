@@ -76,9 +76,9 @@ impl Listen {
             }
             return Ok(Listen::Unix(path));
         }
-        text.parse().map(Listen::Tcp).map_err(|e| {
-            format!("web.listen = {text:?}: give unix:/absolute/path or an address with a port ({e})")
-        })
+        text.parse()
+            .map(Listen::Tcp)
+            .map_err(|e| format!("web.listen = {text:?}: give unix:/absolute/path or an address with a port ({e})"))
     }
 }
 

@@ -660,7 +660,8 @@ mod tests {
 
     #[test]
     fn hostile_text_is_escaped_and_inert() {
-        let t = text("<script>alert(1)</script> <img src=x onerror=alert(2)> javascript:alert(3) https://ok.example/a").into_string();
+        let t = text("<script>alert(1)</script> <img src=x onerror=alert(2)> javascript:alert(3) https://ok.example/a")
+            .into_string();
         assert!(!t.contains("<script"), "{t}");
         assert!(!t.contains("<img"), "{t}");
         assert!(t.contains("&lt;script&gt;"), "{t}");

@@ -342,7 +342,11 @@ fn reader(c: &Console, ctx: &Ctx) -> Result<User, Page> {
                 Listen::Tcp(_) => "Log in: run `macha web login` on the daemon's host and open the link it prints.",
                 Listen::Unix(_) => "The kernel did not name you.",
             };
-            Err(Page { status: StatusCode::UNAUTHORIZED, body: pages::message("Log in", None, how, true), cookie: ctx.cookie.clone() })
+            Err(Page {
+                status: StatusCode::UNAUTHORIZED,
+                body: pages::message("Log in", None, how, true),
+                cookie: ctx.cookie.clone(),
+            })
         }
     }
 }
@@ -451,7 +455,8 @@ async fn issues(
             },
         };
         let host = filter.host.clone().filter(|h| !h.is_empty());
-        let list = c.ask(&user, ops::ListIssues { states, host, limit: Some(500) }).await.map_err(|r| refused(u, &r))?;
+        let list =
+            c.ask(&user, ops::ListIssues { states, host, limit: Some(500) }).await.map_err(|r| refused(u, &r))?;
         Ok(pages::issues(u, &filter, &list))
     })
     .await
@@ -478,12 +483,7 @@ async fn approvals(State(c): St, ConnectInfo(conn): ConnectInfo<Conn>, headers: 
     .await
 }
 
-async fn approval(
-    State(c): St,
-    ConnectInfo(conn): ConnectInfo<Conn>,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-) -> Page {
+async fn approval(State(c): St, ConnectInfo(conn): ConnectInfo<Conn>, headers: HeaderMap, Path(id): Path<i64>) -> Page {
     read_page(&c, conn, &headers, |c, user, csrf| async move {
         let u = Some(&user);
         let d = c.ask(&user, ops::ShowApproval { id }).await.map_err(|r| refused(u, &r))?;
@@ -591,11 +591,20 @@ async fn decide(c: &Console, conn: Conn, headers: &HeaderMap, id: i64, f: Decide
         };
         if same {
             let text = format!("Already {} by you at {}; now {}.", verdict.word(), pages::when(at), a.state.as_str());
-            return Page { status: StatusCode::OK, body: pages::message("Already decided", u, &text, false), cookie: None };
+            return Page {
+                status: StatusCode::OK,
+                body: pages::message("Already decided", u, &text, false),
+                cookie: None,
+            };
         }
     }
     if a.state == ApprovalState::Expired || (a.state == ApprovalState::Pending && a.expires_at <= now) {
-        return refusal(StatusCode::GONE, u, "Expired", &format!("Approval {id} expired at {}.", pages::when(a.expires_at)));
+        return refusal(
+            StatusCode::GONE,
+            u,
+            "Expired",
+            &format!("Approval {id} expired at {}.", pages::when(a.expires_at)),
+        );
     }
     if a.state != ApprovalState::Pending {
         let by = a.decided_by.as_deref().unwrap_or("someone");
@@ -638,12 +647,25 @@ async fn decide(c: &Console, conn: Conn, headers: &HeaderMap, id: i64, f: Decide
                 match first.get(&id) {
                     None => {
                         first.insert(id, FirstApproval { by: user.name.clone(), at: now });
-                        let text = format!("Approval {id} is critical: your approval is recorded; a second admin must approve it too.");
-                        return Page { status: StatusCode::ACCEPTED, body: pages::message("First approval", u, &text, false), cookie: None };
+                        let text = format!(
+                            "Approval {id} is critical: your approval is recorded; a second admin must approve it too."
+                        );
+                        return Page {
+                            status: StatusCode::ACCEPTED,
+                            body: pages::message("First approval", u, &text, false),
+                            cookie: None,
+                        };
                     }
                     Some(f) if f.by == user.name => {
-                        let text = format!("Already approved by you at {}; a second admin must approve it too.", pages::when(f.at));
-                        return Page { status: StatusCode::OK, body: pages::message("Already decided", u, &text, false), cookie: None };
+                        let text = format!(
+                            "Already approved by you at {}; a second admin must approve it too.",
+                            pages::when(f.at)
+                        );
+                        return Page {
+                            status: StatusCode::OK,
+                            body: pages::message("Already decided", u, &text, false),
+                            cookie: None,
+                        };
                     }
                     Some(_) => {
                         first.remove(&id);
@@ -653,8 +675,13 @@ async fn decide(c: &Console, conn: Conn, headers: &HeaderMap, id: i64, f: Decide
             match c.ask(&user, ops::Approve { id, note }).await {
                 Ok(r) => {
                     let text = match r.action_id {
-                        Some(action) => format!("Approval {id} approved; action {action} started ({}).", r.decision.reason),
-                        None => format!("Approval {id} approved, but the policy refused it at execution: {}.", r.decision.reason),
+                        Some(action) => {
+                            format!("Approval {id} approved; action {action} started ({}).", r.decision.reason)
+                        }
+                        None => format!(
+                            "Approval {id} approved, but the policy refused it at execution: {}.",
+                            r.decision.reason
+                        ),
                     };
                     Page { status: StatusCode::OK, body: pages::message("Approved", u, &text, false), cookie: None }
                 }
@@ -841,11 +868,7 @@ async fn logout(
 }
 
 fn asset(content_type: &'static str, body: &'static [u8]) -> Response {
-    (
-        [(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=3600")],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=3600")], body).into_response()
 }
 
 async fn htmx() -> Response {

@@ -13,7 +13,8 @@ use std::time::Duration;
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-const HOSTILE: &str = "<script>alert(1)</script> <img src=x onerror=alert(2)> javascript:alert(3) https://ok.example/doc";
+const HOSTILE: &str =
+    "<script>alert(1)</script> <img src=x onerror=alert(2)> javascript:alert(3) https://ok.example/doc";
 
 /// One answer: status, headers (lower-case names), body.
 #[derive(Debug)]
@@ -48,10 +49,7 @@ fn exchange(mut stream: impl Read + Write, method: &str, path: &str, headers: &[
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     if method == "POST" {
-        req.push_str(&format!(
-            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+        req.push_str(&format!("Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
     req.push_str(body);
@@ -81,7 +79,9 @@ fn tcp(from: &str, port: u16, method: &str, path: &str, headers: &[(&str, &str)]
     let stream = rt.block_on(async {
         let s = tokio::net::TcpSocket::new_v4().unwrap_or_else(|e| panic!("{e}"));
         s.bind(format!("{from}:0").parse().unwrap_or_else(|e| panic!("{e}"))).unwrap_or_else(|e| panic!("{e}"));
-        s.connect(format!("127.0.0.1:{port}").parse().unwrap_or_else(|e| panic!("{e}"))).await.unwrap_or_else(|e| panic!("{e}"))
+        s.connect(format!("127.0.0.1:{port}").parse().unwrap_or_else(|e| panic!("{e}")))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     });
     let stream = stream.into_std().unwrap_or_else(|e| panic!("{e}"));
     stream.set_nonblocking(false).unwrap_or_else(|e| panic!("{e}"));
@@ -121,7 +121,8 @@ fn queue_approvals(dir: &Path) {
             correlation_id: format!("c0ffee{i}"),
             issue_id: None,
         };
-        let audit = NewAudit::new(now, AuditKind::Approval, Severity::Notice, "local", format!("approval requested: {reason}"));
+        let audit =
+            NewAudit::new(now, AuditKind::Approval, Severity::Notice, "local", format!("approval requested: {reason}"));
         store.create_approval(&new, &audit).unwrap_or_else(|e| panic!("{e}"));
     }
 }
@@ -132,11 +133,8 @@ fn form(csrf: &str, digest: &str, note: &str) -> String {
 
 #[test]
 fn the_console_on_the_unix_socket_keeps_every_guarantee() {
-    let daemon = TestDaemon::builder()
-        .autonomy("observe")
-        .tables("[web]\nenable = true\n")
-        .prepare(queue_approvals)
-        .start();
+    let daemon =
+        TestDaemon::builder().autonomy("observe").tables("[web]\nenable = true\n").prepare(queue_approvals).start();
     let sock = daemon.dir.path().join("web.sock");
     wait_for("the console's socket", Duration::from_secs(30), || sock.exists());
 
@@ -170,7 +168,10 @@ fn the_console_on_the_unix_socket_keeps_every_guarantee() {
     // GET never decides.
     assert_eq!(unix(&sock, "GET", "/approvals/1/approve", &[("Cookie", &cookie)], "").status, 405);
     // No origin, a foreign origin, no token, a wrong token, no session: 403.
-    assert_eq!(unix(&sock, "POST", "/approvals/1/approve", &[("Cookie", &cookie)], &form(&csrf, &digest, "")).status, 403);
+    assert_eq!(
+        unix(&sock, "POST", "/approvals/1/approve", &[("Cookie", &cookie)], &form(&csrf, &digest, "")).status,
+        403
+    );
     let foreign = [("Cookie", cookie.as_str()), ("Origin", "http://evil.example")];
     assert_eq!(unix(&sock, "POST", "/approvals/1/approve", &foreign, &form(&csrf, &digest, "")).status, 403);
     assert_eq!(unix(&sock, "POST", "/approvals/1/approve", &good, &form("", &digest, "")).status, 403);
@@ -211,7 +212,17 @@ fn the_console_on_the_unix_socket_keeps_every_guarantee() {
     assert!(twice.body.contains("Already rejected by you at"), "{}", twice.body);
 
     // Every page renders for a reader.
-    for path in ["/", "/issues", "/issues?state=open&severity=warning", "/approvals", "/deployments", "/deployments/progress", "/logs?q=approval", "/knowledge", "/knowledge?q=disk"] {
+    for path in [
+        "/",
+        "/issues",
+        "/issues?state=open&severity=warning",
+        "/approvals",
+        "/deployments",
+        "/deployments/progress",
+        "/logs?q=approval",
+        "/knowledge",
+        "/knowledge?q=disk",
+    ] {
         let p = unix(&sock, "GET", path, &[("Cookie", &cookie)], "");
         assert_eq!(p.status, 200, "{path}: {}", p.body);
     }
@@ -222,10 +233,16 @@ fn the_console_on_the_unix_socket_keeps_every_guarantee() {
         daemon.audit(AuditKind::AuthDenied).iter().any(|r| r.summary.contains("CSRF"))
     });
     let refused = daemon.audit(AuditKind::AuthDenied);
-    assert!(refused.iter().any(|r| r.summary.contains("web console refused") && r.summary.contains("origin")), "{refused:?}");
+    assert!(
+        refused.iter().any(|r| r.summary.contains("web console refused") && r.summary.contains("origin")),
+        "{refused:?}"
+    );
     assert!(refused.iter().any(|r| r.summary.contains("CSRF")), "{refused:?}");
     let decisions = daemon.audit(AuditKind::Approval);
-    assert!(decisions.iter().any(|r| r.summary.contains("approval 1 approved by") && r.summary.contains("via web")), "{decisions:?}");
+    assert!(
+        decisions.iter().any(|r| r.summary.contains("approval 1 approved by") && r.summary.contains("via web")),
+        "{decisions:?}"
+    );
 }
 
 fn free_port() -> u16 {
@@ -271,7 +288,12 @@ fn on_tcp_only_a_login_or_a_trusted_proxy_gets_in_and_a_viewer_cannot_approve() 
         p.input("csrf")
     };
     let digest = macha_core::policy::action_digest(
-        &daemon.store().get_approval(1).unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("approval 1")).action,
+        &daemon
+            .store()
+            .get_approval(1)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("approval 1"))
+            .action,
     );
     let h = [("X-Remote-User", "victor"), ("Cookie", cookie.as_str()), ("Origin", "http://localhost:8470")];
     let denied = tcp("127.0.0.2", port, "POST", "/approvals/1/approve", &h, &form(&csrf, &digest, ""));
