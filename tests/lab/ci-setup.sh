@@ -45,6 +45,8 @@ T0=$(t)
 pkgs=(systemd dbus-user-session dbus-bin systemd-journal-remote)
 [ $local_only = 0 ] && pkgs+=(openssh-server openssh-client debootstrap systemd-container iproute2 nftables)
 [ $nix = 1 ] && pkgs+=(nix-bin)
+# The web console's browser test (headless Chromium over WebDriver).
+[ $local_only = 0 ] && pkgs+=(chromium chromium-driver)
 missing=0
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "${p%%/*}" 2>/dev/null | grep -q 'install ok installed' || missing=1

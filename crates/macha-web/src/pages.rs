@@ -24,7 +24,7 @@ pub fn page(title: &str, user: Option<&User>, body: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="htmx-config" content=(HTMX_CONFIG);
-                meta name="referrer" content="no-referrer";
+                meta name="referrer" content="same-origin";
                 title { (title) " · Macha" }
                 link rel="stylesheet" href="/assets/style.css";
                 script src="/assets/htmx.min.js" defer {}

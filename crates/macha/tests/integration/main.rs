@@ -24,3 +24,4 @@ mod protocol;
 mod socket_auth;
 mod tidy;
 mod web;
+mod web_browser;

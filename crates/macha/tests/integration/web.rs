@@ -95,9 +95,9 @@ fn now() -> Timestamp {
     )
 }
 
-/// Queues approvals as the daemon would have: 1 and 3 pending (1 with hostile text in its
+/// Queues approvals as the daemon would have: 1, 3 and 4 pending (1 with hostile text in its
 /// reason), 2 already past its expiry.
-fn queue_approvals(dir: &Path) {
+pub(super) fn queue_approvals(dir: &Path) {
     std::fs::create_dir_all(dir.join("state")).unwrap_or_else(|e| panic!("{e}"));
     let mut store = Store::open(dir.join("state/macha.db")).unwrap_or_else(|e| panic!("{e}"));
     let now = now();
@@ -105,6 +105,7 @@ fn queue_approvals(dir: &Path) {
         (HOSTILE, now.plus(Duration::from_secs(3600))),
         ("expired", now.minus(Duration::from_secs(60))),
         ("to reject", now.plus(Duration::from_secs(3600))),
+        ("decided elsewhere", now.plus(Duration::from_secs(3600))),
     ]
     .into_iter()
     .enumerate()
@@ -245,7 +246,7 @@ fn the_console_on_the_unix_socket_keeps_every_guarantee() {
     );
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
