@@ -174,8 +174,7 @@ impl Store {
             "SELECT min(a.ts) - i.first_seen FROM audit a JOIN issues i ON i.id = a.issue_id \
              WHERE a.new_state = 'resolved' AND a.ts >= ?1 GROUP BY a.issue_id",
         )?;
-        let mut took: Vec<i64> =
-            stmt.query_map([s], |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut took: Vec<i64> = stmt.query_map([s], |r| r.get::<_, i64>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
         took.sort_unstable();
         stats.resolved = took.len() as u64;
         stats.resolve_median_ms = quantile(&took, 0.5);
@@ -215,9 +214,8 @@ impl Store {
              FROM actions x WHERE (?1 IS NULL OR x.host = ?1) AND x.ts_started >= ?2 \
              ORDER BY x.ts_started DESC, x.id DESC LIMIT ?3",
         )?;
-        let rows = stmt.query_map(
-            params![host, since.map_or(i64::MIN, Timestamp::millis), i64::from(limit.max(1))],
-            |r| {
+        let rows =
+            stmt.query_map(params![host, since.map_or(i64::MIN, Timestamp::millis), i64::from(limit.max(1))], |r| {
                 let started: i64 = r.get(4)?;
                 let finished: Option<i64> = r.get(5)?;
                 let detail: Option<String> = r.get(7)?;
@@ -237,8 +235,7 @@ impl Store {
                     detail,
                     output: r.get(8)?,
                 })
-            },
-        )?;
+            })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
@@ -269,7 +266,10 @@ mod tests {
                     .with_payload(serde_json::json!({"output": "bind() to 0.0.0.0:80 failed (98: Address in use)"})),
                 NewAudit { host: "db1".into(), ..audit(2_000, AuditKind::Outcome, Severity::Notice) }
                     .with_subject("postgresql.service"),
-                NewAudit { summary: "disk almost full on /var".into(), ..audit(3_000, AuditKind::Alert, Severity::Error) },
+                NewAudit {
+                    summary: "disk almost full on /var".into(),
+                    ..audit(3_000, AuditKind::Alert, Severity::Error)
+                },
             ])
             .unwrap();
         let search = |text: &str, host: Option<&str>| {

@@ -960,11 +960,15 @@ impl Config {
             listen: match f.prometheus.listen.as_deref().unwrap_or(DEFAULT_PROMETHEUS_LISTEN) {
                 "off" => None,
                 a => Some(a.parse().with_context(|| {
-                    format!("prometheus.listen = {a:?} is not an address and port (such as \"127.0.0.1:9469\") or \"off\"")
+                    format!(
+                        "prometheus.listen = {a:?} is not an address and port (such as \"127.0.0.1:9469\") or \"off\""
+                    )
                 })?),
             },
             textfile: match &f.prometheus.textfile {
-                Some(d) if !d.is_absolute() => bail!("prometheus.textfile = {:?} must be an absolute path", d.display()),
+                Some(d) if !d.is_absolute() => {
+                    bail!("prometheus.textfile = {:?} must be an absolute path", d.display())
+                }
                 d => d.clone(),
             },
             max_hosts: match f.prometheus.max_hosts.unwrap_or(1000) {
