@@ -57,6 +57,12 @@ pub enum Request {
     KnowledgeRead(crate::knowledge::KnowledgeRead),
     /// Adds, edits, forgets, seeds or imports knowledge entries (admin only).
     KnowledgeWrite(crate::knowledge::KnowledgeWrite),
+    /// Full-text search of the audit trail (`macha logs search`).
+    SearchAudit(crate::questlog::SearchAudit),
+    /// The quest log's statistics (`macha logs stats`).
+    LogStats(crate::questlog::LogStats),
+    /// The commands Macha ran, with exit status, duration and output (`macha logs commands`).
+    CommandRuns(crate::questlog::CommandRuns),
 }
 
 /// The access tiers, lowest first.
@@ -103,7 +109,10 @@ impl Request {
             | Request::DeployProgress
             | Request::Ask(_)
             | Request::Chat(_)
-            | Request::KnowledgeRead(_) => Tier::Viewer,
+            | Request::KnowledgeRead(_)
+            | Request::SearchAudit(_)
+            | Request::LogStats(_)
+            | Request::CommandRuns(_) => Tier::Viewer,
             Request::ResolveIssue(_)
             | Request::CloseIssue(_)
             | Request::Approve(_)
@@ -161,6 +170,9 @@ impl Request {
             Request::DeployProgress => "deploy_progress",
             Request::KnowledgeRead(_) => "knowledge_read",
             Request::KnowledgeWrite(_) => "knowledge_write",
+            Request::SearchAudit(_) => "search_audit",
+            Request::LogStats(_) => "log_stats",
+            Request::CommandRuns(_) => "command_runs",
         }
     }
 }

@@ -15,6 +15,7 @@ mod configs;
 mod deploy;
 mod deploy_build;
 pub mod knowledge;
+mod questlog;
 mod render;
 pub mod systems;
 pub mod term;
@@ -434,6 +435,61 @@ pub enum LogsCmd {
         /// The hash of record ID, as `macha logs export` printed it.
         #[arg(long, value_name = "HEX")]
         hash: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Full-text search of the audit trail (summaries, subjects and details such as command
+    /// output), best match first. Any text is searched as words.
+    Search {
+        text: String,
+        /// Only records about this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Only records of this kind (finding, decision, action, outcome, approval, issue, alert, …);
+        /// repeat for several.
+        #[arg(long)]
+        kind: Vec<String>,
+        /// Only records newer than this (e.g. `6h`, `7d`).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many records (default 50).
+        #[arg(long, short = 'n')]
+        limit: Option<u32>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// What happened over a period: actions by kind and outcome, issues by check and host, time
+    /// to resolve (median and p90), the most flapping subjects, the model's usage.
+    Stats {
+        /// The period (default 30d).
+        #[arg(long)]
+        since: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Everything about one host in order: findings, decisions, actions and outcomes,
+    /// approvals and deployments, issues, alerts.
+    Timeline {
+        host: String,
+        /// The period (default 24h).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many records (default 500).
+        #[arg(long, short = 'n')]
+        limit: Option<u32>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Every command and unit job Macha ran: exit status, duration and (redacted) output.
+    Commands {
+        /// Only commands run on this host.
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many (default 50).
+        #[arg(long, short = 'n')]
+        limit: Option<u32>,
         #[command(flatten)]
         client: ClientOpts,
     },
