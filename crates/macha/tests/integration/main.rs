@@ -22,5 +22,6 @@ mod knowledge;
 mod nix_module;
 mod prometheus;
 mod protocol;
+mod questlog;
 mod socket_auth;
 mod tidy;
