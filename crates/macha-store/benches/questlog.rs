@@ -61,17 +61,74 @@ fn records(day: i64, start: i64) -> Vec<NewAudit> {
                     .with_subject(unit)
                     .with_payload(payload)
             };
-            out.push(rec(0, AuditKind::Finding, Severity::Error, format!("new issue: unit {unit} failed (result: exit-code)"), serde_json::json!({"check": "unit"})));
-            out.push(rec(1, AuditKind::Issue, Severity::Error, format!("issue opened: unit {unit} failed"), serde_json::Value::Null));
-            out.push(rec(2, AuditKind::Decision, Severity::Info, format!("execute: restart_unit {unit} (auto-safe)"), serde_json::json!({"verdict": "execute", "risk": "low"})));
-            out.push(rec(3, AuditKind::Action, Severity::Info, format!("restart_unit {unit} started"), serde_json::Value::Null));
-            out.push(rec(4_000, AuditKind::Outcome, Severity::Notice, format!("restart_unit {unit} succeeded and verified: systemctl exited with status 0"), serde_json::json!({"succeeded": true, "verified": true, "output": output})));
-            out.push(rec(60_000, AuditKind::Issue, Severity::Notice, format!("issue resolved: unit {unit} is active again"), serde_json::Value::Null));
-            out.push(rec(60_001, AuditKind::Alert, Severity::Warning, format!("{unit} restarted on {host}"), serde_json::Value::Null));
+            out.push(rec(
+                0,
+                AuditKind::Finding,
+                Severity::Error,
+                format!("new issue: unit {unit} failed (result: exit-code)"),
+                serde_json::json!({"check": "unit"}),
+            ));
+            out.push(rec(
+                1,
+                AuditKind::Issue,
+                Severity::Error,
+                format!("issue opened: unit {unit} failed"),
+                serde_json::Value::Null,
+            ));
+            out.push(rec(
+                2,
+                AuditKind::Decision,
+                Severity::Info,
+                format!("execute: restart_unit {unit} (auto-safe)"),
+                serde_json::json!({"verdict": "execute", "risk": "low"}),
+            ));
+            out.push(rec(
+                3,
+                AuditKind::Action,
+                Severity::Info,
+                format!("restart_unit {unit} started"),
+                serde_json::Value::Null,
+            ));
+            out.push(rec(
+                4_000,
+                AuditKind::Outcome,
+                Severity::Notice,
+                format!("restart_unit {unit} succeeded and verified: systemctl exited with status 0"),
+                serde_json::json!({"succeeded": true, "verified": true, "output": output}),
+            ));
+            out.push(rec(
+                60_000,
+                AuditKind::Issue,
+                Severity::Notice,
+                format!("issue resolved: unit {unit} is active again"),
+                serde_json::Value::Null,
+            ));
+            out.push(rec(
+                60_001,
+                AuditKind::Alert,
+                Severity::Warning,
+                format!("{unit} restarted on {host}"),
+                serde_json::Value::Null,
+            ));
         }
         let t = start + day * DAY_MS + 20 * 3_600_000;
-        out.push(NewAudit::new(Timestamp(t), AuditKind::Config, Severity::Info, host.clone(), "configuration reloaded (autonomy auto-safe)"));
-        out.push(NewAudit::new(Timestamp(t + 1), AuditKind::AuthDenied, Severity::Warning, host.clone(), "denied approve for uid 1000 (viewer)").with_payload(serde_json::json!({"uid": 1000})));
+        out.push(NewAudit::new(
+            Timestamp(t),
+            AuditKind::Config,
+            Severity::Info,
+            host.clone(),
+            "configuration reloaded (autonomy auto-safe)",
+        ));
+        out.push(
+            NewAudit::new(
+                Timestamp(t + 1),
+                AuditKind::AuthDenied,
+                Severity::Warning,
+                host.clone(),
+                "denied approve for uid 1000 (viewer)",
+            )
+            .with_payload(serde_json::json!({"uid": 1000})),
+        );
     }
     out
 }
@@ -86,7 +143,8 @@ fn stats(mut v: Vec<Duration>) -> (f64, f64, f64) {
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let days: i64 = if bench { 365 } else { 10 };
-    let base = std::env::var_os("MACHA_BENCH_DIR").map_or_else(|| std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")), Into::into);
+    let base = std::env::var_os("MACHA_BENCH_DIR")
+        .map_or_else(|| std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")), Into::into);
     let dir = tempfile::tempdir_in(base).unwrap();
     let path = dir.path().join("questlog.db");
     let mut store = Store::open(&path).unwrap();
@@ -110,15 +168,36 @@ fn main() {
     let week = Some(Timestamp(end - 7 * DAY_MS));
     let queries: Vec<(&str, LogSearch)> = vec![
         ("common word: \"nginx\"", LogSearch { text: "nginx".into(), limit: 50, ..LogSearch::default() }),
-        ("phrase in output: \"no space left\"", LogSearch { text: "no space left".into(), limit: 50, ..LogSearch::default() }),
-        ("rare word: \"expired\" on one host", LogSearch { text: "expired".into(), host: Some("host07.example.org".into()), limit: 50, ..LogSearch::default() }),
-        ("\"postgresql\" in the last 7 days", LogSearch { text: "postgresql".into(), since: week, limit: 50, ..LogSearch::default() }),
-        ("\"restart\" outcomes only", LogSearch { text: "restart".into(), kinds: vec![AuditKind::Outcome], limit: 50, ..LogSearch::default() }),
+        (
+            "phrase in output: \"no space left\"",
+            LogSearch { text: "no space left".into(), limit: 50, ..LogSearch::default() },
+        ),
+        (
+            "rare word: \"expired\" on one host",
+            LogSearch {
+                text: "expired".into(),
+                host: Some("host07.example.org".into()),
+                limit: 50,
+                ..LogSearch::default()
+            },
+        ),
+        (
+            "\"postgresql\" in the last 7 days",
+            LogSearch { text: "postgresql".into(), since: week, limit: 50, ..LogSearch::default() },
+        ),
+        (
+            "\"restart\" outcomes only",
+            LogSearch { text: "restart".into(), kinds: vec![AuditKind::Outcome], limit: 50, ..LogSearch::default() },
+        ),
         ("no match: \"kubernetes\"", LogSearch { text: "kubernetes".into(), limit: 50, ..LogSearch::default() }),
         ("hostile: \"NEAR(\\\"a* OR\"", LogSearch { text: "NEAR(\"a* OR".into(), limit: 50, ..LogSearch::default() }),
     ];
     let rounds = if bench { 30 } else { 3 };
-    println!("quest log search: {n} audit records ({days} days, {HOSTS} hosts), written in {write_secs:.1} s ({:.0} records/s); database {:.1} MiB", n as f64 / write_secs, size as f64 / 1048576.0);
+    println!(
+        "quest log search: {n} audit records ({days} days, {HOSTS} hosts), written in {write_secs:.1} s ({:.0} records/s); database {:.1} MiB",
+        n as f64 / write_secs,
+        size as f64 / 1048576.0
+    );
     println!();
     println!("| query | hits | p50 | p99 | max |");
     println!("|---|---|---|---|---|");

@@ -104,10 +104,8 @@ fn metrics_are_served_only_as_get_metrics_and_pass_promtool() {
     // Nothing else is served.
     assert_eq!(get(port, "/").0, 404);
     assert_eq!(get(port, "/metrics/../etc/passwd").0, 404);
-    let (status, _) = http(
-        port,
-        "POST /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
-    );
+    let (status, _) =
+        http(port, "POST /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc");
     assert_eq!(status, 405);
     // A request head larger than the bound is refused, and the server goes on.
     let huge = format!("GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n", "a".repeat(64 * 1024));

@@ -23,7 +23,8 @@ fn macha(args: &[&str], db: &Path) -> Output {
 fn json(args: &[&str], db: &Path) -> serde_json::Value {
     let out = macha(args, db);
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// JSON lines (the audit listings) as values.
