@@ -15,7 +15,7 @@ const HOSTS: usize = 500;
 
 fn sample(i: usize) -> HostSample {
     HostSample {
-        up: i % 50 != 0,
+        up: !i.is_multiple_of(50),
         contact_unix_secs: 1_700_000_000.0 + i as f64,
         cycle_secs: 0.2 + (i % 7) as f64 / 10.0,
         cpu_ratio: Some((i % 100) as f64 / 100.0),
@@ -55,7 +55,7 @@ fn main() {
         let s = sample(i);
         let t = Instant::now();
         m.host(&host, &s);
-        m.open_issues(&host, &[("warning", (i % 4) as u64), ("critical", (i % 9 == 0) as u64)]);
+        m.open_issues(&host, &[("warning", (i % 4) as u64), ("critical", u64::from(i.is_multiple_of(9)))]);
         publish.push(t.elapsed());
     }
     for i in 0..1000 {

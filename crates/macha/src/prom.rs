@@ -29,16 +29,19 @@ fn now_unix_secs() -> f64 {
 /// Installs the registry and starts the server and the textfile writer, as configured. An
 /// address that cannot be bound is an error (the daemon alerts and runs on without it).
 pub fn start(config: &Config, tracker: &TaskTracker, stop: &CancellationToken) -> anyhow::Result<()> {
-    let p = &config.prometheus;
-    if !p.enable {
+    if !config.prometheus.enable {
         return Ok(());
     }
-    let limits = Limits { max_hosts: p.max_hosts, max_mounts: p.max_mounts, ..Limits::default() };
+    let limits = Limits {
+        max_hosts: config.prometheus.max_hosts,
+        max_mounts: config.prometheus.max_mounts,
+        ..Limits::default()
+    };
     let metrics = Arc::new(Metrics::new(limits, config.check_interval, now_unix_secs()));
     if !macha_prom::install(Arc::clone(&metrics)) {
         anyhow::bail!("the metrics registry was installed already");
     }
-    if let Some(addr) = p.listen {
+    if let Some(addr) = config.prometheus.listen {
         let listener = std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .and_then(tokio::net::TcpListener::from_std)
@@ -46,7 +49,7 @@ pub fn start(config: &Config, tracker: &TaskTracker, stop: &CancellationToken) -
         tracing::info!(%addr, "serving Prometheus metrics on /metrics");
         tracker.spawn(macha_prom::server::serve(listener, Arc::clone(&metrics), stop.clone()));
     }
-    if let Some(dir) = &p.textfile {
+    if let Some(dir) = &config.prometheus.textfile {
         tracker.spawn(textfile(dir.clone(), metrics, stop.clone()));
     }
     Ok(())
