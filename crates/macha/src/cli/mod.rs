@@ -772,6 +772,11 @@ mod tests {
             vec!["macha", "logs", "verify", "--export", "/tmp/a.jsonl.gz"],
             vec!["macha-logs", "export", "--out", "/tmp/a.jsonl.gz", "--upto", "7"],
             vec!["macha", "logs", "prune", "--upto", "7", "--hash", "ab", "--json"],
+            vec!["macha", "logs", "search", "address in use", "--host", "web1", "--kind", "outcome", "--since", "6h"],
+            vec!["macha-logs", "search", "nginx", "--kind", "issue", "--kind", "finding", "-n", "5", "--json"],
+            vec!["macha", "logs", "stats", "--since", "30d", "--json", "--db", "/tmp/x.db"],
+            vec!["macha-logs", "timeline", "web1", "--since", "6h"],
+            vec!["macha", "logs", "commands", "--host", "web1", "-n", "10", "--json"],
             vec!["macha", "configs", "services.nginx", "--host", "web1", "--category", "apps", "--json"],
             vec!["macha", "configs", "nginx -acme", "\"max connections\""],
             vec!["macha", "configs", "--", "nginx", "-acme"],
@@ -785,6 +790,8 @@ mod tests {
         }
         assert!(Applet::try_parse_from(["macha", "policy", "check", "--autonomy", "yolo"]).is_err());
         assert!(Applet::try_parse_from(["macha", "logs", "prune", "--upto", "7"]).is_err(), "prune needs the hash");
+        assert!(Applet::try_parse_from(["macha", "logs", "search"]).is_err(), "search needs the text");
+        assert!(Applet::try_parse_from(["macha", "logs", "timeline"]).is_err(), "timeline needs the host");
         assert!(Applet::try_parse_from(["macha", "logs", "export"]).is_err(), "export needs --out");
         assert!(Applet::try_parse_from(["macha", "configs"]).is_err(), "configs needs a query");
         assert!(Applet::try_parse_from(["macha-configs-read"]).is_err(), "read needs a path");
