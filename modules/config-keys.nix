@@ -58,6 +58,9 @@ rec {
     "discovery.enable" = "discovery.enable";
     "discovery.allowedDomains" = "discovery.allowed_domains";
     "modelApiKeyFile" = "llm.api_key_file";
+    "prometheus.enable" = "prometheus.enable";
+    "prometheus.listen" = "prometheus.listen";
+    "prometheus.textfile" = "prometheus.textfile";
   };
 
   # Keys the module sets to what the unit provides (StateDirectory, RuntimeDirectory); they cannot
@@ -138,6 +141,8 @@ rec {
     "llm.check_ports"
     "llm.cache_ttl"
     "knowledge.change_window"
+    "prometheus.max_hosts"
+    "prometheus.max_mounts"
   ];
 
   # Options that configure the NixOS side (the unit, the user, companions), not a daemon key.
@@ -213,6 +218,9 @@ rec {
       discovery = {
         inherit (cfg.discovery) enable;
         allowed_domains = cfg.discovery.allowedDomains;
+      };
+      prometheus = dropNulls {
+        inherit (cfg.prometheus) enable listen textfile;
       };
     };
 

@@ -509,6 +509,30 @@ in
       };
     };
 
+    prometheus = {
+      enable = mkEnableOption ''
+        Prometheus metrics: the managed hosts' state and Macha's own health on `/metrics`
+        (docs/metrics.md)'';
+      listen = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "0.0.0.0:9469";
+        description = ''
+          Address and port of `/metrics`, or `"off"` for the textfile only. Default (null): the
+          daemon's, `127.0.0.1:9469`. Open the firewall yourself if Prometheus scrapes from elsewhere.
+        '';
+      };
+      textfile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/var/lib/prometheus-node-exporter-text-files";
+        description = ''
+          node_exporter's textfile-collector directory: Macha writes `macha.prom` there after each
+          cycle (atomically). The unit may write to this directory.
+        '';
+      };
+    };
+
     modelApiKeyFile = mkOption {
       type = types.nullOr types.externalPath;
       default = null;
@@ -671,6 +695,8 @@ in
           LoadCredential = lib.optional (
             cfg.modelApiKeyFile != null
           ) "${keys.apiKeyCredential}:${cfg.modelApiKeyFile}";
+          # The textfile collector's directory is the one place outside the state directory it writes.
+          ReadWritePaths = lib.optional (cfg.prometheus.textfile != null) cfg.prometheus.textfile;
 
           # A fixed system user, not DynamicUser: the same UID on every host of the fleet, a
           # stable owner for the database and SSH key, and a name for the polkit rule.

@@ -22,6 +22,9 @@ if [ "$(id -u)" = 0 ]; then
   # The lab's packages (systemd, the user bus, systemd-journal-remote, sshd, systemd-nspawn,
   # nftables, nix-bin for the module checks) and the containers' root filesystem (~2 min from scratch, cached), idempotently.
   tests/lab/ci-setup.sh --nix
+  # Debian's Prometheus (installed by ci-setup.sh, with promtool beside it): the Prometheus tests
+  # fail, rather than skip, when this is set and the programs do not work.
+  export MACHA_TEST_PROMETHEUS=${MACHA_TEST_PROMETHEUS:-/usr/bin/prometheus}
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

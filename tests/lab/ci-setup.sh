@@ -13,6 +13,8 @@
 #   local:      systemd (the manager + journalctl), dbus-user-session (the user
 #               bus as dbus.socket), dbus-bin (busctl's peers), systemd-journal-remote
 #               (writes .journal files from export-format input for the journal tests)
+#               prometheus (the server and promtool for the Prometheus tests; Debian's
+#               policy-rc.d keeps its service from starting)
 #   containers: openssh-server openssh-client debootstrap systemd-container iproute2 nftables
 #
 # Measured on this kind (2 cores), fresh cache, other work running beside it:
@@ -42,7 +44,7 @@ t() { date +%s%N; }
 ms() { echo $(( ($(t) - $1) / 1000000 )); }
 
 T0=$(t)
-pkgs=(systemd dbus-user-session dbus-bin systemd-journal-remote)
+pkgs=(systemd dbus-user-session dbus-bin systemd-journal-remote prometheus)
 [ $local_only = 0 ] && pkgs+=(openssh-server openssh-client debootstrap systemd-container iproute2 nftables)
 [ $nix = 1 ] && pkgs+=(nix-bin)
 # The web console's browser test (headless Chromium over WebDriver).

@@ -59,6 +59,12 @@ pub enum Request {
     KnowledgeWrite(crate::knowledge::KnowledgeWrite),
     /// A one-time login link for the web console on TCP (`macha web login`, admin only).
     WebLogin,
+    /// Full-text search of the audit trail (`macha logs search`).
+    SearchAudit(crate::questlog::SearchAudit),
+    /// The quest log's statistics (`macha logs stats`).
+    LogStats(crate::questlog::LogStats),
+    /// The commands Macha ran, with exit status, duration and output (`macha logs commands`).
+    CommandRuns(crate::questlog::CommandRuns),
 }
 
 /// The access tiers, lowest first.
@@ -105,7 +111,10 @@ impl Request {
             | Request::DeployProgress
             | Request::Ask(_)
             | Request::Chat(_)
-            | Request::KnowledgeRead(_) => Tier::Viewer,
+            | Request::KnowledgeRead(_)
+            | Request::SearchAudit(_)
+            | Request::LogStats(_)
+            | Request::CommandRuns(_) => Tier::Viewer,
             Request::ResolveIssue(_)
             | Request::CloseIssue(_)
             | Request::Approve(_)
@@ -165,6 +174,9 @@ impl Request {
             Request::KnowledgeRead(_) => "knowledge_read",
             Request::KnowledgeWrite(_) => "knowledge_write",
             Request::WebLogin => "web_login",
+            Request::SearchAudit(_) => "search_audit",
+            Request::LogStats(_) => "log_stats",
+            Request::CommandRuns(_) => "command_runs",
         }
     }
 }

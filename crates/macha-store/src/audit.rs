@@ -232,7 +232,11 @@ pub(crate) struct Link {
 const AUDIT_COLUMNS: &str = "id, ts, correlation_id, kind, severity, host, subject, summary, payload, \
      approval_id, issue_id, action_id, new_state";
 
-fn audit_from_row(row: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+/// [`AUDIT_COLUMNS`] of the table aliased `a`, in the same order.
+pub(crate) const AUDIT_COLUMNS_A: &str = "a.id, a.ts, a.correlation_id, a.kind, a.severity, a.host, a.subject, \
+     a.summary, a.payload, a.approval_id, a.issue_id, a.action_id, a.new_state";
+
+pub(crate) fn audit_from_row(row: &Row<'_>) -> rusqlite::Result<AuditRecord> {
     Ok(AuditRecord {
         id: row.get(0)?,
         ts: ts_col(row, 1)?,

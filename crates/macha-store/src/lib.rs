@@ -29,6 +29,7 @@ mod hosts;
 mod issues;
 mod knowledge;
 mod kv;
+pub mod questlog;
 mod recall;
 mod registry;
 mod retention;
@@ -53,6 +54,7 @@ pub use issues::{ACTIVE_STATES, IssueChanges, IssueQuery, IssueRecord, NewIssue,
 pub use knowledge::{IssueCandidate, KbEntry, KbFields, KbHit};
 pub use macha_core::approval::ApprovalState;
 pub use macha_core::issue::{IssueState, Lifecycle};
+pub use questlog::{ActionCount, CommandRun, Flapping, IssueCount, LogSearch, LogStats};
 pub use recall::{CachedAnalysis, DeploymentRecord};
 pub use registry::{DiscoveryChanges, FleetHost, HostSource};
 pub use retention::{Limits, MAINTAIN_MAX_TRANSACTIONS, Maintenance};

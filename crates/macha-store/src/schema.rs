@@ -19,7 +19,8 @@
 //! - Ids come from `AUTOINCREMENT`, so they are never reused, even after the highest row is gone.
 
 /// Migration `n` (0-based) takes the schema from version `n` to `n + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2_AGENT, V3_FLEET, V4_RETENTION, V5_KNOWLEDGE_BASE, V6_CONFIGS, V7_EMBEDDINGS];
+pub const MIGRATIONS: &[&str] =
+    &[V1, V2_AGENT, V3_FLEET, V4_RETENTION, V5_KNOWLEDGE_BASE, V6_CONFIGS, V7_EMBEDDINGS, V8_QUESTLOG];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -449,4 +450,23 @@ END;
 CREATE TRIGGER knowledge_embedding_delete AFTER DELETE ON knowledge BEGIN
     DELETE FROM embeddings WHERE kind = 'entry' AND item_id = OLD.id;
 END;
+"#;
+
+/// The quest log (`macha logs search`): an FTS5 index over the audit trail's subject, summary and
+/// payload text, an external-content table kept in step by triggers (records are only inserted,
+/// and deleted by the sanctioned prune), filled from the records already there.
+const V8_QUESTLOG: &str = r#"
+CREATE VIRTUAL TABLE audit_fts USING fts5 (
+    subject, summary, payload,
+    content = 'audit', content_rowid = 'id', tokenize = 'unicode61 remove_diacritics 2'
+);
+INSERT INTO audit_fts (audit_fts) VALUES ('rebuild');
+CREATE TRIGGER audit_fts_insert AFTER INSERT ON audit BEGIN
+    INSERT INTO audit_fts (rowid, subject, summary, payload) VALUES (NEW.id, NEW.subject, NEW.summary, NEW.payload);
+END;
+CREATE TRIGGER audit_fts_delete AFTER DELETE ON audit BEGIN
+    INSERT INTO audit_fts (audit_fts, rowid, subject, summary, payload)
+    VALUES ('delete', OLD.id, OLD.subject, OLD.summary, OLD.payload);
+END;
+CREATE INDEX actions_host_started ON actions (host, ts_started);
 "#;

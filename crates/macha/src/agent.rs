@@ -294,6 +294,7 @@ async fn scheduler(mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>, tracker: Ta
                 Next::Idle => break,
             }
         }
+        macha_prom::publish(|m| m.agent_queue(queue.queued()));
         let wake = queue
             .next_deadline()
             .map_or(Duration::from_secs(3600), |d| Duration::from_millis(d.saturating_sub(now_ms(epoch))));
@@ -433,6 +434,7 @@ async fn run_job(shared: &Arc<Shared>, job: Job, stop: CancellationToken) {
         JobKind::Learning { .. } => shared.config.llm.triage_model.clone(),
     };
     shared.call(AgentCall::Start { id: job.request_id, model: model.clone() }).await;
+    let asked = Instant::now();
     // The whole job is bounded; each model call is bounded by llm.timeout inside the backend.
     let limit = shared.config.llm.timeout.saturating_mul(3);
     let closed = async {
@@ -454,6 +456,8 @@ async fn run_job(shared: &Arc<Shared>, job: Job, stop: CancellationToken) {
             *lock(&shared.last_error) = Some(e.clone());
         }
     }
+    let tokens = result.as_ref().map_or((0, 0), |r| (r.turn.prompt_tokens, r.turn.completion_tokens));
+    crate::prom::model_request(asked.elapsed(), result.is_ok(), tokens.0, tokens.1);
     let outcome = result.as_ref().map(|r| r.answer.as_str()).map_err(String::as_str);
     let (audits, _) = outcome_audits(&job, outcome);
     let (recorded, was_recorded) = oneshot::channel();

@@ -111,6 +111,11 @@ pub const CONFIG_KEYS: &[&str] = &[
     "web.session_max",
     "web.secure_cookies",
     "web.two_person",
+    "prometheus.enable",
+    "prometheus.listen",
+    "prometheus.textfile",
+    "prometheus.max_hosts",
+    "prometheus.max_mounts",
 ];
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -147,6 +152,7 @@ pub struct FileConfig {
     pub llm: LlmSection,
     pub knowledge: KnowledgeSection,
     pub web: WebSection,
+    pub prometheus: PrometheusSection,
 }
 
 /// The web console (docs/web.md), as written.
@@ -332,6 +338,19 @@ pub struct DiscoverySection {
     pub window: Option<String>,
 }
 
+/// Prometheus metrics (docs/metrics.md): off by default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrometheusSection {
+    pub enable: Option<bool>,
+    /// The address `/metrics` is served on, or `"off"` for the textfile only.
+    pub listen: Option<String>,
+    /// node_exporter's textfile-collector directory: `macha.prom` is written there after each cycle.
+    pub textfile: Option<PathBuf>,
+    pub max_hosts: Option<usize>,
+    pub max_mounts: Option<usize>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LlmSection {
@@ -436,6 +455,21 @@ pub struct DiscoveryConfig {
     #[serde(with = "humantime_serde_compat")]
     pub window: Duration,
 }
+
+/// Prometheus metrics, resolved (`prometheus.*`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PrometheusConfig {
+    pub enable: bool,
+    /// Where `/metrics` is served; `None` with `listen = "off"`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The textfile-collector directory, if any.
+    pub textfile: Option<PathBuf>,
+    pub max_hosts: usize,
+    pub max_mounts: usize,
+}
+
+/// The default of `prometheus.listen`: loopback only, on a port of the exporters' range.
+pub const DEFAULT_PROMETHEUS_LISTEN: &str = "127.0.0.1:9469";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -731,6 +765,8 @@ pub struct Config {
     pub hosts: Vec<HostConfig>,
     pub discovery: DiscoveryConfig,
     pub llm: LlmConfig,
+    /// Prometheus metrics (`prometheus.*`).
+    pub prometheus: PrometheusConfig,
     /// The directory of people's runbooks (`knowledge.runbooks`).
     pub knowledge_runbooks: PathBuf,
     /// The fleet's flake that `macha configs` indexes (`knowledge.flake`).
@@ -1033,6 +1069,31 @@ impl Config {
         {
             bail!("discovery.domain = {d:?} is not a domain");
         }
+        let prometheus = PrometheusConfig {
+            enable: f.prometheus.enable.unwrap_or(false),
+            listen: match f.prometheus.listen.as_deref().unwrap_or(DEFAULT_PROMETHEUS_LISTEN) {
+                "off" => None,
+                a => Some(a.parse().with_context(|| {
+                    format!(
+                        "prometheus.listen = {a:?} is not an address and port (such as \"127.0.0.1:9469\") or \"off\""
+                    )
+                })?),
+            },
+            textfile: match &f.prometheus.textfile {
+                Some(d) if !d.is_absolute() => {
+                    bail!("prometheus.textfile = {:?} must be an absolute path", d.display())
+                }
+                d => d.clone(),
+            },
+            max_hosts: match f.prometheus.max_hosts.unwrap_or(1000) {
+                n @ 1..=100_000 => n,
+                n => bail!("prometheus.max_hosts = {n} is outside 1-100000"),
+            },
+            max_mounts: match f.prometheus.max_mounts.unwrap_or(32) {
+                n @ 1..=1000 => n,
+                n => bail!("prometheus.max_mounts = {n} is outside 1-1000"),
+            },
+        };
         let discovery = DiscoveryConfig {
             enable: f.discovery.enable.unwrap_or(false),
             allowed_domains: f.discovery.allowed_domains.clone(),
@@ -1179,6 +1240,7 @@ impl Config {
             hosts,
             discovery,
             llm,
+            prometheus,
             knowledge_flake,
             knowledge_change_window: duration("knowledge.change_window", &f.knowledge.change_window, s(7_200), s(60))?,
             knowledge_embedder,

@@ -434,6 +434,7 @@ impl Engine {
     /// One periodic cycle over a snapshot: evaluate, track issues, propose remediations, expire
     /// approvals and age issues. Returns the report and the work to execute.
     pub fn cycle(&mut self, snapshot: &Snapshot, correlation_id: &str) -> anyhow::Result<(CycleReport, Vec<Work>)> {
+        let started = std::time::Instant::now();
         let now = snapshot.taken_at;
         // The store-growth baseline is this host's; other hosts' snapshots are checked without one.
         let no_history = CheckHistory::default();
@@ -469,6 +470,7 @@ impl Engine {
         }
         self.age_issues(now)?;
         self.policy.flap.prune(crate::mono_now());
+        crate::prom::after_cycle(&self.store, snapshot, started);
         Ok((report, work))
     }
 
@@ -739,6 +741,7 @@ impl Engine {
     ) -> anyhow::Result<(ProposalResult, Option<Work>)> {
         let ruling = policy::decide(&action, &origin, &self.policy.context(), crate::now_at(now));
         let decision = ruling.decision().clone();
+        macha_prom::publish(|m| m.decision(decision.verdict));
         let host = action.hosts().as_slice().first().map_or("local", HostName::as_str).to_owned();
         let audit_sev = match decision.verdict {
             Verdict::Execute => AuditSeverity::Info,
@@ -1022,6 +1025,7 @@ impl Engine {
             &audit,
         )?;
         tracing::info!(action_id, correlation_id = %correlation_id, succeeded = outcome.succeeded, verified = outcome.verified, "{} {verdict}", action.describe());
+        crate::prom::action_finished(action, outcome.succeeded, outcome.verified, &outcome.detail);
         // A read-only action never moves its issue; any other outcome puts it back to `open` and
         // only its check resolves it. A verified remediation is remembered for a learning once the
         // check has observed the condition gone (perhaps already, from a unit event).

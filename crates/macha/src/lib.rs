@@ -22,6 +22,7 @@ pub mod knowledge;
 pub mod logging;
 pub mod observe;
 pub mod policy_inputs;
+pub mod prom;
 pub mod wire;
 
 /// A new correlation id: ties together everything that happened because of one trigger.

@@ -323,6 +323,66 @@ pub fn deploy_progress(list: &[macha_exec::deploy::Progress]) -> Vec<crate::api:
         .collect()
 }
 
+/// A quest-log search as the store takes it.
+pub fn log_search(q: &crate::api::questlog::SearchAudit, limit: u32) -> macha_store::LogSearch {
+    macha_store::LogSearch {
+        text: q.text.clone(),
+        host: q.host.clone(),
+        kinds: q.kinds.iter().copied().map(store_audit_kind).collect(),
+        since: q.since,
+        limit,
+    }
+}
+
+/// `macha logs stats`' answer.
+pub fn log_stats(s: &macha_store::LogStats) -> crate::api::questlog::LogStatsView {
+    use crate::api::questlog::{ActionCountView, FlappingView, IssueCountView, LogStatsView};
+    LogStatsView {
+        since: s.since,
+        actions: s
+            .actions
+            .iter()
+            .map(|a| ActionCountView { kind: a.kind.clone(), outcome: a.outcome.clone(), count: a.count })
+            .collect(),
+        issues: s
+            .issues
+            .iter()
+            .map(|i| IssueCountView { check_name: i.check_name.clone(), host: i.host.clone(), count: i.count })
+            .collect(),
+        resolved: s.resolved,
+        resolve_median_ms: s.resolve_median_ms,
+        resolve_p90_ms: s.resolve_p90_ms,
+        flapping: s
+            .flapping
+            .iter()
+            .map(|f| FlappingView { host: f.host.clone(), subject: f.subject.clone(), recurrences: f.recurrences })
+            .collect(),
+        model_requests: s.model_requests,
+        model_failed: s.model_failed,
+        prompt_tokens: s.prompt_tokens,
+        completion_tokens: s.completion_tokens,
+    }
+}
+
+/// The commands Macha ran, as `macha logs commands` shows them.
+pub fn command_runs(runs: &[macha_store::CommandRun]) -> Vec<crate::api::questlog::CommandRunView> {
+    runs.iter()
+        .map(|r| crate::api::questlog::CommandRunView {
+            action_id: r.action_id,
+            host: r.host.clone(),
+            kind: r.kind.clone(),
+            target: r.target.clone(),
+            started: r.started,
+            finished: r.finished,
+            duration_ms: r.duration_ms,
+            state: r.state.clone(),
+            exit_status: r.exit_status,
+            detail: r.detail.clone(),
+            output: r.output.clone(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

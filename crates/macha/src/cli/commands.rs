@@ -387,6 +387,16 @@ pub fn logs(cmd: LogsCmd) -> CmdResult {
         LogsCmd::Verify { export, client } => return super::audit::verify(export.as_deref(), &client),
         LogsCmd::Export { out, upto, client } => return super::audit::export(&out, upto, &client),
         LogsCmd::Prune { upto, hash, client } => return super::audit::prune(upto, &hash, &client),
+        LogsCmd::Search { text, host, kind, since, limit, client } => {
+            return super::questlog::search(&text, host, &kind, since.as_deref(), limit, &client);
+        }
+        LogsCmd::Stats { since, client } => return super::questlog::stats(since.as_deref(), &client),
+        LogsCmd::Timeline { host, since, limit, client } => {
+            return super::questlog::timeline(&host, since.as_deref(), limit, &client);
+        }
+        LogsCmd::Commands { host, since, limit, client } => {
+            return super::questlog::commands(host, since.as_deref(), limit, &client);
+        }
     };
     audit_log(&filter, kinds)
 }

@@ -15,6 +15,7 @@ mod configs;
 mod deploy;
 mod deploy_build;
 pub mod knowledge;
+mod questlog;
 mod render;
 pub mod systems;
 pub mod term;
@@ -452,6 +453,61 @@ pub enum LogsCmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Full-text search of the audit trail (summaries, subjects and details such as command
+    /// output), best match first. Any text is searched as words.
+    Search {
+        text: String,
+        /// Only records about this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Only records of this kind (finding, decision, action, outcome, approval, issue, alert, …);
+        /// repeat for several.
+        #[arg(long)]
+        kind: Vec<String>,
+        /// Only records newer than this (e.g. `6h`, `7d`).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many records (default 50).
+        #[arg(long, short = 'n')]
+        limit: Option<u32>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// What happened over a period: actions by kind and outcome, issues by check and host, time
+    /// to resolve (median and p90), the most flapping subjects, the model's usage.
+    Stats {
+        /// The period (default 30d).
+        #[arg(long)]
+        since: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Everything about one host in order: findings, decisions, actions and outcomes,
+    /// approvals and deployments, issues, alerts.
+    Timeline {
+        host: String,
+        /// The period (default 24h).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many records (default 500).
+        #[arg(long, short = 'n')]
+        limit: Option<u32>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Every command and unit job Macha ran: exit status, duration and (redacted) output.
+    Commands {
+        /// Only commands run on this host.
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many (default 50).
+        #[arg(long, short = 'n')]
+        limit: Option<u32>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// The daemon's own log (from the journal).
     Service {
         #[arg(long)]
@@ -732,6 +788,11 @@ mod tests {
             vec!["macha", "logs", "verify", "--export", "/tmp/a.jsonl.gz"],
             vec!["macha-logs", "export", "--out", "/tmp/a.jsonl.gz", "--upto", "7"],
             vec!["macha", "logs", "prune", "--upto", "7", "--hash", "ab", "--json"],
+            vec!["macha", "logs", "search", "address in use", "--host", "web1", "--kind", "outcome", "--since", "6h"],
+            vec!["macha-logs", "search", "nginx", "--kind", "issue", "--kind", "finding", "-n", "5", "--json"],
+            vec!["macha", "logs", "stats", "--since", "30d", "--json", "--db", "/tmp/x.db"],
+            vec!["macha-logs", "timeline", "web1", "--since", "6h"],
+            vec!["macha", "logs", "commands", "--host", "web1", "-n", "10", "--json"],
             vec!["macha", "configs", "services.nginx", "--host", "web1", "--category", "apps", "--json"],
             vec!["macha", "configs", "nginx -acme", "\"max connections\""],
             vec!["macha", "configs", "--", "nginx", "-acme"],
@@ -745,6 +806,8 @@ mod tests {
         }
         assert!(Applet::try_parse_from(["macha", "policy", "check", "--autonomy", "yolo"]).is_err());
         assert!(Applet::try_parse_from(["macha", "logs", "prune", "--upto", "7"]).is_err(), "prune needs the hash");
+        assert!(Applet::try_parse_from(["macha", "logs", "search"]).is_err(), "search needs the text");
+        assert!(Applet::try_parse_from(["macha", "logs", "timeline"]).is_err(), "timeline needs the host");
         assert!(Applet::try_parse_from(["macha", "logs", "export"]).is_err(), "export needs --out");
         assert!(Applet::try_parse_from(["macha", "configs"]).is_err(), "configs needs a query");
         assert!(Applet::try_parse_from(["macha-configs-read"]).is_err(), "read needs a path");

@@ -341,6 +341,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
 
+    // Prometheus metrics, when enabled: a failure to bind is an alert, not a stop.
+    if let Err(e) = crate::prom::start(&config, &tracker, &stop) {
+        engine.alert(now, &format!("Prometheus metrics unavailable: {e:#}"), serde_json::Value::Null)?;
+    }
+
     // The local API.
     let listener = server::bind(&config.socket)?;
     tracker.spawn(server::serve(listener, api_tx.clone(), stop.clone()));
@@ -443,6 +448,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Turn::Done(done) => on_done(&shared, &engine, *done),
         }
         let took = turn_started.elapsed();
+        macha_prom::publish(|m| m.loop_turn(took));
         if took > SLOW_TURN {
             tracing::warn!(handled = what, millis = took.as_millis(), "a slow loop turn");
         }

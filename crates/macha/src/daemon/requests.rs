@@ -87,6 +87,18 @@ pub(super) fn answer_as(engine: &mut Engine, shared: &Shared, request: Request, 
             let records = engine.store().query_audit(&wire::audit_query(&filter))?;
             Ok(Response::reply::<ops::QueryAudit>(&wire::audit_entries(&records)))
         }
+        Request::SearchAudit(q) => {
+            let records = engine.store().search_audit(&wire::log_search(&q, page(q.limit)))?;
+            Ok(Response::reply::<crate::api::questlog::SearchAudit>(&wire::audit_entries(&records)))
+        }
+        Request::LogStats(crate::api::questlog::LogStats { since }) => {
+            let stats = engine.store().log_stats(since)?;
+            Ok(Response::reply::<crate::api::questlog::LogStats>(&wire::log_stats(&stats)))
+        }
+        Request::CommandRuns(crate::api::questlog::CommandRuns { host, since, limit }) => {
+            let runs = engine.store().command_runs(host.as_deref(), since, page(limit))?;
+            Ok(Response::reply::<crate::api::questlog::CommandRuns>(&wire::command_runs(&runs)))
+        }
         Request::PruneAudit(ops::PruneAudit { upto_id, hash }) => {
             let summary = engine.store_mut().prune_audit(upto_id, &hash, &who, now)?;
             Ok(Response::reply::<ops::PruneAudit>(&wire::prune_result(&summary)))

@@ -89,6 +89,7 @@ const SAMPLE: &str = r#"{
   };
   discovery = { enable = true; allowedDomains = [ "*.lab.example.org" ]; };
   modelApiKeyFile = "/run/secrets/llm-api-key";
+  prometheus = { enable = true; listen = "0.0.0.0:9469"; textfile = "/var/lib/node-exporter-textfiles"; };
 }"#;
 
 #[test]
@@ -148,6 +149,9 @@ fn every_typed_option_round_trips_through_check_config() {
         ("/discovery/allowed_domains", serde_json::json!(["*.lab.example.org"])),
         // The key file reaches the daemon as the unit's credential, never the file's contents.
         ("/llm/api_key_file", serde_json::json!("/run/credentials/macha.service/llm-api-key")),
+        ("/prometheus/enable", serde_json::json!(true)),
+        ("/prometheus/listen", serde_json::json!("0.0.0.0:9469")),
+        ("/prometheus/textfile", serde_json::json!("/var/lib/node-exporter-textfiles")),
     ];
     for (pointer, want) in expect {
         assert_eq!(c.pointer(pointer), Some(&want), "{pointer} in {c:#}");
@@ -169,7 +173,8 @@ fn the_module_defaults_are_the_daemon_defaults() {
         "keys.moduleSettings { autonomyLevel = keys.defaults.autonomyLevel; checkInterval = keys.defaults.checkInterval; \
          models = keys.defaults.models; protectedServices = [ ]; adminGroup = null; viewerGroup = null; ollama.url = null; hosts = { }; \
          modelMayExecute = keys.defaults.modelMayExecute; cleanupMinAgeDays = keys.defaults.cleanupMinAgeDays; \
-         discovery = { enable = false; allowedDomains = [ ]; }; modelApiKeyFile = null; }",
+         discovery = { enable = false; allowedDomains = [ ]; }; modelApiKeyFile = null; \
+         prometheus = { enable = false; listen = null; textfile = null; }; }",
     );
     let (code, module, log) = check_config(&settings);
     assert_eq!(code, 0, "{log}");
@@ -187,6 +192,7 @@ fn the_module_defaults_are_the_daemon_defaults() {
         "/llm",
         "/discovery",
         "/hosts",
+        "/prometheus",
     ] {
         assert_eq!(module.pointer(pointer), daemon.pointer(pointer), "the module's default for {pointer} differs");
     }
