@@ -146,16 +146,6 @@ impl Batch {
         }
     }
 
-    /// A batch whose model is `embedder` (already loaded) and whose memory is read by `rss`.
-    #[cfg(test)]
-    fn with(config: &Config, embedder: Option<Arc<SharedEmbedder>>, rss: RssReader) -> Batch {
-        let b = Batch { rss, ..Batch::new(config) };
-        if let Some(e) = embedder {
-            *lock(&b.model) = Model::Ready(e);
-        }
-        b
-    }
-
     /// Starts the scheduler task.
     pub fn start(config: &Config, tracker: &TaskTracker, stop: CancellationToken) -> Arc<Batch> {
         let limits = &config.knowledge_idle;
@@ -616,6 +606,17 @@ mod tests {
         .await
         .unwrap();
         assert!(cpu_ms > 0, "the busy loop used CPU time");
+    }
+
+    impl Batch {
+        /// A batch whose model is `embedder` (already loaded) and whose memory is read by `rss`.
+        fn with(config: &Config, embedder: Option<Arc<SharedEmbedder>>, rss: RssReader) -> Batch {
+            let b = Batch { rss, ..Batch::new(config) };
+            if let Some(e) = embedder {
+                *lock(&b.model) = Model::Ready(e);
+            }
+            b
+        }
     }
 
     /// Embeds every text as its length; keeps `keep` bytes of touched memory per call.
