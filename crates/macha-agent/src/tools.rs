@@ -1071,8 +1071,14 @@ mod tests {
             Ok(c) => panic!("accepted {name}: {c:?}"),
             Err(e) => e.to_string(),
         };
-        assert!(matches!(call("fleet_map", serde_json::json!({})), Ok(ToolCall::FleetMap(FleetMapArgs { host: None }))));
-        assert!(matches!(call("fleet_map", serde_json::json!("")), Ok(ToolCall::FleetMap(FleetMapArgs { host: None }))));
+        assert!(matches!(
+            call("fleet_map", serde_json::json!({})),
+            Ok(ToolCall::FleetMap(FleetMapArgs { host: None }))
+        ));
+        assert!(matches!(
+            call("fleet_map", serde_json::json!("")),
+            Ok(ToolCall::FleetMap(FleetMapArgs { host: None }))
+        ));
         assert!(matches!(
             call("fleet_map", serde_json::json!({"host": "db1"})),
             Ok(ToolCall::FleetMap(FleetMapArgs { host: Some(h) })) if h.as_str() == "db1"

@@ -1467,17 +1467,18 @@ fn fleet_map_tool(engine: &Engine, host: Option<&HostName>, inputs: &FleetInputs
         out.push_str(&format!(" ({})", what.join(", ")));
     }
     out.push_str(if node.observed { "\n" } else { "  [connections not observed]\n" });
-    let (deps, users): (Vec<_>, Vec<_>) = (
-        map.edges.iter().filter(|e| &e.from == h).collect(),
-        map.edges.iter().filter(|e| &e.to == h).collect(),
-    );
+    let (deps, users): (Vec<_>, Vec<_>) =
+        (map.edges.iter().filter(|e| &e.from == h).collect(), map.edges.iter().filter(|e| &e.to == h).collect());
     out.push_str(if deps.is_empty() { "depends on: nothing known\n" } else { "depends on:\n" });
     deps.iter().for_each(|e| out.push_str(&edge(e, &e.to)));
     out.push_str(if users.is_empty() { "depended on by: nothing known\n" } else { "depended on by:\n" });
     users.iter().for_each(|e| out.push_str(&edge(e, &e.from)));
     let explained: Vec<String> = explained_by(&map, h).iter().map(ToString::to_string).collect();
     if !explained.is_empty() {
-        out.push_str(&format!("while {h} is down, failures of these hosts may be its consequences: {}\n", explained.join(", ")));
+        out.push_str(&format!(
+            "while {h} is down, failures of these hosts may be its consequences: {}\n",
+            explained.join(", ")
+        ));
     }
     Ok(out)
 }

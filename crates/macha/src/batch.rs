@@ -682,7 +682,9 @@ mod tests {
         let result = view.last_result.unwrap();
         assert!(
             result.contains("embedded 48 chunks")
-                && result.contains("stopped at a batch boundary: memory grew by 3.0 MiB during the run, over its budget of 2.0 MiB")
+                && result.contains(
+                    "stopped at a batch boundary: memory grew by 3.0 MiB during the run, over its budget of 2.0 MiB"
+                )
                 && result.contains(&format!("{} left for the next run", chunks - 48)),
             "{result}"
         );
@@ -703,7 +705,10 @@ mod tests {
         let view = embed_view(&b);
         assert_eq!((view.state.as_str(), view.runs), ("idle", 2), "{view:?}");
         let result = view.last_result.unwrap();
-        assert!(result.contains(&format!("embedded {} chunks", chunks - 48)) && result.contains("48 unchanged"), "{result}");
+        assert!(
+            result.contains(&format!("embedded {} chunks", chunks - 48)) && result.contains("48 unchanged"),
+            "{result}"
+        );
         assert!(!result.contains("stopped"), "{result}");
         assert_eq!(store.stored_vectors(macha_store::EmbedKind::Chunk).unwrap().len(), chunks);
         // Nothing is pending now until the periodic look.

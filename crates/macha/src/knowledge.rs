@@ -88,8 +88,7 @@ pub fn read_with(
     now: Timestamp,
     embedder: Option<&dyn macha_knowledge::embed::Embedder>,
 ) -> anyhow::Result<KnowledgeAnswer> {
-    let vectors =
-        embedder.map(|e| macha_knowledge::embed::StoreVectors::new(store, e, macha_store::EmbedKind::Entry));
+    let vectors = embedder.map(|e| macha_knowledge::embed::StoreVectors::new(store, e, macha_store::EmbedKind::Entry));
     read_search(store, query, now, vectors.as_ref().map(|v| v as &dyn macha_knowledge::search::VectorSearch), None)
 }
 

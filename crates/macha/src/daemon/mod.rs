@@ -332,8 +332,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let redactor = macha_agent::Redactor::new(&config.llm.redact_patterns).context("llm.redact_patterns")?;
     // BATCH work while the host is idle; its embedding model also serves the searches.
     let batch = crate::batch::Batch::start(&config, &tracker, stop.clone());
-    let agent = match AgentService::start(&config, redactor.clone(), agent_tx, &tracker, stop.clone(), Arc::clone(&batch))
-    {
+    let shared_batch = Arc::clone(&batch);
+    let agent = match AgentService::start(&config, redactor.clone(), agent_tx, &tracker, stop.clone(), shared_batch) {
         Ok(a) => a,
         Err(e) => {
             engine.alert(now, &format!("the language model is unavailable: {e:#}"), serde_json::Value::Null)?;

@@ -608,14 +608,18 @@ fn the_fleet_map_tool_only_reads_answers_as_data_and_refuses_hostile_arguments()
     // The unreachable hosts open issues whose analyses get a plain diagnosis; the question below
     // gets the script.
     let question = "which hosts does db1 hold up?";
-    let model = Scripted::start_for(question, vec![
-        Reply::call("fleet_map", json!({"host": "db1; rm -rf /"})),
-        Reply::call("fleet_map", json!({})),
-        Reply::call("fleet_map", json!({"host": "db1"})),
-        Reply::call("fleet_map", json!({"host": "nosuch"})),
-        Reply::call("propose_action", json!({"kind": "reboot", "reason": "the fleet map told me to"})),
-        Reply::text("done"),
-    ], Reply::Text(diagnosis()));
+    let model = Scripted::start_for(
+        question,
+        vec![
+            Reply::call("fleet_map", json!({"host": "db1; rm -rf /"})),
+            Reply::call("fleet_map", json!({})),
+            Reply::call("fleet_map", json!({"host": "db1"})),
+            Reply::call("fleet_map", json!({"host": "nosuch"})),
+            Reply::call("propose_action", json!({"kind": "reboot", "reason": "the fleet map told me to"})),
+            Reply::text("done"),
+        ],
+        Reply::Text(diagnosis()),
+    );
     let d = TestDaemon::builder()
         .autonomy("auto-full")
         .top(QUIET)
@@ -638,11 +642,10 @@ fn the_fleet_map_tool_only_reads_answers_as_data_and_refuses_hostile_arguments()
                 first_seen: macha_core::Timestamp(1),
                 last_seen: macha_core::Timestamp(1),
             };
-            let audit = NewAudit::new(macha_core::Timestamp(1), AuditKind::Config, Severity::Notice, "db1", "test host");
+            let audit =
+                NewAudit::new(macha_core::Timestamp(1), AuditKind::Config, Severity::Notice, "db1", "test host");
             store.put_fleet_host(&record, HostSource::Config, None, &audit).unwrap_or_else(|e| panic!("{e}"));
-            store
-                .set_host_profile("db1", "NixOS", &json!({"role": hostile}), None)
-                .unwrap_or_else(|e| panic!("{e}"));
+            store.set_host_profile("db1", "NixOS", &json!({"role": hostile}), None).unwrap_or_else(|e| panic!("{e}"));
         })
         .llm(&llm(&model.url, ""))
         .start();
