@@ -129,6 +129,7 @@ rec {
     "knowledge.idle.max_cpu_pressure"
     "knowledge.idle.max_memory_pressure"
     "knowledge.idle.max_load_per_cpu"
+    "knowledge.idle.memory_max_mib"
     "llm.enable"
     "llm.backend"
     "llm.timeout"

@@ -207,9 +207,9 @@ pub fn sample_incident_request(model: &str) -> crate::message::ChatRequest {
 pub fn incident_tools(checks: &[&str]) -> Vec<crate::tools::ToolName> {
     use crate::tools::ToolName;
     let units = checks.iter().all(|c| matches!(*c, "failed_unit" | "restart_loop" | "journal_errors"));
-    let observe = if units { ToolName::INCIDENT_UNITS } else { ToolName::INCIDENT_HOST };
+    let observe: &[ToolName] = if units { &ToolName::INCIDENT_UNITS } else { &ToolName::INCIDENT_HOST };
     // The observation tools, then what Macha knows, then the one proposing tool.
-    let mut out: Vec<ToolName> = observe.into_iter().filter(|t| *t != ToolName::ProposeAction).collect();
+    let mut out: Vec<ToolName> = observe.iter().copied().filter(|t| *t != ToolName::ProposeAction).collect();
     if units {
         out.extend(ToolName::INCIDENT_UNITS_KNOWLEDGE);
     } else {

@@ -261,6 +261,15 @@ pub struct ChangesArgs {
     pub host: HostName,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FleetMapArgs {
+    /// Only this host: its profile, what it depends on, what depends on it, and whose failures
+    /// its being down would explain. Without it, the whole map.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostName>,
+}
+
 /// Every tool, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -279,11 +288,12 @@ pub enum ToolName {
     FetchRunbook,
     SimilarIssues,
     RecentChanges,
+    FleetMap,
     ProposeAction,
 }
 
 impl ToolName {
-    pub const ALL: [ToolName; 15] = [
+    pub const ALL: [ToolName; 16] = [
         ToolName::GetSnapshot,
         ToolName::UnitStatus,
         ToolName::ReadLogs,
@@ -298,6 +308,7 @@ impl ToolName {
         ToolName::FetchRunbook,
         ToolName::SimilarIssues,
         ToolName::RecentChanges,
+        ToolName::FleetMap,
         ToolName::ProposeAction,
     ];
 
@@ -325,8 +336,10 @@ impl ToolName {
 
     /// The tools offered for an incident analysis about units: few, to keep the prompt small.
     pub const INCIDENT_UNITS: [ToolName; 3] = [ToolName::UnitStatus, ToolName::ReadLogs, ToolName::ProposeAction];
-    /// The tools offered for other incidents (disks, memory, load, Nix, GPUs).
-    pub const INCIDENT_HOST: [ToolName; 3] = [ToolName::GetSnapshot, ToolName::ReadLogs, ToolName::ProposeAction];
+    /// The tools offered for other incidents (disks, memory, load, Nix, GPUs): the fleet map too,
+    /// since a host's trouble may come from a host it depends on.
+    pub const INCIDENT_HOST: [ToolName; 4] =
+        [ToolName::GetSnapshot, ToolName::ReadLogs, ToolName::FleetMap, ToolName::ProposeAction];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -344,6 +357,7 @@ impl ToolName {
             ToolName::FetchRunbook => "fetch_runbook",
             ToolName::SimilarIssues => "similar_issues",
             ToolName::RecentChanges => "recent_changes",
+            ToolName::FleetMap => "fleet_map",
             ToolName::ProposeAction => "propose_action",
         }
     }
@@ -370,6 +384,7 @@ impl ToolName {
             ToolName::FetchRunbook => "Fetch a runbook from the catalog by id.",
             ToolName::SimilarIssues => "Earlier issues like this one, with what resolved them.",
             ToolName::RecentChanges => "Recent commits to a host's configuration and its last deployment.",
+            ToolName::FleetMap => "The fleet's hosts (role, OS) and which depends on which (declared or observed).",
             ToolName::ProposeAction => {
                 "Propose one action. Macha's policy decides: run, ask a person, or refuse. You are told which."
             }
@@ -397,6 +412,7 @@ impl ToolName {
             ToolName::FetchRunbook => schema_of::<RunbookArgs>(),
             ToolName::SimilarIssues => schema_of::<SimilarArgs>(),
             ToolName::RecentChanges => schema_of::<ChangesArgs>(),
+            ToolName::FleetMap => schema_of::<FleetMapArgs>(),
             ToolName::ProposeAction => action_parameters(),
         }
     }
@@ -582,6 +598,7 @@ pub enum ToolCall {
     FetchRunbook(RunbookArgs),
     SimilarIssues(SimilarArgs),
     RecentChanges(ChangesArgs),
+    FleetMap(FleetMapArgs),
     ProposeAction(Box<Action>),
 }
 
@@ -602,6 +619,7 @@ impl ToolCall {
             ToolCall::FetchRunbook(_) => ToolName::FetchRunbook,
             ToolCall::SimilarIssues(_) => ToolName::SimilarIssues,
             ToolCall::RecentChanges(_) => ToolName::RecentChanges,
+            ToolCall::FleetMap(_) => ToolName::FleetMap,
             ToolCall::ProposeAction(_) => ToolName::ProposeAction,
         }
     }
@@ -810,6 +828,7 @@ pub fn parse_call_scoped(
             ToolCall::SimilarIssues(a)
         }
         ToolName::RecentChanges => ToolCall::RecentChanges(typed(args).map_err(bad)?),
+        ToolName::FleetMap => ToolCall::FleetMap(typed(args).map_err(bad)?),
         ToolName::ProposeAction => {
             let doc = args.to_string();
             let action = Action::from_json(&doc).map_err(|e| bad(e.to_string()))?;
@@ -1044,6 +1063,32 @@ mod tests {
             &[ToolName::UnitStatus],
         );
         assert!(matches!(only_read, Err(ToolError::NotOffered { .. })));
+    }
+
+    #[test]
+    fn fleet_map_calls_parse_and_hostile_ones_are_refused() {
+        let err = |name: &str, args: serde_json::Value| match call(name, args) {
+            Ok(c) => panic!("accepted {name}: {c:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(matches!(
+            call("fleet_map", serde_json::json!({})),
+            Ok(ToolCall::FleetMap(FleetMapArgs { host: None }))
+        ));
+        assert!(matches!(
+            call("fleet_map", serde_json::json!("")),
+            Ok(ToolCall::FleetMap(FleetMapArgs { host: None }))
+        ));
+        assert!(matches!(
+            call("fleet_map", serde_json::json!({"host": "db1"})),
+            Ok(ToolCall::FleetMap(FleetMapArgs { host: Some(h) })) if h.as_str() == "db1"
+        ));
+        assert!(err("fleet_map", serde_json::json!({"host": "db1; rm -rf /"})).contains("fleet_map"));
+        assert!(err("fleet_map", serde_json::json!({"host": "../etc"})).contains("fleet_map"));
+        assert!(err("fleet_map", serde_json::json!({"depth": 99})).contains("unknown field"));
+        assert!(ToolName::FleetMap.read_only());
+        assert!(ToolName::INCIDENT_HOST.contains(&ToolName::FleetMap));
+        assert!(!ToolName::INCIDENT_UNITS.contains(&ToolName::FleetMap), "unit incidents stay small");
     }
 
     #[test]

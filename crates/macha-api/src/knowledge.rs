@@ -57,7 +57,8 @@ pub enum KnowledgeQuery {
         #[serde(default)]
         limit: Option<u32>,
     },
-    /// Keyword search (any text is a valid query).
+    /// Search (any text is a valid query): keyword search, hybrid where the daemon has vectors
+    /// of its embedding model.
     Search {
         query: String,
         #[serde(default)]
@@ -131,6 +132,16 @@ pub enum KnowledgeAnswer {
 #[serde(deny_unknown_fields)]
 pub struct KnowledgeRead {
     pub query: KnowledgeQuery,
+}
+
+impl KnowledgeRead {
+    /// The text of a search (`None` for a list or one entry).
+    pub fn search_text(&self) -> Option<&str> {
+        match &self.query {
+            KnowledgeQuery::Search { query, .. } => Some(query),
+            _ => None,
+        }
+    }
 }
 
 impl Call for KnowledgeRead {

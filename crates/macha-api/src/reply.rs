@@ -49,6 +49,9 @@ pub struct JobView {
     pub deferred: Option<String>,
     /// Runs since the daemon started.
     pub runs: u64,
+    /// How far the running job is (`embedding 48/301 with MODEL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
 }
 
 /// SSH connection counts.

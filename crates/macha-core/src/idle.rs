@@ -6,6 +6,10 @@
 //! their limits, not more often than its interval, and not before its CPU budget allows: a run
 //! that used `c` ms of CPU is followed by a pause of `c × (100 − budget) / budget` ms, so batch
 //! work takes at most `budget` percent of one CPU over time, however long a run takes.
+//!
+//! A run also has a memory budget ([`memory_over`]): the daemon's resident memory may grow by at
+//! most `memory_max_mib` during one run. The run looks at each of its batch boundaries and, over
+//! the budget, stops there; what it did is kept and the next run goes on from there.
 
 use crate::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -23,6 +27,8 @@ pub struct IdleLimits {
     pub min_interval_ms: i64,
     /// The share of one CPU batch work may take over time, in percent (1-100).
     pub cpu_budget_percent: u32,
+    /// How much the daemon's resident memory may grow during one run, in MiB (at least 1).
+    pub memory_max_mib: u64,
 }
 
 impl Default for IdleLimits {
@@ -33,6 +39,7 @@ impl Default for IdleLimits {
             max_load_per_cpu: 0.7,
             min_interval_ms: 60_000,
             cpu_budget_percent: 25,
+            memory_max_mib: 256,
         }
     }
 }
@@ -134,6 +141,35 @@ pub fn should_run(now: Timestamp, pressure: &HostPressure, last: Option<&LastRun
     Decision::Run
 }
 
+/// A run that went over its memory budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryOver {
+    /// How much the resident memory grew since the run began, in bytes.
+    pub grown: u64,
+    /// The budget, in bytes.
+    pub max: u64,
+}
+
+impl std::fmt::Display for MemoryOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const MIB: f64 = 1024.0 * 1024.0;
+        write!(
+            f,
+            "memory grew by {:.1} MiB during the run, over its budget of {:.1} MiB",
+            self.grown as f64 / MIB,
+            self.max as f64 / MIB
+        )
+    }
+}
+
+/// Whether a run whose process had `base` bytes resident when it began, and has `now` bytes now,
+/// is over the budget (`memory_max_mib`). Memory given back during the run is not a credit.
+pub fn memory_over(base: u64, now: u64, limits: &IdleLimits) -> Option<MemoryOver> {
+    let max = limits.memory_max_mib.max(1).saturating_mul(1024 * 1024);
+    let grown = now.saturating_sub(base);
+    (grown > max).then_some(MemoryOver { grown, max })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -198,5 +234,20 @@ mod tests {
             should_run(Timestamp(2_000_000), &busy, Some(&heavy), &limits),
             Decision::Defer(Defer::CpuPressure { .. })
         ));
+    }
+
+    #[test]
+    fn a_run_over_its_memory_budget_is_told_so() {
+        const MIB: u64 = 1024 * 1024;
+        let limits = IdleLimits { memory_max_mib: 64, ..IdleLimits::default() };
+        assert_eq!(memory_over(100 * MIB, 164 * MIB, &limits), None, "exactly the budget is within it");
+        let over = memory_over(100 * MIB, 165 * MIB, &limits).unwrap();
+        assert_eq!(over, MemoryOver { grown: 65 * MIB, max: 64 * MIB });
+        assert_eq!(over.to_string(), "memory grew by 65.0 MiB during the run, over its budget of 64.0 MiB");
+        // Shrinking is no credit and no error.
+        assert_eq!(memory_over(100 * MIB, 10 * MIB, &limits), None);
+        // A budget of 0 counts as 1 MiB.
+        let tiny = IdleLimits { memory_max_mib: 0, ..IdleLimits::default() };
+        assert!(memory_over(0, MIB + 1, &tiny).is_some() && memory_over(0, MIB, &tiny).is_none());
     }
 }

@@ -7,7 +7,12 @@
 //! the current model yet or whose text changed (a hash of the text is stored), and first drops
 //! every vector of another model or dimension: changing the model re-embeds, it never mixes.
 //! [`StoreVectors`] answers [`crate::search::VectorSearch`] by comparing the query's vector with
-//! every stored one of the same model (brute force: thousands of vectors take milliseconds).
+//! every stored one of the same model (brute force: thousands of vectors take milliseconds);
+//! [`Precomputed`] does the same with a query vector computed beforehand, so that whoever holds
+//! the model can embed the query away from the thread that reads the store (the daemon embeds in
+//! a task and searches on its engine thread). [`embed_pending_within`] can stop at a batch
+//! boundary when its caller says so (the daemon's memory budget); what it wrote stays, and the
+//! next run goes on from there.
 
 use crate::search::VectorSearch;
 use crate::{KnowledgeError, Result};
@@ -45,6 +50,16 @@ pub struct EmbedReport {
     /// Items whose vector was already current.
     pub unchanged: usize,
     pub elapsed_ms: u64,
+    /// Items still without a current vector because the run stopped early.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub left: usize,
+    /// Why the run stopped before embedding everything (the caller's reason), if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The hash stored with a vector: of the model id and the text, so either changing re-embeds.
@@ -70,6 +85,18 @@ pub fn embed_pending(
     embedder: &dyn Embedder,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<EmbedReport> {
+    embed_pending_within(store, embedder, progress, &mut || None)
+}
+
+/// [`embed_pending`] that asks `stop` before each batch after the first: when it answers with a
+/// reason, the run ends there (everything written so far stays) and the report says why and how
+/// many items are left for the next run.
+pub fn embed_pending_within(
+    store: &mut Store,
+    embedder: &dyn Embedder,
+    progress: &mut dyn FnMut(usize, usize),
+    stop: &mut dyn FnMut() -> Option<String>,
+) -> Result<EmbedReport> {
     let started = Instant::now();
     let model = embedder.model_id().to_owned();
     let dim = dim_u32(embedder)?;
@@ -90,6 +117,13 @@ pub fn embed_pending(
     let mut done = 0;
     progress(done, total);
     for batch in todo.chunks(BATCH) {
+        if done > 0
+            && let Some(why) = stop()
+        {
+            report.left = total - done;
+            report.stopped = Some(why);
+            break;
+        }
         let texts: Vec<String> = batch.iter().map(|(_, _, t, _)| t.clone()).collect();
         let vectors = embedder.embed(&texts).map_err(|e| KnowledgeError::Invalid(e.to_string()))?;
         if vectors.len() != batch.len() || vectors.iter().any(|v| v.len() != embedder.dimension()) {
@@ -125,6 +159,7 @@ pub fn embed_pending(
         entries = report.entries_embedded,
         unchanged = report.unchanged,
         dropped = report.dropped,
+        left = report.left,
         ms = report.elapsed_ms,
         "embeddings updated"
     );
@@ -195,6 +230,40 @@ impl VectorSearch for StoreVectors<'_> {
     }
 }
 
+/// Vector search with the query already embedded, over vectors already loaded from the store
+/// (all of one kind and one model): no model and no store are needed to answer it.
+#[derive(Debug, Clone)]
+pub struct Precomputed {
+    model: String,
+    query: Vec<f32>,
+    stored: Vec<(i64, Vec<f32>)>,
+}
+
+impl Precomputed {
+    /// `query` is the search text's vector by `model`; `stored` the items' vectors of that model
+    /// (`Store::embeddings`).
+    pub fn new(model: &str, query: Vec<f32>, stored: Vec<(i64, Vec<f32>)>) -> Precomputed {
+        Precomputed { model: model.to_owned(), query, stored }
+    }
+
+    /// Whether any item has a vector (without one, a search is keyword-only).
+    pub fn is_empty(&self) -> bool {
+        self.stored.is_empty()
+    }
+}
+
+impl VectorSearch for Precomputed {
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The text is ignored: the vector it became was given to [`Precomputed::new`].
+    fn nearest(&self, _query: &str, limit: u32) -> Result<Vec<i64>> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        Ok(nearest(&self.query, &self.stored, limit).into_iter().map(|(id, _)| id).collect())
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -209,6 +278,15 @@ mod tests {
         let v = vec![(1, vec![0.0, 1.0]), (2, vec![1.0, 0.1]), (3, vec![1.0, 0.0])];
         let n = nearest(&[1.0, 0.0], &v, 2);
         assert_eq!(n.iter().map(|x| x.0).collect::<Vec<_>>(), vec![3, 2]);
+    }
+
+    #[test]
+    fn a_precomputed_query_finds_the_nearest_stored_vectors() {
+        let p = Precomputed::new("m", vec![1.0, 0.0], vec![(1, vec![0.0, 1.0]), (2, vec![0.9, 0.1])]);
+        assert_eq!(p.model(), "m");
+        assert!(!p.is_empty());
+        assert_eq!(p.nearest("ignored", 1).unwrap(), vec![2]);
+        assert!(Precomputed::new("m", vec![1.0], Vec::new()).is_empty());
     }
 
     #[test]

@@ -115,10 +115,17 @@ pub enum AgentCall {
         issue_id: Option<i64>,
         source: String,
     },
-    /// A knowledge tool answered from the store: its text and the ids a person can open.
+    /// A knowledge tool answered from the store: its text and the ids a person can open. A
+    /// search's query comes embedded (or with why it is keyword-only).
     Knowledge {
         call: ToolCall,
+        query: crate::hybrid::QueryVector,
         reply: oneshot::Sender<Result<(String, Vec<String>), String>>,
+    },
+    /// The fleet map (all of it, or one host's part), as text.
+    FleetMap {
+        host: Option<HostName>,
+        reply: oneshot::Sender<Result<String, String>>,
     },
     /// A diagnosis cited these knowledge entries for these issues (`kb_record_use`).
     KbUses {
@@ -185,6 +192,8 @@ struct Shared {
     last_error: Mutex<Option<String>>,
     nonce_seed: RandomState,
     nonce_counter: AtomicU64,
+    /// The BATCH work's embedding model: the searches embed their queries with it.
+    batch: Arc<crate::batch::Batch>,
 }
 
 /// The daemon's handle on the agent.
@@ -236,6 +245,7 @@ impl AgentService {
         events: mpsc::Sender<AgentMsg>,
         tracker: &TaskTracker,
         stop: CancellationToken,
+        batch: Arc<crate::batch::Batch>,
     ) -> anyhow::Result<Option<AgentService>> {
         if !config.llm.enable {
             return Ok(None);
@@ -253,6 +263,7 @@ impl AgentService {
             last_error: Mutex::new(None),
             nonce_seed: RandomState::new(),
             nonce_counter: AtomicU64::new(0),
+            batch,
         });
         let (tx, rx) = mpsc::channel(256);
         tracker.spawn(scheduler(rx, Arc::clone(&shared), tracker.clone(), stop));
@@ -877,13 +888,24 @@ impl DaemonHost {
             | ToolCall::SearchKnowledge(_)
             | ToolCall::SimilarIssues(_)
             | ToolCall::RecentChanges(_)) => {
+                // A search's query is embedded here, off the engine thread (the model may be remote).
+                let query = match &call {
+                    ToolCall::SearchConfigs(a) => self.shared.batch.embed_query(&a.query).await,
+                    ToolCall::SearchKnowledge(a) => self.shared.batch.embed_query(&a.query).await,
+                    _ => crate::hybrid::QueryVector::Unavailable("not a search".to_owned()),
+                };
                 let (reply, rx) = oneshot::channel();
                 let (text, ids) = self
-                    .ask_loop(AgentCall::Knowledge { call, reply }, rx)
+                    .ask_loop(AgentCall::Knowledge { call, query, reply }, rx)
                     .await
                     .unwrap_or_else(|| Err("the daemon is stopping".into()))?;
                 lock(&self.returned).extend(ids);
                 Ok(text)
+            }
+            ToolCall::FleetMap(a) => {
+                let (reply, rx) = oneshot::channel();
+                let call = AgentCall::FleetMap { host: a.host, reply };
+                self.ask_loop(call, rx).await.unwrap_or_else(|| Err("the daemon is stopping".into()))
             }
             ToolCall::ProposeAction(action) => {
                 let (reply, rx) = oneshot::channel();
@@ -955,9 +977,17 @@ pub async fn observe(sources: &Sources, host: &HostName, call: ObserveCall) {
     }
 }
 
+/// What the fleet map needs beyond the store: the hosts' last connections and their resolved
+/// addresses (the daemon gathers them when the `fleet_map` tool asks).
+#[derive(Debug, Clone, Default)]
+pub struct FleetInputs {
+    pub connections: std::collections::BTreeMap<HostName, macha_core::snapshot::Connections>,
+    pub addresses: std::collections::BTreeMap<HostName, Vec<std::net::IpAddr>>,
+}
+
 /// Carries out what the agent asks of the store and the engine (on the engine thread); returns the
-/// work the policy permitted for a proposal.
-pub fn handle_call(engine: &mut Engine, call: AgentCall) -> anyhow::Result<Vec<Work>> {
+/// work the policy permitted for a proposal. `fleet` gathers the fleet map's other inputs.
+pub fn handle_call(engine: &mut Engine, call: AgentCall, fleet: &dyn Fn() -> FleetInputs) -> anyhow::Result<Vec<Work>> {
     let now = crate::now();
     match call {
         AgentCall::Start { id, model } => {
@@ -1028,8 +1058,11 @@ pub fn handle_call(engine: &mut Engine, call: AgentCall) -> anyhow::Result<Vec<W
             let kept = crate::knowledge::learn(engine.store_mut(), entries, issue_id, &source, now);
             tracing::info!("kept {kept} of {offered} learnings");
         }
-        AgentCall::Knowledge { call, reply } => {
-            let _ = reply.send(knowledge_tool(engine, call, now));
+        AgentCall::Knowledge { call, query, reply } => {
+            let _ = reply.send(knowledge_tool(engine, call, &query, now));
+        }
+        AgentCall::FleetMap { host, reply } => {
+            let _ = reply.send(fleet_map_tool(engine, host.as_ref(), &fleet()));
         }
         AgentCall::KbUses { entries, issue_ids } => {
             for id in &entries {
@@ -1315,6 +1348,7 @@ fn incident_knowledge(engine: &Engine, items: &[IncidentItem]) -> (Vec<ContextBl
 fn knowledge_tool(
     engine: &Engine,
     call: ToolCall,
+    query: &crate::hybrid::QueryVector,
     now: macha_core::Timestamp,
 ) -> Result<(String, Vec<String>), String> {
     let store = engine.store();
@@ -1331,11 +1365,14 @@ fn knowledge_tool(
                 category: a.category.as_deref().and_then(macha_knowledge::layout::Category::parse),
                 limit: a.limit.unwrap_or(5),
             };
-            let found = macha_knowledge::search::search(store, &req, None).map_err(|e| e.to_string())?;
+            let vectors = crate::hybrid::vectors(store, macha_store::EmbedKind::Chunk, query);
+            let how = crate::hybrid::describe(&vectors);
+            let v = vectors.as_ref().ok().map(|v| v as &dyn macha_knowledge::search::VectorSearch);
+            let found = macha_knowledge::search::search(store, &req, v).map_err(|e| e.to_string())?;
             if found.hits.is_empty() {
-                return Ok(("no configuration matches".into(), ids));
+                return Ok((format!("{how} search: no configuration matches"), ids));
             }
-            let mut out = String::new();
+            let mut out = format!("{how} search\n");
             for h in &found.hits {
                 let id = format!("config:{}:{}-{}", h.file, h.line_start, h.line_end);
                 out.push_str(&format!("{id} {} ({})\n  {}\n", h.attr_path, h.category, h.snippet.replace('\n', " ")));
@@ -1345,12 +1382,15 @@ fn knowledge_tool(
         }
         ToolCall::SearchKnowledge(a) => {
             let limit = a.limit.unwrap_or(5);
-            let hits = store.kb_search(&a.query, limit).map_err(|e| e.to_string())?;
-            let hits = macha_knowledge::kb::rank_hits(hits, now);
+            let vectors = crate::hybrid::vectors(store, macha_store::EmbedKind::Entry, query);
+            let how = crate::hybrid::describe(&vectors);
+            let v = vectors.as_ref().ok().map(|v| v as &dyn macha_knowledge::search::VectorSearch);
+            let (_, hits) =
+                macha_knowledge::search::search_entries(store, &a.query, limit, v, now).map_err(|e| e.to_string())?;
             if hits.is_empty() {
-                return Ok(("no knowledge entry matches".into(), ids));
+                return Ok((format!("{how} search: no knowledge entry matches"), ids));
             }
-            let mut out = String::new();
+            let mut out = format!("{how} search\n");
             for h in &hits {
                 let e = &h.entry;
                 let id = format!("kb:{}", e.id);
@@ -1398,6 +1438,53 @@ fn knowledge_tool(
         other => return Err(format!("{} is not a knowledge tool", other.name().as_str())),
     };
     Ok((text, ids))
+}
+
+/// The `fleet_map` tool: the whole map as text, or one host's part of it (its profile, what it
+/// depends on, what depends on it, and whose failures its being down explains).
+fn fleet_map_tool(engine: &Engine, host: Option<&HostName>, inputs: &FleetInputs) -> Result<String, String> {
+    use macha_core::fleet_map::{explained_by, render_text};
+    let map = crate::fleet_map::answer(engine.store(), engine.config(), &inputs.connections, &inputs.addresses)
+        .map_err(|e| format!("the fleet map could not be built: {e:#}"))?;
+    if map.nodes.is_empty() {
+        return Ok("the fleet map is empty: Macha manages no other host (hosts.<name> in the configuration)".into());
+    }
+    let legend = "relations: A → B means A depends on B (declared in the configuration, observed as TCP \
+                  connections, or both)\n";
+    let Some(h) = host else { return Ok(format!("{legend}{}", render_text(&map))) };
+    let Some(node) = map.nodes.iter().find(|n| &n.name == h) else {
+        let names: Vec<&str> = map.nodes.iter().map(|n| n.name.as_str()).collect();
+        return Ok(format!("{h} is not on the fleet map; its hosts: {}", names.join(", ")));
+    };
+    let edge = |e: &macha_core::fleet_map::Edge, other: &HostName| {
+        let mut line = format!("  {other}  {}", e.kind.as_str());
+        if !e.ports.is_empty() {
+            let ports: Vec<String> = e.ports.iter().map(u16::to_string).collect();
+            line.push_str(&format!("  port {}", ports.join(",")));
+        }
+        line.push('\n');
+        line
+    };
+    let what: Vec<&str> = [node.role.as_deref(), node.os.as_deref()].into_iter().flatten().collect();
+    let mut out = format!("{legend}{h}");
+    if !what.is_empty() {
+        out.push_str(&format!(" ({})", what.join(", ")));
+    }
+    out.push_str(if node.observed { "\n" } else { "  [connections not observed]\n" });
+    let (deps, users): (Vec<_>, Vec<_>) =
+        (map.edges.iter().filter(|e| &e.from == h).collect(), map.edges.iter().filter(|e| &e.to == h).collect());
+    out.push_str(if deps.is_empty() { "depends on: nothing known\n" } else { "depends on:\n" });
+    deps.iter().for_each(|e| out.push_str(&edge(e, &e.to)));
+    out.push_str(if users.is_empty() { "depended on by: nothing known\n" } else { "depended on by:\n" });
+    users.iter().for_each(|e| out.push_str(&edge(e, &e.from)));
+    let explained: Vec<String> = explained_by(&map, h).iter().map(ToString::to_string).collect();
+    if !explained.is_empty() {
+        out.push_str(&format!(
+            "while {h} is down, failures of these hosts may be its consequences: {}\n",
+            explained.join(", ")
+        ));
+    }
+    Ok(out)
 }
 
 /// After issues were observed gone following a verified remediation: ask for learnings about those

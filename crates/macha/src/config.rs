@@ -80,6 +80,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "knowledge.idle.max_cpu_pressure",
     "knowledge.idle.max_memory_pressure",
     "knowledge.idle.max_load_per_cpu",
+    "knowledge.idle.memory_max_mib",
     "llm.enable",
     "llm.backend",
     "llm.url",
@@ -288,6 +289,9 @@ pub struct IdleSection {
     pub max_memory_pressure: Option<f64>,
     /// The 1-minute load per CPU above which work waits (default 0.7).
     pub max_load_per_cpu: Option<f64>,
+    /// How much the daemon's resident memory may grow during one run, in MiB (default 256); a
+    /// run over it stops at its next batch boundary and goes on at the next run.
+    pub memory_max_mib: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -1225,6 +1229,11 @@ impl Config {
             max_cpu_pressure: lim("max_cpu_pressure", f.knowledge.idle.max_cpu_pressure)?,
             max_memory_pressure: lim("max_memory_pressure", f.knowledge.idle.max_memory_pressure)?,
             max_load_per_cpu: lim("max_load_per_cpu", f.knowledge.idle.max_load_per_cpu)?,
+            memory_max_mib: match f.knowledge.idle.memory_max_mib {
+                None => d.memory_max_mib,
+                Some(m) if (1..=1024 * 1024).contains(&m) => m,
+                Some(m) => bail!("knowledge.idle.memory_max_mib = {m} must be 1-1048576"),
+            },
             ..d
         };
         // The three `knowledge.embed*` keys land in one field (each named on a line that assigns it).
@@ -1425,6 +1434,7 @@ journalctl = "/run/current-system/sw/bin/journalctl"
             ("[hosts.web1]\ndepends_on = [\"db9\"]", "is not a configured host"),
             ("[hosts.web1]\ndepends_on = [\"web1\"]", "cannot depend on itself"),
             ("[knowledge.idle]\nmax_load_per_cpu = 0.0", "must be above 0"),
+            ("[knowledge.idle]\nmemory_max_mib = 0", "knowledge.idle.memory_max_mib = 0 must be 1-1048576"),
             ("[notifications.gotify]\nurl = \"https://g\"", "unknown field"),
             ("[llm.models]\nembedding = \"x\"", "unknown field"),
             ("[flap]\nlimit = 0", "flap.limit"),

@@ -70,8 +70,11 @@ impl Embedder for RemoteEmbedder {
     }
 }
 
+/// An embedder that the daemon shares between its BATCH job and the searches it answers.
+pub type SharedEmbedder = dyn Embedder + Send + Sync;
+
 /// The configured embedder, or `None` for keyword-only search.
-pub fn from_config(config: &Config) -> anyhow::Result<Option<Box<dyn Embedder>>> {
+pub fn from_config(config: &Config) -> anyhow::Result<Option<Box<SharedEmbedder>>> {
     let t = Timeouts::from_request(config.llm.timeout);
     Ok(match &config.knowledge_embedder {
         EmbedderConfig::None => None,
@@ -95,17 +98,17 @@ pub fn from_config(config: &Config) -> anyhow::Result<Option<Box<dyn Embedder>>>
 }
 
 #[cfg(feature = "embed-local")]
-fn local(dir: &std::path::Path) -> anyhow::Result<Box<dyn Embedder>> {
+fn local(dir: &std::path::Path) -> anyhow::Result<Box<SharedEmbedder>> {
     Ok(Box::new(macha_knowledge::local::LocalEmbedder::load(dir)?))
 }
 
 #[cfg(not(feature = "embed-local"))]
-fn local(_dir: &std::path::Path) -> anyhow::Result<Box<dyn Embedder>> {
+fn local(_dir: &std::path::Path) -> anyhow::Result<Box<SharedEmbedder>> {
     anyhow::bail!("knowledge.embedder = \"local\": this build has no local model (build with the embed-local feature)")
 }
 
 /// The configured embedder for a search: on failure a warning, and keyword-only search.
-pub fn for_search(config: &Config) -> Option<Box<dyn Embedder>> {
+pub fn for_search(config: &Config) -> Option<Box<SharedEmbedder>> {
     match from_config(config) {
         Ok(e) => e,
         Err(e) => {

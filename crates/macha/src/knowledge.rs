@@ -88,6 +88,33 @@ pub fn read_with(
     now: Timestamp,
     embedder: Option<&dyn macha_knowledge::embed::Embedder>,
 ) -> anyhow::Result<KnowledgeAnswer> {
+    let vectors = embedder.map(|e| macha_knowledge::embed::StoreVectors::new(store, e, macha_store::EmbedKind::Entry));
+    read_search(store, query, now, vectors.as_ref().map(|v| v as &dyn macha_knowledge::search::VectorSearch), None)
+}
+
+/// Answers a read in the daemon: a search is hybrid when its query came embedded by the daemon's
+/// model and the entries have vectors of that model; otherwise keyword-only, saying why.
+pub fn read_daemon(
+    store: &Store,
+    query: &KnowledgeQuery,
+    now: Timestamp,
+    vector: &crate::hybrid::QueryVector,
+) -> anyhow::Result<KnowledgeAnswer> {
+    let vectors = crate::hybrid::vectors(store, macha_store::EmbedKind::Entry, vector);
+    let how = crate::hybrid::describe(&vectors);
+    let v = vectors.as_ref().ok().map(|v| v as &dyn macha_knowledge::search::VectorSearch);
+    read_search(store, query, now, v, Some(how))
+}
+
+/// `how`: the retrieval a search reports, when the caller knows better than the search itself
+/// (why it is keyword-only).
+fn read_search(
+    store: &Store,
+    query: &KnowledgeQuery,
+    now: Timestamp,
+    vectors: Option<&dyn macha_knowledge::search::VectorSearch>,
+    how: Option<String>,
+) -> anyhow::Result<KnowledgeAnswer> {
     let mut retrieval = None;
     let entries = match query {
         KnowledgeQuery::List { category, provenance, limit } => store
@@ -97,16 +124,8 @@ pub fn read_with(
             .collect(),
         KnowledgeQuery::Search { query, limit } => {
             let limit = limit.unwrap_or(20).min(LIST_MAX);
-            let vectors =
-                embedder.map(|e| macha_knowledge::embed::StoreVectors::new(store, e, macha_store::EmbedKind::Entry));
-            let (mode, hits) = macha_knowledge::search::search_entries(
-                store,
-                query,
-                limit,
-                vectors.as_ref().map(|v| v as &dyn macha_knowledge::search::VectorSearch),
-                now,
-            )?;
-            retrieval = Some(mode.describe());
+            let (mode, hits) = macha_knowledge::search::search_entries(store, query, limit, vectors, now)?;
+            retrieval = Some(how.unwrap_or_else(|| mode.describe()));
             hits.iter().map(|h| view(&h.entry, Some(h.bm25))).collect()
         }
         KnowledgeQuery::Show { id } => {

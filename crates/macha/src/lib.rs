@@ -18,6 +18,7 @@ pub mod embedder;
 pub mod engine;
 pub mod fleet;
 pub mod fleet_map;
+pub mod hybrid;
 pub mod knowledge;
 pub mod logging;
 pub mod observe;

@@ -186,3 +186,32 @@ fn hybrid_search_finds_what_keywords_miss_and_says_so() {
     let (mode, _) = search_entries(&store, "webserver", 5, None, now).unwrap();
     assert_eq!(mode, Retrieval::KeywordOnly);
 }
+
+#[test]
+fn a_run_stopped_at_a_batch_boundary_resumes_where_it_stopped() {
+    use macha_knowledge::embed::{BATCH, embed_pending_within};
+    let flake = tempfile::tempdir().unwrap();
+    copy_dir(&fixture(), flake.path());
+    let (_dir, mut store) = crate::store();
+    index_flake(&mut store, flake.path(), 1_000, &mut |_| {}).unwrap();
+    let total = store.embed_items(EmbedKind::Chunk).unwrap().len();
+    let fake = Fake::new("fake-a", 32);
+    // The caller lets two batches through, then stops the run.
+    let mut asked = 0;
+    let mut stop = || {
+        asked += 1;
+        (asked > 2).then(|| "over the memory budget".to_owned())
+    };
+    let first = embed_pending_within(&mut store, &fake, &mut |_, _| {}, &mut stop).unwrap();
+    assert_eq!(first.chunks_embedded, 3 * BATCH, "{first:?}");
+    assert_eq!(first.stopped.as_deref(), Some("over the memory budget"));
+    assert_eq!(first.left, total - 3 * BATCH);
+    assert_eq!(count(&store, EmbedKind::Chunk), 3 * BATCH, "what was embedded is kept");
+    // The next run embeds only what is left.
+    let before = fake.texts.get();
+    let second = embed_pending_within(&mut store, &fake, &mut |_, _| {}, &mut || None).unwrap();
+    assert_eq!((second.chunks_embedded, second.unchanged, second.left), (total - 3 * BATCH, 3 * BATCH, 0));
+    assert_eq!(second.stopped, None);
+    assert_eq!(fake.texts.get() - before, total - 3 * BATCH);
+    assert_eq!(count(&store, EmbedKind::Chunk), total);
+}

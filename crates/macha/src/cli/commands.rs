@@ -252,6 +252,9 @@ pub fn status(opts: &ClientOpts) -> CmdResult {
         if let Some(why) = &j.deferred {
             line.push_str(&format!(" (deferred: {why})"));
         }
+        if let Some(p) = &j.progress {
+            line.push_str(&format!(" ({p})"));
+        }
         println!("{}", super::term::clean(&line));
         if let Some(r) = &j.last_result {
             println!("          {}", super::term::clean(r));

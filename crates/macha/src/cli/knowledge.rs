@@ -163,9 +163,15 @@ fn read(client: &ClientOpts, query: KnowledgeQuery) -> Result<KnowledgeAnswer, s
                 }
                 _ => None,
             };
-            crate::knowledge::read_with(&store, &query, crate::now(), embedder.as_deref()).map_err(|e| {
-                if e.downcast_ref::<crate::knowledge::Refused>().is_some() { fail(EXIT_DATAERR, e) } else { e.into() }
-            })
+            crate::knowledge::read_with(&store, &query, crate::now(), embedder.as_deref().map(|e| e as _)).map_err(
+                |e| {
+                    if e.downcast_ref::<crate::knowledge::Refused>().is_some() {
+                        fail(EXIT_DATAERR, e)
+                    } else {
+                        e.into()
+                    }
+                },
+            )
         }
     }
 }

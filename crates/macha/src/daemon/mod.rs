@@ -333,7 +333,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = engine.store_mut().close_interrupted_agent_requests(now);
     // Compiled once: the journal, receipts and the model's inputs share these rules.
     let redactor = macha_agent::Redactor::new(&config.llm.redact_patterns).context("llm.redact_patterns")?;
-    let agent = match AgentService::start(&config, redactor.clone(), agent_tx, &tracker, stop.clone()) {
+    // BATCH work while the host is idle; its embedding model also serves the searches.
+    let batch = crate::batch::Batch::start(&config, &tracker, stop.clone());
+    let shared_batch = Arc::clone(&batch);
+    let agent = match AgentService::start(&config, redactor.clone(), agent_tx, &tracker, stop.clone(), shared_batch) {
         Ok(a) => a,
         Err(e) => {
             engine.alert(now, &format!("the language model is unavailable: {e:#}"), serde_json::Value::Null)?;
@@ -392,7 +395,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         last_report: Mutex::new(None),
         journal_redactor: Mutex::new(macha_agent::redact::LineRedactor::new()),
         redactor,
-        batch: crate::batch::Batch::start(&config, &tracker, stop.clone()),
+        batch,
     });
 
     reconcile::start(&shared, &engine);
@@ -684,6 +687,20 @@ fn on_api(shared: &Arc<Shared>, engine: &EngineHandle, call: ApiCall) {
                 s.fleet.defer(e, request, server::peer_name(peer), reply, &s.fleet_tx, &s.tracker);
             });
         }
+        ApiCall::Once { request: Request::KnowledgeRead(read), peer, reply }
+            if read.search_text().is_some()
+                && server::access(peer, shared.admin_gid, shared.viewer_gid) >= Tier::Viewer =>
+        {
+            // A knowledge search's query is embedded in a task (the model may be remote), then the
+            // search runs on the engine thread.
+            let (s, engine) = (Arc::clone(shared), engine.clone());
+            spawn_guarded(&shared.tracker, "knowledge search", async move {
+                let query = s.batch.embed_query(read.search_text().unwrap_or_default()).await;
+                engine.post("knowledge search", move |e| {
+                    let _ = reply.send(requests::knowledge_search(e, &read, &query));
+                });
+            });
+        }
         ApiCall::Once { request, peer, reply } => {
             let s = Arc::clone(shared);
             engine.post("api request", move |e| {
@@ -717,7 +734,12 @@ fn on_agent(shared: &Arc<Shared>, engine: &EngineHandle, msg: AgentMsg) {
         }
         AgentMsg::Engine(call) => {
             let s = Arc::clone(shared);
-            engine.post("agent call", move |e| match crate::agent::handle_call(e, call) {
+            let f = Arc::clone(shared);
+            let fleet = move || crate::agent::FleetInputs {
+                connections: f.fleet.connections(),
+                addresses: f.batch.addresses(),
+            };
+            engine.post("agent call", move |e| match crate::agent::handle_call(e, call, &fleet) {
                 Ok(work) => s.spawn_work(work),
                 Err(err) => tracing::error!("agent call failed: {err:#}"),
             });

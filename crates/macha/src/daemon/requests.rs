@@ -173,6 +173,22 @@ pub(super) fn answer_as(engine: &mut Engine, shared: &Shared, request: Request, 
     }
 }
 
+/// Answers a knowledge search whose query the daemon embedded first (`vector`, or why the search
+/// is keyword-only); the loop checked the peer's tier.
+pub(super) fn knowledge_search(
+    engine: &Engine,
+    read: &crate::api::knowledge::KnowledgeRead,
+    vector: &crate::hybrid::QueryVector,
+) -> Response {
+    match crate::knowledge::read_daemon(engine.store(), &read.query, crate::now(), vector) {
+        Ok(a) => Response::reply::<crate::api::knowledge::KnowledgeRead>(&a),
+        Err(e) => match refused(e) {
+            e if e.downcast_ref::<BadRequest>().is_some() => Response::err(ErrorCode::BadRequest, format!("{e:#}")),
+            e => Response::err(ErrorCode::Internal, format!("{e:#}")),
+        },
+    }
+}
+
 /// A knowledge operation's refusal (bad input, no such entry) is a bad request.
 fn refused(e: anyhow::Error) -> anyhow::Error {
     match e.downcast::<crate::knowledge::Refused>() {

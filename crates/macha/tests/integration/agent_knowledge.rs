@@ -100,6 +100,7 @@ fn knowledge_is_cited_changes_are_named_injection_is_data_and_the_cache_answers(
         [
             "get_snapshot",
             "read_logs",
+            "fleet_map",
             "search_knowledge",
             "fetch_runbook",
             "search_configs",
