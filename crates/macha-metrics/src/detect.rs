@@ -4,14 +4,19 @@
 //!
 //! Each sample is compared with three baselines:
 //! - **seasonal**: the level usual at this hour of the week (168 slots), or at this hour of the day
-//!   (24 slots) until the weekly slot has seen enough samples, or the overall level before that;
-//! - **overall**: the level of roughly the last day;
+//!   (24 slots) until the weekly slot has seen enough samples, or the overall level of roughly the
+//!   last day before that, each with its own spread;
+//! - **residual**: the same deviation from the seasonal level, measured against how far samples
+//!   have strayed from their seasonal level over the last half day or so (all slots together: a
+//!   slot whose spread is too small cannot raise an anomaly alone);
 //! - **short**: the change from the previous sample against the recent changes (a robust z-score
 //!   of differenced values over the last 32 samples: median and MAD).
 //!
 //! Baselines are Huber-clipped, exponentially weighted means and spreads: a sample further than
 //! three spreads from the level moves it only as much as one at three spreads would, so outliers
-//! and anomalies have a bounded pull, and old behaviour decays away. A point counts as anomalous
+//! have a bounded pull, and old behaviour decays away. Anomalous points do not move the levels at
+//! all; they widen the residual spread (bounded by the clipping), so a lasting change stops being
+//! anomalous after a while (about an hour for a shift of eight spreads) and becomes the new usual. A point counts as anomalous
 //! only when the seasonal baseline and at least one other agree (same direction, both at least
 //! the threshold); its score is `z² / (z² + k²)` of the agreed deviation `z` with `k` the
 //! threshold, so 0.5 exactly at the threshold. A finding needs persistence: an [`Episode`] that has
@@ -19,7 +24,7 @@
 //!
 //! Time slots are in UTC.
 
-use crate::key::Unit;
+use crate::key::{Direction, Unit};
 use macha_core::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -35,6 +40,8 @@ const CLIP_AFTER: u32 = 10;
 const ALPHA_GLOBAL: f64 = 1.0 / 1440.0;
 const ALPHA_DAILY: f64 = 1.0 / 120.0;
 const ALPHA_WEEKLY: f64 = 1.0 / 180.0;
+/// The spread of deviations from the seasonal level forgets with a time constant of about 12 h.
+const ALPHA_RESID: f64 = 1.0 / 720.0;
 /// Differences kept for the short baseline.
 const DIFFS: usize = 32;
 /// Differences needed before the short baseline votes.
@@ -248,7 +255,9 @@ pub fn slots_of(at: Timestamp) -> (usize, usize) {
 #[derive(Debug, Clone)]
 pub struct Series {
     unit: Unit,
+    direction: Direction,
     global: Est,
+    resid: Est,
     daily: Slots<24>,
     weekly: Box<Slots<168>>,
     diffs: [f32; DIFFS],
@@ -273,9 +282,16 @@ fn median(v: &mut [f64]) -> f64 {
 
 impl Series {
     pub fn new(unit: Unit) -> Series {
+        Series::with_direction(unit, Direction::Both)
+    }
+
+    /// A detector that flags only moves in `direction` (free space rising is never a finding).
+    pub fn with_direction(unit: Unit, direction: Direction) -> Series {
         Series {
             unit,
+            direction,
             global: Est::default(),
+            resid: Est::default(),
             daily: Slots::new(),
             weekly: Box::new(Slots::new()),
             diffs: [0.0; DIFFS],
@@ -368,9 +384,14 @@ impl Series {
             baseline: if warm { baseline } else { Baseline::Warmup },
             skipped: false,
         };
-        if warm {
+        let matters = match self.direction {
+            Direction::Both => true,
+            Direction::Up => zs > 0.0,
+            Direction::Down => zs < 0.0,
+        };
+        if warm && matters {
             let same = |z: f64| if z.signum() == zs.signum() { z.abs() } else { 0.0 };
-            let zg = same((x - self.global.m) / self.global.s.max(floor));
+            let zg = same((x - base.m - self.resid.m) / self.resid.s.max(floor));
             // The short baseline (two small sorts) is asked only when it can change the verdict.
             let other = if zg >= k || zs.abs() < 1.0 {
                 zg
@@ -382,10 +403,15 @@ impl Series {
             point.flagged = eff >= k;
         }
 
-        // Learn.
-        self.global.update(x, ALPHA_GLOBAL, floor);
-        self.daily.update(hour, x, ALPHA_DAILY, floor);
-        self.weekly.update(slot, x, ALPHA_WEEKLY, floor);
+        // Learn. The levels do not learn from anomalous points (an anomaly must not become the
+        // usual level within its own hour); the residual spread always does, with clipping, so a
+        // lasting change stops counting as anomalous after a while and the levels then follow it.
+        self.resid.update(x - base.m, ALPHA_RESID, floor);
+        if !point.flagged {
+            self.global.update(x, ALPHA_GLOBAL, floor);
+            self.daily.update(hour, x, ALPHA_DAILY, floor);
+            self.weekly.update(slot, x, ALPHA_WEEKLY, floor);
+        }
         if let Some(d) = d {
             self.diffs[usize::from(self.diffs_pos)] = d as f32;
             self.diffs_pos = u8::try_from((usize::from(self.diffs_pos) + 1) % DIFFS).unwrap_or(0);

@@ -46,6 +46,17 @@ pub enum Kind {
     Counter,
 }
 
+/// Which way of moving is worth a finding: more free space or fewer used bytes never is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Both,
+    /// Only a rise is unusual in a way that matters (space used, swap in use).
+    Up,
+    /// Only a fall is (space or memory available).
+    Down,
+}
+
 /// What a value measures, for the smallest change worth a deviation and for display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -191,6 +202,16 @@ impl MetricKey {
             Unit::Count
         } else {
             Unit::Plain
+        }
+    }
+
+    /// Which way of moving this metric matters.
+    pub fn direction(&self) -> Direction {
+        match self.family() {
+            "fs.avail_bytes" | "fs.inodes_free" | "nix.store_avail_bytes" | "mem.available_bytes" => Direction::Down,
+            "fs.used_percent" | "fs.inodes_used_percent" | "nix.store_used_bytes" | "nix.generations"
+            | "mem.used_percent" | "mem.swap_used_bytes" | "units.failed" | "journal.errors" => Direction::Up,
+            _ => Direction::Both,
         }
     }
 

@@ -23,5 +23,5 @@ pub mod track;
 
 pub use detect::{Baseline, DetectConfig, Episode, Point, Series};
 pub use fillup::{FillConfig, Prediction, Volume};
-pub use key::{Kind, MetricKey, Unit, extract};
+pub use key::{Direction, Kind, MetricKey, Unit, extract};
 pub use track::{Observed, TrackConfig, Tracker};

@@ -179,7 +179,7 @@ fn series_of<'a>(state: &'a mut HostState, k: &MetricKey) -> Option<&'a mut Seri
     if !state.series.contains_key(k) && state.series.len() >= SERIES_PER_HOST_MAX {
         return None;
     }
-    Some(state.series.entry(k.clone()).or_insert_with(|| Series::new(k.unit())))
+    Some(state.series.entry(k.clone()).or_insert_with(|| Series::with_direction(k.unit(), k.direction())))
 }
 
 /// A counter's rate per second since its previous value; `None` for the first value, after a gap
