@@ -1,6 +1,6 @@
 //! The one SQLite database of Macha: the audit trail (hash-chained, [`chain`]), approvals,
 //! issues, the action log, small key/value state, the host registry, per-host snapshot history
-//! ([`history`]), the agent's records, with bounded retention ([`Store::maintain`]), and the
+//! ([`history`]) and metric history ([`metrics`]), the agent's records, with bounded retention ([`Store::maintain`]), and the
 //! configuration index with its keyword search (`configs.rs`).
 //!
 //! Architecture invariant: every state change is one transaction that carries a guard on the
@@ -29,6 +29,7 @@ mod hosts;
 mod issues;
 mod knowledge;
 mod kv;
+pub mod metrics;
 mod recall;
 mod registry;
 mod retention;
@@ -51,6 +52,7 @@ pub use history::{FsMetrics, HistoryQuery, HistoryRecord, HostStatus, Metrics, N
 pub use hosts::{HostRecord, HostState};
 pub use issues::{ACTIVE_STATES, IssueChanges, IssueQuery, IssueRecord, NewIssue, issue_transition_allowed};
 pub use knowledge::{IssueCandidate, KbEntry, KbFields, KbHit};
+pub use metrics::{MetricPoint, MetricsSize};
 pub use macha_core::approval::ApprovalState;
 pub use macha_core::issue::{IssueState, Lifecycle};
 pub use recall::{CachedAnalysis, DeploymentRecord};
