@@ -128,6 +128,14 @@ rec {
     "llm.check_ports"
     "llm.cache_ttl"
     "knowledge.change_window"
+    "anomaly.enable"
+    "anomaly.z_threshold"
+    "anomaly.persist"
+    "anomaly.host_rate"
+    "fillup.free_below_percent"
+    "fillup.horizon"
+    "fillup.window"
+    "fillup.old_generation_days"
   ];
 
   # Options that configure the NixOS side (the unit, the user, companions), not a daemon key.
