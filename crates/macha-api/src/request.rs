@@ -57,6 +57,8 @@ pub enum Request {
     KnowledgeRead(crate::knowledge::KnowledgeRead),
     /// Adds, edits, forgets, seeds or imports knowledge entries (admin only).
     KnowledgeWrite(crate::knowledge::KnowledgeWrite),
+    /// A host's metric names, or one metric's points (`macha metrics`).
+    MetricsRead(crate::metrics::MetricsRead),
 }
 
 /// The access tiers, lowest first.
@@ -83,7 +85,8 @@ impl Request {
     /// - anyone: the status summary;
     /// - viewers (the viewer group, root and admins): issues, approvals, the audit trail, the
     ///   hosts, the last check report, and questions to the model — whose proposals, for a viewer,
-    ///   are queued for an admin and never executed; reading the knowledge base;
+    ///   are queued for an admin and never executed; reading the knowledge base and the metric
+    ///   history;
     /// - admins (root and the admin group): everything that changes state, a new check cycle,
     ///   discussing an approval with the model, the prompt log, contacting hosts, and writing the
     ///   knowledge base.
@@ -103,7 +106,8 @@ impl Request {
             | Request::DeployProgress
             | Request::Ask(_)
             | Request::Chat(_)
-            | Request::KnowledgeRead(_) => Tier::Viewer,
+            | Request::KnowledgeRead(_)
+            | Request::MetricsRead(_) => Tier::Viewer,
             Request::ResolveIssue(_)
             | Request::CloseIssue(_)
             | Request::Approve(_)
@@ -161,6 +165,7 @@ impl Request {
             Request::DeployProgress => "deploy_progress",
             Request::KnowledgeRead(_) => "knowledge_read",
             Request::KnowledgeWrite(_) => "knowledge_write",
+            Request::MetricsRead(_) => "metrics_read",
         }
     }
 }

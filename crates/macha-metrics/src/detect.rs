@@ -264,6 +264,9 @@ pub struct Series {
     diffs_len: u8,
     diffs_pos: u8,
     last: Option<(i64, f64)>,
+    /// The first sample's time: a daily slot serves only once the series is a day old, a weekly
+    /// one once it is a week old (before that a slot knows only the current hour).
+    first: Option<i64>,
     persistence: Persistence,
     episode: Option<Episode>,
 }
@@ -298,6 +301,7 @@ impl Series {
             diffs_len: 0,
             diffs_pos: 0,
             last: None,
+            first: None,
             persistence: Persistence::default(),
             episode: None,
         }
@@ -367,9 +371,10 @@ impl Series {
 
         let weekly = self.weekly.get(slot);
         let daily = self.daily.get(hour);
-        let (base, baseline) = if weekly.n >= u32::from(SLOT_MIN) {
+        let age = t - *self.first.get_or_insert(t);
+        let (base, baseline) = if weekly.n >= u32::from(SLOT_MIN) && age >= 7 * 86_400_000 {
             (weekly, Baseline::Weekly { slot: u8::try_from(slot).unwrap_or(0) })
-        } else if daily.n >= u32::from(SLOT_MIN) {
+        } else if daily.n >= u32::from(SLOT_MIN) && age >= 86_400_000 {
             (daily, Baseline::Daily { hour: u8::try_from(hour).unwrap_or(0) })
         } else {
             (self.global, Baseline::Overall)

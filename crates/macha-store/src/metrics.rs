@@ -199,7 +199,7 @@ impl Store {
         };
         let mut packed: Vec<(i64, f64)> = Vec::with_capacity(samples.len());
         for (name, v) in samples.iter().take(PER_ROW_MAX) {
-            if !v.is_finite() || name.is_empty() || name.len() > 128 {
+            if !v.is_finite() || v.abs() > f64::from(f32::MAX) || name.is_empty() || name.len() > 128 {
                 continue;
             }
             if let Some(id) = intern(&tx, "metric_names", "name", name, NAMES_MAX)? {
