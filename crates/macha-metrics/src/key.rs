@@ -229,6 +229,7 @@ impl MetricKey {
             "fs.used_percent" => format!("space used on {sub}"),
             "fs.avail_bytes" => format!("space available on {sub}"),
             "fs.inodes_used_percent" => format!("inodes used on {sub}"),
+            "fs.inodes_free" => format!("inodes free on {sub}"),
             "net.rx_bytes" => format!("bytes received on {sub}"),
             "net.tx_bytes" => format!("bytes sent on {sub}"),
             "proc.rss_bytes" => format!("resident memory of {sub}"),

@@ -190,29 +190,57 @@ fn keep_secs(d: Duration) -> i64 {
 impl Store {
     /// Stores one host's samples of one moment in its own transaction (a second row for the same
     /// host and second replaces the first). Returns how many samples were stored: names beyond
-    /// [`NAMES_MAX`], values that are not finite and samples beyond [`PER_ROW_MAX`] are left out.
+    /// [`NAMES_MAX`], values that are not finite or beyond `f32`'s range and samples beyond
+    /// [`PER_ROW_MAX`] are left out.
     pub fn record_metrics(&mut self, host: &str, at: Timestamp, samples: &[(&str, f64)]) -> Result<usize> {
-        crate::row::non_empty("metrics host", host)?;
+        self.record_metrics_batch(&[(host, at, samples)])
+    }
+
+    /// Stores many rows as [`Store::record_metrics`] does, in one transaction (one disk sync).
+    pub fn record_metrics_batch(&mut self, rows: &[(&str, Timestamp, &[(&str, f64)])]) -> Result<usize> {
+        for (host, _, _) in rows {
+            crate::row::non_empty("metrics host", host)?;
+        }
         let tx = self.write_txn()?;
-        let Some(host_id) = intern(&tx, "metric_hosts", "host", host, HOSTS_MAX)? else {
-            return Ok(0);
-        };
-        let mut packed: Vec<(i64, f64)> = Vec::with_capacity(samples.len());
-        for (name, v) in samples.iter().take(PER_ROW_MAX) {
-            if !v.is_finite() || v.abs() > f64::from(f32::MAX) || name.is_empty() || name.len() > 128 {
+        let mut ids: std::collections::HashMap<&str, Option<i64>> = std::collections::HashMap::new();
+        let mut hosts: std::collections::HashMap<&str, Option<i64>> = std::collections::HashMap::new();
+        let mut stored = 0;
+        for (host, at, samples) in rows {
+            let host_id = match hosts.get(host) {
+                Some(id) => *id,
+                None => {
+                    let id = intern(&tx, "metric_hosts", "host", host, HOSTS_MAX)?;
+                    hosts.insert(host, id);
+                    id
+                }
+            };
+            let Some(host_id) = host_id else { continue };
+            let mut packed: Vec<(i64, f64)> = Vec::with_capacity(samples.len());
+            for (name, v) in samples.iter().take(PER_ROW_MAX) {
+                if !v.is_finite() || v.abs() > f64::from(f32::MAX) || name.is_empty() || name.len() > 128 {
+                    continue;
+                }
+                let id = match ids.get(name) {
+                    Some(id) => *id,
+                    None => {
+                        let id = intern(&tx, "metric_names", "name", name, NAMES_MAX)?;
+                        ids.insert(name, id);
+                        id
+                    }
+                };
+                if let Some(id) = id {
+                    packed.push((id, *v));
+                }
+            }
+            if packed.is_empty() {
                 continue;
             }
-            if let Some(id) = intern(&tx, "metric_names", "name", name, NAMES_MAX)? {
-                packed.push((id, *v));
-            }
+            tx.prepare_cached("INSERT OR REPLACE INTO metric_samples (host_id, tier, ts, data) VALUES (?1, 0, ?2, ?3)")?
+                .execute(params![host_id, secs(*at), encode_raw(&packed)])?;
+            stored += packed.len();
         }
-        if packed.is_empty() {
-            return Ok(0);
-        }
-        tx.prepare_cached("INSERT OR REPLACE INTO metric_samples (host_id, tier, ts, data) VALUES (?1, 0, ?2, ?3)")?
-            .execute(params![host_id, secs(at), encode_raw(&packed)])?;
         tx.commit()?;
-        Ok(packed.len())
+        Ok(stored)
     }
 
     fn metric_host_id(&self, host: &str) -> Result<Option<i64>> {
