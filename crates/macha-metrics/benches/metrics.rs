@@ -10,7 +10,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use macha_core::snapshot::{Cpu, CpuTicks, Filesystem, Load, Memory, NetInterface, Pressure, PressureLine, Section, Snapshot};
+use macha_core::snapshot::{
+    Cpu, CpuTicks, Filesystem, Load, Memory, NetInterface, Pressure, PressureLine, Section, Snapshot,
+};
 use macha_core::{HostName, Timestamp};
 use macha_metrics::detect::{DetectConfig, Series};
 use macha_metrics::key::Unit;
@@ -46,7 +48,8 @@ fn snapshot(host: &HostName, at: Timestamp, rng: &mut Rng) -> Snapshot {
         swap_total_bytes: 0,
         swap_free_bytes: 0,
     });
-    s.load = Section::ok(Load { one: n(rng, 1.0), five: n(rng, 1.0), fifteen: n(rng, 1.0), runnable: 2, processes: 400 });
+    s.load =
+        Section::ok(Load { one: n(rng, 1.0), five: n(rng, 1.0), fifteen: n(rng, 1.0), runnable: 2, processes: 400 });
     let line = |rng: &mut Rng| PressureLine { avg10: n(rng, 2.0), avg60: n(rng, 2.0), avg300: 2.0 };
     s.pressure = Section::ok(Pressure {
         cpu_some: line(rng),
@@ -158,18 +161,21 @@ fn year(store: &mut Store, hosts: &[String], now: i64, metrics: usize) -> Durati
     while t < now {
         ts.push(t);
         let age = now - t;
-        t += if age > 30 * day { 3600 } else if age > day { 300 } else { 60 };
+        t += if age > 30 * day {
+            3600
+        } else if age > day {
+            300
+        } else {
+            60
+        };
     }
     for host in hosts {
         let rows: Vec<(i64, Vec<(String, f64)>)> = ts.iter().map(|t| (*t, samples(*t, metrics))).collect();
         for chunk in rows.chunks(2000) {
             let refs: Vec<Vec<(&str, f64)>> =
                 chunk.iter().map(|(_, s)| s.iter().map(|(n, v)| (n.as_str(), *v)).collect()).collect();
-            let batch: Vec<(&str, Timestamp, &[(&str, f64)])> = chunk
-                .iter()
-                .zip(&refs)
-                .map(|((t, _), s)| (host.as_str(), Timestamp(t * 1000), s.as_slice()))
-                .collect();
+            let batch: Vec<macha_store::metrics::MetricsRow<'_>> =
+                chunk.iter().zip(&refs).map(|((t, _), s)| (host.as_str(), Timestamp(t * 1000), s.as_slice())).collect();
             let start = Instant::now();
             store.record_metrics_batch(&batch).unwrap();
             spent += start.elapsed();
@@ -201,7 +207,8 @@ fn empty_size(dir: &std::path::Path) -> u64 {
 }
 
 fn storage() {
-    let dir = tempfile::tempdir_in(if std::path::Path::new("/dev/shm").exists() { "/dev/shm" } else { "/tmp" }).unwrap();
+    let dir =
+        tempfile::tempdir_in(if std::path::Path::new("/dev/shm").exists() { "/dev/shm" } else { "/tmp" }).unwrap();
     let now = (T0 / 1000) + 400 * 86_400;
     println!("\n## History size (100 metrics per host)\n");
     println!("| what | bytes |\n|---|---|");
@@ -214,16 +221,23 @@ fn storage() {
     for i in 0..1440i64 {
         batch_rows.push((i, samples(i, 100)));
     }
-    let refs: Vec<Vec<(&str, f64)>> = batch_rows.iter().map(|(_, s)| s.iter().map(|(n, v)| (n.as_str(), *v)).collect()).collect();
-    let batch: Vec<(&str, Timestamp, &[(&str, f64)])> =
-        batch_rows.iter().zip(&refs).map(|((i, _), s)| ("web1", Timestamp((now - 86_400 + i * 60) * 1000), s.as_slice())).collect();
+    let refs: Vec<Vec<(&str, f64)>> =
+        batch_rows.iter().map(|(_, s)| s.iter().map(|(n, v)| (n.as_str(), *v)).collect()).collect();
+    let batch: Vec<macha_store::metrics::MetricsRow<'_>> = batch_rows
+        .iter()
+        .zip(&refs)
+        .map(|((i, _), s)| ("web1", Timestamp((now - 86_400 + i * 60) * 1000), s.as_slice()))
+        .collect();
     let start = Instant::now();
     store.record_metrics_batch(&batch).unwrap();
     let write = start.elapsed();
     let size = store.metrics_size().unwrap();
     drop(store);
     let day = vacuumed(&path).saturating_sub(empty);
-    println!("| a day of raw samples, one packed row per minute (file growth) | {day} ({} in blobs) |", size.blob_bytes);
+    println!(
+        "| a day of raw samples, one packed row per minute (file growth) | {day} ({} in blobs) |",
+        size.blob_bytes
+    );
     println!("| writing it: 1,440 rows in one transaction | {:.1} ms |", write.as_secs_f64() * 1e3);
 
     // The same day as a row per sample, for comparison.
@@ -237,13 +251,17 @@ fn storage() {
     let tx = conn.unchecked_transaction().unwrap();
     for i in 0..1440i64 {
         for (k, (_, v)) in samples(i, 100).iter().enumerate() {
-            tx.execute("INSERT INTO s VALUES (1, ?1, ?2, ?3)", rusqlite::params![k as i64, now - 86_400 + i * 60, v]).unwrap();
+            tx.execute("INSERT INTO s VALUES (1, ?1, ?2, ?3)", rusqlite::params![k as i64, now - 86_400 + i * 60, v])
+                .unwrap();
         }
     }
     tx.commit().unwrap();
     drop(conn);
     let rows = vacuumed(&path);
-    println!("| the same day, one row per sample (WITHOUT ROWID, REAL) | {rows} ({:.1}× the packed rows) |", rows as f64 / day.max(1) as f64);
+    println!(
+        "| the same day, one row per sample (WITHOUT ROWID, REAL) | {rows} ({:.1}× the packed rows) |",
+        rows as f64 / day.max(1) as f64
+    );
 
     // A year of one host, in its tiers.
     let path = dir.path().join("year.db");
@@ -259,7 +277,8 @@ fn storage() {
 }
 
 fn queries() {
-    let dir = tempfile::tempdir_in(if std::path::Path::new("/dev/shm").exists() { "/dev/shm" } else { "/tmp" }).unwrap();
+    let dir =
+        tempfile::tempdir_in(if std::path::Path::new("/dev/shm").exists() { "/dev/shm" } else { "/tmp" }).unwrap();
     let now = (T0 / 1000) + 400 * 86_400;
     let path = dir.path().join("fleet.db");
     let mut store = Store::open(&path).unwrap();
@@ -280,7 +299,10 @@ fn queries() {
         let mut n = 0;
         for h in hosts.iter().take(20) {
             let start = Instant::now();
-            n = store.metric_series(h, "fs.avail_bytes:/srv/data42", Timestamp((now - since) * 1000), end).unwrap().len();
+            n = store
+                .metric_series(h, "fs.avail_bytes:/srv/data42", Timestamp((now - since) * 1000), end)
+                .unwrap()
+                .len();
             times.push(start.elapsed());
         }
         let mean = times.iter().sum::<Duration>() / times.len() as u32;

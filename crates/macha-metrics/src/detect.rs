@@ -398,11 +398,8 @@ impl Series {
             let same = |z: f64| if z.signum() == zs.signum() { z.abs() } else { 0.0 };
             let zg = same((x - base.m - self.resid.m) / self.resid.s.max(floor));
             // The short baseline (two small sorts) is asked only when it can change the verdict.
-            let other = if zg >= k || zs.abs() < 1.0 {
-                zg
-            } else {
-                zg.max(d.map_or(0.0, |d| same(self.short_z(d, floor))))
-            };
+            let other =
+                if zg >= k || zs.abs() < 1.0 { zg } else { zg.max(d.map_or(0.0, |d| same(self.short_z(d, floor)))) };
             let eff = zs.abs().min(other);
             point.score = eff * eff / (eff * eff + k * k);
             point.flagged = eff >= k;

@@ -153,7 +153,13 @@ impl Volume {
         match self.slope() {
             Some(s) if s < 0.0 => {
                 let secs = (free / -s).min(1e12);
-                Prediction::Fills { eta: Duration::from_secs_f64(secs), free, free_percent, per_hour: -s * 3600.0, span }
+                Prediction::Fills {
+                    eta: Duration::from_secs_f64(secs),
+                    free,
+                    free_percent,
+                    per_hour: -s * 3600.0,
+                    span,
+                }
             }
             _ => Prediction::Steady { free, free_percent },
         }

@@ -135,7 +135,8 @@ impl MetricKey {
             return Err(KeyError::Character(raw.escape_debug().to_string()));
         }
         let family = raw.split(':').next().unwrap_or("");
-        if family.is_empty() || !family.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._".contains(&b))
+        if family.is_empty()
+            || !family.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._".contains(&b))
         {
             return Err(KeyError::Family(raw.to_owned()));
         }
@@ -209,8 +210,14 @@ impl MetricKey {
     pub fn direction(&self) -> Direction {
         match self.family() {
             "fs.avail_bytes" | "fs.inodes_free" | "nix.store_avail_bytes" | "mem.available_bytes" => Direction::Down,
-            "fs.used_percent" | "fs.inodes_used_percent" | "nix.store_used_bytes" | "nix.generations"
-            | "mem.used_percent" | "mem.swap_used_bytes" | "units.failed" | "journal.errors" => Direction::Up,
+            "fs.used_percent"
+            | "fs.inodes_used_percent"
+            | "nix.store_used_bytes"
+            | "nix.generations"
+            | "mem.used_percent"
+            | "mem.swap_used_bytes"
+            | "units.failed"
+            | "journal.errors" => Direction::Up,
             _ => Direction::Both,
         }
     }
@@ -269,18 +276,13 @@ pub fn extract(snap: &Snapshot) -> Vec<(MetricKey, f64)> {
             out.push((k, v));
         }
     };
-    if let Some(cpu) = snap.cpu.data() {
-        if let Some(u) = cpu.usage_percent {
-            put(MetricKey::plain("cpu.usage_percent"), u);
-        }
+    if let Some(u) = snap.cpu.data().and_then(|c| c.usage_percent) {
+        put(MetricKey::plain("cpu.usage_percent"), u);
     }
     if let Some(m) = snap.memory.data() {
         put(MetricKey::plain("mem.available_bytes"), m.available_bytes as f64);
         if m.total_bytes > 0 {
-            put(
-                MetricKey::plain("mem.used_percent"),
-                100.0 * (1.0 - m.available_bytes as f64 / m.total_bytes as f64),
-            );
+            put(MetricKey::plain("mem.used_percent"), 100.0 * (1.0 - m.available_bytes as f64 / m.total_bytes as f64));
         }
         put(MetricKey::plain("mem.swap_used_bytes"), m.swap_total_bytes.saturating_sub(m.swap_free_bytes) as f64);
     }

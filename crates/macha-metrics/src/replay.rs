@@ -55,7 +55,8 @@ pub fn parse_csv(text: &str) -> Result<Vec<(Timestamp, f64)>, CsvError> {
         if fields[1].is_empty() {
             continue;
         }
-        let value: f64 = fields[1].parse().map_err(|_| err(line, format!("value {:?} is not a number", cut(fields[1]))))?;
+        let value: f64 =
+            fields[1].parse().map_err(|_| err(line, format!("value {:?} is not a number", cut(fields[1]))))?;
         if !value.is_finite() {
             return Err(err(line, format!("value {:?} is not a finite number", cut(fields[1]))));
         }
@@ -196,7 +197,16 @@ mod tests {
         assert_eq!(parse_time("2026-12-01T05:30:00.250-0430").unwrap(), Timestamp(1_796_119_200_250));
         assert_eq!(parse_time("2026-12-01").unwrap(), Timestamp(1_796_083_200_000));
         assert_eq!(parse_time("2024-02-29").unwrap().to_string(), "2024-02-29T00:00:00.000Z");
-        for bad in ["2026-02-30", "2026-13-01", "2026-12-01T25:00", "yesterday", "1e400", "2026-12-01X10:00", "12:00", "2026-12-01T10:00+é0"] {
+        for bad in [
+            "2026-02-30",
+            "2026-13-01",
+            "2026-12-01T25:00",
+            "yesterday",
+            "1e400",
+            "2026-12-01X10:00",
+            "12:00",
+            "2026-12-01T10:00+é0",
+        ] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
     }

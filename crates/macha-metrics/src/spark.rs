@@ -14,7 +14,8 @@ pub fn sparkline(values: &[Option<f64>], width: usize) -> String {
             (!ok.is_empty()).then(|| ok.iter().sum::<f64>() / ok.len() as f64)
         })
         .collect();
-    let (lo, hi) = cells.iter().flatten().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let (lo, hi) =
+        cells.iter().flatten().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
     cells
         .iter()
         .map(|c| match c {

@@ -193,7 +193,14 @@ fn rate(state: &mut HostState, k: &MetricKey, now: Timestamp, v: f64, cfg: &Dete
 }
 
 fn finding(snap: &Snapshot, check: CheckName, subject: String, summary: String) -> Finding {
-    Finding { host: snap.host.clone(), check, subject, severity: Severity::Warning, summary, observed_at: snap.taken_at }
+    Finding {
+        host: snap.host.clone(),
+        check,
+        subject,
+        severity: Severity::Warning,
+        summary,
+        observed_at: snap.taken_at,
+    }
 }
 
 fn fill(state: &mut HostState, snap: &Snapshot, cfg: &FillConfig) -> CheckOutcome {
@@ -224,7 +231,8 @@ fn fill(state: &mut HostState, snap: &Snapshot, cfg: &FillConfig) -> CheckOutcom
     if let Some(nix) = snap.nix.data() {
         // The store's filesystem is usually one of the mounts already; only otherwise on its own.
         let listed = snap.filesystems.data().is_some_and(|f| {
-            f.iter().any(|fs| fs.total_bytes == nix.store_total_bytes && fs.available_bytes == nix.store_available_bytes)
+            f.iter()
+                .any(|fs| fs.total_bytes == nix.store_total_bytes && fs.available_bytes == nix.store_available_bytes)
         });
         if !listed && nix.store_total_bytes > 0 {
             volumes.push((
@@ -281,7 +289,10 @@ fn fill(state: &mut HostState, snap: &Snapshot, cfg: &FillConfig) -> CheckOutcom
             state.volumes.remove(gone);
         }
     }
-    CheckOutcome { check: CheckName::FillUp, result: CheckResult::Ran { findings, coverage: Coverage::Subjects(covered) } }
+    CheckOutcome {
+        check: CheckName::FillUp,
+        result: CheckResult::Ran { findings, coverage: Coverage::Subjects(covered) },
+    }
 }
 
 /// What could be freed, as far as the snapshot says: old system generations (on `/`, `/nix`,

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+use macha_core::checks::{CheckName, CheckResult};
 use macha_core::snapshot::{Filesystem, NetInterface, Section, Snapshot};
 use macha_core::{HostName, Timestamp};
 use macha_metrics::detect::{DetectConfig, Series, replay};
@@ -12,7 +13,6 @@ use macha_metrics::fillup::{FillConfig, Prediction, Volume};
 use macha_metrics::key::Unit;
 use macha_metrics::synth::{self, Rng};
 use macha_metrics::track::{TrackConfig, Tracker};
-use macha_core::checks::{CheckName, CheckResult};
 
 const DAY: usize = 1440;
 

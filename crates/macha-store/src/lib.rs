@@ -52,9 +52,9 @@ pub use history::{FsMetrics, HistoryQuery, HistoryRecord, HostStatus, Metrics, N
 pub use hosts::{HostRecord, HostState};
 pub use issues::{ACTIVE_STATES, IssueChanges, IssueQuery, IssueRecord, NewIssue, issue_transition_allowed};
 pub use knowledge::{IssueCandidate, KbEntry, KbFields, KbHit};
-pub use metrics::{MetricPoint, MetricsSize};
 pub use macha_core::approval::ApprovalState;
 pub use macha_core::issue::{IssueState, Lifecycle};
+pub use metrics::{MetricPoint, MetricsSize};
 pub use recall::{CachedAnalysis, DeploymentRecord};
 pub use registry::{DiscoveryChanges, FleetHost, HostSource};
 pub use retention::{Limits, MAINTAIN_MAX_TRANSACTIONS, Maintenance};

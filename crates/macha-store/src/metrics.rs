@@ -54,6 +54,12 @@ pub struct MetricPoint {
     pub count: u32,
 }
 
+/// One host's samples of one moment, as [`Store::record_metrics_batch`] takes them.
+pub type MetricsRow<'a> = (&'a str, Timestamp, &'a [(&'a str, f64)]);
+
+/// One stored moment of a host: its time and every `(name, value)`.
+pub type StoredRow = (Timestamp, Vec<(String, f64)>);
+
 /// How many rows each tier holds and the bytes of their blobs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MetricsSize {
@@ -171,7 +177,8 @@ fn intern(conn: &rusqlite::Connection, table: &str, column: &str, name: &str, ma
     if found.is_some() {
         return Ok(found);
     }
-    let top: i64 = conn.prepare_cached(&format!("SELECT coalesce(max(id), 0) FROM {table}"))?.query_row([], |r| r.get(0))?;
+    let top: i64 =
+        conn.prepare_cached(&format!("SELECT coalesce(max(id), 0) FROM {table}"))?.query_row([], |r| r.get(0))?;
     if top >= max {
         return Ok(None);
     }
@@ -197,7 +204,7 @@ impl Store {
     }
 
     /// Stores many rows as [`Store::record_metrics`] does, in one transaction (one disk sync).
-    pub fn record_metrics_batch(&mut self, rows: &[(&str, Timestamp, &[(&str, f64)])]) -> Result<usize> {
+    pub fn record_metrics_batch(&mut self, rows: &[MetricsRow<'_>]) -> Result<usize> {
         for (host, _, _) in rows {
             crate::row::non_empty("metrics host", host)?;
         }
@@ -235,8 +242,10 @@ impl Store {
             if packed.is_empty() {
                 continue;
             }
-            tx.prepare_cached("INSERT OR REPLACE INTO metric_samples (host_id, tier, ts, data) VALUES (?1, 0, ?2, ?3)")?
-                .execute(params![host_id, secs(*at), encode_raw(&packed)])?;
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO metric_samples (host_id, tier, ts, data) VALUES (?1, 0, ?2, ?3)",
+            )?
+            .execute(params![host_id, secs(*at), encode_raw(&packed)])?;
             stored += packed.len();
         }
         tx.commit()?;
@@ -267,7 +276,9 @@ impl Store {
         for tier in [0i64, 300, 3600] {
             let blob: Option<Vec<u8>> = self
                 .conn
-                .prepare_cached("SELECT data FROM metric_samples WHERE host_id = ?1 AND tier = ?2 ORDER BY ts DESC LIMIT 1")?
+                .prepare_cached(
+                    "SELECT data FROM metric_samples WHERE host_id = ?1 AND tier = ?2 ORDER BY ts DESC LIMIT 1",
+                )?
                 .query_row(params![host_id, tier], |r| r.get(0))
                 .optional()?;
             ids.extend(blob.iter().flat_map(|b| decode(b)).map(|(id, _)| id));
@@ -285,7 +296,13 @@ impl Store {
 
     /// The points of one metric of `host` in `[since, until)`, oldest first, from whichever tiers
     /// hold that time.
-    pub fn metric_series(&self, host: &str, metric: &str, since: Timestamp, until: Timestamp) -> Result<Vec<MetricPoint>> {
+    pub fn metric_series(
+        &self,
+        host: &str,
+        metric: &str,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<MetricPoint>> {
         let Some(host_id) = self.metric_host_id(host)? else { return Ok(Vec::new()) };
         let Some(metric_id) = self
             .conn
@@ -322,13 +339,13 @@ impl Store {
 
     /// The raw rows of `host` since `since`, oldest first, as `(time, [(name, value)])`: what a
     /// detector is warmed with after a restart.
-    pub fn metric_rows(&self, host: &str, since: Timestamp) -> Result<Vec<(Timestamp, Vec<(String, f64)>)>> {
+    pub fn metric_rows(&self, host: &str, since: Timestamp) -> Result<Vec<StoredRow>> {
         let Some(host_id) = self.metric_host_id(host)? else { return Ok(Vec::new()) };
         let mut names: BTreeMap<i64, String> = BTreeMap::new();
         let mut name_stmt = self.conn.prepare_cached("SELECT name FROM metric_names WHERE id = ?1")?;
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT ts, data FROM metric_samples WHERE host_id = ?1 AND tier = 0 AND ts >= ?2 ORDER BY ts")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT ts, data FROM metric_samples WHERE host_id = ?1 AND tier = 0 AND ts >= ?2 ORDER BY ts",
+        )?;
         let mut rows = stmt.query(params![host_id, secs(since)])?;
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
@@ -336,13 +353,16 @@ impl Store {
             let data: Vec<u8> = r.get(1)?;
             let mut samples = Vec::new();
             for (id, a) in decode(&data) {
-                if !names.contains_key(&id) {
-                    let Some(n) = name_stmt.query_row([id], |r| r.get::<_, String>(0)).optional()? else { continue };
-                    names.insert(id, n);
-                }
-                if let Some(n) = names.get(&id) {
-                    samples.push((n.clone(), a.min));
-                }
+                let name = match names.entry(id) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        let Some(n) = name_stmt.query_row([id], |r| r.get::<_, String>(0)).optional()? else {
+                            continue;
+                        };
+                        e.insert(n)
+                    }
+                };
+                samples.push((name.clone(), a.min));
             }
             out.push((Timestamp(ts.saturating_mul(1000)), samples));
         }
@@ -364,7 +384,12 @@ impl Store {
     /// Folds, in transactions of at most [`FOLD_BATCH`] rows, the rows of tier `from` older than
     /// the cutoff into buckets of tier `to`, then deletes the oldest tier's rows past
     /// [`HOUR_KEEP`]. Returns `(rows folded, rows deleted)`; spends at most `budget` transactions.
-    pub(crate) fn maintain_metrics(&mut self, now: Timestamp, budget: &mut u32, transactions: &mut u32) -> Result<(u64, u64)> {
+    pub(crate) fn maintain_metrics(
+        &mut self,
+        now: Timestamp,
+        budget: &mut u32,
+        transactions: &mut u32,
+    ) -> Result<(u64, u64)> {
         let now = secs(now);
         let mut folded = 0u64;
         for (from, to, keep) in [(0i64, 300i64, RAW_KEEP), (300, 3600, FIVE_MINUTE_KEEP)] {
@@ -462,7 +487,10 @@ mod tests {
         let raw = encode_raw(&[(1, 1.5), (300, -2.0), (70_000, 1e9)]);
         assert_eq!(raw.len(), 1 + (1 + 4) + (2 + 4) + (3 + 4));
         let d = decode(&raw);
-        assert_eq!(d.iter().map(|(id, a)| (*id, a.min)).collect::<Vec<_>>(), vec![(1, 1.5), (300, -2.0), (70_000, 1e9)]);
+        assert_eq!(
+            d.iter().map(|(id, a)| (*id, a.min)).collect::<Vec<_>>(),
+            vec![(1, 1.5), (300, -2.0), (70_000, 1e9)]
+        );
         let mut aggs = BTreeMap::new();
         aggs.insert(5, Agg { min: 1.0, max: 3.0, sum: 8.0, count: 4 });
         let d = decode(&encode_agg(&aggs));
@@ -470,7 +498,9 @@ mod tests {
         assert_eq!((d[0].1.min, d[0].1.max, d[0].1.sum, d[0].1.count), (1.0, 3.0, 8.0, 4));
         // A cut blob yields what precedes the cut; garbage never panics.
         assert_eq!(decode(&raw[..raw.len() - 2]).len(), 2);
-        for junk in [&[][..], &[1], &[2, 0xff, 0xff], &[1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80]] {
+        for junk in
+            [&[][..], &[1], &[2, 0xff, 0xff], &[1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80]]
+        {
             let _ = decode(junk);
         }
     }

@@ -45,7 +45,8 @@ fn thin(points: &[MetricPoint]) -> Vec<MetricPointView> {
             let count: u64 = c.iter().map(|p| u64::from(p.count.max(1))).sum();
             let sum: f64 = c.iter().map(|p| p.mean * f64::from(p.count.max(1))).sum();
             let end = last.ts.0 / 1000 + i64::from(last.span_secs);
-            let span = if c.len() == 1 { first.span_secs } else { u32::try_from(end - first.ts.0 / 1000).unwrap_or(u32::MAX) };
+            let span =
+                if c.len() == 1 { first.span_secs } else { u32::try_from(end - first.ts.0 / 1000).unwrap_or(u32::MAX) };
             Some(MetricPointView {
                 ts: first.ts,
                 span_secs: span,

@@ -21,7 +21,13 @@ fn store() -> (tempfile::TempDir, Store) {
 fn samples_round_trip_per_metric_and_names_are_listed() {
     let (_d, mut s) = store();
     for i in 0..10 {
-        let n = s.record_metrics("web1", at(i * 60), &[("load.1", i as f64), ("mem.available_bytes", 1e9), ("bad", f64::NAN)]).unwrap();
+        let n = s
+            .record_metrics(
+                "web1",
+                at(i * 60),
+                &[("load.1", i as f64), ("mem.available_bytes", 1e9), ("bad", f64::NAN)],
+            )
+            .unwrap();
         assert_eq!(n, 2);
     }
     s.record_metrics("web2", at(0), &[("load.1", 7.0)]).unwrap();

@@ -82,7 +82,14 @@ pub fn render(v: &MetricsView) -> String {
     let key = MetricKey::parse(metric).ok();
     let unit = key.as_ref().map_or(Unit::Plain, MetricKey::unit);
     let desc = key.as_ref().map(MetricKey::describe).unwrap_or_default();
-    let _ = writeln!(out, "{host} {} ({}), {} to {}", super::term::clean(metric), super::term::clean(&desc), v.since, v.until);
+    let _ = writeln!(
+        out,
+        "{host} {} ({}), {} to {}",
+        super::term::clean(metric),
+        super::term::clean(&desc),
+        v.since,
+        v.until
+    );
     if v.points.is_empty() {
         let _ = writeln!(out, "no samples in this range");
         return out;
@@ -148,7 +155,8 @@ pub fn anomaly(cmd: AnomalyCmd) -> CmdResult {
     }
     println!("{:<24} {:>14} {:>6}  flagged", "timestamp", "value", "score");
     for ((t, v), p) in rows.iter().zip(&points) {
-        let mark = if p.flagged { format!("yes ({:+.1} σ from the {})", p.z, p.baseline.describe()) } else { "no".into() };
+        let mark =
+            if p.flagged { format!("yes ({:+.1} σ from the {})", p.z, p.baseline.describe()) } else { "no".into() };
         println!("{:<24} {:>14} {:>6.3}  {mark}", t.to_string(), format!("{v}"), p.score);
     }
     let flagged = points.iter().filter(|p| p.flagged).count();
