@@ -317,6 +317,11 @@ impl Series {
         self.unit.floor().max(rel * level.abs())
     }
 
+    /// When the last sample was taken.
+    pub fn last_at(&self) -> Option<Timestamp> {
+        self.last.map(|(t, _)| Timestamp(t))
+    }
+
     /// Samples judged so far.
     pub fn samples(&self) -> u32 {
         self.global.n

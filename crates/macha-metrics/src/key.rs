@@ -328,7 +328,8 @@ pub fn extract(snap: &Snapshot) -> Vec<(MetricKey, f64)> {
             if by_name.len() >= PROCESSES_MAX && !by_name.contains_key(pr.name.as_str()) {
                 continue;
             }
-            *by_name.entry(pr.name.as_str()).or_default() += pr.rss_bytes;
+            let sum = by_name.entry(pr.name.as_str()).or_default();
+            *sum = sum.saturating_add(pr.rss_bytes);
         }
         for (name, rss) in by_name {
             put(MetricKey::with_subject("proc.rss_bytes", name), rss as f64);

@@ -212,6 +212,20 @@ mod tests {
     }
 
     #[test]
+    fn random_text_is_an_error_or_rows_never_a_panic() {
+        let mut rng = crate::synth::Rng::new(9);
+        let alphabet: Vec<char> = "0123456789-+:.,TZ tz#\"e\u{e9}\u{202e}\n\r".chars().collect();
+        for _ in 0..20_000 {
+            let len = rng.below(60);
+            let text: String = (0..len).map(|_| alphabet[rng.below(alphabet.len())]).collect();
+            if let Ok(rows) = parse_csv(&text) {
+                assert!(rows.iter().all(|(_, v)| v.is_finite()));
+                assert!(rows.windows(2).all(|w| w[0].0 < w[1].0));
+            }
+        }
+    }
+
+    #[test]
     fn a_header_is_optional_and_bad_rows_name_their_line() {
         let rows = parse_csv("timestamp,value\n1000,1.5\n\n# note\n1060,\n1120,2\n").unwrap();
         assert_eq!(rows, vec![(Timestamp(1_000_000), 1.5), (Timestamp(1_120_000), 2.0)]);

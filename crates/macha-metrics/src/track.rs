@@ -16,6 +16,8 @@ use std::collections::{BTreeSet, HashMap};
 
 /// Series one host may have at most; further names are not tracked (nor stored).
 pub const SERIES_PER_HOST_MAX: usize = 512;
+/// A series without a sample for this long is dropped.
+pub const SERIES_IDLE_MAX: std::time::Duration = std::time::Duration::from_secs(86_400);
 /// The subject of the host-wide anomaly finding.
 pub const HOST_SUBJECT: &str = "host";
 
@@ -143,6 +145,9 @@ impl Tracker {
                 ));
             }
         }
+        // A series not seen for a day (a process that went away, an unmounted filesystem) is
+        // forgotten, so a host's state follows what it has now.
+        state.series.retain(|_, s| s.last_at().is_none_or(|t| now.since(t) < SERIES_IDLE_MAX));
         let anomaly_rate = if judged == 0 { 0.0 } else { flagged.len() as f64 / judged as f64 };
         if judged > 0 {
             covered.insert(HOST_SUBJECT.to_owned());

@@ -303,3 +303,65 @@ fn a_replayed_series_is_reproducible() {
     assert_eq!(a, b);
     assert!(a[2 * DAY + 30].flagged);
 }
+
+#[test]
+fn hostile_snapshots_never_panic_and_yield_only_finite_bounded_samples() {
+    use macha_core::snapshot::{Load, Memory, ProcessInfo, Processes};
+    let mut tracker = Tracker::new(TrackConfig::default());
+    let mut rng = Rng::new(77);
+    let weird = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, f64::MAX, -f64::MAX, 1e300, -0.0, 0.0, 5e-324];
+    for i in 0..400i64 {
+        let at = Timestamp(synth::START.0 + i * 60_000 - if i % 7 == 0 { 120_000 } else { 0 });
+        let mut snap = snapshot(at);
+        let w = weird[rng.below(weird.len())];
+        let big = if rng.uniform() < 0.5 { u64::MAX } else { rng.next_u64() };
+        snap.load = Section::ok(Load { one: w, five: -w, fifteen: w * 2.0, runnable: u32::MAX, processes: 0 });
+        snap.memory =
+            Section::ok(Memory { total_bytes: 0, available_bytes: big, swap_total_bytes: 1, swap_free_bytes: big });
+        snap.filesystems = Section::ok(
+            (0..40)
+                .map(|k| Filesystem {
+                    mount_point: format!("/m{k}\u{202e}\n {}", "x".repeat(k * 10)),
+                    device: String::new(),
+                    fs_type: String::new(),
+                    total_bytes: if k % 3 == 0 { 0 } else { big },
+                    available_bytes: rng.next_u64(),
+                    used_bytes: Some(big),
+                    total_inodes: big,
+                    free_inodes: rng.next_u64(),
+                    read_only: false,
+                })
+                .collect(),
+        );
+        snap.network = Section::ok(vec![NetInterface {
+            name: "eth0".into(),
+            rx_bytes: rng.next_u64(),
+            tx_bytes: big,
+            rx_errors: 0,
+            tx_errors: 0,
+            rx_dropped: 0,
+            tx_dropped: 0,
+        }]);
+        snap.processes = Section::ok(Processes {
+            total: u32::MAX,
+            top_cpu: Vec::new(),
+            top_rss: (0..50)
+                .map(|k| ProcessInfo {
+                    pid: k,
+                    name: format!("p{}", rng.below(1000)),
+                    rss_bytes: big,
+                    cpu_percent: Some(w),
+                    cpu_time_ms: 0,
+                })
+                .collect(),
+        });
+        let o = tracker.observe(&snap);
+        assert!(o.samples.len() <= 300, "{} samples", o.samples.len());
+        for (k, v) in &o.samples {
+            assert!(v.is_finite(), "{k} = {v}");
+            assert!(macha_metrics::MetricKey::parse(k.as_str()).is_ok(), "{k}");
+        }
+        assert!((0.0..=1.0).contains(&o.anomaly_rate));
+    }
+    assert!(tracker.series_count() <= macha_metrics::track::SERIES_PER_HOST_MAX);
+}
