@@ -162,19 +162,36 @@ pub struct Episode {
 pub struct Persistence {
     bits: u32,
     since: Option<Timestamp>,
+    /// The episode has been a finding: it stays one until it ends, so an issue does not flap
+    /// while the share of anomalous points wavers between the two limits.
+    reported: bool,
 }
 
 impl Persistence {
-    /// Records one point; returns whether an episode is in progress afterwards.
-    pub fn push(&mut self, at: Timestamp, flagged: bool) -> bool {
+    /// Records one point; returns whether an episode is in progress afterwards. An episode
+    /// becomes a finding once it has lasted `persist` with at least 6 of the last 10 points
+    /// anomalous.
+    pub fn push(&mut self, at: Timestamp, flagged: bool, persist: Duration) -> bool {
         self.bits = (self.bits << 1) | u32::from(flagged);
         let share = self.share();
         match self.since {
-            None if flagged => self.since = Some(at),
+            None if flagged => {
+                self.since = Some(at);
+                self.reported = false;
+            }
             // Hysteresis: an episode ends only when fewer than 3 of the last 10 points were
             // anomalous, so a noisy anomaly is one episode, not many.
-            Some(_) if share < 0.3 => self.since = None,
+            Some(_) if share < 0.3 => {
+                self.since = None;
+                self.reported = false;
+            }
             _ => {}
+        }
+        if let Some(s) = self.since
+            && at.since(s) >= persist
+            && share >= 0.6
+        {
+            self.reported = true;
         }
         self.since.is_some()
     }
@@ -184,9 +201,10 @@ impl Persistence {
         f64::from((self.bits & ((1 << RECENT) - 1)).count_ones()) / f64::from(RECENT)
     }
 
-    /// The episode's start if it has lasted `persist` by `now` and most recent points agree.
+    /// The episode's start if it is a finding: it has lasted `persist` by `now` and most recent
+    /// points agreed at some moment since (see [`Persistence::push`]).
     pub fn persisting(&self, now: Timestamp, persist: Duration) -> Option<Timestamp> {
-        self.since.filter(|s| now.since(*s) >= persist && self.share() >= 0.6)
+        self.since.filter(|s| self.reported && now.since(*s) >= persist)
     }
 }
 
@@ -426,7 +444,7 @@ impl Series {
         }
         self.last = Some((t, x));
 
-        let ongoing = self.persistence.push(at, point.flagged);
+        let ongoing = self.persistence.push(at, point.flagged, cfg.persist);
         if !ongoing {
             self.episode = None;
         } else if point.flagged {
@@ -472,17 +490,30 @@ mod tests {
 
     #[test]
     fn persistence_has_hysteresis() {
+        let quarter = Duration::from_secs(15 * 60);
         let mut p = Persistence::default();
         let at = |i: i64| Timestamp(i * 60_000);
-        assert!(p.push(at(0), true));
+        assert!(p.push(at(0), true, quarter));
         // One anomalous point among quiet ones ends at once.
-        assert!(!p.push(at(1), false) || p.share() >= 0.3);
+        assert!(!p.push(at(1), false, quarter));
         let mut p = Persistence::default();
         for i in 0..20 {
-            p.push(at(i), i % 3 != 0);
+            p.push(at(i), i % 3 != 0, quarter);
         }
-        assert!(p.persisting(at(19), Duration::from_secs(15 * 60)).is_some());
+        assert!(p.persisting(at(19), quarter).is_some());
         assert!(p.persisting(at(19), Duration::from_secs(30 * 60)).is_none());
+        // Once a finding, it stays one while the episode lasts, even at 4 of 10.
+        for i in 20..40 {
+            p.push(at(i), i % 5 < 2, quarter);
+            assert!(p.persisting(at(i), quarter).is_some(), "at {i}: {}", p.share());
+        }
+        // It ends below 3 of 10, and a new episode must persist again.
+        for i in 40..50 {
+            p.push(at(i), false, quarter);
+        }
+        assert!(p.persisting(at(49), quarter).is_none());
+        p.push(at(50), true, quarter);
+        assert!(p.persisting(at(50), Duration::ZERO).is_none());
     }
 
     #[test]

@@ -151,7 +151,7 @@ impl Tracker {
         let anomaly_rate = if judged == 0 { 0.0 } else { flagged.len() as f64 / judged as f64 };
         if judged > 0 {
             covered.insert(HOST_SUBJECT.to_owned());
-            state.host.push(now, anomaly_rate >= cfg.detect.host_rate);
+            state.host.push(now, anomaly_rate >= cfg.detect.host_rate, cfg.detect.persist);
             if let Some(since) = state.host.persisting(now, cfg.detect.persist) {
                 findings.push(finding(
                     snap,
