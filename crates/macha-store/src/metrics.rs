@@ -395,10 +395,17 @@ impl Store {
         for (from, to, keep) in [(0i64, 300i64, RAW_KEEP), (300, 3600, FIVE_MINUTE_KEEP)] {
             let cutoff = (now - keep_secs(keep)).div_euclid(to) * to;
             while *budget > 0 {
+                // A read of the age index first: when nothing is due, no write lock is taken.
+                let due: bool = self
+                    .conn
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM metric_samples WHERE tier = ?1 AND ts < ?2)")?
+                    .query_row(params![from, cutoff], |r| r.get(0))?;
+                if !due {
+                    break;
+                }
                 let tx = self.write_txn()?;
                 let n = fold_batch(&tx, from, to, cutoff)?;
                 if n == 0 {
-                    // Nothing was due: the transaction wrote nothing and is not counted.
                     drop(tx);
                     break;
                 }

@@ -515,7 +515,9 @@ impl Engine {
         }
         let observed = self.metrics.observe(snap);
         let samples: Vec<(&str, f64)> = observed.samples.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        if let Err(e) = self.store.record_metrics(snap.host.as_str(), snap.taken_at, &samples) {
+        if !samples.is_empty()
+            && let Err(e) = self.store.record_metrics(snap.host.as_str(), snap.taken_at, &samples)
+        {
             tracing::warn!(host = %snap.host, "storing metrics failed: {e}");
         }
         if self.config.metrics.anomaly_enable {
