@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 
 /// The longest metric name, in bytes.
 pub const NAME_MAX: usize = 96;
+/// The name of the host's anomaly rate in the history ([`MetricKey::anomaly_rate`]).
+pub const ANOMALY_RATE: &str = "anomaly.rate_percent";
 /// Filesystems per snapshot that yield metrics.
 pub const FILESYSTEMS_MAX: usize = 32;
 /// Network interfaces per snapshot that yield metrics.
@@ -161,6 +163,12 @@ impl MetricKey {
         MetricKey(family.to_owned())
     }
 
+    /// The share of a host's metrics anomalous at a sample, percent: stored with the samples,
+    /// never judged itself.
+    pub fn anomaly_rate() -> MetricKey {
+        MetricKey::plain(ANOMALY_RATE)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -241,6 +249,7 @@ impl MetricKey {
             "net.tx_bytes" => format!("bytes sent on {sub}"),
             "proc.rss_bytes" => format!("resident memory of {sub}"),
             "units.failed" => "failed units".into(),
+            "anomaly.rate_percent" => "share of the host's metrics that are unusual".into(),
             "journal.errors" => "journal errors".into(),
             _ => self.0.clone(),
         }

@@ -86,7 +86,7 @@ impl Tracker {
         let cfg = self.cfg.detect;
         let state = self.hosts.entry(host.clone()).or_default();
         for (at, samples) in rows {
-            for (k, v) in samples {
+            for (k, v) in samples.iter().filter(|(k, _)| k.as_str() != crate::key::ANOMALY_RATE) {
                 if let Some(s) = series_of(state, k) {
                     s.observe(*at, *v, &cfg);
                 }
@@ -166,6 +166,11 @@ impl Tracker {
                     ),
                 ));
             }
+        }
+        // The host's anomaly rate is stored with its samples (not judged itself), so
+        // `macha metrics HOST anomaly.rate_percent` draws it.
+        if judged > 0 {
+            samples.push((MetricKey::anomaly_rate(), f64::from((100.0 * anomaly_rate) as f32)));
         }
         let anomaly = CheckOutcome {
             check: CheckName::Anomaly,

@@ -192,6 +192,8 @@ fn a_linear_fill_gives_an_eta_within_tolerance_and_a_finding() {
         last = Some(tracker.observe(&fs_snapshot(*t, *f, 100.0 * GIB)));
     }
     let o = last.unwrap();
+    // The host's anomaly rate is stored with the samples.
+    assert!(o.samples.iter().any(|(k, v)| k.as_str() == "anomaly.rate_percent" && *v == 0.0), "{:?}", o.samples);
     assert_eq!(o.fillup.check, CheckName::FillUp);
     let CheckResult::Ran { findings, .. } = &o.fillup.result else { panic!("{:?}", o.fillup) };
     let f = findings.iter().find(|f| f.subject == "/var").expect("a fill-up finding for /var");
