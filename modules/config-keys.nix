@@ -144,6 +144,14 @@ rec {
     "knowledge.change_window"
     "prometheus.max_hosts"
     "prometheus.max_mounts"
+    "anomaly.enable"
+    "anomaly.z_threshold"
+    "anomaly.persist"
+    "anomaly.host_rate"
+    "fillup.free_below_percent"
+    "fillup.horizon"
+    "fillup.window"
+    "fillup.old_generation_days"
   ];
 
   # Options that configure the NixOS side (the unit, the user, companions), not a daemon key.

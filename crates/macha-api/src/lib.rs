@@ -20,6 +20,7 @@
 mod client;
 mod frame;
 pub mod knowledge;
+pub mod metrics;
 pub mod ops;
 pub mod questlog;
 pub mod reply;

@@ -65,6 +65,8 @@ pub enum Request {
     LogStats(crate::questlog::LogStats),
     /// The commands Macha ran, with exit status, duration and output (`macha logs commands`).
     CommandRuns(crate::questlog::CommandRuns),
+    /// A host's metric names, or one metric's points (`macha metrics`).
+    MetricsRead(crate::metrics::MetricsRead),
 }
 
 /// The access tiers, lowest first.
@@ -91,7 +93,8 @@ impl Request {
     /// - anyone: the status summary;
     /// - viewers (the viewer group, root and admins): issues, approvals, the audit trail, the
     ///   hosts, the last check report, and questions to the model — whose proposals, for a viewer,
-    ///   are queued for an admin and never executed; reading the knowledge base;
+    ///   are queued for an admin and never executed; reading the knowledge base and the metric
+    ///   history;
     /// - admins (root and the admin group): everything that changes state, a new check cycle,
     ///   discussing an approval with the model, the prompt log, contacting hosts, and writing the
     ///   knowledge base.
@@ -114,7 +117,8 @@ impl Request {
             | Request::KnowledgeRead(_)
             | Request::SearchAudit(_)
             | Request::LogStats(_)
-            | Request::CommandRuns(_) => Tier::Viewer,
+            | Request::CommandRuns(_)
+            | Request::MetricsRead(_) => Tier::Viewer,
             Request::ResolveIssue(_)
             | Request::CloseIssue(_)
             | Request::Approve(_)
@@ -177,6 +181,7 @@ impl Request {
             Request::SearchAudit(_) => "search_audit",
             Request::LogStats(_) => "log_stats",
             Request::CommandRuns(_) => "command_runs",
+            Request::MetricsRead(_) => "metrics_read",
         }
     }
 }

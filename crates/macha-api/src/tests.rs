@@ -47,6 +47,8 @@ fn every_request() -> Vec<Request> {
         AdmitHost { name: "c1".into() }.into_request(),
         ForgetHost { name: "c1".into() }.into_request(),
         PruneAudit { upto_id: 10, hash: "ab".repeat(32) }.into_request(),
+        crate::metrics::MetricsRead { host: "web1".into(), metric: Some("load.1".into()), since_secs: 3600 }
+            .into_request(),
     ]
 }
 
@@ -56,7 +58,7 @@ fn every_request_round_trips_through_the_frame() {
     let mut ops: Vec<&str> = all.iter().map(Request::op).collect();
     ops.sort_unstable();
     ops.dedup();
-    assert_eq!(ops.len(), 24, "one of each operation");
+    assert_eq!(ops.len(), 25, "one of each operation");
     for r in all {
         let line = encode_request(&r).unwrap();
         assert!(line.starts_with(&format!("{{\"v\":{PROTOCOL_VERSION},\"req\":{{\"op\":\"{}\"", r.op())), "{line}");

@@ -46,10 +46,16 @@ pub enum CheckName {
     /// The host itself could not be observed, wholly or mostly, or its commands timed out: a
     /// finding of its own, so that a blind spot is an issue and never silence.
     Observation,
+    /// A metric (or the host as a whole) far from its usual level for a while: judged over time
+    /// by `macha-metrics`, never from one snapshot; a warning, never remediated automatically.
+    Anomaly,
+    /// A filesystem (space or inodes), the Nix store or /boot predicted to fill up soon: level
+    /// and trend, judged over time by `macha-metrics`.
+    FillUp,
 }
 
 impl CheckName {
-    pub const ALL: [CheckName; 11] = [
+    pub const ALL: [CheckName; 13] = [
         CheckName::FailedUnit,
         CheckName::RestartLoop,
         CheckName::DiskSpace,
@@ -61,6 +67,8 @@ impl CheckName {
         CheckName::NixGenerations,
         CheckName::GpuTemperature,
         CheckName::Observation,
+        CheckName::Anomaly,
+        CheckName::FillUp,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -75,10 +83,18 @@ impl CheckName {
             CheckName::NixGenerations => "nix_generations",
             CheckName::GpuTemperature => "gpu_temperature",
             CheckName::Observation => "observation",
+            CheckName::Anomaly => "anomaly",
+            CheckName::FillUp => "fill_up",
         }
     }
     pub fn parse(s: &str) -> Option<CheckName> {
         Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+    /// Checks judged over time from the metric history (`macha-metrics`), not by [`evaluate`]
+    /// from one snapshot: the caller that keeps the history adds their outcomes
+    /// ([`Evaluation::set`]); without it they have none, which observes as unknown.
+    pub fn over_time(self) -> bool {
+        matches!(self, CheckName::Anomaly | CheckName::FillUp)
     }
 }
 
@@ -238,6 +254,15 @@ impl Evaluation {
             CheckResult::Ran { findings, .. } => findings.as_slice(),
             CheckResult::Unknown { .. } => &[],
         })
+    }
+
+    /// Sets the outcome of `outcome.check`, replacing an earlier one (the checks judged over time
+    /// are added this way).
+    pub fn set(&mut self, outcome: CheckOutcome) {
+        match self.outcomes.iter_mut().find(|o| o.check == outcome.check) {
+            Some(o) => *o = outcome,
+            None => self.outcomes.push(outcome),
+        }
     }
 
     /// `(check, reason)` for every check that could not run.
@@ -759,7 +784,10 @@ fn remediations_of(f: &Finding) -> Vec<Action> {
         | CheckName::SustainedLoad
         | CheckName::NixStoreGrowth
         | CheckName::GpuTemperature
-        | CheckName::Observation => Vec::new(),
+        | CheckName::Observation
+        // The model may explain an anomaly or a predicted fill-up; nothing acts on one by rule.
+        | CheckName::Anomaly
+        | CheckName::FillUp => Vec::new(),
     }
 }
 
@@ -829,7 +857,8 @@ mod tests {
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].check, CheckName::Observation);
         assert!(f[0].summary.contains("nothing on local could be observed: no system bus"), "{}", f[0].summary);
-        assert_eq!(ev.unknown().count(), CheckName::ALL.len() - 1);
+        let over_time = CheckName::ALL.into_iter().filter(|c| c.over_time()).count();
+        assert_eq!(ev.unknown().count(), CheckName::ALL.len() - 1 - over_time);
         for check in CheckName::ALL.into_iter().filter(|c| *c != CheckName::Observation) {
             assert_eq!(ev.observe(check, "nginx.service"), Observation::Unknown, "{check}");
         }

@@ -1,6 +1,6 @@
 //! The one SQLite database of Macha: the audit trail (hash-chained, [`chain`]), approvals,
 //! issues, the action log, small key/value state, the host registry, per-host snapshot history
-//! ([`history`]), the agent's records, with bounded retention ([`Store::maintain`]), and the
+//! ([`history`]) and metric history ([`metrics`]), the agent's records, with bounded retention ([`Store::maintain`]), and the
 //! configuration index with its keyword search (`configs.rs`).
 //!
 //! Architecture invariant: every state change is one transaction that carries a guard on the
@@ -30,6 +30,7 @@ mod issues;
 mod knowledge;
 mod kv;
 pub mod questlog;
+pub mod metrics;
 mod recall;
 mod registry;
 mod retention;
@@ -55,6 +56,7 @@ pub use knowledge::{IssueCandidate, KbEntry, KbFields, KbHit};
 pub use macha_core::approval::ApprovalState;
 pub use macha_core::issue::{IssueState, Lifecycle};
 pub use questlog::{ActionCount, CommandRun, Flapping, IssueCount, LogSearch, LogStats};
+pub use metrics::{MetricPoint, MetricsSize};
 pub use recall::{CachedAnalysis, DeploymentRecord};
 pub use registry::{DiscoveryChanges, FleetHost, HostSource};
 pub use retention::{Limits, MAINTAIN_MAX_TRANSACTIONS, Maintenance};

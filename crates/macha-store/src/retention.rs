@@ -4,6 +4,8 @@
 //! What is bounded, by default (docs/decisions/0005-bounded-history-and-audit-retention.md):
 //! - `history`: raw rows for a day, then one row per host and hour (see [`crate::history`]) until
 //!   30 days, then deleted;
+//! - metric history: raw samples for a day, 5-minute buckets for 30 days, 1-hour buckets for a
+//!   year (see [`crate::metrics`]);
 //! - `prompts`: 30 days, each request, response and error cut to 256 KiB (`cut = 1`, with the
 //!   original sizes recorded); the deletion goes through the retention horizon the schema's
 //!   trigger checks, which only moves forward;
@@ -84,6 +86,9 @@ pub struct Maintenance {
     pub prompts_deleted: u64,
     pub output_cache_deleted: u64,
     pub conversation_turns_deleted: u64,
+    /// Metric rows folded into the next tier, and hourly metric rows deleted past a year.
+    pub metrics_folded: u64,
+    pub metrics_deleted: u64,
     /// Audit records at or below the prune anchor deleted (an interrupted prune's rest).
     pub audit_pruned: u64,
     /// Write transactions used.
@@ -187,6 +192,10 @@ impl Store {
             SMALL_BATCH,
             None,
         )?;
+
+        // Metric history: raw samples into 5-minute buckets after a day, those into hours after
+        // 30 days, hours deleted after a year (crate::metrics).
+        (m.metrics_folded, m.metrics_deleted) = self.maintain_metrics(now, &mut budget, &mut m.transactions)?;
 
         // The prompt log: move the horizon the delete trigger checks, then delete below it.
         let prompts_horizon = now.minus(limits.prompts_retention).millis();

@@ -20,7 +20,7 @@
 
 /// Migration `n` (0-based) takes the schema from version `n` to `n + 1`.
 pub const MIGRATIONS: &[&str] =
-    &[V1, V2_AGENT, V3_FLEET, V4_RETENTION, V5_KNOWLEDGE_BASE, V6_CONFIGS, V7_EMBEDDINGS, V8_QUESTLOG];
+    &[V1, V2_AGENT, V3_FLEET, V4_RETENTION, V5_KNOWLEDGE_BASE, V6_CONFIGS, V7_EMBEDDINGS, V8_QUESTLOG, V9_METRICS];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -469,4 +469,28 @@ CREATE TRIGGER audit_fts_delete AFTER DELETE ON audit BEGIN
     VALUES ('delete', OLD.id, OLD.subject, OLD.summary, OLD.payload);
 END;
 CREATE INDEX actions_host_started ON actions (host, ts_started);
+"#;
+
+/// Metric history (`metrics.rs`, decision 0023): names and hosts interned, one row per host,
+/// tier and timestamp (seconds) with every metric of that moment packed in a blob. Derived,
+/// bounded data: `Store::maintain` folds raw rows into 5-minute and 1-hour buckets and deletes
+/// the oldest.
+const V9_METRICS: &str = r#"
+CREATE TABLE metric_names (
+    id   INTEGER PRIMARY KEY,
+    name TEXT    NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 128)
+) STRICT;
+CREATE TABLE metric_hosts (
+    id   INTEGER PRIMARY KEY,
+    host TEXT    NOT NULL UNIQUE CHECK (length(host) BETWEEN 1 AND 253)
+) STRICT;
+CREATE TABLE metric_samples (
+    id      INTEGER PRIMARY KEY,
+    host_id INTEGER NOT NULL,
+    tier    INTEGER NOT NULL CHECK (tier IN (0, 300, 3600)),
+    ts      INTEGER NOT NULL,
+    data    BLOB    NOT NULL CHECK (length(data) >= 1),
+    UNIQUE (host_id, tier, ts)
+) STRICT;
+CREATE INDEX metric_samples_age ON metric_samples (tier, ts);
 "#;

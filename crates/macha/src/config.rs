@@ -117,6 +117,14 @@ pub const CONFIG_KEYS: &[&str] = &[
     "prometheus.textfile",
     "prometheus.max_hosts",
     "prometheus.max_mounts",
+    "anomaly.enable",
+    "anomaly.z_threshold",
+    "anomaly.persist",
+    "anomaly.host_rate",
+    "fillup.free_below_percent",
+    "fillup.horizon",
+    "fillup.window",
+    "fillup.old_generation_days",
 ];
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -154,6 +162,8 @@ pub struct FileConfig {
     pub knowledge: KnowledgeSection,
     pub web: WebSection,
     pub prometheus: PrometheusSection,
+    pub anomaly: AnomalySection,
+    pub fillup: FillupSection,
 }
 
 /// The web console (docs/web.md), as written.
@@ -255,6 +265,50 @@ fn web_config(f: &FileConfig, socket: &std::path::Path) -> anyhow::Result<Option
 /// Whether `h` is a plain header name (letters, digits and `-`).
 fn header_name_ok(h: &str) -> bool {
     !h.is_empty() && h.len() <= 64 && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// Anomaly detection over the metric history (docs/metrics.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnomalySection {
+    /// Whether anomalies become findings (default true; the history is kept either way).
+    pub enable: Option<bool>,
+    /// Deviation, in spreads, at which baselines agree on an anomaly (default 3.5).
+    pub z_threshold: Option<f64>,
+    /// How long an anomaly lasts before it is a finding (default `15m`).
+    pub persist: Option<String>,
+    /// Share of a host's metrics unusual at once that makes the host unusual (default 0.25).
+    pub host_rate: Option<f64>,
+}
+
+/// Fill-up prediction (docs/metrics.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FillupSection {
+    /// Free share, percent, below which a falling trend is a finding (default 40).
+    pub free_below_percent: Option<f64>,
+    /// How soon the trend must reach zero to be a finding (default `24h`).
+    pub horizon: Option<String>,
+    /// The window the trend is fitted over (default `6h`).
+    pub window: Option<String>,
+    /// System generations older than this many days count as reclaimable (default 14).
+    pub old_generation_days: Option<u32>,
+}
+
+/// Metrics over time, resolved (`anomaly.*`, `fillup.*`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricsConfig {
+    pub anomaly_enable: bool,
+    pub z_threshold: f64,
+    #[serde(with = "humantime_serde_compat")]
+    pub persist: Duration,
+    pub host_rate: f64,
+    pub free_below_percent: f64,
+    #[serde(with = "humantime_serde_compat")]
+    pub horizon: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub window: Duration,
+    pub old_generation_days: u32,
 }
 
 /// What Macha knows beyond its checks (docs/knowledge.md).
@@ -784,6 +838,8 @@ pub struct Config {
     pub knowledge_embedder: EmbedderConfig,
     /// The web console (`web.*`); `None` when it is off.
     pub web: Option<WebConfig>,
+    /// Metrics over time: anomaly detection and fill-up prediction (`anomaly.*`, `fillup.*`).
+    pub metrics: MetricsConfig,
 }
 
 /// Which embedding model hybrid search uses (decision 0017).
@@ -821,6 +877,55 @@ fn embedder_config(
         "openai" => EmbedderConfig::Openai { model: model()? },
         other => bail!("knowledge.embedder = {other:?}: use none, local, ollama or openai"),
     })
+}
+
+/// `anomaly.*` and `fillup.*`, with the defaults of `macha-metrics`.
+fn metrics_config(f: &FileConfig) -> anyhow::Result<MetricsConfig> {
+    let dd = macha_metrics::DetectConfig::default();
+    let fd = macha_metrics::FillConfig::default();
+    let s = Duration::from_secs;
+    let anomaly_enable = f.anomaly.enable.unwrap_or(true);
+    let z_threshold = f.anomaly.z_threshold.unwrap_or(dd.z_threshold);
+    let persist = duration("anomaly.persist", &f.anomaly.persist, dd.persist, s(60))?;
+    let host_rate = f.anomaly.host_rate.unwrap_or(dd.host_rate);
+    let free_below_percent = f.fillup.free_below_percent.unwrap_or(fd.free_below_percent);
+    let horizon = duration("fillup.horizon", &f.fillup.horizon, fd.horizon, s(3600))?;
+    let window = duration("fillup.window", &f.fillup.window, fd.window, s(3600))?;
+    let old_generation_days = f.fillup.old_generation_days.unwrap_or(fd.old_generation_days);
+    let m = MetricsConfig {
+        anomaly_enable,
+        z_threshold,
+        persist,
+        host_rate,
+        free_below_percent,
+        horizon,
+        window,
+        old_generation_days,
+    };
+    let (detect, fill) = m.track();
+    detect.validate().map_err(|e| anyhow::format_err!("anomaly: {e}"))?;
+    fill.validate().map_err(|e| anyhow::format_err!("fillup: {e}"))?;
+    Ok(m)
+}
+
+impl MetricsConfig {
+    /// The detector's and the fill-up prediction's settings.
+    pub fn track(&self) -> (macha_metrics::DetectConfig, macha_metrics::FillConfig) {
+        let detect = macha_metrics::DetectConfig {
+            z_threshold: self.z_threshold,
+            persist: self.persist,
+            host_rate: self.host_rate,
+            ..macha_metrics::DetectConfig::default()
+        };
+        let fill = macha_metrics::FillConfig {
+            free_below_percent: self.free_below_percent,
+            horizon: self.horizon,
+            window: self.window,
+            old_generation_days: self.old_generation_days,
+            min_span: macha_metrics::FillConfig::default().min_span.min(self.window),
+        };
+        (detect, fill)
+    }
 }
 
 /// The default of `knowledge.flake`.
@@ -1240,8 +1345,10 @@ impl Config {
         let knowledge_embedder = (f.knowledge.embedder.as_deref(), f.knowledge.model_dir.as_ref());
         let knowledge_embedder = (knowledge_embedder, f.knowledge.embed_model.as_deref());
         let knowledge_embedder = embedder_config(knowledge_embedder.0.0, knowledge_embedder.0.1, knowledge_embedder.1)?;
+        let metrics = metrics_config(&f)?;
         Ok(Config {
             web: web_config(&f, &socket)?,
+            metrics,
             knowledge_idle,
             knowledge_runbooks: f.knowledge.runbooks.clone().unwrap_or_else(|| PathBuf::from("/etc/macha/runbooks")),
             history,

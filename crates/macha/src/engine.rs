@@ -163,12 +163,19 @@ pub struct Engine {
     /// [`Engine::take_learnings`].
     learnable: Vec<Learnable>,
     reopen: ReopenRule,
+    /// Every host's metric detectors and volumes (metrics over time, decision 0023).
+    metrics: macha_metrics::Tracker,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine").field("autonomy", &self.policy.autonomy).field("acting", &self.acting).finish()
     }
+}
+
+fn metrics_config(config: &Config) -> macha_metrics::TrackConfig {
+    let (detect, fill) = config.metrics.track();
+    macha_metrics::TrackConfig { detect, fill }
 }
 
 fn audit_severity(s: checks::Severity) -> AuditSeverity {
@@ -208,7 +215,9 @@ impl Engine {
             .flatten()
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or_default();
+        let metrics = macha_metrics::Tracker::new(metrics_config(&config));
         let mut engine = Engine {
+            metrics,
             store,
             policy,
             config,
@@ -439,7 +448,8 @@ impl Engine {
         // The store-growth baseline is this host's; other hosts' snapshots are checked without one.
         let no_history = CheckHistory::default();
         let history = if snapshot.host.is_local() { &self.history } else { &no_history };
-        let evaluation = checks::evaluate(snapshot, &self.config.thresholds, history);
+        let mut evaluation = checks::evaluate(snapshot, &self.config.thresholds, history);
+        self.observe_metrics(snapshot, &mut evaluation);
         self.record_snapshot(snapshot, &evaluation)?;
         if let Some(units) = snapshot.units.data() {
             for u in &units.notable {
@@ -479,6 +489,43 @@ impl Engine {
     fn record_snapshot(&mut self, snap: &Snapshot, ev: &Evaluation) -> anyhow::Result<()> {
         self.store.record_history(&macha_store::NewHistory::from_snapshot(snap, ev))?;
         Ok(())
+    }
+
+    /// Metrics over time: the snapshot's samples are stored and judged, and the outcomes of the
+    /// checks judged over time (anomaly, fill-up) join the evaluation. A host seen for the first
+    /// time since the start is first warmed with its stored samples of the last day. A failed
+    /// write is logged; it never fails the cycle.
+    fn observe_metrics(&mut self, snap: &Snapshot, ev: &mut Evaluation) {
+        if !self.metrics.knows(&snap.host) {
+            let since = snap.taken_at.minus(macha_store::metrics::RAW_KEEP);
+            match self.store.metric_rows(snap.host.as_str(), since) {
+                Ok(rows) => {
+                    let rows: Vec<_> = rows
+                        .into_iter()
+                        .map(|(t, samples)| {
+                            let samples = samples
+                                .into_iter()
+                                .filter_map(|(n, v)| macha_metrics::MetricKey::parse(&n).ok().map(|k| (k, v)))
+                                .collect();
+                            (t, samples)
+                        })
+                        .collect();
+                    self.metrics.warm(&snap.host, &rows);
+                }
+                Err(e) => tracing::warn!(host = %snap.host, "reading the metric history failed: {e}"),
+            }
+        }
+        let observed = self.metrics.observe(snap);
+        let samples: Vec<(&str, f64)> = observed.samples.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        if !samples.is_empty()
+            && let Err(e) = self.store.record_metrics(snap.host.as_str(), snap.taken_at, &samples)
+        {
+            tracing::warn!(host = %snap.host, "storing metrics failed: {e}");
+        }
+        if self.config.metrics.anomaly_enable {
+            ev.set(observed.anomaly);
+        }
+        ev.set(observed.fillup);
     }
 
     /// Downsamples and deletes what has aged out (history, prompts, cached outputs,

@@ -1036,3 +1036,54 @@ fn a_reconciliation_is_recorded_on_the_deployments_approval_and_its_trail() {
     assert_eq!(trail.iter().filter(|t| t.contains("still unknown")).count(), 1, "an unchanged note is not repeated");
     assert!(trail.iter().any(|t| t.contains("reconciled at") && t.contains("rolled back")), "{trail:?}");
 }
+
+/// The local host with `/var` (100 GiB) at `free_gib` free.
+fn var_at(taken_at: Timestamp, free_gib: f64) -> Snapshot {
+    let mut snap = quiet_rest(Snapshot::all_unavailable(host("local"), taken_at, "not observed in this test"));
+    let total = 100u64 << 30;
+    let free = (free_gib * f64::from(1u32 << 30)) as u64;
+    snap.filesystems = Section::ok(vec![macha_core::snapshot::Filesystem {
+        mount_point: "/var".into(),
+        device: "/dev/vda2".into(),
+        fs_type: "ext4".into(),
+        total_bytes: total,
+        available_bytes: free,
+        used_bytes: Some(total - free),
+        total_inodes: 0,
+        free_inodes: 0,
+        read_only: false,
+    }]);
+    snap
+}
+
+#[test]
+fn a_filling_disk_opens_a_fill_up_issue_and_the_metric_history_survives_a_restart() {
+    let db = Db::new();
+    let mut e = db.engine(config(Autonomy::Observe), at(0));
+    // 20 GiB free, losing 2 GiB per hour: after an hour of samples the trend is a finding.
+    let mut first_finding = None;
+    for i in 0..150u64 {
+        let (report, _) = e.cycle(&var_at(at(i * 60), 20.0 - 2.0 * i as f64 / 60.0), "c").unwrap();
+        let fill: Vec<_> = report.findings.iter().filter(|f| f.check == CheckName::FillUp).collect();
+        if first_finding.is_none() && !fill.is_empty() {
+            first_finding = Some(i);
+            assert_eq!(fill[0].subject, "/var");
+            assert!(fill[0].summary.starts_with("/var fills up in about 9 h"), "{}", fill[0].summary);
+        }
+        // Nothing is judged as an anomaly before the detectors have an hour of samples.
+        if i < 60 {
+            assert!(report.unknown_checks.iter().any(|(c, _)| *c == CheckName::Anomaly), "{report:?}");
+        }
+    }
+    assert!(first_finding.is_some_and(|i| (60..70).contains(&i)), "first fill-up finding at {first_finding:?}");
+    let issues = e.store().list_issues(&IssueQuery::default()).unwrap();
+    assert!(issues.iter().any(|i| i.check_name == "fill_up" && i.subject == "/var"), "{issues:?}");
+    let points = e.store().metric_series("local", "fs.avail_bytes:/var", at(0), at(150 * 60)).unwrap();
+    assert_eq!(points.len(), 150);
+    drop(e);
+
+    // After a restart the detectors are warmed from the stored day: judged at once.
+    let mut e = db.engine(config(Autonomy::Observe), at(150 * 60));
+    let (report, _) = e.cycle(&var_at(at(150 * 60), 15.0), "c").unwrap();
+    assert!(!report.unknown_checks.iter().any(|(c, _)| *c == CheckName::Anomaly), "{report:?}");
+}

@@ -21,6 +21,7 @@ pub mod fleet_map;
 pub mod hybrid;
 pub mod knowledge;
 pub mod logging;
+pub mod metrics;
 pub mod observe;
 pub mod policy_inputs;
 pub mod prom;

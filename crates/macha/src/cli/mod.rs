@@ -16,6 +16,7 @@ mod deploy;
 mod deploy_build;
 pub mod knowledge;
 mod questlog;
+pub mod metrics;
 mod render;
 pub mod systems;
 pub mod term;
@@ -189,6 +190,13 @@ pub enum Cmd {
     },
     /// Print this host's snapshot as JSON, for the Macha that observes it over SSH.
     Probe(systems::ProbeArgs),
+    /// A host's metric history: its metrics, or one metric as a sparkline (docs/metrics.md).
+    Metrics(metrics::MetricsArgs),
+    /// The anomaly detector over a series of one's own (docs/metrics.md).
+    Anomaly {
+        #[command(subcommand)]
+        cmd: metrics::AnomalyCmd,
+    },
     /// Print the names the binary answers to, one a line (the package links each to `macha`).
     #[command(hide = true)]
     Applets,
@@ -646,6 +654,8 @@ fn dispatch(applet: Applet) -> CmdResult {
             Cmd::Web { cmd: WebCmd::Login { client } } => commands::web_login(&client),
             Cmd::Probe(a) => systems::probe(&a),
             Cmd::Knowledge { cmd } => knowledge::run(cmd),
+            Cmd::Metrics(a) => metrics::metrics(&a),
+            Cmd::Anomaly { cmd } => metrics::anomaly(cmd),
             Cmd::Applets => {
                 applet_names().iter().for_each(|n| println!("{n}"));
                 Ok(0)

@@ -148,6 +148,11 @@ pub(super) fn answer_as(engine: &mut Engine, shared: &Shared, request: Request, 
         Request::KnowledgeWrite(w) => crate::knowledge::write(engine.store_mut(), w.change, &who, now)
             .map(|a| Response::reply::<crate::api::knowledge::KnowledgeWrite>(&a))
             .map_err(refused),
+        Request::MetricsRead(q) => match crate::metrics::answer(engine.store(), &q, now) {
+            Ok(a) => Ok(Response::reply::<crate::api::metrics::MetricsRead>(&a)),
+            Err(crate::metrics::MetricsError::BadRequest(m)) => Err(BadRequest(m).into()),
+            Err(crate::metrics::MetricsError::Store(e)) => Err(e.into()),
+        },
     })();
     match result {
         Ok(response) => response,

@@ -358,3 +358,64 @@ fn the_prompt_log_of_a_database_file_is_read() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     assert_eq!(v["prompts"].as_array().map(Vec::len), Some(0), "{v}");
 }
+
+#[test]
+fn anomaly_replay_scores_every_row_and_names_a_bad_line() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // Two days of a daily cycle at 5-minute samples, one spike near the end.
+    let mut csv = String::from("timestamp,value\n");
+    for i in 0..576i64 {
+        let phase = 2.0 * std::f64::consts::PI * (i % 288) as f64 / 288.0;
+        let noise = ((i * 7919) % 13) as f64 / 13.0 - 0.5;
+        let spike = if i == 560 { 40.0 } else { 0.0 };
+        csv.push_str(&format!("{},{:.3}\n", 1_796_083_200 + i * 300, 50.0 + 10.0 * phase.sin() + noise + spike));
+    }
+    let file = dir.path().join("s.csv");
+    std::fs::write(&file, &csv).unwrap_or_else(|e| panic!("{e}"));
+    let out = macha().args(["anomaly", "replay", "--json"]).arg(&file).output().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows.len(), 576);
+    assert_eq!(rows[560]["flagged"], true, "{}", rows[560]);
+    let score = rows[560]["score"].as_f64().unwrap_or(0.0);
+    assert!(score > 0.5 && score <= 1.0, "{score}");
+    assert!(rows.iter().filter(|r| r["flagged"] == true).count() <= 3);
+    let text = macha().args(["anomaly", "replay"]).arg(&file).output().unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.lines().count() == 578 && text.contains("yes (+"), "{text}");
+
+    std::fs::write(&file, "timestamp,value\n1796083200,1\n1796083500,one\n").unwrap_or_else(|e| panic!("{e}"));
+    let out = macha().args(["anomaly", "replay"]).arg(&file).output().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 3: value \"one\" is not a number"));
+}
+
+#[test]
+fn metrics_of_a_standalone_store_are_listed_and_drawn() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.path().join("m.db");
+    for _ in 0..2 {
+        let out = macha().args(["check", "--standalone", "--db"]).arg(&db).output().unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.status.code().is_some_and(|c| c <= 3), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = macha().args(["metrics", "local", "--db"]).arg(&db).output().unwrap_or_else(|e| panic!("{e}"));
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(list.lines().any(|l| l.starts_with("mem.available_bytes") && l.contains("memory available")), "{list}");
+    let out = macha()
+        .args(["metrics", "local", "mem.available_bytes", "--since", "1h", "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert!(v["points"].as_array().is_some_and(|p| !p.is_empty()), "{v}");
+    let out = macha()
+        .args(["metrics", "local", "mem.available_bytes", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("memory available") && text.contains("latest"), "{text}");
+    assert!(text.chars().any(|c| ('▁'..='█').contains(&c)), "{text}");
+    let out = macha().args(["metrics", "local", "no such", "--db"]).arg(&db).output().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(64));
+}

@@ -74,7 +74,7 @@ fn viewers_read_strangers_get_status_only_and_denials_are_audited() {
     // Anyone: the status summary, nothing else (not even the list of approvals or the report).
     let out = client(&daemon.socket(), Some(STRANGER), &["status", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for args in [&["approve", "list"][..], &["issues", "list"], &["logs", "audit"], &["check"]] {
+    for args in [&["approve", "list"][..], &["issues", "list"], &["logs", "audit"], &["check"], &["metrics", "local"]] {
         let out = client(&daemon.socket(), Some(STRANGER), args);
         assert_eq!(out.status.code(), Some(77), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stderr).contains("viewer group"), "{args:?}");
@@ -86,6 +86,11 @@ fn viewers_read_strangers_get_status_only_and_denials_are_audited() {
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
     let id = list[0]["id"].as_i64().unwrap_or(-1);
+    // A viewer reads the metric history.
+    let out = client(&daemon.socket(), Some(NOBODY), &["metrics", "local", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let metrics: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert!(metrics["names"].as_array().is_some_and(|n| !n.is_empty()), "{metrics}");
     // A viewer's check is the last report: no cycle runs because of it.
     let cycles = daemon.history().len();
     let out = client(&daemon.socket(), Some(NOBODY), &["check", "--json"]);
@@ -127,7 +132,7 @@ fn viewers_read_strangers_get_status_only_and_denials_are_audited() {
         .query_audit(&AuditQuery { kinds: vec![AuditKind::AuthDenied], ..AuditQuery::default() })
         .unwrap_or_else(|e| panic!("{e}"));
     let by = |uid: u32| denied.iter().filter(|d| d.payload["uid"] == uid).count();
-    assert_eq!((by(STRANGER), by(NOBODY)), (5, 2), "{denied:?}");
+    assert_eq!((by(STRANGER), by(NOBODY)), (6, 2), "{denied:?}");
 }
 
 #[test]
