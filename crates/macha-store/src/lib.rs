@@ -1,7 +1,8 @@
 //! The one SQLite database of Macha: the audit trail (hash-chained, [`chain`]), approvals,
 //! issues, the action log, small key/value state, the host registry, per-host snapshot history
 //! ([`history`]), the agent's records, with bounded retention ([`Store::maintain`]), and the
-//! configuration index with its keyword search (`configs.rs`).
+//! configuration index with its keyword search (`configs.rs`), and the notification outbox and
+//! silences (`outbox.rs`).
 //!
 //! Architecture invariant: every state change is one transaction that carries a guard on the
 //! previous state (`UPDATE … WHERE id = ? AND state = ?`) and appends its audit record. Nothing is
@@ -29,6 +30,7 @@ mod hosts;
 mod issues;
 mod knowledge;
 mod kv;
+mod outbox;
 mod recall;
 mod registry;
 mod retention;
@@ -53,6 +55,9 @@ pub use issues::{ACTIVE_STATES, IssueChanges, IssueQuery, IssueRecord, NewIssue,
 pub use knowledge::{IssueCandidate, KbEntry, KbFields, KbHit};
 pub use macha_core::approval::ApprovalState;
 pub use macha_core::issue::{IssueState, Lifecycle};
+pub use outbox::{
+    Enqueued, NewOutboxMessage, NewSilence, OutboxFilter, OutboxRecord, OutboxState, SilenceRecord,
+};
 pub use recall::{CachedAnalysis, DeploymentRecord};
 pub use registry::{DiscoveryChanges, FleetHost, HostSource};
 pub use retention::{Limits, MAINTAIN_MAX_TRANSACTIONS, Maintenance};
