@@ -55,9 +55,7 @@ pub use issues::{ACTIVE_STATES, IssueChanges, IssueQuery, IssueRecord, NewIssue,
 pub use knowledge::{IssueCandidate, KbEntry, KbFields, KbHit};
 pub use macha_core::approval::ApprovalState;
 pub use macha_core::issue::{IssueState, Lifecycle};
-pub use outbox::{
-    Enqueued, NewOutboxMessage, NewSilence, OutboxFilter, OutboxRecord, OutboxState, SilenceRecord,
-};
+pub use outbox::{Enqueued, NewOutboxMessage, NewSilence, OutboxFilter, OutboxRecord, OutboxState, SilenceRecord};
 pub use recall::{CachedAnalysis, DeploymentRecord};
 pub use registry::{DiscoveryChanges, FleetHost, HostSource};
 pub use retention::{Limits, MAINTAIN_MAX_TRANSACTIONS, Maintenance};

@@ -335,10 +335,8 @@ impl Store {
         }
         sql.push_str(" ORDER BY id DESC LIMIT ?1");
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(
-            params![i64::try_from(limit).unwrap_or(i64::MAX), filter.channel.as_deref()],
-            outbox_from_row,
-        )?;
+        let rows = stmt
+            .query_map(params![i64::try_from(limit).unwrap_or(i64::MAX), filter.channel.as_deref()], outbox_from_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
@@ -428,11 +426,8 @@ fn enqueue_in(conn: &rusqlite::Connection, msg: &NewOutboxMessage) -> Result<Enq
 }
 
 fn not_pending(conn: &rusqlite::Connection, id: i64, expected: &str) -> StoreError {
-    let actual: Option<String> = conn
-        .query_row("SELECT state FROM outbox WHERE id = ?1", [id], |row| row.get(0))
-        .optional()
-        .ok()
-        .flatten();
+    let actual: Option<String> =
+        conn.query_row("SELECT state FROM outbox WHERE id = ?1", [id], |row| row.get(0)).optional().ok().flatten();
     match actual {
         None => StoreError::NotFound { entity: "outbox message", id },
         Some(actual) => StoreError::Conflict { entity: "outbox message", id, expected: expected.to_owned(), actual },
@@ -506,7 +501,8 @@ mod tests {
         assert_eq!(alerts[0].host, "web1");
         let failed = store.outbox_log(&OutboxFilter { failed_only: true, ..OutboxFilter::default() }).unwrap();
         assert_eq!(failed.iter().map(|r| r.id).collect::<Vec<_>>(), vec![b]);
-        let all = store.outbox_log(&OutboxFilter { channel: Some("webhook".into()), ..OutboxFilter::default() }).unwrap();
+        let all =
+            store.outbox_log(&OutboxFilter { channel: Some("webhook".into()), ..OutboxFilter::default() }).unwrap();
         assert_eq!(all.iter().map(|r| r.id).collect::<Vec<_>>(), vec![b, a]);
         assert_eq!(store.outbox_prune(Timestamp(11), 10).unwrap(), 1);
         assert!(store.outbox_get(a).unwrap().is_none());

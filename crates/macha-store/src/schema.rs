@@ -19,7 +19,8 @@
 //! - Ids come from `AUTOINCREMENT`, so they are never reused, even after the highest row is gone.
 
 /// Migration `n` (0-based) takes the schema from version `n` to `n + 1`.
-pub const MIGRATIONS: &[&str] = &[V1, V2_AGENT, V3_FLEET, V4_RETENTION, V5_KNOWLEDGE_BASE, V6_CONFIGS, V7_EMBEDDINGS, V8_NOTIFY];
+pub const MIGRATIONS: &[&str] =
+    &[V1, V2_AGENT, V3_FLEET, V4_RETENTION, V5_KNOWLEDGE_BASE, V6_CONFIGS, V7_EMBEDDINGS, V8_NOTIFY];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
