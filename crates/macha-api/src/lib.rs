@@ -20,6 +20,7 @@
 mod client;
 mod frame;
 pub mod knowledge;
+pub mod notify;
 pub mod ops;
 pub mod reply;
 mod request;

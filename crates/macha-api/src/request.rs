@@ -57,6 +57,10 @@ pub enum Request {
     KnowledgeRead(crate::knowledge::KnowledgeRead),
     /// Adds, edits, forgets, seeds or imports knowledge entries (admin only).
     KnowledgeWrite(crate::knowledge::KnowledgeWrite),
+    /// The notification log and silences (`macha notify log`, `macha silence list`).
+    NotifyRead(crate::notify::NotifyRead),
+    /// Sends or tests a notification, adds or removes a silence (admin only; audited).
+    NotifyWrite(crate::notify::NotifyWrite),
 }
 
 /// The access tiers, lowest first.
@@ -103,7 +107,8 @@ impl Request {
             | Request::DeployProgress
             | Request::Ask(_)
             | Request::Chat(_)
-            | Request::KnowledgeRead(_) => Tier::Viewer,
+            | Request::KnowledgeRead(_)
+            | Request::NotifyRead(_) => Tier::Viewer,
             Request::ResolveIssue(_)
             | Request::CloseIssue(_)
             | Request::Approve(_)
@@ -116,7 +121,8 @@ impl Request {
             | Request::ForgetHost(_)
             | Request::PruneAudit(_)
             | Request::PrepareDeploy(_)
-            | Request::KnowledgeWrite(_) => Tier::Admin,
+            | Request::KnowledgeWrite(_)
+            | Request::NotifyWrite(_) => Tier::Admin,
         }
     }
 
@@ -161,6 +167,8 @@ impl Request {
             Request::DeployProgress => "deploy_progress",
             Request::KnowledgeRead(_) => "knowledge_read",
             Request::KnowledgeWrite(_) => "knowledge_write",
+            Request::NotifyRead(_) => "notify_read",
+            Request::NotifyWrite(_) => "notify_write",
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod fleet;
 pub mod fleet_map;
 pub mod knowledge;
 pub mod logging;
+pub mod notify;
 pub mod observe;
 pub mod policy_inputs;
 pub mod wire;

@@ -360,9 +360,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
     ))?;
 
+    // Notifications: a thread that follows the audit trail, woken after every engine job.
+    let notifier = crate::notify::Notifier::start(&config, stop.clone()).context("starting notifications")?;
     // From here on the engine lives on its own thread.
-    let (engine, engine_thread) =
-        EngineHandle::start(engine, tokio::runtime::Handle::current()).context("starting the engine thread")?;
+    let (engine, engine_thread) = EngineHandle::start(engine, tokio::runtime::Handle::current(), Some(notifier.wake()))
+        .context("starting the engine thread")?;
     let shared = Arc::new(Shared {
         config: config.clone(),
         executor,
@@ -476,6 +478,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await;
     engine.stop();
     let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
+    let _ = tokio::task::spawn_blocking(move || notifier.join()).await;
     let _ = std::fs::remove_file(&config.socket);
     stopped?.context("recording the stop")?;
     Ok(())
@@ -660,6 +663,30 @@ fn on_api(shared: &Arc<Shared>, engine: &EngineHandle, call: ApiCall) {
             engine.post("deploy preparation", move |e| {
                 let who = server::peer_name(peer);
                 s.fleet.prepare_deploy(e, prepare, peer.uid, who, reply, &s.fleet_tx, &s.tracker);
+            });
+        }
+        ApiCall::Once {
+            request:
+                Request::NotifyWrite(crate::api::notify::NotifyWrite {
+                    change: crate::api::notify::NotifyChange::Test { channel },
+                }),
+            peer,
+            reply,
+        } if server::access(peer, shared.admin_gid, shared.viewer_gid) == Tier::Admin => {
+            // A test message goes out now, from a task; the answer is the channel's.
+            let s = Arc::clone(shared);
+            let (e, who) = (engine.clone(), server::peer_name(peer));
+            spawn_guarded(&shared.tracker, "notification test", async move {
+                let answer = crate::notify::test_channel(&s.config.notifications, &channel, &who).await;
+                let summary = format!("notification test on {channel} by {who}: {answer:?}");
+                e.post("notification test audit", move |e| {
+                    let audit = NewAudit::new(crate::now(), AuditKind::Daemon, Severity::Notice, "local", summary)
+                        .with_subject("notify");
+                    if let Err(err) = e.store_mut().append_audit(&audit) {
+                        tracing::warn!("cannot audit a notification test: {err}");
+                    }
+                });
+                let _ = reply.send(Response::reply::<crate::api::notify::NotifyWrite>(&answer));
             });
         }
         ApiCall::Once { request, peer, reply }

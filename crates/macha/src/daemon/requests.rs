@@ -113,6 +113,13 @@ pub(super) fn answer(engine: &mut Engine, shared: &Shared, request: Request, pee
         Request::KnowledgeWrite(w) => crate::knowledge::write(engine.store_mut(), w.change, &who, now)
             .map(|a| Response::reply::<crate::api::knowledge::KnowledgeWrite>(&a))
             .map_err(refused),
+        Request::NotifyRead(r) => crate::notify::read(engine.store(), &r.query, now)
+            .map(|a| Response::reply::<crate::api::notify::NotifyRead>(&a)),
+        Request::NotifyWrite(w) => {
+            crate::notify::write(engine.store_mut(), &shared.config.notifications, w.change, &who, now)
+                .map(|a| Response::reply::<crate::api::notify::NotifyWrite>(&a))
+                .map_err(refused)
+        }
     })();
     match result {
         Ok(response) => response,
@@ -142,7 +149,10 @@ pub(super) fn answer(engine: &mut Engine, shared: &Shared, request: Request, pee
 fn refused(e: anyhow::Error) -> anyhow::Error {
     match e.downcast::<crate::knowledge::Refused>() {
         Ok(r) => BadRequest(r.0).into(),
-        Err(e) => e,
+        Err(e) => match e.downcast::<crate::notify::Refused>() {
+            Ok(r) => BadRequest(r.0).into(),
+            Err(e) => e,
+        },
     }
 }
 

@@ -240,7 +240,8 @@ impl Mapper {
                 Some("ok") => vec![Mapped::Lift { host: r.host.clone() }],
                 Some("host_key_changed") => {
                     let title = format!("Host key of {} changed", r.host);
-                    let e = self.event(r, EventKind::Security, Severity::Critical, format!("hostkey:{}", r.host), title);
+                    let e =
+                        self.event(r, EventKind::Security, Severity::Critical, format!("hostkey:{}", r.host), title);
                     vec![Mapped::Inhibit { host: r.host.clone(), reason: r.summary.clone() }, Mapped::Event(e)]
                 }
                 // Observed, but only in part: its own issue tells that.
@@ -249,7 +250,9 @@ impl Mapper {
             };
         }
         let s = r.summary.as_str();
-        if s.starts_with("analysis unavailable") || s.starts_with("model unavailable") || s.contains("model is unavailable")
+        if s.starts_with("analysis unavailable")
+            || s.starts_with("model unavailable")
+            || s.contains("model is unavailable")
         {
             if self.model_down {
                 return Vec::new();
@@ -264,7 +267,13 @@ impl Mapper {
         }
         let key = format!("self:{}", s.split(':').next().unwrap_or(s));
         let title = format!("Macha on {}: {}", r.host, s.split(':').next().unwrap_or(s));
-        vec![Mapped::Event(self.event(r, EventKind::SelfHealth, severity(r.severity).max(Severity::Warning), key, title))]
+        vec![Mapped::Event(self.event(
+            r,
+            EventKind::SelfHealth,
+            severity(r.severity).max(Severity::Warning),
+            key,
+            title,
+        ))]
     }
 
     /// A message someone asked for: `macha notify` (a person) or `send_notification` (the model).

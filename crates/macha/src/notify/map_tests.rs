@@ -74,7 +74,13 @@ fn a_reopening_and_a_resolution_belong_to_the_same_incident() {
     let resolved = AuditRecord {
         issue_id: Some(7),
         new_state: Some("resolved".into()),
-        ..rec(3, AuditKind::Issue, AuditSeverity::Notice, "web1", "issue 7 resolved: the check observed the condition gone")
+        ..rec(
+            3,
+            AuditKind::Issue,
+            AuditSeverity::Notice,
+            "web1",
+            "issue 7 resolved: the check observed the condition gone",
+        )
     };
     let e = one(&mut m, &resolved);
     assert_eq!((e.kind, e.severity, e.group_key.as_str()), (EventKind::IssueResolved, Severity::Info, "issue:7"));
@@ -209,7 +215,8 @@ fn analysis_unavailable_is_told_once_until_an_analysis_works() {
         ..rec(52, AuditKind::Issue, AuditSeverity::Warning, "local", "analysis unavailable: connection refused")
     };
     assert!(m.map(&per_issue).is_empty());
-    let works = AuditRecord { issue_id: Some(3), ..rec(53, AuditKind::Issue, AuditSeverity::Info, "local", "analysis: ok") };
+    let works =
+        AuditRecord { issue_id: Some(3), ..rec(53, AuditKind::Issue, AuditSeverity::Info, "local", "analysis: ok") };
     assert!(m.map(&works).is_empty());
     assert_eq!(one(&mut m, &down).kind, EventKind::AnalysisUnavailable);
 }
@@ -221,7 +228,13 @@ fn own_health_and_discovered_hosts() {
     assert_eq!((e.kind, e.group_key.as_str()), (EventKind::SelfHealth, "self:systemd unavailable"));
     let dead = AuditRecord {
         subject: Some("notify:gotify".into()),
-        ..rec(61, AuditKind::Alert, AuditSeverity::Warning, "local", "notification m-1 on channel gotify was not delivered")
+        ..rec(
+            61,
+            AuditKind::Alert,
+            AuditSeverity::Warning,
+            "local",
+            "notification m-1 on channel gotify was not delivered",
+        )
     };
     assert!(m.map(&dead).is_empty(), "an undelivered message is not sent through the channels again");
     let found = AuditRecord {
