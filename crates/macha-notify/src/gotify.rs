@@ -14,8 +14,7 @@ pub fn request(out: &Outgoing, cfg: &ChannelConfig, token: Option<&Secret>) -> R
     check_url(&cfg.name, url)?;
     let token = token.ok_or_else(|| NotifyError::MissingSecret { channel: cfg.name.clone() })?;
     let (title, _) = fit(&out.title, cfg.size.title);
-    let body = crate::render_body(out);
-    let (message, _) = fit(&body, cfg.size.body);
+    let message = crate::render_body(out, cfg.size.body);
     let mut extras = serde_json::json!({
         "client::display": { "contentType": "text/markdown" },
     });

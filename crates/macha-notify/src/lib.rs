@@ -32,8 +32,14 @@ pub use priority::Priority;
 pub use router::{Matcher, Outgoing, Route, Router, RouterConfig, RouterStats, Silence};
 pub use send::{SendOutcome, Sender, backoff, classify};
 
-/// The text of a message as the phone shows it: the body, then why it was sent, in italics.
-pub fn render_body(out: &Outgoing) -> String {
-    let why = format!("_Why: {}_", out.why);
-    if out.body.trim().is_empty() { why } else { format!("{}\n\n{why}", out.body.trim_end()) }
+/// The text of a message as the phone shows it, within `max` bytes: the body (cut if it must be,
+/// saying how much was left out), then why it was sent, in italics.
+pub fn render_body(out: &Outgoing, max: usize) -> String {
+    let (why, _) = fit(&format!("_Why: {}_", out.why), max / 2);
+    let body = out.body.trim_end();
+    if body.is_empty() {
+        return why;
+    }
+    let (body, _) = fit(body, max.saturating_sub(why.len() + 2));
+    format!("{body}\n\n{why}")
 }

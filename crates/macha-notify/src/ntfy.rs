@@ -25,8 +25,7 @@ pub fn request(out: &Outgoing, cfg: &ChannelConfig, token: Option<&Secret>) -> R
         });
     }
     let (title, _) = fit(&header_text(&out.title), cfg.size.title);
-    let body = crate::render_body(out);
-    let (body, _) = fit(&body, cfg.size.body);
+    let body = crate::render_body(out, cfg.size.body);
     let mut headers = vec![
         ("Title".to_owned(), title),
         ("Priority".to_owned(), out.priority.ntfy().to_string()),

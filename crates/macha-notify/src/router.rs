@@ -312,7 +312,8 @@ impl Router {
         self.inhibited.insert(host.to_owned(), Inhibition { until, reason: reason.to_owned() });
     }
 
-    /// Ends the host's inhibition; its held messages go out at the next [`Router::tick`].
+    /// Ends the host's inhibition; its held messages go out at the next [`Router::tick`], which the
+    /// caller should make at once (as after [`Router::set_silences`]).
     pub fn lift(&mut self, host: &str) {
         self.inhibited.remove(host);
     }
@@ -754,7 +755,9 @@ impl Router {
         let mut next: Option<Timestamp> = None;
         let mut at = |t: Timestamp| next = Some(next.map_or(t, |n| n.min(t)));
         for g in self.groups.values() {
-            if let (Some(d), false) = (g.due, g.pending.is_empty()) {
+            // Held news waits for the end of its silence or inhibition (counted below), or for
+            // the tick the caller makes after lifting one or replacing the silences.
+            if let (Some(d), false, None) = (g.due, g.pending.is_empty(), &g.held) {
                 at(d);
             }
             if let Some(f) = &g.flap {
