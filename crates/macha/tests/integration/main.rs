@@ -20,6 +20,7 @@ mod deploy_build;
 mod fleet_lab;
 mod knowledge;
 mod nix_module;
+mod notify;
 mod protocol;
 mod socket_auth;
 mod tidy;
