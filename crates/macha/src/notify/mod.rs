@@ -469,6 +469,52 @@ pub fn write(
     }
 }
 
+/// The audit subject of the model's messages: what the hourly limit counts.
+pub const MODEL_SUBJECT: &str = "notify-model";
+
+/// The model's `send_notification`: refused unless `notifications.model_may_send`, and beyond
+/// `notifications.model_per_hour` messages within the last hour; otherwise an audit record the
+/// notification task sends (title marked `[model]`, the body saying it was written by the model
+/// and `why`). Returns the answer the model reads.
+pub fn model_message(
+    store: &mut Store,
+    settings: &Notifications,
+    args: &macha_agent::tools::NotificationArgs,
+    why: &str,
+    now: Timestamp,
+) -> anyhow::Result<String> {
+    if !settings.model_may_send {
+        return Ok("not sent: notifications.model_may_send is off".to_owned());
+    }
+    let hour = Duration::from_secs(3600);
+    let recent = store.query_audit(&AuditQuery {
+        since: Some(now.minus(hour)),
+        kinds: vec![AuditKind::Daemon],
+        subject: Some(MODEL_SUBJECT.to_owned()),
+        ..AuditQuery::default()
+    })?;
+    if recent.len() >= usize::try_from(settings.model_per_hour).unwrap_or(usize::MAX) {
+        return Ok(format!(
+            "not sent: at most {} messages per hour (notifications.model_per_hour); tell the person in your answer instead",
+            settings.model_per_hour
+        ));
+    }
+    let audit = NewAudit::new(
+        now,
+        AuditKind::Daemon,
+        macha_store::Severity::Notice,
+        "local",
+        format!("notification by the model ({why}): {}", args.title),
+    )
+    .with_subject(MODEL_SUBJECT)
+    .with_payload(serde_json::json!({ map::NOTIFICATION_PAYLOAD: {
+        "kind": "model", "title": args.title, "message": args.message,
+        "priority": args.priority.unwrap_or(5), "why": why,
+    }}));
+    let id = store.append_audit(&audit)?;
+    Ok(format!("queued (audit record {id}); people see it marked as written by you"))
+}
+
 /// `macha notify test CHANNEL`: one test message on the channel now, past the outbox, and what
 /// the channel answered.
 pub async fn test_channel(settings: &Notifications, channel: &str, who: &str) -> NotifyAnswer {
@@ -636,5 +682,36 @@ mod tests {
             .collect::<Vec<_>>();
         assert_eq!(trail.len(), 2, "{trail:?}");
         assert!(trail[0].contains("added by uid:0") && trail[1].contains("removed by uid:0"), "{trail:?}");
+    }
+
+    #[test]
+    fn the_model_sends_only_when_allowed_and_a_few_per_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path().join("m.db")).unwrap();
+        let args = macha_agent::tools::NotificationArgs {
+            title: "Disk filling".into(),
+            message: "at this rate /var is full tomorrow".into(),
+            priority: Some(6),
+        };
+        let off = settings("");
+        let said = model_message(&mut store, &off, &args, "agent request 1", Timestamp(1_000_000)).unwrap();
+        assert!(said.contains("model_may_send is off"), "{said}");
+        let on = settings("[notifications]\nmodel_may_send = true\nmodel_per_hour = 2\n");
+        let t = |s: i64| Timestamp(1_000_000 + s * 1000);
+        assert!(model_message(&mut store, &on, &args, "agent request 1", t(0)).unwrap().starts_with("queued"));
+        assert!(model_message(&mut store, &on, &args, "agent request 2", t(60)).unwrap().starts_with("queued"));
+        let third = model_message(&mut store, &on, &args, "agent request 3", t(120)).unwrap();
+        assert!(third.contains("at most 2 messages per hour"), "{third}");
+        // An hour after the first, one more.
+        assert!(model_message(&mut store, &on, &args, "agent request 4", t(3_601)).unwrap().starts_with("queued"));
+        let sent = store
+            .query_audit(&AuditQuery { subject: Some(MODEL_SUBJECT.into()), ..AuditQuery::default() })
+            .unwrap();
+        assert_eq!(sent.len(), 3);
+        let mut m = Mapper::new(None);
+        let out = m.map(&sent[0]);
+        let [Mapped::Event(e)] = out.as_slice() else { panic!("{out:?}") };
+        assert_eq!((e.kind, e.title.as_str()), (EventKind::Model, "[model] Disk filling"));
+        assert!(e.body.contains("Written by the model: agent request 1"), "{}", e.body);
     }
 }
