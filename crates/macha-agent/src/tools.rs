@@ -1034,7 +1034,8 @@ mod tests {
 
     #[test]
     fn send_notification_takes_a_short_plain_message() {
-        let ok = call("send_notification", serde_json::json!({"title": "Disk", "message": "filling\nfast", "priority": 5}));
+        let ok =
+            call("send_notification", serde_json::json!({"title": "Disk", "message": "filling\nfast", "priority": 5}));
         assert!(matches!(ok, Ok(ToolCall::SendNotification(a)) if a.title == "Disk" && a.priority == Some(5)));
         for bad in [
             serde_json::json!({"title": "", "message": "x"}),

@@ -704,9 +704,8 @@ mod tests {
         assert!(third.contains("at most 2 messages per hour"), "{third}");
         // An hour after the first, one more.
         assert!(model_message(&mut store, &on, &args, "agent request 4", t(3_601)).unwrap().starts_with("queued"));
-        let sent = store
-            .query_audit(&AuditQuery { subject: Some(MODEL_SUBJECT.into()), ..AuditQuery::default() })
-            .unwrap();
+        let sent =
+            store.query_audit(&AuditQuery { subject: Some(MODEL_SUBJECT.into()), ..AuditQuery::default() }).unwrap();
         assert_eq!(sent.len(), 3);
         let mut m = Mapper::new(None);
         let out = m.map(&sent[0]);

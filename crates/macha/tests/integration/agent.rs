@@ -657,7 +657,7 @@ fn a_model_that_floods_notifications_is_limited_marked_and_redacted() {
     assert!(told.contains("at most 3 messages per hour"), "{told}");
     // In the outbox, marked as the model's.
     wait_for_outbox(&d, 3);
-    let log = d.json(&["notify", "log"]);
+    let log = d.json(&["notify", "log", "--json"]);
     let titles: Vec<String> = log["entries"]
         .as_array()
         .into_iter()
@@ -669,6 +669,6 @@ fn a_model_that_floods_notifications_is_limited_marked_and_redacted() {
 
 fn wait_for_outbox(d: &TestDaemon, n: usize) {
     support::daemon::wait_for("the model's messages in the outbox", Duration::from_secs(10), || {
-        d.json(&["notify", "log"])["entries"].as_array().is_some_and(|e| e.len() >= n)
+        d.json(&["notify", "log", "--json"])["entries"].as_array().is_some_and(|e| e.len() >= n)
     });
 }

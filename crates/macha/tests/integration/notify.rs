@@ -13,11 +13,7 @@ use macha_notify::testing::{FakeServer, Mode};
 use std::time::Duration;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"))
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A daemon (no systemd, no journal) whose secret file `secret` holds `secret`, with the
@@ -69,7 +65,7 @@ fn a_manual_message_reaches_gotify_with_the_token_in_its_header_and_the_log_says
     assert!(json["message"].as_str().unwrap_or_default().contains("nightly **backup** failed"), "{json}");
 
     // The log: sent, and why.
-    let log = d.json(&["notify", "log"]);
+    let log = d.json(&["notify", "log", "--json"]);
     let entries = log["entries"].as_array().cloned().unwrap_or_default();
     let gotify_row = entries.iter().find(|e| e["channel"] == "gotify").unwrap_or_else(|| panic!("{log}"));
     assert_eq!(gotify_row["state"], "sent", "{log}");
@@ -124,8 +120,12 @@ fn a_channel_that_is_down_gets_every_message_in_order_when_it_is_back() {
     let titles = |rs: &[macha_notify::testing::Received]| -> Vec<String> {
         rs.iter().map(|r| r.json().unwrap_or_default()["title"].as_str().unwrap_or_default().to_owned()).collect()
     };
-    assert!(titles(&before).iter().all(|t| t == "message 1"), "a later message overtook the first: {:?}", titles(&before));
-    let failed = d.json(&["notify", "log", "--failed"]);
+    assert!(
+        titles(&before).iter().all(|t| t == "message 1"),
+        "a later message overtook the first: {:?}",
+        titles(&before)
+    );
+    let failed = d.json(&["notify", "log", "--failed", "--json"]);
     let first = failed["entries"].as_array().and_then(|e| e.last()).cloned().unwrap_or_default();
     assert!(first["last_error"].as_str().unwrap_or_default().contains("503"), "{failed}");
 
@@ -137,7 +137,7 @@ fn a_channel_that_is_down_gets_every_message_in_order_when_it_is_back() {
     let ids: std::collections::BTreeSet<_> =
         accepted.iter().filter_map(|r| r.header("x-macha-message-id").map(str::to_owned)).collect();
     assert_eq!(ids.len(), 3, "{accepted:?}");
-    let log = d.json(&["notify", "log", "--channel", "webhook"]);
+    let log = d.json(&["notify", "log", "--channel", "webhook", "--json"]);
     assert_eq!(log["pending"], 0, "{log}");
 }
 
@@ -178,7 +178,8 @@ fn a_daemon_killed_while_a_message_is_on_the_wire_sends_it_once_more_with_the_sa
 #[test]
 fn silences_are_added_listed_and_removed_with_their_reason() {
     let d = TestDaemon::builder().start();
-    let added = d.json(&["silence", "add", "--host", "web*", "--for", "2h", "--reason", "maintenance window"]);
+    let added =
+        d.json(&["silence", "add", "--host", "web*", "--for", "2h", "--reason", "maintenance window", "--json"]);
     let id = added["id"].as_i64().unwrap_or_else(|| panic!("{added}"));
     let text = ok(&d.cli(&["silence", "list"]));
     assert!(text.contains("host=web*") && text.contains("maintenance window"), "{text}");
@@ -186,9 +187,9 @@ fn silences_are_added_listed_and_removed_with_their_reason() {
     assert_eq!(out.status.code(), Some(65), "{}", String::from_utf8_lossy(&out.stderr));
     let out = d.cli(&["silence", "add", "--for", "1h", "--reason", "x"]);
     assert_eq!(out.status.code(), Some(64), "no --host, --issue or --match");
-    let removed = d.json(&["silence", "remove", &id.to_string()]);
+    let removed = d.json(&["silence", "remove", &id.to_string(), "--json"]);
     assert_eq!(removed["existed"], true, "{removed}");
     assert!(ok(&d.cli(&["silence", "list"])).contains("no silences"));
-    let all = d.json(&["silence", "list", "--all"]);
+    let all = d.json(&["silence", "list", "--all", "--json"]);
     assert_eq!(all["silences"].as_array().map(Vec::len), Some(0), "a removed silence is gone: {all}");
 }
