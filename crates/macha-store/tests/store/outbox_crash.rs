@@ -120,7 +120,8 @@ fn run_child(db: &Path, seed: u64, round: u64, rng: &mut Rng) -> Vec<String> {
         let mut lines = Vec::new();
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if line == "ready" {
+            // libtest prints "test <name> ... " on the line the child's first output continues.
+            if line.ends_with("ready") {
                 let _ = tx.send(());
             }
             lines.push(line);
