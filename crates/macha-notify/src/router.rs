@@ -210,8 +210,9 @@ struct Flap {
 struct Group {
     key: String,
     host: String,
-    /// When the router first saw this group (part of its message ids).
+    /// When the router first saw this group, and its serial number (part of its message ids).
     started: Timestamp,
+    serial: u64,
     seq: u64,
     /// Whether an issue is open in it.
     open: bool,
@@ -239,6 +240,9 @@ pub struct Router {
     inhibited: HashMap<String, Inhibition>,
     silences: Vec<Silence>,
     stats: RouterStats,
+    /// Counts the groups this router created: part of their message ids, so a group forgotten
+    /// and made again within the same millisecond never repeats an id.
+    serial: u64,
 }
 
 /// One message before it is fanned out to channels.
@@ -291,6 +295,7 @@ impl Router {
             inhibited: HashMap::new(),
             silences: Vec::new(),
             stats: RouterStats::default(),
+            serial: 0,
         }
     }
 
@@ -300,6 +305,11 @@ impl Router {
 
     pub fn stats(&self) -> RouterStats {
         self.stats
+    }
+
+    /// How many groups the router keeps state for (open, pending, flapping or recently opened).
+    pub fn tracked(&self) -> usize {
+        self.groups.len()
     }
 
     /// Replaces the silences (the store's active ones, [`Silence::from_record`]).
@@ -345,10 +355,15 @@ impl Router {
         let wait = self.wait_for(event.severity);
         let (flap_opens, flap_window, group_interval) =
             (self.config.flap_opens, self.config.flap_window, self.config.group_interval);
+        if !self.groups.contains_key(&event.group_key) {
+            self.serial += 1;
+        }
+        let serial = self.serial;
         let g = self.groups.entry(event.group_key.clone()).or_insert_with(|| Group {
             key: event.group_key.clone(),
             host: event.host.clone(),
             started: now,
+            serial,
             seq: 0,
             open: false,
             severity: event.severity,
@@ -503,7 +518,7 @@ impl Router {
         if opening {
             g.told = true;
         }
-        draft.id_seed = format!("{}\0{}\0{}", g.key, g.started.millis(), g.seq);
+        draft.id_seed = format!("{}\0{}\0{}\0{}", g.key, g.started.millis(), g.serial, g.seq);
         fan_out(&self.config.routes, now, draft, out);
     }
 
@@ -644,7 +659,11 @@ impl Router {
                 g.due = None;
             }
         }
-        // Forget groups with nothing left to tell.
+        // Forget groups with nothing left to tell (once their opens are out of the flap window).
+        let window = self.config.flap_window;
+        for g in self.groups.values_mut() {
+            g.opens.retain(|t| now.since(*t) < window);
+        }
         self.groups.retain(|_, g| {
             g.open || !g.pending.is_empty() || g.flap.is_some() || g.resolve_held || !g.opens.is_empty()
         });
@@ -725,7 +744,7 @@ impl Router {
                 if opening {
                     g.told = true;
                 }
-                seed.push_str(&format!("\0{}\0{}\0{}", g.key, g.started.millis(), g.seq));
+                seed.push_str(&format!("\0{}\0{}\0{}\0{}", g.key, g.started.millis(), g.serial, g.seq));
             }
             parts.push(d);
         }

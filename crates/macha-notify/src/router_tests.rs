@@ -300,3 +300,18 @@ fn matchers_parse_and_glob() {
     assert!(glob("a*b*c", "aXbYc") && !glob("a*b*c", "aXcYb") && glob("*", "") && !glob("ab", "abc"));
     assert!(!glob("a*a", "a"));
 }
+
+#[test]
+fn a_group_made_again_in_the_same_millisecond_gets_new_ids_and_old_groups_are_forgotten() {
+    let mut r = router();
+    let a = send(&mut r, EventKind::Deployment, Critical, "web1", "deploy:web1", at(0));
+    let b = send(&mut r, EventKind::Deployment, Critical, "web1", "deploy:web1", at(0));
+    assert_eq!((a.len(), b.len()), (1, 1));
+    assert_ne!(a[0].message_id, b[0].message_id);
+    assert_eq!(r.tracked(), 0, "a one-shot group is forgotten once told");
+    send(&mut r, IssueOpened, Critical, "web1", "k", at(0));
+    send(&mut r, IssueResolved, Info, "web1", "k", at(10));
+    assert_eq!(r.tracked(), 1, "kept while its open is inside the flap window");
+    r.tick(at(3600));
+    assert_eq!(r.tracked(), 0);
+}

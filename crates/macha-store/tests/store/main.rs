@@ -8,6 +8,7 @@ mod agent;
 mod chain;
 mod crash;
 mod history;
+mod outbox_crash;
 
 use macha_core::snapshot::{Cpu, CpuTicks, Filesystem, Load, Memory, NixInfo, Section, Snapshot, Units};
 use macha_core::{HostName, Timestamp};
