@@ -2,7 +2,8 @@
 //! issues, the action log, small key/value state, the host registry, per-host snapshot history
 //! ([`history`]), the agent's records, with bounded retention ([`Store::maintain`]), and the
 //! configuration index with its keyword search (`configs.rs`), and the notification outbox and
-//! silences (`outbox.rs`).
+//! silences (`outbox.rs`; the notification task's enqueue together with its state:
+//! `outbox_cursor.rs`).
 //!
 //! Architecture invariant: every state change is one transaction that carries a guard on the
 //! previous state (`UPDATE … WHERE id = ? AND state = ?`) and appends its audit record. Nothing is
@@ -31,6 +32,7 @@ mod issues;
 mod knowledge;
 mod kv;
 mod outbox;
+mod outbox_cursor;
 mod recall;
 mod registry;
 mod retention;

@@ -9,11 +9,10 @@
 //! event is on its way within milliseconds of its audit record; otherwise it sleeps until the
 //! router, a retry or a rate bucket has something due.
 //!
-//! Crash safety: the task enqueues a pass's messages, then stores its cursor. Message ids are
-//! derived from the incident and the audit records' own times, so records replayed after a crash
-//! between the two give the same ids, which the outbox keeps once. The cursor is held back to the
-//! oldest record whose event may still wait in the router (its group wait), so a kill loses no
-//! event that was read but not yet told.
+//! Crash safety: the task stores a pass's messages and its own state — the last audit record read,
+//! and the records read whose events may still wait in the router (their group wait) — in one
+//! transaction (`Store::outbox_enqueue_with_state`). After a kill it reads again exactly the
+//! records whose events were not yet told, and nothing it already queued.
 
 pub mod map;
 
@@ -166,14 +165,39 @@ struct State {
     channels: Vec<ChannelConfig>,
     /// The last audit record read.
     read_to: i64,
-    /// The cursor as last stored.
-    saved: i64,
-    /// Records read whose events may still wait in the router: (id, when they were read).
-    held: BTreeMap<i64, Timestamp>,
+    /// Records read whose events may still wait in the router: id → (when read, group key).
+    held: BTreeMap<i64, (Timestamp, String)>,
+    /// Records held when the task last stopped (read again at start, with those after `read_to`).
+    replay: std::collections::BTreeSet<i64>,
+    /// The state as last stored.
+    saved: Cursor,
     /// How long an event may wait in the router before it is sent or dropped.
     hold: Duration,
     retry_max: Duration,
     last_prune: Option<Timestamp>,
+}
+
+impl State {
+    /// The task's state at start: the router empty, the place in the trail as stored (the first
+    /// start follows the trail from its end).
+    fn new(store: &Store, n: &Notifications, channels: Vec<ChannelConfig>) -> State {
+        let saved = match store.get_kv(CURSOR_KEY) {
+            Ok(Some(v)) => Cursor::parse(&v),
+            _ => Cursor { read_to: store.last_audit_id().unwrap_or(0), held: Vec::new() },
+        };
+        State {
+            router: Router::new(router_config(n)),
+            mapper: Mapper::new(n.link_base.clone()),
+            channels,
+            read_to: saved.read_to,
+            held: BTreeMap::new(),
+            replay: saved.held.iter().copied().collect(),
+            saved,
+            hold: n.group_wait.max(n.critical_group_wait) + Duration::from_secs(5),
+            retry_max: n.retry_max,
+            last_prune: None,
+        }
+    }
 }
 
 impl Task {
@@ -199,24 +223,13 @@ impl Task {
                 return;
             }
         };
-        // The first start follows the trail from now on; later ones from where they stopped.
-        let read_to = match store.get_kv(CURSOR_KEY) {
-            Ok(Some(v)) => v.parse().unwrap_or(0),
-            _ => store.last_audit_id().unwrap_or(0),
-        };
-        let n = &self.settings;
-        let mut state = State {
-            router: Router::new(router_config(n)),
-            mapper: Mapper::new(n.link_base.clone()),
-            channels,
-            read_to,
-            saved: read_to,
-            held: BTreeMap::new(),
-            hold: n.group_wait.max(n.critical_group_wait) + Duration::from_secs(5),
-            retry_max: n.retry_max,
-            last_prune: None,
-        };
-        tracing::info!(channels = state.channels.len(), from = read_to, "notifications: following the audit trail");
+        let mut state = State::new(&store, &self.settings, channels);
+        tracing::info!(
+            channels = state.channels.len(),
+            from = state.read_to,
+            held = state.replay.len(),
+            "notifications: following the audit trail"
+        );
         loop {
             let next = match pass(&mut store, &mut deliverer, &mut state).await {
                 Ok(next) => next,
@@ -237,56 +250,97 @@ impl Task {
             }
         }
         // One last pass, so what the stop itself recorded is at least queued.
-        if let Err(e) = route_new(&mut store, &mut state) {
+        if let Err(e) = route_new(&mut store, &mut state, crate::now()) {
             tracing::warn!("notifications at stop: {e:#}");
         }
     }
 }
 
-/// Reads new audit records, routes them, queues what is due, stores the cursor.
-fn route_new(store: &mut Store, state: &mut State) -> anyhow::Result<()> {
-    let now = crate::now();
+/// What the task stores of its place in the audit trail (`kv` key [`CURSOR_KEY`], JSON).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cursor {
+    /// The last record read.
+    pub read_to: i64,
+    /// Records read whose events may not have been told yet: read again at start.
+    pub held: Vec<i64>,
+}
+
+impl Cursor {
+    /// The stored text; a plain number (an id) is a cursor with nothing held.
+    pub fn parse(text: &str) -> Cursor {
+        serde_json::from_str(text)
+            .ok()
+            .or_else(|| text.trim().parse().ok().map(|read_to| Cursor { read_to, held: Vec::new() }))
+            .unwrap_or(Cursor { read_to: 0, held: Vec::new() })
+    }
+}
+
+/// Reads new audit records (and, once after a start, those whose events were not yet told),
+/// routes them, and queues what is due together with the task's new state.
+fn route_new(store: &mut Store, state: &mut State, now: Timestamp) -> anyhow::Result<()> {
     let silences = store.silences_active(now)?.iter().filter_map(|r| Silence::from_record(r).ok()).collect();
     state.router.set_silences(silences);
+    let from = state.replay.first().map_or(state.read_to, |first| (*first - 1).min(state.read_to));
     let records =
-        store.query_audit(&AuditQuery { after_id: Some(state.read_to), limit: Some(PAGE), ..AuditQuery::default() })?;
+        store.query_audit(&AuditQuery { after_id: Some(from), limit: Some(PAGE), ..AuditQuery::default() })?;
     let mut out = Vec::new();
     for r in &records {
-        let mapped = state.mapper.map(r);
-        if !mapped.is_empty() {
-            state.held.insert(r.id, now);
+        // Below `read_to` only the records held at the last stop are read again.
+        if r.id <= state.read_to && !state.replay.remove(&r.id) {
+            continue;
         }
-        for m in mapped {
+        for m in state.mapper.map(r) {
             match m {
-                // The record's own time, so that a replay gives the same message ids.
-                Mapped::Event(e) => out.extend(state.router.on_event(r.ts, e)),
+                Mapped::Event(e) => {
+                    state.held.insert(r.id, (now, e.group_key.clone()));
+                    // The record's own time: grouping follows when things happened.
+                    out.extend(state.router.on_event(r.ts, e));
+                }
                 Mapped::Manual(msg) => out.extend(manual_outgoing(&msg, &state.channels)),
                 Mapped::Inhibit { host, reason } => state.router.inhibit(&host, None, &reason),
                 Mapped::Lift { host } => state.router.lift(&host),
             }
         }
-        state.read_to = r.id;
+        state.read_to = state.read_to.max(r.id);
+    }
+    if records.is_empty() {
+        state.replay.clear();
     }
     out.extend(state.router.tick(now));
-    if !out.is_empty() {
-        let new = macha_notify::enqueue(store, &out, &[JOURNAL])?;
-        tracing::debug!(messages = out.len(), new, "notifications queued");
-    }
-    // Settled: every record read whose events cannot still wait in the router.
+    // A message of a group tells every event of it read so far; an event held longer than any
+    // group wait was told or dropped by the router (a silence, an inhibition, a channel filter).
+    let told: std::collections::BTreeSet<&str> = out.iter().map(|o| o.group_key.as_str()).collect();
     let hold = state.hold;
-    state.held.retain(|_, read| read.plus(hold) > now);
-    let settled = state.held.keys().next().map_or(state.read_to, |oldest| oldest - 1);
-    if settled != state.saved {
-        store.set_kv(CURSOR_KEY, &settled.to_string())?;
-        state.saved = settled;
+    state.held.retain(|_, (read, key)| !told.contains(key.as_str()) && read.plus(hold) > now);
+    let cursor = Cursor { read_to: state.read_to, held: state.held.keys().copied().collect() };
+    let mut rows = Vec::new();
+    for o in &out {
+        if o.channel == JOURNAL {
+            macha_notify::journal::emit(o);
+            continue;
+        }
+        rows.push(macha_store::NewOutboxMessage {
+            message_id: o.message_id.clone(),
+            channel: o.channel.clone(),
+            created: o.at,
+            payload: serde_json::to_value(o)?,
+        });
     }
+    if rows.is_empty() && cursor == state.saved {
+        return Ok(());
+    }
+    let new = store.outbox_enqueue_with_state(&rows, CURSOR_KEY, &serde_json::to_string(&cursor)?)?;
+    if !rows.is_empty() {
+        tracing::debug!(messages = rows.len(), new, "notifications queued");
+    }
+    state.saved = cursor;
     Ok(())
 }
 
 /// One pass: route, deliver, and when the next pass is due.
 async fn pass(store: &mut Store, deliverer: &mut Deliverer, state: &mut State) -> anyhow::Result<Option<Timestamp>> {
-    route_new(store, state)?;
     let now = crate::now();
+    route_new(store, state, now)?;
     let report = deliverer.deliver_once(store, now).await?;
     for f in &report.failures {
         tracing::warn!("notification not delivered: {f}");
@@ -308,7 +362,7 @@ async fn pass(store: &mut Store, deliverer: &mut Deliverer, state: &mut State) -
         store.outbox_prune(now.minus(LOG_KEPT), 1_000)?;
         state.last_prune = Some(now);
     }
-    let held_until = state.held.values().min().map(|t| t.plus(state.hold));
+    let held_until = state.held.values().map(|(t, _)| *t).min().map(|t| t.plus(state.hold));
     let due = [state.router.next_due(), next_retry, deliverer.next_token(now), held_until].into_iter().flatten().min();
     // Rows still due now (a full batch) go in the next pass at once.
     let more = report.sent + report.dead >= u32::try_from(deliverer.batch).unwrap_or(u32::MAX);
@@ -682,6 +736,49 @@ mod tests {
             .collect::<Vec<_>>();
         assert_eq!(trail.len(), 2, "{trail:?}");
         assert!(trail[0].contains("added by uid:0") && trail[1].contains("removed by uid:0"), "{trail:?}");
+    }
+
+    /// A kill after a pass: the next start reads again only the record whose event still waited
+    /// in the router, tells it once, and does not queue the critical message of the first pass
+    /// again.
+    #[test]
+    fn a_restart_replays_only_what_was_not_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path().join("m.db")).unwrap();
+        let n = settings("[notifications.ntfy]\nurl = \"https://n\"\ntopic = \"t\"\nmin_severity = \"info\"\n");
+        let now = Timestamp(1_700_000_000_000);
+        // A first start follows the trail from its end: here, the beginning.
+        let mut first = State::new(&store, &n, channel_configs(&n));
+        assert_eq!(first.read_to, 0);
+        for (sev, unit) in
+            [(macha_store::Severity::Critical, "a.service"), (macha_store::Severity::Warning, "b.service")]
+        {
+            let new = macha_store::NewIssue {
+                host: "local".into(),
+                check_name: "failed_unit".into(),
+                subject: unit.into(),
+                severity: sev,
+                summary: format!("unit {unit} failed"),
+                details: serde_json::Value::Null,
+                seen_at: now,
+            };
+            let audit = NewAudit::new(now, AuditKind::Finding, sev, "local", format!("new issue: unit {unit} failed"));
+            store.insert_issue(&new, &audit).unwrap();
+        }
+        let rows = |s: &Store| s.outbox_log(&OutboxFilter::default()).unwrap();
+        route_new(&mut store, &mut first, now).unwrap();
+        assert_eq!(rows(&store).len(), 1, "the critical one at once, the warning waits");
+        let stored = Cursor::parse(&store.get_kv(CURSOR_KEY).unwrap().unwrap());
+        assert_eq!(stored.held.len(), 1, "{stored:?}");
+        // Killed here. The next start reads only the held record again.
+        drop(first);
+        let mut second = State::new(&store, &n, channel_configs(&n));
+        route_new(&mut store, &mut second, now).unwrap();
+        assert_eq!(rows(&store).len(), 1, "nothing queued twice");
+        route_new(&mut store, &mut second, now.plus(Duration::from_secs(31))).unwrap();
+        let all = rows(&store);
+        assert_eq!(all.len(), 2, "the waiting one told after its group wait: {all:?}");
+        assert_eq!(Cursor::parse(&store.get_kv(CURSOR_KEY).unwrap().unwrap()).held, Vec::<i64>::new());
     }
 
     #[test]
