@@ -21,6 +21,7 @@ mod fleet_lab;
 mod knowledge;
 mod nix_module;
 mod notify;
+mod notify_lab;
 mod protocol;
 mod socket_auth;
 mod tidy;
