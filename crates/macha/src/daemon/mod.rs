@@ -678,7 +678,12 @@ fn on_api(shared: &Arc<Shared>, engine: &EngineHandle, call: ApiCall) {
             let (e, who) = (engine.clone(), server::peer_name(peer));
             spawn_guarded(&shared.tracker, "notification test", async move {
                 let answer = crate::notify::test_channel(&s.config.notifications, &channel, &who).await;
-                let summary = format!("notification test on {channel} by {who}: {answer:?}");
+                let said = match &answer {
+                    crate::api::notify::NotifyAnswer::Tested { delivered: true, answer, .. } => format!("delivered ({answer})"),
+                    crate::api::notify::NotifyAnswer::Tested { answer, .. } => format!("not delivered: {answer}"),
+                    _ => String::new(),
+                };
+                let summary = format!("notification test on {channel} by {who}: {said}");
                 e.post("notification test audit", move |e| {
                     let audit = NewAudit::new(crate::now(), AuditKind::Daemon, Severity::Notice, "local", summary)
                         .with_subject("notify");
