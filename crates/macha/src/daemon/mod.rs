@@ -679,7 +679,9 @@ fn on_api(shared: &Arc<Shared>, engine: &EngineHandle, call: ApiCall) {
             spawn_guarded(&shared.tracker, "notification test", async move {
                 let answer = crate::notify::test_channel(&s.config.notifications, &channel, &who).await;
                 let said = match &answer {
-                    crate::api::notify::NotifyAnswer::Tested { delivered: true, answer, .. } => format!("delivered ({answer})"),
+                    crate::api::notify::NotifyAnswer::Tested { delivered: true, answer, .. } => {
+                        format!("delivered ({answer})")
+                    }
                     crate::api::notify::NotifyAnswer::Tested { answer, .. } => format!("not delivered: {answer}"),
                     _ => String::new(),
                 };
