@@ -81,8 +81,12 @@ fn outbox_child_process_entry_point() {
                     continue;
                 }
                 let (channel, id) = mine[rng.below(mine.len() as u64) as usize].clone();
-                let msg =
-                    NewOutboxMessage { message_id: id, channel, created: now, payload: serde_json::json!({"again": true}) };
+                let msg = NewOutboxMessage {
+                    message_id: id,
+                    channel,
+                    created: now,
+                    payload: serde_json::json!({"again": true}),
+                };
                 assert!(!store.outbox_enqueue(&msg).unwrap().new, "a second enqueue is a no-op");
             }
             _ => {
