@@ -231,6 +231,9 @@ pub(crate) fn check_url(channel: &str, url: &str) -> Result<(), NotifyError> {
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))
         .ok_or_else(|| bad("the URL must start with http:// or https://"))?;
+    if url.starts_with("https://") && !cfg!(feature = "tls") {
+        return Err(bad("this build has no TLS (feature `tls` of macha-notify); an https URL cannot be reached"));
+    }
     if rest.contains('?') || rest.contains('#') {
         return Err(bad("the URL must not carry a query or fragment (a token goes in the secret file)"));
     }
@@ -274,7 +277,8 @@ mod tests {
 
     #[test]
     fn urls_with_queries_or_credentials_are_refused() {
-        assert!(check_url("g", "https://gotify.example/").is_ok());
+        assert_eq!(check_url("g", "https://gotify.example/").is_ok(), cfg!(feature = "tls"));
+        assert!(check_url("g", "http://gotify.example/").is_ok());
         assert!(check_url("g", "https://gotify.example/message?token=abc").is_err());
         assert!(check_url("g", "https://user:pw@gotify.example").is_err());
         assert!(check_url("g", "ftp://gotify.example").is_err());

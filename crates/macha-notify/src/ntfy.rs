@@ -18,7 +18,8 @@ pub fn request(out: &Outgoing, cfg: &ChannelConfig, token: Option<&Secret>) -> R
         return Err(NotifyError::Config { channel: cfg.name.clone(), reason: "not an ntfy channel".to_owned() });
     };
     check_url(&cfg.name, url)?;
-    if topic.is_empty() || !topic.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if topic.is_empty() || topic.len() > 64 || !topic.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return Err(NotifyError::Config {
             channel: cfg.name.clone(),
             reason: format!("topic {topic:?} must be 1 to 64 letters, digits, - or _"),

@@ -352,6 +352,7 @@ impl Router {
 
     /// Takes one event; returns the messages due at once.
     pub fn on_event(&mut self, now: Timestamp, event: Event) -> Vec<Outgoing> {
+        let key = event.group_key.clone();
         let wait = self.wait_for(event.severity);
         let (flap_opens, flap_window, group_interval) =
             (self.config.flap_opens, self.config.flap_window, self.config.group_interval);
@@ -473,8 +474,40 @@ impl Router {
                 g.due = Some(g.due.map_or(earliest, |d| d.min(earliest)));
             }
         }
-        out.extend(self.tick(now));
+        // Only this group can have fallen due (the rest waits for the caller's tick at
+        // `next_due`), so an event costs the same however many incidents are open.
+        self.flush_if_due(now, &key, &mut out);
         out
+    }
+
+    /// Sends group `key`'s pending news if it is due at `now` and not held back.
+    fn flush_if_due(&mut self, now: Timestamp, key: &str, out: &mut Vec<Outgoing>) {
+        let Some(g) = self.groups.get(key) else { return };
+        if g.pending.is_empty() || g.due.is_none_or(|d| d > now) {
+            return;
+        }
+        let kind = g.pending[0].kind;
+        if let Some(reason) = self.suppressed(now, &g.host, key, kind) {
+            if let Some(g) = self.groups.get_mut(key) {
+                if g.open {
+                    g.held = Some(reason);
+                } else {
+                    self.stats.suppressed += g.pending.len() as u64;
+                    g.pending.clear();
+                    g.due = None;
+                }
+            }
+            return;
+        }
+        if let Some(draft) = self.draft_pending(key) {
+            let opening = draft.kind == EventKind::IssueOpened;
+            self.send_group(now, key, draft, out, opening);
+        }
+        if self.groups.get(key).is_some_and(|g| {
+            !g.open && g.pending.is_empty() && g.flap.is_none() && !g.resolve_held && g.opens.is_empty()
+        }) {
+            self.groups.remove(key);
+        }
     }
 
     /// Sends the resolved message of group `key` unless it is held back.
