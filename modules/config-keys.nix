@@ -61,6 +61,21 @@ rec {
     "prometheus.enable" = "prometheus.enable";
     "prometheus.listen" = "prometheus.listen";
     "prometheus.textfile" = "prometheus.textfile";
+    "notifications.linkBase" = "notifications.link_base";
+    "notifications.modelMaySend" = "notifications.model_may_send";
+    "notifications.gotify.url" = "notifications.gotify.url";
+    "notifications.gotify.tokenFile" = "notifications.gotify.token_file";
+    "notifications.gotify.minSeverity" = "notifications.gotify.min_severity";
+    "notifications.gotify.kinds" = "notifications.gotify.kinds";
+    "notifications.ntfy.url" = "notifications.ntfy.url";
+    "notifications.ntfy.topic" = "notifications.ntfy.topic";
+    "notifications.ntfy.tokenFile" = "notifications.ntfy.token_file";
+    "notifications.ntfy.minSeverity" = "notifications.ntfy.min_severity";
+    "notifications.ntfy.kinds" = "notifications.ntfy.kinds";
+    "notifications.webhook.url" = "notifications.webhook.url";
+    "notifications.webhook.secretFile" = "notifications.webhook.secret_file";
+    "notifications.webhook.minSeverity" = "notifications.webhook.min_severity";
+    "notifications.webhook.kinds" = "notifications.webhook.kinds";
   };
 
   # Keys the module sets to what the unit provides (StateDirectory, RuntimeDirectory); they cannot
@@ -152,6 +167,15 @@ rec {
     "fillup.horizon"
     "fillup.window"
     "fillup.old_generation_days"
+    "notifications.group_wait"
+    "notifications.group_interval"
+    "notifications.repeat_interval"
+    "notifications.critical_group_wait"
+    "notifications.flap_opens"
+    "notifications.flap_window"
+    "notifications.stable_after"
+    "notifications.retry_max"
+    "notifications.model_per_hour"
   ];
 
   # Options that configure the NixOS side (the unit, the user, companions), not a daemon key.
@@ -175,6 +199,7 @@ rec {
     checkInterval = "60s";
     modelMayExecute = [ "diagnostic" ];
     cleanupMinAgeDays = 7;
+    notifications.modelMaySend = false;
     models = {
       triage = "qwen2.5:3b";
       analysis = "qwen2.5:14b";
@@ -185,6 +210,72 @@ rec {
   # daemon.
   apiKeyCredential = "llm-api-key";
   apiKeyPath = "/run/credentials/macha.service/${apiKeyCredential}";
+
+  # The notification channels' secrets (LoadCredential names) and where the daemon reads them:
+  # the unit's credentials directory ($CREDENTIALS_DIRECTORY), never the Nix store.
+  notifyCredentials = {
+    gotify = "notify-gotify-token";
+    ntfy = "notify-ntfy-token";
+    webhook = "notify-webhook-secret";
+  };
+  credentialPath = name: "/run/credentials/macha.service/${name}";
+
+  # The channels' options with their defaults filled in (`cfg.notifications` may be partial).
+  notifyChannels =
+    cfg:
+    let
+      n = cfg.notifications or { };
+      ch =
+        name: extra:
+        {
+          url = null;
+          minSeverity = null;
+          kinds = null;
+        }
+        // extra
+        // (n.${name} or { });
+    in
+    {
+      gotify = ch "gotify" { tokenFile = null; };
+      ntfy = ch "ntfy" {
+        topic = null;
+        tokenFile = null;
+      };
+      webhook = ch "webhook" { secretFile = null; };
+    };
+
+  # What is wrong with the notification options, one sentence each (the module's assertions):
+  # a channel that needs a secret has a URL but no secret file.
+  notificationProblems =
+    cfg:
+    let
+      c = notifyChannels cfg;
+    in
+    (if c.gotify.url != null && c.gotify.tokenFile == null then
+      [ "services.macha.notifications.gotify.url is set but gotify.tokenFile is not: Gotify needs an application token (a file outside the Nix store, such as /run/secrets/gotify-token)." ]
+    else
+      [ ])
+    ++ (
+      if c.webhook.url != null && c.webhook.secretFile == null then
+        [ "services.macha.notifications.webhook.url is set but webhook.secretFile is not: every webhook message is signed with the key in that file." ]
+      else
+        [ ]
+    )
+    ++ (
+      if c.ntfy.url != null && c.ntfy.topic == null then
+        [ "services.macha.notifications.ntfy.url is set but ntfy.topic is not." ]
+      else
+        [ ]
+    );
+
+  # The LoadCredential entries of the configured secrets.
+  notifyLoadCredentials =
+    cfg:
+    let
+      c = notifyChannels cfg;
+      one = name: file: if file == null then [ ] else [ "${notifyCredentials.${name}}:${toString file}" ];
+    in
+    one "gotify" c.gotify.tokenFile ++ one "ntfy" c.ntfy.tokenFile ++ one "webhook" c.webhook.secretFile;
 
   # The paths of `settings` owned by typed options or fixed by the module.
   ownedPaths = unique (map ownedPath (builtins.attrValues typed ++ builtins.attrNames fixed));
@@ -231,6 +322,38 @@ rec {
       prometheus = dropNulls {
         inherit (cfg.prometheus) enable listen textfile;
       };
+      notifications =
+        let
+          c = notifyChannels cfg;
+          n = cfg.notifications or { };
+          secret = name: file: if file == null then null else credentialPath notifyCredentials.${name};
+          channel =
+            name: extra:
+            let
+              v = c.${name};
+            in
+            if v.url == null then
+              null
+            else
+              dropNulls (
+                {
+                  inherit (v) url kinds;
+                  min_severity = v.minSeverity;
+                }
+                // extra
+              );
+          all = dropNulls {
+            link_base = n.linkBase or null;
+            model_may_send = n.modelMaySend or null;
+            gotify = channel "gotify" { token_file = secret "gotify" c.gotify.tokenFile; };
+            ntfy = channel "ntfy" {
+              inherit (c.ntfy) topic;
+              token_file = secret "ntfy" c.ntfy.tokenFile;
+            };
+            webhook = channel "webhook" { secret_file = secret "webhook" c.webhook.secretFile; };
+          };
+        in
+        if all == { } then null else all;
     };
 
   # `fixed` as nested settings.

@@ -544,6 +544,93 @@ in
       '';
     };
 
+    notifications =
+      let
+        severity = mkOption {
+          type = types.nullOr (
+            types.enum [
+              "info"
+              "warning"
+              "critical"
+            ]
+          );
+          default = null;
+          description = "The least severity this channel is sent (daemon default: warning).";
+        };
+        kinds = mkOption {
+          type = types.nullOr (types.listOf types.str);
+          default = null;
+          example = [
+            "issue_opened"
+            "approval_pending"
+            "security"
+          ];
+          description = "The event kinds this channel is sent (docs/notifications.md; default: all).";
+        };
+        secret =
+          what:
+          mkOption {
+            type = types.nullOr types.externalPath;
+            default = null;
+            example = "/run/secrets/macha-notify";
+            description = ''
+              File holding ${what}. systemd reads it (as root) and hands it to the daemon as a
+              credential (`LoadCredential`); it never enters the Nix store or the configuration.
+            '';
+          };
+        url =
+          example:
+          mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            inherit example;
+            description = "The server's address; the channel is off while this is null.";
+          };
+      in
+      {
+        linkBase = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "https://macha.example.org";
+          description = ''
+            The web console's address: messages then link to `<linkBase>/approvals/<id>` and
+            `<linkBase>/issues/<id>`.
+          '';
+        };
+        modelMaySend = mkOption {
+          type = types.bool;
+          default = keys.defaults.notifications.modelMaySend;
+          description = ''
+            Whether the model is offered the `send_notification` tool (rate-limited, redacted and
+            marked as written by the model).
+          '';
+        };
+        gotify = {
+          url = url "https://gotify.example.org";
+          tokenFile = secret "the Gotify application token";
+          minSeverity = severity;
+          inherit kinds;
+        };
+        ntfy = {
+          url = url "https://ntfy.sh";
+          topic = mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            example = "macha-alerts";
+            description = "The ntfy topic messages are published to.";
+          };
+          tokenFile = secret "an ntfy access token (optional: a public topic needs none)";
+          minSeverity = severity;
+          inherit kinds;
+        };
+        webhook = {
+          url = url "https://hooks.example.org/macha";
+          secretFile = secret "the HMAC-SHA256 key that signs every webhook message";
+          minSeverity = severity;
+          inherit kinds;
+        };
+      };
+
     environmentFile = mkOption {
       type = types.nullOr types.externalPath;
       default = null;
@@ -623,6 +710,10 @@ in
           ) (nixPathsIn [ ] cfg.settings);
         }
         {
+          assertion = keys.notificationProblems cfg == [ ];
+          message = lib.concatStringsSep "\n" (keys.notificationProblems cfg);
+        }
+        {
           assertion = !(cfg.hosts ? local);
           message = "services.macha.hosts.local: \"local\" is this host, which Macha always manages; give the managed host another name.";
         }
@@ -692,9 +783,9 @@ in
           RestartSec = "5s";
           TimeoutStopSec = "30s";
           EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
-          LoadCredential = lib.optional (
-            cfg.modelApiKeyFile != null
-          ) "${keys.apiKeyCredential}:${cfg.modelApiKeyFile}";
+          LoadCredential =
+            lib.optional (cfg.modelApiKeyFile != null) "${keys.apiKeyCredential}:${cfg.modelApiKeyFile}"
+            ++ keys.notifyLoadCredentials cfg;
           # The textfile collector's directory is the one place outside the state directory it writes.
           ReadWritePaths = lib.optional (cfg.prometheus.textfile != null) cfg.prometheus.textfile;
 

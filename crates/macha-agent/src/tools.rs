@@ -230,6 +230,25 @@ pub struct KnowledgeArgs {
     pub limit: Option<u32>,
 }
 
+/// The longest title and message of `send_notification`.
+pub const NOTIFICATION_TITLE_MAX: usize = 120;
+pub const NOTIFICATION_MESSAGE_MAX: usize = 1_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationArgs {
+    /// One line for the phone's notification.
+    #[schemars(length(min = 1, max = 120))]
+    pub title: String,
+    /// What people should know or do (Markdown).
+    #[schemars(length(min = 1, max = 1000))]
+    pub message: String,
+    /// 0-10: 8 and above is urgent, 4-7 needs attention, below that is information (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10))]
+    pub priority: Option<u8>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunbookArgs {
@@ -290,10 +309,11 @@ pub enum ToolName {
     RecentChanges,
     FleetMap,
     ProposeAction,
+    SendNotification,
 }
 
 impl ToolName {
-    pub const ALL: [ToolName; 16] = [
+    pub const ALL: [ToolName; 17] = [
         ToolName::GetSnapshot,
         ToolName::UnitStatus,
         ToolName::ReadLogs,
@@ -310,6 +330,7 @@ impl ToolName {
         ToolName::RecentChanges,
         ToolName::FleetMap,
         ToolName::ProposeAction,
+        ToolName::SendNotification,
     ];
 
     /// What Macha knows, offered in every incident analysis after the observation tools.
@@ -359,6 +380,7 @@ impl ToolName {
             ToolName::RecentChanges => "recent_changes",
             ToolName::FleetMap => "fleet_map",
             ToolName::ProposeAction => "propose_action",
+            ToolName::SendNotification => "send_notification",
         }
     }
 
@@ -388,12 +410,16 @@ impl ToolName {
             ToolName::ProposeAction => {
                 "Propose one action. Macha's policy decides: run, ask a person, or refuse. You are told which."
             }
+            ToolName::SendNotification => {
+                "Send people a short message through Macha's notification channels (marked as yours; a few per hour)."
+            }
         }
     }
 
-    /// Whether the tool only reads.
+    /// Whether the tool only reads (`send_notification` writes only a message to people, through
+    /// the notification outbox; it is offered only when the configuration allows it).
     pub fn read_only(self) -> bool {
-        self != ToolName::ProposeAction
+        !matches!(self, ToolName::ProposeAction | ToolName::SendNotification)
     }
 
     /// The JSON Schema of the arguments (draft-07, subschemas inlined, no `$ref`).
@@ -414,6 +440,7 @@ impl ToolName {
             ToolName::RecentChanges => schema_of::<ChangesArgs>(),
             ToolName::FleetMap => schema_of::<FleetMapArgs>(),
             ToolName::ProposeAction => action_parameters(),
+            ToolName::SendNotification => schema_of::<NotificationArgs>(),
         }
     }
 
@@ -600,6 +627,7 @@ pub enum ToolCall {
     RecentChanges(ChangesArgs),
     FleetMap(FleetMapArgs),
     ProposeAction(Box<Action>),
+    SendNotification(NotificationArgs),
 }
 
 impl ToolCall {
@@ -621,6 +649,7 @@ impl ToolCall {
             ToolCall::RecentChanges(_) => ToolName::RecentChanges,
             ToolCall::FleetMap(_) => ToolName::FleetMap,
             ToolCall::ProposeAction(_) => ToolName::ProposeAction,
+            ToolCall::SendNotification(_) => ToolName::SendNotification,
         }
     }
 }
@@ -837,6 +866,20 @@ pub fn parse_call_scoped(
             }
             ToolCall::ProposeAction(Box::new(action))
         }
+        ToolName::SendNotification => {
+            let a: NotificationArgs = typed(args).map_err(bad)?;
+            let plain = |t: &str, nl: bool| t.chars().all(|c| !c.is_control() || (nl && (c == '\n' || c == '\t')));
+            if a.title.trim().is_empty() || a.title.len() > NOTIFICATION_TITLE_MAX || !plain(&a.title, false) {
+                return Err(bad(format!("title must be 1-{NOTIFICATION_TITLE_MAX} bytes of plain text on one line")));
+            }
+            if a.message.trim().is_empty() || a.message.len() > NOTIFICATION_MESSAGE_MAX || !plain(&a.message, true) {
+                return Err(bad(format!("message must be 1-{NOTIFICATION_MESSAGE_MAX} bytes of text")));
+            }
+            if a.priority.is_some_and(|p| p > 10) {
+                return Err(bad("priority must be 0-10".into()));
+            }
+            ToolCall::SendNotification(a)
+        }
     })
 }
 
@@ -1006,6 +1049,24 @@ mod tests {
         let p =
             call("propose_action", serde_json::json!({"kind": "restart_unit", "unit": "nginx", "reason": "failed"}));
         assert!(matches!(p, Ok(ToolCall::ProposeAction(a)) if a.describe() == "restart_unit nginx.service on local"));
+    }
+
+    #[test]
+    fn send_notification_takes_a_short_plain_message() {
+        let ok =
+            call("send_notification", serde_json::json!({"title": "Disk", "message": "filling\nfast", "priority": 5}));
+        assert!(matches!(ok, Ok(ToolCall::SendNotification(a)) if a.title == "Disk" && a.priority == Some(5)));
+        for bad in [
+            serde_json::json!({"title": "", "message": "x"}),
+            serde_json::json!({"title": "a\nb", "message": "x"}),
+            serde_json::json!({"title": "t", "message": "x\u{1b}[2J"}),
+            serde_json::json!({"title": "t", "message": "x".repeat(1001)}),
+            serde_json::json!({"title": "t", "message": "x", "priority": 11}),
+            serde_json::json!({"title": "t", "message": "x", "channel": "gotify"}),
+        ] {
+            assert!(call("send_notification", bad.clone()).is_err(), "accepted {bad}");
+        }
+        assert!(!ToolName::SendNotification.read_only());
     }
 
     #[test]

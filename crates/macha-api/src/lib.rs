@@ -21,6 +21,7 @@ mod client;
 mod frame;
 pub mod knowledge;
 pub mod metrics;
+pub mod notify;
 pub mod ops;
 pub mod questlog;
 pub mod reply;

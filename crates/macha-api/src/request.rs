@@ -67,6 +67,10 @@ pub enum Request {
     CommandRuns(crate::questlog::CommandRuns),
     /// A host's metric names, or one metric's points (`macha metrics`).
     MetricsRead(crate::metrics::MetricsRead),
+    /// The notification log and silences (`macha notify log`, `macha silence list`).
+    NotifyRead(crate::notify::NotifyRead),
+    /// Sends or tests a notification, adds or removes a silence (admin only; audited).
+    NotifyWrite(crate::notify::NotifyWrite),
 }
 
 /// The access tiers, lowest first.
@@ -118,7 +122,8 @@ impl Request {
             | Request::SearchAudit(_)
             | Request::LogStats(_)
             | Request::CommandRuns(_)
-            | Request::MetricsRead(_) => Tier::Viewer,
+            | Request::MetricsRead(_)
+            | Request::NotifyRead(_) => Tier::Viewer,
             Request::ResolveIssue(_)
             | Request::CloseIssue(_)
             | Request::Approve(_)
@@ -132,7 +137,8 @@ impl Request {
             | Request::PruneAudit(_)
             | Request::PrepareDeploy(_)
             | Request::KnowledgeWrite(_)
-            | Request::WebLogin => Tier::Admin,
+            | Request::WebLogin
+            | Request::NotifyWrite(_) => Tier::Admin,
         }
     }
 
@@ -182,6 +188,8 @@ impl Request {
             Request::LogStats(_) => "log_stats",
             Request::CommandRuns(_) => "command_runs",
             Request::MetricsRead(_) => "metrics_read",
+            Request::NotifyRead(_) => "notify_read",
+            Request::NotifyWrite(_) => "notify_write",
         }
     }
 }

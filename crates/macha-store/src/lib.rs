@@ -1,7 +1,9 @@
 //! The one SQLite database of Macha: the audit trail (hash-chained, [`chain`]), approvals,
 //! issues, the action log, small key/value state, the host registry, per-host snapshot history
-//! ([`history`]) and metric history ([`metrics`]), the agent's records, with bounded retention ([`Store::maintain`]), and the
-//! configuration index with its keyword search (`configs.rs`).
+//! ([`history`]) and metric history ([`metrics`]), the agent's records, with bounded retention ([`Store::maintain`]), the
+//! configuration index with its keyword search (`configs.rs`), and the notification outbox and
+//! silences (`outbox.rs`; the notification task's enqueue together with its state:
+//! `outbox_cursor.rs`).
 //!
 //! Architecture invariant: every state change is one transaction that carries a guard on the
 //! previous state (`UPDATE … WHERE id = ? AND state = ?`) and appends its audit record. Nothing is
@@ -29,8 +31,10 @@ mod hosts;
 mod issues;
 mod knowledge;
 mod kv;
-pub mod questlog;
 pub mod metrics;
+mod outbox;
+mod outbox_cursor;
+pub mod questlog;
 mod recall;
 mod registry;
 mod retention;
@@ -55,8 +59,9 @@ pub use issues::{ACTIVE_STATES, IssueChanges, IssueQuery, IssueRecord, NewIssue,
 pub use knowledge::{IssueCandidate, KbEntry, KbFields, KbHit};
 pub use macha_core::approval::ApprovalState;
 pub use macha_core::issue::{IssueState, Lifecycle};
-pub use questlog::{ActionCount, CommandRun, Flapping, IssueCount, LogSearch, LogStats};
 pub use metrics::{MetricPoint, MetricsSize};
+pub use outbox::{Enqueued, NewOutboxMessage, NewSilence, OutboxFilter, OutboxRecord, OutboxState, SilenceRecord};
+pub use questlog::{ActionCount, CommandRun, Flapping, IssueCount, LogSearch, LogStats};
 pub use recall::{CachedAnalysis, DeploymentRecord};
 pub use registry::{DiscoveryChanges, FleetHost, HostSource};
 pub use retention::{Limits, MAINTAIN_MAX_TRANSACTIONS, Maintenance};

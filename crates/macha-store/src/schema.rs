@@ -19,8 +19,18 @@
 //! - Ids come from `AUTOINCREMENT`, so they are never reused, even after the highest row is gone.
 
 /// Migration `n` (0-based) takes the schema from version `n` to `n + 1`.
-pub const MIGRATIONS: &[&str] =
-    &[V1, V2_AGENT, V3_FLEET, V4_RETENTION, V5_KNOWLEDGE_BASE, V6_CONFIGS, V7_EMBEDDINGS, V8_QUESTLOG, V9_METRICS];
+pub const MIGRATIONS: &[&str] = &[
+    V1,
+    V2_AGENT,
+    V3_FLEET,
+    V4_RETENTION,
+    V5_KNOWLEDGE_BASE,
+    V6_CONFIGS,
+    V7_EMBEDDINGS,
+    V8_QUESTLOG,
+    V9_METRICS,
+    V10_NOTIFY,
+];
 
 /// The schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -493,4 +503,40 @@ CREATE TABLE metric_samples (
     UNIQUE (host_id, tier, ts)
 ) STRICT;
 CREATE INDEX metric_samples_age ON metric_samples (tier, ts);
+"#;
+
+/// Notifications (`macha-notify`, decision 0021): the outbox every message goes through before it
+/// leaves the daemon, and the silences people set. A message is unique per channel by its
+/// `message_id`, so enqueueing the same message twice keeps one row, and a receiver can drop a
+/// resend by that id. `sending` is only ever seen inside the delivering process: at start the
+/// deliverer puts such rows back to `queued`.
+const V10_NOTIFY: &str = r#"
+CREATE TABLE outbox (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id   TEXT    NOT NULL CHECK (length(message_id) > 0),
+    channel      TEXT    NOT NULL CHECK (length(channel) > 0),
+    created      INTEGER NOT NULL,
+    payload      TEXT    NOT NULL CHECK (json_valid(payload)),
+    state        TEXT    NOT NULL DEFAULT 'queued'
+                 CHECK (state IN ('queued', 'sending', 'sent', 'failed', 'dead')),
+    attempts     INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt INTEGER NOT NULL,
+    last_error   TEXT,
+    sent_at      INTEGER,
+    UNIQUE (channel, message_id),
+    CHECK ((state = 'sent') = (sent_at IS NOT NULL))
+) STRICT;
+CREATE INDEX outbox_pending ON outbox (channel, id) WHERE state IN ('queued', 'sending', 'failed');
+CREATE INDEX outbox_state ON outbox (state, id);
+
+CREATE TABLE silences (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    matcher    TEXT    NOT NULL CHECK (length(matcher) > 0),
+    until      INTEGER NOT NULL,
+    reason     TEXT    NOT NULL,
+    created_by TEXT    NOT NULL CHECK (length(created_by) > 0),
+    created    INTEGER NOT NULL,
+    CHECK (until > created)
+) STRICT;
+CREATE INDEX silences_until ON silences (until);
 "#;

@@ -132,6 +132,12 @@ pub enum AgentCall {
         entries: Vec<i64>,
         issue_ids: Vec<i64>,
     },
+    /// The model's `send_notification` (already redacted): queued, or refused with why.
+    Notify {
+        args: macha_agent::tools::NotificationArgs,
+        why: String,
+        reply: oneshot::Sender<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -633,7 +639,8 @@ async fn execute(shared: &Arc<Shared>, job: &Job, model: &str) -> Result<Answer,
                 events,
                 nonce,
             );
-            let turn = runner.run(&mut messages, &ToolName::ALL, None, None).await.map_err(|e| e.to_string())?;
+            let offered = chat_tools(&shared.config);
+            let turn = runner.run(&mut messages, &offered, None, None).await.map_err(|e| e.to_string())?;
             let approval_id = match mode {
                 Mode::Discuss { approval_id, .. } => Some(*approval_id),
                 _ => None,
@@ -918,8 +925,33 @@ impl DaemonHost {
                 };
                 Ok(self.ask_loop(call, rx).await.unwrap_or_else(|| "not decided: the daemon is stopping".into()))
             }
+            ToolCall::SendNotification(mut args) => {
+                // Redacted like everything else that leaves the daemon.
+                args.title = self.shared.redactor.apply(&args.title);
+                args.message = self.shared.redactor.apply(&args.message);
+                let why = match self.issue_ids.as_slice() {
+                    [] => format!("agent request {}", self.request_id),
+                    ids => format!(
+                        "agent request {}, about issue {}",
+                        self.request_id,
+                        ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+                    ),
+                };
+                let (reply, rx) = oneshot::channel();
+                let call = AgentCall::Notify { args, why, reply };
+                Ok(self.ask_loop(call, rx).await.unwrap_or_else(|| "not sent: the daemon is stopping".into()))
+            }
         }
     }
+}
+
+/// The tools of a chat, a question or a discussion: every tool, `send_notification` only when
+/// `notifications.model_may_send` allows it.
+pub fn chat_tools(config: &Config) -> Vec<ToolName> {
+    ToolName::ALL
+        .into_iter()
+        .filter(|t| *t != ToolName::SendNotification || config.notifications.model_may_send)
+        .collect()
 }
 
 fn pick_issue(ids: &[i64]) -> Option<i64> {
@@ -1049,6 +1081,12 @@ pub fn handle_call(engine: &mut Engine, call: AgentCall, fleet: &dyn Fn() -> Fle
             };
             let _ = reply.send(text);
             return Ok(work.into_iter().collect());
+        }
+        AgentCall::Notify { args, why, reply } => {
+            let settings = engine.config().notifications.clone();
+            let answer = crate::notify::model_message(engine.store_mut(), &settings, &args, &why, now)
+                .unwrap_or_else(|e| format!("not sent: {e}"));
+            let _ = reply.send(answer);
         }
         AgentCall::Converse { conversation, approval_id, turns } => {
             engine.store_mut().append_conversation(&conversation, approval_id, &turns, now)?;

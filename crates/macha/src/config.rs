@@ -125,6 +125,30 @@ pub const CONFIG_KEYS: &[&str] = &[
     "fillup.horizon",
     "fillup.window",
     "fillup.old_generation_days",
+    "notifications.link_base",
+    "notifications.group_wait",
+    "notifications.group_interval",
+    "notifications.repeat_interval",
+    "notifications.critical_group_wait",
+    "notifications.flap_opens",
+    "notifications.flap_window",
+    "notifications.stable_after",
+    "notifications.retry_max",
+    "notifications.model_may_send",
+    "notifications.model_per_hour",
+    "notifications.gotify.url",
+    "notifications.gotify.token_file",
+    "notifications.gotify.min_severity",
+    "notifications.gotify.kinds",
+    "notifications.ntfy.url",
+    "notifications.ntfy.topic",
+    "notifications.ntfy.token_file",
+    "notifications.ntfy.min_severity",
+    "notifications.ntfy.kinds",
+    "notifications.webhook.url",
+    "notifications.webhook.secret_file",
+    "notifications.webhook.min_severity",
+    "notifications.webhook.kinds",
 ];
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -164,6 +188,7 @@ pub struct FileConfig {
     pub prometheus: PrometheusSection,
     pub anomaly: AnomalySection,
     pub fillup: FillupSection,
+    pub notifications: NotificationsSection,
 }
 
 /// The web console (docs/web.md), as written.
@@ -309,6 +334,217 @@ pub struct MetricsConfig {
     #[serde(with = "humantime_serde_compat")]
     pub window: Duration,
     pub old_generation_days: u32,
+}
+
+/// `[notifications]`: what is sent where, and when (docs/notifications.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationsSection {
+    /// The web console's address; messages then link to `<link_base>/approvals/<id>` and
+    /// `<link_base>/issues/<id>`.
+    pub link_base: Option<String>,
+    /// How long the first event of an incident waits for others to group with (default 30 s).
+    pub group_wait: Option<String>,
+    /// How long after a message a group sends the events that joined it since (default 5 m).
+    pub group_interval: Option<String>,
+    /// How long before a still-open incident is sent again (default 4 h).
+    pub repeat_interval: Option<String>,
+    /// The group wait of critical events (default 0 s: at once).
+    pub critical_group_wait: Option<String>,
+    /// Openings of one incident within `flap_window` that make it flapping (default 3).
+    pub flap_opens: Option<u32>,
+    /// The window of `flap_opens` (default 1 h).
+    pub flap_window: Option<String>,
+    /// How long a flapping incident must stay quiet before "stable again" (default 30 m).
+    pub stable_after: Option<String>,
+    /// The longest wait between two delivery attempts of one message (default 1 h).
+    pub retry_max: Option<String>,
+    /// Whether the model is offered the `send_notification` tool (default false).
+    pub model_may_send: Option<bool>,
+    /// The model's messages per hour at most (default 3).
+    pub model_per_hour: Option<u32>,
+    pub gotify: GotifySection,
+    pub ntfy: NtfySection,
+    pub webhook: WebhookSection,
+}
+
+/// `[notifications.gotify]`: a Gotify server (`POST /message`, the token in `X-Gotify-Key`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GotifySection {
+    pub url: Option<String>,
+    /// The application token's file (read when a message is sent; never in this file).
+    pub token_file: Option<PathBuf>,
+    /// `info`, `warning` (default) or `critical`.
+    pub min_severity: Option<String>,
+    /// The event kinds sent (default: all).
+    pub kinds: Option<Vec<String>>,
+}
+
+/// `[notifications.ntfy]`: an ntfy server (`POST /<topic>`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NtfySection {
+    pub url: Option<String>,
+    pub topic: Option<String>,
+    /// An access token's file (optional: a public topic needs none).
+    pub token_file: Option<PathBuf>,
+    pub min_severity: Option<String>,
+    pub kinds: Option<Vec<String>>,
+}
+
+/// `[notifications.webhook]`: a generic webhook (JSON body, HMAC-SHA256 signature).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSection {
+    pub url: Option<String>,
+    /// The HMAC key's file.
+    pub secret_file: Option<PathBuf>,
+    pub min_severity: Option<String>,
+    pub kinds: Option<Vec<String>>,
+}
+
+/// The notification event kinds, as configuration and `macha notify log` name them.
+pub const NOTIFY_KINDS: &[&str] = &[
+    "issue_opened",
+    "issue_resolved",
+    "approval_pending",
+    "remediation_done",
+    "remediation_failed",
+    "deployment",
+    "host_discovered",
+    "security",
+    "analysis_unavailable",
+    "self_health",
+    "manual",
+    "model",
+];
+
+/// The notification severities, lowest first.
+pub const NOTIFY_SEVERITIES: &[&str] = &["info", "warning", "critical"];
+
+/// Notifications, resolved (the channels that are configured, and the router's times).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Notifications {
+    pub link_base: Option<String>,
+    #[serde(with = "humantime_serde_compat")]
+    pub group_wait: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub group_interval: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub repeat_interval: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub critical_group_wait: Duration,
+    pub flap_opens: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub flap_window: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub stable_after: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub retry_max: Duration,
+    pub model_may_send: bool,
+    pub model_per_hour: u32,
+    /// The configured channels (the journal channel is always on and not listed).
+    pub channels: Vec<NotifyChannel>,
+}
+
+/// Which service a channel speaks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyService {
+    Gotify,
+    Ntfy,
+    Webhook,
+}
+
+impl NotifyService {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyService::Gotify => "gotify",
+            NotifyService::Ntfy => "ntfy",
+            NotifyService::Webhook => "webhook",
+        }
+    }
+}
+
+/// One configured channel. The secret stays in its file; only the path is here.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NotifyChannel {
+    pub service: NotifyService,
+    pub url: String,
+    pub topic: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    pub min_severity: String,
+    pub kinds: Vec<String>,
+}
+
+/// The keys of one channel as written, before validation.
+struct ChannelKeys<'a> {
+    service: NotifyService,
+    url: Option<&'a str>,
+    topic: Option<&'a str>,
+    secret_file: Option<&'a PathBuf>,
+    min_severity: Option<&'a str>,
+    kinds: Option<&'a [String]>,
+}
+
+/// Validates one channel's keys: `None` when it has no URL (and nothing else set).
+fn notify_channel(k: ChannelKeys<'_>) -> anyhow::Result<Option<NotifyChannel>> {
+    let name = k.service.as_str();
+    let Some(url) = k.url else {
+        if k.topic.is_some() || k.secret_file.is_some() || k.min_severity.is_some() || k.kinds.is_some() {
+            bail!("notifications.{name}: the channel has settings but no url");
+        }
+        return Ok(None);
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.chars().any(char::is_whitespace) {
+        bail!("notifications.{name}.url = {url:?} must start with http:// or https://");
+    }
+    if url.contains('?') || url.contains('@') {
+        bail!("notifications.{name}.url = {url:?} must carry no query and no credentials: the secret goes in a file");
+    }
+    let secret_key = if k.service == NotifyService::Webhook { "secret_file" } else { "token_file" };
+    match k.secret_file {
+        Some(p) if !p.is_absolute() => bail!("notifications.{name}.{secret_key} must be an absolute path"),
+        None if k.service != NotifyService::Ntfy => {
+            bail!("notifications.{name}.url is set but notifications.{name}.{secret_key} is not")
+        }
+        _ => {}
+    }
+    let topic = match (k.service, k.topic) {
+        (NotifyService::Ntfy, Some(t))
+            if (1..=64).contains(&t.len())
+                && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Some(t.to_owned())
+        }
+        (NotifyService::Ntfy, Some(t)) => {
+            bail!("notifications.ntfy.topic = {t:?} must be 1-64 letters, digits, '-' or '_'")
+        }
+        (NotifyService::Ntfy, None) => bail!("notifications.ntfy.url is set but notifications.ntfy.topic is not"),
+        (_, _) => None,
+    };
+    let min_severity = k.min_severity.unwrap_or("warning");
+    if !NOTIFY_SEVERITIES.contains(&min_severity) {
+        bail!("notifications.{name}.min_severity = {min_severity:?}: use {}", NOTIFY_SEVERITIES.join(", "));
+    }
+    let kinds = match k.kinds {
+        None => NOTIFY_KINDS.iter().map(|s| (*s).to_owned()).collect(),
+        Some(kinds) => {
+            if let Some(bad) = kinds.iter().find(|x| !NOTIFY_KINDS.contains(&x.as_str())) {
+                bail!("notifications.{name}.kinds: {bad:?} is not an event kind (kinds: {})", NOTIFY_KINDS.join(", "));
+            }
+            kinds.to_vec()
+        }
+    };
+    Ok(Some(NotifyChannel {
+        service: k.service,
+        url: url.trim_end_matches('/').to_owned(),
+        topic,
+        secret_file: k.secret_file.cloned(),
+        min_severity: min_severity.to_owned(),
+        kinds,
+    }))
 }
 
 /// What Macha knows beyond its checks (docs/knowledge.md).
@@ -840,6 +1076,8 @@ pub struct Config {
     pub web: Option<WebConfig>,
     /// Metrics over time: anomaly detection and fill-up prediction (`anomaly.*`, `fillup.*`).
     pub metrics: MetricsConfig,
+    /// `[notifications]`: channels, routing times, the model's tool.
+    pub notifications: Notifications,
 }
 
 /// Which embedding model hybrid search uses (decision 0017).
@@ -1345,10 +1583,66 @@ impl Config {
         let knowledge_embedder = (f.knowledge.embedder.as_deref(), f.knowledge.model_dir.as_ref());
         let knowledge_embedder = (knowledge_embedder, f.knowledge.embed_model.as_deref());
         let knowledge_embedder = embedder_config(knowledge_embedder.0.0, knowledge_embedder.0.1, knowledge_embedder.1)?;
+        let gotify = notify_channel(ChannelKeys {
+            service: NotifyService::Gotify,
+            url: f.notifications.gotify.url.as_deref(),
+            topic: None,
+            secret_file: f.notifications.gotify.token_file.as_ref(),
+            min_severity: f.notifications.gotify.min_severity.as_deref(),
+            kinds: f.notifications.gotify.kinds.as_deref(),
+        })?;
+        let ntfy = notify_channel(ChannelKeys {
+            service: NotifyService::Ntfy,
+            url: f.notifications.ntfy.url.as_deref(),
+            topic: f.notifications.ntfy.topic.as_deref(),
+            secret_file: f.notifications.ntfy.token_file.as_ref(),
+            min_severity: f.notifications.ntfy.min_severity.as_deref(),
+            kinds: f.notifications.ntfy.kinds.as_deref(),
+        })?;
+        let webhook = notify_channel(ChannelKeys {
+            service: NotifyService::Webhook,
+            url: f.notifications.webhook.url.as_deref(),
+            topic: None,
+            secret_file: f.notifications.webhook.secret_file.as_ref(),
+            min_severity: f.notifications.webhook.min_severity.as_deref(),
+            kinds: f.notifications.webhook.kinds.as_deref(),
+        })?;
+        if let Some(base) = &f.notifications.link_base
+            && (!(base.starts_with("http://") || base.starts_with("https://")) || base.chars().any(char::is_whitespace))
+        {
+            bail!("notifications.link_base = {base:?} must start with http:// or https://");
+        }
+        let model_per_hour = f.notifications.model_per_hour.unwrap_or(3);
+        if !(1..=60).contains(&model_per_hour) {
+            bail!("notifications.model_per_hour = {model_per_hour} is outside 1-60");
+        }
+        let flap_opens = f.notifications.flap_opens.unwrap_or(3);
+        if !(2..=100).contains(&flap_opens) {
+            bail!("notifications.flap_opens = {flap_opens} is outside 2-100");
+        }
+        let key = "notifications.repeat_interval";
+        let repeat_interval = duration(key, &f.notifications.repeat_interval, s(14_400), s(60))?;
+        let key = "notifications.critical_group_wait";
+        let critical_group_wait = duration(key, &f.notifications.critical_group_wait, s(0), s(0))?;
+        let notifications = Notifications {
+            link_base: f.notifications.link_base.as_ref().map(|b| b.trim_end_matches('/').to_owned()),
+            group_wait: duration("notifications.group_wait", &f.notifications.group_wait, s(30), s(0))?,
+            group_interval: duration("notifications.group_interval", &f.notifications.group_interval, s(300), s(1))?,
+            repeat_interval,
+            critical_group_wait,
+            flap_opens,
+            flap_window: duration("notifications.flap_window", &f.notifications.flap_window, s(3600), s(1))?,
+            stable_after: duration("notifications.stable_after", &f.notifications.stable_after, s(1800), s(1))?,
+            retry_max: duration("notifications.retry_max", &f.notifications.retry_max, s(3600), s(1))?,
+            model_may_send: f.notifications.model_may_send.unwrap_or(false),
+            model_per_hour,
+            channels: [gotify, ntfy, webhook].into_iter().flatten().collect(),
+        };
         let metrics = metrics_config(&f)?;
         Ok(Config {
             web: web_config(&f, &socket)?,
             metrics,
+            notifications,
             knowledge_idle,
             knowledge_runbooks: f.knowledge.runbooks.clone().unwrap_or_else(|| PathBuf::from("/etc/macha/runbooks")),
             history,
@@ -1523,6 +1817,44 @@ journalctl = "/run/current-system/sw/bin/journalctl"
     }
 
     #[test]
+    fn notification_channels_resolve() {
+        let text = r#"
+[notifications]
+link_base = "https://macha.example/"
+critical_group_wait = "2s"
+retry_max = "5s"
+model_may_send = true
+[notifications.gotify]
+url = "https://gotify.example/"
+token_file = "/run/credentials/macha.service/notify-gotify"
+[notifications.ntfy]
+url = "https://ntfy.sh"
+topic = "macha-alerts"
+min_severity = "critical"
+kinds = ["issue_opened", "security"]
+"#;
+        let c = Config::from_toml(text, Scope::System).unwrap_or_else(|e| panic!("{e:#}"));
+        let n = &c.notifications;
+        assert_eq!(n.link_base.as_deref(), Some("https://macha.example"));
+        assert_eq!(n.critical_group_wait, Duration::from_secs(2));
+        assert_eq!(n.group_wait, Duration::from_secs(30));
+        assert_eq!(n.retry_max, Duration::from_secs(5));
+        assert!(n.model_may_send);
+        assert_eq!(n.model_per_hour, 3);
+        assert_eq!(n.channels.len(), 2);
+        assert_eq!(n.channels[0].service, NotifyService::Gotify);
+        assert_eq!(n.channels[0].url, "https://gotify.example");
+        assert_eq!(n.channels[0].min_severity, "warning");
+        assert_eq!(n.channels[0].kinds.len(), NOTIFY_KINDS.len());
+        assert_eq!(n.channels[1].topic.as_deref(), Some("macha-alerts"));
+        assert_eq!(n.channels[1].secret_file, None);
+        assert_eq!(n.channels[1].kinds, vec!["issue_opened".to_owned(), "security".to_owned()]);
+        let defaults = Config::defaults(Scope::System).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(defaults.notifications.channels.is_empty());
+        assert!(!defaults.notifications.model_may_send);
+    }
+
+    #[test]
     fn wrong_configs_are_clear_errors() {
         for (text, needle) in [
             ("autonomy = \"yolo\"", "not one of"),
@@ -1542,7 +1874,18 @@ journalctl = "/run/current-system/sw/bin/journalctl"
             ("[hosts.web1]\ndepends_on = [\"web1\"]", "cannot depend on itself"),
             ("[knowledge.idle]\nmax_load_per_cpu = 0.0", "must be above 0"),
             ("[knowledge.idle]\nmemory_max_mib = 0", "knowledge.idle.memory_max_mib = 0 must be 1-1048576"),
-            ("[notifications.gotify]\nurl = \"https://g\"", "unknown field"),
+            ("[notifications.gotify]\nurl = \"https://g\"", "notifications.gotify.token_file is not"),
+            ("[notifications.gotify]\nurl = \"https://g?token=x\"\ntoken_file = \"/t\"", "no query"),
+            ("[notifications.gotify]\ntopic = \"x\"", "unknown field"),
+            ("[notifications.ntfy]\nurl = \"https://n\"", "notifications.ntfy.topic is not"),
+            ("[notifications.ntfy]\nurl = \"https://n\"\ntopic = \"a/b\"", "notifications.ntfy.topic"),
+            ("[notifications.webhook]\nurl = \"https://w\"", "notifications.webhook.secret_file is not"),
+            ("[notifications.webhook]\nurl = \"https://w\"\nsecret_file = \"rel\"", "absolute path"),
+            ("[notifications.ntfy]\ntopic = \"t\"", "has settings but no url"),
+            ("[notifications.ntfy]\nurl = \"https://n\"\ntopic = \"t\"\nmin_severity = \"loud\"", "min_severity"),
+            ("[notifications.ntfy]\nurl = \"https://n\"\ntopic = \"t\"\nkinds = [\"everything\"]", "not an event kind"),
+            ("[notifications]\nlink_base = \"console\"", "notifications.link_base"),
+            ("[notifications]\nmodel_per_hour = 0", "notifications.model_per_hour"),
             ("[llm.models]\nembedding = \"x\"", "unknown field"),
             ("[flap]\nlimit = 0", "flap.limit"),
             ("[history]\nretention = \"1d\"\nraw_retention = \"2d\"", "history.retention"),

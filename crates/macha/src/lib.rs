@@ -22,6 +22,7 @@ pub mod hybrid;
 pub mod knowledge;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod observe;
 pub mod policy_inputs;
 pub mod prom;

@@ -9,6 +9,7 @@ mod chain;
 mod crash;
 mod history;
 mod metrics;
+mod outbox_crash;
 
 use macha_core::snapshot::{Cpu, CpuTicks, Filesystem, Load, Memory, NixInfo, Section, Snapshot, Units};
 use macha_core::{HostName, Timestamp};

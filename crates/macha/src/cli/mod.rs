@@ -15,8 +15,9 @@ mod configs;
 mod deploy;
 mod deploy_build;
 pub mod knowledge;
-mod questlog;
 pub mod metrics;
+pub mod notify;
+mod questlog;
 mod render;
 pub mod systems;
 pub mod term;
@@ -87,6 +88,9 @@ pub enum Applet {
     /// Print a file of the fleet's flake (only inside it).
     #[command(name = "macha-configs-read", version)]
     ConfigsRead(configs::ReadApplet),
+    /// Send a message through Macha's notification channels, test a channel, read the log.
+    #[command(name = "macha-notify", version)]
+    Notify(notify::NotifyArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -196,6 +200,14 @@ pub enum Cmd {
     Anomaly {
         #[command(subcommand)]
         cmd: metrics::AnomalyCmd,
+    },
+    /// Send a message through the notification channels, test a channel, read the delivery log
+    /// (same as `macha-notify`).
+    Notify(notify::NotifyArgs),
+    /// Hold back notifications about a host, an issue or a matcher for a while.
+    Silence {
+        #[command(subcommand)]
+        cmd: notify::SilenceCmd,
     },
     /// Print the names the binary answers to, one a line (the package links each to `macha`).
     #[command(hide = true)]
@@ -656,6 +668,8 @@ fn dispatch(applet: Applet) -> CmdResult {
             Cmd::Knowledge { cmd } => knowledge::run(cmd),
             Cmd::Metrics(a) => metrics::metrics(&a),
             Cmd::Anomaly { cmd } => metrics::anomaly(cmd),
+            Cmd::Notify(a) => notify::run(a),
+            Cmd::Silence { cmd } => notify::silence(cmd),
             Cmd::Applets => {
                 applet_names().iter().for_each(|n| println!("{n}"));
                 Ok(0)
@@ -672,6 +686,7 @@ fn dispatch(applet: Applet) -> CmdResult {
         Applet::Knowledge { cmd } => knowledge::run(cmd),
         Applet::Configs(a) => configs::run(&a),
         Applet::ConfigsRead(a) => configs::read_applet(&a),
+        Applet::Notify(a) => notify::run(a),
     }
 }
 
@@ -770,7 +785,8 @@ mod tests {
                 "macha-systems",
                 "macha-knowledge",
                 "macha-configs",
-                "macha-configs-read"
+                "macha-configs-read",
+                "macha-notify"
             ]
         );
     }
@@ -794,6 +810,13 @@ mod tests {
             vec!["macha-systems", "trust", "c1", "--fingerprint", "SHA256:x", "--fingerprint", "SHA256:y"],
             vec!["macha", "systems", "admit", "web1.example.org"],
             vec!["macha", "probe", "--json"],
+            vec!["macha-notify", "--priority", "8", "--channel", "ntfy", "Backup", "done"],
+            vec!["macha", "notify", "test", "gotify"],
+            vec!["macha", "notify", "log", "--failed", "--json"],
+            vec!["macha", "silence", "add", "--host", "web1", "--for", "2h", "--reason", "maintenance"],
+            vec!["macha", "silence", "add", "--match", "kind=issue_opened", "--for", "30m", "--reason", "x"],
+            vec!["macha", "silence", "list", "--all"],
+            vec!["macha", "silence", "remove", "3"],
             vec!["macha-logs", "verify", "--db", "/tmp/x.db", "--json"],
             vec!["macha", "logs", "verify", "--export", "/tmp/a.jsonl.gz"],
             vec!["macha-logs", "export", "--out", "/tmp/a.jsonl.gz", "--upto", "7"],

@@ -40,10 +40,12 @@ impl std::fmt::Debug for EngineHandle {
 pub struct EngineGone(&'static str);
 
 impl EngineHandle {
-    /// Starts the thread. It runs until [`EngineHandle::stop`], then hands the engine back.
+    /// Starts the thread. It runs until [`EngineHandle::stop`], then hands the engine back. After
+    /// every job it notifies `wake` (the notification task, which follows the audit trail).
     pub fn start(
         mut engine: Engine,
         runtime: tokio::runtime::Handle,
+        wake: Option<std::sync::Arc<tokio::sync::Notify>>,
     ) -> std::io::Result<(EngineHandle, std::thread::JoinHandle<Engine>)> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
         let thread = std::thread::Builder::new().name("macha-engine".into()).spawn(move || {
@@ -57,6 +59,9 @@ impl EngineHandle {
                 if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut engine))) {
                     let message = panic_message(panic.as_ref());
                     tracing::error!(job = what, "an engine job panicked: {message}; the engine goes on");
+                }
+                if let Some(w) = &wake {
+                    w.notify_one();
                 }
                 let took = started.elapsed();
                 if took > SLOW_JOB {

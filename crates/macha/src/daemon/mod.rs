@@ -371,9 +371,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
     ))?;
 
+    // Notifications: a thread that follows the audit trail, woken after every engine job.
+    let notifier = crate::notify::Notifier::start(&config, stop.clone()).context("starting notifications")?;
     // From here on the engine lives on its own thread.
-    let (engine, engine_thread) =
-        EngineHandle::start(engine, tokio::runtime::Handle::current()).context("starting the engine thread")?;
+    let (engine, engine_thread) = EngineHandle::start(engine, tokio::runtime::Handle::current(), Some(notifier.wake()))
+        .context("starting the engine thread")?;
     // The web console, when enabled: its requests come back on the API channel.
     let web = web::start(&config, &api_tx, &engine, (admin_gid, viewer_gid), &tracker, &stop).await?;
     let shared = Arc::new(Shared {
@@ -491,6 +493,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await;
     engine.stop();
     let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
+    let _ = tokio::task::spawn_blocking(move || notifier.join()).await;
     let _ = std::fs::remove_file(&config.socket);
     stopped?.context("recording the stop")?;
     Ok(())
@@ -675,6 +678,37 @@ fn on_api(shared: &Arc<Shared>, engine: &EngineHandle, call: ApiCall) {
             engine.post("deploy preparation", move |e| {
                 let who = server::peer_name(peer);
                 s.fleet.prepare_deploy(e, prepare, peer.uid, who, reply, &s.fleet_tx, &s.tracker);
+            });
+        }
+        ApiCall::Once {
+            request:
+                Request::NotifyWrite(crate::api::notify::NotifyWrite {
+                    change: crate::api::notify::NotifyChange::Test { channel },
+                }),
+            peer,
+            reply,
+        } if server::access(peer, shared.admin_gid, shared.viewer_gid) == Tier::Admin => {
+            // A test message goes out now, from a task; the answer is the channel's.
+            let s = Arc::clone(shared);
+            let (e, who) = (engine.clone(), server::peer_name(peer));
+            spawn_guarded(&shared.tracker, "notification test", async move {
+                let answer = crate::notify::test_channel(&s.config.notifications, &channel, &who).await;
+                let said = match &answer {
+                    crate::api::notify::NotifyAnswer::Tested { delivered: true, answer, .. } => {
+                        format!("delivered ({answer})")
+                    }
+                    crate::api::notify::NotifyAnswer::Tested { answer, .. } => format!("not delivered: {answer}"),
+                    _ => String::new(),
+                };
+                let summary = format!("notification test on {channel} by {who}: {said}");
+                e.post("notification test audit", move |e| {
+                    let audit = NewAudit::new(crate::now(), AuditKind::Daemon, Severity::Notice, "local", summary)
+                        .with_subject("notify");
+                    if let Err(err) = e.store_mut().append_audit(&audit) {
+                        tracing::warn!("cannot audit a notification test: {err}");
+                    }
+                });
+                let _ = reply.send(Response::reply::<crate::api::notify::NotifyWrite>(&answer));
             });
         }
         ApiCall::Once { request, peer, reply }

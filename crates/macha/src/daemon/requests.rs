@@ -153,6 +153,13 @@ pub(super) fn answer_as(engine: &mut Engine, shared: &Shared, request: Request, 
             Err(crate::metrics::MetricsError::BadRequest(m)) => Err(BadRequest(m).into()),
             Err(crate::metrics::MetricsError::Store(e)) => Err(e.into()),
         },
+        Request::NotifyRead(r) => crate::notify::read(engine.store(), &r.query, now)
+            .map(|a| Response::reply::<crate::api::notify::NotifyRead>(&a)),
+        Request::NotifyWrite(w) => {
+            crate::notify::write(engine.store_mut(), &shared.config.notifications, w.change, &who, now)
+                .map(|a| Response::reply::<crate::api::notify::NotifyWrite>(&a))
+                .map_err(refused)
+        }
     })();
     match result {
         Ok(response) => response,
@@ -198,7 +205,10 @@ pub(super) fn knowledge_search(
 fn refused(e: anyhow::Error) -> anyhow::Error {
     match e.downcast::<crate::knowledge::Refused>() {
         Ok(r) => BadRequest(r.0).into(),
-        Err(e) => e,
+        Err(e) => match e.downcast::<crate::notify::Refused>() {
+            Ok(r) => BadRequest(r.0).into(),
+            Err(e) => e,
+        },
     }
 }
 

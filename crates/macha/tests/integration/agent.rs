@@ -695,3 +695,77 @@ fn the_fleet_map_tool_only_reads_answers_as_data_and_refuses_hostile_arguments()
     let sent = serde_json::to_string(&model.requests()).unwrap_or_default();
     assert!(!sent.contains("hunter2"), "the secret was sent to the model");
 }
+
+/// `send_notification`: not offered unless `notifications.model_may_send`; when it is, a hostile
+/// model that tries to flood people gets three messages through an hour, each redacted and marked
+/// as the model's, and is told why the rest were refused.
+#[test]
+fn a_model_that_floods_notifications_is_limited_marked_and_redacted() {
+    // Off (the default): the tool is not even offered, and a call to it is refused.
+    let model = Scripted::start(vec![
+        Reply::call("send_notification", json!({"title": "hi", "message": "x"})),
+        Reply::call("send_notification", json!({"title": "hi", "message": "x"})),
+    ]);
+    let d = TestDaemon::builder().autonomy("suggest").top(QUIET).llm(&llm(&model.url, "")).start();
+    let out = d.cli_as("macha-ask", &["tell", "everyone"], "");
+    assert_eq!(out.status.code(), Some(69), "{}", text(&out).1);
+    let offered = model.chats()[0]["tools"].to_string();
+    assert!(!offered.contains("send_notification"), "offered while off: {offered}");
+    assert!(
+        d.audit(AuditKind::Daemon).iter().all(|r| r.subject.as_deref() != Some("notify-model")),
+        "a message was queued while the tool is off"
+    );
+    drop(d);
+
+    // On: five attempts, three through, each with the key masked; the model is told the limit.
+    let secret = "password=hunter2-very-secret";
+    let mut replies: Vec<Reply> = (1..=5)
+        .map(|i| {
+            Reply::call(
+                "send_notification",
+                json!({"title": format!("Urgent {i}"), "message": format!("reset it now, {secret}"), "priority": 10}),
+            )
+        })
+        .collect();
+    replies.push(Reply::text("I told them."));
+    let model = Scripted::start(replies);
+    let d = TestDaemon::builder()
+        .autonomy("suggest")
+        .top(QUIET)
+        .llm(&llm(&model.url, ""))
+        // A channel nobody answers: the messages wait in the outbox, where the log shows them.
+        .tables(
+            "[notifications]\nmodel_may_send = true\n\
+             [notifications.webhook]\nurl = \"http://127.0.0.1:9\"\nsecret_file = \"/dev/null\"\n",
+        )
+        .start();
+    let out = d.cli_as("macha-ask", &["tell", "everyone"], "");
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(model.chats()[0]["tools"].to_string().contains("send_notification"));
+    let sent: Vec<_> =
+        d.audit(AuditKind::Daemon).into_iter().filter(|r| r.subject.as_deref() == Some("notify-model")).collect();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    for r in &sent {
+        let payload = r.payload.to_string();
+        assert!(!payload.contains("hunter2"), "a secret reached a notification: {payload}");
+        assert_eq!(r.payload["notification"]["kind"], "model");
+    }
+    let told = model.chats().last().map(|c| c["messages"].to_string()).unwrap_or_default();
+    assert!(told.contains("at most 3 messages per hour"), "{told}");
+    // In the outbox, marked as the model's.
+    wait_for_outbox(&d, 3);
+    let log = d.json(&["notify", "log", "--json"]);
+    let titles: Vec<String> = log["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["title"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(titles.iter().all(|t| t.starts_with("[model] ")), "{titles:?}");
+}
+
+fn wait_for_outbox(d: &TestDaemon, n: usize) {
+    support::daemon::wait_for("the model's messages in the outbox", Duration::from_secs(10), || {
+        d.json(&["notify", "log", "--json"])["entries"].as_array().is_some_and(|e| e.len() >= n)
+    });
+}

@@ -20,6 +20,8 @@ mod deploy_build;
 mod fleet_lab;
 mod knowledge;
 mod nix_module;
+mod notify;
+mod notify_lab;
 mod prometheus;
 mod protocol;
 mod questlog;

@@ -90,6 +90,13 @@ const SAMPLE: &str = r#"{
   discovery = { enable = true; allowedDomains = [ "*.lab.example.org" ]; };
   modelApiKeyFile = "/run/secrets/llm-api-key";
   prometheus = { enable = true; listen = "0.0.0.0:9469"; textfile = "/var/lib/node-exporter-textfiles"; };
+  notifications = {
+    linkBase = "https://macha.example.org";
+    modelMaySend = true;
+    gotify = { url = "https://gotify.example.org"; tokenFile = "/run/secrets/gotify"; minSeverity = "critical"; kinds = [ "issue_opened" "security" ]; };
+    ntfy = { url = "https://ntfy.example.org"; topic = "macha"; tokenFile = "/run/secrets/ntfy"; minSeverity = "info"; kinds = [ "manual" ]; };
+    webhook = { url = "https://hooks.example.org/m"; secretFile = "/run/secrets/hook"; minSeverity = "warning"; kinds = [ "deployment" ]; };
+  };
 }"#;
 
 #[test]
@@ -152,6 +159,26 @@ fn every_typed_option_round_trips_through_check_config() {
         ("/prometheus/enable", serde_json::json!(true)),
         ("/prometheus/listen", serde_json::json!("0.0.0.0:9469")),
         ("/prometheus/textfile", serde_json::json!("/var/lib/node-exporter-textfiles")),
+        ("/notifications/link_base", serde_json::json!("https://macha.example.org")),
+        ("/notifications/model_may_send", serde_json::json!(true)),
+        ("/notifications/channels/0/service", serde_json::json!("gotify")),
+        ("/notifications/channels/0/min_severity", serde_json::json!("critical")),
+        ("/notifications/channels/0/kinds", serde_json::json!(["issue_opened", "security"])),
+        // Secrets reach the daemon as the unit's credentials, never the files' contents.
+        (
+            "/notifications/channels/0/secret_file",
+            serde_json::json!("/run/credentials/macha.service/notify-gotify-token"),
+        ),
+        ("/notifications/channels/1/topic", serde_json::json!("macha")),
+        (
+            "/notifications/channels/1/secret_file",
+            serde_json::json!("/run/credentials/macha.service/notify-ntfy-token"),
+        ),
+        ("/notifications/channels/2/url", serde_json::json!("https://hooks.example.org/m")),
+        (
+            "/notifications/channels/2/secret_file",
+            serde_json::json!("/run/credentials/macha.service/notify-webhook-secret"),
+        ),
     ];
     for (pointer, want) in expect {
         assert_eq!(c.pointer(pointer), Some(&want), "{pointer} in {c:#}");
@@ -174,7 +201,8 @@ fn the_module_defaults_are_the_daemon_defaults() {
          models = keys.defaults.models; protectedServices = [ ]; adminGroup = null; viewerGroup = null; ollama.url = null; hosts = { }; \
          modelMayExecute = keys.defaults.modelMayExecute; cleanupMinAgeDays = keys.defaults.cleanupMinAgeDays; \
          discovery = { enable = false; allowedDomains = [ ]; }; modelApiKeyFile = null; \
-         prometheus = { enable = false; listen = null; textfile = null; }; }",
+         prometheus = { enable = false; listen = null; textfile = null; }; \
+         notifications = { linkBase = null; modelMaySend = keys.defaults.notifications.modelMaySend; }; }",
     );
     let (code, module, log) = check_config(&settings);
     assert_eq!(code, 0, "{log}");
@@ -193,9 +221,39 @@ fn the_module_defaults_are_the_daemon_defaults() {
         "/discovery",
         "/hosts",
         "/prometheus",
+        "/notifications",
     ] {
         assert_eq!(module.pointer(pointer), daemon.pointer(pointer), "the module's default for {pointer} differs");
     }
+}
+
+#[test]
+fn a_notification_url_without_its_secret_fails_evaluation() {
+    let problems = |cfg: &str| strings(&nix_eval(&format!("keys.notificationProblems {cfg}")));
+    assert_eq!(problems(SAMPLE), Vec::<String>::new());
+    let gotify = problems("{ notifications.gotify.url = \"https://g\"; }");
+    assert_eq!(gotify.len(), 1, "{gotify:?}");
+    assert!(gotify[0].contains("gotify.tokenFile"), "{gotify:?}");
+    let webhook = problems("{ notifications.webhook.url = \"https://w\"; }");
+    assert!(webhook.len() == 1 && webhook[0].contains("webhook.secretFile"), "{webhook:?}");
+    let ntfy = problems("{ notifications.ntfy.url = \"https://n\"; }");
+    assert!(ntfy.len() == 1 && ntfy[0].contains("ntfy.topic"), "{ntfy:?}");
+    // A public ntfy topic needs no token.
+    assert_eq!(problems("{ notifications.ntfy = { url = \"https://n\"; topic = \"t\"; }; }"), Vec::<String>::new());
+    // The secrets become credentials of the unit, by path.
+    let creds = strings(&nix_eval(&format!("keys.notifyLoadCredentials {SAMPLE}")));
+    assert_eq!(
+        creds,
+        vec![
+            "notify-gotify-token:/run/secrets/gotify".to_owned(),
+            "notify-ntfy-token:/run/secrets/ntfy".to_owned(),
+            "notify-webhook-secret:/run/secrets/hook".to_owned(),
+        ]
+    );
+    // The daemon refuses the same mistake on its own (`macha check-config`).
+    let (code, _, log) = check_config(&serde_json::json!({"notifications": {"gotify": {"url": "https://g"}}}));
+    assert_eq!(code, 65, "{log}");
+    assert!(log.contains("notifications.gotify.token_file"), "{log}");
 }
 
 #[test]

@@ -136,6 +136,54 @@ fn viewers_read_strangers_get_status_only_and_denials_are_audited() {
 }
 
 #[test]
+fn notification_reads_need_a_viewer_and_sending_testing_and_silencing_an_admin() {
+    if !nix::unistd::Uid::effective().is_root() {
+        panic!("this test starts clients as uids {NOBODY} and {STRANGER} and must run as root");
+    }
+    let mut daemon = start_daemon();
+    let sock = daemon.socket();
+    // A stranger reads nothing.
+    for args in [&["notify", "log"][..], &["silence", "list"]] {
+        let out = client(&sock, Some(STRANGER), args);
+        assert_eq!(out.status.code(), Some(77), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // A viewer reads the log and the silences, and changes nothing.
+    for args in [&["notify", "log", "--json"][..], &["silence", "list", "--json"]] {
+        let out = client(&sock, Some(NOBODY), args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    for args in [
+        &["notify", "hello", "from a viewer"][..],
+        &["notify", "test", "journal"],
+        &["silence", "add", "--host", "web1", "--for", "1h", "--reason", "x"],
+        &["silence", "remove", "1"],
+    ] {
+        let out = client(&sock, Some(NOBODY), args);
+        assert_eq!(out.status.code(), Some(77), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"), "{args:?}");
+    }
+    // Root (an admin) may.
+    let out = client(&sock, None, &["notify", "hello", "from root"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = client(&sock, None, &["notify", "test", "journal"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = client(&sock, None, &["silence", "add", "--host", "web1", "--for", "1h", "--reason", "x", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    assert!(daemon.stop().success());
+    let denied = daemon
+        .store()
+        .query_audit(&AuditQuery { kinds: vec![AuditKind::AuthDenied], ..AuditQuery::default() })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ops = |uid: u32| -> Vec<String> {
+        denied.iter().filter(|d| d.payload["uid"] == uid).map(|d| d.payload["request"]["op"].to_string()).collect()
+    };
+    assert_eq!(ops(STRANGER), vec!["\"notify_read\"", "\"notify_read\""], "{denied:?}");
+    assert_eq!(ops(NOBODY).len(), 4, "{denied:?}");
+    assert!(ops(NOBODY).iter().all(|op| op == "\"notify_write\""), "{denied:?}");
+}
+
+#[test]
 fn malformed_requests_get_clear_errors_and_the_daemon_survives() {
     use std::io::{BufRead, BufReader, Write};
     let daemon = start_daemon();
