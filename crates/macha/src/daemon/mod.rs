@@ -701,14 +701,16 @@ fn on_api(shared: &Arc<Shared>, engine: &EngineHandle, call: ApiCall) {
                     _ => String::new(),
                 };
                 let summary = format!("notification test on {channel} by {who}: {said}");
+                // The answer goes out once the test is in the audit trail, so whoever reads the
+                // trail after the answer finds it.
                 e.post("notification test audit", move |e| {
                     let audit = NewAudit::new(crate::now(), AuditKind::Daemon, Severity::Notice, "local", summary)
                         .with_subject("notify");
                     if let Err(err) = e.store_mut().append_audit(&audit) {
                         tracing::warn!("cannot audit a notification test: {err}");
                     }
+                    let _ = reply.send(Response::reply::<crate::api::notify::NotifyWrite>(&answer));
                 });
-                let _ = reply.send(Response::reply::<crate::api::notify::NotifyWrite>(&answer));
             });
         }
         ApiCall::Once { request, peer, reply }
