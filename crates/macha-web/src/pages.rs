@@ -462,9 +462,11 @@ pub struct FirstApproval {
 }
 
 /// The approval card: everything a person needs to decide, and the two forms that decide.
+/// `issue` is the issue the request came from (its page's answer), when there is one.
 pub fn approval_card(
     user: Option<&User>,
     d: &ApprovalDetail,
+    issue: Option<&IssueDetail>,
     csrf: &str,
     now: Timestamp,
     first: Option<&FirstApproval>,
@@ -489,9 +491,15 @@ pub fn approval_card(
                         " (risk " strong { (a.decision.risk.map_or("?", |r| r.as_str())) } ")"
                     }
                     dt { "why it was proposed" } dd { (text(&a.reason)) }
+                    @if let Some(id) = a.issue_id {
+                        dt { "issue" } dd {
+                            a href={ "/issues/" (id) } { "issue " (id) }
+                            @if let Some(i) = issue { " " (badge(i.issue.state.as_str())) " " (text(&i.issue.summary)) }
+                        }
+                    }
                     dt { "proposed by" } dd { (proposer(&a.requested_by)) ": " (a.requested_by) " at " (when(a.requested_at)) }
                     dt { "expires" } dd { (when(a.expires_at)) }
-                    dt { "if rejected" } dd { "Nothing runs. The request becomes rejected (final), the issue it came from stays open and watched, and your reason is kept on the request and in the audit trail." }
+                    dt { "if rejected" } dd { "Nothing runs. The request becomes rejected (final), the issue it came from stays open and watched, and your reason is kept on the request, in the audit trail and in the model's discussion of the request, which it reads before proposing for the issue again." }
                     dt { "action digest" } dd { code { (digest) } }
                     @if let (Some(by), Some(at)) = (&a.decided_by, a.decided_at) {
                         dt { "decided" } dd { (a.state.as_str()) " by " (by) " at " (when(at)) @if let Some(n) = &a.decision_note { ": " (text(n)) } }
@@ -516,10 +524,25 @@ pub fn approval_card(
                     p.muted { "Only an admin may decide." }
                 }
             }
+            @if let Some(i) = issue { (issue_analysis(i)) }
             h2 { "Evidence and trail" }
             (audit_list(&d.audit))
         },
     )
+}
+
+/// The issue behind an approval, on its card: the model's analyses of it and what they cited.
+fn issue_analysis(d: &IssueDetail) -> Markup {
+    let analyses: Vec<AuditEntry> =
+        d.audit.iter().filter(|a| analysis_text(&a.payload).is_some()).cloned().collect();
+    html! {
+        h2 { "The issue's analysis" }
+        @if analyses.is_empty() { p.empty { "The model has not analysed " a href={ "/issues/" (d.issue.id) } { "issue " (d.issue.id) } "." } }
+        @else { (audit_list(&analyses)) }
+        h3 { "Cited" }
+        @if d.citations.is_empty() { p.empty { "The analysis cited nothing." } }
+        ul { @for c in &d.citations { li { (text(c)) } } }
+    }
 }
 
 /// The deployments under way, refreshed by htmx every two seconds (the page itself works
