@@ -6,7 +6,7 @@
 use crate::User;
 use crate::assets::HTMX_CONFIG;
 use macha_api::Tier;
-use macha_api::knowledge::{KnowledgeAnswer, KnowledgeEntry};
+use macha_api::knowledge::{KnowledgeAnswer, KnowledgeEntry, RunbookView};
 use macha_api::reply::{
     ApprovalDetail, ApprovalView, AuditEntry, CheckReport, DeployProgressView, HostDetail, HostView, IssueDetail,
     IssueView, SectionState,
@@ -632,8 +632,18 @@ pub fn logs(user: Option<&User>, filter: &LogFilter, records: &[AuditEntry]) -> 
     )
 }
 
-/// The knowledge base: search and entries. Runbooks are not served on the socket yet.
-pub fn knowledge(user: Option<&User>, q: &str, answer: Option<&KnowledgeAnswer>) -> Markup {
+/// The knowledge base: search and entries, and the runbook catalog (`runbooks`, the daemon's
+/// answer to the catalog query; `None` when it could not be read).
+pub fn knowledge(
+    user: Option<&User>,
+    q: &str,
+    answer: Option<&KnowledgeAnswer>,
+    runbooks: Option<&KnowledgeAnswer>,
+) -> Markup {
+    let (catalog, skipped): (&[RunbookView], &[String]) = match runbooks {
+        Some(KnowledgeAnswer::Runbooks { runbooks, skipped }) => (runbooks, skipped),
+        _ => (&[], &[]),
+    };
     let entries: &[KnowledgeEntry] = match answer {
         Some(KnowledgeAnswer::Entries { entries, .. }) => entries,
         _ => &[],
@@ -656,7 +666,21 @@ pub fn knowledge(user: Option<&User>, q: &str, answer: Option<&KnowledgeAnswer>)
                 }
             }
             h2 { "Runbooks" }
-            p.empty { "Runbooks are listed by " code { "macha knowledge runbooks" } "; the console does not show them yet." }
+            @if catalog.is_empty() { p.empty { "No runbooks." } }
+            @else {
+                div.scroll { table {
+                    thead { tr { th { "runbook" } th { "use when" } th { "updated" } } }
+                    tbody { @for r in catalog {
+                        tr {
+                            td { code { (r.id) } br; (r.title) " " span.muted { "(" (r.origin) ")" } }
+                            td { (text(&r.use_when)) }
+                            td { (r.updated) }
+                        }
+                    } }
+                } }
+                p.muted { "The whole text: " code { "macha knowledge runbooks show ID" } "." }
+            }
+            @for s in skipped { p.muted { "skipped " (s) } }
         },
     )
 }

@@ -782,7 +782,8 @@ async fn knowledge(
             KnowledgeQuery::Search { query: q.clone(), limit: Some(50) }
         };
         let answer = c.ask(&user, KnowledgeRead { query }).await.map_err(|r| refused(u, &r))?;
-        Ok(pages::knowledge(u, &q, Some(&answer)))
+        let runbooks = c.ask(&user, KnowledgeRead { query: KnowledgeQuery::Runbooks }).await.ok();
+        Ok(pages::knowledge(u, &q, Some(&answer), runbooks.as_ref()))
     })
     .await
 }

@@ -260,6 +260,10 @@ fn the_console_on_the_unix_socket_keeps_every_guarantee() {
         assert_eq!(p.status, 200, "{path}: {}", p.body);
     }
     assert_eq!(unix(&sock, "GET", "/issues/999", &[("Cookie", &cookie)], "").status, 404);
+    // The knowledge page lists the runbook catalog, as `macha knowledge runbooks` does.
+    let kb = unix(&sock, "GET", "/knowledge", &[("Cookie", &cookie)], "");
+    assert!(kb.body.contains("<code>unit-restart-loop</code>"), "{}", kb.body);
+    assert!(kb.body.contains("(built-in)"), "{}", kb.body);
 
     // The refusals and the decisions are in the audit trail.
     wait_for("the refusals in the audit trail", Duration::from_secs(10), || {
