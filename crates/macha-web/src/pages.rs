@@ -533,8 +533,7 @@ pub fn approval_card(
 
 /// The issue behind an approval, on its card: the model's analyses of it and what they cited.
 fn issue_analysis(d: &IssueDetail) -> Markup {
-    let analyses: Vec<AuditEntry> =
-        d.audit.iter().filter(|a| analysis_text(&a.payload).is_some()).cloned().collect();
+    let analyses: Vec<AuditEntry> = d.audit.iter().filter(|a| analysis_text(&a.payload).is_some()).cloned().collect();
     html! {
         h2 { "The issue's analysis" }
         @if analyses.is_empty() { p.empty { "The model has not analysed " a href={ "/issues/" (d.issue.id) } { "issue " (d.issue.id) } "." } }

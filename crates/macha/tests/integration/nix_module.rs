@@ -311,7 +311,10 @@ fn the_module_checks_the_web_console_setup() {
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(failed[0].contains("proxyUserHeader"), "{failed:?}");
     // The same while the console is off: nothing runs, nothing to refuse.
-    assert_eq!(web_checks(r#"{ listen = "127.0.0.1:8470"; trustedProxies = [ "127.0.0.1" ]; }"#).0, Vec::<String>::new());
+    assert_eq!(
+        web_checks(r#"{ listen = "127.0.0.1:8470"; trustedProxies = [ "127.0.0.1" ]; }"#).0,
+        Vec::<String>::new()
+    );
 
     // A Unix socket outside the RuntimeDirectory (the sandbox cannot write it), or escaping it.
     for listen in ["unix:/tmp/web.sock", "unix:/run/macha/../web.sock", "unix:/run/machaX/web.sock"] {
