@@ -485,18 +485,18 @@ pub fn approval_card(
                 h2 { (describe(&a.action)) }
                 dl {
                     dt { "host" } dd { a href={ "/hosts/" (a.host) } { (a.host) } }
-                    dt { "exact action" } dd { pre { (action_json) } }
-                    dt { "why it needs a person" } dd {
-                        (text(a.decision.reason.as_deref().unwrap_or("?")))
-                        " (risk " strong { (a.decision.risk.map_or("?", |r| r.as_str())) } ")"
-                    }
-                    dt { "why it was proposed" } dd { (text(&a.reason)) }
                     @if let Some(id) = a.issue_id {
                         dt { "issue" } dd {
                             a href={ "/issues/" (id) } { "issue " (id) }
                             @if let Some(i) = issue { " " (badge(i.issue.state.as_str())) " " (text(&i.issue.summary)) }
                         }
                     }
+                    dt { "exact action" } dd { pre { (action_json) } }
+                    dt { "why it needs a person" } dd {
+                        (text(a.decision.reason.as_deref().unwrap_or("?")))
+                        " (risk " strong { (a.decision.risk.map_or("?", |r| r.as_str())) } ")"
+                    }
+                    dt { "why it was proposed" } dd { (text(&a.reason)) }
                     dt { "proposed by" } dd { (proposer(&a.requested_by)) ": " (a.requested_by) " at " (when(a.requested_at)) }
                     dt { "expires" } dd { (when(a.expires_at)) }
                     dt { "if rejected" } dd { "Nothing runs. The request becomes rejected (final), the issue it came from stays open and watched, and your reason is kept on the request, in the audit trail and in the model's discussion of the request, which it reads before proposing for the issue again." }
