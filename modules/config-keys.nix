@@ -22,6 +22,8 @@ let
     in
     go (splitDot key);
 
+  hasPrefix = p: s: builtins.substring 0 (builtins.stringLength p) s == p;
+
   unique = builtins.foldl' (acc: x: if builtins.elem x acc then acc else acc ++ [ x ]) [ ];
 
   setPath = path: value: if path == [ ] then value else { ${builtins.head path} = setPath (builtins.tail path) value; };
@@ -76,6 +78,16 @@ rec {
     "notifications.webhook.secretFile" = "notifications.webhook.secret_file";
     "notifications.webhook.minSeverity" = "notifications.webhook.min_severity";
     "notifications.webhook.kinds" = "notifications.webhook.kinds";
+    "web.enable" = "web.enable";
+    "web.listen" = "web.listen";
+    "web.trustedProxies" = "web.trusted_proxies";
+    "web.proxyUserHeader" = "web.proxy_user_header";
+    "web.proxyAdmins" = "web.proxy_admins";
+    "web.proxyViewers" = "web.proxy_viewers";
+    "web.sessionIdle" = "web.session_idle";
+    "web.sessionMax" = "web.session_max";
+    "web.secureCookies" = "web.secure_cookies";
+    "web.twoPerson" = "web.two_person";
   };
 
   # Keys the module sets to what the unit provides (StateDirectory, RuntimeDirectory); they cannot
@@ -89,16 +101,6 @@ rec {
   # get defaults from the module.)
   settingsOnly = [
     "paths.database"
-    "web.enable"
-    "web.listen"
-    "web.trusted_proxies"
-    "web.proxy_user_header"
-    "web.proxy_admins"
-    "web.proxy_viewers"
-    "web.session_idle"
-    "web.session_max"
-    "web.secure_cookies"
-    "web.two_person"
     "systemd.enable"
     "systemd.bus"
     "journal.enable"
@@ -204,7 +206,63 @@ rec {
       triage = "qwen2.5:3b";
       analysis = "qwen2.5:14b";
     };
+    web = {
+      enable = false;
+      # Beside the API socket, in the unit's RuntimeDirectory: nothing listens on TCP unless asked.
+      listen = "unix:/run/macha/web.sock";
+      trustedProxies = [ ];
+      proxyUserHeader = null;
+      proxyAdmins = [ ];
+      proxyViewers = [ ];
+      sessionIdle = "30m";
+      sessionMax = "12h";
+      secureCookies = false;
+      twoPerson = false;
+    };
   };
+
+  # The directory the console's Unix socket must be in: the unit's RuntimeDirectory, the only
+  # place under /run the sandbox (ProtectSystem=strict) lets the daemon write.
+  webSocketDir = "/run/macha/";
+
+  # The module's checks of `services.macha.web` (`web` is `cfg.web`), as plain data so that the
+  # test can evaluate them without nixpkgs: assertions (a wrong setup fails the build) and
+  # warnings (a setup that works but probably is not what was meant).
+  webAssertions =
+    web:
+    let
+      unix = hasPrefix "unix:" web.listen;
+      path = builtins.substring 5 (builtins.stringLength web.listen) web.listen;
+    in
+    [
+      {
+        assertion = !web.enable || !unix || (hasPrefix webSocketDir path && builtins.match ".*/\\.\\.?(/.*)?" path == null);
+        message = "services.macha.web.listen = \"${web.listen}\": the console's Unix socket must be under ${webSocketDir} (the unit's RuntimeDirectory; the sandbox makes the rest of the system read-only). Use \"unix:${webSocketDir}web.sock\" or a TCP address.";
+      }
+      {
+        assertion = !web.enable || unix || web.trustedProxies == [ ] || web.proxyUserHeader != null;
+        message = "services.macha.web.trustedProxies is set but services.macha.web.proxyUserHeader is not: the proxies would be trusted for nothing (their users could not log in through them). Set proxyUserHeader to the header the proxy names its authenticated user in (say \"X-Remote-User\"), or remove trustedProxies.";
+      }
+    ];
+
+  webWarnings =
+    web:
+    let
+      unix = hasPrefix "unix:" web.listen;
+      loopback = hasPrefix "127." web.listen || hasPrefix "[::1]:" web.listen;
+      proxied = web.trustedProxies != [ ] || web.proxyUserHeader != null || web.proxyAdmins != [ ] || web.proxyViewers != [ ];
+    in
+    if !web.enable then
+      [ ]
+    else
+      (if unix && proxied then
+        [ "services.macha.web: trustedProxies, proxyUserHeader, proxyAdmins and proxyViewers apply to a TCP listen address only; on the Unix socket ${web.listen} the kernel names every peer and they are ignored." ]
+      else
+        [ ])
+      ++ (if !unix && !loopback && !web.secureCookies then
+        [ "services.macha.web.listen = \"${web.listen}\" is reachable beyond this host over plain HTTP: put a TLS reverse proxy in front (listen on 127.0.0.1) or, with TLS in front, set services.macha.web.secureCookies = true." ]
+      else
+        [ ]);
 
   # Where the unit's credential (LoadCredential) for the model server's API key appears to the
   # daemon.
@@ -354,6 +412,23 @@ rec {
           };
         in
         if all == { } then null else all;
+      # Only `enable = false` while the console is off: its other keys mean nothing then.
+      web =
+        if cfg.web.enable then
+          dropNulls {
+            enable = true;
+            inherit (cfg.web) listen;
+            trusted_proxies = cfg.web.trustedProxies;
+            proxy_user_header = cfg.web.proxyUserHeader;
+            proxy_admins = cfg.web.proxyAdmins;
+            proxy_viewers = cfg.web.proxyViewers;
+            session_idle = cfg.web.sessionIdle;
+            session_max = cfg.web.sessionMax;
+            secure_cookies = cfg.web.secureCookies;
+            two_person = cfg.web.twoPerson;
+          }
+        else
+          { enable = false; };
     };
 
   # `fixed` as nested settings.

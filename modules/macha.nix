@@ -533,6 +533,79 @@ in
       };
     };
 
+    web = {
+      enable = mkEnableOption ''
+        the web console (docs/web.md): the fleet, issues, approvals, deployments, the quest log and
+        the knowledge base in a browser, and approval decisions with the socket's guarantees'';
+      listen = mkOption {
+        type = types.str;
+        default = keys.defaults.web.listen;
+        example = "127.0.0.1:8470";
+        description = ''
+          Where the console listens: `unix:<path>` (the default, a socket in /run/macha beside the
+          API socket, reached with `ssh -L 8470:/run/macha/web.sock host`; the kernel names every
+          peer and the socket's tiers apply) or an address with a port (TCP; log in with
+          `macha web login`, or through a reverse proxy with `proxyUserHeader`). Nothing listens
+          on TCP unless this says so, and the module opens no firewall port.
+        '';
+      };
+      trustedProxies = mkOption {
+        type = types.listOf types.str;
+        default = keys.defaults.web.trustedProxies;
+        example = [ "127.0.0.1" ];
+        description = ''
+          IP addresses of reverse proxies whose `proxyUserHeader` is believed (TCP only). The
+          header from any other peer is refused and audited.
+        '';
+      };
+      proxyUserHeader = mkOption {
+        type = types.nullOr types.str;
+        default = keys.defaults.web.proxyUserHeader;
+        example = "X-Remote-User";
+        description = ''
+          The header in which a trusted proxy names the person it authenticated (TCP only).
+          `null`: no proxy logins, only `macha web login` links.
+        '';
+      };
+      proxyAdmins = mkOption {
+        type = types.listOf types.str;
+        default = keys.defaults.web.proxyAdmins;
+        example = [ "alice" ];
+        description = "Proxy users who may decide approvals (admins).";
+      };
+      proxyViewers = mkOption {
+        type = types.listOf types.str;
+        default = keys.defaults.web.proxyViewers;
+        example = [ "bob" ];
+        description = "Proxy users who may read (viewers); any other proxy user gets nothing.";
+      };
+      sessionIdle = mkOption {
+        type = types.str;
+        default = keys.defaults.web.sessionIdle;
+        example = "10m";
+        description = "A login session ends after this long unused (at least 1m, at most `sessionMax`).";
+      };
+      sessionMax = mkOption {
+        type = types.str;
+        default = keys.defaults.web.sessionMax;
+        example = "8h";
+        description = "A login session ends after this long, used or not.";
+      };
+      secureCookies = mkOption {
+        type = types.bool;
+        default = keys.defaults.web.secureCookies;
+        description = "Mark the session cookie `Secure` (set it when TLS is in front of the console).";
+      };
+      twoPerson = mkOption {
+        type = types.bool;
+        default = keys.defaults.web.twoPerson;
+        description = ''
+          A critical action approved in the console needs two distinct admins (the console's rule;
+          `macha approve` on the command line is not bound by it).
+        '';
+      };
+    };
+
     modelApiKeyFile = mkOption {
       type = types.nullOr types.externalPath;
       default = null;
@@ -717,11 +790,15 @@ in
           assertion = !(cfg.hosts ? local);
           message = "services.macha.hosts.local: \"local\" is this host, which Macha always manages; give the managed host another name.";
         }
+      ]
+      ++ keys.webAssertions cfg.web
+      ++ [
         {
           assertion = cfg.adminGroup == null || config.users.groups ? ${cfg.adminGroup};
           message = "services.macha.adminGroup = \"${toString cfg.adminGroup}\" is not a group on this host: create it (users.groups.${toString cfg.adminGroup} = { };) or use an existing one such as \"wheel\".";
         }
       ];
+      warnings = keys.webWarnings cfg.web;
 
       services.macha.settings = mkMerge [
         # Typed options and fixed keys, at default priority so that a conflicting definition in

@@ -66,6 +66,8 @@ pub enum KnowledgeQuery {
     },
     /// One entry.
     Show { id: i64 },
+    /// The runbook catalog: the built-in runbooks and those in `knowledge.runbooks`.
+    Runbooks,
 }
 
 /// What to change.
@@ -125,6 +127,24 @@ pub enum KnowledgeAnswer {
         skipped: u32,
         refused: Vec<String>,
     },
+    Runbooks {
+        runbooks: Vec<RunbookView>,
+        /// Runbook files that could not be read: `name: why`.
+        #[serde(default)]
+        skipped: Vec<String>,
+    },
+}
+
+/// One line of the runbook catalog (`macha knowledge runbooks`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunbookView {
+    pub id: String,
+    pub title: String,
+    pub use_when: String,
+    /// As written in the runbook's front matter (a date).
+    pub updated: String,
+    /// `built-in` or `local` (from `knowledge.runbooks`).
+    pub origin: String,
 }
 
 /// Reads the knowledge base (viewers).

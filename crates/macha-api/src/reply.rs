@@ -326,6 +326,8 @@ pub struct ApprovalView {
     pub decision_note: Option<String>,
     /// What execution produced.
     pub result: Option<String>,
+    /// The issue the request came from, if any (`macha issues show ID`).
+    pub issue_id: Option<i64>,
 }
 
 /// `show_approval`: a request with its trail.

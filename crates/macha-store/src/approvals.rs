@@ -165,6 +165,18 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    /// The approvals of `issue_id` that a person rejected with a reason, newest first, at most
+    /// `limit`: what the model is told before it proposes for the issue again.
+    pub fn rejections_with_reason(&self, issue_id: i64, limit: u32) -> Result<Vec<ApprovalRecord>> {
+        let sql = format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE issue_id = ?1 AND state = 'rejected' \
+             AND trim(coalesce(decision_note, '')) != '' ORDER BY id DESC LIMIT ?2"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params![issue_id, i64::from(limit)], approval_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
     /// Moves approval `id` from `from` to `to`, recording `by`, `note` and `audit` in the same
     /// transaction.
     ///

@@ -6,7 +6,7 @@
 use crate::User;
 use crate::assets::HTMX_CONFIG;
 use macha_api::Tier;
-use macha_api::knowledge::{KnowledgeAnswer, KnowledgeEntry};
+use macha_api::knowledge::{KnowledgeAnswer, KnowledgeEntry, RunbookView};
 use macha_api::reply::{
     ApprovalDetail, ApprovalView, AuditEntry, CheckReport, DeployProgressView, HostDetail, HostView, IssueDetail,
     IssueView, SectionState,
@@ -462,9 +462,11 @@ pub struct FirstApproval {
 }
 
 /// The approval card: everything a person needs to decide, and the two forms that decide.
+/// `issue` is the issue the request came from (its page's answer), when there is one.
 pub fn approval_card(
     user: Option<&User>,
     d: &ApprovalDetail,
+    issue: Option<&IssueDetail>,
     csrf: &str,
     now: Timestamp,
     first: Option<&FirstApproval>,
@@ -483,6 +485,12 @@ pub fn approval_card(
                 h2 { (describe(&a.action)) }
                 dl {
                     dt { "host" } dd { a href={ "/hosts/" (a.host) } { (a.host) } }
+                    @if let Some(id) = a.issue_id {
+                        dt { "issue" } dd {
+                            a href={ "/issues/" (id) } { "issue " (id) }
+                            @if let Some(i) = issue { " " (badge(i.issue.state.as_str())) " " (text(&i.issue.summary)) }
+                        }
+                    }
                     dt { "exact action" } dd { pre { (action_json) } }
                     dt { "why it needs a person" } dd {
                         (text(a.decision.reason.as_deref().unwrap_or("?")))
@@ -491,7 +499,7 @@ pub fn approval_card(
                     dt { "why it was proposed" } dd { (text(&a.reason)) }
                     dt { "proposed by" } dd { (proposer(&a.requested_by)) ": " (a.requested_by) " at " (when(a.requested_at)) }
                     dt { "expires" } dd { (when(a.expires_at)) }
-                    dt { "if rejected" } dd { "Nothing runs. The request becomes rejected (final), the issue it came from stays open and watched, and your reason is kept on the request and in the audit trail." }
+                    dt { "if rejected" } dd { "Nothing runs. The request becomes rejected (final), the issue it came from stays open and watched, and your reason is kept on the request, in the audit trail and in the model's discussion of the request, which it reads before proposing for the issue again." }
                     dt { "action digest" } dd { code { (digest) } }
                     @if let (Some(by), Some(at)) = (&a.decided_by, a.decided_at) {
                         dt { "decided" } dd { (a.state.as_str()) " by " (by) " at " (when(at)) @if let Some(n) = &a.decision_note { ": " (text(n)) } }
@@ -516,10 +524,24 @@ pub fn approval_card(
                     p.muted { "Only an admin may decide." }
                 }
             }
+            @if let Some(i) = issue { (issue_analysis(i)) }
             h2 { "Evidence and trail" }
             (audit_list(&d.audit))
         },
     )
+}
+
+/// The issue behind an approval, on its card: the model's analyses of it and what they cited.
+fn issue_analysis(d: &IssueDetail) -> Markup {
+    let analyses: Vec<AuditEntry> = d.audit.iter().filter(|a| analysis_text(&a.payload).is_some()).cloned().collect();
+    html! {
+        h2 { "The issue's analysis" }
+        @if analyses.is_empty() { p.empty { "The model has not analysed " a href={ "/issues/" (d.issue.id) } { "issue " (d.issue.id) } "." } }
+        @else { (audit_list(&analyses)) }
+        h3 { "Cited" }
+        @if d.citations.is_empty() { p.empty { "The analysis cited nothing." } }
+        ul { @for c in &d.citations { li { (text(c)) } } }
+    }
 }
 
 /// The deployments under way, refreshed by htmx every two seconds (the page itself works
@@ -609,8 +631,18 @@ pub fn logs(user: Option<&User>, filter: &LogFilter, records: &[AuditEntry]) -> 
     )
 }
 
-/// The knowledge base: search and entries. Runbooks are not served on the socket yet.
-pub fn knowledge(user: Option<&User>, q: &str, answer: Option<&KnowledgeAnswer>) -> Markup {
+/// The knowledge base: search and entries, and the runbook catalog (`runbooks`, the daemon's
+/// answer to the catalog query; `None` when it could not be read).
+pub fn knowledge(
+    user: Option<&User>,
+    q: &str,
+    answer: Option<&KnowledgeAnswer>,
+    runbooks: Option<&KnowledgeAnswer>,
+) -> Markup {
+    let (catalog, skipped): (&[RunbookView], &[String]) = match runbooks {
+        Some(KnowledgeAnswer::Runbooks { runbooks, skipped }) => (runbooks, skipped),
+        _ => (&[], &[]),
+    };
     let entries: &[KnowledgeEntry] = match answer {
         Some(KnowledgeAnswer::Entries { entries, .. }) => entries,
         _ => &[],
@@ -633,7 +665,21 @@ pub fn knowledge(user: Option<&User>, q: &str, answer: Option<&KnowledgeAnswer>)
                 }
             }
             h2 { "Runbooks" }
-            p.empty { "Runbooks are listed by " code { "macha knowledge runbooks" } "; the console does not show them yet." }
+            @if catalog.is_empty() { p.empty { "No runbooks." } }
+            @else {
+                div.scroll { table {
+                    thead { tr { th { "runbook" } th { "use when" } th { "updated" } } }
+                    tbody { @for r in catalog {
+                        tr {
+                            td { code { (r.id) } br; (r.title) " " span.muted { "(" (r.origin) ")" } }
+                            td { (text(&r.use_when)) }
+                            td { (r.updated) }
+                        }
+                    } }
+                } }
+                p.muted { "The whole text: " code { "macha knowledge runbooks show ID" } "." }
+            }
+            @for s in skipped { p.muted { "skipped " (s) } }
         },
     )
 }

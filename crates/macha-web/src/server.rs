@@ -487,8 +487,13 @@ async fn approval(State(c): St, ConnectInfo(conn): ConnectInfo<Conn>, headers: H
     read_page(&c, conn, &headers, |c, user, csrf| async move {
         let u = Some(&user);
         let d = c.ask(&user, ops::ShowApproval { id }).await.map_err(|r| refused(u, &r))?;
+        // The issue it came from, asked as the issue page asks; the card stands without it.
+        let issue = match d.approval.issue_id {
+            Some(issue) => c.ask(&user, ops::ShowIssue { id: issue }).await.ok(),
+            None => None,
+        };
         let first = c.first_of(id);
-        Ok(pages::approval_card(u, &d, &csrf, c.now(), first.as_ref()))
+        Ok(pages::approval_card(u, &d, issue.as_ref(), &csrf, c.now(), first.as_ref()))
     })
     .await
 }
@@ -777,7 +782,8 @@ async fn knowledge(
             KnowledgeQuery::Search { query: q.clone(), limit: Some(50) }
         };
         let answer = c.ask(&user, KnowledgeRead { query }).await.map_err(|r| refused(u, &r))?;
-        Ok(pages::knowledge(u, &q, Some(&answer)))
+        let runbooks = c.ask(&user, KnowledgeRead { query: KnowledgeQuery::Runbooks }).await.ok();
+        Ok(pages::knowledge(u, &q, Some(&answer), runbooks.as_ref()))
     })
     .await
 }

@@ -1317,7 +1317,7 @@ fn from_cache(
 /// What Macha knows about an incident, for its prompt: recent changes to the hosts'
 /// configuration, the runbook catalog, knowledge entries that may apply and similar past issues
 /// — and the citation ids those blocks carry.
-fn incident_knowledge(engine: &Engine, items: &[IncidentItem]) -> (Vec<ContextBlock>, Vec<String>) {
+pub(crate) fn incident_knowledge(engine: &Engine, items: &[IncidentItem]) -> (Vec<ContextBlock>, Vec<String>) {
     let store = engine.store();
     let config = engine.config();
     let mut blocks = Vec::new();
@@ -1335,6 +1335,16 @@ fn incident_knowledge(engine: &Engine, items: &[IncidentItem]) -> (Vec<ContextBl
                 blocks.push(ContextBlock { source: format!("recent_changes:{}", i.host), text: rc.render() });
             }
         }
+    }
+    // What people said when they rejected earlier proposals for these issues.
+    let mut rejected = Vec::new();
+    for i in items.iter().take(3) {
+        for a in store.rejections_with_reason(i.issue_id, 2).unwrap_or_default() {
+            rejected.push(rejection_line(&a));
+        }
+    }
+    if !rejected.is_empty() {
+        blocks.push(ContextBlock { source: "rejected_proposals".into(), text: rejected.join("\n") });
     }
     let catalog = macha_knowledge::runbooks::Catalog::load(Some(&config.knowledge_runbooks));
     let lines: Vec<String> = catalog.entries().iter().map(|e| format!("{}: {}", e.id, e.use_when)).collect();
@@ -1379,6 +1389,21 @@ fn incident_knowledge(engine: &Engine, items: &[IncidentItem]) -> (Vec<ContextBl
         }
     }
     (blocks, ids)
+}
+
+/// One rejected proposal, for the prompt (short: what Macha knows is capped): the action's kind
+/// and target, who rejected it and why.
+fn rejection_line(a: &macha_store::ApprovalRecord) -> String {
+    let field = |k: &str| a.action.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    let target = [field("unit"), field("host")].into_iter().find(|t| !t.is_empty()).unwrap_or("");
+    format!(
+        "approval {} ({} {target}) for issue {} rejected by {}: {}",
+        a.id,
+        field("kind"),
+        a.issue_id.unwrap_or_default(),
+        a.decided_by.as_deref().unwrap_or("a person"),
+        a.decision_note.as_deref().unwrap_or("").trim(),
+    )
 }
 
 /// Answers a knowledge tool from the store (on the engine thread): the text the model reads and
@@ -1601,7 +1626,7 @@ pub fn stream(engine: &mut Engine, agent: Option<&AgentService>, request: Reques
                     return;
                 }
             };
-            (Mode::Discuss { approval_id: id, context }, format!("approval-{id}"), message, "discuss")
+            (Mode::Discuss { approval_id: id, context }, crate::engine::approval_conversation(id), message, "discuss")
         }
         other => {
             let _ = sink.send(StreamLine::Done(Response::err(

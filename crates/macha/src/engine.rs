@@ -1227,6 +1227,16 @@ impl Engine {
         )
         .with_correlation_id(&record.correlation_id);
         self.store.transition_approval(id, ApprovalState::Pending, ApprovalState::Rejected, by, note, now, &audit)?;
+        if let Some(note) = note.map(str::trim).filter(|n| !n.is_empty()) {
+            // The reason goes into the request's discussion as the person's turn, so the model
+            // reads it the next time anyone discusses this request (and, through the issue's
+            // rejections, when it proposes for the issue again). The rejection itself stands
+            // even if this cannot be written.
+            let turn = ("user".to_owned(), rejection_turn(note), Some(by.to_owned()));
+            if let Err(e) = self.store.append_conversation(&approval_conversation(id), Some(id), &[turn], now) {
+                tracing::warn!(approval_id = id, "cannot add the rejection's reason to the discussion: {e}");
+            }
+        }
         if let Some(issue) = record.issue_id {
             self.issue_event(
                 issue,
@@ -1314,6 +1324,16 @@ impl Engine {
         )?;
         Ok(())
     }
+}
+
+/// The conversation in which approval `id` is discussed (`macha chat --approval`, `discuss`).
+pub fn approval_conversation(id: i64) -> String {
+    format!("approval-{id}")
+}
+
+/// A rejection's reason as the person's turn in the request's discussion.
+pub fn rejection_turn(note: &str) -> String {
+    format!("I rejected this request. My reason: {note}")
 }
 
 fn origin_name(origin: &Origin) -> String {

@@ -405,6 +405,44 @@ fn rejecting_returns_the_issue_to_open_and_the_next_cycle_asks_again() {
 }
 
 #[test]
+fn a_rejections_reason_reaches_the_requests_discussion_and_the_next_proposal() {
+    let db = Db::new();
+    let mut e = db.engine(config(Autonomy::Suggest), at(0));
+    let (report, _) = e.cycle(&nginx_failed(at(0)), "c1").unwrap();
+    let id = report.proposals[0].approval_id.unwrap();
+    e.reject(id, "bob", Some("  not during business hours "), at(60)).unwrap();
+
+    // The reason is the person's turn in the request's discussion, which `discuss` reads back
+    // as the model's history.
+    let turns = e.store().conversation(&approval_conversation(id)).unwrap();
+    assert_eq!(turns.len(), 1, "{turns:#?}");
+    assert_eq!((turns[0].role.as_str(), turns[0].who.as_deref()), ("user", Some("bob")));
+    assert_eq!(turns[0].content, rejection_turn("not during business hours"));
+
+    // When the model proposes for the issue again, its prompt's knowledge says what was rejected
+    // and why.
+    let issue = only_issue(&e);
+    let item = macha_agent::prompt::IncidentItem {
+        issue_id: issue.id,
+        host: issue.host.clone(),
+        check: issue.check_name.clone(),
+        subject: issue.subject.clone(),
+        severity: issue.severity.as_str().to_owned(),
+        summary: issue.summary.clone(),
+    };
+    let (blocks, _) = crate::agent::incident_knowledge(&e, &[item]);
+    let rejected = blocks.iter().find(|b| b.source == "rejected_proposals").expect("no rejected_proposals block");
+    assert!(rejected.text.contains(&format!("approval {id} (restart_unit nginx.service)")), "{}", rejected.text);
+    assert!(rejected.text.contains("rejected by bob: not during business hours"), "{}", rejected.text);
+
+    // A rejection without a reason adds no turn.
+    let (report, _) = e.cycle(&nginx_failed(at(120)), "c2").unwrap();
+    let again = report.proposals[0].approval_id.unwrap();
+    e.reject(again, "bob", Some("   "), at(130)).unwrap();
+    assert!(e.store().conversation(&approval_conversation(again)).unwrap().is_empty());
+}
+
+#[test]
 fn an_unanswered_approval_expires_and_the_issue_moves_on() {
     let db = Db::new();
     let mut e = db.engine(config(Autonomy::Suggest), at(0));

@@ -1,14 +1,16 @@
 //! The knowledge base at the daemon's edge: socket operations (`knowledge_read` for viewers,
 //! `knowledge_write` for admins) answered from the store with the rules of `macha-knowledge`,
-//! learnings from the model routed into it, and the similar past issues of `macha issues show`.
+//! learnings from the model routed into it, the similar past issues of `macha issues show`, and
+//! the runbook catalog for readers of the socket (the web console).
 
 use crate::api::knowledge::{
-    KnowledgeAnswer, KnowledgeChange, KnowledgeDraft, KnowledgeEntry, KnowledgeQuery, SimilarIssueView,
+    KnowledgeAnswer, KnowledgeChange, KnowledgeDraft, KnowledgeEntry, KnowledgeQuery, RunbookView, SimilarIssueView,
 };
 use macha_core::Timestamp;
 use macha_knowledge::kb::{self, Category, Draft, Provenance};
 use macha_knowledge::memory;
 use macha_store::{KbEntry, Store};
+use std::path::Path;
 
 /// At most this many entries per answer.
 pub const LIST_MAX: u32 = 1_000;
@@ -76,8 +78,34 @@ fn draft(d: &KnowledgeDraft) -> anyhow::Result<Draft> {
 }
 
 /// Answers a read (viewers; also `--db` and the standalone store); searches by keyword only.
-pub fn read(store: &Store, query: &KnowledgeQuery, now: Timestamp) -> anyhow::Result<KnowledgeAnswer> {
-    read_with(store, query, now, None)
+pub fn read(store: &Store, query: &KnowledgeQuery, now: Timestamp, runbooks: &Path) -> anyhow::Result<KnowledgeAnswer> {
+    match query {
+        KnowledgeQuery::Runbooks => Ok(runbook_catalog(Some(runbooks))),
+        _ => read_with(store, query, now, None),
+    }
+}
+
+/// The runbook catalog: the built-in runbooks and those of `dir` (`knowledge.runbooks`), read
+/// from their files as `macha knowledge runbooks` reads them.
+pub fn runbook_catalog(dir: Option<&Path>) -> KnowledgeAnswer {
+    let catalog = macha_knowledge::runbooks::Catalog::load(dir);
+    let runbooks = catalog
+        .entries()
+        .into_iter()
+        .map(|e| RunbookView {
+            origin: match e.origin {
+                macha_knowledge::runbooks::Origin::Builtin => "built-in",
+                macha_knowledge::runbooks::Origin::Directory => "local",
+            }
+            .to_owned(),
+            id: e.id,
+            title: e.title,
+            use_when: e.use_when,
+            updated: e.updated,
+        })
+        .collect();
+    let skipped = catalog.problems.iter().map(|(name, why)| format!("{name}: {why}")).collect();
+    KnowledgeAnswer::Runbooks { runbooks, skipped }
 }
 
 /// Answers a read; a search is hybrid with `embedder` (over the entries' stored vectors of its
@@ -128,6 +156,8 @@ fn read_search(
             retrieval = Some(how.unwrap_or_else(|| mode.describe()));
             hits.iter().map(|h| view(&h.entry, Some(h.bm25))).collect()
         }
+        // Without the configuration: the built-in runbooks only.
+        KnowledgeQuery::Runbooks => return Ok(runbook_catalog(None)),
         KnowledgeQuery::Show { id } => {
             let e = store.kb_get(*id)?.ok_or_else(|| Refused(format!("knowledge entry {id} does not exist")))?;
             vec![view(&e, None)]

@@ -137,6 +137,7 @@ pub fn approval(r: &macha_store::ApprovalRecord) -> ApprovalView {
         decided_at: r.decided_at,
         decision_note: r.decision_note.clone(),
         result: r.result.clone(),
+        issue_id: r.issue_id,
     }
 }
 

@@ -40,6 +40,17 @@
     enable = true;
     allowed_domains = [ "*.lab.example.org" ];
   };
+  web = {
+    listen = "127.0.0.1:8470";
+    trusted_proxies = [ "127.0.0.1" ];
+    proxy_user_header = "X-Remote-User";
+    proxy_admins = [ "alice" ];
+    proxy_viewers = [ "bob" ];
+    session_idle = "10m";
+    session_max = "8h";
+    secure_cookies = true;
+    two_person = true;
+  };
   llm = {
     enable = true;
     url = "http://127.0.0.1:11434";

@@ -44,6 +44,18 @@ in
       enable = true;
       allowedDomains = [ "*.lab.example.org" ];
     };
+    web = {
+      enable = true;
+      listen = "127.0.0.1:8470";
+      trustedProxies = [ "127.0.0.1" ];
+      proxyUserHeader = "X-Remote-User";
+      proxyAdmins = [ "alice" ];
+      proxyViewers = [ "bob" ];
+      sessionIdle = "10m";
+      sessionMax = "8h";
+      secureCookies = true;
+      twoPerson = true;
+    };
     modelApiKeyFile = "/run/macha-secrets/llm-api-key";
     environmentFile = "/run/macha-secrets/macha.env";
     settings = {

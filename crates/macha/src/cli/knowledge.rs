@@ -301,7 +301,7 @@ fn print_change(answer: &KnowledgeAnswer, json: bool) -> CmdResult {
                 eprintln!("refused: {r}");
             }
         }
-        KnowledgeAnswer::Entries { .. } => {}
+        KnowledgeAnswer::Entries { .. } | KnowledgeAnswer::Runbooks { .. } => {}
     }
     Ok(0)
 }

@@ -142,9 +142,11 @@ pub(super) fn answer_as(engine: &mut Engine, shared: &Shared, request: Request, 
                 .into()),
             }
         }
-        Request::KnowledgeRead(r) => crate::knowledge::read(engine.store(), &r.query, now)
-            .map(|a| Response::reply::<crate::api::knowledge::KnowledgeRead>(&a))
-            .map_err(refused),
+        Request::KnowledgeRead(r) => {
+            crate::knowledge::read(engine.store(), &r.query, now, &engine.config().knowledge_runbooks)
+                .map(|a| Response::reply::<crate::api::knowledge::KnowledgeRead>(&a))
+                .map_err(refused)
+        }
         Request::KnowledgeWrite(w) => crate::knowledge::write(engine.store_mut(), w.change, &who, now)
             .map(|a| Response::reply::<crate::api::knowledge::KnowledgeWrite>(&a))
             .map_err(refused),

@@ -394,7 +394,10 @@ fn discuss_an_approval_with_memory_and_reject_it_inline() {
     let shown = d.json(&["approve", "show", &id.to_string(), "--json"]);
     assert_eq!(shown["approval"]["state"], "rejected");
     let turns = d.store().conversation(&format!("approval-{id}")).unwrap_or_default();
-    assert_eq!(turns.len(), 6, "three questions and three answers (one of them to thanks)");
+    assert_eq!(turns.len(), 7, "three questions, three answers (one of them to thanks) and the rejection: {turns:?}");
+    // The rejection's reason is the person's last turn, for the next discussion of the request.
+    assert_eq!(turns[6].role, "user");
+    assert!(turns[6].content.ends_with("My reason: not now"), "{turns:?}");
 }
 
 #[test]

@@ -97,7 +97,17 @@ const SAMPLE: &str = r#"{
     ntfy = { url = "https://ntfy.example.org"; topic = "macha"; tokenFile = "/run/secrets/ntfy"; minSeverity = "info"; kinds = [ "manual" ]; };
     webhook = { url = "https://hooks.example.org/m"; secretFile = "/run/secrets/hook"; minSeverity = "warning"; kinds = [ "deployment" ]; };
   };
+  web = {
+    enable = true; listen = "127.0.0.1:8471"; trustedProxies = [ "127.0.0.1" "::1" ];
+    proxyUserHeader = "X-Remote-User"; proxyAdmins = [ "alice" ]; proxyViewers = [ "bob" ];
+    sessionIdle = "10m"; sessionMax = "8h"; secureCookies = true; twoPerson = true;
+  };
 }"#;
+
+/// The typed web options at their defaults, `enable` as given.
+fn web_defaults(enable: bool) -> String {
+    format!("(keys.defaults.web // {{ enable = {enable}; }})")
+}
 
 #[test]
 fn the_module_reaches_every_config_key_once() {
@@ -179,6 +189,15 @@ fn every_typed_option_round_trips_through_check_config() {
             "/notifications/channels/2/secret_file",
             serde_json::json!("/run/credentials/macha.service/notify-webhook-secret"),
         ),
+        ("/web/listen", serde_json::json!("127.0.0.1:8471")),
+        ("/web/trusted_proxies", serde_json::json!(["127.0.0.1", "::1"])),
+        ("/web/proxy_user_header", serde_json::json!("X-Remote-User")),
+        ("/web/proxy_admins", serde_json::json!(["alice"])),
+        ("/web/proxy_viewers", serde_json::json!(["bob"])),
+        ("/web/session_idle", serde_json::json!("10m")),
+        ("/web/session_max", serde_json::json!("8h")),
+        ("/web/secure_cookies", serde_json::json!(true)),
+        ("/web/two_person", serde_json::json!(true)),
     ];
     for (pointer, want) in expect {
         assert_eq!(c.pointer(pointer), Some(&want), "{pointer} in {c:#}");
@@ -196,18 +215,30 @@ fn every_typed_option_round_trips_through_check_config() {
 
 #[test]
 fn the_module_defaults_are_the_daemon_defaults() {
-    let settings = nix_eval(
-        "keys.moduleSettings { autonomyLevel = keys.defaults.autonomyLevel; checkInterval = keys.defaults.checkInterval; \
-         models = keys.defaults.models; protectedServices = [ ]; adminGroup = null; viewerGroup = null; ollama.url = null; hosts = { }; \
+    // Once with the console off (the default) and once on, so that its defaults are compared too.
+    for web in [false, true] {
+        module_defaults_match_daemon_defaults(web);
+    }
+}
+
+fn module_defaults_match_daemon_defaults(web: bool) {
+    let settings = nix_eval(&format!(
+        "keys.moduleSettings {{ autonomyLevel = keys.defaults.autonomyLevel; checkInterval = keys.defaults.checkInterval; \
+         models = keys.defaults.models; protectedServices = [ ]; adminGroup = null; viewerGroup = null; ollama.url = null; hosts = {{ }}; \
          modelMayExecute = keys.defaults.modelMayExecute; cleanupMinAgeDays = keys.defaults.cleanupMinAgeDays; \
-         discovery = { enable = false; allowedDomains = [ ]; }; modelApiKeyFile = null; \
-         prometheus = { enable = false; listen = null; textfile = null; }; \
-         notifications = { linkBase = null; modelMaySend = keys.defaults.notifications.modelMaySend; }; }",
-    );
+         discovery = {{ enable = false; allowedDomains = [ ]; }}; modelApiKeyFile = null; \
+         prometheus = {{ enable = false; listen = null; textfile = null; }}; \
+         notifications = {{ linkBase = null; modelMaySend = keys.defaults.notifications.modelMaySend; }}; web = {}; }}",
+        web_defaults(web)
+    ));
     let (code, module, log) = check_config(&settings);
     assert_eq!(code, 0, "{log}");
-    let (code, daemon, log) = check_config(&serde_json::json!({}));
+    let (code, daemon, log) = check_config(&serde_json::json!({ "web": { "enable": web } }));
     assert_eq!(code, 0, "{log}");
+    // Nothing listens on TCP unless asked: the console is off, or on the Unix socket in the
+    // unit's RuntimeDirectory.
+    let want = if web { serde_json::json!("unix:/run/macha/web.sock") } else { serde_json::Value::Null };
+    assert_eq!(module.pointer("/web/listen").cloned().unwrap_or_default(), want, "{module:#}");
     for pointer in [
         "/autonomy",
         "/check_interval",
@@ -222,6 +253,7 @@ fn the_module_defaults_are_the_daemon_defaults() {
         "/hosts",
         "/prometheus",
         "/notifications",
+        "/web",
     ] {
         assert_eq!(module.pointer(pointer), daemon.pointer(pointer), "the module's default for {pointer} differs");
     }
@@ -317,4 +349,52 @@ fn unit_allowed_is_the_policy_for_the_polkit_rule() {
     }
     let out = macha(&["unit-allowed", "--config", "/nonexistent/macha.toml", "--", "nginx.service"]);
     assert_eq!(out.status.code(), Some(65), "an unreadable configuration refuses (polkit then says no)");
+}
+
+/// Runs the module's web checks on `web` (Nix, over the defaults): which assertions fail (their
+/// messages) and which warnings are given.
+fn web_checks(web: &str) -> (Vec<String>, Vec<String>) {
+    let v = nix_eval(&format!(
+        "let w = keys.defaults.web // {web}; in {{ failed = map (a: a.message) (builtins.filter (a: !a.assertion) \
+         (keys.webAssertions w)); warnings = keys.webWarnings w; }}"
+    ));
+    (strings(&v["failed"]), strings(&v["warnings"]))
+}
+
+#[test]
+fn the_module_checks_the_web_console_setup() {
+    // The default (off), and on over the Unix socket: nothing to say.
+    assert_eq!(web_checks("{ }"), (vec![], vec![]));
+    assert_eq!(web_checks("{ enable = true; }"), (vec![], vec![]));
+    // A loopback TCP address behind a proxy that names its user: fine.
+    let ok = r#"{ enable = true; listen = "127.0.0.1:8470"; trustedProxies = [ "127.0.0.1" ]; proxyUserHeader = "X-Remote-User"; }"#;
+    assert_eq!(web_checks(ok), (vec![], vec![]));
+
+    // Trusted proxies without the header they would name users in: an error.
+    let (failed, _) = web_checks(r#"{ enable = true; listen = "127.0.0.1:8470"; trustedProxies = [ "127.0.0.1" ]; }"#);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("proxyUserHeader"), "{failed:?}");
+    // The same while the console is off: nothing runs, nothing to refuse.
+    assert_eq!(
+        web_checks(r#"{ listen = "127.0.0.1:8470"; trustedProxies = [ "127.0.0.1" ]; }"#).0,
+        Vec::<String>::new()
+    );
+
+    // A Unix socket outside the RuntimeDirectory (the sandbox cannot write it), or escaping it.
+    for listen in ["unix:/tmp/web.sock", "unix:/run/macha/../web.sock", "unix:/run/machaX/web.sock"] {
+        let (failed, _) = web_checks(&format!("{{ enable = true; listen = \"{listen}\"; }}"));
+        assert_eq!(failed.len(), 1, "{listen}: {failed:?}");
+        assert!(failed[0].contains("/run/macha/"), "{failed:?}");
+    }
+
+    // Proxy settings on the Unix socket are ignored: a warning says so.
+    let (failed, warnings) = web_checks(r#"{ enable = true; proxyAdmins = [ "alice" ]; }"#);
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("ignored"), "{warnings:?}");
+    // Plain HTTP beyond this host: a warning, silenced by secureCookies (TLS in front).
+    let (_, warnings) = web_checks(r#"{ enable = true; listen = "0.0.0.0:8470"; }"#);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("TLS"), "{warnings:?}");
+    assert_eq!(web_checks(r#"{ enable = true; listen = "0.0.0.0:8470"; secureCookies = true; }"#), (vec![], vec![]));
 }

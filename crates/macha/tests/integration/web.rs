@@ -5,7 +5,7 @@
 
 use super::support::daemon::{TestDaemon, wait_for};
 use macha_core::Timestamp;
-use macha_store::{AuditKind, NewApproval, NewAudit, Severity, Store};
+use macha_store::{AuditKind, NewApproval, NewAudit, NewIssue, Severity, Store};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -95,12 +95,30 @@ fn now() -> Timestamp {
     )
 }
 
+/// The model's diagnosis recorded on the issue behind approvals 1 and 3.
+pub(super) const DIAGNOSIS: &str = "The data volume fills with rotated logs";
+
 /// Queues approvals as the daemon would have: 1, 3 and 4 pending (1 with hostile text in its
-/// reason), 2 already past its expiry.
+/// reason), 2 already past its expiry; 1 and 3 come from issue 1, which the model analysed
+/// (citing `kb:7`).
 pub(super) fn queue_approvals(dir: &Path) {
     std::fs::create_dir_all(dir.join("state")).unwrap_or_else(|e| panic!("{e}"));
     let mut store = Store::open(dir.join("state/macha.db")).unwrap_or_else(|e| panic!("{e}"));
     let now = now();
+    let issue = NewIssue {
+        host: "local".into(),
+        check_name: "web_test".into(),
+        subject: "/data".into(),
+        severity: Severity::Warning,
+        summary: "the data volume is 93% full".into(),
+        details: serde_json::json!({}),
+        seen_at: now.minus(Duration::from_secs(600)),
+    };
+    let audit = NewAudit::new(now, AuditKind::Issue, Severity::Warning, "local", "issue opened: /data is 93% full");
+    let issue = store.insert_issue(&issue, &audit).unwrap_or_else(|e| panic!("{e}"));
+    let analysis = NewAudit::new(now, AuditKind::Issue, Severity::Info, "local", "analysis of issue 1")
+        .with_payload(serde_json::json!({"diagnosis": {"summary": DIAGNOSIS, "citations": ["kb:7"]}}));
+    store.append_issue_audit(issue.id, &analysis).unwrap_or_else(|e| panic!("{e}"));
     for (i, (reason, expires)) in [
         (HOSTILE, now.plus(Duration::from_secs(3600))),
         ("expired", now.minus(Duration::from_secs(60))),
@@ -120,7 +138,7 @@ pub(super) fn queue_approvals(dir: &Path) {
             requested_at: now.minus(Duration::from_secs(120)),
             expires_at: expires,
             correlation_id: format!("c0ffee{i}"),
-            issue_id: None,
+            issue_id: [0, 2].contains(&i).then_some(issue.id),
         };
         let audit =
             NewAudit::new(now, AuditKind::Approval, Severity::Notice, "local", format!("approval requested: {reason}"));
@@ -163,6 +181,14 @@ fn the_console_on_the_unix_socket_keeps_every_guarantee() {
     let csrf = card.input("csrf");
     let digest = card.input("digest");
     assert_eq!(digest.len(), 64);
+    // It links to the issue it came from and shows that issue's analysis and citations.
+    assert!(card.body.contains("<a href=\"/issues/1\">issue 1</a>"), "{}", card.body);
+    assert!(card.body.contains("the data volume is 93% full"), "{}", card.body);
+    assert!(card.body.contains(DIAGNOSIS), "{}", card.body);
+    assert!(card.body.contains("<li>kb:7</li>"), "{}", card.body);
+    // A request without an issue has no issue line.
+    let card4 = unix(&sock, "GET", "/approvals/4", &[("Cookie", &cookie)], "");
+    assert!(!card4.body.contains("href=\"/issues/"), "{}", card4.body);
 
     let origin = ("Origin", "http://localhost:8470");
     let good = [("Cookie", cookie.as_str()), origin];
@@ -209,6 +235,12 @@ fn the_console_on_the_unix_socket_keeps_every_guarantee() {
     assert_eq!(rejected.status, 200, "{}", rejected.body);
     let a = daemon.store().get_approval(3).unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("approval 3"));
     assert_eq!((a.state.as_str(), a.decision_note.as_deref()), ("rejected", Some("wrong host")));
+    // ... and in the model's discussion of the request, as the rejecting person's turn.
+    let turns = daemon.store().conversation("approval-3").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(turns.len(), 1, "{turns:?}");
+    assert_eq!(turns[0].role, "user");
+    assert!(turns[0].content.ends_with("My reason: wrong host"), "{turns:?}");
+    assert_eq!(turns[0].who, a.decided_by, "{turns:?}");
     let twice = unix(&sock, "POST", "/approvals/3/reject", &good, &form(&csrf, &digest3, "wrong host"));
     assert!(twice.body.contains("Already rejected by you at"), "{}", twice.body);
 
@@ -228,6 +260,10 @@ fn the_console_on_the_unix_socket_keeps_every_guarantee() {
         assert_eq!(p.status, 200, "{path}: {}", p.body);
     }
     assert_eq!(unix(&sock, "GET", "/issues/999", &[("Cookie", &cookie)], "").status, 404);
+    // The knowledge page lists the runbook catalog, as `macha knowledge runbooks` does.
+    let kb = unix(&sock, "GET", "/knowledge", &[("Cookie", &cookie)], "");
+    assert!(kb.body.contains("<code>unit-restart-loop</code>"), "{}", kb.body);
+    assert!(kb.body.contains("(built-in)"), "{}", kb.body);
 
     // The refusals and the decisions are in the audit trail.
     wait_for("the refusals in the audit trail", Duration::from_secs(10), || {
