@@ -21,6 +21,7 @@ fn rows(n: usize) -> Vec<FleetRow> {
             last_contact: Some(Timestamp::from_secs(1_790_000_000 + i as i64)),
             open_issues: i % 3,
             last_deployment: Some("executed (2026-11-30 10:00:00 UTC)".into()),
+            anomaly_rate: (i % 4 != 0).then_some((i % 50) as f64 * 0.7),
         })
         .collect()
 }
