@@ -386,6 +386,16 @@ pub struct Chart {
     pub series: Vec<ChartSeries>,
 }
 
+impl Chart {
+    /// Drops the lines without points, and the charts left without lines.
+    pub fn drop_empty(charts: &mut Vec<Chart>) {
+        charts.retain_mut(|c| {
+            c.series.retain(|s| !s.points.is_empty());
+            !c.series.is_empty()
+        });
+    }
+}
+
 /// What the host page shows of a host's metric history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostMetrics {
@@ -408,34 +418,35 @@ impl HostMetrics {
     }
 }
 
-/// The charts a host's metric names allow (their points still to be read): CPU, memory used,
-/// load, pressure, each filesystem's used share (at most [`CHARTED_FILESYSTEMS_MAX`]) and the
-/// anomaly rate. A metric the host does not have is not charted.
+/// The charts of a host with these metric names (their points still to be read): CPU, memory
+/// used, load, pressure and the anomaly rate always (the names are those of the newest rows,
+/// and a metric missing from one sample may still have history), and each named filesystem's
+/// used share (at most [`CHARTED_FILESYSTEMS_MAX`]). Lines without points are dropped once read
+/// ([`Chart::drop_empty`]).
 pub fn chart_plan(names: &[String]) -> Vec<Chart> {
-    let has = |m: &str| names.iter().any(|n| n == m);
-    let chart = |title: String, percent: bool, top: Option<f64>, lines: &[(&str, &str)]| -> Option<Chart> {
+    let chart = |title: String, percent: bool, top: Option<f64>, lines: &[(&str, &str)]| -> Chart {
         let series: Vec<ChartSeries> = lines
             .iter()
-            .filter(|(_, m)| has(m))
             .map(|(l, m)| ChartSeries { label: (*l).to_owned(), metric: (*m).to_owned(), points: Vec::new() })
             .collect();
-        (!series.is_empty()).then_some(Chart { title, percent, top, series })
+        Chart { title, percent, top, series }
     };
-    let mut out = Vec::new();
-    out.extend(chart("CPU".into(), true, Some(100.0), &[("busy", "cpu.usage_percent")]));
-    out.extend(chart("Memory used".into(), true, Some(100.0), &[("used", "mem.used_percent")]));
-    out.extend(chart("Load".into(), false, None, &[("1 min", "load.1"), ("5 min", "load.5"), ("15 min", "load.15")]));
-    out.extend(chart(
-        "Pressure stall (some, avg60)".into(),
-        true,
-        None,
-        &[("cpu", "psi.cpu_some"), ("memory", "psi.memory_some"), ("io", "psi.io_some")],
-    ));
+    let mut out = vec![
+        chart("CPU".into(), true, Some(100.0), &[("busy", "cpu.usage_percent")]),
+        chart("Memory used".into(), true, Some(100.0), &[("used", "mem.used_percent")]),
+        chart("Load".into(), false, None, &[("1 min", "load.1"), ("5 min", "load.5"), ("15 min", "load.15")]),
+        chart(
+            "Pressure stall (some, avg60)".into(),
+            true,
+            None,
+            &[("cpu", "psi.cpu_some"), ("memory", "psi.memory_some"), ("io", "psi.io_some")],
+        ),
+    ];
     for n in names.iter().filter(|n| n.starts_with("fs.used_percent:")).take(CHARTED_FILESYSTEMS_MAX) {
         let mount = n.split_once(':').map_or("", |(_, m)| m);
-        out.extend(chart(format!("Filesystem {mount}: used"), true, Some(100.0), &[("used", n)]));
+        out.push(chart(format!("Filesystem {mount}: used"), true, Some(100.0), &[("used", n)]));
     }
-    out.extend(chart("Anomaly rate".into(), true, None, &[("anomalous metrics", ANOMALY_RATE)]));
+    out.push(chart("Anomaly rate".into(), true, None, &[("anomalous metrics", ANOMALY_RATE)]));
     out
 }
 
@@ -1015,15 +1026,23 @@ mod tests {
             .map(|s| (*s).to_owned())
             .collect();
         names.extend((0..20).map(|i| format!("fs.used_percent:/m{i:02}")));
-        let plan = chart_plan(&names);
+        let mut plan = chart_plan(&names);
         let titles: Vec<&str> = plan.iter().map(|c| c.title.as_str()).collect();
-        assert_eq!(&titles[..3], ["CPU", "Load", "Pressure stall (some, avg60)"]);
+        assert_eq!(&titles[..4], ["CPU", "Memory used", "Load", "Pressure stall (some, avg60)"]);
         assert_eq!(titles.last(), Some(&"Anomaly rate"));
-        assert!(!titles.contains(&"Memory used"), "no memory metric, no memory chart");
-        let load: Vec<&str> = plan[1].series.iter().map(|s| s.metric.as_str()).collect();
-        assert_eq!(load, ["load.1", "load.15"]);
         assert_eq!(titles.iter().filter(|t| t.starts_with("Filesystem")).count(), CHARTED_FILESYSTEMS_MAX);
-        assert!(chart_plan(&[]).is_empty());
+        assert!(!titles.iter().any(|t| t.contains("eth0")), "network is not charted");
+        // Once read, what has no points goes: here everything but load.1, load.15 and the
+        // first filesystem.
+        for s in plan.iter_mut().flat_map(|c| c.series.iter_mut()) {
+            if ["load.1", "load.15", "fs.used_percent:/m00"].contains(&s.metric.as_str()) {
+                s.points = points(1_790_000_000, 60, &[1.0]);
+            }
+        }
+        Chart::drop_empty(&mut plan);
+        let left: Vec<Vec<&str>> =
+            plan.iter().map(|c| c.series.iter().map(|s| s.metric.as_str()).collect()).collect();
+        assert_eq!(left, [vec!["load.1", "load.15"], vec!["fs.used_percent:/m00"]]);
     }
 
     #[test]
@@ -1065,9 +1084,16 @@ mod tests {
     fn the_host_page_shows_charts_the_rate_and_over_time_issues_or_the_placeholder() {
         let since = Timestamp::from_secs(1_790_000_000);
         let until = Timestamp::from_secs(1_790_000_000 + 6 * 3600);
-        let mut charts = chart_plan(&["cpu.usage_percent".to_owned(), ANOMALY_RATE.to_owned()]);
-        charts[0].series[0].points = points(1_790_000_000, 60, &[20.0, 30.0, 25.0]);
-        charts[1].series[0].points = points(1_790_000_000, 60, &[1.0, 2.0, 3.5]);
+        let mut charts = chart_plan(&[]);
+        for s in charts.iter_mut().flat_map(|c| c.series.iter_mut()) {
+            match s.metric.as_str() {
+                "cpu.usage_percent" => s.points = points(1_790_000_000, 60, &[20.0, 30.0, 25.0]),
+                ANOMALY_RATE => s.points = points(1_790_000_000, 60, &[1.0, 2.0, 3.5]),
+                _ => {}
+            }
+        }
+        Chart::drop_empty(&mut charts);
+        assert_eq!(charts.len(), 2);
         let m = HostMetrics { range: Range::H24, since, until, charts };
         assert_eq!(m.anomaly_rate(), Some(3.5));
         let issue = |id: i64, check: &str, state: IssueState| IssueView {

@@ -391,11 +391,9 @@ async fn fleet(State(c): St, ConnectInfo(conn): ConnectInfo<Conn>, headers: Head
         let local = c.ask(&user, ops::RunCheck).await.ok();
         let mut rows: Vec<pages::FleetRow> =
             hosts.iter().map(|h| pages::FleetRow::of(h, &open, last_deployment(&approvals, &h.name))).collect();
-        // One bounded read per observed host: its newest anomaly rate.
+        // One bounded read per host: its newest anomaly rate.
         for (row, h) in rows.iter_mut().zip(&hosts) {
-            if h.contacted {
-                row.anomaly_rate = c.latest_anomaly_rate(&user, &h.name).await;
-            }
+            row.anomaly_rate = c.latest_anomaly_rate(&user, &h.name).await;
         }
         let local_rate = match &local {
             Some(r) => c.latest_anomaly_rate(&user, r.host.as_str()).await,
@@ -456,6 +454,7 @@ impl Console {
                 Err(r) => tracing::debug!(host, metric = %series.metric, "metric not read: {}", r.message),
             }
         }
+        pages::Chart::drop_empty(&mut charts);
         Some(HostMetrics { range, since: index.since, until: index.until, charts })
     }
 }
