@@ -1021,10 +1021,11 @@ mod tests {
 
     #[test]
     fn the_plan_charts_what_the_host_has() {
-        let mut names: Vec<String> = ["cpu.usage_percent", "load.1", "load.15", "psi.io_some", ANOMALY_RATE, "net.rx_bytes:eth0"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
+        let mut names: Vec<String> =
+            ["cpu.usage_percent", "load.1", "load.15", "psi.io_some", ANOMALY_RATE, "net.rx_bytes:eth0"]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect();
         names.extend((0..20).map(|i| format!("fs.used_percent:/m{i:02}")));
         let mut plan = chart_plan(&names);
         let titles: Vec<&str> = plan.iter().map(|c| c.title.as_str()).collect();
@@ -1040,8 +1041,7 @@ mod tests {
             }
         }
         Chart::drop_empty(&mut plan);
-        let left: Vec<Vec<&str>> =
-            plan.iter().map(|c| c.series.iter().map(|s| s.metric.as_str()).collect()).collect();
+        let left: Vec<Vec<&str>> = plan.iter().map(|c| c.series.iter().map(|s| s.metric.as_str()).collect()).collect();
         assert_eq!(left, [vec!["load.1", "load.15"], vec!["fs.used_percent:/m00"]]);
     }
 
@@ -1075,7 +1075,10 @@ mod tests {
         let second = svg.split(" d=\"").nth(2).unwrap();
         assert!(second.contains(",74.0L"), "{second}");
         // One lonely point is a dot, not an empty path.
-        let lonely = Chart { series: vec![ChartSeries { points: points(1_790_000_000 + 3600, 60, &[1.0]), ..chart.series[0].clone() }], ..chart };
+        let lonely = Chart {
+            series: vec![ChartSeries { points: points(1_790_000_000 + 3600, 60, &[1.0]), ..chart.series[0].clone() }],
+            ..chart
+        };
         let svg = chart_svg(&lonely, since, until).into_string();
         assert_eq!((svg.matches("<path").count(), svg.matches("<circle").count()), (0, 1), "{svg}");
     }

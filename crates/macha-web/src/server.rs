@@ -480,7 +480,12 @@ async fn host(
             Some(r) => match Range::parse(r) {
                 Some(r) => r,
                 None => {
-                    return Err(refusal(StatusCode::BAD_REQUEST, u, "Bad range", "The range is one of 6h, 24h, 7d, 30d."));
+                    return Err(refusal(
+                        StatusCode::BAD_REQUEST,
+                        u,
+                        "Bad range",
+                        "The range is one of 6h, 24h, 7d, 30d.",
+                    ));
                 }
             },
         };

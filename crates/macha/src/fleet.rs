@@ -1578,7 +1578,10 @@ mod tests {
             engine.cycle(&Snapshot::all_unavailable(host, now, "test"), "c").unwrap_or_else(|e| panic!("{e:#}"));
         }
         let tracked = |engine: &Engine| -> Vec<bool> {
-            [HostName::local(), h("c1"), h("c2"), h("db9.lab.test")].iter().map(|n| engine.tracks_metrics_of(n)).collect()
+            [HostName::local(), h("c1"), h("c2"), h("db9.lab.test")]
+                .iter()
+                .map(|n| engine.tracks_metrics_of(n))
+                .collect()
         };
         assert_eq!(tracked(&engine), [true, true, true, true]);
 
