@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 /// Points one answer carries at most; longer ranges are merged into wider points.
 pub const POINTS_MAX: usize = 20_000;
 
-/// The metrics of `host`, or the points of `metric` over the last `since_secs` seconds.
+/// The metrics of `host`, or the points of `metric` over the last `since_secs` seconds. With
+/// `latest`, only the newest raw sample of `metric` in that time, and no names: one bounded read
+/// (the fleet page asks it of every host).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsRead {
@@ -17,6 +19,8 @@ pub struct MetricsRead {
     #[serde(default)]
     pub metric: Option<String>,
     pub since_secs: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub latest: bool,
 }
 
 impl Call for MetricsRead {

@@ -47,8 +47,13 @@ fn every_request() -> Vec<Request> {
         AdmitHost { name: "c1".into() }.into_request(),
         ForgetHost { name: "c1".into() }.into_request(),
         PruneAudit { upto_id: 10, hash: "ab".repeat(32) }.into_request(),
-        crate::metrics::MetricsRead { host: "web1".into(), metric: Some("load.1".into()), since_secs: 3600 }
-            .into_request(),
+        crate::metrics::MetricsRead {
+            host: "web1".into(),
+            metric: Some("load.1".into()),
+            since_secs: 3600,
+            latest: false,
+        }
+        .into_request(),
     ]
 }
 

@@ -75,6 +75,11 @@ impl Tracker {
         self.hosts.remove(host);
     }
 
+    /// The hosts with state, in no particular order.
+    pub fn hosts(&self) -> impl Iterator<Item = &HostName> {
+        self.hosts.keys()
+    }
+
     /// Series tracked over all hosts.
     pub fn series_count(&self) -> usize {
         self.hosts.values().map(|h| h.series.len()).sum()

@@ -54,6 +54,9 @@ pub struct MetricPoint {
     pub count: u32,
 }
 
+/// Raw rows [`Store::metric_latest`] reads at most.
+pub const LATEST_ROWS: usize = 16;
+
 /// One host's samples of one moment, as [`Store::record_metrics_batch`] takes them.
 pub type MetricsRow<'a> = (&'a str, Timestamp, &'a [(&'a str, f64)]);
 
@@ -337,6 +340,42 @@ impl Store {
         Ok(out)
     }
 
+    /// The newest raw sample of one metric of `host` taken at or after `since`. Bounded: only the
+    /// newest [`LATEST_ROWS`] raw rows are read, so a host that stopped reporting the metric
+    /// costs no more than one that reports it.
+    pub fn metric_latest(&self, host: &str, metric: &str, since: Timestamp) -> Result<Option<MetricPoint>> {
+        let Some(host_id) = self.metric_host_id(host)? else { return Ok(None) };
+        let Some(metric_id) = self
+            .conn
+            .prepare_cached("SELECT id FROM metric_names WHERE name = ?1")?
+            .query_row([metric], |r| r.get::<_, i64>(0))
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT ts, data FROM metric_samples WHERE host_id = ?1 AND tier = 0 AND ts >= ?2 \
+             ORDER BY ts DESC LIMIT ?3",
+        )?;
+        let limit = i64::try_from(LATEST_ROWS).unwrap_or(i64::MAX);
+        let mut rows = stmt.query(params![host_id, secs(since), limit])?;
+        while let Some(r) = rows.next()? {
+            let ts: i64 = r.get(0)?;
+            let data: Vec<u8> = r.get(1)?;
+            if let Some((_, a)) = decode(&data).into_iter().find(|(id, _)| *id == metric_id) {
+                return Ok(Some(MetricPoint {
+                    ts: Timestamp(ts.saturating_mul(1000)),
+                    span_secs: 0,
+                    min: a.min,
+                    max: a.max,
+                    mean: if a.count == 0 { 0.0 } else { a.sum / a.count as f64 },
+                    count: u32::try_from(a.count).unwrap_or(u32::MAX),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
     /// The raw rows of `host` since `since`, oldest first, as `(time, [(name, value)])`: what a
     /// detector is warmed with after a restart.
     pub fn metric_rows(&self, host: &str, since: Timestamp) -> Result<Vec<StoredRow>> {
@@ -486,6 +525,7 @@ fn fold_batch(conn: &rusqlite::Connection, from: i64, to: i64, cutoff: i64) -> R
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -510,5 +550,26 @@ mod tests {
         {
             let _ = decode(junk);
         }
+    }
+
+    #[test]
+    fn the_latest_sample_is_the_newest_row_that_has_the_metric() {
+        let mut store = Store::open_in_memory().unwrap();
+        let t = |s: i64| Timestamp::from_secs(1_790_000_000 + s);
+        store.record_metrics("web1", t(0), &[("anomaly.rate_percent", 2.0), ("load.1", 0.5)]).unwrap();
+        store.record_metrics("web1", t(60), &[("anomaly.rate_percent", 4.5)]).unwrap();
+        store.record_metrics("web1", t(120), &[("load.1", 0.7)]).unwrap();
+        let p = store.metric_latest("web1", "anomaly.rate_percent", t(0)).unwrap().unwrap();
+        assert_eq!((p.ts, p.mean), (t(60), 4.5));
+        assert_eq!(store.metric_latest("web1", "load.1", t(0)).unwrap().map(|p| p.mean), Some(f64::from(0.7f32)));
+        // Too old, an unknown metric, an unknown host: nothing.
+        assert_eq!(store.metric_latest("web1", "anomaly.rate_percent", t(61)).unwrap(), None);
+        assert_eq!(store.metric_latest("web1", "cpu.usage_percent", t(0)).unwrap(), None);
+        assert_eq!(store.metric_latest("db1", "load.1", t(0)).unwrap(), None);
+        // Only the newest rows are read: a metric last seen further back is not found.
+        for i in 0..LATEST_ROWS as i64 {
+            store.record_metrics("web1", t(180 + i * 60), &[("load.1", 1.0)]).unwrap();
+        }
+        assert_eq!(store.metric_latest("web1", "anomaly.rate_percent", t(0)).unwrap(), None);
     }
 }

@@ -6,7 +6,7 @@
 //! is it acted on; a decision also carries the digest of the exact action the person saw.
 
 use crate::auth::{self, Auth, NoRandomness};
-use crate::pages::{self, FirstApproval, IssueFilter, LogFilter};
+use crate::pages::{self, FirstApproval, HostMetrics, IssueFilter, LogFilter, Range};
 use crate::{AuditEvent, Daemon, Listen, Settings, User};
 use axum::Router;
 use axum::extract::connect_info::{ConnectInfo, Connected};
@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::IncomingStream;
 use macha_api::knowledge::{KnowledgeQuery, KnowledgeRead};
+use macha_api::metrics::MetricsRead;
 use macha_api::ops::{self, Call};
 use macha_api::reply::{ApprovalDetail, ApprovalView};
 use macha_api::{ErrorCode, Refusal, Tier};
@@ -388,10 +389,18 @@ async fn fleet(State(c): St, ConnectInfo(conn): ConnectInfo<Conn>, headers: Head
         let approvals =
             c.ask(&user, ops::ListApprovals { states: vec![], limit: Some(500) }).await.map_err(|r| refused(u, &r))?;
         let local = c.ask(&user, ops::RunCheck).await.ok();
-        let rows: Vec<pages::FleetRow> =
+        let mut rows: Vec<pages::FleetRow> =
             hosts.iter().map(|h| pages::FleetRow::of(h, &open, last_deployment(&approvals, &h.name))).collect();
+        // One bounded read per host: its newest anomaly rate.
+        for (row, h) in rows.iter_mut().zip(&hosts) {
+            row.anomaly_rate = c.latest_anomaly_rate(&user, &h.name).await;
+        }
+        let local_rate = match &local {
+            Some(r) => c.latest_anomaly_rate(&user, r.host.as_str()).await,
+            None => None,
+        };
         let pending = approvals.iter().filter(|a| a.state == ApprovalState::Pending).count();
-        Ok(pages::fleet(u, local.as_ref(), &rows, pending))
+        Ok(pages::fleet(u, local.as_ref().map(|r| (r, local_rate)), &rows, pending))
     })
     .await
 }
@@ -409,14 +418,77 @@ fn last_deployment(approvals: &[ApprovalView], host: &str) -> Option<String> {
         .map(|a| format!("{} ({})", a.state.as_str(), pages::when(a.requested_at)))
 }
 
+/// An anomaly rate older than this is not shown on the fleet page.
+const RATE_FRESH_SECS: u64 = 3600;
+
+impl Console {
+    /// The newest anomaly rate of `host` within [`RATE_FRESH_SECS`]: one bounded read (the
+    /// newest raw sample only).
+    async fn latest_anomaly_rate(&self, user: &User, host: &str) -> Option<f64> {
+        let q = MetricsRead {
+            host: host.to_owned(),
+            metric: Some(pages::ANOMALY_RATE.to_owned()),
+            since_secs: RATE_FRESH_SECS,
+            latest: true,
+        };
+        self.ask(user, q).await.ok()?.points.last().map(|p| p.mean).filter(|v| v.is_finite())
+    }
+
+    /// The host page's charts over `range`, through the same `metrics_read` requests as
+    /// `macha metrics`; `None` when the host has no history (or it cannot be read).
+    async fn host_metrics(&self, user: &User, host: &str, range: Range) -> Option<HostMetrics> {
+        let read = |metric: Option<String>| MetricsRead {
+            host: host.to_owned(),
+            metric,
+            since_secs: range.secs(),
+            latest: false,
+        };
+        let index = self.ask(user, read(None)).await.ok()?;
+        if index.names.is_empty() {
+            return None;
+        }
+        let mut charts = pages::chart_plan(&index.names);
+        for series in charts.iter_mut().flat_map(|c| c.series.iter_mut()) {
+            match self.ask(user, read(Some(series.metric.clone()))).await {
+                Ok(v) => series.points = v.points,
+                Err(r) => tracing::debug!(host, metric = %series.metric, "metric not read: {}", r.message),
+            }
+        }
+        pages::Chart::drop_empty(&mut charts);
+        Some(HostMetrics { range, since: index.since, until: index.until, charts })
+    }
+}
+
+/// The host page's query: the charts' time range.
+#[derive(Debug, Default, serde::Deserialize)]
+struct HostQuery {
+    #[serde(default)]
+    range: Option<String>,
+}
+
 async fn host(
     State(c): St,
     ConnectInfo(conn): ConnectInfo<Conn>,
     headers: HeaderMap,
     Path(name): Path<String>,
+    Query(q): Query<HostQuery>,
 ) -> Page {
     read_page(&c, conn, &headers, |c, user, _| async move {
         let u = Some(&user);
+        let range = match q.range.as_deref() {
+            None | Some("") => Range::default(),
+            Some(r) => match Range::parse(r) {
+                Some(r) => r,
+                None => {
+                    return Err(refusal(
+                        StatusCode::BAD_REQUEST,
+                        u,
+                        "Bad range",
+                        "The range is one of 6h, 24h, 7d, 30d.",
+                    ));
+                }
+            },
+        };
         let detail = c.ask(&user, ops::ShowHost { name: name.clone() }).await.ok();
         let local = c.ask(&user, ops::RunCheck).await.ok().filter(|r| r.host.as_str() == name);
         let report = match local {
@@ -434,7 +506,8 @@ async fn host(
             .ask(&user, ops::ListIssues { states: vec![], host: Some(name.clone()), limit: Some(100) })
             .await
             .map_err(|r| refused(u, &r))?;
-        Ok(pages::host(u, &name, detail.as_ref(), report.as_ref(), &issues))
+        let metrics = c.host_metrics(&user, &name, range).await;
+        Ok(pages::host(u, &name, detail.as_ref(), report.as_ref(), metrics.as_ref(), &issues))
     })
     .await
 }

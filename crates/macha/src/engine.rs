@@ -440,6 +440,23 @@ impl Engine {
         self.policy.known_hosts = hosts;
     }
 
+    /// Drops the metric detectors of every host other than this one that `registered` does not
+    /// keep (a host removed from the registry or forgotten); returns how many were dropped. Its
+    /// stored history stays: were it registered again, its detectors are warmed from it.
+    pub fn forget_metrics_except(&mut self, registered: impl Fn(&HostName) -> bool) -> usize {
+        let gone: Vec<HostName> = self.metrics.hosts().filter(|h| !h.is_local() && !registered(h)).cloned().collect();
+        for h in &gone {
+            tracing::debug!(host = %h, "forgetting the metric detectors of a host no longer in the fleet");
+            self.metrics.forget(h);
+        }
+        gone.len()
+    }
+
+    /// Whether the engine holds metric detectors for `host`.
+    pub fn tracks_metrics_of(&self, host: &HostName) -> bool {
+        self.metrics.knows(host)
+    }
+
     /// One periodic cycle over a snapshot: evaluate, track issues, propose remediations, expire
     /// approvals and age issues. Returns the report and the work to execute.
     pub fn cycle(&mut self, snapshot: &Snapshot, correlation_id: &str) -> anyhow::Result<(CycleReport, Vec<Work>)> {

@@ -427,6 +427,9 @@ impl Fleet {
                 trusted.insert(t.name);
             }
         }
+        // A host that may no longer be contacted (forgotten, or gone from the registry) keeps no
+        // metric detectors in memory.
+        engine.forget_metrics_except(|h| targets.contains_key(h));
         if let Ok(mut t) = self.targets.write() {
             *t = targets;
         }
@@ -1557,6 +1560,45 @@ mod tests {
             queued: Duration::ZERO,
             elapsed: Duration::from_secs(1),
         }))
+    }
+
+    #[tokio::test]
+    async fn a_host_leaving_the_fleet_leaves_no_metric_detectors() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let both = format!(
+            "[hosts.c1]\naddress = \"10.0.0.1\"\nhost_key = \"{KEY}\"\n[hosts.c2]\naddress = \"10.0.0.2\"\nhost_key = \"{KEY}\"\n"
+        );
+        let (_, mut engine, fleet) = engine_and_fleet(dir.path(), &both);
+        fleet
+            .api(&mut engine, Request::AdmitHost(ops::AdmitHost { name: "db9.lab.test".into() }), "root")
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let now = crate::now();
+        for name in ["local", "c1", "c2", "db9.lab.test"] {
+            let host = if name == "local" { HostName::local() } else { h(name) };
+            engine.cycle(&Snapshot::all_unavailable(host, now, "test"), "c").unwrap_or_else(|e| panic!("{e:#}"));
+        }
+        let tracked = |engine: &Engine| -> Vec<bool> {
+            [HostName::local(), h("c1"), h("c2"), h("db9.lab.test")]
+                .iter()
+                .map(|n| engine.tracks_metrics_of(n))
+                .collect()
+        };
+        assert_eq!(tracked(&engine), [true, true, true, true]);
+
+        // A person forgets a host: its detectors go with it.
+        fleet
+            .api(&mut engine, Request::ForgetHost(ops::ForgetHost { name: "db9.lab.test".into() }), "root")
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(tracked(&engine), [true, true, true, false]);
+
+        // A host removed from the configuration: the same; this host and c1 keep theirs.
+        let only_c1 = format!("[hosts.c1]\naddress = \"10.0.0.1\"\nhost_key = \"{KEY}\"\n");
+        let cfg2 = config(dir.path(), &only_c1);
+        let fleet2 = Fleet::start(&cfg2, &mut engine, crate::now()).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(state(&engine, "c2"), Some(HostState::Forgotten));
+        assert_eq!(tracked(&engine), [true, true, false, false]);
+        fleet.shutdown().await;
+        fleet2.shutdown().await;
     }
 
     #[test]

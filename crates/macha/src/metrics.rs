@@ -26,12 +26,30 @@ pub fn answer(store: &Store, q: &MetricsRead, now: Timestamp) -> Result<MetricsV
     }
     let since = now.minus(Duration::from_secs(q.since_secs).min(SINCE_MAX));
     let until = now.plus(Duration::from_secs(1));
+    if q.latest {
+        let Some(m) = &q.metric else {
+            return Err(MetricsError::BadRequest("the latest sample of which metric?".into()));
+        };
+        let points = store.metric_latest(host.as_str(), m, since)?.map(view).into_iter().collect();
+        return Ok(MetricsView {
+            host: host.to_string(),
+            since,
+            until: now,
+            metric: q.metric.clone(),
+            names: Vec::new(),
+            points,
+        });
+    }
     let names = store.metric_names(host.as_str())?;
     let points = match &q.metric {
         Some(m) => thin(&store.metric_series(host.as_str(), m, since, until)?),
         None => Vec::new(),
     };
     Ok(MetricsView { host: host.to_string(), since, until: now, metric: q.metric.clone(), names, points })
+}
+
+fn view(p: MetricPoint) -> MetricPointView {
+    MetricPointView { ts: p.ts, span_secs: p.span_secs, min: p.min, max: p.max, mean: p.mean, count: p.count }
 }
 
 /// At most [`POINTS_MAX`] points: neighbours merged (min of mins, max of maxes, weighted mean).

@@ -42,7 +42,12 @@ pub enum AnomalyCmd {
 
 /// `macha metrics HOST [METRIC]`.
 pub fn metrics(args: &MetricsArgs) -> CmdResult {
-    let q = MetricsRead { host: args.host.clone(), metric: args.metric.clone(), since_secs: args.since.as_secs() };
+    let q = MetricsRead {
+        host: args.host.clone(),
+        metric: args.metric.clone(),
+        since_secs: args.since.as_secs(),
+        latest: false,
+    };
     let view = match read_source(&args.client)? {
         Source::Daemon(mut c) => c.call(q)?,
         Source::Local(store) => match crate::metrics::answer(&store, &q, crate::now()) {

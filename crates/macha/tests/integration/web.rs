@@ -282,6 +282,85 @@ fn the_console_on_the_unix_socket_keeps_every_guarantee() {
     );
 }
 
+/// Two hours of a configured host's metric history, a sample a minute, with a filesystem whose
+/// name is hostile markup.
+fn record_history(dir: &Path) {
+    std::fs::create_dir_all(dir.join("state")).unwrap_or_else(|e| panic!("{e}"));
+    let mut store = Store::open(dir.join("state/macha.db")).unwrap_or_else(|e| panic!("{e}"));
+    let now = now();
+    for i in 0..120u64 {
+        let at = now.minus(Duration::from_secs(7200 - i * 60));
+        let samples = [
+            ("cpu.usage_percent", 20.0 + (i % 10) as f64),
+            ("mem.used_percent", 41.5),
+            ("load.1", 0.5),
+            ("anomaly.rate_percent", 7.5),
+            ("fs.used_percent:/<script>alert(1)</script>", 63.0),
+        ];
+        store.record_metrics("web1", at, &samples).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[test]
+fn the_host_page_charts_the_metric_history_escaped_and_refuses_a_bad_range() {
+    let daemon = TestDaemon::builder()
+        .autonomy("observe")
+        .tables("[web]\nenable = true\n[hosts.web1]\naddress = \"192.0.2.10\"\n")
+        .prepare(record_history)
+        .start();
+    let sock = daemon.dir.path().join("web.sock");
+    wait_for("the console's socket", Duration::from_secs(30), || sock.exists());
+
+    let page = unix(&sock, "GET", "/hosts/web1", &[], "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(!page.body.contains("No metric history yet."), "{}", page.body);
+    assert!(page.body.contains("<svg class=\"chart metric\""), "{}", page.body);
+    for chart in ["CPU", "Memory used", "Load", "Anomaly rate"] {
+        assert!(page.body.contains(&format!("<figcaption>{chart}<")), "{chart}: {}", page.body);
+    }
+    assert!(page.body.contains("<path class=\"line s0\""), "a line is drawn: {}", page.body);
+    assert!(page.body.contains("anomaly rate: <strong>7.5 %</strong>"), "{}", page.body);
+    assert!(page.body.contains("<strong>6 h</strong>") && page.body.contains("href=\"?range=30d\""));
+    // The hostile mount point is text, never markup; no inline style anywhere.
+    assert!(page.body.contains("Filesystem /&lt;script&gt;alert(1)&lt;/script&gt;: used"), "{}", page.body);
+    assert!(!page.body.contains("<script>alert"), "{}", page.body);
+    assert_eq!(page.body.matches("<script").count(), 1, "only the htmx script element");
+    assert!(!page.body.contains("style="), "{}", page.body);
+    assert_eq!(page.header("content-security-policy"), Some(CSP));
+
+    // Each offered range renders; anything else is a 400 that does not echo it as markup.
+    for range in ["6h", "24h", "7d", "30d"] {
+        let p = unix(&sock, "GET", &format!("/hosts/web1?range={range}"), &[], "");
+        assert_eq!(p.status, 200, "{range}: {}", p.body);
+        // Two hours of history: a line in every range but 30 days, where it fits in one column
+        // of the chart (2.4 h) and is a dot.
+        let drawn = if range == "30d" { "<circle class=\"dot s0\"" } else { "<path class=\"line s0\"" };
+        assert!(p.body.contains(drawn), "{range}: {}", p.body);
+    }
+    for bad in ["1y", "6H", "%3Cscript%3Ealert(1)%3C%2Fscript%3E", "-1"] {
+        let p = unix(&sock, "GET", &format!("/hosts/web1?range={bad}"), &[], "");
+        assert_eq!(p.status, 400, "{bad}: {}", p.body);
+        assert!(!p.body.contains("<script>alert"), "{}", p.body);
+    }
+    // A hostile host name: not found, and escaped.
+    let hostile = unix(&sock, "GET", "/hosts/%3Cscript%3Ealert(1)%3C%2Fscript%3E", &[], "");
+    assert_eq!(hostile.status, 404, "{}", hostile.body);
+    assert!(!hostile.body.contains("<script>alert"), "{}", hostile.body);
+    assert!(hostile.body.contains("&lt;script&gt;alert(1)"), "{}", hostile.body);
+
+    // The fleet page: the host's anomaly rate in its row.
+    let fleet = unix(&sock, "GET", "/", &[], "");
+    assert_eq!(fleet.status, 200, "{}", fleet.body);
+    assert!(fleet.body.contains("<th>anomaly rate</th>"), "{}", fleet.body);
+    let row = fleet.body.split("<a href=\"/hosts/web1\">").nth(1).and_then(|r| r.split("</tr>").next());
+    assert!(row.is_some_and(|r| r.contains("<td>7.5 %</td>")), "{}", fleet.body);
+
+    // This host has no history of its own until its first cycle: the placeholder, or charts.
+    wait_for("this host's page", Duration::from_secs(60), || unix(&sock, "GET", "/hosts/local", &[], "").status == 200);
+    let local = unix(&sock, "GET", "/hosts/local", &[], "");
+    assert!(local.body.contains("No metric history yet.") || local.body.contains("<svg class=\"chart metric\""));
+}
+
 pub(super) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
