@@ -872,3 +872,7 @@ pub use state::{
 #[cfg(test)]
 #[path = "router_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "router_state_tests.rs"]
+mod state_tests;
