@@ -210,11 +210,10 @@ impl Router {
             router.groups.entry(g.key.clone()).or_insert(g);
         }
         router.serial = serial;
-        router.inhibited = bounded_inhibitions(
-            state.inhibitions.iter().filter(|(_, i)| i.until.is_none_or(|u| u > now)),
-        )
-        .into_iter()
-        .collect();
+        router.inhibited =
+            bounded_inhibitions(state.inhibitions.iter().filter(|(_, i)| i.until.is_none_or(|u| u > now)))
+                .into_iter()
+                .collect();
         if router.groups.len() < total {
             tracing::info!(
                 kept = router.groups.len(),

@@ -119,12 +119,8 @@ fn flapping_survives_a_restart() {
 
 #[test]
 fn the_repeat_timer_survives_a_restart_and_fires_if_it_fell_due_while_stopped() {
-    let said = same_across_restarts(&[
-        E(IssueOpened, Critical, "k", 0),
-        Restart(3600),
-        Tick(4 * 3600 - 1),
-        Tick(4 * 3600),
-    ]);
+    let said =
+        same_across_restarts(&[E(IssueOpened, Critical, "k", 0), Restart(3600), Tick(4 * 3600 - 1), Tick(4 * 3600)]);
     assert_eq!(said.len(), 2, "{said:?}");
     assert_eq!(said[1].why, "repeat after 4 h: still open");
     // Stopped across the repeat's instant: it goes at the first tick after the start.
@@ -189,8 +185,7 @@ fn a_corrupt_or_foreign_state_is_refused_and_the_router_starts_empty() {
     assert!(matches!(RouterState::from_json(&huge), Err(StateError::TooLarge(n)) if n > STATE_MAX_BYTES));
     // The daemon's rule: a state that is refused gives an empty router.
     let router = |text: &str| {
-        RouterState::from_json(text)
-            .map_or_else(|_| Router::new(config()), |s| Router::restore(config(), s, at(60)))
+        RouterState::from_json(text).map_or_else(|_| Router::new(config()), |s| Router::restore(config(), s, at(60)))
     };
     assert_eq!(router(&good).tracked(), 1);
     for bad in ["not json", &huge, &v.to_string()] {

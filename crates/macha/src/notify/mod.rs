@@ -203,9 +203,15 @@ impl State {
             None => None,
         };
         let replay = if restored.is_some() { Default::default() } else { saved.held.iter().copied().collect() };
+        let mut mapper = Mapper::new(n.link_base.clone());
+        match saved.mapper.as_deref().map(|raw| serde_json::from_str::<map::MapperState>(raw.get())) {
+            Some(Ok(m)) => mapper.restore_state(m),
+            Some(Err(e)) => tracing::warn!("the notification mapping's stored state is not used: {e}"),
+            None => {}
+        }
         State {
             router: restored.unwrap_or_else(|| Router::new(config)),
-            mapper: Mapper::new(n.link_base.clone()),
+            mapper,
             channels,
             read_to: saved.read_to,
             held: BTreeMap::new(),
@@ -288,20 +294,21 @@ pub struct Cursor {
     /// state that does not parse costs the router's memory and not the place in the trail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router: Option<Box<serde_json::value::RawValue>>,
+    /// What the mapping of the trail remembers ([`map::MapperState`] as JSON: running actions'
+    /// kinds, the model down), read on its own like the router's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapper: Option<Box<serde_json::value::RawValue>>,
 }
 
 impl Cursor {
     /// A cursor at record `read_to` with nothing held and no router state.
     pub fn at(read_to: i64) -> Cursor {
-        Cursor { read_to, held: Vec::new(), router: None }
+        Cursor { read_to, held: Vec::new(), router: None, mapper: None }
     }
 
     /// The stored text; a plain number (an id) is a cursor with nothing held.
     pub fn parse(text: &str) -> Cursor {
-        serde_json::from_str(text)
-            .ok()
-            .or_else(|| text.trim().parse().ok().map(Cursor::at))
-            .unwrap_or(Cursor::at(0))
+        serde_json::from_str(text).ok().or_else(|| text.trim().parse().ok().map(Cursor::at)).unwrap_or(Cursor::at(0))
     }
 }
 
@@ -343,7 +350,12 @@ fn route_new(store: &mut Store, state: &mut State, now: Timestamp) -> anyhow::Re
     let hold = state.hold;
     state.held.retain(|_, (read, key)| !told.contains(key.as_str()) && read.plus(hold) > now);
     let router = serde_json::value::RawValue::from_string(state.router.export_state().to_json()?)?;
-    let cursor = Cursor { read_to: state.read_to, held: state.held.keys().copied().collect(), router: Some(router) };
+    let cursor = Cursor {
+        read_to: state.read_to,
+        held: state.held.keys().copied().collect(),
+        router: Some(router),
+        mapper: Some(serde_json::value::RawValue::from_string(serde_json::to_string(&state.mapper.export_state())?)?),
+    };
     let text = serde_json::to_string(&cursor)?;
     let mut rows = Vec::new();
     for o in &out {
@@ -792,7 +804,13 @@ mod tests {
     fn resolve_issue(store: &mut Store, id: i64, now: Timestamp) {
         let issue = store.get_issue(id).unwrap().unwrap();
         let next = issue.lifecycle().apply(now, &macha_core::issue::IssueEvent::ManualResolve).unwrap();
-        let audit = NewAudit::new(now, AuditKind::Issue, macha_store::Severity::Notice, "local", format!("issue {id} resolved"));
+        let audit = NewAudit::new(
+            now,
+            AuditKind::Issue,
+            macha_store::Severity::Notice,
+            "local",
+            format!("issue {id} resolved"),
+        );
         store.update_issue(id, issue.state, &next, &macha_store::IssueChanges::default(), &audit).unwrap();
     }
 
@@ -830,7 +848,8 @@ mod tests {
             // Killed here.
             drop(first);
             if corrupt {
-                let mut v: serde_json::Value = serde_json::from_str(&store.get_kv(CURSOR_KEY).unwrap().unwrap()).unwrap();
+                let mut v: serde_json::Value =
+                    serde_json::from_str(&store.get_kv(CURSOR_KEY).unwrap().unwrap()).unwrap();
                 v["router"] = serde_json::json!({"version": 1, "groups": "not a list"});
                 store.set_kv(CURSOR_KEY, &v.to_string()).unwrap();
             }
@@ -877,7 +896,9 @@ mod tests {
         for r in &records {
             for m in mapper.map(r) {
                 if let Mapped::Event(e) = m {
-                    ids.extend(never.on_event(r.ts, e).into_iter().filter(|o| o.channel == "ntfy").map(|o| o.message_id));
+                    ids.extend(
+                        never.on_event(r.ts, e).into_iter().filter(|o| o.channel == "ntfy").map(|o| o.message_id),
+                    );
                 }
             }
         }
