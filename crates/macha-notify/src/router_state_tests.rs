@@ -227,7 +227,7 @@ fn the_stored_form_is_bounded() {
     // STATE_MAX_BYTES, the least recently active groups left out.
     let mut r = Router::new(config());
     for g in 0..100u64 {
-        for i in 0..(STATE_MAX_PENDING as u64 + 5) {
+        for _ in 0..(STATE_MAX_PENDING as u64 + 5) {
             let mut e = ev(RemediationDone, Warning, "web1", &format!("g{g}"), at(g));
             e.body = "é".repeat(5_000);
             r.on_event(at(g), e);
