@@ -50,6 +50,8 @@ pub struct DeliveryReport {
     pub rate_limited: u32,
     /// One line per failed attempt: `channel message_id: reason`.
     pub failures: Vec<String>,
+    /// The channel of each failed attempt and of each message given up, for the failure counters.
+    pub failed_channels: Vec<String>,
 }
 
 /// One channel at delivery: its configuration, rate bucket and HTTP client.
@@ -124,6 +126,7 @@ impl Deliverer {
             let Some(live) = self.channels.get_mut(&row.channel) else {
                 store.outbox_mark_dead(row.id, now, &format!("channel {} is no longer configured", row.channel))?;
                 report.dead += 1;
+                report.failed_channels.push(row.channel.clone());
                 continue;
             };
             if !live.bucket.try_take(now) {
@@ -150,6 +153,7 @@ impl Deliverer {
                 }
                 SendOutcome::Retry { after, reason } => {
                     report.failures.push(format!("{} {}: {reason}", row.channel, row.message_id));
+                    report.failed_channels.push(row.channel.clone());
                     if attempts >= self.max_attempts {
                         store.outbox_mark_dead(row.id, now, &format!("gave up after {attempts} attempts: {reason}"))?;
                         report.dead += 1;
@@ -168,6 +172,7 @@ impl Deliverer {
                 }
                 SendOutcome::Permanent { reason, .. } => {
                     report.failures.push(format!("{} {}: {reason}", row.channel, row.message_id));
+                    report.failed_channels.push(row.channel.clone());
                     store.outbox_mark_dead(row.id, now, &reason)?;
                     report.dead += 1;
                 }

@@ -3,7 +3,8 @@
 //!
 //! - [`event`]: what the rest of Macha reports ([`Event`]).
 //! - [`router`]: sans-IO grouping, repeats, resolved messages, flapping, inhibition and silences,
-//!   each message with its why ([`Router`], [`Outgoing`]).
+//!   each message with its why ([`Router`], [`Outgoing`]), and its memory across restarts
+//!   ([`RouterState`]).
 //! - [`limit`]: per-channel token buckets and size caps.
 //! - [`channel`], [`gotify`], [`ntfy`], [`webhook`], [`journal`]: channel configuration (secrets
 //!   from files, never printed) and pure request builders.
@@ -29,7 +30,7 @@ pub use deliver::{Deliverer, DeliveryReport, deliver_once, enqueue};
 pub use event::{Event, EventKind, Severity};
 pub use limit::{RateLimit, SizeLimit, TokenBucket, fit};
 pub use priority::Priority;
-pub use router::{Matcher, Outgoing, Route, Router, RouterConfig, RouterStats, Silence};
+pub use router::{Matcher, Outgoing, Route, Router, RouterConfig, RouterState, RouterStats, Silence, StateError};
 pub use send::{SendOutcome, Sender, backoff, classify};
 
 /// The text of a message as the phone shows it, within `max` bytes: the body (cut if it must be,

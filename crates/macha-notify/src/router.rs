@@ -21,6 +21,12 @@
 //! Message ids are derived from the group key, the instant the router first saw the incident and
 //! a sequence number, so the same message enqueued twice is one message, and messages of a
 //! restarted router do not collide with earlier ones.
+//!
+//! **Memory across restarts.** [`Router::export_state`] gives what the router remembers (its
+//! groups with their sequence numbers, repeat timers, flapping and pending news, and the
+//! inhibitions) as a versioned, bounded [`RouterState`]; [`Router::restore`] starts a router from
+//! it, so an incident told before a restart is resolved, repeated and seen flapping after it, and
+//! a restored group's message ids continue its sequence.
 
 use crate::channel::ChannelFilter;
 use crate::event::{Event, EventKind, Severity};
@@ -184,7 +190,7 @@ impl Silence {
 }
 
 /// An inhibited host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Inhibition {
     until: Option<Timestamp>,
     reason: String,
@@ -201,12 +207,12 @@ pub struct RouterStats {
     pub flap_quieted: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Flap {
     last_change: Timestamp,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Group {
     key: String,
     host: String,
@@ -856,6 +862,17 @@ fn fan_out(routes: &[Route], now: Timestamp, d: Draft, out: &mut Vec<Outgoing>) 
     }
 }
 
+#[path = "router_state.rs"]
+mod state;
+pub use state::{
+    RouterState, STATE_MAX_AGE, STATE_MAX_BYTES, STATE_MAX_GROUPS, STATE_MAX_INHIBITIONS, STATE_MAX_PENDING,
+    STATE_VERSION, StateError,
+};
+
 #[cfg(test)]
 #[path = "router_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "router_state_tests.rs"]
+mod state_tests;

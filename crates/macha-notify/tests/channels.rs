@@ -201,6 +201,7 @@ async fn the_deliverer_keeps_order_per_channel_behind_a_retry() {
     hook.script([Mode::Status { status: 503, retry_after: None }]);
     let r = d.deliver_once(&mut store, t0).await.unwrap();
     assert_eq!((r.sent, r.retried, r.dead), (3, 1, 0), "{r:?}");
+    assert_eq!(r.failed_channels, ["hook"], "{r:?}");
     assert_eq!(hook.accepted().len(), 0);
     assert_eq!(gotify.accepted().len(), 3);
     // Before its retry is due nothing of the webhook goes, even though m-2 and m-3 are queued.
@@ -234,6 +235,7 @@ async fn the_deliverer_gives_up_on_a_permanent_refusal_and_audits_it() {
     enqueue(&mut store, &msgs, &[]).unwrap();
     let r = d.deliver_once(&mut store, t0).await.unwrap();
     assert_eq!((r.sent, r.retried, r.dead), (0, 0, 3), "{r:?}");
+    assert_eq!(r.failed_channels, ["gotify", "gotify", "gone"], "{r:?}");
     let log = store.outbox_log(&macha_store::OutboxFilter { failed_only: true, ..Default::default() }).unwrap();
     assert!(log.iter().all(|r| r.state == OutboxState::Dead));
     assert!(log.iter().any(|r| r.last_error.as_deref().is_some_and(|e| e.contains("no longer configured"))));

@@ -3,10 +3,11 @@
 //! in progress). Every notable thing Macha does is already an audit record, so following the
 //! trail misses nothing and needs no hook in the engine (decision 0022).
 //!
-//! The state it keeps is small and rebuilt by replaying the trail: the kind of each running
-//! action (so an outcome knows whether it was a remediation, a diagnostic or a deployment), and
-//! whether the model is known to be down (so "analysis unavailable" is told once, not per issue,
-//! until an analysis succeeds again).
+//! The state it keeps is small, and stored with the notification task's cursor
+//! ([`Mapper::export_state`], [`Mapper::restore_state`]) so a restart keeps it: the kind of each
+//! running action (so an outcome knows whether it was a remediation, a diagnostic or a deployment,
+//! and a deployment's outcome lifts its host's inhibition), and whether the model is known to be
+//! down (so "analysis unavailable" is told once, not per issue, until an analysis succeeds again).
 
 use macha_notify::{Event, EventKind, Severity};
 use macha_store::{AuditKind, AuditRecord, Severity as AuditSeverity};
@@ -80,10 +81,40 @@ fn field<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Valu
     v.as_object().and_then(|o| o.get(key))
 }
 
+/// What a [`Mapper`] remembers, as the notification task stores it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MapperState {
+    /// Running actions: (id, kind, host).
+    #[serde(default)]
+    pub actions: Vec<(i64, String, String)>,
+    #[serde(default)]
+    pub model_down: bool,
+}
+
+/// Running actions kept at most in the stored state (the most recent ids).
+pub const MAX_STORED_ACTIONS: usize = 10_000;
+
 impl Mapper {
     /// `link_base`: the web console's address (`notifications.link_base`), without a trailing `/`.
     pub fn new(link_base: Option<String>) -> Mapper {
         Mapper { link_base, ..Mapper::default() }
+    }
+
+    /// What the mapping remembers, bounded (the [`MAX_STORED_ACTIONS`] most recent actions).
+    pub fn export_state(&self) -> MapperState {
+        let mut actions: Vec<(i64, String, String)> =
+            self.actions.iter().map(|(id, (kind, host))| (*id, kind.clone(), host.clone())).collect();
+        actions.sort_unstable_by_key(|a| std::cmp::Reverse(a.0));
+        actions.truncate(MAX_STORED_ACTIONS);
+        actions.reverse();
+        MapperState { actions, model_down: self.model_down }
+    }
+
+    /// Takes back what [`Mapper::export_state`] gave.
+    pub fn restore_state(&mut self, state: MapperState) {
+        let skip = state.actions.len().saturating_sub(MAX_STORED_ACTIONS);
+        self.actions = state.actions.into_iter().skip(skip).map(|(id, kind, host)| (id, (kind, host))).collect();
+        self.model_down = state.model_down;
     }
 
     fn link(&self, what: &str, id: i64) -> Option<String> {

@@ -140,6 +140,10 @@ fn outcomes_are_remediations_unless_diagnostics_or_deployments() {
         m.map(&start(16, 4, "nixos_switch")),
         vec![Mapped::Inhibit { host: "web1".into(), reason: "a deployment is in progress".into() }]
     );
+    // A restart between the start and the outcome: the stored state keeps the action's kind.
+    let stored = serde_json::to_string(&m.export_state()).unwrap();
+    let mut m = Mapper::new(None);
+    m.restore_state(serde_json::from_str(&stored).unwrap());
     let out = m.map(&done(17, 4, "failed", AuditSeverity::Error));
     assert_eq!(out[0], Mapped::Lift { host: "web1".into() });
     let Mapped::Event(e) = &out[1] else { panic!("{out:?}") };

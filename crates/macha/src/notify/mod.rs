@@ -10,9 +10,11 @@
 //! router, a retry or a rate bucket has something due.
 //!
 //! Crash safety: the task stores a pass's messages and its own state — the last audit record read,
-//! and the records read whose events may still wait in the router (their group wait) — in one
-//! transaction (`Store::outbox_enqueue_with_state`). After a kill it reads again exactly the
-//! records whose events were not yet told, and nothing it already queued.
+//! the router's memory (`Router::export_state`: incidents told, repeat timers, flapping, waiting
+//! news, inhibitions, message-id sequences), and the records read whose events may still wait in
+//! the router — in one transaction (`Store::outbox_enqueue_with_state`). At start it restores the
+//! router from that state and reads the records after the last one read; were the router's state
+//! unusable, it starts empty and reads again the records whose events were not yet told.
 
 pub mod map;
 
@@ -21,7 +23,7 @@ use crate::config::{Config, Notifications, NotifyService};
 use macha_core::Timestamp;
 use macha_notify::{
     ChannelConfig, ChannelFilter, ChannelKind, Deliverer, EventKind, Outgoing, Priority, Route, Router, RouterConfig,
-    SecretFile, SendOutcome, Severity, Silence,
+    RouterState, SecretFile, SendOutcome, Severity, Silence,
 };
 use macha_store::{AuditKind, AuditQuery, NewAudit, NewSilence, OutboxFilter, Store};
 use map::{Mapped, Mapper};
@@ -167,10 +169,11 @@ struct State {
     read_to: i64,
     /// Records read whose events may still wait in the router: id → (when read, group key).
     held: BTreeMap<i64, (Timestamp, String)>,
-    /// Records held when the task last stopped (read again at start, with those after `read_to`).
+    /// Records held when the task last stopped whose events the router's restored state does not
+    /// hold (read again at start, with those after `read_to`).
     replay: std::collections::BTreeSet<i64>,
-    /// The state as last stored.
-    saved: Cursor,
+    /// The state as last stored (the `kv` text).
+    saved: String,
     /// How long an event may wait in the router before it is sent or dropped.
     hold: Duration,
     retry_max: Duration,
@@ -178,21 +181,42 @@ struct State {
 }
 
 impl State {
-    /// The task's state at start: the router empty, the place in the trail as stored (the first
-    /// start follows the trail from its end).
-    fn new(store: &Store, n: &Notifications, channels: Vec<ChannelConfig>) -> State {
-        let saved = match store.get_kv(CURSOR_KEY) {
-            Ok(Some(v)) => Cursor::parse(&v),
-            _ => Cursor { read_to: store.last_audit_id().unwrap_or(0), held: Vec::new() },
+    /// The task's state at start (`now`): the place in the trail and the router's memory as stored
+    /// (the first start follows the trail from its end with an empty router). A router state that
+    /// is unusable is logged and the router starts empty; the records whose events it may have
+    /// held are read again then.
+    fn new(store: &Store, n: &Notifications, channels: Vec<ChannelConfig>, now: Timestamp) -> State {
+        let (text, saved) = match store.get_kv(CURSOR_KEY) {
+            Ok(Some(v)) => {
+                let cursor = Cursor::parse(&v);
+                (v, cursor)
+            }
+            _ => (String::new(), Cursor::at(store.last_audit_id().unwrap_or(0))),
         };
+        let config = router_config(n);
+        let restored = match saved.router.as_deref().map(|raw| RouterState::from_json(raw.get())) {
+            Some(Ok(s)) => Some(Router::restore(config.clone(), s, now)),
+            Some(Err(e)) => {
+                tracing::warn!("the notification router's stored state is not used, it starts empty: {e}");
+                None
+            }
+            None => None,
+        };
+        let replay = if restored.is_some() { Default::default() } else { saved.held.iter().copied().collect() };
+        let mut mapper = Mapper::new(n.link_base.clone());
+        match saved.mapper.as_deref().map(|raw| serde_json::from_str::<map::MapperState>(raw.get())) {
+            Some(Ok(m)) => mapper.restore_state(m),
+            Some(Err(e)) => tracing::warn!("the notification mapping's stored state is not used: {e}"),
+            None => {}
+        }
         State {
-            router: Router::new(router_config(n)),
-            mapper: Mapper::new(n.link_base.clone()),
+            router: restored.unwrap_or_else(|| Router::new(config)),
+            mapper,
             channels,
             read_to: saved.read_to,
             held: BTreeMap::new(),
-            replay: saved.held.iter().copied().collect(),
-            saved,
+            replay,
+            saved: text,
             hold: n.group_wait.max(n.critical_group_wait) + Duration::from_secs(5),
             retry_max: n.retry_max,
             last_prune: None,
@@ -223,11 +247,12 @@ impl Task {
                 return;
             }
         };
-        let mut state = State::new(&store, &self.settings, channels);
+        let mut state = State::new(&store, &self.settings, channels, now);
         tracing::info!(
             channels = state.channels.len(),
             from = state.read_to,
             held = state.replay.len(),
+            restored = state.router.tracked(),
             "notifications: following the audit trail"
         );
         loop {
@@ -256,22 +281,34 @@ impl Task {
     }
 }
 
-/// What the task stores of its place in the audit trail (`kv` key [`CURSOR_KEY`], JSON).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// What the task stores of its place in the audit trail and of the router's memory (`kv` key
+/// [`CURSOR_KEY`], JSON).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Cursor {
     /// The last record read.
     pub read_to: i64,
-    /// Records read whose events may not have been told yet: read again at start.
+    /// Records read whose events may not have been told yet: read again at start when the router's
+    /// state is missing or unusable (otherwise the router's state holds their events).
     pub held: Vec<i64>,
+    /// The router's memory ([`RouterState`] as JSON), kept as written and read on its own, so a
+    /// state that does not parse costs the router's memory and not the place in the trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<Box<serde_json::value::RawValue>>,
+    /// What the mapping of the trail remembers ([`map::MapperState`] as JSON: running actions'
+    /// kinds, the model down), read on its own like the router's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapper: Option<Box<serde_json::value::RawValue>>,
 }
 
 impl Cursor {
+    /// A cursor at record `read_to` with nothing held and no router state.
+    pub fn at(read_to: i64) -> Cursor {
+        Cursor { read_to, held: Vec::new(), router: None, mapper: None }
+    }
+
     /// The stored text; a plain number (an id) is a cursor with nothing held.
     pub fn parse(text: &str) -> Cursor {
-        serde_json::from_str(text)
-            .ok()
-            .or_else(|| text.trim().parse().ok().map(|read_to| Cursor { read_to, held: Vec::new() }))
-            .unwrap_or(Cursor { read_to: 0, held: Vec::new() })
+        serde_json::from_str(text).ok().or_else(|| text.trim().parse().ok().map(Cursor::at)).unwrap_or(Cursor::at(0))
     }
 }
 
@@ -312,7 +349,14 @@ fn route_new(store: &mut Store, state: &mut State, now: Timestamp) -> anyhow::Re
     let told: std::collections::BTreeSet<&str> = out.iter().map(|o| o.group_key.as_str()).collect();
     let hold = state.hold;
     state.held.retain(|_, (read, key)| !told.contains(key.as_str()) && read.plus(hold) > now);
-    let cursor = Cursor { read_to: state.read_to, held: state.held.keys().copied().collect() };
+    let router = serde_json::value::RawValue::from_string(state.router.export_state().to_json()?)?;
+    let cursor = Cursor {
+        read_to: state.read_to,
+        held: state.held.keys().copied().collect(),
+        router: Some(router),
+        mapper: Some(serde_json::value::RawValue::from_string(serde_json::to_string(&state.mapper.export_state())?)?),
+    };
+    let text = serde_json::to_string(&cursor)?;
     let mut rows = Vec::new();
     for o in &out {
         if o.channel == JOURNAL {
@@ -326,14 +370,14 @@ fn route_new(store: &mut Store, state: &mut State, now: Timestamp) -> anyhow::Re
             payload: serde_json::to_value(o)?,
         });
     }
-    if rows.is_empty() && cursor == state.saved {
+    if rows.is_empty() && text == state.saved {
         return Ok(());
     }
-    let new = store.outbox_enqueue_with_state(&rows, CURSOR_KEY, &serde_json::to_string(&cursor)?)?;
+    let new = store.outbox_enqueue_with_state(&rows, CURSOR_KEY, &text)?;
     if !rows.is_empty() {
         tracing::debug!(messages = rows.len(), new, "notifications queued");
     }
-    state.saved = cursor;
+    state.saved = text;
     Ok(())
 }
 
@@ -344,6 +388,9 @@ async fn pass(store: &mut Store, deliverer: &mut Deliverer, state: &mut State) -
     let report = deliverer.deliver_once(store, now).await?;
     for f in &report.failures {
         tracing::warn!("notification not delivered: {f}");
+    }
+    for channel in &report.failed_channels {
+        macha_prom::publish(|m| m.notification_failed(channel));
     }
     // The longest wait between two attempts (`notifications.retry_max`).
     let cap = now.plus(state.retry_max);
@@ -738,47 +785,124 @@ mod tests {
         assert!(trail[0].contains("added by uid:0") && trail[1].contains("removed by uid:0"), "{trail:?}");
     }
 
-    /// A kill after a pass: the next start reads again only the record whose event still waited
-    /// in the router, tells it once, and does not queue the critical message of the first pass
-    /// again.
+    /// Opens an issue on `unit` (its audit record is a finding); returns its id.
+    fn open_issue(store: &mut Store, sev: macha_store::Severity, unit: &str, now: Timestamp) -> i64 {
+        let new = macha_store::NewIssue {
+            host: "local".into(),
+            check_name: "failed_unit".into(),
+            subject: unit.into(),
+            severity: sev,
+            summary: format!("unit {unit} failed"),
+            details: serde_json::Value::Null,
+            seen_at: now,
+        };
+        let audit = NewAudit::new(now, AuditKind::Finding, sev, "local", format!("new issue: unit {unit} failed"));
+        store.insert_issue(&new, &audit).unwrap().id
+    }
+
+    /// Resolves issue `id` as an observation would (its audit record says so).
+    fn resolve_issue(store: &mut Store, id: i64, now: Timestamp) {
+        let issue = store.get_issue(id).unwrap().unwrap();
+        let next = issue.lifecycle().apply(now, &macha_core::issue::IssueEvent::ManualResolve).unwrap();
+        let audit = NewAudit::new(
+            now,
+            AuditKind::Issue,
+            macha_store::Severity::Notice,
+            "local",
+            format!("issue {id} resolved"),
+        );
+        store.update_issue(id, issue.state, &next, &macha_store::IssueChanges::default(), &audit).unwrap();
+    }
+
+    fn ntfy_settings() -> Notifications {
+        settings("[notifications.ntfy]\nurl = \"https://n\"\ntopic = \"t\"\nmin_severity = \"info\"\n")
+    }
+
+    fn outbox(s: &Store) -> Vec<Outgoing> {
+        let mut rows = s.outbox_log(&OutboxFilter::default()).unwrap();
+        rows.reverse();
+        rows.into_iter().map(|r| serde_json::from_value(r.payload).unwrap()).collect()
+    }
+
+    /// A kill after a pass: the next start restores the router, so the event that still waited in
+    /// it is told once after its group wait, and the critical message of the first pass is not
+    /// queued again. With the router's state unusable, the start reads again only the record whose
+    /// event still waited (and says the same).
     #[test]
-    fn a_restart_replays_only_what_was_not_told() {
+    fn a_restart_tells_what_was_not_told_and_nothing_twice() {
+        for corrupt in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = Store::open(dir.path().join("m.db")).unwrap();
+            let n = ntfy_settings();
+            let now = Timestamp(1_700_000_000_000);
+            // A first start follows the trail from its end: here, the beginning.
+            let mut first = State::new(&store, &n, channel_configs(&n), now);
+            assert_eq!(first.read_to, 0);
+            open_issue(&mut store, macha_store::Severity::Critical, "a.service", now);
+            open_issue(&mut store, macha_store::Severity::Warning, "b.service", now);
+            route_new(&mut store, &mut first, now).unwrap();
+            assert_eq!(outbox(&store).len(), 1, "the critical one at once, the warning waits");
+            let stored = Cursor::parse(&store.get_kv(CURSOR_KEY).unwrap().unwrap());
+            assert_eq!(stored.held.len(), 1, "{stored:?}");
+            assert!(stored.router.is_some(), "{stored:?}");
+            // Killed here.
+            drop(first);
+            if corrupt {
+                let mut v: serde_json::Value =
+                    serde_json::from_str(&store.get_kv(CURSOR_KEY).unwrap().unwrap()).unwrap();
+                v["router"] = serde_json::json!({"version": 1, "groups": "not a list"});
+                store.set_kv(CURSOR_KEY, &v.to_string()).unwrap();
+            }
+            let mut second = State::new(&store, &n, channel_configs(&n), now);
+            assert_eq!(second.router.tracked(), if corrupt { 0 } else { 2 }, "corrupt: {corrupt}");
+            assert_eq!(second.replay.len(), usize::from(corrupt));
+            route_new(&mut store, &mut second, now).unwrap();
+            assert_eq!(outbox(&store).len(), 1, "nothing queued twice (corrupt: {corrupt})");
+            route_new(&mut store, &mut second, now.plus(Duration::from_secs(31))).unwrap();
+            let all = outbox(&store);
+            assert_eq!(all.len(), 2, "the waiting one told after its group wait: {all:?}");
+            assert_eq!(all[1].title, "local: unit b.service failed");
+            assert_eq!(Cursor::parse(&store.get_kv(CURSOR_KEY).unwrap().unwrap()).held, Vec::<i64>::new());
+        }
+    }
+
+    /// An incident told before a restart is resolved after it: the router's memory was stored
+    /// with the cursor and restored at start; the resolved message is the incident's next one.
+    #[test]
+    fn a_restart_keeps_the_incidents_told_and_their_message_sequence() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path().join("m.db")).unwrap();
-        let n = settings("[notifications.ntfy]\nurl = \"https://n\"\ntopic = \"t\"\nmin_severity = \"info\"\n");
+        let n = ntfy_settings();
         let now = Timestamp(1_700_000_000_000);
-        // A first start follows the trail from its end: here, the beginning.
-        let mut first = State::new(&store, &n, channel_configs(&n));
-        assert_eq!(first.read_to, 0);
-        for (sev, unit) in
-            [(macha_store::Severity::Critical, "a.service"), (macha_store::Severity::Warning, "b.service")]
-        {
-            let new = macha_store::NewIssue {
-                host: "local".into(),
-                check_name: "failed_unit".into(),
-                subject: unit.into(),
-                severity: sev,
-                summary: format!("unit {unit} failed"),
-                details: serde_json::Value::Null,
-                seen_at: now,
-            };
-            let audit = NewAudit::new(now, AuditKind::Finding, sev, "local", format!("new issue: unit {unit} failed"));
-            store.insert_issue(&new, &audit).unwrap();
-        }
-        let rows = |s: &Store| s.outbox_log(&OutboxFilter::default()).unwrap();
+        let mut first = State::new(&store, &n, channel_configs(&n), now);
+        let id = open_issue(&mut store, macha_store::Severity::Critical, "a.service", now);
         route_new(&mut store, &mut first, now).unwrap();
-        assert_eq!(rows(&store).len(), 1, "the critical one at once, the warning waits");
-        let stored = Cursor::parse(&store.get_kv(CURSOR_KEY).unwrap().unwrap());
-        assert_eq!(stored.held.len(), 1, "{stored:?}");
-        // Killed here. The next start reads only the held record again.
+        let opened = outbox(&store);
+        assert_eq!(opened.len(), 1);
         drop(first);
-        let mut second = State::new(&store, &n, channel_configs(&n));
-        route_new(&mut store, &mut second, now).unwrap();
-        assert_eq!(rows(&store).len(), 1, "nothing queued twice");
-        route_new(&mut store, &mut second, now.plus(Duration::from_secs(31))).unwrap();
-        let all = rows(&store);
-        assert_eq!(all.len(), 2, "the waiting one told after its group wait: {all:?}");
-        assert_eq!(Cursor::parse(&store.get_kv(CURSOR_KEY).unwrap().unwrap()).held, Vec::<i64>::new());
+        let later = now.plus(Duration::from_secs(600));
+        let mut second = State::new(&store, &n, channel_configs(&n), later);
+        resolve_issue(&mut store, id, later);
+        route_new(&mut store, &mut second, later).unwrap();
+        let all = outbox(&store);
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert_eq!((all[1].kind, all[1].group_key.as_str()), (EventKind::IssueResolved, opened[0].group_key.as_str()));
+        assert_ne!(all[1].message_id, opened[0].message_id);
+        // The same resolution through a router that was never stopped has the same id.
+        let mut never = Router::new(router_config(&n));
+        let records = store.query_audit(&AuditQuery::default()).unwrap();
+        let mut mapper = Mapper::new(None);
+        let mut ids = Vec::new();
+        for r in &records {
+            for m in mapper.map(r) {
+                if let Mapped::Event(e) = m {
+                    ids.extend(
+                        never.on_event(r.ts, e).into_iter().filter(|o| o.channel == "ntfy").map(|o| o.message_id),
+                    );
+                }
+            }
+        }
+        assert_eq!(ids, vec![opened[0].message_id.clone(), all[1].message_id.clone()]);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! server with the token in its header; `macha notify test` and `macha notify log` say what the
 //! channel answered and why a message was sent; a channel that is down gets the messages in
 //! order when it is back; a daemon killed (SIGKILL) while a message is on the wire sends it again
-//! after its restart with the same message id; silences are listed and removed.
+//! after its restart with the same message id; issues told before a restart (SIGTERM or SIGKILL)
+//! are resolved after it, each with one message of its incident; silences are listed and removed.
 //!
 //! The fake servers are `macha_notify::testing` (protocol stand-ins, not the real services). "Down
 //! for an hour" is compressed: `notifications.retry_max = "1s"` caps the wait between two
@@ -87,13 +88,16 @@ fn a_manual_message_reaches_gotify_with_the_token_in_its_header_and_the_log_says
     assert_eq!(out.status.code(), Some(69));
     assert!(String::from_utf8_lossy(&out.stdout).contains("refused (401)"), "{}", String::from_utf8_lossy(&out.stdout));
 
-    // Every send and test is in the audit trail.
-    let trail: Vec<String> = d
-        .audit(macha_store::AuditKind::Daemon)
-        .into_iter()
-        .filter(|r| r.subject.as_deref() == Some("notify"))
-        .map(|r| r.summary)
-        .collect();
+    // Every send and test is in the audit trail (a test's record is written after its answer).
+    let trail = || -> Vec<String> {
+        d.audit(macha_store::AuditKind::Daemon)
+            .into_iter()
+            .filter(|r| r.subject.as_deref() == Some("notify"))
+            .map(|r| r.summary)
+            .collect()
+    };
+    wait_for("four notify records in the trail", Duration::from_secs(10), || trail().len() >= 4);
+    let trail = trail();
     assert_eq!(trail.len(), 4, "{trail:?}");
     assert!(trail[0].starts_with("notification requested by"), "{trail:?}");
 }
@@ -192,4 +196,81 @@ fn silences_are_added_listed_and_removed_with_their_reason() {
     assert!(ok(&d.cli(&["silence", "list"])).contains("no silences"));
     let all = d.json(&["silence", "list", "--all", "--json"]);
     assert_eq!(all["silences"].as_array().map(Vec::len), Some(0), "a removed silence is gone: {all}");
+}
+
+/// Thresholds every filesystem crosses (and no busy test machine's load or memory): the first
+/// cycle opens a disk issue per filesystem, and nothing else.
+const NOISY: &str = "[thresholds]\ndisk_warn_percent = 0.0\ndisk_critical_percent = 0.0\ninode_warn_percent = 99.9\ninode_critical_percent = 100.0\nload_per_cpu_warn = 100000.0\nmemory_some_avg60_warn = 100.0\nmemory_full_avg60_critical = 100.0";
+/// Thresholds no healthy test machine crosses: a cycle resolves those issues.
+const QUIET: &str = "[thresholds]\ndisk_warn_percent = 99.9\ndisk_critical_percent = 100.0\ninode_warn_percent = 99.9\ninode_critical_percent = 100.0\nload_per_cpu_warn = 100000.0\nmemory_some_avg60_warn = 100.0\nmemory_full_avg60_critical = 100.0";
+
+/// The webhook messages of `kind`, one per message id (a message cut off by a kill is sent again
+/// with its id, which a receiver drops): their group keys.
+fn groups_of(hook: &FakeServer, kind: &str) -> Vec<String> {
+    let by_id: std::collections::BTreeMap<String, String> = hook
+        .accepted()
+        .iter()
+        .filter_map(|r| Some((r.header("x-macha-message-id")?.to_owned(), r.json()?)))
+        .filter(|(_, j)| j["kind"] == kind)
+        .map(|(id, j)| (id, j["group_key"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    by_id.into_values().collect()
+}
+
+/// Issues open and are told; the daemon stops (SIGTERM, or SIGKILL when `kill`) and starts again
+/// with thresholds that clear them; its first cycle resolves them, and each incident gets exactly
+/// one resolved message, in its own group: the router's memory came back with the restart.
+fn issues_told_before_a_restart_are_resolved_after_it(kill: bool) {
+    let rt = runtime();
+    let hook = rt.block_on(FakeServer::webhook(None)).unwrap_or_else(|e| panic!("{e}"));
+    let url = hook.url();
+    let mut d = daemon("x", move |secret| {
+        format!(
+            "{NOISY}\n[notifications]\ngroup_wait = \"0s\"\n\
+             [notifications.webhook]\nurl = \"{url}\"\nsecret_file = \"{secret}\"\nmin_severity = \"info\"\n"
+        )
+    });
+    let open_issues = || {
+        let issues = d.json(&["issues", "list", "--json"]);
+        issues.as_array().map_or(0, Vec::len)
+    };
+    wait_for("the first cycle's issues", Duration::from_secs(40), || open_issues() > 0);
+    let n = open_issues();
+    wait_for("every opening at the webhook", Duration::from_secs(20), || groups_of(&hook, "issue_opened").len() >= n);
+    let opened: std::collections::BTreeSet<String> = groups_of(&hook, "issue_opened").into_iter().collect();
+    assert_eq!(opened.len(), n, "one opening per issue: {opened:?}");
+    assert!(opened.iter().all(|g| g.starts_with("issue:")), "{opened:?}");
+
+    let config = d.path("macha.toml");
+    let text = std::fs::read_to_string(&config).unwrap_or_else(|e| panic!("{e}"));
+    let quiet = text.replace(NOISY, QUIET);
+    assert_ne!(quiet, text);
+    if kill {
+        std::fs::write(&config, quiet).unwrap_or_else(|e| panic!("{e}"));
+        d.kill_and_restart();
+    } else {
+        let status = d.stop();
+        assert!(status.success(), "{status:?}");
+        std::fs::write(&config, quiet).unwrap_or_else(|e| panic!("{e}"));
+        d.start_again();
+    }
+    wait_for("every resolution at the webhook", Duration::from_secs(40), || {
+        groups_of(&hook, "issue_resolved").len() >= n
+    });
+    // Whatever else comes, nothing is told twice.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut resolved = groups_of(&hook, "issue_resolved");
+    resolved.sort();
+    assert_eq!(resolved, opened.iter().cloned().collect::<Vec<_>>(), "exactly one resolved message per incident");
+    assert_eq!(groups_of(&hook, "issue_opened").len(), n, "no opening told again under a new id");
+}
+
+#[test]
+fn issues_told_before_a_stop_are_resolved_after_the_start() {
+    issues_told_before_a_restart_are_resolved_after_it(false);
+}
+
+#[test]
+fn issues_told_before_a_kill_are_resolved_after_the_restart() {
+    issues_told_before_a_restart_are_resolved_after_it(true);
 }

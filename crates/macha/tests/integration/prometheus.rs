@@ -64,10 +64,16 @@ fn check_metrics(promtool: &Path, text: &str) -> (bool, String) {
 }
 
 fn daemon_with_metrics(port: u16, textfile: Option<&Path>) -> TestDaemon {
+    daemon_with_metrics_and(port, textfile, "")
+}
+
+/// The same with more configuration tables.
+fn daemon_with_metrics_and(port: u16, textfile: Option<&Path>, tables: &str) -> TestDaemon {
     let mut table = format!("[prometheus]\nenable = true\nlisten = \"127.0.0.1:{port}\"\n");
     if let Some(dir) = textfile {
         table.push_str(&format!("textfile = \"{}\"\n", dir.display()));
     }
+    table.push_str(tables);
     TestDaemon::builder().tables(&table).wait_for_first_cycle().start()
 }
 
@@ -79,7 +85,16 @@ fn repo() -> PathBuf {
 fn metrics_are_served_only_as_get_metrics_and_pass_promtool() {
     let port = free_port();
     let textfile = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let d = daemon_with_metrics(port, Some(textfile.path()));
+    // A webhook nobody listens on: every attempt fails, and is counted.
+    let secrets = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = secrets.path().join("webhook.key");
+    std::fs::write(&key, "k").unwrap_or_else(|e| panic!("{e}"));
+    let webhook = format!(
+        "[notifications.webhook]\nurl = \"http://127.0.0.1:{}/hook\"\nsecret_file = \"{}\"\nmin_severity = \"info\"\n",
+        free_port(),
+        key.display()
+    );
+    let d = daemon_with_metrics_and(port, Some(textfile.path()), &webhook);
     let (status, body) = get(port, "/metrics");
     assert_eq!(status, 200, "{body}");
     for family in [
@@ -100,6 +115,13 @@ fn metrics_are_served_only_as_get_metrics_and_pass_promtool() {
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or(0);
     assert!(turns > 0, "{body}");
+
+    // A notification that cannot be delivered is counted by channel.
+    let out = d.cli(&["notify", "--channel", "webhook", "unreachable", "body"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("the failed notification counted", Duration::from_secs(20), || {
+        get(port, "/metrics").1.lines().any(|l| l.starts_with("macha_notifications_failed_total{channel=\"webhook\"} "))
+    });
 
     // Nothing else is served.
     assert_eq!(get(port, "/").0, 404);

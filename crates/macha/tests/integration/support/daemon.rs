@@ -265,6 +265,13 @@ impl TestDaemon {
         self.spawn();
     }
 
+    /// Starts the daemon again (after [`TestDaemon::stop`]) on the same configuration file, which
+    /// the test may have changed meanwhile, and state; returns once it is spawned.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the daemon is still running");
+        self.spawn();
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.path("macha.sock")
     }
