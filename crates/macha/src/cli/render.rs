@@ -153,6 +153,9 @@ pub fn approval(detail: &crate::api::reply::ApprovalDetail, json: bool) -> anyho
     println!("approval {}: {}", r.id, r.state.as_str());
     println!("  action:     {}", describe_action(&r.action));
     println!("  reason:     {}", r.reason);
+    if let Some(issue) = r.issue_id {
+        println!("  issue:      {issue} (macha issues show {issue})");
+    }
     println!("  risk:       {}", r.decision.risk.map_or("?", policy::Risk::as_str));
     println!("  policy:     {}", r.decision.reason.as_deref().unwrap_or("?"));
     println!("  requested:  {} by {}", ts(r.requested_at), r.requested_by);

@@ -189,6 +189,11 @@ fn the_console_on_the_unix_socket_keeps_every_guarantee() {
     // A request without an issue has no issue line.
     let card4 = unix(&sock, "GET", "/approvals/4", &[("Cookie", &cookie)], "");
     assert!(!card4.body.contains("href=\"/issues/"), "{}", card4.body);
+    // `macha approve show` names the same issue, and no issue where there is none.
+    let shown = String::from_utf8_lossy(&daemon.cli(&["approve", "show", "1"]).stdout).into_owned();
+    assert!(shown.contains("issue:      1 (macha issues show 1)"), "{shown}");
+    let shown4 = String::from_utf8_lossy(&daemon.cli(&["approve", "show", "4"]).stdout).into_owned();
+    assert!(shown4.contains("approval 4") && !shown4.contains("issue:"), "{shown4}");
 
     let origin = ("Origin", "http://localhost:8470");
     let good = [("Cookie", cookie.as_str()), origin];
