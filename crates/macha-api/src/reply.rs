@@ -231,6 +231,24 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
+    pub const ALL: [AuditKind; 11] = [
+        AuditKind::Snapshot,
+        AuditKind::Finding,
+        AuditKind::Decision,
+        AuditKind::Action,
+        AuditKind::Outcome,
+        AuditKind::Approval,
+        AuditKind::Issue,
+        AuditKind::AuthDenied,
+        AuditKind::Alert,
+        AuditKind::Config,
+        AuditKind::Daemon,
+    ];
+
+    pub fn parse(s: &str) -> Option<AuditKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AuditKind::Snapshot => "snapshot",

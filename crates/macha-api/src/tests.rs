@@ -201,3 +201,14 @@ fn the_client_reports_a_version_mismatch_and_a_typed_answer() {
     assert_eq!(seen, vec![Ok(AdmitHost { name: "c1".into() }.into_request()); 2]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn every_audit_kind_parses_back_from_its_name() {
+    use crate::reply::AuditKind;
+    for k in AuditKind::ALL {
+        assert_eq!(AuditKind::parse(k.as_str()), Some(k));
+        // The name is the wire name too.
+        assert_eq!(serde_json::to_value(k).unwrap(), serde_json::json!(k.as_str()));
+    }
+    assert_eq!(AuditKind::parse("bogus"), None);
+}

@@ -28,14 +28,9 @@ fn kinds(names: &[String]) -> Result<Vec<AuditKind>, super::Failure> {
     names
         .iter()
         .map(|k| {
-            serde_json::from_value(serde_json::Value::String(k.clone())).map_err(|_| {
-                fail(
-                    EXIT_USAGE,
-                    anyhow::format_err!(
-                        "--kind {k:?}: use finding, decision, action, outcome, approval, issue, auth_denied, alert, \
-                         config, daemon or snapshot"
-                    ),
-                )
+            AuditKind::parse(k).ok_or_else(|| {
+                let all: Vec<&str> = AuditKind::ALL.iter().map(|k| k.as_str()).collect();
+                fail(EXIT_USAGE, anyhow::format_err!("--kind {k:?}: use {}", all.join(", ")))
             })
         })
         .collect()
@@ -77,18 +72,7 @@ pub fn timeline(host: &str, since_arg: Option<&str>, limit: Option<u32>, opts: &
     let filter = AuditFilter {
         since: since(since_arg, Some("24h"))?,
         host: Some(host.to_owned()),
-        kinds: vec![
-            AuditKind::Finding,
-            AuditKind::Decision,
-            AuditKind::Action,
-            AuditKind::Outcome,
-            AuditKind::Approval,
-            AuditKind::Issue,
-            AuditKind::AuthDenied,
-            AuditKind::Alert,
-            AuditKind::Config,
-            AuditKind::Daemon,
-        ],
+        kinds: AuditKind::ALL.into_iter().filter(|k| *k != AuditKind::Snapshot).collect(),
         limit: Some(limit.unwrap_or(500)),
         order: ops::Order::OldestFirst,
         ..AuditFilter::default()

@@ -128,6 +128,8 @@ fn search_stats_timeline_and_commands_read_a_database_file() {
     }
     let out = macha(&["logs", "search", "nginx", "--kind", "bogus"], &db);
     assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
+    // The refusal names every kind there is.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth_denied, alert, config, daemon"));
 
     // Stats: actions by kind and outcome, issues per check and host, time to resolve, flapping.
     let s = json(&["logs", "stats", "--since", "2h", "--json"], &db);
